@@ -1,0 +1,237 @@
+//! The registry's error vocabulary: OCI distribution error codes, and the single mapping from them (and
+//! from the store's and metadata's errors) to HTTP statuses and the spec's JSON body.
+//! Handlers never pick a status for an error themselves.
+
+use http::{HeaderName, HeaderValue, StatusCode};
+
+use crate::digest::DigestError;
+use crate::meta::MetaError;
+use crate::reference::{NameError, ReferenceError};
+use crate::store::StoreError;
+
+/// The codes of the OCI distribution spec ("Error Codes"), plus `UNKNOWN` for our own failures, as
+/// distribution answers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BlobUnknown,
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameInvalid,
+    NameUnknown,
+    SizeInvalid,
+    Unauthorized,
+    Denied,
+    Unsupported,
+    TooManyRequests,
+    Unknown,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            BlobUnknown => "BLOB_UNKNOWN",
+            BlobUploadInvalid => "BLOB_UPLOAD_INVALID",
+            BlobUploadUnknown => "BLOB_UPLOAD_UNKNOWN",
+            DigestInvalid => "DIGEST_INVALID",
+            ManifestBlobUnknown => "MANIFEST_BLOB_UNKNOWN",
+            ManifestInvalid => "MANIFEST_INVALID",
+            ManifestUnknown => "MANIFEST_UNKNOWN",
+            NameInvalid => "NAME_INVALID",
+            NameUnknown => "NAME_UNKNOWN",
+            SizeInvalid => "SIZE_INVALID",
+            Unauthorized => "UNAUTHORIZED",
+            Denied => "DENIED",
+            Unsupported => "UNSUPPORTED",
+            TooManyRequests => "TOOMANYREQUESTS",
+            Unknown => "UNKNOWN",
+        }
+    }
+
+    /// The status each code is answered with unless the error says otherwise (416 for ranges, 413 for
+    /// bodies over a limit).
+    pub fn status(self) -> StatusCode {
+        use ErrorCode::*;
+        match self {
+            BlobUnknown | BlobUploadUnknown | ManifestBlobUnknown | ManifestUnknown
+            | NameUnknown => StatusCode::NOT_FOUND,
+            BlobUploadInvalid | DigestInvalid | ManifestInvalid | NameInvalid | SizeInvalid => {
+                StatusCode::BAD_REQUEST
+            }
+            Unauthorized => StatusCode::UNAUTHORIZED,
+            Denied => StatusCode::FORBIDDEN,
+            Unsupported => StatusCode::METHOD_NOT_ALLOWED,
+            TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Unknown => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// An error as a client sees it: code, a message that names the cause and the fix, and the status.
+#[derive(Debug)]
+pub struct RegistryError {
+    pub code: ErrorCode,
+    pub status: StatusCode,
+    pub message: String,
+    pub detail: Option<serde_json::Value>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl RegistryError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        RegistryError {
+            code,
+            status: code.status(),
+            message: message.into(),
+            detail: None,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+
+    pub fn with_detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: impl std::fmt::Display) -> Self {
+        if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
+            self.headers.push((name, v));
+        }
+        self
+    }
+
+    /// The spec's body: `{"errors":[{"code","message","detail"}]}`.
+    pub fn body(&self) -> Vec<u8> {
+        let mut e = serde_json::json!({ "code": self.code.as_str(), "message": self.message });
+        if let Some(d) = &self.detail {
+            e["detail"] = d.clone();
+        }
+        serde_json::to_vec(&serde_json::json!({ "errors": [e] })).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code.as_str(),
+            self.message
+        )
+    }
+}
+
+impl From<NameError> for RegistryError {
+    fn from(e: NameError) -> Self {
+        RegistryError::new(ErrorCode::NameInvalid, e.to_string())
+    }
+}
+
+impl From<DigestError> for RegistryError {
+    fn from(e: DigestError) -> Self {
+        RegistryError::new(ErrorCode::DigestInvalid, e.to_string())
+    }
+}
+
+impl From<ReferenceError> for RegistryError {
+    fn from(e: ReferenceError) -> Self {
+        match e {
+            ReferenceError::Digest(d) => d.into(),
+            ReferenceError::Tag(_) => RegistryError::new(ErrorCode::ManifestInvalid, e.to_string())
+                .with_status(StatusCode::BAD_REQUEST),
+        }
+    }
+}
+
+impl From<MetaError> for RegistryError {
+    fn from(e: MetaError) -> Self {
+        tracing::error!(error = %e, "metadata store failure");
+        RegistryError::new(
+            ErrorCode::Unknown,
+            format!("{e}; see wharf's log for details"),
+        )
+    }
+}
+
+impl From<StoreError> for RegistryError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(d) => RegistryError::new(
+                ErrorCode::BlobUnknown,
+                format!("blob {d} is not in this registry"),
+            ),
+            StoreError::DigestMismatch { expected, actual } => RegistryError::new(
+                ErrorCode::DigestInvalid,
+                format!(
+                    "uploaded content has digest {actual}, not the {expected} given; nothing was \
+                     stored: upload the content again with its correct digest"
+                ),
+            ),
+            StoreError::SizeMismatch { expected, actual } => RegistryError::new(
+                ErrorCode::SizeInvalid,
+                format!("uploaded {actual} bytes but {expected} were declared; nothing was stored"),
+            ),
+            StoreError::TooLarge {
+                digest,
+                size,
+                limit,
+            } => RegistryError::new(
+                ErrorCode::ManifestInvalid,
+                format!("{digest} is {size} bytes, over the {limit}-byte limit for manifests"),
+            )
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE),
+            StoreError::InvalidArgument(m) => {
+                RegistryError::new(ErrorCode::Unknown, format!("internal error: {m}"))
+            }
+            StoreError::Io(io) => {
+                tracing::error!(error = %io, "content store I/O failure");
+                RegistryError::new(
+                    ErrorCode::Unknown,
+                    format!("storage I/O failed ({io}); check wharf's data directory and its log"),
+                )
+            }
+        }
+    }
+}
+
+pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_follows_the_spec() {
+        let e = RegistryError::new(ErrorCode::BlobUnknown, "gone")
+            .with_detail(serde_json::json!({"digest": "x"}));
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(v["errors"][0]["code"], "BLOB_UNKNOWN");
+        assert_eq!(v["errors"][0]["message"], "gone");
+        assert_eq!(v["errors"][0]["detail"]["digest"], "x");
+        assert_eq!(e.status, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn store_errors_map_once() {
+        let d = crate::digest::Digest::sha256_of(b"");
+        let e: RegistryError = StoreError::DigestMismatch {
+            expected: d.clone(),
+            actual: d,
+        }
+        .into();
+        assert_eq!(
+            (e.code, e.status),
+            (ErrorCode::DigestInvalid, StatusCode::BAD_REQUEST)
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! wharf: a registry-protocol proxy for container images. See ARCHITECTURE.md for the map.
+
+pub mod body;
+pub mod config;
+pub mod digest;
+pub mod error;
+pub mod manifest;
+pub mod meta;
+pub mod range;
+pub mod reference;
+pub mod registry;
+pub mod server;
+pub mod store;

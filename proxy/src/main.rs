@@ -1,0 +1,74 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use wharf::config::Config;
+
+/// A registry-protocol proxy for container images.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the registry API (defaults: 127.0.0.1:5000, data under ~/.local/share/wharf).
+    Serve {
+        /// TOML config file; every key is optional (see examples/wharf.toml).
+        #[arg(long, short, env = "WHARF_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print the effective configuration (file, defaults and WHARF_* overrides) and exit.
+    Config {
+        #[arg(long, short, env = "WHARF_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match cli.command {
+        Command::Serve { config } => {
+            let cfg = Config::load(config.as_deref())?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?
+                .block_on(serve(cfg))
+        }
+        Command::Config { config } => {
+            let cfg = Config::load(config.as_deref())?;
+            println!("{cfg:#?}");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let (registry, listener) = wharf::server::start(&cfg).await?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        data_dir = %cfg.storage.data_dir.display(),
+        "wharf is serving the registry API"
+    );
+    wharf::server::serve(
+        registry,
+        listener,
+        wharf::server::shutdown_signal(),
+        Duration::from_secs(cfg.server.shutdown_grace_secs),
+    )
+    .await;
+    Ok(())
+}

@@ -1,0 +1,442 @@
+//! Registry metadata: which repository links which blob and manifest, tags, referrers, upload sessions.
+//!
+//! Bytes live in the content store; this module only holds names and edges. It is the one place that
+//! knows how metadata is stored (redb, an embedded transactional B-tree), so a shared backend (Postgres,
+//! for several replicas) replaces this file's internals, not its callers.
+//!
+//! Crash consistency with the content store comes from ordering: content is published (fsynced, renamed)
+//! before any transaction here refers to it, and redb commits are durable when they return. A crash can
+//! leave content that nothing refers to (for the collector), never a reference to missing content.
+
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+
+/// (repo, tag) → manifest digest
+const TAGS: TableDefinition<(&str, &str), &str> = TableDefinition::new("tags");
+/// (repo, manifest digest) → ManifestRecord (JSON)
+const MANIFESTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("manifests");
+/// (repo, blob digest) → size
+const BLOBS: TableDefinition<(&str, &str), u64> = TableDefinition::new("blobs");
+/// (repo, subject digest, referrer digest) → Descriptor (JSON)
+const REFERRERS: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("referrers");
+/// upload id → UploadRecord (JSON)
+const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("metadata store failed: {0}")]
+    Db(#[from] redb::Error),
+    #[error("metadata record is unreadable: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    #[error("metadata task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+macro_rules! db_error_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for MetaError {
+            fn from(e: $t) -> Self {
+                MetaError::Db(e.into())
+            }
+        }
+    )*};
+}
+db_error_from!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestRecord {
+    pub media_type: String,
+    pub size: u64,
+    /// The manifest's `subject`, so deleting it can drop its referrers entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Digest>,
+}
+
+/// An OCI descriptor as the referrers API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    pub repo: String,
+    /// Unix seconds; sessions older than the configured TTL are purged.
+    pub started: u64,
+}
+
+/// What a manifest push records, in one transaction.
+pub struct ManifestPut<'a> {
+    pub repo: &'a str,
+    pub digest: &'a Digest,
+    pub record: ManifestRecord,
+    pub tag: Option<&'a str>,
+    /// The descriptor to list under `record.subject` in the referrers API.
+    pub referrer: Option<Descriptor>,
+}
+
+#[derive(Clone)]
+pub struct Meta {
+    db: Arc<Database>,
+}
+
+impl Meta {
+    pub fn open(path: &Path) -> Result<Self, MetaError> {
+        let db = Database::create(path)?;
+        // Create every table up front so read transactions never meet a missing one.
+        let tx = db.begin_write()?;
+        tx.open_table(TAGS)?;
+        tx.open_table(MANIFESTS)?;
+        tx.open_table(BLOBS)?;
+        tx.open_table(REFERRERS)?;
+        tx.open_table(UPLOADS)?;
+        tx.commit()?;
+        Ok(Meta { db: Arc::new(db) })
+    }
+
+    /// Runs `f` on the blocking pool: redb reads may touch the disk and commits fsync.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, MetaError> + Send + 'static,
+    ) -> Result<T, MetaError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db)).await?
+    }
+
+    pub async fn link_blob(&self, repo: &str, digest: &Digest, size: u64) -> Result<(), MetaError> {
+        let (repo, d) = (repo.to_owned(), digest.to_string());
+        self.run(move |db| {
+            let tx = db.begin_write()?;
+            tx.open_table(BLOBS)?
+                .insert((repo.as_str(), d.as_str()), size)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The size of a blob if `repo` links it.
+    pub async fn blob(&self, repo: &str, digest: &Digest) -> Result<Option<u64>, MetaError> {
+        let (repo, d) = (repo.to_owned(), digest.to_string());
+        self.run(move |db| {
+            let t = db.begin_read()?.open_table(BLOBS)?;
+            Ok(t.get((repo.as_str(), d.as_str()))?.map(|v| v.value()))
+        })
+        .await
+    }
+
+    pub async fn unlink_blob(&self, repo: &str, digest: &Digest) -> Result<bool, MetaError> {
+        let (repo, d) = (repo.to_owned(), digest.to_string());
+        self.run(move |db| {
+            let tx = db.begin_write()?;
+            let removed = tx
+                .open_table(BLOBS)?
+                .remove((repo.as_str(), d.as_str()))?
+                .is_some();
+            tx.commit()?;
+            Ok(removed)
+        })
+        .await
+    }
+
+    /// Of `blobs` and `manifests`, those `repo` does not link (what a manifest push would dangle on).
+    pub async fn missing(
+        &self,
+        repo: &str,
+        blobs: Vec<Digest>,
+        manifests: Vec<Digest>,
+    ) -> Result<Vec<Digest>, MetaError> {
+        let repo = repo.to_owned();
+        self.run(move |db| {
+            let tx = db.begin_read()?;
+            let (bt, mt) = (tx.open_table(BLOBS)?, tx.open_table(MANIFESTS)?);
+            let mut out = Vec::new();
+            for d in blobs {
+                if bt.get((repo.as_str(), d.to_string().as_str()))?.is_none() {
+                    out.push(d);
+                }
+            }
+            for d in manifests {
+                if mt.get((repo.as_str(), d.to_string().as_str()))?.is_none() {
+                    out.push(d);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn put_manifest(&self, put: ManifestPut<'_>) -> Result<(), MetaError> {
+        let repo = put.repo.to_owned();
+        let digest = put.digest.to_string();
+        let tag = put.tag.map(str::to_owned);
+        let record = serde_json::to_vec(&put.record)?;
+        let referrer = match (&put.record.subject, &put.referrer) {
+            (Some(s), Some(r)) => Some((s.to_string(), serde_json::to_vec(r)?)),
+            _ => None,
+        };
+        self.run(move |db| {
+            let tx = db.begin_write()?;
+            tx.open_table(MANIFESTS)?
+                .insert((repo.as_str(), digest.as_str()), record.as_slice())?;
+            if let Some(tag) = &tag {
+                tx.open_table(TAGS)?
+                    .insert((repo.as_str(), tag.as_str()), digest.as_str())?;
+            }
+            if let Some((subject, desc)) = &referrer {
+                tx.open_table(REFERRERS)?.insert(
+                    (repo.as_str(), subject.as_str(), digest.as_str()),
+                    desc.as_slice(),
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn manifest(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<Option<ManifestRecord>, MetaError> {
+        let (repo, d) = (repo.to_owned(), digest.to_string());
+        self.run(move |db| {
+            let t = db.begin_read()?.open_table(MANIFESTS)?;
+            let v = t.get((repo.as_str(), d.as_str()))?;
+            Ok(v.map(|v| serde_json::from_slice(v.value())).transpose()?)
+        })
+        .await
+    }
+
+    pub async fn tag(&self, repo: &str, tag: &str) -> Result<Option<Digest>, MetaError> {
+        let (repo, tag) = (repo.to_owned(), tag.to_owned());
+        self.run(move |db| {
+            let t = db.begin_read()?.open_table(TAGS)?;
+            let v = t.get((repo.as_str(), tag.as_str()))?;
+            Ok(v.and_then(|v| v.value().parse().ok()))
+        })
+        .await
+    }
+
+    /// Removes a manifest from `repo`, with the tags that point at it and its referrers entry. Returns
+    /// whether it was there. The bytes stay in the content store for the collector.
+    pub async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<bool, MetaError> {
+        let (repo, d) = (repo.to_owned(), digest.to_string());
+        self.run(move |db| {
+            let tx = db.begin_write()?;
+            let old = tx
+                .open_table(MANIFESTS)?
+                .remove((repo.as_str(), d.as_str()))?
+                .map(|v| serde_json::from_slice::<ManifestRecord>(v.value()))
+                .transpose()?;
+            let Some(old) = old else {
+                return Ok(false);
+            };
+            {
+                let mut tags = tx.open_table(TAGS)?;
+                let doomed: Vec<String> = prefix_range(&tags, &repo)?
+                    .into_iter()
+                    .filter(|(_, v)| *v == d)
+                    .map(|(k, _)| k)
+                    .collect();
+                for t in doomed {
+                    tags.remove((repo.as_str(), t.as_str()))?;
+                }
+            }
+            if let Some(subject) = old.subject {
+                tx.open_table(REFERRERS)?.remove((
+                    repo.as_str(),
+                    subject.to_string().as_str(),
+                    d.as_str(),
+                ))?;
+            }
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    pub async fn delete_tag(&self, repo: &str, tag: &str) -> Result<bool, MetaError> {
+        let (repo, tag) = (repo.to_owned(), tag.to_owned());
+        self.run(move |db| {
+            let tx = db.begin_write()?;
+            let removed = tx
+                .open_table(TAGS)?
+                .remove((repo.as_str(), tag.as_str()))?
+                .is_some();
+            tx.commit()?;
+            Ok(removed)
+        })
+        .await
+    }
+
+    /// Up to `n` tags of `repo` after `last`, in lexical order, and whether more follow.
+    pub async fn tags(
+        &self,
+        repo: &str,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<(Vec<String>, bool), MetaError> {
+        let (repo, last) = (repo.to_owned(), last.map(str::to_owned));
+        self.run(move |db| {
+            let t = db.begin_read()?.open_table(TAGS)?;
+            let start = match &last {
+                Some(l) => Bound::Excluded((repo.as_str(), l.as_str())),
+                None => Bound::Included((repo.as_str(), "")),
+            };
+            let mut out = Vec::new();
+            for item in t.range::<(&str, &str)>((start, Bound::Unbounded))? {
+                let (k, _) = item?;
+                let (r, tag) = k.value();
+                if r != repo {
+                    break;
+                }
+                if out.len() == n {
+                    return Ok((out, true));
+                }
+                out.push(tag.to_owned());
+            }
+            Ok((out, false))
+        })
+        .await
+    }
+
+    /// Whether anything (a tag, manifest or blob) is known under `repo`.
+    pub async fn repo_exists(&self, repo: &str) -> Result<bool, MetaError> {
+        let repo = repo.to_owned();
+        self.run(move |db| {
+            let tx = db.begin_read()?;
+            let first = |r: Option<(String, String)>| r.is_some_and(|(k, _)| k == repo);
+            let tags = tx.open_table(TAGS)?;
+            let manifests = tx.open_table(MANIFESTS)?;
+            let blobs = tx.open_table(BLOBS)?;
+            let probe = |k: (&str, &str)| (k.0.to_owned(), k.1.to_owned());
+            let from = (repo.as_str(), "");
+            Ok(first(next_key(&tags, from, probe)?)
+                || first(next_key(&manifests, from, probe)?)
+                || first(next_key(&blobs, from, probe)?))
+        })
+        .await
+    }
+
+    pub async fn referrers(
+        &self,
+        repo: &str,
+        subject: &Digest,
+    ) -> Result<Vec<Descriptor>, MetaError> {
+        let (repo, s) = (repo.to_owned(), subject.to_string());
+        self.run(move |db| {
+            let t = db.begin_read()?.open_table(REFERRERS)?;
+            let mut out = Vec::new();
+            for item in t.range((repo.as_str(), s.as_str(), "")..)? {
+                let (k, v) = item?;
+                let (r, subj, _) = k.value();
+                if r != repo || subj != s {
+                    break;
+                }
+                out.push(serde_json::from_slice(v.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn create_upload(&self, id: &str, rec: UploadRecord) -> Result<(), MetaError> {
+        let id = id.to_owned();
+        let rec = serde_json::to_vec(&rec)?;
+        self.run(move |db| {
+            let tx = db.begin_write()?;
+            tx.open_table(UPLOADS)?
+                .insert(id.as_str(), rec.as_slice())?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn upload(&self, id: &str) -> Result<Option<UploadRecord>, MetaError> {
+        let id = id.to_owned();
+        self.run(move |db| {
+            let t = db.begin_read()?.open_table(UPLOADS)?;
+            let v = t.get(id.as_str())?;
+            Ok(v.map(|v| serde_json::from_slice(v.value())).transpose()?)
+        })
+        .await
+    }
+
+    pub async fn remove_upload(&self, id: &str) -> Result<(), MetaError> {
+        let id = id.to_owned();
+        self.run(move |db| {
+            let tx = db.begin_write()?;
+            tx.open_table(UPLOADS)?.remove(id.as_str())?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn uploads(&self) -> Result<Vec<(String, UploadRecord)>, MetaError> {
+        self.run(move |db| {
+            let t = db.begin_read()?.open_table(UPLOADS)?;
+            let mut out = Vec::new();
+            for item in t.iter()? {
+                let (k, v) = item?;
+                out.push((k.value().to_owned(), serde_json::from_slice(v.value())?));
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+/// The (second key, value) pairs under `repo` in a (repo, x) → &str table.
+fn prefix_range(
+    t: &impl ReadableTable<(&'static str, &'static str), &'static str>,
+    repo: &str,
+) -> Result<Vec<(String, String)>, MetaError> {
+    let mut out = Vec::new();
+    for item in t.range((repo, "")..)? {
+        let (k, v) = item?;
+        let (r, x) = k.value();
+        if r != repo {
+            break;
+        }
+        out.push((x.to_owned(), v.value().to_owned()));
+    }
+    Ok(out)
+}
+
+/// The first key at or after `from`, converted by `f`.
+fn next_key<V: redb::Value + 'static>(
+    t: &impl ReadableTable<(&'static str, &'static str), V>,
+    from: (&str, &str),
+    f: impl Fn((&str, &str)) -> (String, String),
+) -> Result<Option<(String, String)>, MetaError> {
+    match t.range(from..)?.next() {
+        Some(item) => Ok(Some(f(item?.0.value()))),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,210 @@
+//! The OCI distribution API (v1.1) over the content store and the metadata store.
+//!
+//! `Registry::handle` is the whole HTTP surface: it routes, checks, and answers. Endpoint groups live in
+//! submodules (`blobs`, `uploads`, `manifests`, `tags`, `referrers`); errors from all of them become
+//! responses in one place (`error_response`), through the mapping in `crate::error`.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+
+use crate::body::Body;
+use crate::config::RegistryConfig;
+use crate::error::{ErrorCode, RegistryError, Result};
+use crate::meta::Meta;
+use crate::store::ContentStore;
+
+mod blobs;
+mod manifests;
+mod referrers;
+pub mod route;
+mod tags;
+mod uploads;
+
+#[cfg(test)]
+mod tests;
+
+use route::Route;
+
+pub const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+pub const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+pub const UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
+pub const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
+pub const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body wharf can read: hyper's, or any other `http_body::Body` (tests).
+pub trait RequestBody:
+    http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static
+{
+}
+impl<B> RequestBody for B where
+    B: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static
+{
+}
+
+/// An upload session's state, kept between the requests of one session.
+type SessionWriter = Arc<tokio::sync::Mutex<uploads::Session>>;
+
+pub struct Registry {
+    store: Arc<dyn ContentStore>,
+    meta: Meta,
+    cfg: RegistryConfig,
+    sessions: DashMap<String, SessionWriter>,
+}
+
+impl Registry {
+    pub fn new(store: Arc<dyn ContentStore>, meta: Meta, cfg: RegistryConfig) -> Self {
+        Registry {
+            store,
+            meta,
+            cfg,
+            sessions: DashMap::new(),
+        }
+    }
+
+    /// Answers one request. Never fails: errors become spec-shaped error responses.
+    pub async fn handle<B: RequestBody>(&self, req: Request<B>) -> Response<Body> {
+        let head_only = req.method() == Method::HEAD;
+        let mut resp = match self.dispatch(req).await {
+            Ok(r) => r,
+            Err(e) => error_response(e, head_only),
+        };
+        resp.headers_mut()
+            .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+        resp
+    }
+
+    async fn dispatch<B: RequestBody>(&self, req: Request<B>) -> Result<Response<Body>> {
+        let route = route::route(req.uri().path())?;
+        let method = req.method().clone();
+        match (route, method) {
+            (Route::Base, Method::GET | Method::HEAD) => {
+                Ok(json_response(StatusCode::OK, Bytes::from_static(b"{}")))
+            }
+            (Route::Blob(repo, d), Method::GET | Method::HEAD) => {
+                self.get_blob(&repo, &d, &req).await
+            }
+            (Route::Blob(repo, d), Method::DELETE) => self.delete_blob(&repo, &d).await,
+            (Route::UploadStart(repo), Method::POST) => self.start_upload(&repo, req).await,
+            (Route::Upload(repo, id), Method::GET) => self.upload_status(&repo, &id).await,
+            (Route::Upload(repo, id), Method::PATCH) => self.patch_upload(&repo, &id, req).await,
+            (Route::Upload(repo, id), Method::PUT) => self.finish_upload(&repo, &id, req).await,
+            (Route::Upload(repo, id), Method::DELETE) => self.cancel_upload(&repo, &id).await,
+            (Route::Manifest(repo, r), Method::GET | Method::HEAD) => {
+                self.get_manifest(&repo, &r, &req).await
+            }
+            (Route::Manifest(repo, r), Method::PUT) => self.put_manifest(&repo, &r, req).await,
+            (Route::Manifest(repo, r), Method::DELETE) => self.delete_manifest(&repo, &r).await,
+            (Route::Tags(repo), Method::GET) => self.list_tags(&repo, &req).await,
+            (Route::Referrers(repo, d), Method::GET) => self.list_referrers(&repo, &d, &req).await,
+            (_, m) => Err(RegistryError::new(
+                ErrorCode::Unsupported,
+                format!("method {m} is not supported on {}", req.uri().path()),
+            )),
+        }
+    }
+
+    fn require_delete(&self) -> Result<()> {
+        if self.cfg.delete_enabled {
+            Ok(())
+        } else {
+            Err(RegistryError::new(
+                ErrorCode::Unsupported,
+                "deletes are disabled on this registry; set registry.delete_enabled = true (or \
+                 WHARF_DELETE_ENABLED=true) to allow them",
+            ))
+        }
+    }
+
+    /// Drops upload sessions older than the TTL and ingests no session owns (left by a crash).
+    pub async fn purge_uploads(&self) -> Result<usize> {
+        let now = unix_now();
+        let sessions = self.meta.uploads().await?;
+        let mut purged = 0;
+        for (id, rec) in &sessions {
+            if now.saturating_sub(rec.started) > self.cfg.upload_ttl_secs {
+                self.drop_session(id).await?;
+                purged += 1;
+            }
+        }
+        for (ingest, _) in self.store.ingests().await? {
+            let owned = sessions.iter().any(|(id, _)| id == ingest.as_str());
+            if !owned && !self.sessions.contains_key(ingest.as_str()) {
+                self.store.abort(&ingest).await?;
+                purged += 1;
+            }
+        }
+        Ok(purged)
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub fn error_response(e: RegistryError, head_only: bool) -> Response<Body> {
+    if e.status.is_server_error() {
+        tracing::warn!(error = %e, "request failed");
+    }
+    let body = e.body();
+    let mut b = Response::builder()
+        .status(e.status)
+        .header(CONTENT_TYPE, "application/json")
+        .header(CONTENT_LENGTH, body.len());
+    for (k, v) in e.headers {
+        b = b.header(k, v);
+    }
+    let body = if head_only {
+        Body::Empty
+    } else {
+        Body::full(body)
+    };
+    b.body(body).unwrap_or_else(|_| Response::new(Body::Empty))
+}
+
+pub fn json_response(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut r = Response::new(Body::Empty);
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    *r.body_mut() = Body::full(body);
+    r
+}
+
+/// An empty response with the given headers: what most write endpoints answer.
+pub fn empty_response(status: StatusCode, headers: &[(HeaderName, String)]) -> Response<Body> {
+    let mut r = Response::new(Body::Empty);
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(CONTENT_LENGTH, HeaderValue::from(0));
+    for (k, v) in headers {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.insert(k.clone(), v);
+        }
+    }
+    r
+}
+
+/// The decoded value of query parameter `key`.
+pub fn query_param(req: &Request<impl Sized>, key: &str) -> Option<String> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == key).then(|| route::percent_decode(v))
+    })
+}
+
+pub fn header_str(
+    req: &Request<impl Sized>,
+    name: impl http::header::AsHeaderName,
+) -> Option<&str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}

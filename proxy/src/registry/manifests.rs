@@ -1,0 +1,224 @@
+//! Manifests: `GET`/`HEAD`/`PUT`/`DELETE /v2/<name>/manifests/<tag or digest>`.
+//!
+//! Stored and served byte for byte: the digest of what a client gets always equals the digest it asked
+//! for, and a tag's digest on `HEAD` is one a `GET` by digest then serves.
+
+use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, ETAG, LOCATION};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use super::{empty_response, header_str, Registry, RequestBody, CONTENT_DIGEST, OCI_SUBJECT};
+use crate::body::Body;
+use crate::digest::Digest;
+use crate::error::{ErrorCode, RegistryError, Result};
+use crate::manifest::{self, bare_media_type, MANIFEST_TYPES};
+use crate::meta::{ManifestPut, ManifestRecord};
+use crate::reference::{Reference, RepoName};
+
+fn manifest_unknown(repo: &RepoName, r: &Reference) -> RegistryError {
+    RegistryError::new(
+        ErrorCode::ManifestUnknown,
+        format!("manifest {r} is not in repository {repo}"),
+    )
+}
+
+fn too_large(limit: u64) -> RegistryError {
+    RegistryError::new(
+        ErrorCode::ManifestInvalid,
+        format!(
+            "manifest is larger than this registry's limit of {limit} bytes (registry.max_manifest_bytes)"
+        ),
+    )
+    .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+}
+
+/// Whether the request's `Accept` allows `media_type`. A request that names no manifest type at all
+/// (no `Accept`, `*/*`, `application/json`) takes whatever is stored; one that names some takes only
+/// those, as distribution does, so a client is never handed a format it said it cannot read.
+fn accepts<B>(req: &Request<B>, media_type: &str) -> bool {
+    let mut names_manifest_types = false;
+    for v in req.headers().get_all(ACCEPT) {
+        for part in v.to_str().unwrap_or("").split(',') {
+            let t = bare_media_type(part);
+            if t == media_type || t == "*/*" {
+                return true;
+            }
+            names_manifest_types |= MANIFEST_TYPES.contains(&t);
+        }
+    }
+    !names_manifest_types
+}
+
+impl Registry {
+    async fn resolve(&self, repo: &RepoName, r: &Reference) -> Result<Digest> {
+        match r {
+            Reference::Digest(d) => Ok(d.clone()),
+            Reference::Tag(t) => self
+                .meta
+                .tag(repo.as_str(), t.as_str())
+                .await?
+                .ok_or_else(|| manifest_unknown(repo, r)),
+        }
+    }
+
+    pub(super) async fn get_manifest<B>(
+        &self,
+        repo: &RepoName,
+        r: &Reference,
+        req: &Request<B>,
+    ) -> Result<Response<Body>> {
+        let d = self.resolve(repo, r).await?;
+        let rec = self
+            .meta
+            .manifest(repo.as_str(), &d)
+            .await?
+            .ok_or_else(|| manifest_unknown(repo, r))?;
+        if !accepts(req, &rec.media_type) {
+            return Err(RegistryError::new(
+                ErrorCode::ManifestUnknown,
+                format!(
+                    "manifest {r} in {repo} is a {}, which this request's Accept header does not list; \
+                     add that media type to Accept",
+                    rec.media_type
+                ),
+            ));
+        }
+        let mut resp = Response::new(Body::Empty);
+        let h = resp.headers_mut();
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_str(&rec.media_type)
+                .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+        );
+        h.insert(CONTENT_LENGTH, HeaderValue::from(rec.size));
+        h.insert(
+            CONTENT_DIGEST,
+            HeaderValue::from_str(&d.to_string()).expect("ASCII"),
+        );
+        h.insert(
+            ETAG,
+            HeaderValue::from_str(&format!("\"{d}\"")).expect("ASCII"),
+        );
+        if req.method() == Method::HEAD {
+            return Ok(resp);
+        }
+        let bytes = self.store.read_all(&d, rec.size).await?;
+        *resp.body_mut() = Body::full(bytes);
+        Ok(resp)
+    }
+
+    pub(super) async fn put_manifest<B: RequestBody>(
+        &self,
+        repo: &RepoName,
+        r: &Reference,
+        req: Request<B>,
+    ) -> Result<Response<Body>> {
+        let limit = self.cfg.max_manifest_bytes;
+        let declared = header_str(&req, CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|l| l > limit) {
+            return Err(too_large(limit));
+        }
+        let content_type = header_str(&req, CONTENT_TYPE).map(str::to_owned);
+        let body = Limited::new(req.into_body(), limit as usize)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.downcast_ref::<LengthLimitError>().is_some() {
+                    too_large(limit)
+                } else {
+                    RegistryError::new(
+                        ErrorCode::ManifestInvalid,
+                        format!("manifest body ended early ({e}); nothing was stored"),
+                    )
+                }
+            })?
+            .to_bytes();
+        let m = manifest::parse(content_type.as_deref(), &body)
+            .map_err(|e| RegistryError::new(ErrorCode::ManifestInvalid, e.to_string()))?;
+        let digest = match r {
+            Reference::Digest(d) => {
+                let actual = Digest::of(d.algorithm(), &body);
+                if &actual != d {
+                    return Err(RegistryError::new(
+                        ErrorCode::DigestInvalid,
+                        format!(
+                            "manifest pushed as {d} has digest {actual}; push it by its own digest or \
+                             by tag"
+                        ),
+                    ));
+                }
+                actual
+            }
+            Reference::Tag(_) => Digest::sha256_of(&body),
+        };
+        let missing = self
+            .meta
+            .missing(
+                repo.as_str(),
+                m.blobs.iter().map(|b| b.0.clone()).collect(),
+                m.manifests.iter().map(|b| b.0.clone()).collect(),
+            )
+            .await?;
+        if let Some(first) = missing.first() {
+            let more = match missing.len() {
+                1 => String::new(),
+                n => format!(" (and {} more)", n - 1),
+            };
+            return Err(RegistryError::new(
+                ErrorCode::ManifestBlobUnknown,
+                format!(
+                    "manifest references {first}{more}, which repository {repo} does not have; push \
+                     blobs and child manifests before the manifest that refers to them"
+                ),
+            )
+            .with_detail(serde_json::json!({
+                "missing": missing.iter().map(|d| d.to_string()).collect::<Vec<_>>()
+            })));
+        }
+        let size = body.len() as u64;
+        self.store.put(&digest, body).await?;
+        let tag = match r {
+            Reference::Tag(t) => Some(t.as_str()),
+            Reference::Digest(_) => None,
+        };
+        self.meta
+            .put_manifest(ManifestPut {
+                repo: repo.as_str(),
+                digest: &digest,
+                record: ManifestRecord {
+                    media_type: m.media_type.clone(),
+                    size,
+                    subject: m.subject.clone(),
+                },
+                tag,
+                referrer: m.subject.as_ref().map(|_| m.descriptor(&digest, size)),
+            })
+            .await?;
+        let mut headers = vec![
+            (LOCATION, format!("/v2/{repo}/manifests/{digest}")),
+            (CONTENT_DIGEST, digest.to_string()),
+        ];
+        if let Some(s) = &m.subject {
+            // Tells the client this registry keeps referrers itself, so it need not maintain the
+            // fallback tag schema.
+            headers.push((OCI_SUBJECT, s.to_string()));
+        }
+        Ok(empty_response(StatusCode::CREATED, &headers))
+    }
+
+    pub(super) async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        r: &Reference,
+    ) -> Result<Response<Body>> {
+        self.require_delete()?;
+        let deleted = match r {
+            Reference::Digest(d) => self.meta.delete_manifest(repo.as_str(), d).await?,
+            Reference::Tag(t) => self.meta.delete_tag(repo.as_str(), t.as_str()).await?,
+        };
+        if !deleted {
+            return Err(manifest_unknown(repo, r));
+        }
+        Ok(empty_response(StatusCode::ACCEPTED, &[]))
+    }
+}

@@ -1,0 +1,147 @@
+//! Maps a `/v2/...` path to an endpoint. Repository names contain slashes, so a path is read from its
+//! end: the last segments say which endpoint, everything before them is the name.
+
+use crate::digest::Digest;
+use crate::error::{ErrorCode, RegistryError};
+use crate::reference::{Reference, RepoName};
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    Base,
+    Blob(RepoName, Digest),
+    UploadStart(RepoName),
+    Upload(RepoName, String),
+    Manifest(RepoName, Reference),
+    Tags(RepoName),
+    Referrers(RepoName, Digest),
+}
+
+/// Decodes `%XX` escapes; some clients escape the `:` of a digest.
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() && b[i + 1..i + 3].iter().all(u8::is_ascii_hexdigit) {
+            let hex = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+            out.push(hex(b[i + 1]) << 4 | hex(b[i + 2]));
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn unknown_endpoint(path: &str) -> RegistryError {
+    RegistryError::new(
+        ErrorCode::Unsupported,
+        format!("{path} is not an OCI distribution endpoint"),
+    )
+    .with_status(http::StatusCode::NOT_FOUND)
+}
+
+pub fn route(path: &str) -> Result<Route, RegistryError> {
+    let Some(rest) = path.strip_prefix("/v2/").or((path == "/v2").then_some("")) else {
+        return Err(unknown_endpoint(path));
+    };
+    if rest.is_empty() {
+        return Ok(Route::Base);
+    }
+    let segs: Vec<&str> = rest.split('/').collect();
+    let n = segs.len();
+    let name = |k: usize| -> Result<RepoName, RegistryError> {
+        if k == 0 {
+            return Err(unknown_endpoint(path));
+        }
+        Ok(segs[..k].join("/").parse::<RepoName>()?)
+    };
+    let last = |i: usize| percent_decode(segs[i]);
+    match segs.as_slice() {
+        [.., "tags", "list"] => Ok(Route::Tags(name(n - 2)?)),
+        [.., "blobs", "uploads", _] if n >= 3 => {
+            let repo = name(n - 3)?;
+            let id = last(n - 1);
+            if id.is_empty() {
+                Ok(Route::UploadStart(repo))
+            } else {
+                Ok(Route::Upload(repo, id))
+            }
+        }
+        [.., "blobs", "uploads"] => Ok(Route::UploadStart(name(n - 2)?)),
+        [.., "blobs", _] => {
+            let repo = name(n - 2)?;
+            Ok(Route::Blob(repo, last(n - 1).parse()?))
+        }
+        [.., "manifests", _] => {
+            let repo = name(n - 2)?;
+            Ok(Route::Manifest(repo, last(n - 1).parse()?))
+        }
+        [.., "referrers", _] => {
+            let repo = name(n - 2)?;
+            Ok(Route::Referrers(repo, last(n - 1).parse()?))
+        }
+        _ => Err(unknown_endpoint(path)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    fn r(s: &str) -> RepoName {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(route("/v2/").unwrap(), Route::Base);
+        assert_eq!(route("/v2").unwrap(), Route::Base);
+        assert_eq!(route("/v2/a/b/tags/list").unwrap(), Route::Tags(r("a/b")));
+        assert_eq!(
+            route("/v2/a/blobs/uploads/").unwrap(),
+            Route::UploadStart(r("a"))
+        );
+        assert_eq!(
+            route("/v2/a/blobs/uploads").unwrap(),
+            Route::UploadStart(r("a"))
+        );
+        assert_eq!(
+            route("/v2/a/blobs/uploads/abc").unwrap(),
+            Route::Upload(r("a"), "abc".into())
+        );
+        assert_eq!(
+            route(&format!("/v2/ghcr.io/o/app/blobs/{D}")).unwrap(),
+            Route::Blob(r("ghcr.io/o/app"), D.parse().unwrap())
+        );
+        assert_eq!(
+            route(&format!("/v2/a/manifests/{}", D.replace(':', "%3A"))).unwrap(),
+            Route::Manifest(r("a"), Reference::Digest(D.parse().unwrap()))
+        );
+        // A repository may itself be called "manifests" or "blobs".
+        assert_eq!(
+            route("/v2/manifests/manifests/latest").unwrap(),
+            Route::Manifest(r("manifests"), "latest".parse().unwrap())
+        );
+        assert_eq!(
+            route(&format!("/v2/a/referrers/{D}")).unwrap(),
+            Route::Referrers(r("a"), D.parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        let code = |p: &str| route(p).unwrap_err().code;
+        assert_eq!(code("/v2/../etc/manifests/x"), ErrorCode::NameInvalid);
+        assert_eq!(code("/v2//a/manifests/x"), ErrorCode::NameInvalid);
+        assert_eq!(code("/v2/A/manifests/x"), ErrorCode::NameInvalid);
+        assert_eq!(code("/v2/a/blobs/sha256:zz"), ErrorCode::DigestInvalid);
+        assert_eq!(code("/v2/a/manifests/bad:tag"), ErrorCode::DigestInvalid);
+        assert_eq!(code("/v2/manifests/x"), ErrorCode::Unsupported);
+        assert_eq!(code("/v3/"), ErrorCode::Unsupported);
+        assert_eq!(code("/v2/a/other"), ErrorCode::Unsupported);
+    }
+}

@@ -1,0 +1,143 @@
+//! The content store: bytes by digest, each stored once, whatever repository or tag refers to them.
+//!
+//! Two small roles, after containerd's content store: a [`Provider`] reads committed content, an
+//! [`Ingester`] writes new content through a [`BlobWriter`] that verifies the digest and publishes
+//! atomically on commit. Nothing else about storage leaks out of this module, so an object-store backend
+//! (S3-compatible, shared by several replicas) is one more implementation of these traits.
+//!
+//! Invariants every backend keeps:
+//! - committed content is immutable and its bytes hash to its digest;
+//! - partially written content is never visible through a `Provider`, not even after a crash;
+//! - committing content that already exists is a no-op that succeeds (that is the deduplication).
+
+use std::io;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::digest::Digest;
+use crate::range::ByteRange;
+
+pub mod fs;
+
+pub use fs::FsStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("content {0} not found")]
+    NotFound(Digest),
+    #[error("content does not match its digest: expected {expected}, got {actual}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("content is {actual} bytes, expected {expected}")]
+    SizeMismatch { expected: u64, actual: u64 },
+    #[error("content {digest} is {size} bytes, more than the {limit} allowed here")]
+    TooLarge {
+        digest: Digest,
+        size: u64,
+        limit: u64,
+    },
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("storage I/O failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Names an ingest (an in-progress write). Built by wharf, never from client input, from characters that
+/// are safe in a file name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IngestRef(String);
+
+impl IngestRef {
+    pub fn new(s: impl Into<String>) -> Result<Self, StoreError> {
+        let s = s.into();
+        let ok = !s.is_empty()
+            && s.len() <= 128
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+        if ok {
+            Ok(IngestRef(s))
+        } else {
+            Err(StoreError::InvalidArgument(format!(
+                "ingest ref {s:?} must be 1-128 of [A-Za-z0-9_-]"
+            )))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Committed content opened for reading, possibly a range of it.
+pub struct Blob {
+    /// Size of the whole content.
+    pub size: u64,
+    /// The bytes this handle yields: the requested range, or all of it.
+    pub range: ByteRange,
+    pub source: BlobSource,
+}
+
+pub enum BlobSource {
+    /// A local file: readers pull chunks from it off the runtime's threads.
+    File(std::sync::Arc<std::fs::File>),
+}
+
+/// Reads committed content. Cheap to share; never sees partial writes.
+#[async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// The size of committed content, or `None` if it is not here.
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StoreError>;
+
+    /// Opens committed content; `range` must lie within it (callers resolve `Range` against `stat` first).
+    async fn open(&self, digest: &Digest, range: Option<ByteRange>) -> Result<Blob, StoreError>;
+
+    /// Reads small content (manifests) whole, refusing anything larger than `limit`.
+    async fn read_all(&self, digest: &Digest, limit: u64) -> Result<Bytes, StoreError>;
+}
+
+/// Writes new content.
+#[async_trait]
+pub trait Ingester: Send + Sync + 'static {
+    /// Opens the ingest named `ingest`, creating it or resuming what it already holds (after a restart the
+    /// writer re-reads what was written to rebuild its running digest).
+    async fn writer(&self, ingest: &IngestRef) -> Result<Box<dyn BlobWriter>, StoreError>;
+
+    /// Drops an ingest and what it holds. Dropping one that does not exist succeeds.
+    async fn abort(&self, ingest: &IngestRef) -> Result<(), StoreError>;
+
+    /// The ingests present, with their sizes (for cleanup after a restart).
+    async fn ingests(&self) -> Result<Vec<(IngestRef, u64)>, StoreError>;
+
+    /// Stores small content already in memory (a manifest): verified against `digest`, atomic.
+    async fn put(&self, digest: &Digest, bytes: Bytes) -> Result<(), StoreError>;
+}
+
+/// An in-progress write. Dropping it without `commit` leaves the ingest in place to be resumed or
+/// aborted; nothing of it is visible to readers.
+#[async_trait]
+pub trait BlobWriter: Send + Sync {
+    /// Bytes accepted so far.
+    fn offset(&self) -> u64;
+
+    async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError>;
+
+    /// Hands everything accepted so far to the backend, so it survives this process (not necessarily a
+    /// power loss; `commit` makes content durable). Upload sessions flush after every request, so the
+    /// `Range` they acknowledge is what a restarted wharf resumes from.
+    async fn flush(&mut self) -> Result<(), StoreError>;
+
+    /// Verifies the content against `expected` (and `size`, if given), makes it durable and publishes it
+    /// under its digest. On a mismatch the ingest is removed and nothing is published. Returns the size.
+    async fn commit(
+        self: Box<Self>,
+        expected: &Digest,
+        size: Option<u64>,
+    ) -> Result<u64, StoreError>;
+}
+
+/// Both roles, for code that needs to read and write (the registry).
+pub trait ContentStore: Provider + Ingester {}
+impl<T: Provider + Ingester> ContentStore for T {}
+
+#[cfg(test)]
+mod tests;

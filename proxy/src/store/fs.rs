@@ -1,0 +1,355 @@
+//! The local filesystem backend: `blobs/<alg>/<2 hex>/<hex>` for committed content, `ingest/<ref>` for
+//! writes in progress.
+//!
+//! Publishing is write → fsync → rename → fsync(dir): after a crash a file under `blobs/` is either absent
+//! or complete and verified. All file I/O runs on tokio's blocking pool, never on the runtime's workers.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+
+use super::{Blob, BlobSource, BlobWriter, IngestRef, Ingester, Provider, StoreError};
+use crate::digest::{Algorithm, Digest, Hasher};
+use crate::range::ByteRange;
+
+/// Writes reach the disk in pieces of this size: large enough that a write syscall and a hash call are
+/// cheap per byte, small enough to bound memory per upload.
+const WRITE_BUF: usize = 1 << 20;
+
+#[derive(Clone)]
+pub struct FsStore {
+    root: Arc<PathBuf>,
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Io(io::Error::other(e)))?
+}
+
+impl FsStore {
+    /// Opens (creating if needed) a store rooted at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        fs::create_dir_all(root.join("blobs"))?;
+        fs::create_dir_all(root.join("ingest"))?;
+        Ok(FsStore {
+            root: Arc::new(root),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn blob_path(&self, d: &Digest) -> PathBuf {
+        // Safe: a Digest's parts are validated to an algorithm name and fixed-length lowercase hex.
+        self.root
+            .join("blobs")
+            .join(d.algorithm().as_str())
+            .join(&d.hex()[..2])
+            .join(d.hex())
+    }
+
+    fn ingest_path(&self, r: &IngestRef) -> PathBuf {
+        self.root.join("ingest").join(r.as_str())
+    }
+}
+
+fn not_found_as_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Moves a complete, verified, fsynced ingest file to its content address.
+fn publish(tmp: &Path, dest: &Path) -> io::Result<()> {
+    let dir = dest.parent().expect("blob paths have a parent");
+    if !dir.exists() {
+        fs::create_dir_all(dir)?;
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent)?;
+        }
+    }
+    if dest.exists() {
+        // Content-addressed: what is there already is these very bytes.
+        fs::remove_file(tmp)?;
+        return Ok(());
+    }
+    fs::rename(tmp, dest)?;
+    sync_dir(dir)
+}
+
+fn hash_file(path: &Path, algorithm: Algorithm) -> io::Result<(Hasher, u64)> {
+    let mut f = File::open(path)?;
+    let mut h = algorithm.hasher();
+    let mut buf = vec![0u8; WRITE_BUF];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf)?;
+        if k == 0 {
+            return Ok((h, n));
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+}
+
+#[async_trait]
+impl Provider for FsStore {
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
+        let path = self.blob_path(digest);
+        blocking(move || Ok(not_found_as_none(fs::metadata(path))?.map(|m| m.len()))).await
+    }
+
+    async fn open(&self, digest: &Digest, range: Option<ByteRange>) -> Result<Blob, StoreError> {
+        let path = self.blob_path(digest);
+        let d = digest.clone();
+        let (file, size) = blocking(move || {
+            let f = not_found_as_none(File::open(path))?.ok_or(StoreError::NotFound(d))?;
+            let size = f.metadata()?.len();
+            Ok((f, size))
+        })
+        .await?;
+        let range = match range {
+            Some(r) if r.end < size => r,
+            Some(r) => {
+                return Err(StoreError::InvalidArgument(format!(
+                    "range {}-{} outside content of {size} bytes",
+                    r.start, r.end
+                )))
+            }
+            // An empty blob has no byte range; readers see `len() == 0` via `size`.
+            None => ByteRange {
+                start: 0,
+                end: size.saturating_sub(1),
+            },
+        };
+        Ok(Blob {
+            size,
+            range,
+            source: BlobSource::File(Arc::new(file)),
+        })
+    }
+
+    async fn read_all(&self, digest: &Digest, limit: u64) -> Result<Bytes, StoreError> {
+        let path = self.blob_path(digest);
+        let d = digest.clone();
+        blocking(move || {
+            let mut f =
+                not_found_as_none(File::open(path))?.ok_or(StoreError::NotFound(d.clone()))?;
+            let size = f.metadata()?.len();
+            if size > limit {
+                return Err(StoreError::TooLarge {
+                    digest: d,
+                    size,
+                    limit,
+                });
+            }
+            let mut buf = Vec::with_capacity(size as usize);
+            f.read_to_end(&mut buf)?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Ingester for FsStore {
+    async fn writer(&self, ingest: &IngestRef) -> Result<Box<dyn BlobWriter>, StoreError> {
+        let path = self.ingest_path(ingest);
+        let store = self.clone();
+        let w = blocking(move || {
+            let file = OpenOptions::new().create(true).append(true).open(&path)?;
+            // Resuming: rebuild the running digest from what is already there. The common case (a fresh
+            // ingest) reads nothing.
+            let (hasher, offset) = if file.metadata()?.len() > 0 {
+                hash_file(&path, Algorithm::Sha256)?
+            } else {
+                (Algorithm::Sha256.hasher(), 0)
+            };
+            Ok(FsWriter {
+                store,
+                path,
+                state: Some(WriterState { file, hasher }),
+                buf: BytesMut::new(),
+                offset,
+            })
+        })
+        .await?;
+        Ok(Box::new(w))
+    }
+
+    async fn abort(&self, ingest: &IngestRef) -> Result<(), StoreError> {
+        let path = self.ingest_path(ingest);
+        blocking(move || {
+            not_found_as_none(fs::remove_file(path))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ingests(&self) -> Result<Vec<(IngestRef, u64)>, StoreError> {
+        let dir = self.root.join("ingest");
+        blocking(move || {
+            let mut out = Vec::new();
+            for entry in fs::read_dir(dir)? {
+                let entry = entry?;
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                // Anything that is not a valid ref was not written by us; leave it for an operator.
+                if let Ok(r) = IngestRef::new(name) {
+                    out.push((r, entry.metadata()?.len()));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn put(&self, digest: &Digest, bytes: Bytes) -> Result<(), StoreError> {
+        let actual = Digest::of(digest.algorithm(), &bytes);
+        if &actual != digest {
+            return Err(StoreError::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        let dest = self.blob_path(digest);
+        let tmp = self
+            .root
+            .join("ingest")
+            .join(format!("put-{}", uuid::Uuid::new_v4().simple()));
+        blocking(move || {
+            if dest.exists() {
+                return Ok(());
+            }
+            let res = (|| {
+                let mut f = File::create(&tmp)?;
+                f.write_all(&bytes)?;
+                f.sync_all()?;
+                publish(&tmp, &dest)
+            })();
+            if res.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            Ok(res?)
+        })
+        .await
+    }
+}
+
+struct WriterState {
+    file: File,
+    hasher: Hasher,
+}
+
+pub struct FsWriter {
+    store: FsStore,
+    path: PathBuf,
+    /// Taken while a blocking flush runs; `None` afterwards only if that flush panicked.
+    state: Option<WriterState>,
+    buf: BytesMut,
+    offset: u64,
+}
+
+impl FsWriter {
+    async fn flush_buf(&mut self) -> Result<(), StoreError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = self.buf.split().freeze();
+        let mut st = self
+            .state
+            .take()
+            .ok_or_else(|| StoreError::Io(io::Error::other("writer lost after a failed write")))?;
+        let st = blocking(move || {
+            st.hasher.update(&data);
+            st.file.write_all(&data)?;
+            Ok(st)
+        })
+        .await?;
+        self.state = Some(st);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BlobWriter for FsWriter {
+    fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        self.flush_buf().await
+    }
+
+    async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
+        self.offset += chunk.len() as u64;
+        if self.buf.is_empty() && chunk.len() >= WRITE_BUF {
+            self.buf = BytesMut::from(chunk);
+            return self.flush_buf().await;
+        }
+        self.buf.extend_from_slice(&chunk);
+        if self.buf.len() >= WRITE_BUF {
+            self.flush_buf().await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(
+        mut self: Box<Self>,
+        expected: &Digest,
+        size: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        self.flush_buf().await?;
+        let st = self
+            .state
+            .take()
+            .ok_or_else(|| StoreError::Io(io::Error::other("writer lost after a failed write")))?;
+        let path = self.path.clone();
+        let dest = self.store.blob_path(expected);
+        let expected = expected.clone();
+        let offset = self.offset;
+        blocking(move || {
+            st.file.sync_all()?;
+            drop(st.file);
+            let actual = match expected.algorithm() {
+                Algorithm::Sha256 => st.hasher.finish(),
+                // Uploads hash sha256 as bytes arrive (the digest is only named at the end); the rare
+                // sha512 upload is hashed again here.
+                other => hash_file(&path, other)?.0.finish(),
+            };
+            let verdict = if actual != expected {
+                Err(StoreError::DigestMismatch { expected, actual })
+            } else if let Some(size) = size.filter(|s| *s != offset) {
+                Err(StoreError::SizeMismatch {
+                    expected: size,
+                    actual: offset,
+                })
+            } else {
+                Ok(())
+            };
+            if let Err(e) = verdict {
+                // Wrong content is dropped whole: a retry starts from nothing, and nothing is published.
+                not_found_as_none(fs::remove_file(&path))?;
+                return Err(e);
+            }
+            publish(&path, &dest)?;
+            Ok(offset)
+        })
+        .await
+    }
+}

@@ -1,0 +1,135 @@
+use bytes::Bytes;
+
+use super::*;
+use crate::digest::{Algorithm, Digest};
+
+fn store() -> (tempfile::TempDir, FsStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FsStore::open(dir.path()).unwrap();
+    (dir, s)
+}
+
+fn blob_files(root: &std::path::Path) -> usize {
+    fn walk(p: &std::path::Path) -> usize {
+        std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_dir() {
+                    walk(&e.path())
+                } else {
+                    1
+                }
+            })
+            .sum()
+    }
+    walk(&root.join("blobs"))
+}
+
+async fn write_all(s: &FsStore, r: &str, parts: &[&[u8]]) -> Box<dyn BlobWriter> {
+    let mut w = s.writer(&IngestRef::new(r).unwrap()).await.unwrap();
+    for p in parts {
+        w.write(Bytes::copy_from_slice(p)).await.unwrap();
+    }
+    w
+}
+
+#[tokio::test]
+async fn commit_publishes_verified_content_once() {
+    let (dir, s) = store();
+    let data = b"hello world".repeat(200_000);
+    let d = Digest::sha256_of(&data);
+    let w = write_all(&s, "a", &[&data[..1000], &data[1000..]]).await;
+    assert_eq!(w.offset(), data.len() as u64);
+    assert_eq!(
+        w.commit(&d, Some(data.len() as u64)).await.unwrap(),
+        data.len() as u64
+    );
+    // The same bytes again, through another ingest: deduplicated.
+    let w = write_all(&s, "b", &[&data]).await;
+    w.commit(&d, None).await.unwrap();
+    assert_eq!(blob_files(dir.path()), 1);
+    assert!(s.ingests().await.unwrap().is_empty());
+    assert_eq!(s.stat(&d).await.unwrap(), Some(data.len() as u64));
+    assert_eq!(&s.read_all(&d, u64::MAX).await.unwrap()[..], &data[..]);
+}
+
+#[tokio::test]
+async fn wrong_digest_or_size_publishes_nothing() {
+    let (dir, s) = store();
+    let wrong = Digest::sha256_of(b"something else");
+    let w = write_all(&s, "a", &[b"data"]).await;
+    let err = w.commit(&wrong, None).await.unwrap_err();
+    assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
+    let right = Digest::sha256_of(b"data");
+    let w = write_all(&s, "b", &[b"data"]).await;
+    let err = w.commit(&right, Some(5)).await.unwrap_err();
+    assert!(matches!(err, StoreError::SizeMismatch { .. }), "{err}");
+    assert_eq!(blob_files(dir.path()), 0);
+    assert!(
+        s.ingests().await.unwrap().is_empty(),
+        "failed ingests are dropped"
+    );
+    assert_eq!(s.stat(&wrong).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_dropped_writer_resumes_with_its_digest() {
+    let (_dir, s) = store();
+    let mut w = write_all(&s, "r", &[b"first half, "]).await;
+    w.flush().await.unwrap();
+    drop(w); // as after a restart: the running hash is gone, the bytes are not
+    let mut w = s.writer(&IngestRef::new("r").unwrap()).await.unwrap();
+    assert_eq!(w.offset(), 12);
+    w.write(Bytes::from_static(b"second half")).await.unwrap();
+    let d = Digest::sha256_of(b"first half, second half");
+    w.commit(&d, None).await.unwrap();
+    assert!(s.stat(&d).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn sha512_content_is_verified() {
+    let (_dir, s) = store();
+    let d = Digest::of(Algorithm::Sha512, b"x");
+    let w = write_all(&s, "a", &[b"x"]).await;
+    w.commit(&d, None).await.unwrap();
+    assert_eq!(s.stat(&d).await.unwrap(), Some(1));
+}
+
+#[tokio::test]
+async fn put_verifies_and_is_idempotent() {
+    let (dir, s) = store();
+    let d = Digest::sha256_of(b"{}");
+    s.put(&d, Bytes::from_static(b"{}")).await.unwrap();
+    s.put(&d, Bytes::from_static(b"{}")).await.unwrap();
+    assert!(s.put(&d, Bytes::from_static(b"[]")).await.is_err());
+    assert_eq!(blob_files(dir.path()), 1);
+    assert!(s.ingests().await.unwrap().is_empty());
+    let err = s.read_all(&d, 1).await.unwrap_err();
+    assert!(matches!(err, StoreError::TooLarge { .. }));
+}
+
+#[tokio::test]
+async fn open_ranges_and_missing() {
+    let (_dir, s) = store();
+    let d = Digest::sha256_of(b"0123456789");
+    s.put(&d, Bytes::from_static(b"0123456789")).await.unwrap();
+    let b = s
+        .open(&d, Some(crate::range::ByteRange { start: 2, end: 4 }))
+        .await
+        .unwrap();
+    assert_eq!((b.size, b.range.start, b.range.end), (10, 2, 4));
+    let missing = Digest::sha256_of(b"nope");
+    assert!(matches!(
+        s.open(&missing, None).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[test]
+fn ingest_refs_cannot_name_paths() {
+    for bad in ["", "../x", "a/b", ".", "a.b", &"x".repeat(129)] {
+        assert!(IngestRef::new(bad).is_err(), "{bad:?}");
+    }
+    assert!(IngestRef::new("upload-3f2a_9").is_ok());
+}
