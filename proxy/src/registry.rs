@@ -128,7 +128,7 @@ impl Registry {
         let sessions = self.meta.uploads().await?;
         let mut purged = 0;
         for (id, rec) in &sessions {
-            if now.saturating_sub(rec.started) > self.cfg.upload_ttl_secs {
+            if now.saturating_sub(rec.started) >= self.cfg.upload_ttl_secs {
                 self.drop_session(id).await?;
                 purged += 1;
             }
