@@ -18,12 +18,18 @@ use tokio::task::JoinHandle;
 use crate::store::{Blob, BlobSource};
 
 /// Read size per chunk: large reads amortise the syscall and the blocking-pool hop.
-const CHUNK: u64 = 512 * 1024;
+pub const CHUNK: u64 = 512 * 1024;
 
 pub enum Body {
     Empty,
     Full(Option<Bytes>),
     File(FileStream),
+    /// Chunks produced by another task (a single-flight fill reader); `remaining` is the announced
+    /// length, if any, so a stream that ends early is an error rather than a short body.
+    Channel {
+        rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
+        remaining: Option<u64>,
+    },
 }
 
 impl Body {
@@ -34,6 +40,10 @@ impl Body {
         } else {
             Body::Full(Some(b))
         }
+    }
+
+    pub fn channel(rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>, len: Option<u64>) -> Body {
+        Body::Channel { rx, remaining: len }
     }
 
     pub fn blob(blob: Blob) -> Body {
@@ -56,7 +66,7 @@ pub struct FileStream {
     pending: Option<JoinHandle<io::Result<Bytes>>>,
 }
 
-fn read_chunk(file: &File, pos: u64, len: usize) -> io::Result<Bytes> {
+pub fn read_chunk(file: &File, pos: u64, len: usize) -> io::Result<Bytes> {
     let mut buf = BytesMut::zeroed(len);
     let mut filled = 0;
     while filled < len {
@@ -115,6 +125,20 @@ impl http_body::Body for Body {
             Body::Empty => Poll::Ready(None),
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Body::File(s) => s.poll_chunk(cx).map(|o| o.map(|r| r.map(Frame::data))),
+            Body::Channel { rx, remaining } => match ready!(rx.poll_recv(cx)) {
+                Some(Ok(b)) => {
+                    if let Some(r) = remaining {
+                        *r = r.saturating_sub(b.len() as u64);
+                    }
+                    Poll::Ready(Some(Ok(Frame::data(b))))
+                }
+                Some(Err(e)) => Poll::Ready(Some(Err(e))),
+                None if remaining.is_some_and(|r| r > 0) => Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "blob stream ended before its announced length",
+                )))),
+                None => Poll::Ready(None),
+            },
         }
     }
 
@@ -123,6 +147,7 @@ impl http_body::Body for Body {
             Body::Empty => true,
             Body::Full(b) => b.is_none(),
             Body::File(s) => s.remaining == 0,
+            Body::Channel { remaining, .. } => *remaining == Some(0),
         }
     }
 
@@ -131,6 +156,10 @@ impl http_body::Body for Body {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Body::File(s) => SizeHint::with_exact(s.remaining),
+            Body::Channel { remaining, .. } => match remaining {
+                Some(r) => SizeHint::with_exact(*r),
+                None => SizeHint::default(),
+            },
         }
     }
 }

@@ -32,6 +32,11 @@ pub struct Config {
     pub server: ServerConfig,
     pub storage: StorageConfig,
     pub registry: RegistryConfig,
+    pub mirror: MirrorConfig,
+    /// Upstream registries to mirror; `docker.io` is always there (the embedded default) unless the
+    /// file configures it differently.
+    #[serde(rename = "upstream")]
+    pub upstreams: Vec<UpstreamConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -104,7 +109,98 @@ impl Default for RegistryConfig {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MirrorConfig {
+    /// The upstream for names that carry no registry host (Docker's `registry-mirrors` form), when the
+    /// name is not a repository pushed to wharf. Empty: such names are only local.
+    pub default_upstream: String,
+    /// A tag fetched from an upstream is served from cache this long before it is revalidated with a
+    /// `HEAD` upstream. Manifests and blobs by digest never expire.
+    pub tag_ttl_secs: u64,
+    /// When revalidating a tag fails (5xx, 429, timeout, unreachable), serve the cached manifest with a
+    /// `Warning` header instead of failing.
+    pub stale_if_error: bool,
+}
+
+impl Default for MirrorConfig {
+    fn default() -> Self {
+        MirrorConfig {
+            default_upstream: "docker.io".into(),
+            tag_ttl_secs: 300,
+            stale_if_error: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The registry host as clients name it: the `ns=` value containerd sends, and the path prefix
+    /// (`/v2/<host>/<repo>/...`) unless `prefix` says otherwise.
+    pub host: String,
+    /// Where to reach it, e.g. `https://registry-1.docker.io`.
+    pub endpoint: String,
+    /// Path prefix that selects this upstream, for hosts whose name is not a valid repository path
+    /// component (a `host:port`). Default: `host`.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Allow a plain `http://` endpoint.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Extra PEM CA certificates to trust for this upstream, besides the built-in web roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Name of an environment variable holding the password or token.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the password or token (trailing newline ignored).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// Longest wait for response headers, and for each piece of a body.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_connect_timeout() -> u64 {
+    10
+}
+
+fn default_timeout() -> u64 {
+    60
+}
+
+impl UpstreamConfig {
+    pub fn docker_hub() -> Self {
+        UpstreamConfig {
+            host: "docker.io".into(),
+            endpoint: "https://registry-1.docker.io".into(),
+            prefix: None,
+            insecure: false,
+            ca_file: None,
+            username: None,
+            password_env: None,
+            password_file: None,
+            connect_timeout_secs: default_connect_timeout(),
+            timeout_secs: default_timeout(),
+        }
+    }
+}
+
 impl Config {
+    /// The configured upstreams plus the embedded `docker.io` default, if the file does not name it.
+    pub fn effective_upstreams(&self) -> Vec<UpstreamConfig> {
+        let mut ups = self.upstreams.clone();
+        if !ups.iter().any(|u| u.host == "docker.io") {
+            ups.push(UpstreamConfig::docker_hub());
+        }
+        ups
+    }
+
     /// The config file if given (else the defaults), then environment overrides.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let mut cfg = match path {
@@ -147,6 +243,9 @@ impl Config {
         if let Some(v) = get("WHARF_DELETE_ENABLED") {
             self.registry.delete_enabled = parse("WHARF_DELETE_ENABLED", v)?;
         }
+        if let Some(v) = get("WHARF_DEFAULT_UPSTREAM") {
+            self.mirror.default_upstream = v;
+        }
         if let Some(v) = get("WHARF_MAX_MANIFEST_BYTES") {
             self.registry.max_manifest_bytes = parse("WHARF_MAX_MANIFEST_BYTES", v)?;
         }
@@ -162,8 +261,12 @@ mod tests {
     fn example_config_documents_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wharf.toml");
         let mut cfg = Config::parse_file(&path).unwrap();
-        // The example names a data dir so it is copy-paste ready; everything else must equal the defaults.
+        // The example names a data dir so it is copy-paste ready, and shows an upstream entry;
+        // everything else must equal the defaults.
         cfg.storage = StorageConfig::default();
+        assert_eq!(cfg.upstreams.len(), 1);
+        assert_eq!(cfg.effective_upstreams().len(), 2, "docker.io is added");
+        cfg.upstreams.clear();
         assert_eq!(cfg, Config::default());
     }
 

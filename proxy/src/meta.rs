@@ -27,6 +27,10 @@ const BLOBS: TableDefinition<(&str, &str), u64> = TableDefinition::new("blobs");
 const REFERRERS: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("referrers");
 /// upload id → UploadRecord (JSON)
 const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
+/// (cache repo, tag) → unix seconds the mirror last confirmed the tag with its upstream
+const TAG_CHECKED: TableDefinition<(&str, &str), u64> = TableDefinition::new("tag_checked");
+/// digest → unix seconds it was last served from the mirror cache (for eviction)
+const LAST_USED: TableDefinition<&str, u64> = TableDefinition::new("last_used");
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
@@ -109,6 +113,8 @@ impl Meta {
         tx.open_table(BLOBS)?;
         tx.open_table(REFERRERS)?;
         tx.open_table(UPLOADS)?;
+        tx.open_table(TAG_CHECKED)?;
+        tx.open_table(LAST_USED)?;
         tx.commit()?;
         Ok(Meta { db: Arc::new(db) })
     }
@@ -357,6 +363,71 @@ impl Meta {
                 out.push(serde_json::from_slice(v.value())?);
             }
             Ok(out)
+        })
+        .await
+    }
+
+    /// Records a manifest fetched by the mirror for `tag` and when the upstream confirmed it.
+    pub async fn mirror_tag(
+        &self,
+        repo: &str,
+        tag: &str,
+        digest: &Digest,
+        record: Option<ManifestRecord>,
+        checked: u64,
+    ) -> Result<(), MetaError> {
+        let (repo, tag, d) = (repo.to_owned(), tag.to_owned(), digest.to_string());
+        let record = record.map(|r| serde_json::to_vec(&r)).transpose()?;
+        self.run(move |db| {
+            let tx = db.begin_write()?;
+            if let Some(rec) = &record {
+                tx.open_table(MANIFESTS)?
+                    .insert((repo.as_str(), d.as_str()), rec.as_slice())?;
+            }
+            tx.open_table(TAGS)?
+                .insert((repo.as_str(), tag.as_str()), d.as_str())?;
+            tx.open_table(TAG_CHECKED)?
+                .insert((repo.as_str(), tag.as_str()), checked)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// When the mirror last confirmed `tag` of `repo` upstream.
+    pub async fn tag_checked(&self, repo: &str, tag: &str) -> Result<Option<u64>, MetaError> {
+        let (repo, tag) = (repo.to_owned(), tag.to_owned());
+        self.run(move |db| {
+            let t = db.begin_read()?.open_table(TAG_CHECKED)?;
+            Ok(t.get((repo.as_str(), tag.as_str()))?.map(|v| v.value()))
+        })
+        .await
+    }
+
+    /// Records when cached content was last served, in one transaction for a batch.
+    pub async fn touch(&self, used: Vec<(Digest, u64)>) -> Result<(), MetaError> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        self.run(move |db| {
+            let tx = db.begin_write()?;
+            {
+                let mut t = tx.open_table(LAST_USED)?;
+                for (d, at) in &used {
+                    t.insert(d.to_string().as_str(), *at)?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn last_used(&self, digest: &Digest) -> Result<Option<u64>, MetaError> {
+        let d = digest.to_string();
+        self.run(move |db| {
+            let t = db.begin_read()?.open_table(LAST_USED)?;
+            Ok(t.get(d.as_str())?.map(|v| v.value()))
         })
         .await
     }

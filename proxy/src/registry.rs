@@ -16,6 +16,8 @@ use crate::body::Body;
 use crate::config::RegistryConfig;
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::meta::Meta;
+use crate::mirror::{Mirror, Target};
+use crate::reference::RepoName;
 use crate::store::ContentStore;
 
 mod blobs;
@@ -29,6 +31,9 @@ mod uploads;
 mod tests;
 
 use route::Route;
+
+pub(crate) use blobs::{blob_head, blob_response};
+pub(crate) use manifests::{accepts, manifest_response, not_acceptable};
 
 pub const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
 pub const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
@@ -56,16 +61,27 @@ pub struct Registry {
     meta: Meta,
     cfg: RegistryConfig,
     sessions: DashMap<String, SessionWriter>,
+    mirror: Mirror,
 }
 
 impl Registry {
-    pub fn new(store: Arc<dyn ContentStore>, meta: Meta, cfg: RegistryConfig) -> Self {
+    pub fn new(
+        store: Arc<dyn ContentStore>,
+        meta: Meta,
+        cfg: RegistryConfig,
+        mirror: Mirror,
+    ) -> Self {
         Registry {
             store,
             meta,
             cfg,
             sessions: DashMap::new(),
+            mirror,
         }
+    }
+
+    pub fn mirror(&self) -> &Mirror {
+        &self.mirror
     }
 
     /// Answers one request. Never fails: errors become spec-shaped error responses.
@@ -82,13 +98,29 @@ impl Registry {
 
     async fn dispatch<B: RequestBody>(&self, req: Request<B>) -> Result<Response<Body>> {
         let route = route::route(req.uri().path())?;
+        let ns = query_param(&req, "ns");
+        if let Some(t) = route
+            .repo()
+            .and_then(|r| self.mirror.explicit(r.as_str(), ns.as_deref()))
+        {
+            return self.dispatch_mirror(route, t, req).await;
+        }
         let method = req.method().clone();
         match (route, method) {
             (Route::Base, Method::GET | Method::HEAD) => {
                 Ok(json_response(StatusCode::OK, Bytes::from_static(b"{}")))
             }
             (Route::Blob(repo, d), Method::GET | Method::HEAD) => {
-                self.get_blob(&repo, &d, &req).await
+                match self.get_blob(&repo, &d, &req).await {
+                    Err(e) if e.code == ErrorCode::BlobUnknown => match self.fallback(&repo).await?
+                    {
+                        Some(t) if self.mirror.has_cached(&t).await? => {
+                            self.mirror.blob(&t, &d, &req).await
+                        }
+                        _ => Err(e),
+                    },
+                    r => r,
+                }
             }
             (Route::Blob(repo, d), Method::DELETE) => self.delete_blob(&repo, &d).await,
             (Route::UploadStart(repo), Method::POST) => self.start_upload(&repo, req).await,
@@ -97,16 +129,67 @@ impl Registry {
             (Route::Upload(repo, id), Method::PUT) => self.finish_upload(&repo, &id, req).await,
             (Route::Upload(repo, id), Method::DELETE) => self.cancel_upload(&repo, &id).await,
             (Route::Manifest(repo, r), Method::GET | Method::HEAD) => {
-                self.get_manifest(&repo, &r, &req).await
+                match self.get_manifest(&repo, &r, &req).await {
+                    Err(e) if e.code == ErrorCode::ManifestUnknown => {
+                        match self.fallback(&repo).await? {
+                            Some(t) => self.mirror.manifest(&t, &r, &req).await,
+                            None => Err(e),
+                        }
+                    }
+                    r => r,
+                }
             }
             (Route::Manifest(repo, r), Method::PUT) => self.put_manifest(&repo, &r, req).await,
             (Route::Manifest(repo, r), Method::DELETE) => self.delete_manifest(&repo, &r).await,
-            (Route::Tags(repo), Method::GET) => self.list_tags(&repo, &req).await,
-            (Route::Referrers(repo, d), Method::GET) => self.list_referrers(&repo, &d, &req).await,
+            (Route::Tags(repo), Method::GET) => match self.list_tags(&repo, &req).await {
+                Err(e) if e.code == ErrorCode::NameUnknown => match self.fallback(&repo).await? {
+                    Some(t) => self.mirror.tags(&t, repo.as_str(), &req).await,
+                    None => Err(e),
+                },
+                r => r,
+            },
+            (Route::Referrers(repo, d), Method::GET) => {
+                self.list_referrers(repo.as_str(), &d, &req).await
+            }
             (_, m) => Err(RegistryError::new(
                 ErrorCode::Unsupported,
                 format!("method {m} is not supported on {}", req.uri().path()),
             )),
+        }
+    }
+
+    /// Requests that name an upstream (by `ns=` or path prefix) are the mirror's.
+    async fn dispatch_mirror<B: RequestBody>(
+        &self,
+        route: Route,
+        t: Target,
+        req: Request<B>,
+    ) -> Result<Response<Body>> {
+        let method = req.method().clone();
+        match (route, method) {
+            (Route::Manifest(_, r), Method::GET | Method::HEAD) => {
+                self.mirror.manifest(&t, &r, &req).await
+            }
+            (Route::Blob(_, d), Method::GET | Method::HEAD) => self.mirror.blob(&t, &d, &req).await,
+            (Route::Tags(repo), Method::GET) => self.mirror.tags(&t, repo.as_str(), &req).await,
+            (Route::Referrers(_, d), Method::GET) => self.list_referrers(&t.cache, &d, &req).await,
+            (_, m) => Err(RegistryError::new(
+                ErrorCode::Unsupported,
+                format!(
+                    "{m} {} addresses {}, which wharf mirrors read-only; push to a repository name \
+                     without an upstream's host or prefix",
+                    req.uri().path(),
+                    t.upstream.host
+                ),
+            )),
+        }
+    }
+
+    /// For a name without a host that is not a repository pushed here: the default upstream.
+    async fn fallback(&self, repo: &RepoName) -> Result<Option<Target>> {
+        match self.mirror.default_target(repo.as_str()) {
+            Some(t) if !self.meta.repo_exists(repo.as_str()).await? => Ok(Some(t)),
+            _ => Ok(None),
         }
     }
 

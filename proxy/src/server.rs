@@ -22,8 +22,9 @@ use tokio::net::TcpListener;
 use crate::body::Body;
 use crate::config::Config;
 use crate::meta::{Meta, MetaError};
+use crate::mirror::Mirror;
 use crate::registry::Registry;
-use crate::store::{FsStore, StoreError};
+use crate::store::{ContentStore, FsStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -36,6 +37,8 @@ pub enum StartError {
          point this one at another storage.data_dir)"
     )]
     Meta { path: String, source: MetaError },
+    #[error("{0}")]
+    Upstream(crate::upstream::UpstreamError),
     #[error(
         "cannot listen on {addr}: {source} (set server.listen in the config, or WHARF_LISTEN, to a free \
          address)"
@@ -68,7 +71,12 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, TcpListener), StartEr
                 source,
             })?
     };
-    let registry = Arc::new(Registry::new(Arc::new(store), meta, cfg.registry.clone()));
+    let store: Arc<dyn ContentStore> = Arc::new(store);
+    let mirror = Mirror::new(cfg, store.clone(), meta.clone()).map_err(StartError::Upstream)?;
+    for u in mirror.upstreams() {
+        tracing::info!(host = %u.host, prefix = %u.prefix, endpoint = %u.endpoint(), "mirroring upstream");
+    }
+    let registry = Arc::new(Registry::new(store, meta, cfg.registry.clone(), mirror));
     match registry.purge_uploads().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(purged = n, "dropped expired or orphaned uploads"),
@@ -127,6 +135,9 @@ pub async fn serve(
     }
     drop(listener);
     purger.abort();
+    if let Err(e) = registry.mirror().flush_usage().await {
+        tracing::warn!(error = %e, "could not record cache usage");
+    }
     tracing::info!("shutting down: waiting for in-flight requests");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
@@ -137,13 +148,19 @@ pub async fn serve(
     }
 }
 
+/// Housekeeping: last-use times of cached content every minute, expired uploads every hour.
 async fn purge_periodically(registry: Arc<Registry>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
     tick.tick().await; // the first tick is immediate; startup already purged
-    loop {
+    for n in 1u64.. {
         tick.tick().await;
-        if let Err(e) = registry.purge_uploads().await {
-            tracing::warn!(error = %e, "could not purge old uploads");
+        if let Err(e) = registry.mirror().flush_usage().await {
+            tracing::warn!(error = %e, "could not record cache usage");
+        }
+        if n % 60 == 0 {
+            if let Err(e) = registry.purge_uploads().await {
+                tracing::warn!(error = %e, "could not purge old uploads");
+            }
         }
     }
 }

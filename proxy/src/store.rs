@@ -77,6 +77,7 @@ pub struct Blob {
     pub source: BlobSource,
 }
 
+#[derive(Clone)]
 pub enum BlobSource {
     /// A local file: readers pull chunks from it off the runtime's threads.
     File(std::sync::Arc<std::fs::File>),
@@ -107,6 +108,10 @@ pub trait Ingester: Send + Sync + 'static {
 
     /// The ingests present, with their sizes (for cleanup after a restart).
     async fn ingests(&self) -> Result<Vec<(IngestRef, u64)>, StoreError>;
+
+    /// Opens an ingest for reading while it is being written: only the single-flight fill uses this, to
+    /// let late clients read what has arrived. It is never served as committed content.
+    async fn open_ingest(&self, ingest: &IngestRef) -> Result<BlobSource, StoreError>;
 
     /// Stores small content already in memory (a manifest): verified against `digest`, atomic.
     async fn put(&self, digest: &Digest, bytes: Bytes) -> Result<(), StoreError>;

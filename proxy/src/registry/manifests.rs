@@ -14,6 +14,7 @@ use crate::error::{ErrorCode, RegistryError, Result};
 use crate::manifest::{self, bare_media_type, MANIFEST_TYPES};
 use crate::meta::{ManifestPut, ManifestRecord};
 use crate::reference::{Reference, RepoName};
+use crate::store::ContentStore;
 
 fn manifest_unknown(repo: &RepoName, r: &Reference) -> RegistryError {
     RegistryError::new(
@@ -35,9 +36,9 @@ fn too_large(limit: u64) -> RegistryError {
 /// Whether the request's `Accept` allows `media_type`. A request that names no manifest type at all
 /// (no `Accept`, `*/*`, `application/json`) takes whatever is stored; one that names some takes only
 /// those, as distribution does, so a client is never handed a format it said it cannot read.
-fn accepts<B>(req: &Request<B>, media_type: &str) -> bool {
+pub(crate) fn accepts(headers: &http::HeaderMap, media_type: &str) -> bool {
     let mut names_manifest_types = false;
-    for v in req.headers().get_all(ACCEPT) {
+    for v in headers.get_all(ACCEPT) {
         for part in v.to_str().unwrap_or("").split(',') {
             let t = bare_media_type(part);
             if t == media_type || t == "*/*" {
@@ -47,6 +48,47 @@ fn accepts<B>(req: &Request<B>, media_type: &str) -> bool {
         }
     }
     !names_manifest_types
+}
+
+pub(crate) fn not_acceptable(repo: &str, r: &Reference, media_type: &str) -> RegistryError {
+    RegistryError::new(
+        ErrorCode::ManifestUnknown,
+        format!(
+            "manifest {r} in {repo} is a {media_type}, which this request's Accept header does not list; \
+             add that media type to Accept"
+        ),
+    )
+}
+
+/// A manifest as stored: its exact bytes, media type and digest.
+pub(crate) async fn manifest_response(
+    store: &dyn ContentStore,
+    d: &Digest,
+    rec: &ManifestRecord,
+    head_only: bool,
+) -> Result<Response<Body>> {
+    let mut resp = Response::new(Body::Empty);
+    let h = resp.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_str(&rec.media_type)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    h.insert(CONTENT_LENGTH, HeaderValue::from(rec.size));
+    h.insert(
+        CONTENT_DIGEST,
+        HeaderValue::from_str(&d.to_string()).expect("ASCII"),
+    );
+    h.insert(
+        ETAG,
+        HeaderValue::from_str(&format!("\"{d}\"")).expect("ASCII"),
+    );
+    if head_only {
+        return Ok(resp);
+    }
+    let bytes = store.read_all(d, rec.size).await?;
+    *resp.body_mut() = Body::full(bytes);
+    Ok(resp)
 }
 
 impl Registry {
@@ -73,38 +115,10 @@ impl Registry {
             .manifest(repo.as_str(), &d)
             .await?
             .ok_or_else(|| manifest_unknown(repo, r))?;
-        if !accepts(req, &rec.media_type) {
-            return Err(RegistryError::new(
-                ErrorCode::ManifestUnknown,
-                format!(
-                    "manifest {r} in {repo} is a {}, which this request's Accept header does not list; \
-                     add that media type to Accept",
-                    rec.media_type
-                ),
-            ));
+        if !accepts(req.headers(), &rec.media_type) {
+            return Err(not_acceptable(repo.as_str(), r, &rec.media_type));
         }
-        let mut resp = Response::new(Body::Empty);
-        let h = resp.headers_mut();
-        h.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_str(&rec.media_type)
-                .unwrap_or(HeaderValue::from_static("application/octet-stream")),
-        );
-        h.insert(CONTENT_LENGTH, HeaderValue::from(rec.size));
-        h.insert(
-            CONTENT_DIGEST,
-            HeaderValue::from_str(&d.to_string()).expect("ASCII"),
-        );
-        h.insert(
-            ETAG,
-            HeaderValue::from_str(&format!("\"{d}\"")).expect("ASCII"),
-        );
-        if req.method() == Method::HEAD {
-            return Ok(resp);
-        }
-        let bytes = self.store.read_all(&d, rec.size).await?;
-        *resp.body_mut() = Body::full(bytes);
-        Ok(resp)
+        manifest_response(&*self.store, &d, &rec, req.method() == Method::HEAD).await
     }
 
     pub(super) async fn put_manifest<B: RequestBody>(

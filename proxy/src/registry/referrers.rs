@@ -9,16 +9,15 @@ use crate::body::Body;
 use crate::digest::Digest;
 use crate::error::Result;
 use crate::manifest::OCI_INDEX;
-use crate::reference::RepoName;
 
 impl Registry {
     pub(super) async fn list_referrers<B>(
         &self,
-        repo: &RepoName,
+        repo: &str,
         subject: &Digest,
         req: &Request<B>,
     ) -> Result<Response<Body>> {
-        let mut list = self.meta.referrers(repo.as_str(), subject).await?;
+        let mut list = self.meta.referrers(repo, subject).await?;
         let filter = query_param(req, "artifactType");
         if let Some(t) = &filter {
             list.retain(|d| d.artifact_type.as_deref() == Some(t.as_str()));

@@ -16,6 +16,21 @@ pub enum Route {
     Referrers(RepoName, Digest),
 }
 
+impl Route {
+    /// The repository the endpoint is about, if any.
+    pub fn repo(&self) -> Option<&RepoName> {
+        match self {
+            Route::Base => None,
+            Route::Blob(r, _)
+            | Route::UploadStart(r)
+            | Route::Upload(r, _)
+            | Route::Manifest(r, _)
+            | Route::Tags(r)
+            | Route::Referrers(r, _) => Some(r),
+        }
+    }
+}
+
 /// Decodes `%XX` escapes; some clients escape the `:` of a digest.
 pub fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();

@@ -14,9 +14,13 @@ use crate::meta::Meta;
 use crate::store::FsStore;
 
 fn open(dir: &std::path::Path, cfg: RegistryConfig) -> Registry {
-    let store = FsStore::open(dir).unwrap();
+    let store: Arc<dyn crate::store::ContentStore> = Arc::new(FsStore::open(dir).unwrap());
     let meta = Meta::open(&dir.join("meta.redb")).unwrap();
-    Registry::new(Arc::new(store), meta, cfg)
+    // No default upstream: these tests are about the local registry alone.
+    let mut full = crate::config::Config::default();
+    full.mirror.default_upstream = String::new();
+    let mirror = crate::mirror::Mirror::new(&full, store.clone(), meta.clone()).unwrap();
+    Registry::new(store, meta, cfg, mirror)
 }
 
 async fn call(

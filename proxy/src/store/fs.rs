@@ -219,6 +219,11 @@ impl Ingester for FsStore {
         .await
     }
 
+    async fn open_ingest(&self, ingest: &IngestRef) -> Result<BlobSource, StoreError> {
+        let path = self.ingest_path(ingest);
+        blocking(move || Ok(BlobSource::File(Arc::new(File::open(path)?)))).await
+    }
+
     async fn put(&self, digest: &Digest, bytes: Bytes) -> Result<(), StoreError> {
         let actual = Digest::of(digest.algorithm(), &bytes);
         if &actual != digest {

@@ -1,0 +1,351 @@
+//! Single-flight fills of blobs from an upstream: however many clients miss the same digest at once,
+//! one upstream GET runs, written to an ingest as it arrives, and every client streams from that
+//! growing ingest (late arrivals start from its beginning). The fill runs as its own task, so clients
+//! that disconnect do not stop it, and the cache gets the blob anyway.
+//!
+//! The digest is verified at the end. On a mismatch or a truncated upstream body nothing is committed,
+//! and every client's response is cut short with an error, so no client can accept bad bytes.
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use http::header::{ACCEPT, CONTENT_LENGTH};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http_body_util::BodyExt;
+use tokio::sync::{mpsc, watch};
+
+use crate::body::{read_chunk, Body, CHUNK};
+use crate::digest::Digest;
+use crate::meta::Meta;
+use crate::store::{BlobSource, ContentStore, IngestRef};
+use crate::upstream::Upstream;
+
+/// Readers see new bytes each time this much more has been written.
+const PUBLISH_EVERY: u64 = 256 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for the upstream's response headers.
+    Connecting,
+    Streaming,
+    /// Verified and committed: `size` bytes under the digest.
+    Done,
+    /// The upstream answered something other than the blob.
+    Refused {
+        status: StatusCode,
+        message: Arc<str>,
+    },
+    /// Started but failed: nothing was committed.
+    Failed(Arc<str>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub phase: Phase,
+    /// The blob's size, once the upstream said (Content-Length) or the fill finished.
+    pub size: Option<u64>,
+    /// Bytes in the ingest that readers may read.
+    pub written: u64,
+}
+
+/// Where to fetch a blob from and under which cached repository to record it.
+pub struct Source {
+    pub upstream: Arc<Upstream>,
+    /// The repository name on the upstream.
+    pub remote: String,
+    /// The repository name the mirror caches it under (`<host>/<remote>`).
+    pub cache_repo: String,
+}
+
+pub struct Fill {
+    pub digest: Digest,
+    ingest: IngestRef,
+    progress: watch::Receiver<Progress>,
+}
+
+#[derive(Clone)]
+pub struct Fills {
+    running: Arc<DashMap<Digest, Arc<Fill>>>,
+    store: Arc<dyn ContentStore>,
+    meta: Meta,
+}
+
+impl Fills {
+    pub fn new(store: Arc<dyn ContentStore>, meta: Meta) -> Self {
+        Fills {
+            running: Arc::new(DashMap::new()),
+            store,
+            meta,
+        }
+    }
+
+    /// The running fill for `digest`, or a new one fetching it from `source`.
+    pub fn get(&self, digest: &Digest, source: Source) -> Arc<Fill> {
+        match self.running.entry(digest.clone()) {
+            Entry::Occupied(e) => e.get().clone(),
+            Entry::Vacant(e) => {
+                let ingest = IngestRef::new(format!("fill-{}", uuid::Uuid::new_v4().simple()))
+                    .expect("a valid ref");
+                let (tx, rx) = watch::channel(Progress {
+                    phase: Phase::Connecting,
+                    size: None,
+                    written: 0,
+                });
+                let fill = Arc::new(Fill {
+                    digest: digest.clone(),
+                    ingest: ingest.clone(),
+                    progress: rx,
+                });
+                e.insert(fill.clone());
+                let this = self.clone();
+                let d = digest.clone();
+                tokio::spawn(async move { this.run(d, ingest, source, tx).await });
+                fill
+            }
+        }
+    }
+
+    /// Fills in progress now.
+    pub fn len(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.running.is_empty()
+    }
+
+    async fn run(
+        self,
+        digest: Digest,
+        ingest: IngestRef,
+        src: Source,
+        tx: watch::Sender<Progress>,
+    ) {
+        let outcome = self.fetch(&digest, &ingest, &src, &tx).await;
+        let end = match outcome {
+            Ok(size) => {
+                tracing::info!(upstream = %src.upstream.host, repo = %src.remote, %digest, size, "blob cached");
+                Progress {
+                    phase: Phase::Done,
+                    size: Some(size),
+                    written: size,
+                }
+            }
+            Err(phase) => {
+                if let Err(e) = self.store.abort(&ingest).await {
+                    tracing::warn!(error = %e, %digest, "could not drop a failed fill's ingest");
+                }
+                if let Phase::Failed(why) = &phase {
+                    tracing::error!(upstream = %src.upstream.host, repo = %src.remote, %digest, error = %why, "blob fill failed; nothing cached");
+                }
+                let p = tx.borrow().clone();
+                Progress { phase, ..p }
+            }
+        };
+        // Forget the fill before announcing its end: a request that comes after either finds the
+        // committed blob in the store or starts a fresh fill (a retry after a failure).
+        self.running.remove(&digest);
+        tx.send_replace(end);
+    }
+
+    async fn fetch(
+        &self,
+        digest: &Digest,
+        ingest: &IngestRef,
+        src: &Source,
+        tx: &watch::Sender<Progress>,
+    ) -> Result<u64, Phase> {
+        let failed = |m: String| Phase::Failed(m.into());
+        let mut w = self
+            .store
+            .writer(ingest)
+            .await
+            .map_err(|e| failed(format!("cannot write to the cache: {e}")))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
+        let path = format!("/v2/{}/blobs/{digest}", src.remote);
+        let scope = format!("repository:{}:pull", src.remote);
+        let resp = src
+            .upstream
+            .send(Method::GET, &path, &headers, &scope)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        if resp.status() != StatusCode::OK {
+            return Err(Phase::Refused {
+                status: resp.status(),
+                message: format!(
+                    "upstream {} answered {} for blob {digest} of {}",
+                    src.upstream.host,
+                    resp.status(),
+                    src.remote
+                )
+                .into(),
+            });
+        }
+        let size = resp
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        tx.send_modify(|p| {
+            p.phase = Phase::Streaming;
+            p.size = size;
+        });
+        let mut body = resp.into_body();
+        let mut published = 0;
+        loop {
+            let frame = match tokio::time::timeout(src.upstream.timeout, body.frame()).await {
+                Err(_) => {
+                    return Err(failed(format!(
+                        "upstream {} stalled after {} bytes",
+                        src.upstream.host,
+                        w.offset()
+                    )))
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    return Err(failed(format!(
+                        "upstream {} broke off after {} of {} bytes: {e}",
+                        src.upstream.host,
+                        w.offset(),
+                        size.map_or("?".into(), |s| s.to_string())
+                    )))
+                }
+                Ok(Some(Ok(f))) => f,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            w.write(data)
+                .await
+                .map_err(|e| failed(format!("cannot write to the cache: {e}")))?;
+            if w.offset() - published >= PUBLISH_EVERY {
+                w.flush()
+                    .await
+                    .map_err(|e| failed(format!("cannot write to the cache: {e}")))?;
+                published = w.offset();
+                tx.send_modify(|p| p.written = published);
+            }
+        }
+        w.flush()
+            .await
+            .map_err(|e| failed(format!("cannot write to the cache: {e}")))?;
+        let got = w.offset();
+        tx.send_modify(|p| p.written = got);
+        let size = w.commit(digest, size).await.map_err(|e| {
+            failed(format!(
+                "upstream {} sent bad content for {digest}: {e}",
+                src.upstream.host
+            ))
+        })?;
+        self.meta
+            .link_blob(&src.cache_repo, digest, size)
+            .await
+            .map_err(|e| failed(format!("cannot record the cached blob: {e}")))?;
+        Ok(size)
+    }
+}
+
+impl Fill {
+    /// Waits until the upstream has answered: the fill is streaming, done, or refused/failed.
+    pub async fn ready(&self) -> Progress {
+        let mut rx = self.progress.clone();
+        let waited = rx
+            .wait_for(|p| p.phase != Phase::Connecting)
+            .await
+            .map(|p| p.clone());
+        waited.unwrap_or_else(|_| rx.borrow().clone())
+    }
+
+    /// A response body with bytes `start..start+len` of the blob (to the end if `len` is None),
+    /// following the fill as it grows.
+    pub fn body(
+        self: &Arc<Self>,
+        store: Arc<dyn ContentStore>,
+        start: u64,
+        len: Option<u64>,
+    ) -> Body {
+        let (tx, rx) = mpsc::channel(4);
+        let fill = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = fill.feed(store, start, len.map(|l| start + l), &tx).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        Body::channel(rx, len)
+    }
+
+    async fn feed(
+        &self,
+        store: Arc<dyn ContentStore>,
+        start: u64,
+        end: Option<u64>,
+        tx: &mpsc::Sender<io::Result<Bytes>>,
+    ) -> io::Result<()> {
+        let mut rx = self.progress.clone();
+        let fail = |m: &str| io::Error::other(m.to_owned());
+        // The ingest, while the fill runs; once it is committed, the blob (same bytes, same inode).
+        let src = match store.open_ingest(&self.ingest).await {
+            Ok(s) => s,
+            Err(_) => {
+                let p = rx
+                    .wait_for(|p| !matches!(p.phase, Phase::Connecting | Phase::Streaming))
+                    .await
+                    .map(|p| p.clone())
+                    .map_err(|_| fail("fill ended unexpectedly"))?;
+                if p.phase != Phase::Done {
+                    return Err(fail("upstream fill failed; see wharf's log"));
+                }
+                store
+                    .open(&self.digest, None)
+                    .await
+                    .map_err(|e| fail(&e.to_string()))?
+                    .source
+            }
+        };
+        let BlobSource::File(file) = src;
+        let mut pos = start;
+        loop {
+            let p = rx.borrow_and_update().clone();
+            match &p.phase {
+                Phase::Failed(why) | Phase::Refused { message: why, .. } => {
+                    return Err(fail(&format!("blob fill failed: {why}")))
+                }
+                _ => {}
+            }
+            let end = end.or(p.size).unwrap_or(u64::MAX);
+            if pos >= end {
+                return Ok(());
+            }
+            let avail = if p.phase == Phase::Done {
+                end
+            } else {
+                p.written.min(end)
+            };
+            if pos < avail {
+                let n = (avail - pos).min(CHUNK) as usize;
+                let f = file.clone();
+                let chunk = tokio::task::spawn_blocking(move || read_chunk(&f, pos, n))
+                    .await
+                    .map_err(io::Error::other)??;
+                if chunk.is_empty() {
+                    return Err(fail("cached blob is shorter than announced"));
+                }
+                pos += chunk.len() as u64;
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return Ok(()); // the client went away
+                }
+                continue;
+            }
+            if rx.changed().await.is_err() && rx.borrow().phase != Phase::Done {
+                return Err(fail("fill ended unexpectedly"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,739 @@
+//! The pull-through mirror: answers reads for upstream registries from the one content store, fetching
+//! what is missing.
+//!
+//! Which upstream a request means (all three forms work at once):
+//! 1. containerd's `?ns=<registry host>` on every request;
+//! 2. a path prefix, `/v2/<host or prefix>/<repo>/...` (podman/skopeo `registries.conf` mirrors);
+//! 3. no host at all (Docker's `registry-mirrors`): `mirror.default_upstream`, but only for names that
+//!    are not repositories pushed to wharf; official images map `alpine` → `library/alpine`.
+//!
+//! Content is cached under `<host>/<repo>` in the metadata (which records where it came from) and stored
+//! once by digest in the content store, shared with everything else. Manifests by digest are immutable
+//! and cached for good; tags are revalidated with an upstream `HEAD` after `tag_ttl_secs`, and served
+//! stale (with a `Warning`) when the upstream fails. Concurrent misses make one upstream request:
+//! manifests through `Flights`, blobs through `Fills` (streamed to every client as they arrive).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LINK};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+
+use crate::body::Body;
+use crate::config::{Config, MirrorConfig};
+use crate::digest::Digest;
+use crate::error::{ErrorCode, RegistryError, Result};
+use crate::fill::{Fills, Phase, Source};
+use crate::inflight::Flights;
+use crate::manifest::{self, bare_media_type};
+use crate::meta::{ManifestPut, ManifestRecord, Meta};
+use crate::reference::Reference;
+use crate::registry::{accepts, not_acceptable, unix_now, CONTENT_DIGEST};
+use crate::registry::{blob_head, blob_response, json_response, manifest_response};
+use crate::store::ContentStore;
+use crate::upstream::{Upstream, UpstreamError};
+
+/// What clients accept when they do not say: every manifest type, so the upstream never converts.
+const DEFAULT_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.v2+json";
+const MAX_TAG_LIST: usize = 4 * 1024 * 1024;
+
+/// A repository on an upstream, and where the mirror caches it.
+#[derive(Clone)]
+pub struct Target {
+    pub upstream: Arc<Upstream>,
+    /// Name on the upstream (`library/alpine`).
+    pub remote: String,
+    /// Name the cache records it under (`docker.io/library/alpine`).
+    pub cache: String,
+}
+
+impl Target {
+    fn scope(&self) -> String {
+        format!("repository:{}:pull", self.remote)
+    }
+}
+
+/// Why an upstream could not provide something.
+#[derive(Debug, Clone)]
+enum Failure {
+    NotFound(String),
+    Denied(String),
+    RateLimited(String),
+    /// 5xx, unreachable, timed out, or sent bad bytes: the cases stale-if-error covers.
+    Unavailable(String),
+}
+
+impl Failure {
+    fn from_status(status: StatusCode, t: &Target, what: &str) -> Failure {
+        let host = &t.upstream.host;
+        match status {
+            StatusCode::NOT_FOUND => {
+                Failure::NotFound(format!("upstream {host} has no {what} in {}", t.remote))
+            }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Failure::Denied(format!(
+                "upstream {host} refused access to {} ({status}); give wharf credentials for it \
+                 ([[upstream]] username and password_env or password_file)",
+                t.remote
+            )),
+            StatusCode::TOO_MANY_REQUESTS => Failure::RateLimited(format!(
+                "upstream {host} is rate-limiting requests (429) and {what} of {} is not cached",
+                t.remote
+            )),
+            s => Failure::Unavailable(format!(
+                "upstream {host} answered {s} for {what} of {}",
+                t.remote
+            )),
+        }
+    }
+
+    fn into_error(self, unknown: ErrorCode) -> RegistryError {
+        match self {
+            Failure::NotFound(m) => RegistryError::new(unknown, m),
+            Failure::Denied(m) => RegistryError::new(ErrorCode::Denied, m),
+            Failure::RateLimited(m) => RegistryError::new(ErrorCode::TooManyRequests, m),
+            Failure::Unavailable(m) => {
+                RegistryError::new(ErrorCode::Unknown, m).with_status(StatusCode::BAD_GATEWAY)
+            }
+        }
+    }
+}
+
+impl From<UpstreamError> for Failure {
+    fn from(e: UpstreamError) -> Self {
+        Failure::Unavailable(e.to_string())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Fetched {
+    digest: Digest,
+    record: ManifestRecord,
+}
+
+/// What fetching needs, cheap to clone into a single-flight task.
+#[derive(Clone)]
+struct Fetcher {
+    store: Arc<dyn ContentStore>,
+    meta: Meta,
+    max_manifest: u64,
+}
+
+pub struct Mirror {
+    upstreams: Vec<Arc<Upstream>>,
+    default: Option<Arc<Upstream>>,
+    cfg: MirrorConfig,
+    fetcher: Fetcher,
+    fills: Fills,
+    flights: Flights<String, std::result::Result<Fetched, Failure>>,
+    /// Last use of cached content, written to the metadata in batches (`flush_usage`).
+    used: DashMap<Digest, u64>,
+}
+
+impl Mirror {
+    pub fn new(
+        cfg: &Config,
+        store: Arc<dyn ContentStore>,
+        meta: Meta,
+    ) -> std::result::Result<Self, UpstreamError> {
+        let upstreams = cfg
+            .effective_upstreams()
+            .iter()
+            .map(|u| Upstream::new(u).map(Arc::new))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let default = match cfg.mirror.default_upstream.as_str() {
+            "" => None,
+            host => Some(
+                upstreams
+                    .iter()
+                    .find(|u| u.host == host)
+                    .cloned()
+                    .ok_or_else(|| UpstreamError::Config {
+                        host: host.to_owned(),
+                        reason:
+                            "mirror.default_upstream names it but no [[upstream]] has that host"
+                                .into(),
+                    })?,
+            ),
+        };
+        Ok(Mirror {
+            upstreams,
+            default,
+            cfg: cfg.mirror.clone(),
+            fills: Fills::new(store.clone(), meta.clone()),
+            fetcher: Fetcher {
+                store,
+                meta,
+                max_manifest: cfg.registry.max_manifest_bytes,
+            },
+            flights: Flights::default(),
+            used: DashMap::new(),
+        })
+    }
+
+    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
+    }
+
+    fn target(up: &Arc<Upstream>, remote: &str) -> Target {
+        // Docker Hub's official images live under library/; clients often leave it out.
+        let remote = if up.host == "docker.io" && !remote.contains('/') {
+            format!("library/{remote}")
+        } else {
+            remote.to_owned()
+        };
+        Target {
+            upstream: up.clone(),
+            cache: format!("{}/{remote}", up.host),
+            remote,
+        }
+    }
+
+    /// The upstream a request names explicitly, by `ns=` or by path prefix. An `ns` that names no
+    /// configured upstream (wharf's own address, say) means a local request.
+    pub fn explicit(&self, name: &str, ns: Option<&str>) -> Option<Target> {
+        if let Some(ns) = ns {
+            return self
+                .upstreams
+                .iter()
+                .find(|u| u.host == ns)
+                .map(|u| Self::target(u, name));
+        }
+        let (first, rest) = name.split_once('/')?;
+        self.upstreams
+            .iter()
+            .find(|u| u.prefix == first || u.host == first)
+            .map(|u| Self::target(u, rest))
+    }
+
+    /// The default upstream's target for a name without a host (Docker's `registry-mirrors`).
+    pub fn default_target(&self, name: &str) -> Option<Target> {
+        self.default.as_ref().map(|u| Self::target(u, name))
+    }
+
+    /// Whether the cache holds anything of `t` (a blob request without a host is only mirrored then:
+    /// clients fetch the manifest first, and pushes probing for blobs must stay local).
+    pub async fn has_cached(&self, t: &Target) -> Result<bool> {
+        Ok(self.fetcher.meta.repo_exists(&t.cache).await?)
+    }
+
+    fn touch(&self, d: &Digest) {
+        self.used.insert(d.clone(), unix_now());
+    }
+
+    /// Writes the last-use times gathered since the previous flush.
+    pub async fn flush_usage(&self) -> Result<()> {
+        let batch: Vec<(Digest, u64)> = self
+            .used
+            .iter()
+            .map(|e| (e.key().clone(), *e.value()))
+            .collect();
+        for (d, at) in &batch {
+            self.used.remove_if(d, |_, v| v == at);
+        }
+        self.fetcher.meta.touch(batch).await?;
+        Ok(())
+    }
+
+    pub async fn manifest<B>(
+        &self,
+        t: &Target,
+        r: &Reference,
+        req: &Request<B>,
+    ) -> Result<Response<Body>> {
+        let head = req.method() == Method::HEAD;
+        let accept = forward_accept(req.headers());
+        let meta = &self.fetcher.meta;
+        let store = &*self.fetcher.store;
+        match r {
+            Reference::Digest(d) => {
+                let f = match meta.manifest(&t.cache, d).await? {
+                    Some(rec) => Fetched {
+                        digest: d.clone(),
+                        record: rec,
+                    },
+                    None => match self.fetcher.adopt(&t.cache, d).await {
+                        Some(f) => f,
+                        None => {
+                            let key = format!("{}|{}|{d}", t.upstream.host, t.remote);
+                            let (fetcher, t2, d2) = (self.fetcher.clone(), t.clone(), d.clone());
+                            self.flights
+                                .run(key, move || async move {
+                                    fetcher.get(&t2, &d2.to_string(), Some(&d2), &accept).await
+                                })
+                                .await
+                                .unwrap_or_else(|| {
+                                    Err(Failure::Unavailable("fetch task failed".into()))
+                                })
+                                .map_err(|f| f.into_error(ErrorCode::ManifestUnknown))?
+                        }
+                    },
+                };
+                if !accepts(req.headers(), &f.record.media_type) {
+                    return Err(not_acceptable(&t.cache, r, &f.record.media_type));
+                }
+                self.touch(&f.digest);
+                manifest_response(store, &f.digest, &f.record, head).await
+            }
+            Reference::Tag(tag) => {
+                let cached = match meta.tag(&t.cache, tag.as_str()).await? {
+                    Some(d) => meta.manifest(&t.cache, &d).await?.map(|rec| Fetched {
+                        digest: d,
+                        record: rec,
+                    }),
+                    None => None,
+                };
+                let usable = cached
+                    .as_ref()
+                    .filter(|c| accepts(req.headers(), &c.record.media_type));
+                if let Some(c) = usable {
+                    let checked = meta.tag_checked(&t.cache, tag.as_str()).await?.unwrap_or(0);
+                    if unix_now().saturating_sub(checked) < self.cfg.tag_ttl_secs {
+                        self.touch(&c.digest);
+                        return manifest_response(store, &c.digest, &c.record, head).await;
+                    }
+                }
+                let accept_key = accept
+                    .get_all(ACCEPT)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let key = format!("{}|{}|{tag}|{accept_key}", t.upstream.host, t.remote);
+                let (fetcher, t2, tag2) = (self.fetcher.clone(), t.clone(), tag.to_string());
+                let res = self
+                    .flights
+                    .run(key, move || async move {
+                        fetcher.refresh_tag(&t2, &tag2, &accept).await
+                    })
+                    .await
+                    .unwrap_or_else(|| Err(Failure::Unavailable("fetch task failed".into())));
+                match (res, usable) {
+                    (Ok(f), _) => {
+                        if !accepts(req.headers(), &f.record.media_type) {
+                            return Err(not_acceptable(&t.cache, r, &f.record.media_type));
+                        }
+                        self.touch(&f.digest);
+                        manifest_response(store, &f.digest, &f.record, head).await
+                    }
+                    (Err(Failure::Unavailable(why) | Failure::RateLimited(why)), Some(c))
+                        if self.cfg.stale_if_error =>
+                    {
+                        tracing::warn!(
+                            upstream = %t.upstream.host, repo = %t.remote, %tag, error = %why,
+                            "upstream failed; serving the cached tag (mirror.stale_if_error)"
+                        );
+                        self.touch(&c.digest);
+                        let mut resp = manifest_response(store, &c.digest, &c.record, head).await?;
+                        let warning = format!(
+                            "110 wharf \"Response is Stale: upstream {} failed\"",
+                            t.upstream.host
+                        );
+                        if let Ok(v) = HeaderValue::from_str(&warning) {
+                            resp.headers_mut().insert(http::header::WARNING, v);
+                        }
+                        Ok(resp)
+                    }
+                    (Err(f), _) => Err(f.into_error(ErrorCode::ManifestUnknown)),
+                }
+            }
+        }
+    }
+
+    pub async fn blob<B>(
+        &self,
+        t: &Target,
+        d: &Digest,
+        req: &Request<B>,
+    ) -> Result<Response<Body>> {
+        let store = &self.fetcher.store;
+        let meta = &self.fetcher.meta;
+        let unknown = || {
+            RegistryError::new(
+                ErrorCode::BlobUnknown,
+                format!("blob {d} is not in {} on {}", t.remote, t.upstream.host),
+            )
+        };
+        if let Some(size) = store.stat(d).await? {
+            // Cached, from this upstream or any other: content is content. Record that this repository
+            // uses it too.
+            if meta.blob(&t.cache, d).await?.is_none() {
+                meta.link_blob(&t.cache, d, size).await?;
+            }
+            self.touch(d);
+            return blob_response(&**store, d, size, req, unknown).await;
+        }
+        if req.method() == Method::HEAD {
+            return self.head_upstream_blob(t, d).await;
+        }
+        let fill = self.fills.get(
+            d,
+            Source {
+                upstream: t.upstream.clone(),
+                remote: t.remote.clone(),
+                cache_repo: t.cache.clone(),
+            },
+        );
+        let p = fill.ready().await;
+        match p.phase {
+            Phase::Refused { status, .. } => {
+                return Err(Failure::from_status(status, t, &format!("blob {d}"))
+                    .into_error(ErrorCode::BlobUnknown))
+            }
+            Phase::Failed(why) => {
+                return Err(Failure::Unavailable(why.to_string()).into_error(ErrorCode::BlobUnknown))
+            }
+            Phase::Connecting | Phase::Streaming | Phase::Done => {}
+        }
+        self.touch(d);
+        match p.size {
+            Some(size) => {
+                let (mut resp, range) = blob_head(d, size, req)?;
+                let (start, len) = range.map_or((0, size), |r| (r.start, r.len()));
+                *resp.body_mut() = fill.body(store.clone(), start, Some(len));
+                Ok(resp)
+            }
+            None => {
+                // The upstream did not say how long: stream without a length (and without ranges).
+                let mut resp = Response::new(fill.body(store.clone(), 0, None));
+                let h = resp.headers_mut();
+                h.insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                h.insert(
+                    CONTENT_DIGEST,
+                    HeaderValue::from_str(&d.to_string()).expect("ASCII"),
+                );
+                Ok(resp)
+            }
+        }
+    }
+
+    async fn head_upstream_blob(&self, t: &Target, d: &Digest) -> Result<Response<Body>> {
+        let path = format!("/v2/{}/blobs/{d}", t.remote);
+        let resp = t
+            .upstream
+            .send(Method::HEAD, &path, &HeaderMap::new(), &t.scope())
+            .await
+            .map_err(|e| Failure::from(e).into_error(ErrorCode::BlobUnknown))?;
+        if resp.status() != StatusCode::OK {
+            return Err(Failure::from_status(resp.status(), t, &format!("blob {d}"))
+                .into_error(ErrorCode::BlobUnknown));
+        }
+        let mut out = Response::new(Body::Empty);
+        let h = out.headers_mut();
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        h.insert(
+            CONTENT_DIGEST,
+            HeaderValue::from_str(&d.to_string()).expect("ASCII"),
+        );
+        if let Some(len) = resp.headers().get(CONTENT_LENGTH) {
+            h.insert(CONTENT_LENGTH, len.clone());
+        }
+        Ok(out)
+    }
+
+    /// The upstream's tag list, passed through (tags are the upstream's to know), with its `Link`
+    /// rewritten to the name the client used.
+    pub async fn tags<B>(
+        &self,
+        t: &Target,
+        client_name: &str,
+        req: &Request<B>,
+    ) -> Result<Response<Body>> {
+        let query = req
+            .uri()
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        let query = strip_ns(&query);
+        let path = format!("/v2/{}/tags/list{query}", t.remote);
+        let resp = t
+            .upstream
+            .send(Method::GET, &path, &HeaderMap::new(), &t.scope())
+            .await
+            .map_err(|e| Failure::from(e).into_error(ErrorCode::NameUnknown))?;
+        if resp.status() != StatusCode::OK {
+            return Err(Failure::from_status(resp.status(), t, "tag list")
+                .into_error(ErrorCode::NameUnknown));
+        }
+        let link = resp
+            .headers()
+            .get(LINK)
+            .and_then(|l| l.to_str().ok())
+            .map(|l| {
+                l.replace(
+                    &format!("/v2/{}/", t.remote),
+                    &format!("/v2/{client_name}/"),
+                )
+            });
+        let body = read_limited(resp.into_body(), MAX_TAG_LIST, t.upstream.timeout)
+            .await
+            .map_err(|e| {
+                Failure::Unavailable(format!("upstream {} tag list: {e}", t.upstream.host))
+                    .into_error(ErrorCode::NameUnknown)
+            })?;
+        let mut out = json_response(StatusCode::OK, body);
+        if let Some(v) = link.and_then(|l| HeaderValue::from_str(&l).ok()) {
+            out.headers_mut().insert(LINK, v);
+        }
+        Ok(out)
+    }
+}
+
+impl Fetcher {
+    /// Manifest bytes already in the content store (pulled through another name or upstream, or
+    /// pushed) are recorded for `cache` instead of fetched again.
+    async fn adopt(&self, cache: &str, d: &Digest) -> Option<Fetched> {
+        let bytes = self.store.read_all(d, self.max_manifest).await.ok()?;
+        let m = manifest::parse(None, &bytes).ok()?;
+        let record = ManifestRecord {
+            media_type: m.media_type,
+            size: bytes.len() as u64,
+            subject: m.subject,
+        };
+        self.meta
+            .put_manifest(ManifestPut {
+                repo: cache,
+                digest: d,
+                record: record.clone(),
+                tag: None,
+                referrer: None,
+            })
+            .await
+            .ok()?;
+        Some(Fetched {
+            digest: d.clone(),
+            record,
+        })
+    }
+
+    /// Revalidates a tag: `HEAD` upstream (cheap, and not counted by Docker Hub's pull limits), and a
+    /// `GET` only if the digest is one the cache does not hold.
+    async fn refresh_tag(
+        &self,
+        t: &Target,
+        tag: &str,
+        accept: &HeaderMap,
+    ) -> std::result::Result<Fetched, Failure> {
+        let path = format!("/v2/{}/manifests/{tag}", t.remote);
+        let resp = t
+            .upstream
+            .send(Method::HEAD, &path, accept, &t.scope())
+            .await?;
+        if resp.status() != StatusCode::OK {
+            return Err(Failure::from_status(
+                resp.status(),
+                t,
+                &format!("manifest {tag}"),
+            ));
+        }
+        let named = resp
+            .headers()
+            .get(CONTENT_DIGEST)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<Digest>().ok());
+        let f = match named {
+            Some(d) => match self.meta.manifest(&t.cache, &d).await.ok().flatten() {
+                Some(rec) if self.store.stat(&d).await.ok().flatten().is_some() => Fetched {
+                    digest: d,
+                    record: rec,
+                },
+                _ => match self.adopt(&t.cache, &d).await {
+                    Some(f) => f,
+                    None => self.get(t, &d.to_string(), Some(&d), accept).await?,
+                },
+            },
+            None => self.get(t, tag, None, accept).await?,
+        };
+        self.meta
+            .mirror_tag(&t.cache, tag, &f.digest, None, unix_now())
+            .await
+            .map_err(|e| Failure::Unavailable(format!("cannot record the cached tag: {e}")))?;
+        Ok(f)
+    }
+
+    /// `GET`s a manifest, verifies it (against `expected`, else the upstream's digest header), stores
+    /// its exact bytes and records it for the cache repository.
+    async fn get(
+        &self,
+        t: &Target,
+        reference: &str,
+        expected: Option<&Digest>,
+        accept: &HeaderMap,
+    ) -> std::result::Result<Fetched, Failure> {
+        let path = format!("/v2/{}/manifests/{reference}", t.remote);
+        let resp = t
+            .upstream
+            .send(Method::GET, &path, accept, &t.scope())
+            .await?;
+        if resp.status() != StatusCode::OK {
+            return Err(Failure::from_status(
+                resp.status(),
+                t,
+                &format!("manifest {reference}"),
+            ));
+        }
+        let content_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| bare_media_type(v).to_owned());
+        let named = resp
+            .headers()
+            .get(CONTENT_DIGEST)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<Digest>().ok());
+        let bytes = read_limited(
+            resp.into_body(),
+            self.max_manifest as usize,
+            t.upstream.timeout,
+        )
+        .await
+        .map_err(|e| {
+            Failure::Unavailable(format!(
+                "upstream {} manifest {reference}: {e}",
+                t.upstream.host
+            ))
+        })?;
+        let want = expected.cloned().or(named);
+        let digest = match &want {
+            Some(w) => {
+                let actual = Digest::of(w.algorithm(), &bytes);
+                if &actual != w {
+                    return Err(Failure::Unavailable(format!(
+                        "upstream {} sent manifest bytes with digest {actual} for {w}; not cached",
+                        t.upstream.host
+                    )));
+                }
+                actual
+            }
+            None => Digest::sha256_of(&bytes),
+        };
+        let parsed = manifest::parse(content_type.as_deref(), &bytes).ok();
+        let record = ManifestRecord {
+            media_type: parsed
+                .as_ref()
+                .map(|m| m.media_type.clone())
+                .or(content_type)
+                .unwrap_or_else(|| manifest::OCI_MANIFEST.to_owned()),
+            size: bytes.len() as u64,
+            subject: parsed.and_then(|m| m.subject),
+        };
+        let cache_err = |e: String| Failure::Unavailable(format!("cannot cache manifest: {e}"));
+        self.store
+            .put(&digest, bytes)
+            .await
+            .map_err(|e| cache_err(e.to_string()))?;
+        self.meta
+            .put_manifest(ManifestPut {
+                repo: &t.cache,
+                digest: &digest,
+                record: record.clone(),
+                tag: None,
+                referrer: None,
+            })
+            .await
+            .map_err(|e| cache_err(e.to_string()))?;
+        Ok(Fetched { digest, record })
+    }
+}
+
+/// The client's `Accept` values, all of them, unchanged; the manifest types if it sent none.
+fn forward_accept(h: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for v in h.get_all(ACCEPT) {
+        out.append(ACCEPT, v.clone());
+    }
+    if out.is_empty() {
+        out.insert(ACCEPT, HeaderValue::from_static(DEFAULT_ACCEPT));
+    }
+    out
+}
+
+fn strip_ns(query: &str) -> String {
+    let kept: Vec<&str> = query
+        .trim_start_matches('?')
+        .split('&')
+        .filter(|kv| !kv.is_empty() && !kv.starts_with("ns="))
+        .collect();
+    if kept.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", kept.join("&"))
+    }
+}
+
+async fn read_limited(
+    body: hyper::body::Incoming,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> std::result::Result<Bytes, String> {
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Err(_) => Err(format!("no complete body within {} s", timeout.as_secs())),
+        Ok(Err(e)) => Err(format!("body unreadable or over {limit} bytes: {e}")),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ns_is_not_forwarded() {
+        assert_eq!(strip_ns("?n=2&ns=docker.io&last=a"), "?n=2&last=a");
+        assert_eq!(strip_ns("?ns=docker.io"), "");
+        assert_eq!(strip_ns(""), "");
+    }
+
+    #[test]
+    fn addressing() {
+        let store: Arc<dyn ContentStore> =
+            Arc::new(crate::store::FsStore::open(tempfile::tempdir().unwrap().keep()).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::open(&dir.path().join("m.redb")).unwrap();
+        let mut cfg = Config::default();
+        let mut up = crate::config::UpstreamConfig::docker_hub();
+        up.host = "127.0.0.1:5001".into();
+        up.endpoint = "http://127.0.0.1:5001".into();
+        up.insecure = true;
+        up.prefix = Some("local".into());
+        cfg.upstreams.push(up);
+        let m = Mirror::new(&cfg, store, meta).unwrap();
+        let t = m.explicit("alpine", Some("docker.io")).unwrap();
+        assert_eq!(
+            (t.remote.as_str(), t.cache.as_str()),
+            ("library/alpine", "docker.io/library/alpine")
+        );
+        let t = m.explicit("docker.io/bitnami/redis", None).unwrap();
+        assert_eq!(t.remote, "bitnami/redis");
+        let t = m.explicit("local/team/app", None).unwrap();
+        assert_eq!(
+            (t.upstream.host.as_str(), t.remote.as_str()),
+            ("127.0.0.1:5001", "team/app")
+        );
+        let t = m.explicit("team/app", Some("127.0.0.1:5001")).unwrap();
+        assert_eq!(t.cache, "127.0.0.1:5001/team/app");
+        assert!(
+            m.explicit("team/app", None).is_none(),
+            "no host: local or default"
+        );
+        assert!(
+            m.explicit("team/app", Some("localhost:5000")).is_none(),
+            "unknown ns: local"
+        );
+        assert_eq!(
+            m.default_target("alpine").unwrap().cache,
+            "docker.io/library/alpine"
+        );
+    }
+}
