@@ -320,10 +320,13 @@ impl Fill {
             if pos >= end {
                 return Ok(());
             }
+            // The blob's last byte is held back until it is verified and committed: a client must
+            // never receive a whole body that then turns out to have the wrong digest.
             let avail = if p.phase == Phase::Done {
                 end
             } else {
-                p.written.min(end)
+                let total = p.size.unwrap_or(u64::MAX);
+                p.written.min(total.saturating_sub(1)).min(end)
             };
             if pos < avail {
                 let n = (avail - pos).min(CHUNK) as usize;

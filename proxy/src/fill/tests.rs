@@ -1,1 +1,180 @@
+//! The fill against a small in-process HTTP server that can misbehave on purpose. (End-to-end tests
+//! use the real distribution registry; here we need bytes it would never send.)
 
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+
+use super::*;
+use crate::config::UpstreamConfig;
+use crate::store::FsStore;
+
+#[derive(Clone, Copy)]
+enum Behaviour {
+    Good,
+    WrongBytes,
+    CutOff,
+}
+
+async fn serve(data: Arc<Vec<u8>>, how: Behaviour, gets: Arc<AtomicUsize>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
+            let (data, gets) = (data.clone(), gets.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req: Request<Incoming>| {
+                    let (data, gets) = (data.clone(), gets.clone());
+                    async move {
+                        gets.fetch_add(1, Ordering::SeqCst);
+                        let (tx, rx) = tokio::sync::mpsc::channel(1);
+                        let len = data.len();
+                        tokio::spawn(async move {
+                            let mut body = (*data).clone();
+                            if matches!(how, Behaviour::WrongBytes) {
+                                body[len / 2] ^= 0xff;
+                            }
+                            let cut = if matches!(how, Behaviour::CutOff) {
+                                len / 2
+                            } else {
+                                len
+                            };
+                            for c in body[..cut].chunks(64 * 1024) {
+                                tokio::time::sleep(Duration::from_millis(2)).await;
+                                if tx.send(Ok(Bytes::copy_from_slice(c))).await.is_err() {
+                                    return;
+                                }
+                            }
+                            if cut < len {
+                                let _ = tx.send(Err(std::io::Error::other("cut off"))).await;
+                            }
+                        });
+                        let resp = Response::builder()
+                            .header("content-length", len)
+                            .body(Body::channel(rx, Some(len as u64)))
+                            .unwrap();
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn ContentStore>,
+    fills: Fills,
+    meta: Meta,
+    source: Arc<Upstream>,
+}
+
+async fn setup(endpoint: String) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ContentStore> = Arc::new(FsStore::open(dir.path()).unwrap());
+    let meta = Meta::open(&dir.path().join("meta.redb")).unwrap();
+    let mut cfg = UpstreamConfig::docker_hub();
+    cfg.host = "test-upstream".into();
+    cfg.endpoint = endpoint;
+    cfg.insecure = true;
+    Setup {
+        fills: Fills::new(store.clone(), meta.clone()),
+        store,
+        meta,
+        source: Arc::new(Upstream::new(&cfg).unwrap()),
+        _dir: dir,
+    }
+}
+
+impl Setup {
+    fn fill(&self, d: &Digest) -> Arc<Fill> {
+        self.fills.get(
+            d,
+            Source {
+                upstream: self.source.clone(),
+                remote: "r".into(),
+                cache_repo: "test-upstream/r".into(),
+            },
+        )
+    }
+}
+
+async fn read(fill: Arc<Fill>, store: Arc<dyn ContentStore>) -> Result<Vec<u8>, String> {
+    let p = fill.ready().await;
+    let body = fill.body(store, 0, p.size);
+    body.collect()
+        .await
+        .map(|c| c.to_bytes().to_vec())
+        .map_err(|e| e.to_string())
+}
+
+fn data() -> Arc<Vec<u8>> {
+    Arc::new((0..3_000_000u32).map(|i| (i * 7 + i / 5) as u8).collect())
+}
+
+#[tokio::test]
+async fn concurrent_misses_make_one_upstream_request() {
+    let (data, gets) = (data(), Arc::new(AtomicUsize::new(0)));
+    let d = Digest::sha256_of(&data);
+    let s = setup(serve(data.clone(), Behaviour::Good, gets.clone()).await).await;
+    let mut readers = Vec::new();
+    for i in 0..8 {
+        let (f, store) = (s.fill(&d), s.store.clone());
+        readers.push(tokio::spawn(async move {
+            // Late arrivals join a fill that is already streaming.
+            tokio::time::sleep(Duration::from_millis(i * 5)).await;
+            read(f, store).await
+        }));
+    }
+    for r in readers {
+        assert_eq!(r.await.unwrap().unwrap(), *data);
+    }
+    assert_eq!(gets.load(Ordering::SeqCst), 1);
+    assert_eq!(s.store.stat(&d).await.unwrap(), Some(data.len() as u64));
+    assert_eq!(
+        s.meta.blob("test-upstream/r", &d).await.unwrap(),
+        Some(data.len() as u64)
+    );
+    // Once done it is forgotten; the store serves it from now on.
+    while !s.fills.is_empty() {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn bad_bytes_are_never_committed_and_readers_see_an_error() {
+    for how in [Behaviour::WrongBytes, Behaviour::CutOff] {
+        let (data, gets) = (data(), Arc::new(AtomicUsize::new(0)));
+        let d = Digest::sha256_of(&data);
+        let s = setup(serve(data.clone(), how, gets.clone()).await).await;
+        let (a, b) = (s.fill(&d), s.fill(&d));
+        let (ra, rb) = tokio::join!(read(a, s.store.clone()), read(b, s.store.clone()));
+        assert!(
+            ra.is_err() && rb.is_err(),
+            "a client must not get a complete body"
+        );
+        assert_eq!(s.store.stat(&d).await.unwrap(), None, "nothing committed");
+        while !s.fills.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            s.store.ingests().await.unwrap().is_empty(),
+            "no partial left"
+        );
+    }
+}
