@@ -5,7 +5,8 @@
 
 use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, ETAG, LOCATION};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 
 use super::{empty_response, header_str, Registry, RequestBody, CONTENT_DIGEST, OCI_SUBJECT};
 use crate::body::Body;
@@ -91,6 +92,36 @@ pub(crate) async fn manifest_response(
     Ok(resp)
 }
 
+/// Past the limit, how much more of a body is read (and dropped) before answering 413: clients that
+/// send the whole body before reading the response (Go's, most others) would otherwise see a broken
+/// pipe instead of the error. Beyond this the connection is closed.
+const DRAIN_PAST_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// Reads a manifest body of at most `limit` bytes.
+async fn read_capped<B: RequestBody>(mut body: B, limit: u64) -> Result<Bytes> {
+    let mut buf = BytesMut::new();
+    let mut seen = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            RegistryError::new(
+                ErrorCode::ManifestInvalid,
+                format!("manifest body ended early ({}); nothing was stored", e.into()),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else { continue };
+        seen += data.len() as u64;
+        if seen <= limit {
+            buf.extend_from_slice(&data);
+        } else if seen > limit + DRAIN_PAST_LIMIT {
+            break;
+        }
+    }
+    if seen > limit {
+        return Err(too_large(limit));
+    }
+    Ok(buf.freeze())
+}
+
 impl Registry {
     async fn resolve(&self, repo: &RepoName, r: &Reference) -> Result<Digest> {
         match r {
@@ -128,25 +159,8 @@ impl Registry {
         req: Request<B>,
     ) -> Result<Response<Body>> {
         let limit = self.cfg.max_manifest_bytes;
-        let declared = header_str(&req, CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|l| l > limit) {
-            return Err(too_large(limit));
-        }
         let content_type = header_str(&req, CONTENT_TYPE).map(str::to_owned);
-        let body = Limited::new(req.into_body(), limit as usize)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.downcast_ref::<LengthLimitError>().is_some() {
-                    too_large(limit)
-                } else {
-                    RegistryError::new(
-                        ErrorCode::ManifestInvalid,
-                        format!("manifest body ended early ({e}); nothing was stored"),
-                    )
-                }
-            })?
-            .to_bytes();
+        let body = read_capped(req.into_body(), limit).await?;
         let m = manifest::parse(content_type.as_deref(), &body)
             .map_err(|e| RegistryError::new(ErrorCode::ManifestInvalid, e.to_string()))?;
         let digest = match r {

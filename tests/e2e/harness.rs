@@ -1,0 +1,449 @@
+//! Processes under test: wharf itself and the CNCF distribution registry as a reference peer.
+//!
+//! Every test starts its own instances on free loopback ports in private temp dirs, so tests can run in
+//! parallel and nothing leaks between them or from the machine. Instances stop on Drop (SIGTERM, then
+//! SIGKILL if they hang), and a test that panics prints the tail of the server's log.
+
+use std::fs::{self, File, OpenOptions};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// How long a server gets to answer `GET /v2/` after spawning. Generous because CI machines are slow
+/// and wharf may replay metadata on start; we poll, so a fast start costs nothing.
+const READY_DEADLINE: Duration = Duration::from_secs(60);
+/// How long a graceful stop may take before we fall back to SIGKILL (and fail the graceful check).
+const STOP_DEADLINE: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(20);
+
+/// A free port on 127.0.0.1. The listener is dropped before the server binds, so another process may
+/// take the port in between: rare, and `start_server` retries on another port when that happens.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// Finds `name` on PATH or fails the test: a missing peer must never turn into a silent skip.
+pub fn require_tool(name: &str, install_hint: &str) -> PathBuf {
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join(name);
+            if is_executable(&candidate) {
+                return candidate;
+            }
+        }
+    }
+    panic!("{name} not found: install it with `{install_hint}` or run tests/run.sh");
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// The wharf binary: `$WHARF_BIN`, else `<workspace>/target/debug/wharf`.
+pub fn wharf_bin() -> PathBuf {
+    let path = match std::env::var_os("WHARF_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/wharf"),
+    };
+    if !is_executable(&path) {
+        panic!(
+            "wharf binary not found at {}: build it with `cargo build -p wharf` (tests/run.sh does this)",
+            path.display()
+        );
+    }
+    path
+}
+
+/// Last `lines` lines of a log file, for failure messages.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path)
+        .unwrap_or_else(|e| format!("<cannot read {}: {e}>", path.display()));
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn sigterm(child: &Child) {
+    // SAFETY: plain kill(2) on a pid we spawned and have not reaped yet.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+}
+
+/// Polls until the child exits or the deadline passes.
+fn wait_with_deadline(child: &mut Child, deadline: Duration) -> Option<ExitStatus> {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Polls `GET http://addr/v2/` until it answers 200. Returns the exit status if the process exits
+/// first (the caller decides whether to retry on another port); fails, with the log, on the deadline.
+fn wait_ready(
+    child: &mut Child,
+    addr: SocketAddr,
+    what: &str,
+    log: &Path,
+) -> Result<(), ExitStatus> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(2)))
+        .build()
+        .into();
+    let url = format!("http://{addr}/v2/");
+    let end = Instant::now() + READY_DEADLINE;
+    let mut last;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Err(status);
+        }
+        match agent.get(&url).call() {
+            Ok(resp) if resp.status() == 200 => return Ok(()),
+            Ok(resp) => last = format!("status {}", resp.status()),
+            Err(e) => last = e.to_string(),
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{what} did not answer 200 on GET {url} within {READY_DEADLINE:?} (last: {last})\n\
+                 --- log tail ({}) ---\n{}",
+                log.display(),
+                log_tail(log, 60)
+            );
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Spawns a server until it is ready, on a new free port each try. `free_port` can race with another
+/// process taking the port before the server binds it; that (and only that) is retried.
+fn start_server(
+    what: &str,
+    log: &Path,
+    mut spawn: impl FnMut(SocketAddr) -> Child,
+) -> (Child, SocketAddr) {
+    const ATTEMPTS: usize = 3;
+    for attempt in 1..=ATTEMPTS {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let log_start = fs::metadata(log).map(|m| m.len()).unwrap_or(0) as usize;
+        let mut child = spawn(addr);
+        match wait_ready(&mut child, addr, what, log) {
+            Ok(()) => return (child, addr),
+            Err(status) => {
+                let text = fs::read(log).unwrap_or_default();
+                let this_run =
+                    String::from_utf8_lossy(&text[log_start.min(text.len())..]).to_lowercase();
+                if attempt < ATTEMPTS && this_run.contains("in use") {
+                    continue;
+                }
+                panic!(
+                    "{what} exited with {status} before answering GET http://{addr}/v2/\n\
+                     --- log tail ({}) ---\n{}",
+                    log.display(),
+                    log_tail(log, 60)
+                );
+            }
+        }
+    }
+    unreachable!()
+}
+
+fn log_file(path: &Path) -> File {
+    // Append, so a restarted server's log follows the first run's in one file.
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open log file")
+}
+
+/// Tests must never reach past this machine, and wharf is also a pull-through mirror: by default it
+/// sends names it does not hold (every name here has no registry host) to docker.io. Keep such names
+/// local, and replace the built-in docker.io upstream with a closed loopback port, so that no request
+/// (`?ns=docker.io` included) can leave the machine whatever the test does.
+const HERMETIC: &str = "
+[mirror]
+default_upstream = \"\"
+
+[[upstream]]
+host = \"docker.io\"
+endpoint = \"http://127.0.0.1:9\"
+insecure = true
+";
+
+/// `[registry]` settings; `None` leaves the key out so wharf's defaults are what we test.
+#[derive(Clone, Debug, Default)]
+pub struct WharfOptions {
+    pub delete_enabled: Option<bool>,
+    pub max_manifest_bytes: Option<u64>,
+    /// Put a decoy listen address and data dir in the config file and pass the real ones as
+    /// `WHARF_LISTEN` / `WHARF_DATA_DIR`: the environment must win.
+    pub via_env: bool,
+}
+
+impl WharfOptions {
+    pub fn with_delete() -> Self {
+        WharfOptions {
+            delete_enabled: Some(true),
+            ..Default::default()
+        }
+    }
+}
+
+/// A running wharf with its own temp dir (config, data dir, log). `stop`/`kill9` + `start_again` reuse the
+/// same data dir, which is how the restart and crash tests look at what survived.
+pub struct Wharf {
+    child: Option<Child>,
+    addr: SocketAddr,
+    /// With `via_env`, the listen address in the config file, which wharf must not use.
+    decoy_addr: Option<SocketAddr>,
+    options: WharfOptions,
+    home: TempDir,
+}
+
+impl Wharf {
+    pub fn start(options: WharfOptions) -> Wharf {
+        let home = tempfile::Builder::new()
+            .prefix("wharf-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        fs::create_dir_all(home.path().join("data")).expect("create data dir");
+        let mut wharf = Wharf {
+            child: None,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            decoy_addr: None,
+            options,
+            home,
+        };
+        wharf.start_again();
+        wharf
+    }
+
+    /// Starts wharf (again) on the same data dir, on a fresh port: callers must re-read `base()`.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "wharf is already running");
+        let bin = wharf_bin();
+        let log = self.log_path();
+        let (child, addr) = start_server("wharf", &log, |addr| {
+            let config = self.home.path().join("wharf.toml");
+            let (listen, data_dir) = if self.options.via_env {
+                let decoy = SocketAddr::from(([127, 0, 0, 1], free_port()));
+                self.decoy_addr = Some(decoy);
+                (decoy, self.decoy_data_dir())
+            } else {
+                (addr, self.data_dir())
+            };
+            fs::write(&config, self.config_toml(listen, &data_dir)).expect("write wharf.toml");
+            let out = log_file(&log);
+            let mut cmd = Command::new(&bin);
+            cmd.arg("serve").arg("--config").arg(&config);
+            // The config file must be the whole truth: WHARF_* overrides from the caller's shell would
+            // change it (WHARF_LOG, the log filter, is let through for debugging).
+            for (key, _) in std::env::vars_os() {
+                if key.to_string_lossy().starts_with("WHARF_") && key != "WHARF_LOG" {
+                    cmd.env_remove(key);
+                }
+            }
+            if self.options.via_env {
+                cmd.env("WHARF_LISTEN", addr.to_string())
+                    .env("WHARF_DATA_DIR", self.data_dir());
+            }
+            cmd.stdin(Stdio::null())
+                .stdout(out.try_clone().expect("dup log"))
+                .stderr(out)
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()))
+        });
+        self.child = Some(child);
+        self.addr = addr;
+    }
+
+    fn config_toml(&self, listen: SocketAddr, data_dir: &Path) -> String {
+        let mut toml = format!(
+            "[server]\nlisten = \"{listen}\"\n\n[storage]\ndata_dir = \"{}\"\n\n[registry]\n",
+            data_dir.display()
+        );
+        if let Some(v) = self.options.delete_enabled {
+            toml += &format!("delete_enabled = {v}\n");
+        }
+        if let Some(v) = self.options.max_manifest_bytes {
+            toml += &format!("max_manifest_bytes = {v}\n");
+        }
+        toml + HERMETIC
+    }
+
+    /// Graceful stop: SIGTERM, then wait. Returns the exit status; fails if wharf does not stop in time.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("wharf is not running");
+        sigterm(&child);
+        match wait_with_deadline(&mut child, STOP_DEADLINE) {
+            Some(status) => status,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "wharf did not exit within {STOP_DEADLINE:?} of SIGTERM\n--- log tail ---\n{}",
+                    log_tail(&self.log_path(), 40)
+                );
+            }
+        }
+    }
+
+    /// Crash: SIGKILL, no chance to clean up.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("wharf is not running");
+        child.kill().expect("SIGKILL wharf");
+        child.wait().expect("reap wharf");
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `127.0.0.1:PORT`, as skopeo's docker:// references want it.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.home.path().join("data")
+    }
+
+    pub fn decoy_addr(&self) -> Option<SocketAddr> {
+        self.decoy_addr
+    }
+
+    /// The data dir named in the config file when `via_env` is set; wharf must not use it.
+    pub fn decoy_data_dir(&self) -> PathBuf {
+        self.home.path().join("decoy-data")
+    }
+
+    pub fn blobs_dir(&self) -> PathBuf {
+        self.data_dir().join("blobs")
+    }
+
+    pub fn ingest_dir(&self) -> PathBuf {
+        self.data_dir().join("ingest")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.home.path().join("wharf.log")
+    }
+
+    /// A private scratch dir for the test (layouts, pulled images), removed with the instance.
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        let dir = self.home.path().join("scratch").join(name);
+        fs::create_dir_all(&dir).expect("create scratch dir");
+        dir
+    }
+}
+
+impl Drop for Wharf {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- wharf log tail ({}) ---\n{}\n--- end of wharf log ---",
+                self.log_path().display(),
+                log_tail(&self.log_path(), 40)
+            );
+        }
+        if let Some(mut child) = self.child.take() {
+            sigterm(&child);
+            if wait_with_deadline(&mut child, STOP_DEADLINE).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// The CNCF distribution registry (Debian `docker-registry`), a known-good peer to push to and copy from.
+pub struct DistRegistry {
+    child: Option<Child>,
+    addr: SocketAddr,
+    home: TempDir,
+}
+
+impl DistRegistry {
+    pub fn start() -> DistRegistry {
+        let bin = require_tool("docker-registry", "apt-get install docker-registry");
+        let home = tempfile::Builder::new()
+            .prefix("wharf-e2e-dist-")
+            .tempdir()
+            .expect("tempdir");
+        let root = home.path().join("storage");
+        let config = home.path().join("config.yml");
+        let log = home.path().join("registry.log");
+        let (child, addr) = start_server("docker-registry", &log, |addr| {
+            fs::write(
+                &config,
+                format!(
+                    "version: 0.1\n\
+                     log:\n  level: warn\n  accesslog:\n    disabled: true\n\
+                     storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+                     http:\n  addr: {addr}\n",
+                    root.display()
+                ),
+            )
+            .expect("write registry config");
+            let out = log_file(&log);
+            Command::new(&bin)
+                .arg("serve")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().expect("dup log"))
+                .stderr(out)
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()))
+        });
+        DistRegistry {
+            child: Some(child),
+            addr,
+            home,
+        }
+    }
+
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for DistRegistry {
+    fn drop(&mut self) {
+        let log = self.home.path().join("registry.log");
+        if std::thread::panicking() {
+            eprintln!(
+                "--- docker-registry log tail ---\n{}\n--- end ---",
+                log_tail(&log, 20)
+            );
+        }
+        if let Some(mut child) = self.child.take() {
+            sigterm(&child);
+            if wait_with_deadline(&mut child, STOP_DEADLINE).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! wharf end-to-end tests: each test starts its own wharf (and peers) on free loopback ports, in temp
+//! dirs, and drives it with real clients (skopeo) and raw HTTP. See tests/run.sh.
+
+// Support.
+mod fixtures;
+mod harness;
+mod http;
+mod layout;
+mod oci;
+mod skopeo;
+
+// Tests.
+mod bad_input;
+mod config_env;
+mod crash;
+mod dedupe;
+mod reference_peer;
+mod registry_api;
+mod restart;
+mod skopeo_roundtrip;

@@ -1,0 +1,81 @@
+//! skopeo, isolated from the machine: no policy file, no auth file, no registries.conf and no HOME of the
+//! caller, so a developer's credentials or mirrors can never change what a test sees.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+
+use tempfile::TempDir;
+
+use crate::harness::require_tool;
+
+pub struct Skopeo {
+    bin: PathBuf,
+    home: TempDir,
+}
+
+impl Skopeo {
+    pub fn new() -> Skopeo {
+        let bin = require_tool("skopeo", "apt-get install skopeo");
+        let home = tempfile::Builder::new()
+            .prefix("wharf-e2e-skopeo-")
+            .tempdir()
+            .expect("tempdir");
+        fs::write(home.path().join("auth.json"), "{\"auths\":{}}").unwrap();
+        // An empty registries.conf: no search registries, no mirrors, no blocked registries.
+        fs::write(home.path().join("registries.conf"), "").unwrap();
+        Skopeo { bin, home }
+    }
+
+    fn command(&self) -> Command {
+        let h = self.home.path();
+        let mut cmd = Command::new(&self.bin);
+        cmd.env("HOME", h)
+            .env("XDG_CONFIG_HOME", h.join(".config"))
+            .env("XDG_RUNTIME_DIR", h)
+            .env("REGISTRY_AUTH_FILE", h.join("auth.json"))
+            .env("CONTAINERS_REGISTRIES_CONF", h.join("registries.conf"))
+            .env("TMPDIR", h)
+            .arg("--insecure-policy");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Vec<u8> {
+        let out = self.command().args(args).output().expect("run skopeo");
+        if !out.status.success() {
+            panic!(
+                "skopeo {} failed ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        out.stdout
+    }
+
+    /// `skopeo copy --all --preserve-digests SRC DST`: every platform, bytes unchanged.
+    pub fn copy(&self, src: &str, dst: &str) {
+        self.run(&[
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            "--retry-times=0",
+            src,
+            dst,
+        ]);
+    }
+
+    /// `skopeo inspect --raw`: the manifest bytes exactly as the registry serves them.
+    pub fn inspect_raw(&self, image: &str) -> Vec<u8> {
+        self.run(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--retry-times=0",
+            image,
+        ])
+    }
+}
