@@ -12,6 +12,7 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
+use dashmap::DashMap;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -98,9 +99,29 @@ pub struct ManifestPut<'a> {
     pub referrer: Option<Descriptor>,
 }
 
+/// Read-through cache of the lookups on the pull path (tag → digest, manifest records, blob links,
+/// tag check times), so a warm pull touches no disk and no blocking thread.
+///
+/// Kept correct under concurrency by one rule: writers always overwrite an entry after their commit
+/// (with `None` for what they removed), readers only fill an entry that is absent. A reader that read
+/// the old value before a commit can therefore never replace the writer's newer one.
+/// (With several replicas on a shared database this cache needs invalidation; that backend brings it.)
+#[derive(Default)]
+struct ReadCache {
+    tags: DashMap<(String, String), Option<Digest>>,
+    manifests: DashMap<(String, Digest), Option<ManifestRecord>>,
+    blobs: DashMap<(String, Digest), Option<u64>>,
+    checked: DashMap<(String, String), Option<u64>>,
+}
+
+fn fill<K: Eq + std::hash::Hash, V: Clone>(m: &DashMap<K, V>, k: K, v: V) -> V {
+    m.entry(k).or_insert(v).clone()
+}
+
 #[derive(Clone)]
 pub struct Meta {
     db: Arc<Database>,
+    cache: Arc<ReadCache>,
 }
 
 impl Meta {
@@ -116,7 +137,20 @@ impl Meta {
         tx.open_table(TAG_CHECKED)?;
         tx.open_table(LAST_USED)?;
         tx.commit()?;
-        Ok(Meta { db: Arc::new(db) })
+        Ok(Meta {
+            db: Arc::new(db),
+            cache: Arc::default(),
+        })
+    }
+
+    /// Runs a write on the blocking pool, handing it the read cache to update after its commit: once
+    /// started it finishes, cache included, even if the request that asked for it is dropped.
+    async fn run_write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database, &ReadCache) -> Result<T, MetaError> + Send + 'static,
+    ) -> Result<T, MetaError> {
+        let (db, cache) = (self.db.clone(), self.cache.clone());
+        tokio::task::spawn_blocking(move || f(&db, &cache)).await?
     }
 
     /// Runs `f` on the blocking pool: redb reads may touch the disk and commits fsync.
@@ -129,12 +163,13 @@ impl Meta {
     }
 
     pub async fn link_blob(&self, repo: &str, digest: &Digest, size: u64) -> Result<(), MetaError> {
-        let (repo, d) = (repo.to_owned(), digest.to_string());
-        self.run(move |db| {
+        let (r, d) = (repo.to_owned(), digest.clone());
+        self.run_write(move |db, cache| {
             let tx = db.begin_write()?;
             tx.open_table(BLOBS)?
-                .insert((repo.as_str(), d.as_str()), size)?;
+                .insert((r.as_str(), d.to_string().as_str()), size)?;
             tx.commit()?;
+            cache.blobs.insert((r, d), Some(size));
             Ok(())
         })
         .await
@@ -142,23 +177,30 @@ impl Meta {
 
     /// The size of a blob if `repo` links it.
     pub async fn blob(&self, repo: &str, digest: &Digest) -> Result<Option<u64>, MetaError> {
-        let (repo, d) = (repo.to_owned(), digest.to_string());
-        self.run(move |db| {
-            let t = db.begin_read()?.open_table(BLOBS)?;
-            Ok(t.get((repo.as_str(), d.as_str()))?.map(|v| v.value()))
-        })
-        .await
+        let key = (repo.to_owned(), digest.clone());
+        if let Some(v) = self.cache.blobs.get(&key) {
+            return Ok(*v);
+        }
+        let (r, d) = (repo.to_owned(), digest.to_string());
+        let v = self
+            .run(move |db| {
+                let t = db.begin_read()?.open_table(BLOBS)?;
+                Ok(t.get((r.as_str(), d.as_str()))?.map(|v| v.value()))
+            })
+            .await?;
+        Ok(fill(&self.cache.blobs, key, v))
     }
 
     pub async fn unlink_blob(&self, repo: &str, digest: &Digest) -> Result<bool, MetaError> {
-        let (repo, d) = (repo.to_owned(), digest.to_string());
-        self.run(move |db| {
+        let (r, d) = (repo.to_owned(), digest.clone());
+        self.run_write(move |db, cache| {
             let tx = db.begin_write()?;
             let removed = tx
                 .open_table(BLOBS)?
-                .remove((repo.as_str(), d.as_str()))?
+                .remove((r.as_str(), d.to_string().as_str()))?
                 .is_some();
             tx.commit()?;
+            cache.blobs.insert((r, d), None);
             Ok(removed)
         })
         .await
@@ -193,28 +235,34 @@ impl Meta {
 
     pub async fn put_manifest(&self, put: ManifestPut<'_>) -> Result<(), MetaError> {
         let repo = put.repo.to_owned();
-        let digest = put.digest.to_string();
+        let digest = put.digest.clone();
         let tag = put.tag.map(str::to_owned);
-        let record = serde_json::to_vec(&put.record)?;
-        let referrer = match (&put.record.subject, &put.referrer) {
+        let encoded = serde_json::to_vec(&put.record)?;
+        let record = put.record;
+        let referrer = match (&record.subject, &put.referrer) {
             (Some(s), Some(r)) => Some((s.to_string(), serde_json::to_vec(r)?)),
             _ => None,
         };
-        self.run(move |db| {
+        self.run_write(move |db, cache| {
+            let d = digest.to_string();
             let tx = db.begin_write()?;
             tx.open_table(MANIFESTS)?
-                .insert((repo.as_str(), digest.as_str()), record.as_slice())?;
+                .insert((repo.as_str(), d.as_str()), encoded.as_slice())?;
             if let Some(tag) = &tag {
                 tx.open_table(TAGS)?
-                    .insert((repo.as_str(), tag.as_str()), digest.as_str())?;
+                    .insert((repo.as_str(), tag.as_str()), d.as_str())?;
             }
             if let Some((subject, desc)) = &referrer {
                 tx.open_table(REFERRERS)?.insert(
-                    (repo.as_str(), subject.as_str(), digest.as_str()),
+                    (repo.as_str(), subject.as_str(), d.as_str()),
                     desc.as_slice(),
                 )?;
             }
             tx.commit()?;
+            if let Some(tag) = tag {
+                cache.tags.insert((repo.clone(), tag), Some(digest.clone()));
+            }
+            cache.manifests.insert((repo, digest), Some(record));
             Ok(())
         })
         .await
@@ -225,30 +273,43 @@ impl Meta {
         repo: &str,
         digest: &Digest,
     ) -> Result<Option<ManifestRecord>, MetaError> {
-        let (repo, d) = (repo.to_owned(), digest.to_string());
-        self.run(move |db| {
-            let t = db.begin_read()?.open_table(MANIFESTS)?;
-            let v = t.get((repo.as_str(), d.as_str()))?;
-            Ok(v.map(|v| serde_json::from_slice(v.value())).transpose()?)
-        })
-        .await
+        let key = (repo.to_owned(), digest.clone());
+        if let Some(v) = self.cache.manifests.get(&key) {
+            return Ok(v.clone());
+        }
+        let (r, d) = (repo.to_owned(), digest.to_string());
+        let v = self
+            .run(move |db| {
+                let t = db.begin_read()?.open_table(MANIFESTS)?;
+                let v = t.get((r.as_str(), d.as_str()))?;
+                Ok(v.map(|v| serde_json::from_slice(v.value())).transpose()?)
+            })
+            .await?;
+        Ok(fill(&self.cache.manifests, key, v))
     }
 
     pub async fn tag(&self, repo: &str, tag: &str) -> Result<Option<Digest>, MetaError> {
-        let (repo, tag) = (repo.to_owned(), tag.to_owned());
-        self.run(move |db| {
-            let t = db.begin_read()?.open_table(TAGS)?;
-            let v = t.get((repo.as_str(), tag.as_str()))?;
-            Ok(v.and_then(|v| v.value().parse().ok()))
-        })
-        .await
+        let key = (repo.to_owned(), tag.to_owned());
+        if let Some(v) = self.cache.tags.get(&key) {
+            return Ok(v.clone());
+        }
+        let (r, t) = key.clone();
+        let v = self
+            .run(move |db| {
+                let table = db.begin_read()?.open_table(TAGS)?;
+                let v = table.get((r.as_str(), t.as_str()))?;
+                Ok(v.and_then(|v| v.value().parse().ok()))
+            })
+            .await?;
+        Ok(fill(&self.cache.tags, key, v))
     }
 
     /// Removes a manifest from `repo`, with the tags that point at it and its referrers entry. Returns
     /// whether it was there. The bytes stay in the content store for the collector.
     pub async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<bool, MetaError> {
-        let (repo, d) = (repo.to_owned(), digest.to_string());
-        self.run(move |db| {
+        let (repo, digest) = (repo.to_owned(), digest.clone());
+        self.run_write(move |db, cache| {
+            let d = digest.to_string();
             let tx = db.begin_write()?;
             let old = tx
                 .open_table(MANIFESTS)?
@@ -258,17 +319,18 @@ impl Meta {
             let Some(old) = old else {
                 return Ok(false);
             };
-            {
+            let doomed: Vec<String> = {
                 let mut tags = tx.open_table(TAGS)?;
                 let doomed: Vec<String> = prefix_range(&tags, &repo)?
                     .into_iter()
                     .filter(|(_, v)| *v == d)
                     .map(|(k, _)| k)
                     .collect();
-                for t in doomed {
+                for t in &doomed {
                     tags.remove((repo.as_str(), t.as_str()))?;
                 }
-            }
+                doomed
+            };
             if let Some(subject) = old.subject {
                 tx.open_table(REFERRERS)?.remove((
                     repo.as_str(),
@@ -277,20 +339,25 @@ impl Meta {
                 ))?;
             }
             tx.commit()?;
+            for t in doomed {
+                cache.tags.insert((repo.clone(), t), None);
+            }
+            cache.manifests.insert((repo, digest), None);
             Ok(true)
         })
         .await
     }
 
     pub async fn delete_tag(&self, repo: &str, tag: &str) -> Result<bool, MetaError> {
-        let (repo, tag) = (repo.to_owned(), tag.to_owned());
-        self.run(move |db| {
+        let (r, t) = (repo.to_owned(), tag.to_owned());
+        self.run_write(move |db, cache| {
             let tx = db.begin_write()?;
             let removed = tx
                 .open_table(TAGS)?
-                .remove((repo.as_str(), tag.as_str()))?
+                .remove((r.as_str(), t.as_str()))?
                 .is_some();
             tx.commit()?;
+            cache.tags.insert((r, t), None);
             Ok(removed)
         })
         .await
@@ -376,11 +443,12 @@ impl Meta {
         record: Option<ManifestRecord>,
         checked: u64,
     ) -> Result<(), MetaError> {
-        let (repo, tag, d) = (repo.to_owned(), tag.to_owned(), digest.to_string());
-        let record = record.map(|r| serde_json::to_vec(&r)).transpose()?;
-        self.run(move |db| {
+        let (repo, tag, digest) = (repo.to_owned(), tag.to_owned(), digest.clone());
+        let encoded = record.as_ref().map(serde_json::to_vec).transpose()?;
+        self.run_write(move |db, cache| {
+            let d = digest.to_string();
             let tx = db.begin_write()?;
-            if let Some(rec) = &record {
+            if let Some(rec) = &encoded {
                 tx.open_table(MANIFESTS)?
                     .insert((repo.as_str(), d.as_str()), rec.as_slice())?;
             }
@@ -389,6 +457,13 @@ impl Meta {
             tx.open_table(TAG_CHECKED)?
                 .insert((repo.as_str(), tag.as_str()), checked)?;
             tx.commit()?;
+            if let Some(rec) = record {
+                cache
+                    .manifests
+                    .insert((repo.clone(), digest.clone()), Some(rec));
+            }
+            cache.tags.insert((repo.clone(), tag.clone()), Some(digest));
+            cache.checked.insert((repo, tag), Some(checked));
             Ok(())
         })
         .await
@@ -396,12 +471,18 @@ impl Meta {
 
     /// When the mirror last confirmed `tag` of `repo` upstream.
     pub async fn tag_checked(&self, repo: &str, tag: &str) -> Result<Option<u64>, MetaError> {
-        let (repo, tag) = (repo.to_owned(), tag.to_owned());
-        self.run(move |db| {
-            let t = db.begin_read()?.open_table(TAG_CHECKED)?;
-            Ok(t.get((repo.as_str(), tag.as_str()))?.map(|v| v.value()))
-        })
-        .await
+        let key = (repo.to_owned(), tag.to_owned());
+        if let Some(v) = self.cache.checked.get(&key) {
+            return Ok(*v);
+        }
+        let (r, t) = key.clone();
+        let v = self
+            .run(move |db| {
+                let table = db.begin_read()?.open_table(TAG_CHECKED)?;
+                Ok(table.get((r.as_str(), t.as_str()))?.map(|v| v.value()))
+            })
+            .await?;
+        Ok(fill(&self.cache.checked, key, v))
     }
 
     /// Records when cached content was last served, in one transaction for a batch.

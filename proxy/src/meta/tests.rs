@@ -125,3 +125,37 @@ async fn uploads_survive_reopen() {
     m.remove_upload("u1").await.unwrap();
     assert!(m.uploads().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn cached_misses_and_hits_follow_every_write() {
+    let (_dir, m) = open();
+    // Cache a miss, then write: the write must replace the cached miss.
+    assert_eq!(m.tag("r", "t").await.unwrap(), None);
+    assert_eq!(m.manifest("r", &d(1)).await.unwrap(), None);
+    assert_eq!(m.blob("r", &d(9)).await.unwrap(), None);
+    m.put_manifest(ManifestPut {
+        repo: "r",
+        digest: &d(1),
+        record: rec(None),
+        tag: Some("t"),
+        referrer: None,
+    })
+    .await
+    .unwrap();
+    m.link_blob("r", &d(9), 3).await.unwrap();
+    assert_eq!(m.tag("r", "t").await.unwrap(), Some(d(1)));
+    assert!(m.manifest("r", &d(1)).await.unwrap().is_some());
+    assert_eq!(m.blob("r", &d(9)).await.unwrap(), Some(3));
+    // And removals replace cached hits.
+    assert!(m.delete_manifest("r", &d(1)).await.unwrap());
+    m.unlink_blob("r", &d(9)).await.unwrap();
+    assert_eq!(m.tag("r", "t").await.unwrap(), None);
+    assert_eq!(m.manifest("r", &d(1)).await.unwrap(), None);
+    assert_eq!(m.blob("r", &d(9)).await.unwrap(), None);
+    m.mirror_tag("up/r", "t", &d(2), Some(rec(None)), 5)
+        .await
+        .unwrap();
+    assert_eq!(m.tag_checked("up/r", "t").await.unwrap(), Some(5));
+    m.mirror_tag("up/r", "t", &d(2), None, 6).await.unwrap();
+    assert_eq!(m.tag_checked("up/r", "t").await.unwrap(), Some(6));
+}

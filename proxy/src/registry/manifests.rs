@@ -3,9 +3,9 @@
 //! Stored and served byte for byte: the digest of what a client gets always equals the digest it asked
 //! for, and a tag's digest on `HEAD` is one a `GET` by digest then serves.
 
+use bytes::{Bytes, BytesMut};
 use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, ETAG, LOCATION};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 
 use super::{empty_response, header_str, Registry, RequestBody, CONTENT_DIGEST, OCI_SUBJECT};
@@ -105,10 +105,15 @@ async fn read_capped<B: RequestBody>(mut body: B, limit: u64) -> Result<Bytes> {
         let frame = frame.map_err(|e| {
             RegistryError::new(
                 ErrorCode::ManifestInvalid,
-                format!("manifest body ended early ({}); nothing was stored", e.into()),
+                format!(
+                    "manifest body ended early ({}); nothing was stored",
+                    e.into()
+                ),
             )
         })?;
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         seen += data.len() as u64;
         if seen <= limit {
             buf.extend_from_slice(&data);

@@ -20,9 +20,40 @@ use crate::range::ByteRange;
 /// cheap per byte, small enough to bound memory per upload.
 const WRITE_BUF: usize = 1 << 20;
 
+/// Small content (manifests) up to this size is kept in memory once read: it is immutable, so the
+/// copy can never be stale, and warm manifest pulls then read no file at all.
+const SMALL_MAX: u64 = 256 * 1024;
+/// Memory bound for that cache; when full it starts over (cheap, and hot manifests return at once).
+const SMALL_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Default)]
+struct SmallCache {
+    entries: dashmap::DashMap<Digest, Bytes>,
+    bytes: std::sync::atomic::AtomicUsize,
+}
+
+impl SmallCache {
+    fn get(&self, d: &Digest) -> Option<Bytes> {
+        self.entries.get(d).map(|b| b.clone())
+    }
+
+    fn put(&self, d: &Digest, b: &Bytes) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if b.len() as u64 > SMALL_MAX {
+            return;
+        }
+        if self.bytes.fetch_add(b.len(), Relaxed) + b.len() > SMALL_CACHE_BYTES {
+            self.entries.clear();
+            self.bytes.store(b.len(), Relaxed);
+        }
+        self.entries.insert(d.clone(), b.clone());
+    }
+}
+
 #[derive(Clone)]
 pub struct FsStore {
     root: Arc<PathBuf>,
+    small: Arc<SmallCache>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -41,6 +72,7 @@ impl FsStore {
         fs::create_dir_all(root.join("ingest"))?;
         Ok(FsStore {
             root: Arc::new(root),
+            small: Arc::default(),
         })
     }
 
@@ -145,9 +177,12 @@ impl Provider for FsStore {
     }
 
     async fn read_all(&self, digest: &Digest, limit: u64) -> Result<Bytes, StoreError> {
+        if let Some(b) = self.small.get(digest).filter(|b| b.len() as u64 <= limit) {
+            return Ok(b);
+        }
         let path = self.blob_path(digest);
         let d = digest.clone();
-        blocking(move || {
+        let bytes = blocking(move || {
             let mut f =
                 not_found_as_none(File::open(path))?.ok_or(StoreError::NotFound(d.clone()))?;
             let size = f.metadata()?.len();
@@ -162,7 +197,9 @@ impl Provider for FsStore {
             f.read_to_end(&mut buf)?;
             Ok(Bytes::from(buf))
         })
-        .await
+        .await?;
+        self.small.put(digest, &bytes);
+        Ok(bytes)
     }
 }
 
