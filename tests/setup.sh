@@ -5,6 +5,11 @@ set -euo pipefail
 
 packages=(docker-registry skopeo containerd jq)
 
+# containerd unpacks layers through mounts, so the containerd tests (mirror::containerd) need root.
+if [ "$(id -u)" -ne 0 ]; then
+    echo "tests/setup.sh: note: the containerd end-to-end tests need root and fail without it" >&2
+fi
+
 missing=()
 for pkg in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then

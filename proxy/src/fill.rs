@@ -21,7 +21,7 @@ use crate::body::{read_chunk, Body, CHUNK};
 use crate::digest::Digest;
 use crate::meta::Meta;
 use crate::store::{BlobSource, ContentStore, IngestRef};
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamError};
 
 /// Readers see new bytes each time this much more has been written.
 const PUBLISH_EVERY: u64 = 256 * 1024;
@@ -172,7 +172,13 @@ impl Fills {
             .upstream
             .send(Method::GET, &path, &headers, &scope)
             .await
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|e| match e {
+                UpstreamError::TokenDenied { status, .. } => Phase::Refused {
+                    status,
+                    message: e.to_string().into(),
+                },
+                e => failed(e.to_string()),
+            })?;
         if resp.status() != StatusCode::OK {
             return Err(Phase::Refused {
                 status: resp.status(),

@@ -105,7 +105,11 @@ impl Failure {
 
 impl From<UpstreamError> for Failure {
     fn from(e: UpstreamError) -> Self {
-        Failure::Unavailable(e.to_string())
+        match e {
+            // Wrong credentials are a refusal, not an outage: no stale copy, no retry hint.
+            UpstreamError::TokenDenied { .. } => Failure::Denied(e.to_string()),
+            e => Failure::Unavailable(e.to_string()),
+        }
     }
 }
 

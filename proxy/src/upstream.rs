@@ -49,7 +49,16 @@ pub enum UpstreamError {
         url: String,
         secs: u64,
     },
-    #[error("upstream {host}: token service {realm} answered {status}; check the upstream's credentials")]
+    #[error(
+        "upstream {host}: token service {realm} refused the credentials ({status}); check the \
+         upstream's username and password_env/password_file"
+    )]
+    TokenDenied {
+        host: String,
+        realm: String,
+        status: StatusCode,
+    },
+    #[error("upstream {host}: token service {realm} answered {status}")]
     Token {
         host: String,
         realm: String,
@@ -318,6 +327,13 @@ impl Upstream {
             .await
             .map(|c| c.to_bytes())
             .unwrap_or_default();
+        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            return Err(UpstreamError::TokenDenied {
+                host: self.host.clone(),
+                realm: p.realm.clone(),
+                status,
+            });
+        }
         if !status.is_success() {
             return Err(UpstreamError::Token {
                 host: self.host.clone(),

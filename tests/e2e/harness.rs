@@ -92,13 +92,31 @@ fn wait_with_deadline(child: &mut Child, deadline: Duration) -> Option<ExitStatu
     }
 }
 
-/// Polls `GET http://addr/v2/` until it answers 200. Returns the exit status if the process exits
-/// first (the caller decides whether to retry on another port); fails, with the log, on the deadline.
+/// What answer to `GET http://addr/v2/` means "up": wharf must say 200; a peer that wants TLS (Go answers
+/// plain HTTP with 400) or a token (401) is up as soon as it answers at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ready {
+    Status200,
+    AnyAnswer,
+}
+
+impl Ready {
+    fn accepts(self, status: u16) -> bool {
+        match self {
+            Ready::Status200 => status == 200,
+            Ready::AnyAnswer => true,
+        }
+    }
+}
+
+/// Polls `GET http://addr/v2/` until it answers as `ready` wants. Returns the exit status if the process
+/// exits first (the caller decides whether to retry on another port); fails, with the log, on the deadline.
 fn wait_ready(
     child: &mut Child,
     addr: SocketAddr,
     what: &str,
     log: &Path,
+    ready: Ready,
 ) -> Result<(), ExitStatus> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -113,7 +131,7 @@ fn wait_ready(
             return Err(status);
         }
         match agent.get(&url).call() {
-            Ok(resp) if resp.status() == 200 => return Ok(()),
+            Ok(resp) if ready.accepts(resp.status().as_u16()) => return Ok(()),
             Ok(resp) => last = format!("status {}", resp.status()),
             Err(e) => last = e.to_string(),
         }
@@ -136,6 +154,7 @@ fn wait_ready(
 fn start_server(
     what: &str,
     log: &Path,
+    ready: Ready,
     mut spawn: impl FnMut(SocketAddr) -> Child,
 ) -> (Child, SocketAddr) {
     const ATTEMPTS: usize = 3;
@@ -143,7 +162,7 @@ fn start_server(
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log_start = fs::metadata(log).map(|m| m.len()).unwrap_or(0) as usize;
         let mut child = spawn(addr);
-        match wait_ready(&mut child, addr, what, log) {
+        match wait_ready(&mut child, addr, what, log, ready) {
             Ok(()) => return (child, addr),
             Err(status) => {
                 let text = fs::read(log).unwrap_or_default();
@@ -164,6 +183,26 @@ fn start_server(
     unreachable!()
 }
 
+/// Spawns a server on a fixed address (a restart, which clients must find where it was) until it is ready.
+fn start_server_at(
+    what: &str,
+    log: &Path,
+    addr: SocketAddr,
+    ready: Ready,
+    spawn: impl FnOnce(SocketAddr) -> Child,
+) -> Child {
+    let mut child = spawn(addr);
+    if let Err(status) = wait_ready(&mut child, addr, what, log, ready) {
+        panic!(
+            "{what} exited with {status} before answering GET http://{addr}/v2/ (restart on the same \
+             port; was it taken meanwhile?)\n--- log tail ({}) ---\n{}",
+            log.display(),
+            log_tail(log, 60)
+        );
+    }
+    child
+}
+
 fn log_file(path: &Path) -> File {
     // Append, so a restarted server's log follows the first run's in one file.
     OpenOptions::new()
@@ -175,17 +214,126 @@ fn log_file(path: &Path) -> File {
 
 /// Tests must never reach past this machine, and wharf is also a pull-through mirror: by default it
 /// sends names it does not hold (every name here has no registry host) to docker.io. Keep such names
-/// local, and replace the built-in docker.io upstream with a closed loopback port, so that no request
-/// (`?ns=docker.io` included) can leave the machine whatever the test does.
-const HERMETIC: &str = "
-[mirror]
-default_upstream = \"\"
-
+/// local (unless a test names a local upstream as the default), and replace the built-in docker.io
+/// upstream with a closed loopback port (unless a test maps docker.io to a local registry itself), so
+/// that no request (`?ns=docker.io` included) can leave the machine whatever the test does.
+const HERMETIC_DOCKER_IO: &str = "
 [[upstream]]
 host = \"docker.io\"
 endpoint = \"http://127.0.0.1:9\"
 insecure = true
 ";
+
+/// A TOML basic string (JSON's escapes are TOML's).
+fn toml_str(s: &str) -> String {
+    serde_json::to_string(s).expect("string to JSON")
+}
+
+/// One `[[upstream]]` entry; `None` leaves the key out so wharf's defaults are what we test. Every
+/// endpoint a test configures must be on this machine.
+#[derive(Clone, Debug, Default)]
+pub struct UpstreamSpec {
+    pub host: String,
+    pub endpoint: String,
+    pub prefix: Option<String>,
+    pub insecure: bool,
+    pub ca_file: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub connect_timeout_secs: Option<u64>,
+    pub timeout_secs: Option<u64>,
+}
+
+impl UpstreamSpec {
+    /// A plain-http upstream on `addr`, known to clients as `host` (often the same `127.0.0.1:PORT`).
+    pub fn http(host: impl Into<String>, addr: SocketAddr) -> UpstreamSpec {
+        UpstreamSpec {
+            host: host.into(),
+            endpoint: format!("http://{addr}"),
+            insecure: true,
+            ..Default::default()
+        }
+    }
+
+    pub fn with_prefix(mut self, prefix: &str) -> UpstreamSpec {
+        self.prefix = Some(prefix.to_owned());
+        self
+    }
+
+    fn to_toml(&self) -> String {
+        let host = self.endpoint.split("://").nth(1).unwrap_or_default();
+        assert!(
+            host.starts_with("127.0.0.1:") || host.starts_with("localhost:"),
+            "test upstream endpoints must stay on this machine: {}",
+            self.endpoint
+        );
+        let mut t = format!(
+            "\n[[upstream]]\nhost = {}\nendpoint = {}\ninsecure = {}\n",
+            toml_str(&self.host),
+            toml_str(&self.endpoint),
+            self.insecure
+        );
+        let opt = |t: &mut String, k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                *t += &format!("{k} = {}\n", toml_str(&v));
+            }
+        };
+        opt(&mut t, "prefix", self.prefix.clone());
+        opt(
+            &mut t,
+            "ca_file",
+            self.ca_file.as_ref().map(|p| p.display().to_string()),
+        );
+        opt(&mut t, "username", self.username.clone());
+        opt(&mut t, "password_env", self.password_env.clone());
+        opt(
+            &mut t,
+            "password_file",
+            self.password_file.as_ref().map(|p| p.display().to_string()),
+        );
+        if let Some(v) = self.connect_timeout_secs {
+            t += &format!("connect_timeout_secs = {v}\n");
+        }
+        if let Some(v) = self.timeout_secs {
+            t += &format!("timeout_secs = {v}\n");
+        }
+        t
+    }
+}
+
+/// `[mirror]` settings and upstreams. The default is hermetic: no default upstream, no upstream but the
+/// closed-port docker.io stand-in.
+#[derive(Clone, Debug, Default)]
+pub struct MirrorOptions {
+    /// `mirror.default_upstream`; `None` writes `""` (names without a host stay local).
+    pub default_upstream: Option<String>,
+    pub tag_ttl_secs: Option<u64>,
+    pub stale_if_error: Option<bool>,
+    pub upstreams: Vec<UpstreamSpec>,
+}
+
+impl MirrorOptions {
+    fn to_toml(&self) -> String {
+        let mut t = format!(
+            "\n[mirror]\ndefault_upstream = {}\n",
+            toml_str(self.default_upstream.as_deref().unwrap_or(""))
+        );
+        if let Some(v) = self.tag_ttl_secs {
+            t += &format!("tag_ttl_secs = {v}\n");
+        }
+        if let Some(v) = self.stale_if_error {
+            t += &format!("stale_if_error = {v}\n");
+        }
+        for u in &self.upstreams {
+            t += &u.to_toml();
+        }
+        if !self.upstreams.iter().any(|u| u.host == "docker.io") {
+            t += HERMETIC_DOCKER_IO;
+        }
+        t
+    }
+}
 
 /// `[registry]` settings; `None` leaves the key out so wharf's defaults are what we test.
 #[derive(Clone, Debug, Default)]
@@ -195,6 +343,10 @@ pub struct WharfOptions {
     /// Put a decoy listen address and data dir in the config file and pass the real ones as
     /// `WHARF_LISTEN` / `WHARF_DATA_DIR`: the environment must win.
     pub via_env: bool,
+    /// `[mirror]` and `[[upstream]]`s; hermetic by default.
+    pub mirror: MirrorOptions,
+    /// Extra environment for the wharf process (e.g. an upstream's `password_env`).
+    pub env: Vec<(String, String)>,
 }
 
 impl WharfOptions {
@@ -240,7 +392,7 @@ impl Wharf {
         assert!(self.child.is_none(), "wharf is already running");
         let bin = wharf_bin();
         let log = self.log_path();
-        let (child, addr) = start_server("wharf", &log, |addr| {
+        let (child, addr) = start_server("wharf", &log, Ready::Status200, |addr| {
             let config = self.home.path().join("wharf.toml");
             let (listen, data_dir) = if self.options.via_env {
                 let decoy = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -264,6 +416,9 @@ impl Wharf {
                 cmd.env("WHARF_LISTEN", addr.to_string())
                     .env("WHARF_DATA_DIR", self.data_dir());
             }
+            for (k, v) in &self.options.env {
+                cmd.env(k, v);
+            }
             cmd.stdin(Stdio::null())
                 .stdout(out.try_clone().expect("dup log"))
                 .stderr(out)
@@ -285,7 +440,7 @@ impl Wharf {
         if let Some(v) = self.options.max_manifest_bytes {
             toml += &format!("max_manifest_bytes = {v}\n");
         }
-        toml + HERMETIC
+        toml + &self.options.mirror.to_toml()
     }
 
     /// Graceful stop: SIGTERM, then wait. Returns the exit status; fails if wharf does not stop in time.
@@ -378,63 +533,174 @@ impl Drop for Wharf {
     }
 }
 
-/// The CNCF distribution registry (Debian `docker-registry`), a known-good peer to push to and copy from.
+/// How a `docker-registry` is set up beyond plain http on a free port.
+#[derive(Clone, Debug, Default)]
+pub struct DistOptions {
+    /// `http.tls`: serve https with this PEM certificate chain and PEM private key.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// `auth.token`: require bearer tokens from a token service.
+    pub token: Option<TokenAuth>,
+}
+
+/// distribution's `auth.token` settings.
+#[derive(Clone, Debug)]
+pub struct TokenAuth {
+    pub realm: String,
+    pub service: String,
+    pub issuer: String,
+    /// PEM bundle of the CAs the tokens' signing certificates (`x5c`) must chain to.
+    pub rootcertbundle: PathBuf,
+}
+
+/// The CNCF distribution registry (Debian `docker-registry`), a known-good peer to push to and copy
+/// from, and the upstream the mirror tests pull through. Its access log (one Apache-style line per
+/// request, with the user agent) goes to `log_path()`.
 pub struct DistRegistry {
     child: Option<Child>,
     addr: SocketAddr,
+    options: DistOptions,
     home: TempDir,
 }
 
 impl DistRegistry {
     pub fn start() -> DistRegistry {
-        let bin = require_tool("docker-registry", "apt-get install docker-registry");
+        DistRegistry::start_with(DistOptions::default())
+    }
+
+    pub fn start_with(options: DistOptions) -> DistRegistry {
         let home = tempfile::Builder::new()
             .prefix("wharf-e2e-dist-")
             .tempdir()
             .expect("tempdir");
-        let root = home.path().join("storage");
-        let config = home.path().join("config.yml");
-        let log = home.path().join("registry.log");
-        let (child, addr) = start_server("docker-registry", &log, |addr| {
-            fs::write(
-                &config,
-                format!(
-                    "version: 0.1\n\
-                     log:\n  level: warn\n  accesslog:\n    disabled: true\n\
-                     storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-                     http:\n  addr: {addr}\n",
-                    root.display()
-                ),
-            )
-            .expect("write registry config");
-            let out = log_file(&log);
-            Command::new(&bin)
-                .arg("serve")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().expect("dup log"))
-                .stderr(out)
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()))
-        });
-        DistRegistry {
-            child: Some(child),
-            addr,
+        let mut registry = DistRegistry {
+            child: None,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            options,
             home,
+        };
+        let log = registry.log_path();
+        let (child, addr) = start_server("docker-registry", &log, Ready::AnyAnswer, |addr| {
+            registry.spawn(addr)
+        });
+        registry.child = Some(child);
+        registry.addr = addr;
+        registry
+    }
+
+    fn spawn(&self, addr: SocketAddr) -> Child {
+        let bin = require_tool("docker-registry", "apt-get install docker-registry");
+        let config = self.home.path().join("config.yml");
+        let mut yml = format!(
+            "version: 0.1\n\
+             log:\n  level: warn\n  accesslog:\n    disabled: false\n\
+             storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+             http:\n  addr: {addr}\n",
+            self.storage_dir().display()
+        );
+        if let Some((cert, key)) = &self.options.tls {
+            yml += &format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            );
+        }
+        if let Some(t) = &self.options.token {
+            yml += &format!(
+                "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                t.realm,
+                t.service,
+                t.issuer,
+                t.rootcertbundle.display()
+            );
+        }
+        fs::write(&config, yml).expect("write registry config");
+        let out = log_file(&self.log_path());
+        Command::new(&bin)
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup log"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()))
+    }
+
+    /// Graceful stop (SIGTERM); the storage stays, and `start_again` serves it on the same address.
+    pub fn stop(&mut self) {
+        let mut child = self.child.take().expect("docker-registry is not running");
+        sigterm(&child);
+        if wait_with_deadline(&mut child, STOP_DEADLINE).is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 
+    /// Starts it again on the same address and storage (clients configured with its address find it).
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "docker-registry is already running");
+        let log = self.log_path();
+        let child = start_server_at("docker-registry", &log, self.addr, Ready::AnyAnswer, |a| {
+            self.spawn(a)
+        });
+        self.child = Some(child);
+    }
+
+    /// `127.0.0.1:PORT`
     pub fn host(&self) -> String {
         self.addr.to_string()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`, or `https://` when it serves TLS.
+    pub fn base(&self) -> String {
+        let scheme = if self.options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// `storage.filesystem.rootdirectory`
+    pub fn storage_dir(&self) -> PathBuf {
+        self.home.path().join("storage")
+    }
+
+    /// Where distribution keeps a blob's bytes: `docker/registry/v2/blobs/sha256/<xx>/<hex>/data`.
+    pub fn blob_data_path(&self, digest: &str) -> PathBuf {
+        let hex = crate::oci::hex_part(digest);
+        self.storage_dir()
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.home.path().join("registry.log")
+    }
+
+    /// The access log's request lines (`"GET /v2/... HTTP/1.1" 200 ...`), in order.
+    pub fn access_log(&self) -> Vec<String> {
+        fs::read_to_string(self.log_path())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\" ") && l.contains(" HTTP/1."))
+            .map(str::to_owned)
+            .collect()
     }
 }
 
 impl Drop for DistRegistry {
     fn drop(&mut self) {
-        let log = self.home.path().join("registry.log");
+        let log = self.log_path();
         if std::thread::panicking() {
             eprintln!(
-                "--- docker-registry log tail ---\n{}\n--- end ---",
+                "--- docker-registry log tail ({}) ---\n{}\n--- end ---",
+                log.display(),
                 log_tail(&log, 20)
             );
         }

@@ -16,14 +16,20 @@ pub struct Skopeo {
 
 impl Skopeo {
     pub fn new() -> Skopeo {
+        Skopeo::with_registries_conf("")
+    }
+
+    /// A skopeo whose `registries.conf` is `conf` (mirrors, insecure registries) and nothing else.
+    pub fn with_registries_conf(conf: &str) -> Skopeo {
         let bin = require_tool("skopeo", "apt-get install skopeo");
         let home = tempfile::Builder::new()
             .prefix("wharf-e2e-skopeo-")
             .tempdir()
             .expect("tempdir");
         fs::write(home.path().join("auth.json"), "{\"auths\":{}}").unwrap();
-        // An empty registries.conf: no search registries, no mirrors, no blocked registries.
-        fs::write(home.path().join("registries.conf"), "").unwrap();
+        // By default an empty registries.conf: no search registries, no mirrors, no blocked registries.
+        fs::write(home.path().join("registries.conf"), conf).unwrap();
+        fs::create_dir_all(home.path().join("registries.d")).unwrap();
         Skopeo { bin, home }
     }
 
@@ -36,7 +42,16 @@ impl Skopeo {
             .env("REGISTRY_AUTH_FILE", h.join("auth.json"))
             .env("CONTAINERS_REGISTRIES_CONF", h.join("registries.conf"))
             .env("TMPDIR", h)
-            .arg("--insecure-policy");
+            .arg("--insecure-policy")
+            // skopeo 1.9 ignores CONTAINERS_REGISTRIES_CONF (it read /etc/containers/registries.conf
+            // despite it); only the flag (hidden, still honoured) makes the file ours. The drop-in dir
+            // /etc/containers/registries.conf.d is still read: it only holds short-name aliases, which
+            // fully qualified references never use.
+            .arg("--registries-conf")
+            .arg(h.join("registries.conf"))
+            // Signature-storage config (sigstore locations): none.
+            .arg("--registries.d")
+            .arg(h.join("registries.d"));
         cmd
     }
 
@@ -56,16 +71,22 @@ impl Skopeo {
 
     /// `skopeo copy --all --preserve-digests SRC DST`: every platform, bytes unchanged.
     pub fn copy(&self, src: &str, dst: &str) {
-        self.run(&[
+        self.copy_with(&[], src, dst);
+    }
+
+    /// `copy` with extra options (e.g. `--dest-creds user:password`).
+    pub fn copy_with(&self, extra: &[&str], src: &str, dst: &str) {
+        let mut args = vec![
             "copy",
             "--all",
             "--preserve-digests",
             "--src-tls-verify=false",
             "--dest-tls-verify=false",
             "--retry-times=0",
-            src,
-            dst,
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[src, dst]);
+        self.run(&args);
     }
 
     /// `skopeo inspect --raw`: the manifest bytes exactly as the registry serves them.
