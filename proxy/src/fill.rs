@@ -31,6 +31,8 @@ pub enum Phase {
     /// Waiting for the upstream's response headers.
     Connecting,
     Streaming,
+    /// All bytes are in and hash to the digest; being made durable. Readers may finish now.
+    Verified,
     /// Verified and committed: `size` bytes under the digest.
     Done,
     /// The upstream answered something other than the blob.
@@ -228,19 +230,40 @@ impl Fills {
             w.write(data)
                 .await
                 .map_err(|e| failed(format!("cannot write to the cache: {e}")))?;
-            if w.offset() - published >= PUBLISH_EVERY {
-                w.flush()
-                    .await
-                    .map_err(|e| failed(format!("cannot write to the cache: {e}")))?;
-                published = w.offset();
+            if w.written() - published >= PUBLISH_EVERY {
+                published = w.written();
                 tx.send_modify(|p| p.written = published);
             }
         }
-        w.flush()
-            .await
-            .map_err(|e| failed(format!("cannot write to the cache: {e}")))?;
         let got = w.offset();
-        tx.send_modify(|p| p.written = got);
+        if let Some(s) = size.filter(|s| *s != got) {
+            return Err(failed(format!(
+                "upstream {} sent {got} bytes for {digest}, not the {s} it announced",
+                src.upstream.host
+            )));
+        }
+        if digest.algorithm() == crate::digest::Algorithm::Sha256 {
+            // Verify first and let clients finish; fsync and rename need not delay them.
+            let actual = w
+                .sha256()
+                .await
+                .map_err(|e| failed(format!("cannot write to the cache: {e}")))?;
+            if &actual != digest {
+                return Err(failed(format!(
+                    "upstream {} sent bytes with digest {actual} for {digest}",
+                    src.upstream.host
+                )));
+            }
+            tx.send_modify(|p| {
+                p.written = got;
+                p.phase = Phase::Verified;
+            });
+        } else {
+            w.flush()
+                .await
+                .map_err(|e| failed(format!("cannot write to the cache: {e}")))?;
+            tx.send_modify(|p| p.written = got);
+        }
         let size = w.commit(digest, size).await.map_err(|e| {
             failed(format!(
                 "upstream {} sent bad content for {digest}: {e}",
@@ -298,7 +321,12 @@ impl Fill {
             Ok(s) => s,
             Err(_) => {
                 let p = rx
-                    .wait_for(|p| !matches!(p.phase, Phase::Connecting | Phase::Streaming))
+                    .wait_for(|p| {
+                        !matches!(
+                            p.phase,
+                            Phase::Connecting | Phase::Streaming | Phase::Verified
+                        )
+                    })
                     .await
                     .map(|p| p.clone())
                     .map_err(|_| fail("fill ended unexpectedly"))?;
@@ -328,7 +356,7 @@ impl Fill {
             }
             // The blob's last byte is held back until it is verified and committed: a client must
             // never receive a whole body that then turns out to have the wrong digest.
-            let avail = if p.phase == Phase::Done {
+            let avail = if matches!(p.phase, Phase::Done | Phase::Verified) {
                 end
             } else {
                 let total = p.size.unwrap_or(u64::MAX);
@@ -349,7 +377,9 @@ impl Fill {
                 }
                 continue;
             }
-            if rx.changed().await.is_err() && rx.borrow().phase != Phase::Done {
+            if rx.changed().await.is_err()
+                && !matches!(rx.borrow().phase, Phase::Done | Phase::Verified)
+            {
                 return Err(fail("fill ended unexpectedly"));
             }
         }

@@ -391,7 +391,7 @@ impl Mirror {
             Phase::Failed(why) => {
                 return Err(Failure::Unavailable(why.to_string()).into_error(ErrorCode::BlobUnknown))
             }
-            Phase::Connecting | Phase::Streaming | Phase::Done => {}
+            Phase::Connecting | Phase::Streaming | Phase::Verified | Phase::Done => {}
         }
         self.touch(d);
         match p.size {

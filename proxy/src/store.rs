@@ -124,12 +124,20 @@ pub trait BlobWriter: Send + Sync {
     /// Bytes accepted so far.
     fn offset(&self) -> u64;
 
+    /// Bytes already handed to the backend (readable through `Ingester::open_ingest`), without
+    /// waiting for writes in flight: lags `offset` by at most a buffer or two.
+    fn written(&self) -> u64;
+
     async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError>;
 
     /// Hands everything accepted so far to the backend, so it survives this process (not necessarily a
     /// power loss; `commit` makes content durable). Upload sessions flush after every request, so the
     /// `Range` they acknowledge is what a restarted wharf resumes from.
     async fn flush(&mut self) -> Result<(), StoreError>;
+
+    /// The sha256 digest of everything written so far (after flushing it). Lets a caller check content
+    /// before paying for `commit`'s durability; `commit` verifies again, for free.
+    async fn sha256(&mut self) -> Result<Digest, StoreError>;
 
     /// Verifies the content against `expected` (and `size`, if given), makes it durable and publishes it
     /// under its digest. On a mismatch the ingest is removed and nothing is published. Returns the size.

@@ -78,9 +78,14 @@ pub fn cached(wharf: &Wharf, digest: &str) -> bool {
     wharf_blob_path(&wharf.blobs_dir(), digest).exists()
 }
 
-/// The cached file exists and hashes to its name.
+/// The cached file exists and hashes to its name. A fill lets clients finish as soon as the bytes
+/// verify and commits (fsync, rename) right after, so the file may appear a moment after the response.
 pub fn assert_cached_intact(wharf: &Wharf, digest: &str) {
     let path = wharf_blob_path(&wharf.blobs_dir(), digest);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !path.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let f = std::fs::File::open(&path)
         .unwrap_or_else(|e| panic!("{digest} is not cached at {}: {e}", path.display()));
     let (got, _) = oci::sha256_reader(f).unwrap();

@@ -221,8 +221,11 @@ impl Ingester for FsStore {
                 store,
                 path,
                 state: Some(WriterState { file, hasher }),
+                inflight: None,
                 buf: BytesMut::new(),
                 offset,
+                inflight_end: offset,
+                settled: offset,
             })
         })
         .await?;
@@ -301,29 +304,47 @@ struct WriterState {
 pub struct FsWriter {
     store: FsStore,
     path: PathBuf,
-    /// Taken while a blocking flush runs; `None` afterwards only if that flush panicked.
+    /// The file and running hash; taken while a flush runs in the background.
     state: Option<WriterState>,
+    /// At most one flush in flight: bytes keep arriving into `buf` while the previous megabyte is
+    /// hashed and written, so receiving never waits on the disk or the hash.
+    inflight: Option<tokio::task::JoinHandle<Result<WriterState, StoreError>>>,
     buf: BytesMut,
     offset: u64,
+    /// What the file holds once the flush in flight is done, and what it holds for sure.
+    inflight_end: u64,
+    settled: u64,
+}
+
+fn lost() -> StoreError {
+    StoreError::Io(io::Error::other("writer lost after a failed write"))
 }
 
 impl FsWriter {
-    async fn flush_buf(&mut self) -> Result<(), StoreError> {
+    /// Waits for the flush in flight, if any.
+    async fn settle(&mut self) -> Result<(), StoreError> {
+        if let Some(h) = self.inflight.take() {
+            let st = h.await.map_err(|e| StoreError::Io(io::Error::other(e)))??;
+            self.state = Some(st);
+            self.settled = self.inflight_end;
+        }
+        Ok(())
+    }
+
+    /// Starts hashing and writing what is buffered, after the previous flush finished.
+    async fn start_flush(&mut self) -> Result<(), StoreError> {
         if self.buf.is_empty() {
             return Ok(());
         }
+        self.settle().await?;
         let data = self.buf.split().freeze();
-        let mut st = self
-            .state
-            .take()
-            .ok_or_else(|| StoreError::Io(io::Error::other("writer lost after a failed write")))?;
-        let st = blocking(move || {
+        let mut st = self.state.take().ok_or_else(lost)?;
+        self.inflight_end = self.offset;
+        self.inflight = Some(tokio::task::spawn_blocking(move || {
             st.hasher.update(&data);
             st.file.write_all(&data)?;
             Ok(st)
-        })
-        .await?;
-        self.state = Some(st);
+        }));
         Ok(())
     }
 }
@@ -334,21 +355,37 @@ impl BlobWriter for FsWriter {
         self.offset
     }
 
+    fn written(&self) -> u64 {
+        self.settled
+    }
+
     async fn flush(&mut self) -> Result<(), StoreError> {
-        self.flush_buf().await
+        self.start_flush().await?;
+        self.settle().await
     }
 
     async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
         self.offset += chunk.len() as u64;
         if self.buf.is_empty() && chunk.len() >= WRITE_BUF {
             self.buf = BytesMut::from(chunk);
-            return self.flush_buf().await;
+            return self.start_flush().await;
         }
         self.buf.extend_from_slice(&chunk);
         if self.buf.len() >= WRITE_BUF {
-            self.flush_buf().await?;
+            self.start_flush().await?;
         }
         Ok(())
+    }
+
+    async fn sha256(&mut self) -> Result<Digest, StoreError> {
+        self.flush().await?;
+        Ok(self
+            .state
+            .as_ref()
+            .ok_or_else(lost)?
+            .hasher
+            .clone()
+            .finish())
     }
 
     async fn commit(
@@ -356,11 +393,8 @@ impl BlobWriter for FsWriter {
         expected: &Digest,
         size: Option<u64>,
     ) -> Result<u64, StoreError> {
-        self.flush_buf().await?;
-        let st = self
-            .state
-            .take()
-            .ok_or_else(|| StoreError::Io(io::Error::other("writer lost after a failed write")))?;
+        self.flush().await?;
+        let st = self.state.take().ok_or_else(lost)?;
         let path = self.path.clone();
         let dest = self.store.blob_path(expected);
         let expected = expected.clone();
