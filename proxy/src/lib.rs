@@ -6,6 +6,7 @@ pub mod digest;
 pub mod error;
 pub mod fill;
 pub mod inflight;
+pub mod logbuf;
 pub mod manifest;
 pub mod meta;
 pub mod mirror;

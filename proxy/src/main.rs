@@ -31,22 +31,27 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // One line per request: batched, so logging costs a copy rather than a syscall per request.
+    let writer = wharf::logbuf::BatchedWriter::new(std::io::stderr());
+    let log = writer.flusher();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
         Command::Serve { config } => {
             let cfg = Config::load(config.as_deref())?;
-            tokio::runtime::Builder::new_multi_thread()
+            let served = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?
-                .block_on(serve(cfg))
+                .block_on(serve(cfg));
+            log.flush();
+            served
         }
         Command::Config { config } => {
             let cfg = Config::load(config.as_deref())?;

@@ -159,3 +159,14 @@ async fn cached_misses_and_hits_follow_every_write() {
     m.mirror_tag("up/r", "t", &d(2), None, 6).await.unwrap();
     assert_eq!(m.tag_checked("up/r", "t").await.unwrap(), Some(6));
 }
+
+#[tokio::test]
+async fn last_use_is_recorded_in_batches() {
+    let (_dir, m) = open();
+    assert_eq!(m.last_used(&d(1)).await.unwrap(), None);
+    m.touch(vec![(d(1), 10), (d(2), 20)]).await.unwrap();
+    m.touch(vec![(d(1), 30)]).await.unwrap();
+    assert_eq!(m.last_used(&d(1)).await.unwrap(), Some(30));
+    assert_eq!(m.last_used(&d(2)).await.unwrap(), Some(20));
+    m.touch(Vec::new()).await.unwrap();
+}
