@@ -3,11 +3,12 @@
 # Idempotent and silent when everything is already there.
 set -euo pipefail
 
-packages=(docker-registry skopeo containerd jq)
+packages=(docker-registry skopeo containerd docker.io jq)
 
-# containerd unpacks layers through mounts, so the containerd tests (mirror::containerd) need root.
+# containerd unpacks layers through mounts, so the containerd tests (mirror::containerd) need root; the
+# Docker daemon test (mirror::docker_daemon) runs dockerd in a private network namespace, which needs root.
 if [ "$(id -u)" -ne 0 ]; then
-    echo "tests/setup.sh: note: the containerd end-to-end tests need root and fail without it" >&2
+    echo "tests/setup.sh: note: the containerd and Docker daemon end-to-end tests need root and fail without it" >&2
 fi
 
 missing=()

@@ -188,7 +188,11 @@ async fn handle_logged(
 ) -> Response<LoggedBody> {
     let start = Instant::now();
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    // The query too: `ns=` says which upstream a containerd request meant.
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
     let resp = registry.handle(req).await;
     let status = resp.status();
     resp.map(|inner| LoggedBody {

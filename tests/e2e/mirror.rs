@@ -1,5 +1,5 @@
 //! The pull-through mirror (issue 4) against real peers: a real `docker-registry` upstream (plain,
-//! TLS, token auth), real clients (containerd's `ctr`, skopeo) and raw HTTP, with a counting,
+//! TLS, token auth), real clients (containerd's `ctr`, skopeo, dockerd) and raw HTTP, with a counting,
 //! fault-injecting relay between wharf and the upstream where a test needs to count or break things.
 //!
 //! Every test starts its own wharf, registries, relays and token service on free loopback ports, and
@@ -23,6 +23,7 @@ mod token_server;
 // Tests.
 mod containerd;
 mod dedupe;
+mod docker_daemon;
 mod docker_form;
 mod faults;
 mod single_flight;
