@@ -523,6 +523,86 @@ mod tests {
         assert!(Upstream::new(&cfg).is_ok());
     }
 
+    /// A server answering each request with `answer(request headers, path)`; returns its address.
+    async fn serve(
+        answer: impl Fn(&HeaderMap, &str) -> Response<String> + Send + Sync + Clone + 'static,
+    ) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let r = answer(req.headers(), req.uri().path());
+                        async move { Ok::<_, std::convert::Infallible>(r) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn basic_auth_then_redirect_without_credentials() {
+        let seen_auth_at_storage = Arc::new(std::sync::Mutex::new(None));
+        let seen = seen_auth_at_storage.clone();
+        let storage = serve(move |h, _| {
+            *seen.lock().unwrap() = Some(h.contains_key(AUTHORIZATION));
+            Response::new("blob bytes".to_owned())
+        })
+        .await;
+        let registry = serve(move |h, _| {
+            let mut r = Response::new(String::new());
+            match h.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+                Some(a) if a.starts_with("Basic ") => {
+                    *r.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+                    r.headers_mut().insert(
+                        LOCATION,
+                        HeaderValue::from_str(&format!("http://{storage}/data")).unwrap(),
+                    );
+                }
+                _ => {
+                    *r.status_mut() = StatusCode::UNAUTHORIZED;
+                    r.headers_mut().insert(
+                        WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Basic realm=\"r\""),
+                    );
+                }
+            }
+            r
+        })
+        .await;
+        let secret = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(secret.path(), "secret\n").unwrap();
+        let mut cfg = UpstreamConfig::docker_hub();
+        cfg.endpoint = format!("http://{registry}");
+        cfg.insecure = true;
+        cfg.username = Some("me".into());
+        cfg.password_file = Some(secret.path().to_owned());
+        let up = Upstream::new(&cfg).unwrap();
+        let resp = up
+            .send(
+                Method::GET,
+                "/v2/a/blobs/x",
+                &HeaderMap::new(),
+                "repository:a:pull",
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"blob bytes");
+        assert_eq!(
+            *seen_auth_at_storage.lock().unwrap(),
+            Some(false),
+            "blob storage must not see the registry's credentials"
+        );
+    }
+
     #[test]
     fn scope_escaping() {
         assert_eq!(

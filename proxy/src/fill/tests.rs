@@ -179,3 +179,20 @@ async fn bad_bytes_are_never_committed_and_readers_see_an_error() {
         );
     }
 }
+
+#[tokio::test]
+async fn ranges_are_served_from_a_fill_in_flight() {
+    let (data, gets) = (data(), Arc::new(AtomicUsize::new(0)));
+    let d = Digest::sha256_of(&data);
+    let s = setup(serve(data.clone(), Behaviour::Good, gets.clone()).await).await;
+    let fill = s.fill(&d);
+    assert_eq!(fill.ready().await.phase, Phase::Streaming, "still arriving");
+    // A range in the middle, and one ending at the last byte (which waits for verification).
+    let mid = fill.body(s.store.clone(), 1_000_000, Some(5000));
+    let tail = fill.body(s.store.clone(), data.len() as u64 - 10, Some(10));
+    let mid = mid.collect().await.unwrap().to_bytes();
+    let tail = tail.collect().await.unwrap().to_bytes();
+    assert_eq!(&mid[..], &data[1_000_000..1_005_000]);
+    assert_eq!(&tail[..], &data[data.len() - 10..]);
+    assert_eq!(gets.load(Ordering::SeqCst), 1);
+}
