@@ -1,0 +1,807 @@
+//! The cases of issue 5, each run against wharf, nginx and distribution in the same run, servers
+//! interleaved within each repetition so that a noisy moment hurts all three alike.
+
+use std::cell::RefCell;
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _, Result};
+
+use crate::http;
+use crate::load;
+use crate::procstat::{Cost, Meter};
+use crate::report::{median, CaseResult, Metric, Stat};
+use crate::seed::{self, Blob, Image, UploadStyle, ACCEPT};
+use crate::servers::{self, DistMode, Server, UpstreamEntry};
+
+pub const REPO: &str = "bench/app";
+pub const TAG: &str = "latest";
+const COLD_REPO: &str = "bench/cold";
+const GB: f64 = 1e9;
+
+/// One list of samples per server, in `SERVERS` order.
+type PerServer = [Vec<f64>; 3];
+
+/// How much work each case does (`--quick` or full).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub blob_bytes: u64,
+    /// Repetitions of the short cases (1 and 3).
+    pub reps: usize,
+    /// Repetitions of the 16-stream case, which moves 16 blobs per server each time.
+    pub reps_parallel: usize,
+    pub streams: usize,
+    pub load_secs: u32,
+    pub conns: u32,
+    pub cold_reps: usize,
+    pub herd_reps: usize,
+    pub herd: usize,
+    pub storage_repos: usize,
+    pub storage_layers: Vec<u64>,
+}
+
+impl Settings {
+    pub fn new(quick: bool, blob_mib: Option<u64>) -> Settings {
+        const MIB: u64 = 1 << 20;
+        let blob_bytes = blob_mib.unwrap_or(if quick { 128 } else { 1024 }) * MIB;
+        if quick {
+            Settings {
+                blob_bytes,
+                reps: 3,
+                reps_parallel: 3,
+                streams: 16,
+                load_secs: 1,
+                conns: 64,
+                cold_reps: 3,
+                herd_reps: 2,
+                herd: 8,
+                storage_repos: 20,
+                storage_layers: vec![8 * MIB, 4 * MIB, 2 * MIB, MIB, MIB / 2, MIB / 8],
+            }
+        } else {
+            Settings {
+                blob_bytes,
+                reps: 5,
+                reps_parallel: 3,
+                streams: 16,
+                load_secs: 3,
+                conns: 64,
+                cold_reps: 5,
+                herd_reps: 3,
+                herd: 8,
+                storage_repos: 20,
+                storage_layers: vec![32 * MIB, 16 * MIB, 8 * MIB, 4 * MIB, MIB, MIB / 8],
+            }
+        }
+    }
+}
+
+/// Everything the cases share: the three servers (wharf, nginx, distribution, in `SERVERS` order),
+/// the upstream registry of the mirror cases, and the seeded image.
+pub struct Env {
+    pub s: Settings,
+    pub wharf_bin: PathBuf,
+    pub root: PathBuf,
+    pub servers: [Server; 3],
+    pub upstream: Server,
+    pub image: Image,
+    /// Every measured run's cost, for the machine-noise summary.
+    pub costs: RefCell<Vec<Cost>>,
+}
+
+/// What one cold pull took, for case 5's "≤ 1.1× one pull".
+#[derive(Debug, Clone, Copy)]
+pub struct ColdRef {
+    pub wharf_wall: f64,
+    pub proxy_wall: f64,
+}
+
+fn blob_path(repo: &str, b: &Blob) -> String {
+    format!("/v2/{repo}/blobs/{}", b.digest)
+}
+
+fn manifest_path() -> String {
+    format!("/v2/{REPO}/manifests/{TAG}")
+}
+
+fn gb(bytes: u64) -> f64 {
+    bytes as f64 / GB
+}
+
+impl Env {
+    fn measure<T>(
+        &self,
+        pids: Vec<u32>,
+        helpers: Vec<u32>,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<(T, Cost)> {
+        let m = Meter::start(pids, helpers);
+        let r = f()?;
+        let c = m.stop();
+        self.costs.borrow_mut().push(c);
+        Ok((r, c))
+    }
+
+    fn big(&self) -> &Blob {
+        &self.image.layers[0]
+    }
+
+    /// The blob is whole on every server (and now in the page cache: the cases are "warm").
+    fn warm_up(&self) -> Result<()> {
+        let path = blob_path(REPO, self.big());
+        for s in &self.servers {
+            let (h, n) = http::get_discard(s.addr, &path)?;
+            ensure!(
+                h.status == 200 && n == self.big().len,
+                "{} answered {} with {n} of {} bytes for {path}",
+                s.name,
+                h.status,
+                self.big().len
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Three per-server sample lists → a metric of medians.
+fn medians(name: &str, unit: &str, v: PerServer) -> Metric {
+    let [a, b, c] = v;
+    Metric::new(
+        name,
+        unit,
+        [
+            Stat::median(a).into(),
+            Stat::median(b).into(),
+            Stat::median(c).into(),
+        ],
+    )
+}
+
+fn peaks(v: PerServer) -> Metric {
+    let [a, b, c] = v;
+    Metric::new(
+        "peak RSS, max",
+        "MiB",
+        [
+            Stat::max(a).into(),
+            Stat::max(b).into(),
+            Stat::max(c).into(),
+        ],
+    )
+}
+
+fn at_least(m: &Metric, other: usize, factor: f64) -> Option<bool> {
+    m.ratio(other).map(|r| r >= factor)
+}
+
+/// Case 1: one client reads the 1 GiB blob.
+pub fn blob_one_stream(env: &Env) -> Result<CaseResult> {
+    env.warm_up()?;
+    let big = env.big();
+    let path = blob_path(REPO, big);
+    let [mut rate, mut cpu, mut rss]: [PerServer; 3] = Default::default();
+    for _ in 0..env.s.reps {
+        for (i, s) in env.servers.iter().enumerate() {
+            let ((h, n), c) = env.measure(s.pids(), vec![], || http::get_discard(s.addr, &path))?;
+            ensure!(h.status == 200 && n == big.len, "{}: short read", s.name);
+            rate[i].push(gb(n) / c.wall_s);
+            cpu[i].push(c.cpu_s / gb(n));
+            rss[i].push(c.peak_rss_mib);
+        }
+    }
+    let tput = medians("throughput", "GB/s", rate);
+    let met = at_least(&tput, 1, 1.0);
+    Ok(CaseResult {
+        id: "1".into(),
+        title: format!("warm blob GET, {}, one stream", size_label(big.len)),
+        metrics: vec![
+            tput.with_target("≥ 1.0× nginx", met),
+            medians("server CPU", "s per GB", cpu),
+            peaks(rss),
+        ],
+        notes: vec!["client: the driver's own HTTP reader (1 MiB reads, body discarded)".into()],
+    })
+}
+
+fn size_label(bytes: u64) -> String {
+    if bytes >= 1 << 30 && bytes.is_multiple_of(1 << 30) {
+        format!("{} GiB", bytes >> 30)
+    } else {
+        format!("{} MiB", bytes >> 20)
+    }
+}
+
+/// `n` clients GET `path` at once; returns (successful pulls, bytes) when all are done.
+fn concurrent_gets(addr: SocketAddr, path: &str, n: usize, expect: u64) -> Result<(usize, u64)> {
+    let barrier = Barrier::new(n);
+    let results: Vec<Result<(http::Head, u64)>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                sc.spawn(|| {
+                    barrier.wait();
+                    http::get_discard(addr, path)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| bail!("client thread panicked")))
+            .collect()
+    });
+    let mut ok = 0;
+    let mut bytes = 0;
+    for (h, got) in results.into_iter().flatten() {
+        bytes += got;
+        if h.status == 200 && got == expect {
+            ok += 1;
+        }
+    }
+    Ok((ok, bytes))
+}
+
+/// Case 2: 16 clients read the same blob at once.
+pub fn blob_concurrent(env: &Env) -> Result<CaseResult> {
+    env.warm_up()?;
+    let big = env.big();
+    let path = blob_path(REPO, big);
+    let n = env.s.streams;
+    let [mut rate, mut cpu, mut rss]: [PerServer; 3] = Default::default();
+    for _ in 0..env.s.reps_parallel {
+        for (i, s) in env.servers.iter().enumerate() {
+            let ((ok, bytes), c) = env.measure(s.pids(), vec![], || {
+                concurrent_gets(s.addr, &path, n, big.len)
+            })?;
+            ensure!(ok == n, "{}: only {ok} of {n} streams completed", s.name);
+            rate[i].push(gb(bytes) / c.wall_s);
+            cpu[i].push(c.cpu_s / gb(bytes));
+            rss[i].push(c.peak_rss_mib);
+        }
+    }
+    let tput = medians("aggregate throughput", "GB/s", rate);
+    let met = at_least(&tput, 1, 1.0);
+    let cpu = medians("server CPU", "s per GB", cpu);
+    let cpu_met = cpu.ratio(1).map(|r| r <= 2.0);
+    let rss = peaks(rss);
+    let rss_met = rss.value(0).map(|v| v <= 64.0);
+    Ok(CaseResult {
+        id: "2".into(),
+        title: format!("warm blob GET, {n} × {} at once", size_label(big.len)),
+        metrics: vec![
+            tput.with_target("≥ 1.0× nginx", met),
+            cpu.with_target("≤ 2× nginx", cpu_met),
+            rss.with_target("wharf ≤ 64 MiB", rss_met),
+        ],
+        notes: vec![format!(
+            "{n} clients (threads) read the same blob at once, as when a fleet pulls one layer"
+        )],
+    })
+}
+
+enum Tool {
+    Wrk,
+    Head,
+}
+
+/// Case 3: small requests at 64 connections; one result per endpoint.
+pub fn request_rates(env: &Env) -> Result<Vec<CaseResult>> {
+    let manifest = manifest_path();
+    let blob = blob_path(REPO, env.big());
+    let endpoints = [
+        (
+            "3a",
+            "manifest GET by tag (wrk)",
+            Tool::Wrk,
+            &manifest,
+            true,
+        ),
+        ("3b", "manifest HEAD by tag", Tool::Head, &manifest, true),
+        ("3c", "blob HEAD", Tool::Head, &blob, false),
+    ];
+    let mut out = Vec::new();
+    for (id, title, tool, path, is_manifest) in endpoints {
+        let headers: &[(&str, &str)] = if is_manifest {
+            &[("Accept", ACCEPT)]
+        } else {
+            &[]
+        };
+        let method = match tool {
+            Tool::Wrk => "GET",
+            Tool::Head => "HEAD",
+        };
+        let want_digest = if is_manifest {
+            &env.image.manifest.digest
+        } else {
+            &env.big().digest
+        };
+        // One request first: the load tools count only statuses, so check the answer is right.
+        for s in &env.servers {
+            let (h, _) = http::call(s.addr, method, path, headers, None)?;
+            ensure!(
+                h.status == 200 && h.header("docker-content-digest") == Some(want_digest),
+                "{} answered {method} {path} with {} / digest {:?}",
+                s.name,
+                h.status,
+                h.header("docker-content-digest")
+            );
+            ensure!(
+                h.header("content-length").is_some(),
+                "{}: no Content-Length on {method} {path}",
+                s.name
+            );
+        }
+        let [mut rps, mut cpu, mut rss]: [PerServer; 3] = Default::default();
+        let mut errors = [0u64; 3];
+        for _ in 0..env.s.reps {
+            for (i, s) in env.servers.iter().enumerate() {
+                let (l, c) = env.measure(s.pids(), vec![], || match tool {
+                    Tool::Wrk => load::wrk(s.addr, path, headers, env.s.conns, env.s.load_secs),
+                    Tool::Head => load::head_load(
+                        s.addr,
+                        path,
+                        headers,
+                        env.s.conns,
+                        f64::from(env.s.load_secs),
+                    ),
+                })?;
+                ensure!(l.requests > 0, "{}: no request succeeded", s.name);
+                rps[i].push(l.rps());
+                cpu[i].push(c.cpu_s / l.requests as f64 * 1e6);
+                rss[i].push(c.peak_rss_mib);
+                errors[i] += l.errors;
+            }
+        }
+        let rps = medians("requests", "req/s", rps);
+        let rps_met = match (at_least(&rps, 1, 0.5), at_least(&rps, 2, 5.0)) {
+            (Some(a), Some(b)) => Some(a && b),
+            _ => None,
+        };
+        let cpu = medians("server CPU", "µs per req", cpu);
+        let cpu_met = cpu.value(0).map(|v| v <= 30.0);
+        let mut notes = vec![match tool {
+            Tool::Wrk => format!("wrk -t2 -c{} -d{}s", env.s.conns, env.s.load_secs),
+            Tool::Head => format!(
+                "the driver's keep-alive HEAD generator, 2 threads, {} connections, {}s (wrk 4.1 \
+                 stalls on HEAD with Content-Length)",
+                env.s.conns, env.s.load_secs
+            ),
+        }];
+        for (i, e) in errors.iter().enumerate() {
+            if *e > 0 {
+                notes.push(format!(
+                    "{}: {e} errors (non-2xx or socket) over all runs",
+                    crate::report::SERVERS[i]
+                ));
+            }
+        }
+        out.push(CaseResult {
+            id: id.into(),
+            title: title.into(),
+            metrics: vec![
+                rps.with_target("≥ 0.5× nginx and ≥ 5× distrib.", rps_met),
+                cpu.with_target("wharf ≤ 30 µs", cpu_met),
+                peaks(rss),
+            ],
+            notes,
+        });
+    }
+    Ok(out)
+}
+
+/// A wharf with an empty cache that mirrors the upstream registry under its `host:port`.
+fn mirror_wharf(env: &Env, label: &str) -> Result<Server> {
+    let dir = env.root.join(format!("mirror-{label}"));
+    let _ = fs::remove_dir_all(&dir);
+    servers::start_wharf(
+        &env.wharf_bin,
+        &dir,
+        &[UpstreamEntry {
+            host: env.upstream.addr.to_string(),
+            endpoint: format!("http://{}", env.upstream.addr),
+        }],
+    )
+}
+
+/// distribution as a pull-through cache of the same upstream, with an empty cache.
+fn proxy_distribution(env: &Env, label: &str) -> Result<Server> {
+    let dir = env.root.join(format!("dproxy-{label}"));
+    let _ = fs::remove_dir_all(&dir);
+    servers::start_distribution(
+        &dir,
+        DistMode::Proxy {
+            remote: format!("http://{}", env.upstream.addr),
+        },
+    )
+}
+
+/// Stops a server and frees its disk (a cold cache holds a whole blob).
+fn discard(mut s: Server) {
+    s.stop();
+    let _ = fs::remove_dir_all(&s.dir);
+}
+
+fn cold_path_wharf(env: &Env) -> String {
+    format!(
+        "{}?ns={}",
+        blob_path(COLD_REPO, env.big()),
+        env.upstream.addr
+    )
+}
+
+/// One cold pull through a fresh cache: (GB/s, cost).
+fn cold_pull(env: &Env, via: &Server, path: &str) -> Result<(f64, Cost)> {
+    let big = env.big();
+    let ((h, n), c) = env.measure(via.pids(), env.upstream.pids(), || {
+        http::get_discard(via.addr, path)
+    })?;
+    ensure!(
+        h.status == 200 && n == big.len,
+        "{} answered {} with {n} of {} bytes for a cold pull",
+        via.name,
+        h.status,
+        big.len
+    );
+    Ok((gb(n) / c.wall_s, c))
+}
+
+/// Case 4: one cold pull through wharf, and through distribution's proxy mode, vs a direct GET.
+pub fn cold_pull_case(env: &Env) -> Result<(CaseResult, ColdRef)> {
+    let big = env.big();
+    let direct_path = blob_path(COLD_REPO, big);
+    let wharf_path = cold_path_wharf(env);
+    // Warm the upstream's page cache, as for a local upstream that serves the blob often.
+    http::get_discard(env.upstream.addr, &direct_path)?;
+    let [mut rate, mut ratio, mut cpu, mut rss, mut wall]: [PerServer; 5] = Default::default();
+    let mut direct = Vec::new();
+    for rep in 0..env.s.cold_reps {
+        let ((h, n), c) = env.measure(env.upstream.pids(), vec![], || {
+            http::get_discard(env.upstream.addr, &direct_path)
+        })?;
+        ensure!(h.status == 200 && n == big.len, "upstream: short read");
+        let d = gb(n) / c.wall_s;
+        direct.push(d);
+
+        let w = mirror_wharf(env, &rep.to_string())?;
+        let (r, c) = cold_pull(env, &w, &wharf_path)?;
+        discard(w);
+        rate[0].push(r);
+        ratio[0].push(r / d);
+        cpu[0].push(c.cpu_s / gb(big.len));
+        rss[0].push(c.peak_rss_mib);
+        wall[0].push(c.wall_s);
+
+        let p = proxy_distribution(env, &rep.to_string())?;
+        let (r, c) = cold_pull(env, &p, &direct_path)?;
+        discard(p);
+        rate[2].push(r);
+        ratio[2].push(r / d);
+        cpu[2].push(c.cpu_s / gb(big.len));
+        rss[2].push(c.peak_rss_mib);
+        wall[2].push(c.wall_s);
+    }
+    let cold_ref = ColdRef {
+        wharf_wall: median(&wall[0]),
+        proxy_wall: median(&wall[2]),
+    };
+    let ratio = medians("cold ÷ direct", "×", ratio);
+    let met = ratio.value(0).map(|r| r >= 0.95);
+    let direct_stat = Stat::median(direct);
+    let direct_med = direct_stat.value;
+    Ok((
+        CaseResult {
+            id: "4".into(),
+            title: format!("cold pull through the mirror, {}", size_label(big.len)),
+            metrics: vec![
+                medians("cold pull", "GB/s", rate),
+                Metric::new(
+                    "direct GET from upstream",
+                    "GB/s",
+                    [None, None, Some(direct_stat)],
+                ),
+                ratio.with_target("wharf ≥ 0.95× direct", met),
+                medians("server CPU", "s per GB", cpu),
+                peaks(rss),
+            ],
+            notes: vec![
+                "distribution column: distribution as a pull-through cache (proxy.remoteurl) of \
+                 the same upstream; nginx has no such mode"
+                    .into(),
+                format!(
+                    "direct: GET from the upstream distribution itself ({} GB/s); each pull \
+                     starts a cache with an empty data dir; a cold pull runs upstream, cache and \
+                     client on the same 2 CPUs, a direct one only upstream and client",
+                    crate::report::num(direct_med)
+                ),
+            ],
+        },
+        cold_ref,
+    ))
+}
+
+/// GETs of `hex` the upstream logged after byte `from` of its access log.
+fn upstream_gets(log: &Path, from: u64, hex: &str) -> Result<u64> {
+    let text = fs::read(log).context("read upstream access log")?;
+    let text = String::from_utf8_lossy(&text[(from as usize).min(text.len())..]).into_owned();
+    let needle = format!("\"GET /v2/{COLD_REPO}/blobs/sha256:{hex}");
+    Ok(text.lines().filter(|l| l.contains(&needle)).count() as u64)
+}
+
+/// Case 5: 8 clients pull the same cold blob at once; how many times did the upstream send it?
+pub fn herd_case(env: &Env, cold_ref: Option<ColdRef>) -> Result<CaseResult> {
+    let big = env.big();
+    let n = env.s.herd;
+    let direct_path = blob_path(COLD_REPO, big);
+    let wharf_path = cold_path_wharf(env);
+    let cold_ref = match cold_ref {
+        Some(r) => r,
+        None => {
+            // Case 4 did not run: one cold pull of each as the reference.
+            let w = mirror_wharf(env, "ref")?;
+            let (_, cw) = cold_pull(env, &w, &wharf_path)?;
+            discard(w);
+            let p = proxy_distribution(env, "ref")?;
+            let (_, cp) = cold_pull(env, &p, &direct_path)?;
+            discard(p);
+            ColdRef {
+                wharf_wall: cw.wall_s,
+                proxy_wall: cp.wall_s,
+            }
+        }
+    };
+    let [mut gets, mut rel, mut rate, mut rss]: [PerServer; 4] = Default::default();
+    let mut notes = Vec::new();
+    for rep in 0..env.s.herd_reps {
+        for (i, is_wharf) in [(0usize, true), (2usize, false)] {
+            let label = format!("herd-{rep}");
+            let s = if is_wharf {
+                mirror_wharf(env, &label)?
+            } else {
+                proxy_distribution(env, &label)?
+            };
+            let path = if is_wharf { &wharf_path } else { &direct_path };
+            let from = fs::metadata(&env.upstream.log)?.len();
+            let ((ok, bytes), c) = env.measure(s.pids(), env.upstream.pids(), || {
+                concurrent_gets(s.addr, path, n, big.len)
+            })?;
+            // distribution writes an access-log line when a response ends; let it land.
+            std::thread::sleep(Duration::from_millis(300));
+            let g = upstream_gets(&env.upstream.log, from, big.hex())?;
+            discard(s);
+            if ok < n {
+                notes.push(format!(
+                    "{}: only {ok} of {n} pulls completed whole (run {rep})",
+                    crate::report::SERVERS[i]
+                ));
+            }
+            let one = if is_wharf {
+                cold_ref.wharf_wall
+            } else {
+                cold_ref.proxy_wall
+            };
+            gets[i].push(g as f64);
+            rel[i].push(c.wall_s / one);
+            rate[i].push(gb(bytes) / c.wall_s);
+            rss[i].push(c.peak_rss_mib);
+        }
+    }
+    let all_one = gets[0].iter().all(|&g| g == 1.0);
+    let [a, b, c] = gets;
+    let gets = Metric::new(
+        "upstream GETs, max",
+        "count",
+        [
+            Stat::max(a).into(),
+            Stat::max(b).into(),
+            Stat::max(c).into(),
+        ],
+    )
+    .with_target("exactly 1 (every run)", Some(all_one));
+    let rel = medians("all done ÷ one cold pull", "×", rel);
+    let rel_met = rel.value(0).map(|v| v <= 1.1);
+    notes.insert(
+        0,
+        "distribution column: distribution's proxy mode; upstream GETs counted in the upstream's \
+         access log"
+            .into(),
+    );
+    Ok(CaseResult {
+        id: "5".into(),
+        title: format!("{n} concurrent cold pulls of one {}", size_label(big.len)),
+        metrics: vec![
+            gets,
+            rel.with_target("wharf ≤ 1.1×", rel_met),
+            medians("aggregate to clients", "GB/s", rate),
+            peaks(rss),
+        ],
+        notes,
+    })
+}
+
+/// (apparent bytes, allocated bytes) of the files under `dir`.
+fn dir_bytes(dir: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut apparent = 0;
+    let mut allocated = 0;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                apparent += m.len();
+                allocated += m.blocks() * 512;
+            }
+        }
+    }
+    (apparent, allocated)
+}
+
+/// Case 6: one image copied into 20 repositories with two tags each; what does it cost on disk?
+pub fn storage_case(env: &Env) -> Result<CaseResult> {
+    let layers = env
+        .s
+        .storage_layers
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| Blob::random(100 + i as u64, n))
+        .collect();
+    let image = Image::new(layers);
+    let unique = image.unique_bytes();
+    let w = servers::start_wharf(&env.wharf_bin, &env.root.join("storage-wharf"), &[])?;
+    let d = servers::start_distribution(&env.root.join("storage-dist"), DistMode::Peer)?;
+    let repos = env.s.storage_repos;
+    let tags = ["1.0", "latest"];
+    let mut push_s = [None, None, None];
+    let mut cpu = [None, None, None];
+    for (i, s, style) in [
+        (0usize, &w, UploadStyle::MonolithicPost),
+        (2usize, &d, UploadStyle::PostThenPut),
+    ] {
+        let (_, c) = env.measure(s.pids(), vec![], || {
+            for r in 0..repos {
+                let repo = format!("store/app-{r}");
+                // Half arrive as full uploads (dedup on write), half as mounts (how clients copy).
+                if r < repos / 2 {
+                    seed::push_image(s.addr, style, &repo, &tags, &image)?;
+                } else {
+                    for b in image.blobs() {
+                        seed::mount_blob(s.addr, &repo, "store/app-0", b)?;
+                    }
+                    for t in tags {
+                        seed::put_manifest(s.addr, &repo, t, &image)?;
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        push_s[i] = Some(Stat::median(vec![c.wall_s]));
+        cpu[i] = Some(Stat::median(vec![c.cpu_s]));
+    }
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let (w_blobs, _) = dir_bytes(&w.dir.join("data/blobs"));
+    let (_, w_all) = dir_bytes(&w.dir.join("data"));
+    let d_root = d.dir.join("root");
+    let (d_blobs, _) = dir_bytes(&d_root.join("docker/registry/v2/blobs"));
+    let (_, d_all) = dir_bytes(&d_root);
+    let one = |v: f64| Some(Stat::median(vec![v]));
+    let ratio = Metric::new(
+        "blob bytes ÷ unique bytes",
+        "×",
+        [
+            one(w_blobs as f64 / unique as f64),
+            None,
+            one(d_blobs as f64 / unique as f64),
+        ],
+    )
+    .with_target("wharf = 1.00", Some(w_blobs == unique));
+    let result = CaseResult {
+        id: "6".into(),
+        title: format!("storage: one image in {repos} repos × {} tags", tags.len()),
+        metrics: vec![
+            Metric::new(
+                "bytes under blobs/",
+                "MiB",
+                [one(mib(w_blobs)), None, one(mib(d_blobs))],
+            ),
+            ratio,
+            Metric::new(
+                "all files, allocated",
+                "MiB",
+                [one(mib(w_all)), None, one(mib(d_all))],
+            ),
+            Metric::new("push time", "s", push_s),
+            Metric::new("server CPU for the pushes", "s", cpu),
+        ],
+        notes: vec![format!(
+            "unique bytes {} ({} layers, config, manifest); repos 1–{} pushed whole, the rest by \
+             cross-repo mount; \"all files\" includes metadata (wharf meta.redb, distribution's \
+             link files)",
+            unique,
+            image.layers.len(),
+            repos / 2
+        )],
+    };
+    discard(w);
+    discard(d);
+    Ok(result)
+}
+
+pub fn plugins_case() -> CaseResult {
+    CaseResult {
+        id: "7".into(),
+        title: "plugin overhead per request".into(),
+        metrics: vec![],
+        notes: vec!["n/a — plugins not implemented".into()],
+    }
+}
+
+/// Starts the servers and seeds the same image into wharf and distribution, the cold blob into the
+/// upstream; nginx then serves wharf's own files.
+pub fn setup(s: Settings, wharf_bin: PathBuf, root: PathBuf) -> Result<Env> {
+    let t = Instant::now();
+    eprintln!(
+        "generating a {} blob (random bytes) …",
+        size_label(s.blob_bytes)
+    );
+    let image = Image::new(vec![
+        Blob::random(1, s.blob_bytes),
+        Blob::random(2, 1 << 20),
+    ]);
+    let wharf = servers::start_wharf(&wharf_bin, &root.join("wharf"), &[])?;
+    let dist = servers::start_distribution(&root.join("dist"), DistMode::Peer)?;
+    let upstream = servers::start_distribution(&root.join("upstream"), DistMode::Upstream)?;
+    eprintln!("seeding wharf, distribution and the upstream over HTTP …");
+    seed::push_image(
+        wharf.addr,
+        UploadStyle::MonolithicPost,
+        REPO,
+        &[TAG],
+        &image,
+    )
+    .context("seed wharf")?;
+    seed::push_image(dist.addr, UploadStyle::PostThenPut, REPO, &[TAG], &image)
+        .context("seed distribution")?;
+    seed::upload_blob(
+        upstream.addr,
+        UploadStyle::PostThenPut,
+        COLD_REPO,
+        &image.layers[0],
+    )
+    .context("seed the upstream")?;
+    let blobs = wharf.dir.join("data/blobs");
+    let file_of = |b: &Blob| blobs.join("sha256").join(&b.hex()[..2]).join(b.hex());
+    for b in image.blobs().chain([&image.manifest]) {
+        if !file_of(b).is_file() {
+            bail!(
+                "wharf did not store {} at {}: the nginx config in servers.rs assumes \
+                 <data_dir>/blobs/sha256/<2 hex>/<64 hex> for blobs and manifests",
+                b.digest,
+                file_of(b).display()
+            );
+        }
+    }
+    let nginx = servers::start_nginx(
+        &root.join("nginx"),
+        &blobs,
+        &[servers::StaticManifest {
+            path: manifest_path(),
+            file: file_of(&image.manifest),
+            media_type: seed::OCI_MANIFEST.into(),
+            digest: image.manifest.digest.clone(),
+        }],
+    )?;
+    eprintln!("set up in {:.1}s", t.elapsed().as_secs_f64());
+    Ok(Env {
+        s,
+        wharf_bin,
+        root,
+        servers: [wharf, nginx, dist],
+        upstream,
+        image,
+        costs: RefCell::new(Vec::new()),
+    })
+}

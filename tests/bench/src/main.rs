@@ -1,0 +1,251 @@
+//! wharf-bench: runs issue 5's cases against wharf, nginx and the CNCF distribution registry on
+//! loopback, all in one run, and prints one table of medians and ratios (plus JSON and an SVG chart).
+//!
+//! Run it through `tests/bench/run.sh [--quick]`, which installs the tools and builds wharf in
+//! release. Nothing here asserts on time: it prints figures.
+
+mod cases;
+mod chart;
+mod http;
+mod load;
+mod procstat;
+mod report;
+mod seed;
+mod servers;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context as _, Result};
+
+use report::{CaseResult, Machine, Report};
+
+const USAGE: &str = "usage: wharf-bench [--quick] [--only 1,2,3,4,5,6,7] [--blob-mib N] \
+[--wharf PATH] [--out DIR] [--docs FILE] [--keep]";
+
+struct Args {
+    quick: bool,
+    only: Option<Vec<String>>,
+    blob_mib: Option<u64>,
+    wharf: PathBuf,
+    out: PathBuf,
+    docs: Option<PathBuf>,
+    keep: bool,
+}
+
+fn parse_args() -> Result<Args> {
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let repo = crate_dir.ancestors().nth(2).unwrap_or(crate_dir);
+    let mut a = Args {
+        quick: false,
+        only: None,
+        blob_mib: None,
+        wharf: repo.join("target/release/wharf"),
+        out: crate_dir.join("out"),
+        docs: Some(repo.join("docs/bench.svg")),
+        keep: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || {
+            it.next()
+                .with_context(|| format!("{arg} needs a value\n{USAGE}"))
+        };
+        match arg.as_str() {
+            "--quick" => a.quick = true,
+            "--only" => a.only = Some(value()?.split(',').map(str::to_owned).collect()),
+            "--blob-mib" => a.blob_mib = Some(value()?.parse()?),
+            "--wharf" => a.wharf = value()?.into(),
+            "--out" => a.out = value()?.into(),
+            "--docs" => a.docs = Some(value()?.into()),
+            "--keep" => a.keep = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            _ => bail!("unknown argument {arg}\n{USAGE}"),
+        }
+    }
+    Ok(a)
+}
+
+fn require_tools() -> Result<()> {
+    for tool in ["nginx", "docker-registry", "wrk"] {
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+            .unwrap_or(false);
+        if !found {
+            bail!("{tool} is not installed (tests/bench/run.sh installs it)");
+        }
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    require_tools()?;
+    if !args.wharf.is_file() {
+        bail!(
+            "no wharf binary at {} (cargo build --release -p wharf)",
+            args.wharf.display()
+        );
+    }
+    // /usr/sbin is where Debian puts nginx; a non-root PATH may lack it.
+    if let Some(p) = std::env::var_os("PATH") {
+        let mut dirs: Vec<PathBuf> = std::env::split_paths(&p).collect();
+        dirs.push("/usr/sbin".into());
+        std::env::set_var("PATH", std::env::join_paths(dirs)?);
+    }
+    // `--only 3` or `--only 3a`: cases run whole (3 measures 3a, 3b and 3c together).
+    let wants = |id: &str| {
+        args.only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|x| x.starts_with(id)))
+    };
+    let started = Instant::now();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let loadavg = std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let background = procstat::background_cpus(1.0);
+    eprintln!(
+        "machine: {cpus} CPUs, load average {loadavg}, other processes using {background:.2} CPUs"
+    );
+
+    let settings = cases::Settings::new(args.quick, args.blob_mib);
+    let tmp = tempfile::Builder::new().prefix("wharf-bench-").tempdir()?;
+    let env = cases::setup(settings.clone(), args.wharf.clone(), tmp.path().to_owned())?;
+
+    let mut results: Vec<CaseResult> = Vec::new();
+    // A case that fails is reported as such; the others still run.
+    let failed = |id: &str, title: &str, e: anyhow::Error| CaseResult {
+        id: id.into(),
+        title: title.into(),
+        metrics: vec![],
+        notes: vec![format!("FAILED: {e:#}")],
+    };
+    let mut step = |id: &str, title: &str, f: &mut dyn FnMut() -> Result<Vec<CaseResult>>| {
+        if !wants(id) {
+            return;
+        }
+        let t = Instant::now();
+        eprintln!("case {id}: {title} …");
+        match f() {
+            Ok(r) => results.extend(r),
+            Err(e) => {
+                eprintln!("case {id} failed: {e:#}");
+                results.push(failed(id, title, e));
+            }
+        }
+        eprintln!("case {id} done in {:.1}s", t.elapsed().as_secs_f64());
+    };
+    step("1", "warm blob GET, one stream", &mut || {
+        Ok(vec![cases::blob_one_stream(&env)?])
+    });
+    step("2", "warm blob GET, 16 streams", &mut || {
+        Ok(vec![cases::blob_concurrent(&env)?])
+    });
+    step("3", "manifest GET/HEAD, blob HEAD", &mut || {
+        cases::request_rates(&env)
+    });
+    let mut cold_ref = None;
+    step("4", "cold pull through the mirror", &mut || {
+        let (r, c) = cases::cold_pull_case(&env)?;
+        cold_ref = Some(c);
+        Ok(vec![r])
+    });
+    step("5", "concurrent cold pulls", &mut || {
+        Ok(vec![cases::herd_case(&env, cold_ref)?])
+    });
+    step("6", "storage", &mut || Ok(vec![cases::storage_case(&env)?]));
+    step("7", "plugins", &mut || Ok(vec![cases::plugins_case()]));
+
+    let bg: Vec<f64> = env
+        .costs
+        .borrow()
+        .iter()
+        .filter(|c| c.wall_s > 0.0)
+        .map(|c| c.background_cpu_s / c.wall_s)
+        .collect();
+    let steal: Vec<f64> = env
+        .costs
+        .borrow()
+        .iter()
+        .filter(|c| c.wall_s > 0.0)
+        .map(|c| c.steal_s / c.wall_s)
+        .collect();
+    let report = Report {
+        quick: args.quick,
+        blob_bytes: settings.blob_bytes,
+        reps: settings.reps,
+        load_secs: settings.load_secs,
+        connections: settings.conns,
+        unix_time: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        machine: Machine {
+            cpus,
+            loadavg_at_start: loadavg,
+            background_cpus_at_start: background,
+            background_cpus_during_runs: report::median(&bg),
+            steal_cpus_during_runs: report::median(&steal),
+        },
+        cases: results,
+    };
+    drop(env);
+    if args.keep {
+        let kept = tmp.keep();
+        eprintln!("kept servers' files in {}", kept.display());
+    }
+
+    println!();
+    println!(
+        "wharf-bench ({}): {} blobs, medians of {} runs ({} for 16 streams), {}s load at {} \
+         connections",
+        if args.quick { "quick" } else { "full" },
+        if settings.blob_bytes.is_multiple_of(1 << 30) {
+            format!("{} GiB", settings.blob_bytes >> 30)
+        } else {
+            format!("{} MiB", settings.blob_bytes >> 20)
+        },
+        settings.reps,
+        settings.reps_parallel,
+        settings.load_secs,
+        settings.conns
+    );
+    println!(
+        "machine: {cpus} CPUs shared by the servers AND the load generators (wrk, the driver); \
+         other work on the machine used {:.2} CPUs before the run and a median {:.2} CPUs during \
+         the measurements (steal {:.2}). Throughput figures move with that noise; server CPU per \
+         request or per GB is the steadiest figure.",
+        report.machine.background_cpus_at_start,
+        report.machine.background_cpus_during_runs,
+        report.machine.steal_cpus_during_runs
+    );
+    println!();
+    print!("{}", report::table(&report));
+
+    std::fs::create_dir_all(&args.out)?;
+    let json = args.out.join("results.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&report)?)?;
+    let svg = args.out.join("bench.svg");
+    chart::draw(&report, &svg)?;
+    println!();
+    println!("figures: {}", json.display());
+    println!("chart:   {}", svg.display());
+    // The README shows docs/bench.svg: only a full run of every case replaces it.
+    if let Some(docs) = &args.docs {
+        if !args.quick && args.only.is_none() && args.blob_mib.is_none() {
+            if let Some(dir) = docs.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::copy(&svg, docs)?;
+            println!("copied:  {}", docs.display());
+        }
+    }
+    println!("took {:.0}s", started.elapsed().as_secs_f64());
+    Ok(())
+}

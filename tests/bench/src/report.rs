@@ -1,0 +1,256 @@
+//! The results: per case, metrics (medians over repetitions, with the samples) for each server, the
+//! issue's target where it has one, printed as one table and written as JSON.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+pub const SERVERS: [&str; 3] = ["wharf", "nginx", "distribution"];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Stat {
+    /// What the table shows: the median of `samples` (for a peak, their maximum).
+    pub value: f64,
+    pub samples: Vec<f64>,
+}
+
+impl Stat {
+    pub fn median(samples: Vec<f64>) -> Stat {
+        Stat {
+            value: median(&samples),
+            samples,
+        }
+    }
+
+    pub fn max(samples: Vec<f64>) -> Stat {
+        Stat {
+            value: samples.iter().copied().fold(f64::NAN, f64::max),
+            samples,
+        }
+    }
+}
+
+pub fn median(v: &[f64]) -> f64 {
+    let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    /// The wording, e.g. "≥ 1.0× nginx".
+    pub text: String,
+    /// None: could not be judged (a server failed, or the case did not run).
+    pub met: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Metric {
+    pub name: String,
+    pub unit: String,
+    /// Per server (`SERVERS` order); None where the server has no such figure.
+    pub values: [Option<Stat>; 3],
+    pub target: Option<Target>,
+}
+
+impl Metric {
+    pub fn new(name: &str, unit: &str, values: [Option<Stat>; 3]) -> Metric {
+        Metric {
+            name: name.into(),
+            unit: unit.into(),
+            values,
+            target: None,
+        }
+    }
+
+    pub fn with_target(mut self, text: &str, met: Option<bool>) -> Metric {
+        self.target = Some(Target {
+            text: text.into(),
+            met,
+        });
+        self
+    }
+
+    pub fn value(&self, server: usize) -> Option<f64> {
+        self.values[server]
+            .as_ref()
+            .map(|s| s.value)
+            .filter(|v| v.is_finite())
+    }
+
+    /// wharf ÷ `other` (1 = nginx, 2 = distribution).
+    pub fn ratio(&self, other: usize) -> Option<f64> {
+        match (self.value(0), self.value(other)) {
+            (Some(w), Some(o)) if o != 0.0 => Some(w / o),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseResult {
+    pub id: String,
+    pub title: String,
+    pub metrics: Vec<Metric>,
+    /// What the figures mean or how they were taken (server modes, errors seen).
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub loadavg_at_start: String,
+    /// CPUs' worth of work other processes did while the driver slept for a second before the run.
+    pub background_cpus_at_start: f64,
+    /// Median over all measured runs of the background CPUs (other processes' CPU ÷ wall).
+    pub background_cpus_during_runs: f64,
+    pub steal_cpus_during_runs: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub quick: bool,
+    pub blob_bytes: u64,
+    pub reps: usize,
+    pub load_secs: u32,
+    pub connections: u32,
+    pub unix_time: u64,
+    pub machine: Machine,
+    pub cases: Vec<CaseResult>,
+}
+
+/// Compact numbers: 93,210 / 812 / 41.3 / 2.47 / 0.083.
+pub fn num(v: f64) -> String {
+    if !v.is_finite() {
+        return "—".into();
+    }
+    let a = v.abs();
+    if a >= 10_000.0 {
+        let s = format!("{:.0}", v);
+        let (sign, digits) = s.split_at(if v < 0.0 { 1 } else { 0 });
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        format!("{sign}{out}")
+    } else if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 0.1 || a == 0.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn opt(v: Option<f64>, unit: &str) -> String {
+    match v {
+        Some(c) if unit == "count" => format!("{c:.0}"),
+        Some(v) => num(v),
+        None => "—".into(),
+    }
+}
+
+fn ratio(v: Option<f64>) -> String {
+    v.map(|r| format!("{}×", num(r)))
+        .unwrap_or_else(|| "—".into())
+}
+
+/// The whole table, ready to print: a heading line per case, its metrics below.
+pub fn table(r: &Report) -> String {
+    let mut out = String::new();
+    let w = [34, 10, 10, 10, 8, 8, 32, 7];
+    let row = |out: &mut String, cells: [&str; 8]| {
+        let mut line = String::new();
+        for (i, (c, width)) in cells.iter().zip(w).enumerate() {
+            // Text columns left, figures right.
+            if (1..=5).contains(&i) {
+                let _ = write!(line, "{c:>width$} ");
+            } else {
+                let _ = write!(line, "{c:<width$} ");
+            }
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    };
+    row(
+        &mut out,
+        [
+            "case / metric",
+            "wharf",
+            "nginx",
+            "distrib.",
+            "w/nginx",
+            "w/dist",
+            "target",
+            "met",
+        ],
+    );
+    let rule = "-".repeat(w.iter().sum::<usize>() + w.len());
+    for c in &r.cases {
+        let _ = writeln!(out, "{rule}");
+        let _ = writeln!(out, "{} {}", c.id, c.title);
+        for m in &c.metrics {
+            let name = format!("  {} ({})", m.name, m.unit);
+            let (ttext, met) = match &m.target {
+                Some(t) => (
+                    t.text.clone(),
+                    match t.met {
+                        Some(true) => "met",
+                        Some(false) => "NOT MET",
+                        None => "?",
+                    },
+                ),
+                None => (String::new(), ""),
+            };
+            row(
+                &mut out,
+                [
+                    &name,
+                    &opt(m.value(0), &m.unit),
+                    &opt(m.value(1), &m.unit),
+                    &opt(m.value(2), &m.unit),
+                    &ratio(m.ratio(1)),
+                    &ratio(m.ratio(2)),
+                    &ttext,
+                    met,
+                ],
+            );
+        }
+        // A case without figures (not implemented, or failed) says why on its own line.
+        let prefix = if c.metrics.is_empty() { "" } else { "note: " };
+        for n in &c.notes {
+            let _ = writeln!(out, "  {prefix}{n}");
+        }
+    }
+    let _ = writeln!(out, "{rule}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_numbers() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+        assert_eq!(num(93210.4), "93,210");
+        assert_eq!(num(812.3), "812");
+        assert_eq!(num(41.26), "41.3");
+        assert_eq!(num(2.468), "2.47");
+        assert_eq!(num(0.0834), "0.083");
+    }
+}

@@ -1,0 +1,288 @@
+//! The three servers under test, each on a free 127.0.0.1 port with its own temp dir, stopped when
+//! dropped (and, through PR_SET_PDEATHSIG, when the driver dies): wharf (release binary), nginx
+//! serving wharf's own blob files, and the CNCF distribution registry (Debian `docker-registry`).
+//!
+//! Nothing may leave the machine: wharf's built-in docker.io upstream is pointed at a closed local
+//! port, and every other upstream is a local registry.
+
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::http;
+use crate::procstat;
+
+const READY_DEADLINE: Duration = Duration::from_secs(30);
+const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A port nobody listens on right now (the listener is dropped; the server binds it next).
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A running server process.
+pub struct Server {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    /// Its config, data and log live here.
+    pub dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Server {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// The processes whose cost is the server's: nginx's master and workers, else the one process.
+    pub fn pids(&self) -> Vec<u32> {
+        let mut v = vec![self.pid()];
+        v.extend(procstat::children(self.pid()));
+        v
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let s = fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = s.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within the deadline.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + STOP_DEADLINE;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("{} did not stop on SIGTERM; killing it", self.name);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts `cmd` with its output in `log` and waits until `GET /v2/` answers on `addr`.
+fn spawn(
+    name: &'static str,
+    mut cmd: Command,
+    addr: SocketAddr,
+    dir: &Path,
+    log: PathBuf,
+) -> Result<Server> {
+    let out = File::create(&log).with_context(|| format!("create {}", log.display()))?;
+    cmd.stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGTERM the child when the
+    // driver (the spawning thread, always the main thread here) goes away.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("start {name}: {cmd:?}"))?;
+    let mut server = Server {
+        name,
+        addr,
+        dir: dir.to_owned(),
+        log,
+        child: Some(child),
+    };
+    let deadline = Instant::now() + READY_DEADLINE;
+    loop {
+        if let Some(c) = server.child.as_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                server.child = None;
+                bail!(
+                    "{name} exited at startup ({status}); log:\n{}",
+                    server.log_tail(20)
+                );
+            }
+        }
+        if let Ok((h, _)) = http::call(addr, "GET", "/v2/", &[], None) {
+            if h.status < 500 {
+                return Ok(server);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{name} did not answer on {addr} within {READY_DEADLINE:?}; log:\n{}",
+                server.log_tail(20)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A registry wharf mirrors, besides the closed docker.io.
+pub struct UpstreamEntry {
+    pub host: String,
+    pub endpoint: String,
+}
+
+/// wharf, release build, with `<dir>/data` as data dir.
+pub fn start_wharf(bin: &Path, dir: &Path, upstreams: &[UpstreamEntry]) -> Result<Server> {
+    fs::create_dir_all(dir)?;
+    let addr = loopback(free_port()?);
+    // docker.io is built in and would reach the Internet: point it at a port nobody listens on.
+    let closed = free_port()?;
+    let mut cfg = format!(
+        "[server]\nlisten = \"{addr}\"\nshutdown_grace_secs = 2\n\n\
+         [storage]\ndata_dir = \"{}\"\n\n\
+         [mirror]\ndefault_upstream = \"\"\n\n\
+         [[upstream]]\nhost = \"docker.io\"\nendpoint = \"http://127.0.0.1:{closed}\"\ninsecure = true\n\
+         connect_timeout_secs = 1\ntimeout_secs = 5\n",
+        dir.join("data").display()
+    );
+    for u in upstreams {
+        write!(
+            cfg,
+            "\n[[upstream]]\nhost = \"{}\"\nendpoint = \"{}\"\ninsecure = true\n",
+            u.host, u.endpoint
+        )?;
+    }
+    let conf = dir.join("wharf.toml");
+    fs::write(&conf, cfg)?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("serve").arg("--config").arg(&conf);
+    // Only the config file counts: no WHARF_* overrides from the caller's shell. wharf's default log
+    // level (info: one line per request) is part of what we measure.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("WHARF_") {
+            cmd.env_remove(k);
+        }
+    }
+    spawn("wharf", cmd, addr, dir, dir.join("wharf.log"))
+}
+
+/// What a distribution instance is for.
+pub enum DistMode {
+    /// The peer under test: access log off, in-memory blob descriptor cache (a usual production
+    /// setup).
+    Peer,
+    /// The upstream of the mirror cases: its access log counts the GETs each cold pull makes.
+    Upstream,
+    /// A pull-through cache of `remote` (distribution's `proxy.remoteurl`), the peer for cold pulls.
+    Proxy { remote: String },
+}
+
+pub fn start_distribution(dir: &Path, mode: DistMode) -> Result<Server> {
+    fs::create_dir_all(dir)?;
+    let addr = loopback(free_port()?);
+    let accesslog = matches!(mode, DistMode::Upstream);
+    let mut cfg = format!(
+        "version: 0.1\n\
+         log:\n  level: warn\n  accesslog:\n    disabled: {}\n\
+         storage:\n  filesystem:\n    rootdirectory: {}\n  cache:\n    blobdescriptor: inmemory\n\
+         \x20 maintenance:\n    uploadpurging:\n      enabled: false\n\
+         http:\n  addr: {addr}\n  secret: wharf-bench-not-a-secret\n",
+        !accesslog,
+        dir.join("root").display()
+    );
+    if let DistMode::Proxy { remote } = &mode {
+        write!(cfg, "proxy:\n  remoteurl: {remote}\n")?;
+    }
+    let conf = dir.join("config.yml");
+    fs::write(&conf, cfg)?;
+    let mut cmd = Command::new("docker-registry");
+    cmd.arg("serve").arg(&conf);
+    spawn("distribution", cmd, addr, dir, dir.join("registry.log"))
+}
+
+/// A manifest nginx serves by tag: URL path, the file wharf stored, and its headers.
+pub struct StaticManifest {
+    pub path: String,
+    pub file: PathBuf,
+    pub media_type: String,
+    pub digest: String,
+}
+
+/// nginx serving the blob files of `blobs_dir` (wharf's `<data_dir>/blobs`) under the registry's
+/// URL paths, with sendfile: the fastest static server, the bar for warm content.
+pub fn start_nginx(dir: &Path, blobs_dir: &Path, manifests: &[StaticManifest]) -> Result<Server> {
+    fs::create_dir_all(dir.join("tmp"))?;
+    let addr = loopback(free_port()?);
+    let d = dir.display();
+    let blobs = blobs_dir.display();
+    // As root nginx would drop its workers to `nobody`, who cannot read our temp dirs.
+    // SAFETY: geteuid has no preconditions.
+    let user = if unsafe { libc::geteuid() } == 0 {
+        "user root;\n"
+    } else {
+        ""
+    };
+    let mut locations = String::new();
+    for m in manifests {
+        write!(
+            locations,
+            "    location = {} {{\n      alias {};\n      default_type {};\n      \
+             add_header Docker-Content-Digest {};\n    }}\n",
+            m.path,
+            m.file.display(),
+            m.media_type,
+            m.digest
+        )?;
+    }
+    let conf = format!(
+        "{user}worker_processes auto;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  tcp_nodelay on;\n\
+         \x20 keepalive_timeout 75s;\n  keepalive_requests 100000000;\n\
+         \x20 client_body_temp_path {d}/tmp/body;\n  proxy_temp_path {d}/tmp/proxy;\n\
+         \x20 fastcgi_temp_path {d}/tmp/fastcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n\
+         \x20 scgi_temp_path {d}/tmp/scgi;\n\
+         \x20 types {{ }}\n  default_type application/octet-stream;\n\
+         \x20 server {{\n    listen {addr};\n\
+         \x20   location = /v2/ {{ default_type application/json; return 200 '{{}}'; }}\n\
+         \x20   location ~ \"^/v2/.+/blobs/sha256:(([0-9a-f]{{2}})[0-9a-f]{{62}})$\" {{\n\
+         \x20     alias {blobs}/sha256/$2/$1;\n      add_header Docker-Content-Digest sha256:$1;\n    }}\n\
+         {locations}  }}\n}}\n"
+    );
+    let conf_path = dir.join("nginx.conf");
+    fs::write(&conf_path, conf)?;
+    let mut cmd = Command::new("nginx");
+    cmd.arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(&conf_path)
+        .arg("-e")
+        .arg(dir.join("error.log"));
+    let server = spawn("nginx", cmd, addr, dir, dir.join("nginx.log"))?;
+    // Workers start right after the master; the cost of nginx is all of them.
+    let deadline = Instant::now() + READY_DEADLINE;
+    while procstat::children(server.pid()).is_empty() {
+        if Instant::now() > deadline {
+            bail!("nginx started no worker processes");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(server)
+}
