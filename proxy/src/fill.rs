@@ -49,8 +49,10 @@ pub struct Progress {
     pub phase: Phase,
     /// The blob's size, once the upstream said (Content-Length) or the fill finished.
     pub size: Option<u64>,
-    /// Bytes in the ingest that readers may read.
+    /// Bytes in the ingest file.
     pub written: u64,
+    /// Bytes received from the upstream (the newest of them are in the fill's memory window).
+    pub received: u64,
 }
 
 /// Where to fetch a blob from and under which cached repository to record it.
@@ -66,6 +68,53 @@ pub struct Fill {
     pub digest: Digest,
     ingest: IngestRef,
     progress: watch::Receiver<Progress>,
+    /// The newest bytes received, shared with readers that keep up: they send these very buffers,
+    /// with no read back from the file and no hop to the blocking pool. Readers that fall behind the
+    /// window read the ingest file instead.
+    window: std::sync::Mutex<Window>,
+}
+
+/// Bytes `start..start + len` of the blob, as the upstream's chunks.
+#[derive(Default)]
+struct Window {
+    start: u64,
+    len: u64,
+    chunks: std::collections::VecDeque<Bytes>,
+}
+
+/// Memory per fill for the window.
+const WINDOW_MAX: u64 = 8 * 1024 * 1024;
+
+impl Window {
+    fn push(&mut self, b: Bytes) {
+        self.len += b.len() as u64;
+        self.chunks.push_back(b);
+        while self.len > WINDOW_MAX {
+            let Some(old) = self.chunks.pop_front() else {
+                break;
+            };
+            self.start += old.len() as u64;
+            self.len -= old.len() as u64;
+        }
+    }
+
+    /// The bytes at `pos` up to the end of their chunk (and before `limit`), if still in memory.
+    fn slice(&self, pos: u64, limit: u64) -> Option<Bytes> {
+        if pos < self.start || pos >= self.start + self.len {
+            return None;
+        }
+        let mut at = self.start;
+        for c in &self.chunks {
+            let next = at + c.len() as u64;
+            if pos < next {
+                let from = (pos - at) as usize;
+                let to = (next.min(limit) - at) as usize;
+                return Some(c.slice(from..to));
+            }
+            at = next;
+        }
+        None
+    }
 }
 
 #[derive(Clone)]
@@ -95,16 +144,19 @@ impl Fills {
                     phase: Phase::Connecting,
                     size: None,
                     written: 0,
+                    received: 0,
                 });
                 let fill = Arc::new(Fill {
                     digest: digest.clone(),
                     ingest: ingest.clone(),
                     progress: rx,
+                    window: Default::default(),
                 });
                 e.insert(fill.clone());
                 let this = self.clone();
                 let d = digest.clone();
-                tokio::spawn(async move { this.run(d, ingest, source, tx).await });
+                let f = fill.clone();
+                tokio::spawn(async move { this.run(d, ingest, source, tx, f).await });
                 fill
             }
         }
@@ -125,8 +177,9 @@ impl Fills {
         ingest: IngestRef,
         src: Source,
         tx: watch::Sender<Progress>,
+        fill: Arc<Fill>,
     ) {
-        let outcome = self.fetch(&digest, &ingest, &src, &tx).await;
+        let outcome = self.fetch(&digest, &ingest, &src, &tx, &fill).await;
         let end = match outcome {
             Ok(size) => {
                 tracing::info!(upstream = %src.upstream.host, repo = %src.remote, %digest, size, "blob cached");
@@ -134,6 +187,7 @@ impl Fills {
                     phase: Phase::Done,
                     size: Some(size),
                     written: size,
+                    received: size,
                 }
             }
             Err(phase) => {
@@ -159,6 +213,7 @@ impl Fills {
         ingest: &IngestRef,
         src: &Source,
         tx: &watch::Sender<Progress>,
+        fill: &Fill,
     ) -> Result<u64, Phase> {
         let failed = |m: String| Phase::Failed(m.into());
         let mut w = self
@@ -227,12 +282,19 @@ impl Fills {
             let Ok(data) = frame.into_data() else {
                 continue;
             };
+            if let Ok(mut win) = fill.window.lock() {
+                win.push(data.clone());
+            }
             w.write(data)
                 .await
                 .map_err(|e| failed(format!("cannot write to the cache: {e}")))?;
-            if w.written() - published >= PUBLISH_EVERY {
-                published = w.written();
-                tx.send_modify(|p| p.written = published);
+            if w.offset() - published >= PUBLISH_EVERY {
+                published = w.offset();
+                let written = w.written();
+                tx.send_modify(|p| {
+                    p.received = published;
+                    p.written = written;
+                });
             }
         }
         let got = w.offset();
@@ -256,13 +318,17 @@ impl Fills {
             }
             tx.send_modify(|p| {
                 p.written = got;
+                p.received = got;
                 p.phase = Phase::Verified;
             });
         } else {
             w.flush()
                 .await
                 .map_err(|e| failed(format!("cannot write to the cache: {e}")))?;
-            tx.send_modify(|p| p.written = got);
+            tx.send_modify(|p| {
+                p.written = got;
+                p.received = got;
+            });
         }
         let size = w.commit(digest, size).await.map_err(|e| {
             failed(format!(
@@ -315,32 +381,7 @@ impl Fill {
         tx: &mpsc::Sender<io::Result<Bytes>>,
     ) -> io::Result<()> {
         let mut rx = self.progress.clone();
-        let fail = |m: &str| io::Error::other(m.to_owned());
-        // The ingest, while the fill runs; once it is committed, the blob (same bytes, same inode).
-        let src = match store.open_ingest(&self.ingest).await {
-            Ok(s) => s,
-            Err(_) => {
-                let p = rx
-                    .wait_for(|p| {
-                        !matches!(
-                            p.phase,
-                            Phase::Connecting | Phase::Streaming | Phase::Verified
-                        )
-                    })
-                    .await
-                    .map(|p| p.clone())
-                    .map_err(|_| fail("fill ended unexpectedly"))?;
-                if p.phase != Phase::Done {
-                    return Err(fail("upstream fill failed; see wharf's log"));
-                }
-                store
-                    .open(&self.digest, None)
-                    .await
-                    .map_err(|e| fail(&e.to_string()))?
-                    .source
-            }
-        };
-        let BlobSource::File(file) = src;
+        let mut file: Option<Arc<std::fs::File>> = None;
         let mut pos = start;
         loop {
             let p = rx.borrow_and_update().clone();
@@ -354,28 +395,47 @@ impl Fill {
             if pos >= end {
                 return Ok(());
             }
-            // The blob's last byte is held back until it is verified and committed: a client must
-            // never receive a whole body that then turns out to have the wrong digest.
-            let avail = if matches!(p.phase, Phase::Done | Phase::Verified) {
+            let finished = matches!(p.phase, Phase::Done | Phase::Verified);
+            // The blob's last byte is held back until it is verified: a client must never receive
+            // a whole body that then turns out to have the wrong digest.
+            let limit = if finished {
                 end
             } else {
                 let total = p.size.unwrap_or(u64::MAX);
-                p.written.min(total.saturating_sub(1)).min(end)
+                p.received.min(total.saturating_sub(1)).min(end)
             };
-            if pos < avail {
-                let n = (avail - pos).min(CHUNK) as usize;
-                let f = file.clone();
-                let chunk = tokio::task::spawn_blocking(move || read_chunk(&f, pos, n))
-                    .await
-                    .map_err(io::Error::other)??;
-                if chunk.is_empty() {
+            if pos < limit {
+                let in_memory = self.window.lock().ok().and_then(|w| w.slice(pos, limit));
+                let chunk = match in_memory {
+                    Some(c) => c,
+                    // Behind the window: the file has it once written (it lags by a flush or two).
+                    None if finished || pos < p.written => {
+                        let f = match &file {
+                            Some(f) => f.clone(),
+                            None => file.insert(self.open_file(&store, &mut rx).await?).clone(),
+                        };
+                        let readable = if finished {
+                            limit
+                        } else {
+                            p.written.min(limit)
+                        };
+                        let n = (readable - pos).min(CHUNK) as usize;
+                        tokio::task::spawn_blocking(move || read_chunk(&f, pos, n))
+                            .await
+                            .map_err(io::Error::other)??
+                    }
+                    None => Bytes::new(),
+                };
+                if !chunk.is_empty() {
+                    pos += chunk.len() as u64;
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return Ok(()); // the client went away
+                    }
+                    continue;
+                }
+                if finished {
                     return Err(fail("cached blob is shorter than announced"));
                 }
-                pos += chunk.len() as u64;
-                if tx.send(Ok(chunk)).await.is_err() {
-                    return Ok(()); // the client went away
-                }
-                continue;
             }
             if rx.changed().await.is_err()
                 && !matches!(rx.borrow().phase, Phase::Done | Phase::Verified)
@@ -384,6 +444,40 @@ impl Fill {
             }
         }
     }
+
+    /// The ingest while the fill runs; once it is committed, the blob (same bytes, same inode).
+    async fn open_file(
+        &self,
+        store: &Arc<dyn ContentStore>,
+        rx: &mut watch::Receiver<Progress>,
+    ) -> io::Result<Arc<std::fs::File>> {
+        if let Ok(BlobSource::File(f)) = store.open_ingest(&self.ingest).await {
+            return Ok(f);
+        }
+        let p = rx
+            .wait_for(|p| {
+                !matches!(
+                    p.phase,
+                    Phase::Connecting | Phase::Streaming | Phase::Verified
+                )
+            })
+            .await
+            .map(|p| p.clone())
+            .map_err(|_| fail("fill ended unexpectedly"))?;
+        if p.phase != Phase::Done {
+            return Err(fail("upstream fill failed; see wharf's log"));
+        }
+        let BlobSource::File(f) = store
+            .open(&self.digest, None)
+            .await
+            .map_err(|e| fail(&e.to_string()))?
+            .source;
+        Ok(f)
+    }
+}
+
+fn fail(m: &str) -> io::Error {
+    io::Error::other(m.to_owned())
 }
 
 #[cfg(test)]

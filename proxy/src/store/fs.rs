@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use tokio::task::JoinHandle;
 
 use super::{Blob, BlobSource, BlobWriter, IngestRef, Ingester, Provider, StoreError};
 use crate::digest::{Algorithm, Digest, Hasher};
@@ -220,9 +221,11 @@ impl Ingester for FsStore {
             Ok(FsWriter {
                 store,
                 path,
-                state: Some(WriterState { file, hasher }),
+                file: Some(file),
+                hasher: Some(hasher),
                 inflight: None,
-                buf: BytesMut::new(),
+                pending: Vec::new(),
+                pending_len: 0,
                 offset,
                 inflight_end: offset,
                 settled: offset,
@@ -296,55 +299,84 @@ impl Ingester for FsStore {
     }
 }
 
-struct WriterState {
-    file: File,
-    hasher: Hasher,
-}
-
 pub struct FsWriter {
     store: FsStore,
     path: PathBuf,
-    /// The file and running hash; taken while a flush runs in the background.
-    state: Option<WriterState>,
-    /// At most one flush in flight: bytes keep arriving into `buf` while the previous megabyte is
-    /// hashed and written, so receiving never waits on the disk or the hash.
-    inflight: Option<tokio::task::JoinHandle<Result<WriterState, StoreError>>>,
-    buf: BytesMut,
+    /// The file and running hash; each taken by its job while a flush runs.
+    file: Option<File>,
+    hasher: Option<Hasher>,
+    /// At most one flush in flight, as two jobs on the blocking pool that run in parallel (write and
+    /// hash); bytes keep arriving meanwhile, so receiving never waits on the disk or the hash.
+    inflight: Option<(JoinHandle<io::Result<File>>, JoinHandle<Hasher>)>,
+    /// Received chunks not yet handed to a flush, kept as they came: no copy into a larger buffer.
+    pending: Vec<Bytes>,
+    pending_len: usize,
     offset: u64,
     /// What the file holds once the flush in flight is done, and what it holds for sure.
     inflight_end: u64,
     settled: u64,
 }
 
+/// Chunks per flush at most: one `writev` takes up to IOV_MAX (1024) slices.
+const MAX_CHUNKS: usize = 1024;
+
 fn lost() -> StoreError {
     StoreError::Io(io::Error::other("writer lost after a failed write"))
+}
+
+fn write_all_vectored(f: &mut File, chunks: &[Bytes]) -> io::Result<()> {
+    let mut slices: Vec<io::IoSlice<'_>> = chunks.iter().map(|c| io::IoSlice::new(c)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        match f.write_vectored(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn join_err(e: tokio::task::JoinError) -> StoreError {
+    StoreError::Io(io::Error::other(e))
 }
 
 impl FsWriter {
     /// Waits for the flush in flight, if any.
     async fn settle(&mut self) -> Result<(), StoreError> {
-        if let Some(h) = self.inflight.take() {
-            let st = h.await.map_err(|e| StoreError::Io(io::Error::other(e)))??;
-            self.state = Some(st);
+        if let Some((write, hash)) = self.inflight.take() {
+            let file = write.await.map_err(join_err)??;
+            self.hasher = Some(hash.await.map_err(join_err)?);
+            self.file = Some(file);
             self.settled = self.inflight_end;
         }
         Ok(())
     }
 
-    /// Starts hashing and writing what is buffered, after the previous flush finished.
+    /// Starts writing and hashing what is pending, after the previous flush finished.
     async fn start_flush(&mut self) -> Result<(), StoreError> {
-        if self.buf.is_empty() {
+        if self.pending.is_empty() {
             return Ok(());
         }
         self.settle().await?;
-        let data = self.buf.split().freeze();
-        let mut st = self.state.take().ok_or_else(lost)?;
+        let chunks: Arc<Vec<Bytes>> = Arc::new(std::mem::take(&mut self.pending));
+        self.pending_len = 0;
+        let mut file = self.file.take().ok_or_else(lost)?;
+        let mut hasher = self.hasher.take().ok_or_else(lost)?;
         self.inflight_end = self.offset;
-        self.inflight = Some(tokio::task::spawn_blocking(move || {
-            st.hasher.update(&data);
-            st.file.write_all(&data)?;
-            Ok(st)
-        }));
+        let to_write = chunks.clone();
+        let write = tokio::task::spawn_blocking(move || {
+            write_all_vectored(&mut file, &to_write)?;
+            Ok(file)
+        });
+        let hash = tokio::task::spawn_blocking(move || {
+            for c in chunks.iter() {
+                hasher.update(c);
+            }
+            hasher
+        });
+        self.inflight = Some((write, hash));
         Ok(())
     }
 }
@@ -365,13 +397,13 @@ impl BlobWriter for FsWriter {
     }
 
     async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
-        self.offset += chunk.len() as u64;
-        if self.buf.is_empty() && chunk.len() >= WRITE_BUF {
-            self.buf = BytesMut::from(chunk);
-            return self.start_flush().await;
+        if chunk.is_empty() {
+            return Ok(());
         }
-        self.buf.extend_from_slice(&chunk);
-        if self.buf.len() >= WRITE_BUF {
+        self.offset += chunk.len() as u64;
+        self.pending_len += chunk.len();
+        self.pending.push(chunk);
+        if self.pending_len >= WRITE_BUF || self.pending.len() >= MAX_CHUNKS {
             self.start_flush().await?;
         }
         Ok(())
@@ -379,13 +411,7 @@ impl BlobWriter for FsWriter {
 
     async fn sha256(&mut self) -> Result<Digest, StoreError> {
         self.flush().await?;
-        Ok(self
-            .state
-            .as_ref()
-            .ok_or_else(lost)?
-            .hasher
-            .clone()
-            .finish())
+        Ok(self.hasher.as_ref().ok_or_else(lost)?.clone().finish())
     }
 
     async fn commit(
@@ -394,16 +420,17 @@ impl BlobWriter for FsWriter {
         size: Option<u64>,
     ) -> Result<u64, StoreError> {
         self.flush().await?;
-        let st = self.state.take().ok_or_else(lost)?;
+        let file = self.file.take().ok_or_else(lost)?;
+        let hasher = self.hasher.take().ok_or_else(lost)?;
         let path = self.path.clone();
         let dest = self.store.blob_path(expected);
         let expected = expected.clone();
         let offset = self.offset;
         blocking(move || {
-            st.file.sync_all()?;
-            drop(st.file);
+            file.sync_all()?;
+            drop(file);
             let actual = match expected.algorithm() {
-                Algorithm::Sha256 => st.hasher.finish(),
+                Algorithm::Sha256 => hasher.finish(),
                 // Uploads hash sha256 as bytes arrive (the digest is only named at the end); the rare
                 // sha512 upload is hashed again here.
                 other => hash_file(&path, other)?.0.finish(),
