@@ -528,24 +528,8 @@ impl Fetcher {
         tag: &str,
         accept: &HeaderMap,
     ) -> std::result::Result<Fetched, Failure> {
-        let path = format!("/v2/{}/manifests/{tag}", t.remote);
-        let resp = t
-            .upstream
-            .send(Method::HEAD, &path, accept, &t.scope())
-            .await?;
-        if resp.status() != StatusCode::OK {
-            return Err(Failure::from_status(
-                resp.status(),
-                t,
-                &format!("manifest {tag}"),
-            ));
-        }
-        let named = resp
-            .headers()
-            .get(CONTENT_DIGEST)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<Digest>().ok());
-        let f = match named {
+        let resp = manifest_request(t, Method::HEAD, tag, accept).await?;
+        let f = match named_digest(&resp) {
             Some(d) => match self.meta.manifest(&t.cache, &d).await.ok().flatten() {
                 Some(rec) if self.store.stat(&d).await.ok().flatten().is_some() => Fetched {
                     digest: d,
@@ -574,28 +558,13 @@ impl Fetcher {
         expected: Option<&Digest>,
         accept: &HeaderMap,
     ) -> std::result::Result<Fetched, Failure> {
-        let path = format!("/v2/{}/manifests/{reference}", t.remote);
-        let resp = t
-            .upstream
-            .send(Method::GET, &path, accept, &t.scope())
-            .await?;
-        if resp.status() != StatusCode::OK {
-            return Err(Failure::from_status(
-                resp.status(),
-                t,
-                &format!("manifest {reference}"),
-            ));
-        }
+        let resp = manifest_request(t, Method::GET, reference, accept).await?;
         let content_type = resp
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| bare_media_type(v).to_owned());
-        let named = resp
-            .headers()
-            .get(CONTENT_DIGEST)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<Digest>().ok());
+        let named = named_digest(&resp);
         let bytes = read_limited(
             resp.into_body(),
             self.max_manifest as usize,
@@ -649,6 +618,33 @@ impl Fetcher {
             .map_err(|e| cache_err(e.to_string()))?;
         Ok(Fetched { digest, record })
     }
+}
+
+/// `HEAD`/`GET /v2/<remote>/manifests/<reference>` upstream; anything but 200 is a `Failure`.
+async fn manifest_request(
+    t: &Target,
+    method: Method,
+    reference: &str,
+    accept: &HeaderMap,
+) -> std::result::Result<Response<hyper::body::Incoming>, Failure> {
+    let path = format!("/v2/{}/manifests/{reference}", t.remote);
+    let resp = t.upstream.send(method, &path, accept, &t.scope()).await?;
+    if resp.status() != StatusCode::OK {
+        return Err(Failure::from_status(
+            resp.status(),
+            t,
+            &format!("manifest {reference}"),
+        ));
+    }
+    Ok(resp)
+}
+
+/// The upstream's `Docker-Content-Digest`, if it sent a valid one.
+fn named_digest<B>(resp: &Response<B>) -> Option<Digest> {
+    resp.headers()
+        .get(CONTENT_DIGEST)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
 }
 
 /// The client's `Accept` values, all of them, unchanged; the manifest types if it sent none.
