@@ -403,17 +403,7 @@ impl Mirror {
             }
             None => {
                 // The upstream did not say how long: stream without a length (and without ranges).
-                let mut resp = Response::new(fill.body(store.clone(), 0, None));
-                let h = resp.headers_mut();
-                h.insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static("application/octet-stream"),
-                );
-                h.insert(
-                    CONTENT_DIGEST,
-                    HeaderValue::from_str(&d.to_string()).expect("ASCII"),
-                );
-                Ok(resp)
+                Ok(blob_without_length(d, fill.body(store.clone(), 0, None)))
             }
         }
     }
@@ -429,18 +419,9 @@ impl Mirror {
             return Err(Failure::from_status(resp.status(), t, &format!("blob {d}"))
                 .into_error(ErrorCode::BlobUnknown));
         }
-        let mut out = Response::new(Body::Empty);
-        let h = out.headers_mut();
-        h.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
-        );
-        h.insert(
-            CONTENT_DIGEST,
-            HeaderValue::from_str(&d.to_string()).expect("ASCII"),
-        );
+        let mut out = blob_without_length(d, Body::Empty);
         if let Some(len) = resp.headers().get(CONTENT_LENGTH) {
-            h.insert(CONTENT_LENGTH, len.clone());
+            out.headers_mut().insert(CONTENT_LENGTH, len.clone());
         }
         Ok(out)
     }
@@ -618,6 +599,21 @@ impl Fetcher {
             .map_err(|e| cache_err(e.to_string()))?;
         Ok(Fetched { digest, record })
     }
+}
+
+/// A blob response whose length the upstream decides (or did not say).
+fn blob_without_length(d: &Digest, body: Body) -> Response<Body> {
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(
+        CONTENT_DIGEST,
+        HeaderValue::from_str(&d.to_string()).expect("digests are ASCII"),
+    );
+    resp
 }
 
 /// `HEAD`/`GET /v2/<remote>/manifests/<reference>` upstream; anything but 200 is a `Failure`.
