@@ -9,7 +9,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{
+    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING,
+};
 use http::{Method, Request, Response, StatusCode};
 
 use crate::body::Body;
@@ -87,9 +89,20 @@ impl Registry {
     /// Answers one request. Never fails: errors become spec-shaped error responses.
     pub async fn handle<B: RequestBody>(&self, req: Request<B>) -> Response<Body> {
         let head_only = req.method() == Method::HEAD;
+        let carries_body = req.headers().contains_key(TRANSFER_ENCODING)
+            || header_str(&req, CONTENT_LENGTH).is_some_and(|l| l != "0");
         let mut resp = match self.dispatch(req).await {
             Ok(r) => r,
-            Err(e) => error_response(e, head_only),
+            Err(e) => {
+                let mut resp = error_response(e, head_only);
+                // A refused request's body may be unread, and then hyper closes the connection after
+                // the answer; saying so keeps clients from reusing it for their next request.
+                if carries_body {
+                    resp.headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                resp
+            }
         };
         resp.headers_mut()
             .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));

@@ -285,3 +285,26 @@ async fn deletes_are_refused_unless_enabled() {
     let msg = String::from_utf8_lossy(&body).into_owned();
     assert!(msg.contains("delete_enabled"), "{msg}");
 }
+
+#[tokio::test]
+async fn refusing_a_request_with_a_body_closes_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = open(dir.path(), RegistryConfig::default());
+    // An unknown upload refused before its body is read: hyper will close the connection, so the
+    // answer must say so, or a client reuses a connection that is going away.
+    let (s, h, _) = call(
+        &r,
+        Method::PATCH,
+        "/v2/a/blobs/uploads/0123456789abcdef0123456789abcdef",
+        &[("content-length", "3")],
+        b"abc",
+    )
+    .await;
+    assert_eq!(
+        (s, h.get("connection").map(|v| v.to_str().unwrap())),
+        (StatusCode::NOT_FOUND, Some("close"))
+    );
+    // Bodiless refusals keep the connection.
+    let (s, h, _) = call(&r, Method::GET, "/v2/a/manifests/nope", &[], b"").await;
+    assert_eq!((s, h.get("connection")), (StatusCode::NOT_FOUND, None));
+}
