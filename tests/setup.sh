@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Installs the real peers the end-to-end tests drive (Debian packages), only those that are missing.
-# Idempotent and silent when everything is already there.
+# Idempotent and silent when everything is already there. With arguments, installs those packages
+# instead (tests/bench/run.sh uses it for its own tools).
 set -euo pipefail
 
-packages=(docker-registry skopeo containerd docker.io jq)
+if [ "$#" -gt 0 ]; then
+    packages=("$@")
+else
+    packages=(docker-registry skopeo containerd docker.io jq)
+fi
 
 # containerd unpacks layers through mounts, so the containerd tests (mirror::containerd) need root; the
 # Docker daemon test (mirror::docker_daemon) runs dockerd in a private network namespace, which needs root.
-if [ "$(id -u)" -ne 0 ]; then
+if [ "$#" -eq 0 ] && [ "$(id -u)" -ne 0 ]; then
     echo "tests/setup.sh: note: the containerd and Docker daemon end-to-end tests need root and fail without it" >&2
 fi
 
@@ -25,6 +30,8 @@ sudo=()
 if [ "$(id -u)" -ne 0 ]; then
     sudo=(sudo)
 fi
+# Packages may start their own services (nginx on :80, the registry on :5000); tests and benchmarks
+# do not use them: they run their own instances on free loopback ports.
 echo "tests/setup.sh: installing ${missing[*]}" >&2
 # Wait for a concurrent apt/dpkg (e.g. unattended upgrades) instead of failing on its lock.
 apt_opts=(-q -o DPkg::Lock::Timeout=600)

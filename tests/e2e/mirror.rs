@@ -268,3 +268,22 @@ pub fn assert_not_accepted(f: &Fetch, digest: &str, size: u64) {
         );
     }
 }
+
+/// `HEAD` of a manifest answers 200 with the digest and the length containerd needs to resolve a tag.
+pub fn assert_manifest_head(api: &Api, path: &str, digest: &str, size: u64) -> Resp {
+    let h = api.request("HEAD", path, &[("Accept", oci::OCI_INDEX)], None);
+    h.assert_status(200);
+    assert_eq!(
+        h.header("Docker-Content-Digest"),
+        Some(digest),
+        "{}",
+        h.describe()
+    );
+    assert_eq!(
+        h.header("Content-Length"),
+        Some(size.to_string().as_str()),
+        "containerd needs Content-Length on a HEAD: {}",
+        h.describe()
+    );
+    h
+}

@@ -5,7 +5,7 @@
 use crate::harness::{DistRegistry, MirrorOptions, Wharf, WharfOptions};
 use crate::http::Api;
 use crate::layout::{write_layout, LayoutSpec};
-use crate::oci::{self, sha256_digest};
+use crate::oci::sha256_digest;
 
 use super::ctr::{write_hosts_dir, Containerd};
 use super::{assert_cached_intact, push_to_upstream, upstream};
@@ -89,24 +89,11 @@ fn pull_through_then_from_cache_alone(tag_ttl_secs: Option<u64>, seed: u64) {
         // The tag was revalidated and the upstream was down: served stale, and said so.
         let api = Api::new(wharf.base());
         let ns = up.replace(':', "%3A");
-        let h = api.request(
-            "HEAD",
+        let h = super::assert_manifest_head(
+            &api,
             &format!("/v2/team/multi/manifests/v1?ns={ns}"),
-            &[("Accept", oci::OCI_INDEX)],
-            None,
-        );
-        h.assert_status(200);
-        assert_eq!(
-            h.header("Docker-Content-Digest"),
-            Some(layout.index.digest.as_str()),
-            "{}",
-            h.describe()
-        );
-        assert_eq!(
-            h.header("Content-Length"),
-            Some(layout.index.size.to_string().as_str()),
-            "containerd needs Content-Length on a HEAD: {}",
-            h.describe()
+            &layout.index.digest,
+            layout.index.size,
         );
         let warning = h.header("Warning").unwrap_or_default();
         assert!(

@@ -84,24 +84,11 @@ fn names_without_a_host_go_to_the_default_upstream_with_library_mapping() {
     }
 
     for name in ["alpine", "library/alpine"] {
-        let h = api.request(
-            "HEAD",
+        super::assert_manifest_head(
+            &api,
             &format!("/v2/{name}/manifests/3"),
-            &[("Accept", oci::OCI_INDEX)],
-            None,
-        );
-        h.assert_status(200);
-        assert_eq!(
-            h.header("Docker-Content-Digest"),
-            Some(layout.index.digest.as_str()),
-            "{}",
-            h.describe()
-        );
-        assert_eq!(
-            h.header("Content-Length"),
-            Some(layout.index.size.to_string().as_str()),
-            "{}",
-            h.describe()
+            &layout.index.digest,
+            layout.index.size,
         );
         let g = api.get_manifest(name, "3");
         g.assert_status(200);
