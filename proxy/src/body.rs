@@ -1,15 +1,15 @@
-//! Response bodies: nothing, a buffer, or a stream of file chunks read off the runtime's threads.
+//! Response bodies: nothing, a buffer, or a stream of file chunks, with any disk reads done off the
+//! runtime's threads.
 //!
-//! A blob is never read whole into memory: a `FileStream` holds one chunk in flight at a time, so memory
-//! per download is bounded by `CHUNK` whatever the blob's size.
+//! A blob is never read whole into memory: a `FileStream` holds one mapped chunk at a time, whose pages
+//! the socket sends from the page cache without touching them (see `zerocopy`), so memory per download
+//! stays small whatever the blob's size.
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::future::Future as _;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
@@ -17,10 +17,6 @@ use http_body::{Frame, SizeHint};
 use tokio::task::JoinHandle;
 
 use crate::store::{Blob, BlobSource};
-
-/// Read size per chunk: large reads amortise the syscall and the blocking-pool hop (measured: 1 MiB
-/// halves the wake-ups of 512 KiB; with one read in flight, 16 streams stay near 33 MiB RSS).
-pub const CHUNK: u64 = 1024 * 1024;
 
 pub enum Body {
     Empty,
@@ -54,9 +50,8 @@ impl Body {
             BlobSource::File(file) => Body::File(FileStream {
                 file,
                 pos: blob.range.start,
-                unscheduled: remaining,
                 remaining,
-                pending: VecDeque::new(),
+                pending: None,
             }),
         }
     }
@@ -64,134 +59,136 @@ impl Body {
 
 pub struct FileStream {
     file: Arc<File>,
-    /// Next offset to schedule a read at.
+    /// Offset of the next chunk.
     pos: u64,
-    /// Bytes not yet scheduled for reading.
-    unscheduled: u64,
     /// Bytes not yet handed to hyper.
     remaining: u64,
-    /// Reads in flight, in order: while hyper writes one chunk to the socket the next is being read.
-    pending: VecDeque<JoinHandle<io::Result<Bytes>>>,
+    /// A chunk being read in from the disk on the blocking pool.
+    pending: Option<JoinHandle<io::Result<Bytes>>>,
 }
 
-/// Reads kept in flight per stream.
-const READ_AHEAD: usize = 1;
+/// Bytes per mapped chunk. Mappings cost no memory until touched, and the socket sends them with
+/// `sendfile` without touching them, so chunks can be large: fewer mappings, registry updates and
+/// wake-ups per GB. `sendfile` takes what the socket buffer has room for and hyper comes back for
+/// the rest.
+pub const MAP_CHUNK: u64 = 8 * 1024 * 1024;
 
-/// Chunk buffers are reused: a fresh 512 KiB allocation costs an mmap, page faults, zeroing and an
-/// munmap (with a TLB shootdown) per chunk, more than the read itself.
-static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-/// Buffers kept for reuse: enough for many concurrent streams, bounded so idle memory stays small.
-const POOL_MAX: usize = 40;
-
-struct PooledBuf {
-    buf: Vec<u8>,
-    len: usize,
-}
-
-impl AsRef<[u8]> for PooledBuf {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
-impl Drop for PooledBuf {
-    fn drop(&mut self) {
-        let buf = std::mem::take(&mut self.buf);
-        if let Ok(mut pool) = POOL.lock() {
-            if pool.len() < POOL_MAX {
-                pool.push(buf);
-            }
-        }
-    }
-}
-
-fn pooled_buffer() -> Vec<u8> {
-    POOL.lock()
-        .ok()
-        .and_then(|mut p| p.pop())
-        .unwrap_or_else(|| vec![0u8; CHUNK as usize])
-}
-
-/// Reads up to `len` (at most CHUNK) bytes at `pos`; fewer only at end of file.
-pub fn read_chunk(file: &File, pos: u64, len: usize) -> io::Result<Bytes> {
-    let mut buf = pooled_buffer();
-    let mut filled = 0;
-    while filled < len {
-        match file.read_at(&mut buf[filled..len], pos + filled as u64) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(Bytes::from_owner(PooledBuf { buf, len: filled }))
-}
-
-/// Maps `len` bytes of committed content at `pos`, with its pages faulted in now (MAP_POPULATE, on
-/// the blocking pool) so that hyper's `writev` later copies straight from the page cache, with no
-/// read into a buffer of ours and no page fault on the runtime's threads. Only for committed content:
-/// it never shrinks, and deleting it does not truncate a mapped inode.
-pub fn map_chunk(file: &File, pos: u64, len: usize) -> io::Result<Bytes> {
-    if len == 0 {
-        return Ok(Bytes::new());
-    }
-    if file.metadata()?.len() < pos + len as u64 {
-        // Someone shortened a committed file behind wharf's back: report it rather than map past the
-        // end (touching such pages would kill the process with SIGBUS).
-        return Ok(Bytes::new());
-    }
+/// Maps `len` bytes of committed content at `pos`, if every page of them is in the page cache;
+/// `None` if the disk would have to be read (then use [`map_chunk`] on the blocking pool). Cheap and
+/// never waits on the disk, so it runs on the runtime's threads: warm blobs need no thread hop.
+///
+/// The client's connection sends the chunk with `sendfile` straight from the page cache (see
+/// `zerocopy`), so the mapping's pages are normally never touched and never faulted in: faulting
+/// them in would cost page-table work and a TLB shootdown at unmap for nothing. Only for files that
+/// never shrink: committed content, or the part already written of a fill's ingest (deleting either
+/// does not truncate a mapped inode).
+pub fn map_if_resident(file: &Arc<File>, pos: u64, len: usize) -> io::Result<Option<Bytes>> {
+    let Some(opts) = mapping(file, pos, len)? else {
+        return Ok(Some(Bytes::new()));
+    };
     // SAFETY: the file is committed content, immutable for as long as it exists, and never
     // truncated; the mapping is read-only.
-    let map = unsafe {
-        memmap2::MmapOptions::new()
-            .offset(pos)
-            .len(len)
-            .populate()
-            .map(file)?
+    let map = unsafe { opts.map(&**file)? };
+    Ok(resident(&map).then(|| wrap(map, file, pos)))
+}
+
+/// Like [`map_if_resident`], but reads pages that are not in the page cache in first: blocking, for
+/// the blocking pool.
+pub fn map_chunk(file: &Arc<File>, pos: u64, len: usize) -> io::Result<Bytes> {
+    let Some(opts) = mapping(file, pos, len)? else {
+        return Ok(Bytes::new());
     };
-    Ok(Bytes::from_owner(map))
+    // SAFETY: as in `map_if_resident`.
+    let map = unsafe { opts.map(&**file)? };
+    if !resident(&map) {
+        // Fault the pages in through a second, short-lived mapping: the page cache keeps them, and
+        // the chunk's own mapping stays untouched (no page tables, no RSS).
+        // SAFETY: as above.
+        drop(unsafe { opts.clone().populate().map(&**file)? });
+    }
+    Ok(wrap(map, file, pos))
+}
+
+/// The mapping for `len` bytes at `pos`; `None` for an empty one, or for one past the end of the file.
+fn mapping(file: &File, pos: u64, len: usize) -> io::Result<Option<memmap2::MmapOptions>> {
+    if len == 0 {
+        return Ok(None);
+    }
+    if file.metadata()?.len() < pos + len as u64 {
+        // Someone shortened a committed file behind wharf's back: report it (the stream sees a short
+        // chunk) rather than map past the end (touching such pages would kill the process with SIGBUS).
+        return Ok(None);
+    }
+    let mut opts = memmap2::MmapOptions::new();
+    opts.offset(pos).len(len);
+    Ok(Some(opts))
+}
+
+fn wrap(map: memmap2::Mmap, file: &Arc<File>, pos: u64) -> Bytes {
+    Bytes::from_owner(crate::zerocopy::Mapped::new(map, file.clone(), pos))
+}
+
+/// Whether every page under `map` is in the page cache (`mincore`; cheap, faults nothing in).
+fn resident(map: &memmap2::Mmap) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+        let addr = map.as_ptr() as usize;
+        let base = addr & !(page - 1);
+        let span = addr - base + map.len();
+        let mut vec = vec![0u8; span.div_ceil(page)];
+        // SAFETY: `base..base + span` is inside the mapping (mmap maps from the page holding
+        // `addr`), and `vec` has one byte per page of it.
+        let r = unsafe { libc::mincore(base as *mut libc::c_void, span, vec.as_mut_ptr()) };
+        r == 0 && vec.iter().all(|b| b & 1 == 1)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = map;
+        false
+    }
 }
 
 impl FileStream {
-    fn schedule(&mut self) {
-        while self.pending.len() < READ_AHEAD && self.unscheduled > 0 {
-            let (file, pos) = (self.file.clone(), self.pos);
-            let len = self.unscheduled.min(CHUNK);
-            self.pos += len;
-            self.unscheduled -= len;
-            self.pending.push_back(tokio::task::spawn_blocking(move || {
-                map_chunk(&file, pos, len as usize)
-            }));
-        }
-    }
-
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
         if self.remaining == 0 {
             return Poll::Ready(None);
         }
-        self.schedule();
-        let Some(handle) = self.pending.front_mut() else {
-            return Poll::Ready(None);
+        let want = self.remaining.min(MAP_CHUNK);
+        let res = match &mut self.pending {
+            Some(handle) => {
+                let res = ready!(Pin::new(handle).poll(cx));
+                self.pending = None;
+                res.map_err(io::Error::other).and_then(|r| r)
+            }
+            None => match map_if_resident(&self.file, self.pos, want as usize) {
+                Ok(Some(c)) => Ok(c),
+                Ok(None) => {
+                    let (file, pos) = (self.file.clone(), self.pos);
+                    self.pending = Some(tokio::task::spawn_blocking(move || {
+                        map_chunk(&file, pos, want as usize)
+                    }));
+                    return self.poll_chunk(cx);
+                }
+                Err(e) => Err(e),
+            },
         };
-        let res = ready!(Pin::new(handle).poll(cx));
-        self.pending.pop_front();
         let chunk = match res {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Poll::Ready(Some(Err(e))),
-            Err(e) => return Poll::Ready(Some(Err(io::Error::other(e)))),
+            Ok(c) => c,
+            Err(e) => return Poll::Ready(Some(Err(e))),
         };
-        if (chunk.len() as u64) < self.remaining.min(CHUNK) {
+        if (chunk.len() as u64) < want {
             // Committed content never shrinks; if it did, stop rather than send a short body that a
             // client could mistake for the whole blob.
             self.remaining = 0;
-            self.pending.clear();
             return Poll::Ready(Some(Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "blob file is shorter than its recorded size",
             ))));
         }
-        self.remaining -= chunk.len() as u64;
-        self.schedule();
+        self.pos += want;
+        self.remaining -= want;
         Poll::Ready(Some(Ok(chunk)))
     }
 }
@@ -262,7 +259,7 @@ mod tests {
 
     #[tokio::test]
     async fn streams_mapped_chunks_and_ranges() {
-        let data: Vec<u8> = (0..(3 * CHUNK as usize + 123))
+        let data: Vec<u8> = (0..(3 * MAP_CHUNK as usize + 123))
             .map(|i| (i % 251) as u8)
             .collect();
         let f = tempfile::NamedTempFile::new().unwrap();
@@ -270,9 +267,9 @@ mod tests {
         let n = data.len() as u64;
         let all = blob(File::open(f.path()).unwrap(), n, 0, n - 1);
         assert_eq!(all.collect().await.unwrap().to_bytes(), &data[..]);
-        let part = blob(File::open(f.path()).unwrap(), n, 5000, CHUNK + 7);
+        let part = blob(File::open(f.path()).unwrap(), n, 5000, MAP_CHUNK + 7);
         let got = part.collect().await.unwrap().to_bytes();
-        assert_eq!(got, &data[5000..=(CHUNK as usize + 7)]);
+        assert_eq!(got, &data[5000..=(MAP_CHUNK as usize + 7)]);
     }
 
     #[tokio::test]
@@ -280,10 +277,39 @@ mod tests {
         let f = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(f.path(), vec![1u8; 1000]).unwrap();
         // Recorded as 2 MiB, but only 1000 bytes on disk.
-        let b = blob(File::open(f.path()).unwrap(), 2 * CHUNK, 0, 2 * CHUNK - 1);
+        let b = blob(
+            File::open(f.path()).unwrap(),
+            2 * MAP_CHUNK,
+            0,
+            2 * MAP_CHUNK - 1,
+        );
         assert!(b.collect().await.is_err());
-        assert!(map_chunk(&File::open(f.path()).unwrap(), 0, 4096)
+        assert!(map_chunk(&Arc::new(File::open(f.path()).unwrap()), 0, 4096)
             .unwrap()
             .is_empty());
+    }
+
+    /// A blob whose pages are not in the page cache is read in on the blocking pool, and served whole.
+    #[tokio::test]
+    async fn chunks_not_in_the_page_cache_are_read_in_first() {
+        use std::os::fd::AsRawFd;
+        let data: Vec<u8> = (0..(MAP_CHUNK as usize + 4096 * 3 + 5))
+            .map(|i| (i % 241) as u8)
+            .collect();
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), &data).unwrap();
+        let file = Arc::new(File::open(f.path()).unwrap());
+        file.sync_all().unwrap();
+        // SAFETY: a valid descriptor; dropping clean pages from the page cache loses nothing.
+        let r = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(r, 0);
+        assert!(
+            map_if_resident(&file, 0, 4096).unwrap().is_none(),
+            "evicted pages read as not resident"
+        );
+        let n = data.len() as u64;
+        let all = blob(File::open(f.path()).unwrap(), n, 0, n - 1);
+        assert_eq!(all.collect().await.unwrap().to_bytes(), &data[..]);
+        assert!(map_if_resident(&file, 0, 4096).unwrap().is_some());
     }
 }

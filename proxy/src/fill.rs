@@ -17,14 +17,11 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
 use tokio::sync::{mpsc, watch};
 
-use crate::body::{read_chunk, Body, CHUNK};
+use crate::body::{map_chunk, map_if_resident, Body, MAP_CHUNK};
 use crate::digest::Digest;
 use crate::meta::Meta;
 use crate::store::{BlobSource, ContentStore, IngestRef};
 use crate::upstream::{Upstream, UpstreamError};
-
-/// Readers see new bytes each time this much more has been written.
-const PUBLISH_EVERY: u64 = 256 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phase {
@@ -49,10 +46,8 @@ pub struct Progress {
     pub phase: Phase,
     /// The blob's size, once the upstream said (Content-Length) or the fill finished.
     pub size: Option<u64>,
-    /// Bytes in the ingest file.
+    /// Bytes in the ingest file, which readers may send.
     pub written: u64,
-    /// Bytes received from the upstream (the newest of them are in the fill's memory window).
-    pub received: u64,
 }
 
 /// Where to fetch a blob from and under which cached repository to record it.
@@ -68,53 +63,6 @@ pub struct Fill {
     pub digest: Digest,
     ingest: IngestRef,
     progress: watch::Receiver<Progress>,
-    /// The newest bytes received, shared with readers that keep up: they send these very buffers,
-    /// with no read back from the file and no hop to the blocking pool. Readers that fall behind the
-    /// window read the ingest file instead.
-    window: std::sync::Mutex<Window>,
-}
-
-/// Bytes `start..start + len` of the blob, as the upstream's chunks.
-#[derive(Default)]
-struct Window {
-    start: u64,
-    len: u64,
-    chunks: std::collections::VecDeque<Bytes>,
-}
-
-/// Memory per fill for the window.
-const WINDOW_MAX: u64 = 8 * 1024 * 1024;
-
-impl Window {
-    fn push(&mut self, b: Bytes) {
-        self.len += b.len() as u64;
-        self.chunks.push_back(b);
-        while self.len > WINDOW_MAX {
-            let Some(old) = self.chunks.pop_front() else {
-                break;
-            };
-            self.start += old.len() as u64;
-            self.len -= old.len() as u64;
-        }
-    }
-
-    /// The bytes at `pos` up to the end of their chunk (and before `limit`), if still in memory.
-    fn slice(&self, pos: u64, limit: u64) -> Option<Bytes> {
-        if pos < self.start || pos >= self.start + self.len {
-            return None;
-        }
-        let mut at = self.start;
-        for c in &self.chunks {
-            let next = at + c.len() as u64;
-            if pos < next {
-                let from = (pos - at) as usize;
-                let to = (next.min(limit) - at) as usize;
-                return Some(c.slice(from..to));
-            }
-            at = next;
-        }
-        None
-    }
 }
 
 #[derive(Clone)]
@@ -144,19 +92,16 @@ impl Fills {
                     phase: Phase::Connecting,
                     size: None,
                     written: 0,
-                    received: 0,
                 });
                 let fill = Arc::new(Fill {
                     digest: digest.clone(),
                     ingest: ingest.clone(),
                     progress: rx,
-                    window: Default::default(),
                 });
                 e.insert(fill.clone());
                 let this = self.clone();
                 let d = digest.clone();
-                let f = fill.clone();
-                tokio::spawn(async move { this.run(d, ingest, source, tx, f).await });
+                tokio::spawn(async move { this.run(d, ingest, source, tx).await });
                 fill
             }
         }
@@ -177,9 +122,8 @@ impl Fills {
         ingest: IngestRef,
         src: Source,
         tx: watch::Sender<Progress>,
-        fill: Arc<Fill>,
     ) {
-        let outcome = self.fetch(&digest, &ingest, &src, &tx, &fill).await;
+        let outcome = self.fetch(&digest, &ingest, &src, &tx).await;
         let end = match outcome {
             Ok(size) => {
                 tracing::info!(upstream = %src.upstream.host, repo = %src.remote, %digest, size, "blob cached");
@@ -187,7 +131,6 @@ impl Fills {
                     phase: Phase::Done,
                     size: Some(size),
                     written: size,
-                    received: size,
                 }
             }
             Err(phase) => {
@@ -213,7 +156,6 @@ impl Fills {
         ingest: &IngestRef,
         src: &Source,
         tx: &watch::Sender<Progress>,
-        fill: &Fill,
     ) -> Result<u64, Phase> {
         let failed = |m: String| Phase::Failed(m.into());
         let mut w = self
@@ -282,19 +224,14 @@ impl Fills {
             let Ok(data) = frame.into_data() else {
                 continue;
             };
-            if let Ok(mut win) = fill.window.lock() {
-                win.push(data.clone());
-            }
             w.write(data)
                 .await
                 .map_err(|e| failed(format!("cannot write to the cache: {e}")))?;
-            if w.offset() - published >= PUBLISH_EVERY {
-                published = w.offset();
-                let written = w.written();
-                tx.send_modify(|p| {
-                    p.received = published;
-                    p.written = written;
-                });
+            // Readers wake when a write to the ingest has finished, not per received frame.
+            let written = w.written();
+            if written != published {
+                published = written;
+                tx.send_modify(|p| p.written = written);
             }
         }
         let got = w.offset();
@@ -318,7 +255,6 @@ impl Fills {
             }
             tx.send_modify(|p| {
                 p.written = got;
-                p.received = got;
                 p.phase = Phase::Verified;
             });
         } else {
@@ -327,7 +263,6 @@ impl Fills {
                 .map_err(|e| failed(format!("cannot write to the cache: {e}")))?;
             tx.send_modify(|p| {
                 p.written = got;
-                p.received = got;
             });
         }
         let size = w.commit(digest, size).await.map_err(|e| {
@@ -402,29 +337,22 @@ impl Fill {
                 end
             } else {
                 let total = p.size.unwrap_or(u64::MAX);
-                p.received.min(total.saturating_sub(1)).min(end)
+                p.written.min(total.saturating_sub(1)).min(end)
             };
             if pos < limit {
-                let in_memory = self.window.lock().ok().and_then(|w| w.slice(pos, limit));
-                let chunk = match in_memory {
+                // Readers send what is written to the ingest: mapped, it leaves with `sendfile` from
+                // the page cache (see `zerocopy`), with no copy through wharf, and trails what has
+                // arrived from the upstream by one write.
+                let f = match &file {
+                    Some(f) => f.clone(),
+                    None => file.insert(self.open_file(&store, &mut rx).await?).clone(),
+                };
+                let n = (limit - pos).min(MAP_CHUNK) as usize;
+                let chunk = match map_if_resident(&f, pos, n)? {
                     Some(c) => c,
-                    // Behind the window: the file has it once written (it lags by a flush or two).
-                    None if finished || pos < p.written => {
-                        let f = match &file {
-                            Some(f) => f.clone(),
-                            None => file.insert(self.open_file(&store, &mut rx).await?).clone(),
-                        };
-                        let readable = if finished {
-                            limit
-                        } else {
-                            p.written.min(limit)
-                        };
-                        let n = (readable - pos).min(CHUNK) as usize;
-                        tokio::task::spawn_blocking(move || read_chunk(&f, pos, n))
-                            .await
-                            .map_err(io::Error::other)??
-                    }
-                    None => Bytes::new(),
+                    None => tokio::task::spawn_blocking(move || map_chunk(&f, pos, n))
+                        .await
+                        .map_err(io::Error::other)??,
                 };
                 if !chunk.is_empty() {
                     pos += chunk.len() as u64;
