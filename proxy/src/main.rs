@@ -29,6 +29,19 @@ enum Command {
     },
 }
 
+/// Each read from an upstream lands in a fresh buffer of a few hundred KiB (hyper's), held until it is
+/// written and hashed. glibc hands such buffers back to the kernel when freed and the next read then
+/// faults in new zeroed pages: about a tenth of a cold pull's CPU (measured with perf). Serving them
+/// from the heap and keeping a few MiB of freed memory for reuse avoids that.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters (under the allocator's own lock).
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 32 << 20);
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // One line per request: batched, so logging costs a copy rather than a syscall per request.
@@ -45,6 +58,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => {
             let cfg = Config::load(config.as_deref())?;
+            keep_freed_memory();
             let served = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
