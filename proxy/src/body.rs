@@ -75,7 +75,8 @@ pub const MAP_CHUNK: u64 = 8 * 1024 * 1024;
 
 /// Maps `len` bytes of committed content at `pos`, if every page of them is in the page cache;
 /// `None` if the disk would have to be read (then use [`map_chunk`] on the blocking pool). Cheap and
-/// never waits on the disk, so it runs on the runtime's threads: warm blobs need no thread hop.
+/// never waits on the disk, so it runs on the runtime's threads: warm blobs need no thread hop. (Pages
+/// evicted between this check and the send are read back by `sendfile` itself: rare, and one chunk.)
 ///
 /// The client's connection sends the chunk with `sendfile` straight from the page cache (see
 /// `zerocopy`), so the mapping's pages are normally never touched and never faulted in: faulting
