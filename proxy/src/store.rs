@@ -19,6 +19,7 @@ use crate::digest::Digest;
 use crate::range::ByteRange;
 
 pub mod fs;
+mod hashing;
 
 pub use fs::FsStore;
 

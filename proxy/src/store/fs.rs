@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::task::JoinHandle;
 
+use super::hashing::HashQueue;
 use super::{Blob, BlobSource, BlobWriter, IngestRef, Ingester, Provider, StoreError};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::range::ByteRange;
@@ -222,7 +223,7 @@ impl Ingester for FsStore {
                 store,
                 path,
                 file: Some(file),
-                hasher: Some(hasher),
+                hash: HashQueue::new(hasher),
                 inflight: None,
                 pending: Vec::new(),
                 pending_len: 0,
@@ -302,12 +303,13 @@ impl Ingester for FsStore {
 pub struct FsWriter {
     store: FsStore,
     path: PathBuf,
-    /// The file and running hash; each taken by its job while a flush runs.
+    /// The file; taken by the write job while a flush runs.
     file: Option<File>,
-    hasher: Option<Hasher>,
-    /// At most one flush in flight, as two jobs on the blocking pool that run in parallel (write and
-    /// hash); bytes keep arriving meanwhile, so receiving never waits on the disk or the hash.
-    inflight: Option<(JoinHandle<io::Result<File>>, JoinHandle<Hasher>)>,
+    /// The running digest, fed each batch as its write starts.
+    hash: Arc<HashQueue>,
+    /// At most one write in flight on the blocking pool; bytes keep arriving meanwhile, so receiving
+    /// never waits on the disk.
+    inflight: Option<JoinHandle<io::Result<File>>>,
     /// Received chunks not yet handed to a flush, kept as they came: no copy into a larger buffer.
     pending: Vec<Bytes>,
     pending_len: usize,
@@ -316,6 +318,9 @@ pub struct FsWriter {
     inflight_end: u64,
     settled: u64,
 }
+
+/// Bytes the running hash may lag behind the writes.
+const HASH_BACKLOG: usize = 4 * WRITE_BUF;
 
 /// Chunks per flush at most: one `writev` takes up to IOV_MAX (1024) slices.
 const MAX_CHUNKS: usize = 1024;
@@ -343,11 +348,10 @@ fn join_err(e: tokio::task::JoinError) -> StoreError {
 }
 
 impl FsWriter {
-    /// Waits for the flush in flight, if any.
+    /// Waits for the write in flight, if any.
     async fn settle(&mut self) -> Result<(), StoreError> {
-        if let Some((write, hash)) = self.inflight.take() {
+        if let Some(write) = self.inflight.take() {
             let file = write.await.map_err(join_err)??;
-            self.hasher = Some(hash.await.map_err(join_err)?);
             self.file = Some(file);
             self.settled = self.inflight_end;
         }
@@ -363,20 +367,14 @@ impl FsWriter {
         let chunks: Arc<Vec<Bytes>> = Arc::new(std::mem::take(&mut self.pending));
         self.pending_len = 0;
         let mut file = self.file.take().ok_or_else(lost)?;
-        let mut hasher = self.hasher.take().ok_or_else(lost)?;
         self.inflight_end = self.offset;
-        let to_write = chunks.clone();
-        let write = tokio::task::spawn_blocking(move || {
-            write_all_vectored(&mut file, &to_write)?;
+        self.hash.push(chunks.clone());
+        self.inflight = Some(tokio::task::spawn_blocking(move || {
+            write_all_vectored(&mut file, &chunks)?;
             Ok(file)
-        });
-        let hash = tokio::task::spawn_blocking(move || {
-            for c in chunks.iter() {
-                hasher.update(c);
-            }
-            hasher
-        });
-        self.inflight = Some((write, hash));
+        }));
+        // Bound how far the hash may fall behind, and the memory its queue holds.
+        self.hash.wait_below(HASH_BACKLOG).await;
         Ok(())
     }
 }
@@ -411,7 +409,7 @@ impl BlobWriter for FsWriter {
 
     async fn sha256(&mut self) -> Result<Digest, StoreError> {
         self.flush().await?;
-        Ok(self.hasher.as_ref().ok_or_else(lost)?.clone().finish())
+        Ok(self.hash.current().await.finish())
     }
 
     async fn commit(
@@ -421,7 +419,7 @@ impl BlobWriter for FsWriter {
     ) -> Result<u64, StoreError> {
         self.flush().await?;
         let file = self.file.take().ok_or_else(lost)?;
-        let hasher = self.hasher.take().ok_or_else(lost)?;
+        let hasher = self.hash.current().await;
         let path = self.path.clone();
         let dest = self.store.blob_path(expected);
         let expected = expected.clone();
