@@ -13,7 +13,7 @@ use anyhow::{bail, ensure, Context as _, Result};
 use crate::http;
 use crate::load;
 use crate::procstat::{Cost, Meter};
-use crate::report::{median, CaseResult, Metric, Stat};
+use crate::report::{CaseResult, Metric, Stat};
 use crate::seed::{self, Blob, Image, UploadStyle, ACCEPT};
 use crate::servers::{self, DistMode, Server, UpstreamEntry};
 
@@ -90,13 +90,6 @@ pub struct Env {
     pub image: Image,
     /// Every measured run's cost, for the machine-noise summary.
     pub costs: RefCell<Vec<Cost>>,
-}
-
-/// What one cold pull took, for case 5's "≤ 1.1× one pull".
-#[derive(Debug, Clone, Copy)]
-pub struct ColdRef {
-    pub wharf_wall: f64,
-    pub proxy_wall: f64,
 }
 
 fn blob_path(repo: &str, b: &Blob) -> String {
@@ -447,13 +440,13 @@ fn cold_pull(env: &Env, via: &Server, path: &str) -> Result<(f64, Cost)> {
 }
 
 /// Case 4: one cold pull through wharf, and through distribution's proxy mode, vs a direct GET.
-pub fn cold_pull_case(env: &Env) -> Result<(CaseResult, ColdRef)> {
+pub fn cold_pull_case(env: &Env) -> Result<CaseResult> {
     let big = env.big();
     let direct_path = blob_path(COLD_REPO, big);
     let wharf_path = cold_path_wharf(env);
     // Warm the upstream's page cache, as for a local upstream that serves the blob often.
     http::get_discard(env.upstream.addr, &direct_path)?;
-    let [mut rate, mut ratio, mut cpu, mut rss, mut wall]: [PerServer; 5] = Default::default();
+    let [mut rate, mut ratio, mut cpu, mut rss]: [PerServer; 4] = Default::default();
     let mut direct = Vec::new();
     for rep in 0..env.s.cold_reps {
         let ((h, n), c) = env.measure(env.upstream.pids(), vec![], || {
@@ -470,7 +463,6 @@ pub fn cold_pull_case(env: &Env) -> Result<(CaseResult, ColdRef)> {
         ratio[0].push(r / d);
         cpu[0].push(c.cpu_s / gb(big.len));
         rss[0].push(c.peak_rss_mib);
-        wall[0].push(c.wall_s);
 
         let p = proxy_distribution(env, &rep.to_string())?;
         let (r, c) = cold_pull(env, &p, &direct_path)?;
@@ -479,12 +471,7 @@ pub fn cold_pull_case(env: &Env) -> Result<(CaseResult, ColdRef)> {
         ratio[2].push(r / d);
         cpu[2].push(c.cpu_s / gb(big.len));
         rss[2].push(c.peak_rss_mib);
-        wall[2].push(c.wall_s);
     }
-    let cold_ref = ColdRef {
-        wharf_wall: median(&wall[0]),
-        proxy_wall: median(&wall[2]),
-    };
     let ratio = medians("cold ÷ direct", "×", ratio);
     let met = ratio.value(0).map(|r| r >= 0.95);
     let direct_stat = Stat::median(direct);
@@ -493,46 +480,43 @@ pub fn cold_pull_case(env: &Env) -> Result<(CaseResult, ColdRef)> {
     // one core hashes it, whatever else it does: measured here, with the SHA-256 code wharf uses.
     let sha = Stat::median((0..3).map(|_| sha256_rate()).collect());
     let ceiling = Stat::median(vec![(sha.value / direct_med).min(1.0)]);
-    Ok((
-        CaseResult {
-            id: "4".into(),
-            title: format!("cold pull through the mirror, {}", size_label(big.len)),
-            metrics: vec![
-                medians("cold pull", "GB/s", rate),
-                Metric::new(
-                    "direct GET from upstream",
-                    "GB/s",
-                    [None, None, Some(direct_stat)],
-                ),
-                ratio.with_target("wharf ≥ 0.95× direct", met),
-                Metric::new("SHA-256 on one core", "GB/s", [Some(sha), None, None]),
-                Metric::new(
-                    "verifying ceiling ÷ direct",
-                    "×",
-                    [Some(ceiling), None, None],
-                ),
-                medians("server CPU", "s per GB", cpu),
-                peaks(rss),
-            ],
-            notes: vec![
-                "distribution column: distribution as a pull-through cache (proxy.remoteurl) of \
+    Ok(CaseResult {
+        id: "4".into(),
+        title: format!("cold pull through the mirror, {}", size_label(big.len)),
+        metrics: vec![
+            medians("cold pull", "GB/s", rate),
+            Metric::new(
+                "direct GET from upstream",
+                "GB/s",
+                [None, None, Some(direct_stat)],
+            ),
+            ratio.with_target("wharf ≥ 0.95× direct", met),
+            Metric::new("SHA-256 on one core", "GB/s", [Some(sha), None, None]),
+            Metric::new(
+                "verifying ceiling ÷ direct",
+                "×",
+                [Some(ceiling), None, None],
+            ),
+            medians("server CPU", "s per GB", cpu),
+            peaks(rss),
+        ],
+        notes: vec![
+            "distribution column: distribution as a pull-through cache (proxy.remoteurl) of \
                  the same upstream; nginx has no such mode"
-                    .into(),
-                format!(
-                    "direct: GET from the upstream distribution itself ({} GB/s); each pull \
+                .into(),
+            format!(
+                "direct: GET from the upstream distribution itself ({} GB/s); each pull \
                      starts a cache with an empty data dir; a cold pull runs upstream, cache and \
                      client on the same 2 CPUs, a direct one only upstream and client",
-                    crate::report::num(direct_med)
-                ),
-                "verifying ceiling: SHA-256 rate ÷ direct rate, the best any mirror can do that \
+                crate::report::num(direct_med)
+            ),
+            "verifying ceiling: SHA-256 rate ÷ direct rate, the best any mirror can do that \
                  holds the last byte until the digest verifies, with a core of its own for hashing \
                  (wharf does; distribution 2.8's proxy mode does not: it passes a second upstream \
                  GET to its client unverified and stores the blob from another GET beside it)"
-                    .into(),
-            ],
-        },
-        cold_ref,
-    ))
+                .into(),
+        ],
+    })
 }
 
 /// GB/s of SHA-256 on one core over 256 MiB in memory (the `sha2` crate, as in wharf).
@@ -554,38 +538,30 @@ fn upstream_gets(log: &Path, from: u64, hex: &str) -> Result<u64> {
 }
 
 /// Case 5: 8 clients pull the same cold blob at once; how many times did the upstream send it?
-pub fn herd_case(env: &Env, cold_ref: Option<ColdRef>) -> Result<CaseResult> {
+pub fn herd_case(env: &Env) -> Result<CaseResult> {
     let big = env.big();
     let n = env.s.herd;
     let direct_path = blob_path(COLD_REPO, big);
     let wharf_path = cold_path_wharf(env);
-    let cold_ref = match cold_ref {
-        Some(r) => r,
-        None => {
-            // Case 4 did not run: one cold pull of each as the reference.
-            let w = mirror_wharf(env, "ref")?;
-            let (_, cw) = cold_pull(env, &w, &wharf_path)?;
-            discard(w);
-            let p = proxy_distribution(env, "ref")?;
-            let (_, cp) = cold_pull(env, &p, &direct_path)?;
-            discard(p);
-            ColdRef {
-                wharf_wall: cw.wall_s,
-                proxy_wall: cp.wall_s,
-            }
-        }
-    };
     let [mut gets, mut rel, mut rate, mut rss]: [PerServer; 4] = Default::default();
     let mut notes = Vec::new();
     for rep in 0..env.s.herd_reps {
         for (i, is_wharf) in [(0usize, true), (2usize, false)] {
             let label = format!("herd-{rep}");
-            let s = if is_wharf {
-                mirror_wharf(env, &label)?
-            } else {
-                proxy_distribution(env, &label)?
+            let fresh = |label: &str| {
+                if is_wharf {
+                    mirror_wharf(env, label)
+                } else {
+                    proxy_distribution(env, label)
+                }
             };
             let path = if is_wharf { &wharf_path } else { &direct_path };
+            // The reference: one cold pull through a fresh cache just before the herd, so that the
+            // ratio compares runs made under the same conditions of this noisy machine.
+            let one_server = fresh(&format!("one-{rep}"))?;
+            let (_, one) = cold_pull(env, &one_server, path)?;
+            discard(one_server);
+            let s = fresh(&label)?;
             let from = fs::metadata(&env.upstream.log)?.len();
             let ((ok, bytes), c) = env.measure(s.pids(), env.upstream.pids(), || {
                 concurrent_gets(s.addr, path, n, big.len)
@@ -600,13 +576,8 @@ pub fn herd_case(env: &Env, cold_ref: Option<ColdRef>) -> Result<CaseResult> {
                     crate::report::SERVERS[i]
                 ));
             }
-            let one = if is_wharf {
-                cold_ref.wharf_wall
-            } else {
-                cold_ref.proxy_wall
-            };
             gets[i].push(g as f64);
-            rel[i].push(c.wall_s / one);
+            rel[i].push(c.wall_s / one.wall_s);
             rate[i].push(gb(bytes) / c.wall_s);
             rss[i].push(c.peak_rss_mib);
         }
@@ -628,7 +599,7 @@ pub fn herd_case(env: &Env, cold_ref: Option<ColdRef>) -> Result<CaseResult> {
     notes.insert(
         0,
         "distribution column: distribution's proxy mode; upstream GETs counted in the upstream's \
-         access log"
+         access log; \"one cold pull\": a single pull through a fresh cache right before each herd run"
             .into(),
     );
     Ok(CaseResult {

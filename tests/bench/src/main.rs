@@ -151,14 +151,11 @@ fn main() -> Result<()> {
     step("3", "manifest GET/HEAD, blob HEAD", &mut || {
         cases::request_rates(&env)
     });
-    let mut cold_ref = None;
     step("4", "cold pull through the mirror", &mut || {
-        let (r, c) = cases::cold_pull_case(&env)?;
-        cold_ref = Some(c);
-        Ok(vec![r])
+        Ok(vec![cases::cold_pull_case(&env)?])
     });
     step("5", "concurrent cold pulls", &mut || {
-        Ok(vec![cases::herd_case(&env, cold_ref)?])
+        Ok(vec![cases::herd_case(&env)?])
     });
     step("6", "storage", &mut || Ok(vec![cases::storage_case(&env)?]));
     step("7", "plugins", &mut || Ok(vec![cases::plugins_case()]));
