@@ -446,7 +446,7 @@ pub fn cold_pull_case(env: &Env) -> Result<CaseResult> {
     let wharf_path = cold_path_wharf(env);
     // Warm the upstream's page cache, as for a local upstream that serves the blob often.
     http::get_discard(env.upstream.addr, &direct_path)?;
-    let [mut rate, mut ratio, mut cpu, mut rss]: [PerServer; 4] = Default::default();
+    let [mut rate, mut ratio, mut cpu, mut rss, mut busy]: [PerServer; 5] = Default::default();
     let mut direct = Vec::new();
     for rep in 0..env.s.cold_reps {
         let ((h, n), c) = env.measure(env.upstream.pids(), vec![], || {
@@ -463,6 +463,7 @@ pub fn cold_pull_case(env: &Env) -> Result<CaseResult> {
         ratio[0].push(r / d);
         cpu[0].push(c.cpu_s / gb(big.len));
         rss[0].push(c.peak_rss_mib);
+        busy[0].push(c.machine_busy_s / c.wall_s);
 
         let p = proxy_distribution(env, &rep.to_string())?;
         let (r, c) = cold_pull(env, &p, &direct_path)?;
@@ -471,6 +472,7 @@ pub fn cold_pull_case(env: &Env) -> Result<CaseResult> {
         ratio[2].push(r / d);
         cpu[2].push(c.cpu_s / gb(big.len));
         rss[2].push(c.peak_rss_mib);
+        busy[2].push(c.machine_busy_s / c.wall_s);
     }
     let ratio = medians("cold ÷ direct", "×", ratio);
     let met = ratio.value(0).map(|r| r >= 0.95);
@@ -498,9 +500,12 @@ pub fn cold_pull_case(env: &Env) -> Result<CaseResult> {
                 [Some(ceiling), None, None],
             ),
             medians("server CPU", "s per GB", cpu),
+            medians("machine CPUs busy", "CPUs", busy),
             peaks(rss),
         ],
         notes: vec![
+            "machine CPUs busy: of 2; near 2 means the pull was bound by CPU, not by waiting"
+                .into(),
             "distribution column: distribution as a pull-through cache (proxy.remoteurl) of \
                  the same upstream; nginx has no such mode"
                 .into(),
@@ -543,7 +548,7 @@ pub fn herd_case(env: &Env) -> Result<CaseResult> {
     let n = env.s.herd;
     let direct_path = blob_path(COLD_REPO, big);
     let wharf_path = cold_path_wharf(env);
-    let [mut gets, mut rel, mut rate, mut rss]: [PerServer; 4] = Default::default();
+    let [mut gets, mut rel, mut rate, mut rss, mut busy]: [PerServer; 5] = Default::default();
     let mut notes = Vec::new();
     for rep in 0..env.s.herd_reps {
         for (i, is_wharf) in [(0usize, true), (2usize, false)] {
@@ -578,6 +583,7 @@ pub fn herd_case(env: &Env) -> Result<CaseResult> {
             }
             gets[i].push(g as f64);
             rel[i].push(c.wall_s / one.wall_s);
+            busy[i].push(c.machine_busy_s / c.wall_s);
             rate[i].push(gb(bytes) / c.wall_s);
             rss[i].push(c.peak_rss_mib);
         }
@@ -609,6 +615,7 @@ pub fn herd_case(env: &Env) -> Result<CaseResult> {
             gets,
             rel.with_target("wharf ≤ 1.1×", rel_met),
             medians("aggregate to clients", "GB/s", rate),
+            medians("machine CPUs busy", "CPUs", busy),
             peaks(rss),
         ],
         notes,

@@ -122,6 +122,8 @@ pub struct Cost {
     pub background_cpu_s: f64,
     /// CPU seconds the hypervisor took away.
     pub steal_s: f64,
+    /// CPU seconds the whole machine was busy (every process, the kernel's interrupt work too).
+    pub machine_busy_s: f64,
 }
 
 /// Measures a server (its processes) over a run: start before the load, `stop` after.
@@ -171,6 +173,7 @@ impl Meter {
             peak_rss_mib: peak_kib as f64 / 1024.0,
             background_cpu_s: (busy - cpu_s - helpers - own).max(0.0),
             steal_s: (st1 - self.ticks0.1) as f64 / clk_tck(),
+            machine_busy_s: busy,
         }
     }
 }
