@@ -17,7 +17,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
 use tokio::sync::{mpsc, watch};
 
-use crate::body::{map_chunk, map_if_resident, Body, MAP_CHUNK};
+use crate::body::{map_chunk, map_if_resident, Body, Sending, MAP_CHUNK};
 use crate::digest::Digest;
 use crate::meta::Meta;
 use crate::store::{BlobSource, ContentStore, IngestRef};
@@ -348,11 +348,15 @@ impl Fill {
                     None => file.insert(self.open_file(&store, &mut rx).await?).clone(),
                 };
                 let n = (limit - pos).min(MAP_CHUNK) as usize;
-                let chunk = match map_if_resident(&f, pos, n)? {
+                // Always zero-copy: a fill keeps the CPUs busy (hashing, writing), so sparing them
+                // the copies matters more here than the client's cache.
+                let chunk = match map_if_resident(&f, pos, n, Sending::Zerocopy)? {
                     Some(c) => c,
-                    None => tokio::task::spawn_blocking(move || map_chunk(&f, pos, n))
-                        .await
-                        .map_err(io::Error::other)??,
+                    None => tokio::task::spawn_blocking(move || {
+                        map_chunk(&f, pos, n, Sending::Zerocopy)
+                    })
+                    .await
+                    .map_err(io::Error::other)??,
                 };
                 if !chunk.is_empty() {
                     pos += chunk.len() as u64;

@@ -8,7 +8,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
-use crate::body::{map_chunk, Body, MAP_CHUNK};
+use crate::body::{map_chunk, map_if_resident, Body, Sending, MAP_CHUNK};
 use crate::store::{Blob, BlobSource};
 
 fn file_with(data: &[u8]) -> Arc<File> {
@@ -21,7 +21,7 @@ fn file_with(data: &[u8]) -> Arc<File> {
 fn finds_the_file_behind_any_slice_of_a_live_mapping_only() {
     let data: Vec<u8> = (0..3 * 4096 + 17).map(|i| (i % 253) as u8).collect();
     let file = file_with(&data);
-    let chunk = map_chunk(&file, 5000, 6000).unwrap();
+    let chunk = map_chunk(&file, 5000, 6000, Sending::Zerocopy).unwrap();
     let (_, off) = lookup(&chunk).expect("a registered mapping");
     assert_eq!(off, 5000);
     let (_, off) = lookup(&chunk.slice(100..200)).expect("inside the mapping");
@@ -32,8 +32,17 @@ fn finds_the_file_behind_any_slice_of_a_live_mapping_only() {
     );
     let addr = chunk.as_ptr() as usize;
     drop(chunk);
-    let m = MAPPINGS.read().unwrap();
-    assert!(!m.contains_key(&addr), "a dropped mapping is unregistered");
+    assert!(
+        !MAPPINGS.read().unwrap().contains_key(&addr),
+        "a dropped mapping is unregistered"
+    );
+    let copied = map_if_resident(&file, 0, 4096, Sending::Copy)
+        .unwrap()
+        .expect("just written, so in the page cache");
+    assert!(
+        lookup(&copied).is_none(),
+        "a chunk to copy is not sent with sendfile"
+    );
 }
 
 /// A blob body served by hyper over a real loopback connection goes out with `sendfile` and arrives
@@ -52,11 +61,14 @@ async fn blob_bodies_go_out_with_sendfile_and_arrive_intact() {
     let server = tokio::spawn(async move {
         let (sock, _) = listener.accept().await.unwrap();
         let svc = service_fn(move |_req| {
-            let body = Body::blob(Blob {
-                size: n,
-                range: crate::range::ByteRange { start, end },
-                source: BlobSource::File(served.clone()),
-            });
+            let body = Body::blob_sent(
+                Blob {
+                    size: n,
+                    range: crate::range::ByteRange { start, end },
+                    source: BlobSource::File(served.clone()),
+                },
+                Some(Sending::Zerocopy),
+            );
             async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(body)) }
         });
         hyper::server::conn::http1::Builder::new()
