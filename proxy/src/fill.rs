@@ -23,6 +23,9 @@ use crate::meta::Meta;
 use crate::store::{BlobSource, ContentStore, IngestRef};
 use crate::upstream::{Upstream, UpstreamError};
 
+/// How long an upstream may pause before what it has sent so far is written out for readers.
+const IDLE_FLUSH: std::time::Duration = std::time::Duration::from_millis(50);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phase {
     /// Waiting for the upstream's response headers.
@@ -202,7 +205,20 @@ impl Fills {
         let mut body = resp.into_body();
         let mut published = 0;
         loop {
-            let frame = match tokio::time::timeout(src.upstream.timeout, body.frame()).await {
+            let next = match tokio::time::timeout(IDLE_FLUSH, body.frame()).await {
+                Ok(next) => Ok(next),
+                Err(_) => {
+                    // The upstream paused: readers only see written bytes, so write out what has
+                    // arrived rather than hold it until a whole write batch has come in.
+                    w.flush()
+                        .await
+                        .map_err(|e| failed(format!("cannot write to the cache: {e}")))?;
+                    published = w.written();
+                    tx.send_modify(|p| p.written = published);
+                    tokio::time::timeout(src.upstream.timeout, body.frame()).await
+                }
+            };
+            let frame = match next {
                 Err(_) => {
                     return Err(failed(format!(
                         "upstream {} stalled after {} bytes",

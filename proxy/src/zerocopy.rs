@@ -29,7 +29,7 @@ struct Region {
 /// Live mappings by start address.
 static MAPPINGS: RwLock<BTreeMap<usize, Region>> = RwLock::new(BTreeMap::new());
 
-/// Bytes sent with `sendfile` since start (tests and the benchmark's sanity checks read it).
+/// Bytes sent with `sendfile` since start: the tests read it to see that the zero-copy path ran.
 pub static SENT: AtomicU64 = AtomicU64::new(0);
 
 /// Owner of a mapped chunk: registered while alive, so a socket can send it from the file.

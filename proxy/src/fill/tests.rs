@@ -22,6 +22,8 @@ enum Behaviour {
     Good,
     WrongBytes,
     CutOff,
+    /// Sends a little, then pauses for a few seconds before the rest.
+    Pause,
 }
 
 async fn serve(data: Arc<Vec<u8>>, how: Behaviour, gets: Arc<AtomicUsize>) -> String {
@@ -50,8 +52,10 @@ async fn serve(data: Arc<Vec<u8>>, how: Behaviour, gets: Arc<AtomicUsize>) -> St
                             } else {
                                 len
                             };
-                            for c in body[..cut].chunks(64 * 1024) {
-                                tokio::time::sleep(Duration::from_millis(2)).await;
+                            for (i, c) in body[..cut].chunks(64 * 1024).enumerate() {
+                                let pause = matches!(how, Behaviour::Pause) && i == 2;
+                                let ms = if pause { 3000 } else { 2 };
+                                tokio::time::sleep(Duration::from_millis(ms)).await;
                                 if tx.send(Ok(Bytes::copy_from_slice(c))).await.is_err() {
                                     return;
                                 }
@@ -195,4 +199,33 @@ async fn ranges_are_served_from_a_fill_in_flight() {
     assert_eq!(&mid[..], &data[1_000_000..1_005_000]);
     assert_eq!(&tail[..], &data[data.len() - 10..]);
     assert_eq!(gets.load(Ordering::SeqCst), 1);
+}
+
+/// A slow upstream's bytes reach readers while it pauses, not only once a whole write batch is in.
+#[tokio::test]
+async fn readers_get_what_arrived_while_the_upstream_pauses() {
+    let data = data();
+    let d = Digest::sha256_of(&data);
+    let s = setup(serve(data.clone(), Behaviour::Pause, Default::default()).await).await;
+    let fill = s.fill(&d);
+    let p = fill.ready().await;
+    let mut body = fill.body(s.store.clone(), 0, p.size);
+    let mut got = Vec::new();
+    let waited = tokio::time::timeout(Duration::from_millis(1500), async {
+        while got.len() < 2 * 64 * 1024 {
+            let f = body.frame().await.unwrap().unwrap();
+            got.extend_from_slice(&f.into_data().unwrap());
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "only {} of the 128 KiB sent before the pause reached the reader",
+        got.len()
+    );
+    assert_eq!(got[..], data[..got.len()]);
+    while let Some(f) = body.frame().await {
+        got.extend_from_slice(&f.unwrap().into_data().unwrap());
+    }
+    assert!(got == *data, "the whole blob after the pause");
 }
