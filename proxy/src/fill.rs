@@ -47,7 +47,7 @@ pub enum Phase {
 #[derive(Debug, Clone)]
 pub struct Progress {
     pub phase: Phase,
-    /// The blob's size, once the upstream said (Content-Length) or the fill finished.
+    /// The blob's size, once the upstream said (Content-Length) or the bytes verified.
     pub size: Option<u64>,
     /// Bytes in the ingest file, which readers may send.
     pub written: u64,
@@ -269,8 +269,11 @@ impl Fills {
                     src.upstream.host
                 )));
             }
+            // The length is known now even if the upstream never said it (a chunked response):
+            // readers that streamed without one end their bodies here.
             tx.send_modify(|p| {
                 p.written = got;
+                p.size = Some(got);
                 p.phase = Phase::Verified;
             });
         } else {
@@ -342,11 +345,18 @@ impl Fill {
                 }
                 _ => {}
             }
-            let end = end.or(p.size).unwrap_or(u64::MAX);
+            let finished = matches!(p.phase, Phase::Done | Phase::Verified);
+            // Without a length (the upstream answered chunked) a body runs to what has been
+            // written, and ends only when the fill is finished: the end of a chunked body is the
+            // "last byte" held back until the digest verifies.
+            let end = match end.or(p.size) {
+                Some(e) => e,
+                None if finished => p.written,
+                None => u64::MAX,
+            };
             if pos >= end {
                 return Ok(());
             }
-            let finished = matches!(p.phase, Phase::Done | Phase::Verified);
             // The blob's last byte is held back until it is verified: a client must never receive
             // a whole body that then turns out to have the wrong digest.
             let limit = if finished {

@@ -21,6 +21,7 @@ mod relay;
 mod token_server;
 
 // Tests.
+mod chunked;
 mod containerd;
 mod dedupe;
 mod docker_daemon;

@@ -27,6 +27,17 @@ enum Behaviour {
 }
 
 async fn serve(data: Arc<Vec<u8>>, how: Behaviour, gets: Arc<AtomicUsize>) -> String {
+    serve_framed(data, how, false, gets).await
+}
+
+/// `chunked`: answer with `Transfer-Encoding: chunked` and no `Content-Length`, as some registries
+/// and CDNs do.
+async fn serve_framed(
+    data: Arc<Vec<u8>>,
+    how: Behaviour,
+    chunked: bool,
+    gets: Arc<AtomicUsize>,
+) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -64,10 +75,14 @@ async fn serve(data: Arc<Vec<u8>>, how: Behaviour, gets: Arc<AtomicUsize>) -> St
                                 let _ = tx.send(Err(std::io::Error::other("cut off"))).await;
                             }
                         });
-                        let resp = Response::builder()
-                            .header("content-length", len)
-                            .body(Body::channel(rx, Some(len as u64)))
-                            .unwrap();
+                        let resp = if chunked {
+                            Response::new(Body::channel(rx, None))
+                        } else {
+                            Response::builder()
+                                .header("content-length", len)
+                                .body(Body::channel(rx, Some(len as u64)))
+                                .unwrap()
+                        };
                         Ok::<_, Infallible>(resp)
                     }
                 });
@@ -161,12 +176,64 @@ async fn concurrent_misses_make_one_upstream_request() {
     );
 }
 
+/// An upstream that answers chunked, without a length: every reader, whether it joined while the
+/// bytes streamed or after they verified, gets the whole blob and a clean end of its body (which,
+/// without a length, is what tells a client it has everything); the blob is cached.
+#[tokio::test]
+async fn a_chunked_upstream_reaches_every_reader_whole() {
+    for size in [1_000_000usize, 3_000_000] {
+        let data = Arc::new(data()[..size].to_vec());
+        let gets = Arc::new(AtomicUsize::new(0));
+        let d = Digest::sha256_of(&data);
+        let s = setup(serve_framed(data.clone(), Behaviour::Good, true, gets.clone()).await).await;
+        let first = s.fill(&d);
+        assert_eq!(
+            first.ready().await.size,
+            None,
+            "the upstream gave no length"
+        );
+        let mut readers = Vec::new();
+        for i in 0..6 {
+            let (f, store) = (s.fill(&d), s.store.clone());
+            readers.push(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(i * 7)).await;
+                read(f, store).await
+            }));
+        }
+        for r in readers {
+            let got = r
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{size} bytes: {e}"));
+            assert!(
+                got == *data,
+                "{size} bytes: a reader got {} bytes",
+                got.len()
+            );
+        }
+        // The length is known once the bytes verified.
+        let p = first.ready().await;
+        assert!(matches!(p.phase, Phase::Verified | Phase::Done), "{p:?}");
+        assert_eq!(p.size, Some(size as u64));
+        assert_eq!(gets.load(Ordering::SeqCst), 1);
+        while !s.fills.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(s.store.stat(&d).await.unwrap(), Some(size as u64));
+    }
+}
+
 #[tokio::test]
 async fn bad_bytes_are_never_committed_and_readers_see_an_error() {
-    for how in [Behaviour::WrongBytes, Behaviour::CutOff] {
+    for (how, chunked) in [
+        (Behaviour::WrongBytes, false),
+        (Behaviour::CutOff, false),
+        (Behaviour::WrongBytes, true),
+        (Behaviour::CutOff, true),
+    ] {
         let (data, gets) = (data(), Arc::new(AtomicUsize::new(0)));
         let d = Digest::sha256_of(&data);
-        let s = setup(serve(data.clone(), how, gets.clone()).await).await;
+        let s = setup(serve_framed(data.clone(), how, chunked, gets.clone()).await).await;
         let (a, b) = (s.fill(&d), s.fill(&d));
         let (ra, rb) = tokio::join!(read(a, s.store.clone()), read(b, s.store.clone()));
         assert!(

@@ -93,6 +93,10 @@ pub enum Fault {
     Hold(u64, Arc<Gate>),
     /// Wait for the gate before forwarding the request at all (holds HEAD requests too).
     HoldRequest(Arc<Gate>),
+    /// Forward a 200's body re-framed as `Transfer-Encoding: chunked` without `Content-Length`
+    /// (the same bytes, and a proper last chunk), as some registries and CDNs answer; if given, hold
+    /// it after this many body bytes until the gate opens.
+    Chunked(Option<(u64, Arc<Gate>)>),
 }
 
 #[derive(Clone)]
@@ -205,7 +209,10 @@ impl Drop for Relay {
             let _ = t.join();
         }
         for r in self.shared.rules.lock().unwrap().iter() {
-            if let Fault::Hold(_, gate) | Fault::HoldRequest(gate) = &r.fault {
+            if let Fault::Hold(_, gate)
+            | Fault::HoldRequest(gate)
+            | Fault::Chunked(Some((_, gate))) = &r.fault
+            {
                 gate.open();
             }
         }
@@ -339,10 +346,16 @@ fn serve(shared: &Shared, mut client: TcpStream) -> io::Result<()> {
     let Some((resp_head, first)) = read_head(&mut upstream)? else {
         return Err(io::Error::other("upstream closed without answering"));
     };
+    let chunked = matches!(fault, Some(Fault::Chunked(_))) && resp_head.starts_with("HTTP/1.1 200");
+    let resp_head = if chunked {
+        chunked_head(&resp_head)
+    } else {
+        resp_head
+    };
     client.write_all(resp_head.as_bytes())?;
     let (limit, gate) = match &fault {
         Some(Fault::CutBody(n)) => (Some(*n), None),
-        Some(Fault::Hold(n, g)) => (Some(*n), Some(g.clone())),
+        Some(Fault::Hold(n, g)) | Some(Fault::Chunked(Some((n, g)))) => (Some(*n), Some(g.clone())),
         _ => (None, None),
     };
     let mut sent = 0u64;
@@ -371,12 +384,36 @@ fn serve(shared: &Shared, mut client: TcpStream) -> io::Result<()> {
                 return Ok(());
             }
         }
-        client.write_all(&pending[..take])?;
+        if chunked {
+            client.write_all(format!("{take:x}\r\n").as_bytes())?;
+            client.write_all(&pending[..take])?;
+            client.write_all(b"\r\n")?;
+        } else {
+            client.write_all(&pending[..take])?;
+        }
         sent += take as u64;
         pending.drain(..take);
     }
+    if chunked {
+        client.write_all(b"0\r\n\r\n")?;
+    }
     let _ = client.shutdown(Shutdown::Both);
     Ok(())
+}
+
+/// `head` (ending in an empty line) with its body framing replaced by `Transfer-Encoding: chunked`.
+fn chunked_head(head: &str) -> String {
+    let mut out = String::new();
+    for line in head.trim_end_matches("\r\n").split("\r\n") {
+        let name = line.split(':').next().unwrap_or_default().trim();
+        if !name.eq_ignore_ascii_case("content-length")
+            && !name.eq_ignore_ascii_case("transfer-encoding")
+        {
+            out += line;
+            out += "\r\n";
+        }
+    }
+    out + "Transfer-Encoding: chunked\r\n\r\n"
 }
 
 /// The relay itself, against a real registry without wharf: if this fails, the tooling is broken, not
