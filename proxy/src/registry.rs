@@ -110,7 +110,7 @@ impl Registry {
     }
 
     async fn dispatch<B: RequestBody>(&self, req: Request<B>) -> Result<Response<Body>> {
-        let route = route::route(req.uri().path())?;
+        let route = route::route(req.method(), req.uri().path())?;
         let ns = query_param(&req, "ns");
         if let Some(t) = route
             .repo()

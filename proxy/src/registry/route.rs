@@ -1,9 +1,11 @@
 //! Maps a `/v2/...` path to an endpoint. Repository names contain slashes, so a path is read from its
 //! end: the last segments say which endpoint, everything before them is the name.
 
+use http::Method;
+
 use crate::digest::Digest;
 use crate::error::{ErrorCode, RegistryError};
-use crate::reference::{Reference, RepoName};
+use crate::reference::{Reference, ReferenceError, RepoName};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {
@@ -57,7 +59,29 @@ fn unknown_endpoint(path: &str) -> RegistryError {
     .with_status(http::StatusCode::NOT_FOUND)
 }
 
-pub fn route(path: &str) -> Result<Route, RegistryError> {
+/// A manifest reference that is neither a valid tag nor a digest. A `GET`/`HEAD` with it asks for
+/// something that cannot exist, and the spec lists only 404 as that endpoint's failure (end-3; the
+/// conformance suite pulls `.INVALID_MANIFEST_NAME` and expects 404): MANIFEST_UNKNOWN, saying why.
+/// A push or delete with it is a request to fix, so it stays a 400 naming the grammar.
+fn invalid_reference(
+    method: &Method,
+    repo: &RepoName,
+    raw: &str,
+    e: ReferenceError,
+) -> RegistryError {
+    if method == Method::GET || method == Method::HEAD {
+        RegistryError::new(
+            ErrorCode::ManifestUnknown,
+            format!("manifest {raw:?} is not in repository {repo}, and cannot be: {e}"),
+        )
+    } else {
+        e.into()
+    }
+}
+
+/// The endpoint `method path` addresses. The method only decides how an invalid manifest reference
+/// is refused (`invalid_reference`); which endpoint it is comes from the path alone.
+pub fn route(method: &Method, path: &str) -> Result<Route, RegistryError> {
     let Some(rest) = path.strip_prefix("/v2/").or((path == "/v2").then_some("")) else {
         return Err(unknown_endpoint(path));
     };
@@ -91,7 +115,11 @@ pub fn route(path: &str) -> Result<Route, RegistryError> {
         }
         [.., "manifests", _] => {
             let repo = name(n - 2)?;
-            Ok(Route::Manifest(repo, last(n - 1).parse()?))
+            let raw = last(n - 1);
+            match raw.parse() {
+                Ok(r) => Ok(Route::Manifest(repo, r)),
+                Err(e) => Err(invalid_reference(method, &repo, &raw, e)),
+            }
         }
         [.., "referrers", _] => {
             let repo = name(n - 2)?;
@@ -111,52 +139,90 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn get(path: &str) -> Result<Route, RegistryError> {
+        route(&Method::GET, path)
+    }
+
     #[test]
     fn endpoints() {
-        assert_eq!(route("/v2/").unwrap(), Route::Base);
-        assert_eq!(route("/v2").unwrap(), Route::Base);
-        assert_eq!(route("/v2/a/b/tags/list").unwrap(), Route::Tags(r("a/b")));
+        assert_eq!(get("/v2/").unwrap(), Route::Base);
+        assert_eq!(get("/v2").unwrap(), Route::Base);
+        assert_eq!(get("/v2/a/b/tags/list").unwrap(), Route::Tags(r("a/b")));
         assert_eq!(
-            route("/v2/a/blobs/uploads/").unwrap(),
+            get("/v2/a/blobs/uploads/").unwrap(),
             Route::UploadStart(r("a"))
         );
         assert_eq!(
-            route("/v2/a/blobs/uploads").unwrap(),
+            get("/v2/a/blobs/uploads").unwrap(),
             Route::UploadStart(r("a"))
         );
         assert_eq!(
-            route("/v2/a/blobs/uploads/abc").unwrap(),
+            get("/v2/a/blobs/uploads/abc").unwrap(),
             Route::Upload(r("a"), "abc".into())
         );
         assert_eq!(
-            route(&format!("/v2/ghcr.io/o/app/blobs/{D}")).unwrap(),
+            get(&format!("/v2/ghcr.io/o/app/blobs/{D}")).unwrap(),
             Route::Blob(r("ghcr.io/o/app"), D.parse().unwrap())
         );
         assert_eq!(
-            route(&format!("/v2/a/manifests/{}", D.replace(':', "%3A"))).unwrap(),
+            get(&format!("/v2/a/manifests/{}", D.replace(':', "%3A"))).unwrap(),
             Route::Manifest(r("a"), Reference::Digest(D.parse().unwrap()))
         );
         // A repository may itself be called "manifests" or "blobs".
         assert_eq!(
-            route("/v2/manifests/manifests/latest").unwrap(),
+            get("/v2/manifests/manifests/latest").unwrap(),
             Route::Manifest(r("manifests"), "latest".parse().unwrap())
         );
         assert_eq!(
-            route(&format!("/v2/a/referrers/{D}")).unwrap(),
+            get(&format!("/v2/a/referrers/{D}")).unwrap(),
             Route::Referrers(r("a"), D.parse().unwrap())
         );
     }
 
     #[test]
     fn refusals() {
-        let code = |p: &str| route(p).unwrap_err().code;
+        let code = |p: &str| get(p).unwrap_err().code;
         assert_eq!(code("/v2/../etc/manifests/x"), ErrorCode::NameInvalid);
         assert_eq!(code("/v2//a/manifests/x"), ErrorCode::NameInvalid);
         assert_eq!(code("/v2/A/manifests/x"), ErrorCode::NameInvalid);
         assert_eq!(code("/v2/a/blobs/sha256:zz"), ErrorCode::DigestInvalid);
-        assert_eq!(code("/v2/a/manifests/bad:tag"), ErrorCode::DigestInvalid);
         assert_eq!(code("/v2/manifests/x"), ErrorCode::Unsupported);
         assert_eq!(code("/v3/"), ErrorCode::Unsupported);
         assert_eq!(code("/v2/a/other"), ErrorCode::Unsupported);
+    }
+
+    /// Proves: GET/HEAD of a manifest reference that is neither tag nor digest is 404 MANIFEST_UNKNOWN
+    /// (with the reason), while PUT and DELETE with it stay 400 naming the grammar.
+    #[test]
+    fn invalid_manifest_references() {
+        for raw in [".INVALID_MANIFEST_NAME", "bad:tag", "-x"] {
+            let path = format!("/v2/a/manifests/{raw}");
+            for m in [Method::GET, Method::HEAD] {
+                let e = route(&m, &path).unwrap_err();
+                assert_eq!(
+                    (e.code, e.status),
+                    (ErrorCode::ManifestUnknown, http::StatusCode::NOT_FOUND),
+                    "{m} {path}: {e}"
+                );
+                let why = raw.parse::<Reference>().unwrap_err().to_string();
+                assert!(e.message.contains(&why), "{m} {path}: {e}");
+            }
+            for m in [Method::PUT, Method::DELETE] {
+                let e = route(&m, &path).unwrap_err();
+                assert_eq!(e.status, http::StatusCode::BAD_REQUEST, "{m} {path}: {e}");
+            }
+        }
+        let e = route(&Method::GET, "/v2/a/manifests/.INVALID_MANIFEST_NAME").unwrap_err();
+        assert!(
+            e.message
+                .contains("tag \".INVALID_MANIFEST_NAME\" is invalid: a tag is"),
+            "{e}"
+        );
+        assert_eq!(
+            route(&Method::PUT, "/v2/a/manifests/bad:tag")
+                .unwrap_err()
+                .code,
+            ErrorCode::DigestInvalid
+        );
     }
 }

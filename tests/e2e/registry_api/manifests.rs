@@ -175,3 +175,37 @@ fn default_manifest_limit_is_4_mib() {
         &image_manifest(&config, &[layer], None),
     );
 }
+
+/// Proves: a GET or HEAD of a manifest reference that is neither a valid tag nor a digest (the
+/// conformance suite's `.INVALID_MANIFEST_NAME`) is 404 MANIFEST_UNKNOWN, the one failure the spec
+/// lists for that endpoint, with a message saying the tag is invalid and why; in a repository that
+/// exists and in one that does not. A PUT with such a tag stays a 400 MANIFEST_INVALID.
+#[test]
+fn invalid_reference_is_unknown_on_pull() {
+    let wharf = Wharf::start(WharfOptions::default());
+    let api = Api::new(wharf.base());
+    let repo = "proto/badref";
+    let img = SmallImage::push(&api, repo, "v1", 34);
+    for repo in [repo, "proto/never-pushed"] {
+        let path = format!("/v2/{repo}/manifests/.INVALID_MANIFEST_NAME");
+        let r = api.get_manifest(repo, ".INVALID_MANIFEST_NAME");
+        r.assert_error(404, "MANIFEST_UNKNOWN");
+        let message = r.json()["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            message.contains("tag \".INVALID_MANIFEST_NAME\" is invalid")
+                && message.contains("not starting with '.'"),
+            "GET {path}: the message should say the tag is invalid and why: {}",
+            r.describe()
+        );
+        api.request("HEAD", &path, &[], None).assert_status(404);
+        api.get_manifest(repo, "bad:tag")
+            .assert_error(404, "MANIFEST_UNKNOWN");
+    }
+    let body = image_manifest(&img.config, std::slice::from_ref(&img.layer), None);
+    api.put_manifest(repo, ".INVALID_MANIFEST_NAME", oci::OCI_MANIFEST, &body)
+        .assert_error(400, "MANIFEST_INVALID");
+    img.assert_intact(&api);
+}
