@@ -66,9 +66,10 @@ pub enum ManifestError {
 pub struct Manifest {
     pub media_type: String,
     pub kind: Kind,
-    /// Blobs that must be present in the repository (config and layers, minus foreign layers).
+    /// Blobs that must be present in the repository (config and layers, minus foreign layers), each
+    /// once, in the order the manifest names them.
     pub blobs: Vec<(Digest, u64)>,
-    /// Child manifests that must be present in the repository (an index's entries).
+    /// Child manifests that must be present in the repository (an index's entries), each once.
     pub manifests: Vec<(Digest, u64)>,
     pub subject: Option<Digest>,
     /// What the referrers API lists as this manifest's artifact type.
@@ -105,6 +106,15 @@ fn is_foreign(d: &OciDescriptor) -> bool {
     let foreign = mt == "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
         || mt.starts_with("application/vnd.oci.image.layer.nondistributable.");
     foreign && d.urls().as_ref().is_some_and(|u| !u.is_empty())
+}
+
+/// Drops repeated digests, keeping the first. A manifest may name one blob twice (an artifact whose
+/// config and layer are both the empty `{}`, a layer repeated in an image), but it is one requirement:
+/// an error listing what is missing must name it once.
+fn each_once(mut refs: Vec<(Digest, u64)>) -> Vec<(Digest, u64)> {
+    let mut seen = std::collections::HashSet::new();
+    refs.retain(|(d, _)| seen.insert(d.clone()));
+    refs
 }
 
 fn digest_of(d: &OciDescriptor) -> Result<(Digest, u64), ManifestError> {
@@ -171,7 +181,7 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<Manifest, Manif
             Ok(Manifest {
                 media_type,
                 kind,
-                blobs,
+                blobs: each_once(blobs),
                 manifests: Vec::new(),
                 subject: m
                     .subject()
@@ -189,11 +199,12 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<Manifest, Manif
                 media_type,
                 kind,
                 blobs: Vec::new(),
-                manifests: i
-                    .manifests()
-                    .iter()
-                    .map(digest_of)
-                    .collect::<Result<_, _>>()?,
+                manifests: each_once(
+                    i.manifests()
+                        .iter()
+                        .map(digest_of)
+                        .collect::<Result<_, _>>()?,
+                ),
                 subject: i
                     .subject()
                     .as_ref()

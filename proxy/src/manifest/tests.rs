@@ -88,3 +88,23 @@ fn foreign_layers_need_not_be_pushed() {
     let m = parse(None, m.as_bytes()).unwrap();
     assert_eq!(m.blobs, vec![(D1.parse().unwrap(), 1)]);
 }
+
+/// Proves: a blob or child manifest named twice is one requirement (an artifact whose config and
+/// layer are the same empty blob), so a push missing it reports it once.
+#[test]
+fn repeated_references_count_once() {
+    let empty = "application/vnd.oci.empty.v1+json";
+    let art = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"{empty}","digest":"{D1}","size":2}},"layers":[{{"mediaType":"{empty}","digest":"{D1}","size":2}},{{"mediaType":"{empty}","digest":"{D2}","size":2}},{{"mediaType":"{empty}","digest":"{D1}","size":2}}]}}"#
+    );
+    let m = parse(None, art.as_bytes()).unwrap();
+    assert_eq!(
+        m.blobs,
+        vec![(D1.parse().unwrap(), 2), (D2.parse().unwrap(), 2)]
+    );
+    let idx = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{D2}","size":3}},{{"mediaType":"{OCI_MANIFEST}","digest":"{D2}","size":3}}]}}"#
+    );
+    let m = parse(None, idx.as_bytes()).unwrap();
+    assert_eq!(m.manifests, vec![(D2.parse().unwrap(), 3)]);
+}

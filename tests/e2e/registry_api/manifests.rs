@@ -1,7 +1,8 @@
 //! Manifests: headers, exact bytes, content negotiation, the default size limit.
 
 use crate::fixtures::{
-    assert_manifest_too_large, image_manifest, index_manifest, manifest_of_size, SmallImage,
+    assert_manifest_too_large, empty_config, image_manifest, index_manifest, manifest_of_size,
+    SmallImage,
 };
 use crate::harness::{Wharf, WharfOptions};
 use crate::http::{raw, Api, Resp};
@@ -208,4 +209,35 @@ fn invalid_reference_is_unknown_on_pull() {
     api.put_manifest(repo, ".INVALID_MANIFEST_NAME", oci::OCI_MANIFEST, &body)
         .assert_error(400, "MANIFEST_INVALID");
     img.assert_intact(&api);
+}
+
+/// Proves: a manifest naming one missing blob twice (an artifact whose config and layer are both the
+/// empty `{}` blob) is refused with MANIFEST_BLOB_UNKNOWN listing that digest once, and a message
+/// that names it without "and 1 more".
+#[test]
+fn missing_blob_is_listed_once() {
+    let wharf = Wharf::start(WharfOptions::default());
+    let api = Api::new(wharf.base());
+    let repo = "proto/missing-once";
+    let (empty, _) = empty_config();
+    let body = image_manifest(
+        &empty,
+        std::slice::from_ref(&empty),
+        Some(serde_json::json!({ "artifactType": "application/vnd.example.thing.v1" })),
+    );
+    let r = api.put_manifest(repo, "art", oci::OCI_MANIFEST, &body);
+    r.assert_error(404, "MANIFEST_BLOB_UNKNOWN");
+    let e = &r.json()["errors"][0];
+    assert_eq!(
+        e["detail"]["missing"],
+        serde_json::json!([empty.digest]),
+        "{}",
+        r.describe()
+    );
+    let message = e["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&empty.digest) && !message.contains("more"),
+        "{}",
+        r.describe()
+    );
 }
