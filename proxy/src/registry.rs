@@ -36,6 +36,7 @@ use route::Route;
 
 pub(crate) use blobs::{blob_head, blob_response};
 pub(crate) use manifests::{accepts, manifest_response, not_acceptable};
+pub(crate) use referrers::referrers_response;
 
 pub const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
 pub const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");

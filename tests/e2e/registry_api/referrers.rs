@@ -128,3 +128,90 @@ fn referrers_list_and_filter() {
     // A referrer does not refer to itself or to siblings.
     assert!(referrers(&api, repo, &sbom, None).0.is_empty());
 }
+
+/// Follows `Link: <…>; rel="next"` from the first referrers page to the last; returns each page's
+/// digests, body size and `OCI-Filters-Applied`.
+fn referrer_pages(api: &Api, first: &str) -> Vec<(Vec<String>, usize, Option<String>)> {
+    let mut pages = Vec::new();
+    let mut next = Some(first.to_owned());
+    while let Some(path) = next.take() {
+        let r = api.get(&path);
+        r.assert_status(200);
+        assert_eq!(r.header("Content-Type"), Some(oci::OCI_INDEX), "{path}");
+        let v = r.json();
+        assert_eq!(v["schemaVersion"], 2, "{path}");
+        let digests = v["manifests"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no manifests array: {}", r.describe()))
+            .iter()
+            .map(|d| d["digest"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        if let Some(link) = r.header("Link") {
+            let target = link
+                .strip_prefix('<')
+                .and_then(|l| l.strip_suffix(">; rel=\"next\""))
+                .unwrap_or_else(|| panic!("Link is not `<url>; rel=\"next\"`: {link:?}"));
+            next = Some(target.to_owned());
+        }
+        let filters = r.header("OCI-Filters-Applied").map(str::to_owned);
+        pages.push((digests, r.body.len(), filters));
+        assert!(pages.len() < 100, "the Link chain does not end");
+    }
+    pages
+}
+
+/// Proves: a referrers set too large for one response (~2.4 MB of descriptors: twelve artifacts
+/// with 200 kB annotations) comes in pages linked by `Link: <url>; rel="next"`, each within the
+/// 4 MiB clients read a referrers response with; the pages list every referrer exactly once. With
+/// `?artifactType=` the filter holds on every page (each says `OCI-Filters-Applied`) and the Link
+/// keeps it, so the pages list exactly the matching half.
+#[test]
+fn referrers_paginate_with_link() {
+    const CLIENT_CAP: usize = 4 * 1024 * 1024;
+    let wharf = Wharf::start(WharfOptions::default());
+    let api = Api::new(wharf.base());
+    let repo = "proto/many-referrers";
+    let subject = SmallImage::push(&api, repo, "v1", 52).manifest_desc();
+    let (empty, empty_bytes) = empty_config();
+    api.push_blob(repo, empty_bytes);
+
+    let mut sboms = Vec::new();
+    let mut all = Vec::new();
+    for i in 0..12 {
+        let kind = if i % 2 == 0 { SBOM } else { SIGNATURE };
+        let payload = format!("{i:03}-{}", "p".repeat(200_000));
+        let (digest, _) =
+            push_artifact(&api, repo, &subject, &empty, Some(kind), payload.as_bytes());
+        if kind == SBOM {
+            sboms.push(digest.clone());
+        }
+        all.push(digest);
+    }
+    all.sort();
+    sboms.sort();
+
+    let first = format!("/v2/{repo}/referrers/{}", subject.digest);
+    let pages = referrer_pages(&api, &first);
+    assert!(
+        pages.len() >= 2,
+        "2.4 MB of referrers came in one response: {} bytes",
+        pages[0].1
+    );
+    for (digests, len, filters) in &pages {
+        assert!(*len <= CLIENT_CAP, "a page of {len} bytes");
+        assert!(!digests.is_empty(), "an empty page in the chain");
+        assert_eq!(filters, &None);
+    }
+    let mut listed: Vec<String> = pages.into_iter().flat_map(|p| p.0).collect();
+    listed.sort();
+    assert_eq!(listed, all, "every referrer, each once");
+
+    let pages = referrer_pages(&api, &format!("{first}?artifactType={SBOM}"));
+    assert!(pages.len() >= 2, "1.2 MB of SBOM referrers in one page");
+    for (_, _, filters) in &pages {
+        assert_eq!(filters.as_deref(), Some("artifactType"));
+    }
+    let mut listed: Vec<String> = pages.into_iter().flat_map(|p| p.0).collect();
+    listed.sort();
+    assert_eq!(listed, sboms, "every SBOM, each once, nothing else");
+}
