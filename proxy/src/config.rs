@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -18,6 +18,8 @@ pub enum ConfigError {
         path: PathBuf,
         source: Box<toml::de::Error>,
     },
+    #[error("cannot print the configuration as TOML: {0}")]
+    Print(#[from] toml::ser::Error),
     #[error("environment variable {var}={value:?} is invalid: {reason}")]
     Env {
         var: &'static str,
@@ -26,7 +28,7 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -39,7 +41,7 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address to listen on. Loopback by default: wharf has no client authentication yet.
@@ -57,7 +59,7 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// Where blobs (`blobs/`), uploads in progress (`ingest/`) and metadata (`meta.redb`) live.
@@ -88,7 +90,7 @@ pub fn default_data_dir() -> PathBuf {
     PathBuf::from("wharf-data")
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistryConfig {
     /// Whether DELETE of manifests, tags and blobs is allowed (off by default, as in distribution).
@@ -109,7 +111,7 @@ impl Default for RegistryConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MirrorConfig {
     /// The upstream for names that carry no registry host (Docker's `registry-mirrors` form), when the
@@ -133,7 +135,7 @@ impl Default for MirrorConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// The registry host as clients name it: the `ns=` value containerd sends, and the path prefix
@@ -143,27 +145,43 @@ pub struct UpstreamConfig {
     pub endpoint: String,
     /// Path prefix that selects this upstream, for hosts whose name is not a valid repository path
     /// component (a `host:port`). Default: `host`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
     /// Allow a plain `http://` endpoint.
     #[serde(default)]
     pub insecure: bool,
     /// Extra PEM CA certificates to trust for this upstream, besides the built-in web roots.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// Name of an environment variable holding the password or token.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
     /// File holding the password or token (trailing newline ignored).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
     /// Longest wait for response headers, and for each piece of a body.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+}
+
+/// `scheme://user:secret@host…` → `scheme://user:<elided>@host…`; anything else unchanged.
+fn elide_userinfo_password(endpoint: &str) -> String {
+    let Some((scheme, rest)) = endpoint.split_once("://") else {
+        return endpoint.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:<elided>@{host}{path}"),
+            None => endpoint.to_owned(),
+        },
+        None => endpoint.to_owned(),
+    }
 }
 
 fn default_connect_timeout() -> u64 {
@@ -199,6 +217,32 @@ impl Config {
             ups.push(UpstreamConfig::docker_hub());
         }
         ups
+    }
+
+    /// The configuration wharf runs with, written out: the built-in `docker.io` upstream is listed.
+    /// Fed back to `wharf serve --config`, it gives the same configuration.
+    pub fn effective(&self) -> Config {
+        Config {
+            upstreams: self.effective_upstreams(),
+            ..self.clone()
+        }
+    }
+
+    /// `wharf config`: the effective configuration as TOML that `wharf serve --config` accepts.
+    ///
+    /// It holds no secret: an upstream's password is never in the configuration, only where to find it
+    /// (`password_env`, `password_file`). The one place a password could be written inline is an
+    /// endpoint URL's userinfo (`https://user:secret@host`); that is printed as `<elided>`.
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        let mut cfg = self.effective();
+        for u in &mut cfg.upstreams {
+            u.endpoint = elide_userinfo_password(&u.endpoint);
+        }
+        let body = toml::to_string(&cfg)?;
+        Ok(format!(
+            "# wharf's effective configuration: file, defaults and WHARF_* overrides.\n\
+             # `wharf serve --config <this file>` runs with the same settings.\n\n{body}"
+        ))
     }
 
     /// The config file if given (else the defaults), then environment overrides.
@@ -291,5 +335,81 @@ mod tests {
     fn unknown_keys_are_refused() {
         let err = toml::from_str::<Config>("[registry]\ndelete_enabeld = true\n").unwrap_err();
         assert!(err.to_string().contains("delete_enabeld"), "{err}");
+    }
+
+    /// Proves: `wharf config` prints TOML that parses back (as `wharf serve --config` reads it) to the
+    /// same effective configuration, env overrides and the built-in docker.io upstream included, and
+    /// printing that again gives the same text.
+    #[test]
+    fn printed_config_round_trips() {
+        let mut cfg: Config = toml::from_str(
+            r#"
+[server]
+listen = "127.0.0.1:6123"
+[storage]
+data_dir = "/srv/wharf data"
+[registry]
+delete_enabled = true
+[mirror]
+default_upstream = "ghcr.io"
+tag_ttl_secs = 7
+stale_if_error = false
+[[upstream]]
+host = "ghcr.io"
+endpoint = "https://ghcr.io"
+username = "bot"
+password_env = "GHCR_TOKEN"
+[[upstream]]
+host = "127.0.0.1:5001"
+prefix = "local"
+endpoint = "http://127.0.0.1:5001"
+insecure = true
+ca_file = "/etc/ca.pem"
+username = "u"
+password_file = "/run/secrets/local"
+timeout_secs = 9
+"#,
+        )
+        .unwrap();
+        cfg.apply_env(|k| (k == "WHARF_MAX_MANIFEST_BYTES").then(|| "12345".into()))
+            .unwrap();
+        let printed = cfg.to_toml().unwrap();
+        assert!(printed.contains("host = \"docker.io\""), "{printed}");
+        assert!(printed.contains("max_manifest_bytes = 12345"), "{printed}");
+        let back: Config = toml::from_str(&printed).unwrap();
+        assert_eq!(back, cfg.effective(), "{printed}");
+        assert_eq!(back.effective_upstreams(), cfg.effective_upstreams());
+        assert_eq!(
+            back.to_toml().unwrap(),
+            printed,
+            "printing again changes it"
+        );
+
+        let defaults = Config::default();
+        let printed = defaults.to_toml().unwrap();
+        let back: Config = toml::from_str(&printed).unwrap();
+        assert_eq!(back, defaults.effective(), "{printed}");
+        assert_eq!(back.upstreams, vec![UpstreamConfig::docker_hub()]);
+    }
+
+    /// Proves: a password written into an endpoint URL is not printed; the rest of the URL is.
+    #[test]
+    fn printed_config_holds_no_password() {
+        let mut cfg = Config::default();
+        cfg.upstreams.push(UpstreamConfig {
+            host: "reg.example".into(),
+            endpoint: "https://bot:hunter2@reg.example:8443/base".into(),
+            ..UpstreamConfig::docker_hub()
+        });
+        let printed = cfg.to_toml().unwrap();
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(
+            printed.contains("\"https://bot:<elided>@reg.example:8443/base\""),
+            "{printed}"
+        );
+        assert_eq!(
+            elide_userinfo_password("https://reg.example/a@b"),
+            "https://reg.example/a@b"
+        );
     }
 }

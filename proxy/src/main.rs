@@ -1,5 +1,4 @@
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -22,7 +21,8 @@ enum Command {
         #[arg(long, short, env = "WHARF_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Print the effective configuration (file, defaults and WHARF_* overrides) and exit.
+    /// Print the effective configuration (file, defaults and WHARF_* overrides) as TOML that
+    /// `wharf serve --config` accepts, and exit. Passwords are never printed.
     Config {
         #[arg(long, short, env = "WHARF_CONFIG")]
         config: Option<PathBuf>,
@@ -69,7 +69,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Config { config } => {
             let cfg = Config::load(config.as_deref())?;
-            println!("{cfg:#?}");
+            print!("{}", cfg.to_toml()?);
             Ok(())
         }
     }
@@ -86,7 +86,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         registry,
         listener,
         wharf::server::shutdown_signal(),
-        Duration::from_secs(cfg.server.shutdown_grace_secs),
+        &cfg.server,
     )
     .await;
     Ok(())
