@@ -1,11 +1,23 @@
 #!/usr/bin/env bash
 # Builds wharf and runs every test of the workspace, end-to-end tests included.
 # Extra arguments go to `cargo test`, e.g. `tests/run.sh -- crash`.
+# The last line sums up the whole run: `wharf tests: N passed, M failed` (N and M over every test
+# binary: cargo's own last line is the doc-tests' `0 passed`, which reads as if nothing ran). The exit
+# status is non-zero when a test failed or anything did not build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 tests/setup.sh
 # The e2e tests run the binary (target/debug/wharf), which `cargo test` alone does not build.
-cargo build -p wharf
+if ! cargo build -p wharf; then
+    echo "wharf tests: 0 passed, 0 failed; cargo build -p wharf failed (see above), no test ran"
+    exit 1
+fi
+# cargo's output streams as usual; its stdout (where each binary's `test result:` line goes) is also
+# kept for the summary.
+log=$(mktemp "${TMPDIR:-/tmp}/wharf-tests.XXXXXX")
+trap 'rm -f "$log"' EXIT
 # --no-fail-fast: a failing unit test must not hide the end-to-end results (the exit code still fails).
-cargo test --workspace --no-fail-fast "$@"
+status=0
+cargo test --workspace --no-fail-fast "$@" | tee "$log" || status=${PIPESTATUS[0]}
+awk -v cargo_status="$status" -f tests/summary.awk "$log"

@@ -19,3 +19,4 @@ mod reference_peer;
 mod registry_api;
 mod restart;
 mod skopeo_roundtrip;
+mod test_runner;
