@@ -48,6 +48,13 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before they are cut.
     pub shutdown_grace_secs: u64,
+    /// A connection that has not sent a complete request head within this many seconds is closed.
+    pub header_timeout_secs: u64,
+    /// A request body from which no bytes arrive for this long ends in an error (an upload session
+    /// keeps what it received, so the client can resume).
+    pub body_idle_secs: u64,
+    /// A connection whose client takes none of the response for this long is closed.
+    pub write_idle_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +62,9 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
             shutdown_grace_secs: 30,
+            header_timeout_secs: 30,
+            body_idle_secs: 60,
+            write_idle_secs: 60,
         }
     }
 }
@@ -97,8 +107,15 @@ pub struct RegistryConfig {
     pub delete_enabled: bool,
     /// Largest manifest accepted on push; larger ones get 413.
     pub max_manifest_bytes: u64,
-    /// Upload sessions older than this (seconds since they began) are dropped with what they hold.
+    /// Upload sessions older than this (seconds since they began) are dropped with what they hold,
+    /// unless a request is writing to them at that moment.
     pub upload_ttl_secs: u64,
+    /// Upload sessions no request has touched for this long are dropped with what they hold.
+    pub upload_idle_secs: u64,
+    /// Upload sessions open at once, at most; beyond it starting one is refused with 429.
+    pub max_upload_sessions: usize,
+    /// How often expired upload sessions and orphaned partial writes are looked for and removed.
+    pub upload_purge_secs: u64,
 }
 
 impl Default for RegistryConfig {
@@ -107,6 +124,9 @@ impl Default for RegistryConfig {
             delete_enabled: false,
             max_manifest_bytes: 4 * 1024 * 1024,
             upload_ttl_secs: 24 * 3600,
+            upload_idle_secs: 15 * 60,
+            max_upload_sessions: 1000,
+            upload_purge_secs: 60,
         }
     }
 }

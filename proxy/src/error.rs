@@ -71,6 +71,23 @@ impl ErrorCode {
     }
 }
 
+/// A request body from which nothing arrived for `server.body_idle_secs`: the request fails with it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no bytes of the request body arrived for {secs} s; wharf stopped waiting (server.body_idle_secs: \
+     raise it for clients that pause this long)"
+)]
+pub struct BodyIdle {
+    pub secs: u64,
+}
+
+/// Why a request was refused, attached to its error response for the request log line.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub code: &'static str,
+    pub message: String,
+}
+
 /// An error as a client sees it: code, a message that names the cause and the fix, and the status.
 #[derive(Debug)]
 pub struct RegistryError {

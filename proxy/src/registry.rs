@@ -56,14 +56,14 @@ impl<B> RequestBody for B where
 {
 }
 
-/// An upload session's state, kept between the requests of one session.
-type SessionWriter = Arc<tokio::sync::Mutex<uploads::Session>>;
+pub use uploads::Purged;
 
 pub struct Registry {
     store: Arc<dyn ContentStore>,
     meta: Meta,
     cfg: RegistryConfig,
-    sessions: DashMap<String, SessionWriter>,
+    /// Upload sessions open now (all of them: the startup purge loads those from before a restart).
+    sessions: DashMap<String, Arc<uploads::Session>>,
     mirror: Mirror,
 }
 
@@ -219,25 +219,21 @@ impl Registry {
         }
     }
 
-    /// Drops upload sessions older than the TTL and ingests no session owns (left by a crash).
+    /// Drops expired upload sessions and partial writes nothing owns, never a transfer in progress
+    /// (see `uploads::purge`); returns how many it removed, and logs each.
     pub async fn purge_uploads(&self) -> Result<usize> {
-        let now = unix_now();
-        let sessions = self.meta.uploads().await?;
-        let mut purged = 0;
-        for (id, rec) in &sessions {
-            if now.saturating_sub(rec.started) >= self.cfg.upload_ttl_secs {
-                self.drop_session(id).await?;
-                purged += 1;
-            }
-        }
-        for (ingest, _) in self.store.ingests().await? {
-            let owned = sessions.iter().any(|(id, _)| id == ingest.as_str());
-            if !owned && !self.sessions.contains_key(ingest.as_str()) {
-                self.store.abort(&ingest).await?;
-                purged += 1;
-            }
-        }
-        Ok(purged)
+        let p = self.purge().await?;
+        Ok(p.sessions + p.ingests)
+    }
+
+    /// `purge_uploads` with the whole account.
+    pub async fn purge_uploads_report(&self) -> Result<Purged> {
+        self.purge().await
+    }
+
+    /// How often the server runs `purge_uploads`.
+    pub fn upload_purge_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.cfg.upload_purge_secs.max(1))
     }
 }
 
@@ -252,10 +248,16 @@ pub fn error_response(e: RegistryError, head_only: bool) -> Response<Body> {
         tracing::warn!(error = %e, "request failed");
     }
     let body = e.body();
+    // For the request's log line: refusals are logged with their code (and, at debug, the message).
+    let refused = crate::error::Refused {
+        code: e.code.as_str(),
+        message: e.message.clone(),
+    };
     let mut b = Response::builder()
         .status(e.status)
         .header(CONTENT_TYPE, "application/json")
-        .header(CONTENT_LENGTH, body.len());
+        .header(CONTENT_LENGTH, body.len())
+        .extension(refused);
     for (k, v) in e.headers {
         b = b.header(k, v);
     }

@@ -69,6 +69,18 @@ impl IngestRef {
     }
 }
 
+/// An ingest as cleanup sees it.
+#[derive(Debug, Clone)]
+pub struct IngestInfo {
+    pub ingest: IngestRef,
+    pub size: u64,
+    /// Unix seconds of the last write to it.
+    pub modified: u64,
+    /// A writer of this process has it open: a transfer is in progress (an upload request, a
+    /// monolithic upload, a mirror fill, an upload session between its requests), whatever its age.
+    pub held: bool,
+}
+
 /// Committed content opened for reading, possibly a range of it.
 pub struct Blob {
     /// Size of the whole content.
@@ -104,11 +116,16 @@ pub trait Ingester: Send + Sync + 'static {
     /// writer re-reads what was written to rebuild its running digest).
     async fn writer(&self, ingest: &IngestRef) -> Result<Box<dyn BlobWriter>, StoreError>;
 
-    /// Drops an ingest and what it holds. Dropping one that does not exist succeeds.
+    /// Drops an ingest and what it holds, whoever holds it: for its owner. Dropping one that does not
+    /// exist succeeds.
     async fn abort(&self, ingest: &IngestRef) -> Result<(), StoreError>;
 
-    /// The ingests present, with their sizes (for cleanup after a restart).
-    async fn ingests(&self) -> Result<Vec<(IngestRef, u64)>, StoreError>;
+    /// Drops an ingest unless a writer holds it (checked and removed at once, so a writer opening it
+    /// meanwhile is never cut off): for cleanup, which owns nothing. Returns whether it was dropped.
+    async fn abort_unheld(&self, ingest: &IngestRef) -> Result<bool, StoreError>;
+
+    /// The ingests present (for cleanup).
+    async fn ingests(&self) -> Result<Vec<IngestInfo>, StoreError>;
 
     /// Opens an ingest for reading while it is being written: only the single-flight fill uses this, to
     /// let late clients read what has arrived. It is never served as committed content.
@@ -135,6 +152,10 @@ pub trait BlobWriter: Send + Sync {
     /// power loss; `commit` makes content durable). Upload sessions flush after every request, so the
     /// `Range` they acknowledge is what a restarted wharf resumes from.
     async fn flush(&mut self) -> Result<(), StoreError>;
+
+    /// Flushes, then lets go of the backend's resources (a file descriptor) until the next write: an
+    /// upload session idle between its requests holds none. The writer stays usable as it was.
+    async fn release(&mut self) -> Result<(), StoreError>;
 
     /// The sha256 digest of everything written so far (after flushing it). Lets a caller check content
     /// before paying for `commit`'s durability; `commit` verifies again, for free.

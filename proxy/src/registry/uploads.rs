@@ -2,45 +2,139 @@
 //! and cross-repository mounts (OCI distribution spec, "Pushing blobs").
 //!
 //! Bytes go to an ingest in the content store as they arrive; nothing is visible under the blob's digest
-//! until `PUT` verified it. A session's writer stays in memory between its requests; after a restart the
-//! next request reopens the ingest (the record of the session is in the metadata store).
+//! until `PUT` verified it. A session's writer stays in memory between its requests, released (it holds
+//! no file descriptor while idle); after a restart the next request reopens the ingest (the record of
+//! the session is in the metadata store).
+//!
+//! Sessions are bounded: at most `registry.max_upload_sessions` at once, and the purge drops those idle
+//! for `upload_idle_secs` or older than `upload_ttl_secs` — but never one a request is writing to.
 
-use http::header::{CONTENT_LENGTH, LOCATION, RANGE};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use http::header::{CONTENT_LENGTH, LOCATION, RANGE, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
+use tokio::sync::Notify;
 
-use super::{empty_response, header_str, query_param, unix_now, Registry, RequestBody};
+use super::{empty_response, header_str, query_param, unix_now, BoxError, Registry, RequestBody};
 use super::{CONTENT_DIGEST, UPLOAD_UUID};
 use crate::body::Body;
 use crate::digest::Digest;
-use crate::error::{ErrorCode, RegistryError, Result};
+use crate::error::{BodyIdle, ErrorCode, RegistryError, Result};
 use crate::meta::UploadRecord;
 use crate::range::{parse_content_range, upload_range};
 use crate::reference::RepoName;
 use crate::store::{BlobWriter, IngestRef, StoreError};
 
-/// State of one upload session between its requests.
-#[derive(Default)]
+/// One upload session, kept between its requests.
 pub(super) struct Session {
-    writer: Option<Box<dyn BlobWriter>>,
-    /// Set once the session was committed or cancelled, for requests that were already waiting on it.
-    closed: bool,
+    repo: String,
+    /// The writer, released between requests; `None` until a request of this process opens it. Held
+    /// (locked) by the request that writes: the purge never expires a session it cannot lock.
+    writer: tokio::sync::Mutex<Option<Box<dyn BlobWriter>>>,
+    /// Bytes surely in the ingest: what the last request acknowledged, or what the request writing
+    /// now has written. A status request answers with it instead of waiting for a stalled PATCH.
+    received: AtomicU64,
+    /// Unix seconds when a request last began or ended on this session.
+    touched: AtomicU64,
+    /// Set once the session was committed, cancelled or expired; wakes a request still writing to it.
+    closed: AtomicBool,
+    closing: Notify,
+}
+
+impl Session {
+    fn new(repo: &str, touched: u64, received: u64) -> Arc<Session> {
+        Arc::new(Session {
+            repo: repo.to_owned(),
+            writer: tokio::sync::Mutex::new(None),
+            received: AtomicU64::new(received),
+            touched: AtomicU64::new(touched),
+            closed: AtomicBool::new(false),
+            closing: Notify::new(),
+        })
+    }
+
+    fn touch(&self) {
+        self.touched.store(unix_now(), Ordering::Relaxed);
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.closing.notify_waiters();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once the session is closed.
+    async fn closed(&self) {
+        loop {
+            let woken = self.closing.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            woken.await;
+        }
+    }
+}
+
+/// What one purge removed, and what it left because a transfer held it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Purged {
+    pub sessions: usize,
+    pub ingests: usize,
+    pub bytes: u64,
+    /// Expired sessions and orphaned ingests left alone because a request is writing to them.
+    pub in_progress: usize,
 }
 
 enum DrainError {
-    Body(String),
+    Body(BoxError),
     Store(StoreError),
+    /// The session was cancelled or expired while the body arrived.
+    Closed,
 }
 
-/// Streams a request body into a writer.
-async fn drain<B: RequestBody>(mut body: B, w: &mut dyn BlobWriter) -> Result<(), DrainError> {
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| DrainError::Body(e.into().to_string()))?;
-        if let Ok(data) = frame.into_data() {
-            w.write(data).await.map_err(DrainError::Store)?;
+impl DrainError {
+    /// 408 for a body that stopped arriving, 400 for one that broke off.
+    fn body_status(e: &BoxError) -> StatusCode {
+        if e.downcast_ref::<BodyIdle>().is_some() {
+            StatusCode::REQUEST_TIMEOUT
+        } else {
+            StatusCode::BAD_REQUEST
         }
     }
-    Ok(())
+}
+
+/// Streams a request body into a writer; for a session, until the session closes, and keeping its
+/// `received` up to date.
+async fn drain<B: RequestBody>(
+    mut body: B,
+    w: &mut dyn BlobWriter,
+    session: Option<&Session>,
+) -> Result<(), DrainError> {
+    loop {
+        let frame = match session {
+            Some(s) => tokio::select! {
+                f = body.frame() => f,
+                () = s.closed() => return Err(DrainError::Closed),
+            },
+            None => body.frame().await,
+        };
+        let Some(frame) = frame else { return Ok(()) };
+        let frame = frame.map_err(|e| DrainError::Body(e.into()))?;
+        if let Ok(data) = frame.into_data() {
+            w.write(data).await.map_err(DrainError::Store)?;
+            if let Some(s) = session {
+                s.received.store(w.written(), Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 fn upload_unknown(id: &str) -> RegistryError {
@@ -71,6 +165,20 @@ fn session_headers(repo: &RepoName, id: &str, offset: u64) -> [(http::HeaderName
     ]
 }
 
+fn too_many_sessions(open: usize, cfg: &crate::config::RegistryConfig) -> RegistryError {
+    RegistryError::new(
+        ErrorCode::TooManyRequests,
+        format!(
+            "{open} upload sessions are open, the most this registry allows \
+             (registry.max_upload_sessions = {}); finish or cancel (DELETE) unfinished uploads, or \
+             retry once idle ones expire (registry.upload_idle_secs = {}), or raise \
+             registry.max_upload_sessions",
+            cfg.max_upload_sessions, cfg.upload_idle_secs
+        ),
+    )
+    .with_header(RETRY_AFTER, cfg.upload_purge_secs.max(1))
+}
+
 fn declared_length<B>(req: &Request<B>) -> Option<u64> {
     header_str(req, CONTENT_LENGTH).and_then(|v| v.parse().ok())
 }
@@ -98,16 +206,23 @@ impl Registry {
             let d: Digest = d.parse()?;
             return self.monolithic_upload(repo, &d, req).await;
         }
+        let open = self.sessions.len();
+        if open >= self.cfg.max_upload_sessions {
+            return Err(too_many_sessions(open, &self.cfg));
+        }
         let id = uuid::Uuid::new_v4().simple().to_string();
+        let now = unix_now();
         self.meta
             .create_upload(
                 &id,
                 UploadRecord {
                     repo: repo.to_string(),
-                    started: unix_now(),
+                    started: now,
                 },
             )
             .await?;
+        self.sessions
+            .insert(id.clone(), Session::new(repo.as_str(), now, 0));
         Ok(empty_response(
             StatusCode::ACCEPTED,
             &session_headers(repo, &id, 0),
@@ -123,7 +238,7 @@ impl Registry {
         let declared = declared_length(&req);
         let ingest = IngestRef::new(format!("mono-{}", uuid::Uuid::new_v4().simple()))?;
         let mut w = self.store.writer(&ingest).await?;
-        if let Err(e) = drain(req.into_body(), w.as_mut()).await {
+        if let Err(e) = drain(req.into_body(), w.as_mut(), None).await {
             let got = w.offset();
             drop(w);
             self.store.abort(&ingest).await?;
@@ -135,7 +250,9 @@ impl Registry {
                         "request body ended after {got} bytes ({e}); nothing was stored: send the \
                          whole blob again"
                     ),
-                ),
+                )
+                .with_status(DrainError::body_status(&e)),
+                DrainError::Closed => unreachable!("a monolithic upload has no session"),
             });
         }
         match w.commit(d, declared).await {
@@ -150,33 +267,60 @@ impl Registry {
         }
     }
 
-    /// The session `id` of `repo`, as stored; 404 if it is not one.
-    async fn session(&self, repo: &RepoName, id: &str) -> Result<super::SessionWriter> {
-        let known = IngestRef::new(id).is_ok()
-            && self
-                .meta
-                .upload(id)
-                .await?
-                .is_some_and(|r| r.repo == repo.as_str());
-        if !known {
-            return Err(upload_unknown(id));
+    /// The session `id` of `repo`; 404 if it is not one.
+    async fn session(&self, repo: &RepoName, id: &str) -> Result<Arc<Session>> {
+        if let Some(s) = self.sessions.get(id).map(|s| s.clone()) {
+            if s.repo != repo.as_str() {
+                return Err(upload_unknown(id));
+            }
+            s.touch();
+            return Ok(s);
         }
-        Ok(self.sessions.entry(id.to_owned()).or_default().clone())
+        // Not seen by this process yet (the startup purge loads every session, so this is rare).
+        let rec = match IngestRef::new(id) {
+            Ok(_) => self.meta.upload(id).await?,
+            Err(_) => None,
+        };
+        let Some(rec) = rec.filter(|r| r.repo == repo.as_str()) else {
+            return Err(upload_unknown(id));
+        };
+        let s = self
+            .sessions
+            .entry(id.to_owned())
+            .or_insert_with(|| Session::new(&rec.repo, unix_now(), 0))
+            .clone();
+        s.touch();
+        Ok(s)
     }
 
     /// The session's writer, reopening its ingest if this process has not seen it yet.
     async fn writer<'a>(
         &self,
         id: &str,
-        s: &'a mut Session,
+        s: &Session,
+        slot: &'a mut Option<Box<dyn BlobWriter>>,
     ) -> Result<&'a mut Box<dyn BlobWriter>> {
-        if s.closed {
+        if s.is_closed() {
             return Err(upload_unknown(id));
         }
-        if s.writer.is_none() {
-            s.writer = Some(self.store.writer(&IngestRef::new(id)?).await?);
+        if slot.is_none() {
+            let w = self.store.writer(&IngestRef::new(id)?).await?;
+            s.received.store(w.offset(), Ordering::Relaxed);
+            *slot = Some(w);
         }
-        Ok(s.writer.as_mut().expect("just set"))
+        Ok(slot.as_mut().expect("just set"))
+    }
+
+    /// Ends a request's use of the session's writer: it keeps what it received and holds no
+    /// descriptor until the next request.
+    async fn release(&self, id: &str, s: &Session, slot: &mut Option<Box<dyn BlobWriter>>) {
+        if let Some(w) = slot.as_mut() {
+            if let Err(e) = w.release().await {
+                tracing::warn!(upload = id, error = %e, "could not flush an upload session");
+            }
+            s.received.store(w.offset(), Ordering::Relaxed);
+        }
+        s.touch();
     }
 
     /// Checks a chunk's `Content-Range` against what the session holds.
@@ -230,22 +374,37 @@ impl Registry {
         req: Request<B>,
     ) -> Result<Response<Body>> {
         let session = self.session(repo, id).await?;
-        let mut s = session.lock().await;
-        let w = self.writer(id, &mut s).await?;
+        let mut slot = session.writer.lock().await;
+        let res = self.patch_locked(repo, id, &session, &mut slot, req).await;
+        self.release(id, &session, &mut slot).await;
+        res
+    }
+
+    async fn patch_locked<B: RequestBody>(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        s: &Session,
+        slot: &mut Option<Box<dyn BlobWriter>>,
+        req: Request<B>,
+    ) -> Result<Response<Body>> {
+        let w = self.writer(id, s, slot).await?;
         self.check_chunk(repo, id, w.offset(), &req)?;
-        let drained = drain(req.into_body(), w.as_mut()).await;
+        let drained = drain(req.into_body(), w.as_mut(), Some(s)).await;
         w.flush().await?;
         if let Err(e) = drained {
             let offset = w.offset();
             let mut err = match e {
                 DrainError::Store(e) => RegistryError::from(e),
+                DrainError::Closed => return Err(upload_unknown(id)),
                 DrainError::Body(e) => RegistryError::new(
                     ErrorCode::BlobUploadInvalid,
                     format!(
                         "chunk body ended early ({e}); the upload holds {offset} bytes: continue from \
                          there (GET this URL for its Range)"
                     ),
-                ),
+                )
+                .with_status(DrainError::body_status(&e)),
             };
             for (k, v) in session_headers(repo, id, offset) {
                 err = err.with_header(k, v);
@@ -258,10 +417,18 @@ impl Registry {
         ))
     }
 
+    /// Answers at once: while a request writes to the session, with what is surely received so far.
     pub(super) async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<Response<Body>> {
         let session = self.session(repo, id).await?;
-        let mut s = session.lock().await;
-        let offset = self.writer(id, &mut s).await?.offset();
+        let offset = match session.writer.try_lock() {
+            Ok(mut slot) => {
+                let offset = self.writer(id, &session, &mut slot).await?.offset();
+                self.release(id, &session, &mut slot).await;
+                offset
+            }
+            Err(_) if session.is_closed() => return Err(upload_unknown(id)),
+            Err(_) => session.received.load(Ordering::Relaxed),
+        };
         Ok(empty_response(
             StatusCode::NO_CONTENT,
             &session_headers(repo, id, offset),
@@ -283,43 +450,143 @@ impl Registry {
             })?
             .parse()?;
         let session = self.session(repo, id).await?;
-        let mut s = session.lock().await;
-        let w = self.writer(id, &mut s).await?;
-        self.check_chunk(repo, id, w.offset(), &req)?;
-        let drained = drain(req.into_body(), w.as_mut()).await;
-        let w = s.writer.take().expect("writer() set it");
-        s.closed = true;
+        let mut slot = session.writer.lock().await;
+        let w = self.writer(id, &session, &mut slot).await?;
+        if let Err(e) = self.check_chunk(repo, id, w.offset(), &req) {
+            self.release(id, &session, &mut slot).await;
+            return Err(e);
+        }
+        let drained = drain(req.into_body(), w.as_mut(), Some(&session)).await;
+        let w = slot.take().expect("writer() set it");
         let committed = match drained {
             Ok(()) => w.commit(&d, None).await.map_err(RegistryError::from),
             Err(DrainError::Store(e)) => Err(e.into()),
+            Err(DrainError::Closed) => return Err(upload_unknown(id)),
             Err(DrainError::Body(e)) => Err(RegistryError::new(
                 ErrorCode::BlobUploadInvalid,
                 format!("final chunk ended early ({e}); nothing was stored: upload the blob again"),
-            )),
+            )
+            .with_status(DrainError::body_status(&e))),
         };
         // Whatever happened, this session is over: a failed commit left nothing to resume from.
-        self.drop_session(id).await?;
+        self.end_session(id, &session).await?;
         let size = committed?;
         self.meta.link_blob(repo.as_str(), &d, size).await?;
         Ok(blob_created(repo, &d))
     }
 
+    /// Answers at once; a request still writing to the session is stopped, and the ingest is dropped
+    /// once it has let go.
     pub(super) async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<Response<Body>> {
         let session = self.session(repo, id).await?;
-        let mut s = session.lock().await;
-        s.writer = None;
-        s.closed = true;
-        self.drop_session(id).await?;
+        let idle = match session.writer.try_lock() {
+            Ok(mut slot) => {
+                slot.take();
+                true
+            }
+            Err(_) => false,
+        };
+        match idle {
+            true => self.end_session(id, &session).await?,
+            false => {
+                self.forget_session(id, &session).await?;
+                let store = self.store.clone();
+                let ingest = IngestRef::new(id)?;
+                tokio::spawn(async move {
+                    session.writer.lock().await.take();
+                    if let Err(e) = store.abort(&ingest).await {
+                        tracing::warn!(upload = %ingest.as_str(), error = %e, "could not drop a cancelled upload");
+                    }
+                });
+            }
+        }
         Ok(empty_response(StatusCode::NO_CONTENT, &[]))
     }
 
-    /// Forgets a session and drops its ingest.
-    pub(super) async fn drop_session(&self, id: &str) -> Result<()> {
+    /// Closes a session (waking a request that writes to it) and forgets it: in the metadata first, so
+    /// that a request looking it up meanwhile finds it closed or not at all, never a fresh copy.
+    async fn forget_session(&self, id: &str, s: &Session) -> Result<()> {
+        s.close();
+        self.meta.remove_upload(id).await?;
         self.sessions.remove(id);
+        Ok(())
+    }
+
+    /// Forgets a session and drops its ingest; its writer must be gone.
+    async fn end_session(&self, id: &str, s: &Session) -> Result<()> {
+        self.forget_session(id, s).await?;
         if let Ok(r) = IngestRef::new(id) {
             self.store.abort(&r).await?;
         }
-        self.meta.remove_upload(id).await?;
         Ok(())
+    }
+
+    /// Drops sessions past `upload_ttl_secs` or idle for `upload_idle_secs`, and partial writes that
+    /// nothing owns (left by a crash or a failed transfer), saying what it removed. A transfer in
+    /// progress (a request writing to a session, a monolithic upload, a mirror fill) is never removed,
+    /// whatever its age. Also loads the sessions this process has not seen (after a restart), so that
+    /// `max_upload_sessions` counts them.
+    pub(super) async fn purge(&self) -> Result<Purged> {
+        let now = unix_now();
+        let records = self.meta.uploads().await?;
+        let ingests: HashMap<String, crate::store::IngestInfo> = self
+            .store
+            .ingests()
+            .await?
+            .into_iter()
+            .map(|i| (i.ingest.as_str().to_owned(), i))
+            .collect();
+        let mut out = Purged::default();
+        let owned: HashSet<&str> = records.iter().map(|(id, _)| id.as_str()).collect();
+        for (id, rec) in &records {
+            let held = ingests.get(id);
+            let s = self
+                .sessions
+                .entry(id.clone())
+                .or_insert_with(|| {
+                    // After a restart: idle since its last write, as far as anyone can tell.
+                    let touched = held.map_or(rec.started, |i| i.modified.max(rec.started));
+                    Session::new(&rec.repo, touched, held.map_or(0, |i| i.size))
+                })
+                .clone();
+            let age = now.saturating_sub(rec.started);
+            let idle = now.saturating_sub(s.touched.load(Ordering::Relaxed));
+            let reason = if age >= self.cfg.upload_ttl_secs {
+                "older than registry.upload_ttl_secs"
+            } else if idle >= self.cfg.upload_idle_secs {
+                "idle for registry.upload_idle_secs"
+            } else {
+                continue;
+            };
+            let Ok(mut slot) = s.writer.try_lock() else {
+                tracing::info!(upload = %id, repo = %rec.repo, age_secs = age, "upload session is past its expiry but a request is writing to it; kept");
+                out.in_progress += 1;
+                continue;
+            };
+            let bytes = slot
+                .as_ref()
+                .map_or(held.map_or(0, |i| i.size), |w| w.offset());
+            slot.take();
+            drop(slot);
+            self.end_session(id, &s).await?;
+            tracing::info!(upload = %id, repo = %rec.repo, age_secs = age, idle_secs = idle, bytes, reason, "removed upload session");
+            out.sessions += 1;
+            out.bytes += bytes;
+        }
+        for (name, info) in &ingests {
+            if owned.contains(name.as_str()) || self.sessions.contains_key(name) {
+                continue;
+            }
+            // Checked again where it is removed: a writer may have opened it since the listing.
+            if info.held || !self.store.abort_unheld(&info.ingest).await? {
+                tracing::debug!(ingest = %name, bytes = info.size, "partial write in progress; kept");
+                out.in_progress += 1;
+                continue;
+            }
+            tracing::info!(ingest = %name, bytes = info.size, idle_secs = now.saturating_sub(info.modified), "removed a partial write no transfer owns");
+            out.ingests += 1;
+            out.bytes += info.size;
+        }
+        Ok(out)
     }
 }

@@ -4,6 +4,7 @@
 //! Publishing is write → fsync → rename → fsync(dir): after a crash a file under `blobs/` is either absent
 //! or complete and verified. All file I/O runs on tokio's blocking pool, never on the runtime's workers.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 
 use super::hashing::HashQueue;
-use super::{Blob, BlobSource, BlobWriter, IngestRef, Ingester, Provider, StoreError};
+use super::{Blob, BlobSource, BlobWriter, IngestInfo, IngestRef, Ingester, Provider, StoreError};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::range::ByteRange;
 
@@ -52,10 +53,48 @@ impl SmallCache {
     }
 }
 
+/// Ingests that a writer of this store has open, with how many: cleanup must leave them alone
+/// whatever their age (an upload that takes an hour, a fill from a slow upstream).
+#[derive(Default)]
+struct Holds(std::sync::Mutex<HashMap<String, usize>>);
+
+impl Holds {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn hold(self: &Arc<Self>, name: &str) -> Hold {
+        *self.lock().entry(name.to_owned()).or_default() += 1;
+        Hold {
+            holds: self.clone(),
+            name: name.to_owned(),
+        }
+    }
+}
+
+/// One writer's claim on an ingest, released when the writer goes.
+struct Hold {
+    holds: Arc<Holds>,
+    name: String,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut m = self.holds.lock();
+        if let Some(n) = m.get_mut(&self.name) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.name);
+            }
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct FsStore {
     root: Arc<PathBuf>,
     small: Arc<SmallCache>,
+    holds: Arc<Holds>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -75,6 +114,7 @@ impl FsStore {
         Ok(FsStore {
             root: Arc::new(root),
             small: Arc::default(),
+            holds: Arc::default(),
         })
     }
 
@@ -124,6 +164,17 @@ fn publish(tmp: &Path, dest: &Path) -> io::Result<()> {
     }
     fs::rename(tmp, dest)?;
     sync_dir(dir)
+}
+
+/// Reopens an ingest a released writer had open. Never creates it: an ingest that vanished meanwhile
+/// must fail the write, not restart silently from nothing.
+fn reopen(path: &Path) -> io::Result<File> {
+    OpenOptions::new().append(true).open(path)
+}
+
+fn unix_secs(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn hash_file(path: &Path, algorithm: Algorithm) -> io::Result<(Hasher, u64)> {
@@ -210,6 +261,8 @@ impl Ingester for FsStore {
     async fn writer(&self, ingest: &IngestRef) -> Result<Box<dyn BlobWriter>, StoreError> {
         let path = self.ingest_path(ingest);
         let store = self.clone();
+        // Held before the file is opened: cleanup never removes an ingest between the two.
+        let hold = self.holds.hold(ingest.as_str());
         let w = blocking(move || {
             let file = OpenOptions::new().create(true).append(true).open(&path)?;
             // Resuming: rebuild the running digest from what is already there. The common case (a fresh
@@ -222,7 +275,9 @@ impl Ingester for FsStore {
             Ok(FsWriter {
                 store,
                 path,
+                _hold: hold,
                 file: Some(file),
+                released: false,
                 hash: HashQueue::new(hasher),
                 inflight: None,
                 pending: Vec::new(),
@@ -245,8 +300,26 @@ impl Ingester for FsStore {
         .await
     }
 
-    async fn ingests(&self) -> Result<Vec<(IngestRef, u64)>, StoreError> {
+    async fn abort_unheld(&self, ingest: &IngestRef) -> Result<bool, StoreError> {
+        let path = self.ingest_path(ingest);
+        let holds = self.holds.clone();
+        let name = ingest.as_str().to_owned();
+        blocking(move || {
+            // Checked and removed under the lock that `writer` takes to hold an ingest.
+            let held = holds.lock();
+            if held.contains_key(&name) {
+                return Ok(false);
+            }
+            let removed = not_found_as_none(fs::remove_file(path))?.is_some();
+            drop(held);
+            Ok(removed)
+        })
+        .await
+    }
+
+    async fn ingests(&self) -> Result<Vec<IngestInfo>, StoreError> {
         let dir = self.root.join("ingest");
+        let holds = self.holds.clone();
         blocking(move || {
             let mut out = Vec::new();
             for entry in fs::read_dir(dir)? {
@@ -254,9 +327,23 @@ impl Ingester for FsStore {
                 let name = entry.file_name();
                 let Some(name) = name.to_str() else { continue };
                 // Anything that is not a valid ref was not written by us; leave it for an operator.
-                if let Ok(r) = IngestRef::new(name) {
-                    out.push((r, entry.metadata()?.len()));
-                }
+                let Ok(ingest) = IngestRef::new(name) else {
+                    continue;
+                };
+                // Gone since the listing (committed, aborted): nothing to report.
+                let Some(m) = not_found_as_none(entry.metadata())? else {
+                    continue;
+                };
+                out.push(IngestInfo {
+                    ingest,
+                    size: m.len(),
+                    modified: m.modified().map_or(0, unix_secs),
+                    held: false,
+                });
+            }
+            let held = holds.lock();
+            for i in &mut out {
+                i.held = held.contains_key(i.ingest.as_str());
             }
             Ok(out)
         })
@@ -277,11 +364,11 @@ impl Ingester for FsStore {
             });
         }
         let dest = self.blob_path(digest);
-        let tmp = self
-            .root
-            .join("ingest")
-            .join(format!("put-{}", uuid::Uuid::new_v4().simple()));
+        let name = format!("put-{}", uuid::Uuid::new_v4().simple());
+        let tmp = self.root.join("ingest").join(&name);
+        let hold = self.holds.hold(&name);
         blocking(move || {
+            let _hold = hold;
             if dest.exists() {
                 return Ok(());
             }
@@ -303,8 +390,11 @@ impl Ingester for FsStore {
 pub struct FsWriter {
     store: FsStore,
     path: PathBuf,
-    /// The file; taken by the write job while a flush runs.
+    _hold: Hold,
+    /// The file; taken by the write job while a flush runs, and closed while released.
     file: Option<File>,
+    /// `release` closed the file; the next write or commit reopens it.
+    released: bool,
     /// The running digest, fed each batch as its write starts.
     hash: Arc<HashQueue>,
     /// At most one write in flight on the blocking pool; bytes keep arriving meanwhile, so receiving
@@ -348,6 +438,18 @@ fn join_err(e: tokio::task::JoinError) -> StoreError {
 }
 
 impl FsWriter {
+    /// The open file, or `None` if `release` closed it (the blocking job reopens it).
+    fn take_file(&mut self) -> Result<Option<File>, StoreError> {
+        match self.file.take() {
+            Some(f) => Ok(Some(f)),
+            None if self.released => {
+                self.released = false;
+                Ok(None)
+            }
+            None => Err(lost()),
+        }
+    }
+
     /// Waits for the write in flight, if any.
     async fn settle(&mut self) -> Result<(), StoreError> {
         if let Some(write) = self.inflight.take() {
@@ -366,10 +468,15 @@ impl FsWriter {
         self.settle().await?;
         let chunks: Arc<Vec<Bytes>> = Arc::new(std::mem::take(&mut self.pending));
         self.pending_len = 0;
-        let mut file = self.file.take().ok_or_else(lost)?;
+        let file = self.take_file()?;
+        let path = self.path.clone();
         self.inflight_end = self.offset;
         self.hash.push(chunks.clone());
         self.inflight = Some(tokio::task::spawn_blocking(move || {
+            let mut file = match file {
+                Some(f) => f,
+                None => reopen(&path)?,
+            };
             write_all_vectored(&mut file, &chunks)?;
             Ok(file)
         }));
@@ -392,6 +499,16 @@ impl BlobWriter for FsWriter {
     async fn flush(&mut self) -> Result<(), StoreError> {
         self.start_flush().await?;
         self.settle().await
+    }
+
+    async fn release(&mut self) -> Result<(), StoreError> {
+        self.flush().await?;
+        if let Some(f) = self.file.take() {
+            self.released = true;
+            // close(2) on a local file does not wait for the disk; it is not worth a blocking job.
+            drop(f);
+        }
+        Ok(())
     }
 
     async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
@@ -418,13 +535,17 @@ impl BlobWriter for FsWriter {
         size: Option<u64>,
     ) -> Result<u64, StoreError> {
         self.flush().await?;
-        let file = self.file.take().ok_or_else(lost)?;
+        let file = self.take_file()?;
         let hasher = self.hash.current().await;
         let path = self.path.clone();
         let dest = self.store.blob_path(expected);
         let expected = expected.clone();
         let offset = self.offset;
         blocking(move || {
+            let file = match file {
+                Some(f) => f,
+                None => reopen(&path)?,
+            };
             file.sync_all()?;
             drop(file);
             let actual = match expected.algorithm() {

@@ -133,3 +133,60 @@ fn ingest_refs_cannot_name_paths() {
     }
     assert!(IngestRef::new("upload-3f2a_9").is_ok());
 }
+
+/// Descriptors of this process open on `path`.
+fn fds_on(path: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target == path)
+        .count()
+}
+
+#[tokio::test]
+async fn a_released_writer_holds_no_descriptor_and_carries_on() {
+    let (dir, s) = store();
+    let path = dir.path().join("ingest").join("idle");
+    let mut w = write_all(&s, "idle", &[b"first, "]).await;
+    w.flush().await.unwrap();
+    assert_eq!(fds_on(&path), 1);
+    w.release().await.unwrap();
+    assert_eq!(fds_on(&path), 0, "a released writer keeps its ingest open");
+    assert_eq!(w.offset(), 7);
+    w.write(Bytes::from_static(b"then more")).await.unwrap();
+    w.release().await.unwrap();
+    let d = Digest::sha256_of(b"first, then more");
+    assert_eq!(w.commit(&d, Some(16)).await.unwrap(), 16);
+    assert_eq!(&s.read_all(&d, 100).await.unwrap()[..], b"first, then more");
+}
+
+#[tokio::test]
+async fn cleanup_leaves_ingests_that_a_writer_holds() {
+    let (_dir, s) = store();
+    let fill = IngestRef::new("fill-1").unwrap();
+    let mut w = write_all(&s, "fill-1", &[b"partial"]).await;
+    w.release().await.unwrap(); // even with its file closed, it is this writer's
+    std::fs::write(s.root().join("ingest/mono-orphan"), b"left by a crash").unwrap();
+    let listed = s.ingests().await.unwrap();
+    let held: Vec<_> = listed
+        .iter()
+        .map(|i| (i.ingest.as_str(), i.held, i.size))
+        .collect();
+    assert!(held.contains(&("fill-1", true, 7)), "{held:?}");
+    assert!(held.contains(&("mono-orphan", false, 15)), "{held:?}");
+    assert!(!s.abort_unheld(&fill).await.unwrap());
+    assert!(s
+        .abort_unheld(&IngestRef::new("mono-orphan").unwrap())
+        .await
+        .unwrap());
+    w.write(Bytes::from_static(b" and the rest")).await.unwrap();
+    let d = Digest::sha256_of(b"partial and the rest");
+    w.commit(&d, None).await.unwrap();
+    assert!(s.ingests().await.unwrap().is_empty());
+    // Once the writer is gone, cleanup may take what it left.
+    let w = write_all(&s, "fill-2", &[b"abandoned"]).await;
+    let r = IngestRef::new("fill-2").unwrap();
+    assert!(!s.abort_unheld(&r).await.unwrap());
+    drop(w);
+    assert!(s.abort_unheld(&r).await.unwrap());
+}
