@@ -1,12 +1,16 @@
 //! The HTTP server: accepts connections, hands requests to the registry, logs one line per request,
 //! and shuts down gracefully (stop accepting, let in-flight requests finish, up to a grace period).
+//!
+//! Peers that stall are bounded (`[server]` keys): a request head must arrive within
+//! `header_timeout_secs`, a request body may pause at most `body_idle_secs`, and a client that takes
+//! none of a response for `write_idle_secs` is dropped, with its connection and descriptors.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,13 +21,16 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio::time::Sleep;
 
 use crate::body::Body;
-use crate::config::Config;
+use crate::config::{Config, ServerConfig};
+use crate::error::{BodyIdle, Refused};
 use crate::meta::{Meta, MetaError};
 use crate::mirror::Mirror;
-use crate::registry::Registry;
+use crate::registry::{BoxError, Registry};
 use crate::store::{ContentStore, FsStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -77,11 +84,7 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, TcpListener), StartEr
         tracing::info!(host = %u.host, prefix = %u.prefix, endpoint = %u.endpoint(), "mirroring upstream");
     }
     let registry = Arc::new(Registry::new(store, meta, cfg.registry.clone(), mirror));
-    match registry.purge_uploads().await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(purged = n, "dropped expired or orphaned uploads"),
-        Err(e) => tracing::warn!(error = %e, "could not purge old uploads"),
-    }
+    purge_uploads(&registry).await;
     let listener = TcpListener::bind(cfg.server.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -91,13 +94,17 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, TcpListener), StartEr
     Ok((registry, listener))
 }
 
-/// Serves until `shutdown` resolves, then drains connections for up to `grace`.
+/// Serves until `shutdown` resolves, then drains connections for up to `shutdown_grace_secs`.
 pub async fn serve(
     registry: Arc<Registry>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
-    grace: Duration,
+    cfg: &ServerConfig,
 ) {
+    let grace = Duration::from_secs(cfg.shutdown_grace_secs);
+    let header_timeout = Duration::from_secs(cfg.header_timeout_secs.max(1));
+    let body_idle = Duration::from_secs(cfg.body_idle_secs.max(1));
+    let write_idle = Duration::from_secs(cfg.write_idle_secs.max(1));
     let graceful = GracefulShutdown::new();
     let purger = tokio::spawn(purge_periodically(registry.clone()));
     tokio::pin!(shutdown);
@@ -115,18 +122,20 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let reg = registry.clone();
-                let svc = service_fn(move |req| {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let req = req.map(|b| IdleBody::new(b, body_idle));
                     let reg = reg.clone();
-                    async move { Ok::<_, Infallible>(handle_logged(&reg, req, peer).await) }
+                    async move { Ok::<_, Infallible>(handle_logged(reg, req, peer).await) }
                 });
+                let io = ClientStream::new(crate::zerocopy::Stream::new(stream), write_idle);
                 let conn = http1::Builder::new()
                     .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(30))
-                    .serve_connection(TokioIo::new(crate::zerocopy::Stream::new(stream)), svc);
+                    .header_read_timeout(header_timeout)
+                    .serve_connection(TokioIo::new(io), svc);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        log_connection_error(peer, &e, header_timeout);
                     }
                 });
             }
@@ -148,20 +157,61 @@ pub async fn serve(
     }
 }
 
-/// Housekeeping: last-use times of cached content every minute, expired uploads every hour.
+fn log_connection_error(peer: SocketAddr, e: &hyper::Error, header_timeout: Duration) {
+    if e.is_timeout() {
+        tracing::debug!(
+            %peer,
+            secs = header_timeout.as_secs(),
+            "closed a connection that sent no complete request head in time (server.header_timeout_secs)"
+        );
+        return;
+    }
+    let write_idle = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .and_then(|io| io.get_ref())
+        .and_then(|inner| inner.downcast_ref::<WriteIdle>());
+    match write_idle {
+        Some(w) => tracing::info!(%peer, "{w}"),
+        None => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+    }
+}
+
+/// Housekeeping: last-use times of cached content every minute, upload sessions and partial writes
+/// every `registry.upload_purge_secs`.
 async fn purge_periodically(registry: Arc<Registry>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
-    tick.tick().await; // the first tick is immediate; startup already purged
-    for n in 1u64.. {
-        tick.tick().await;
-        if let Err(e) = registry.mirror().flush_usage().await {
-            tracing::warn!(error = %e, "could not record cache usage");
-        }
-        if n % 60 == 0 {
-            if let Err(e) = registry.purge_uploads().await {
-                tracing::warn!(error = %e, "could not purge old uploads");
+    let mut usage = tokio::time::interval(Duration::from_secs(60));
+    let mut uploads = tokio::time::interval(registry.upload_purge_interval());
+    // The first ticks are immediate; startup already purged.
+    usage.tick().await;
+    uploads.tick().await;
+    loop {
+        tokio::select! {
+            _ = usage.tick() => {
+                if let Err(e) = registry.mirror().flush_usage().await {
+                    tracing::warn!(error = %e, "could not record cache usage");
+                }
             }
+            _ = uploads.tick() => purge_uploads(&registry).await,
         }
+    }
+}
+
+/// One purge of upload sessions and partial writes; each removal is logged where it happens, and
+/// the run with its totals.
+async fn purge_uploads(registry: &Registry) {
+    match registry.purge_uploads_report().await {
+        Ok(p) if p.sessions + p.ingests > 0 => tracing::info!(
+            sessions = p.sessions,
+            partial_writes = p.ingests,
+            bytes = p.bytes,
+            in_progress_kept = p.in_progress,
+            "upload purge removed expired sessions and orphaned partial writes"
+        ),
+        Ok(p) => tracing::debug!(
+            in_progress_kept = p.in_progress,
+            "upload purge ran: nothing to remove"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not purge old uploads"),
     }
 }
 
@@ -181,9 +231,12 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Answers a request and logs it once, however it ends. Requests that change state run as their own
+/// task, so a client that leaves mid-request cannot cut a commit in half; their line is then written
+/// when they finish. Reads stop with their client, and are logged as it leaves.
 async fn handle_logged(
-    registry: &Registry,
-    req: Request<Incoming>,
+    registry: Arc<Registry>,
+    req: Request<IdleBody<Incoming>>,
     peer: SocketAddr,
 ) -> Response<LoggedBody> {
     let start = Instant::now();
@@ -193,27 +246,113 @@ async fn handle_logged(
         .uri()
         .path_and_query()
         .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
-    let resp = registry.handle(req).await;
-    let status = resp.status();
+    let log = RequestLog {
+        method,
+        path,
+        status: StatusCode::OK,
+        refused: None,
+        start,
+        peer,
+    };
+    if matches!(log.method, Method::GET | Method::HEAD) {
+        let mut waiting = Waiting(Some(log));
+        let resp = registry.handle(req).await;
+        return logged(resp, waiting.0.take().expect("only taken here"));
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel::<Response<Body>>();
+    let mut task_log = log.copy();
+    tokio::spawn(async move {
+        let resp = registry.handle(req).await;
+        // The client left before the answer: nobody else will log this request.
+        if let Err(resp) = tx.send(resp) {
+            task_log.answered(&resp);
+            task_log.emit(0, false, true);
+        }
+    });
+    let resp = rx.await.unwrap_or_else(|_| {
+        // The handler panicked; its task is gone.
+        crate::registry::error_response(
+            crate::error::RegistryError::new(
+                crate::error::ErrorCode::Unknown,
+                "internal error while answering this request; see wharf's log",
+            ),
+            false,
+        )
+    });
+    logged(resp, log)
+}
+
+fn logged(resp: Response<Body>, mut log: RequestLog) -> Response<LoggedBody> {
+    log.answered(&resp);
     resp.map(|inner| LoggedBody {
         inner,
         sent: 0,
-        log: Some(RequestLog {
-            method,
-            path,
-            status,
-            start,
-            peer,
-        }),
+        log: Some(log),
     })
 }
+
+/// Logs a read whose client left before it was answered (nginx's 499).
+struct Waiting(Option<RequestLog>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(mut l) = self.0.take() {
+            l.status = CLIENT_GONE;
+            l.emit(0, false, true);
+        }
+    }
+}
+
+/// What the log says for a request whose client left before the answer (as nginx does).
+const CLIENT_GONE: StatusCode = match StatusCode::from_u16(499) {
+    Ok(s) => s,
+    Err(_) => StatusCode::BAD_REQUEST,
+};
 
 struct RequestLog {
     method: Method,
     path: String,
     status: StatusCode,
+    refused: Option<Refused>,
     start: Instant,
     peer: SocketAddr,
+}
+
+impl RequestLog {
+    fn copy(&self) -> RequestLog {
+        RequestLog {
+            method: self.method.clone(),
+            path: self.path.clone(),
+            status: self.status,
+            refused: self.refused.clone(),
+            start: self.start,
+            peer: self.peer,
+        }
+    }
+
+    fn answered(&mut self, resp: &Response<Body>) {
+        self.status = resp.status();
+        self.refused = resp.extensions().get::<Refused>().cloned();
+    }
+
+    /// The request's one line: a refusal with its error code, and at debug level its message.
+    fn emit(&self, bytes: u64, complete: bool, client_gone: bool) {
+        let micros = self.start.elapsed().as_micros() as u64;
+        let (peer, method, path, status) =
+            (&self.peer, &self.method, &self.path, self.status.as_u16());
+        match &self.refused {
+            None => {
+                tracing::info!(%peer, %method, %path, status, bytes, micros, complete, client_gone, "request")
+            }
+            Some(r) if tracing::enabled!(tracing::Level::DEBUG) => tracing::info!(
+                %peer, %method, %path, status, error = %r.code, reason = %r.message, bytes, micros,
+                complete, client_gone, "request"
+            ),
+            Some(r) => {
+                tracing::info!(%peer, %method, %path, status, error = %r.code, bytes, micros, complete, client_gone, "request")
+            }
+        }
+    }
 }
 
 /// A response body that logs its request once the body is done (or abandoned), with the bytes sent:
@@ -260,16 +399,228 @@ impl Drop for LoggedBody {
     fn drop(&mut self) {
         if let Some(l) = self.log.take() {
             let complete = self.inner.is_end_stream();
-            tracing::info!(
-                peer = %l.peer,
-                method = %l.method,
-                path = %l.path,
-                status = l.status.as_u16(),
-                bytes = self.sent,
-                micros = l.start.elapsed().as_micros() as u64,
-                complete,
-                "request"
-            );
+            l.emit(self.sent, complete, false);
         }
+    }
+}
+
+/// A request body that fails once nothing arrives for `idle`: a peer that stops sending (a stalled
+/// `PATCH`, a `PUT` that declared a length and sent nothing) would otherwise hold its request, its
+/// connection and an upload session forever. The handler decides what it keeps (a session keeps
+/// what it received).
+pub struct IdleBody<B> {
+    inner: B,
+    timer: IdleTimer,
+}
+
+impl<B> IdleBody<B> {
+    pub fn new(inner: B, idle: Duration) -> IdleBody<B> {
+        IdleBody {
+            inner,
+            timer: IdleTimer::new(idle),
+        }
+    }
+}
+
+/// A deadline armed when a wait begins and disarmed by progress. Its timer is allocated at the first
+/// wait and reset after that, so a request whose body is never waited on (most reads) pays nothing.
+struct IdleTimer {
+    idle: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl IdleTimer {
+    fn new(idle: Duration) -> IdleTimer {
+        IdleTimer {
+            idle,
+            sleep: None,
+            armed: false,
+        }
+    }
+
+    fn progress(&mut self) {
+        self.armed = false;
+    }
+
+    /// Arms the timer to expire `after` from now.
+    fn arm(&mut self, after: Duration) {
+        let deadline = tokio::time::Instant::now() + after;
+        match &mut self.sleep {
+            Some(s) => s.as_mut().reset(deadline),
+            None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+        self.armed = true;
+    }
+
+    /// Ready once `idle` has passed since the current wait began (arming it if none had).
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.armed {
+            self.arm(self.idle);
+        }
+        match &mut self.sleep {
+            Some(s) => s.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<B> http_body::Body for IdleBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Poll::Ready(r) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.timer.progress();
+            return Poll::Ready(r.map(|f| f.map_err(Into::into)));
+        }
+        ready!(this.timer.poll_expired(cx));
+        Poll::Ready(Some(Err(Box::new(BodyIdle {
+            secs: this.timer.idle.as_secs(),
+        }))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A client that took none of a response for `server.write_idle_secs`: its connection is closed.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "closed a connection whose client took none of its response for {secs} s (server.write_idle_secs: \
+     raise it for clients that pause this long)"
+)]
+pub struct WriteIdle {
+    secs: u64,
+}
+
+/// How long a closing connection goes on reading (and dropping) what its client still sends.
+const LINGER: Duration = Duration::from_secs(5);
+/// How much it reads so at most.
+const LINGER_BYTES: u64 = 64 << 20;
+
+/// The connection's stream as the server uses it:
+/// - a write that makes no progress for `idle` fails: a client that stops reading would otherwise
+///   hold its connection, the response's file and a task forever;
+/// - closing lingers (as nginx's `lingering_close`): after the answer, what the client still sends
+///   is read and dropped for a while. A request refused before its body was read (a manifest over
+///   the limit, a refused upload) leaves that body in flight, and closing a socket with unread
+///   bytes sends a reset, which can destroy the answer before the client reads it.
+pub struct ClientStream<S> {
+    inner: S,
+    timer: IdleTimer,
+    /// Bytes dropped while lingering, once the write side is shut.
+    lingered: Option<u64>,
+}
+
+impl<S> ClientStream<S> {
+    pub fn new(inner: S, idle: Duration) -> ClientStream<S> {
+        ClientStream {
+            inner,
+            timer: IdleTimer::new(idle),
+            lingered: None,
+        }
+    }
+
+    /// Passes on a finished write; for one still waiting, fails it once `idle` has passed since it
+    /// began waiting.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if r.is_ready() {
+            self.timer.progress();
+            return r;
+        }
+        ready!(self.timer.poll_expired(cx));
+        Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            WriteIdle {
+                secs: self.timer.idle.as_secs(),
+            },
+        )))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientStream<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, r)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.lingered.is_none() {
+            let r = Pin::new(&mut this.inner).poll_shutdown(cx);
+            ready!(this.watch(cx, r))?;
+            this.lingered = Some(0);
+            this.timer.arm(LINGER);
+        }
+        let mut scratch = [0u8; 16 * 1024];
+        loop {
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut buf) {
+                // The client is done sending (or gone): closing now resets nothing.
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {
+                    let n = this.lingered.get_or_insert(0);
+                    *n += buf.filled().len() as u64;
+                    if *n > LINGER_BYTES {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                Poll::Pending => {
+                    ready!(this.timer.poll_expired(cx));
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ClientStream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }

@@ -164,6 +164,12 @@ impl Registry {
         req: Request<B>,
     ) -> Result<Response<Body>> {
         let limit = self.cfg.max_manifest_bytes;
+        // Refused before reading a byte (and before `Expect: 100-continue` is answered): the body
+        // would only be thrown away. `handle` closes the connection, as the body stays unread.
+        let declared = header_str(&req, CONTENT_LENGTH).and_then(|l| l.parse::<u64>().ok());
+        if declared.is_some_and(|l| l > limit) {
+            return Err(too_large(limit));
+        }
         let content_type = header_str(&req, CONTENT_TYPE).map(str::to_owned);
         let body = read_capped(req.into_body(), limit).await?;
         let m = manifest::parse(content_type.as_deref(), &body)
