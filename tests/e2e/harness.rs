@@ -347,6 +347,9 @@ pub struct WharfOptions {
     pub mirror: MirrorOptions,
     /// Extra environment for the wharf process (e.g. an upstream's `password_env`).
     pub env: Vec<(String, String)>,
+    /// More `[server]` and `[registry]` keys, as `key = value` TOML lines (timeouts, session limits).
+    pub server_keys: Vec<String>,
+    pub registry_keys: Vec<String>,
 }
 
 impl WharfOptions {
@@ -431,9 +434,17 @@ impl Wharf {
 
     fn config_toml(&self, listen: SocketAddr, data_dir: &Path) -> String {
         let mut toml = format!(
-            "[server]\nlisten = \"{listen}\"\n\n[storage]\ndata_dir = \"{}\"\n\n[registry]\n",
+            "[server]\nlisten = \"{listen}\"\n{}\n[storage]\ndata_dir = \"{}\"\n\n[registry]\n",
+            self.options
+                .server_keys
+                .iter()
+                .map(|k| format!("{k}\n"))
+                .collect::<String>(),
             data_dir.display()
         );
+        for k in &self.options.registry_keys {
+            toml += &format!("{k}\n");
+        }
         if let Some(v) = self.options.delete_enabled {
             toml += &format!("delete_enabled = {v}\n");
         }
@@ -469,6 +480,11 @@ impl Wharf {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The running wharf's process id (to look at its descriptors, or lower its limits).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("wharf is not running").id()
     }
 
     /// `http://127.0.0.1:PORT`

@@ -14,6 +14,7 @@ mod bad_input;
 mod config_env;
 mod crash;
 mod dedupe;
+mod hardening;
 mod mirror;
 mod reference_peer;
 mod registry_api;

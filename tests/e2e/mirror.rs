@@ -17,7 +17,7 @@ use crate::skopeo::Skopeo;
 // Support.
 mod ctr;
 mod pki;
-mod relay;
+pub(crate) mod relay;
 mod token_server;
 
 // Tests.
