@@ -39,6 +39,8 @@ pub enum Phase {
     Refused {
         status: StatusCode,
         message: Arc<str>,
+        /// The upstream's `Retry-After` (with a 429 or 503), passed on to clients.
+        retry_after: Option<http::HeaderValue>,
     },
     /// Started but failed: nothing was committed.
     Failed(Arc<str>),
@@ -64,6 +66,9 @@ pub struct Source {
 
 pub struct Fill {
     pub digest: Digest,
+    /// The cache repository the fill was started for: a request for another repository that joins
+    /// it must first have the upstream confirm that repository has the blob (no cross-repo leaks).
+    pub cache_repo: String,
     ingest: IngestRef,
     progress: watch::Receiver<Progress>,
 }
@@ -98,6 +103,7 @@ impl Fills {
                 });
                 let fill = Arc::new(Fill {
                     digest: digest.clone(),
+                    cache_repo: source.cache_repo.clone(),
                     ingest: ingest.clone(),
                     progress: rx,
                 });
@@ -108,6 +114,12 @@ impl Fills {
                 fill
             }
         }
+    }
+
+    /// The fill of `digest` in progress now, if any (it stays listed until its blob is committed
+    /// and linked to its cache repository).
+    pub fn running(&self, digest: &Digest) -> Option<Arc<Fill>> {
+        self.running.get(digest).map(|f| f.clone())
     }
 
     /// Fills in progress now.
@@ -178,12 +190,14 @@ impl Fills {
                 UpstreamError::TokenDenied { status, .. } => Phase::Refused {
                     status,
                     message: e.to_string().into(),
+                    retry_after: None,
                 },
                 e => failed(e.to_string()),
             })?;
         if resp.status() != StatusCode::OK {
             return Err(Phase::Refused {
                 status: resp.status(),
+                retry_after: resp.headers().get(http::header::RETRY_AFTER).cloned(),
                 message: format!(
                     "upstream {} answered {} for blob {digest} of {}",
                     src.upstream.host,

@@ -32,6 +32,10 @@ const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
 const TAG_CHECKED: TableDefinition<(&str, &str), u64> = TableDefinition::new("tag_checked");
 /// digest → unix seconds it was last served from the mirror cache (for eviction)
 const LAST_USED: TableDefinition<&str, u64> = TableDefinition::new("last_used");
+/// (cache repo, subject digest) → (digest of the referrers index the mirror cached, unix seconds the
+/// upstream last confirmed it)
+const MIRROR_REFERRERS: TableDefinition<(&str, &str), (&str, u64)> =
+    TableDefinition::new("mirror_referrers");
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
@@ -136,6 +140,7 @@ impl Meta {
         tx.open_table(UPLOADS)?;
         tx.open_table(TAG_CHECKED)?;
         tx.open_table(LAST_USED)?;
+        tx.open_table(MIRROR_REFERRERS)?;
         tx.commit()?;
         Ok(Meta {
             db: Arc::new(db),
@@ -483,6 +488,45 @@ impl Meta {
             })
             .await?;
         Ok(fill(&self.cache.checked, key, v))
+    }
+
+    /// Records the referrers index the mirror fetched for `subject` in cache repository `repo` (its
+    /// bytes already in the content store) and when the upstream answered it.
+    pub async fn mirror_referrers(
+        &self,
+        repo: &str,
+        subject: &Digest,
+        index: &Digest,
+        checked: u64,
+    ) -> Result<(), MetaError> {
+        let (r, s, i) = (repo.to_owned(), subject.to_string(), index.to_string());
+        self.run(move |db| {
+            let tx = db.begin_write()?;
+            tx.open_table(MIRROR_REFERRERS)?
+                .insert((r.as_str(), s.as_str()), (i.as_str(), checked))?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The referrers index cached for `subject` in `repo`, and when the upstream last confirmed it.
+    pub async fn mirrored_referrers(
+        &self,
+        repo: &str,
+        subject: &Digest,
+    ) -> Result<Option<(Digest, u64)>, MetaError> {
+        let (r, s) = (repo.to_owned(), subject.to_string());
+        self.run(move |db| {
+            let t = db.begin_read()?.open_table(MIRROR_REFERRERS)?;
+            let Some(v) = t.get((r.as_str(), s.as_str()))? else {
+                return Ok(None);
+            };
+            let (index, checked) = v.value();
+            // A record this module wrote holds a valid digest; anything else reads as absent.
+            Ok(index.parse().ok().map(|d| (d, checked)))
+        })
+        .await
     }
 
     /// Records when cached content was last served, in one transaction for a batch.

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LINK};
+use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LINK, RETRY_AFTER, WARNING};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
@@ -28,9 +28,9 @@ use crate::error::{ErrorCode, RegistryError, Result};
 use crate::fill::{Fills, Phase, Source};
 use crate::inflight::Flights;
 use crate::manifest::{self, bare_media_type};
-use crate::meta::{ManifestPut, ManifestRecord, Meta};
+use crate::meta::{Descriptor, ManifestPut, ManifestRecord, Meta};
 use crate::reference::Reference;
-use crate::registry::{accepts, not_acceptable, unix_now, CONTENT_DIGEST};
+use crate::registry::{accepts, not_acceptable, tag_list, tag_page, unix_now, CONTENT_DIGEST};
 use crate::registry::{blob_head, blob_response, json_response, manifest_response};
 use crate::store::ContentStore;
 use crate::upstream::{Upstream, UpstreamError};
@@ -63,13 +63,19 @@ impl Target {
 enum Failure {
     NotFound(String),
     Denied(String),
-    RateLimited(String),
-    /// 5xx, unreachable, timed out, or sent bad bytes: the cases stale-if-error covers.
+    /// 429, with the upstream's `Retry-After` to pass on.
+    RateLimited(String, Option<HeaderValue>),
+    /// 5xx, unreachable, timed out, inconsistent, or sent bad bytes: the cases stale-if-error covers.
     Unavailable(String),
 }
 
 impl Failure {
-    fn from_status(status: StatusCode, t: &Target, what: &str) -> Failure {
+    fn from_status(
+        status: StatusCode,
+        retry_after: Option<&HeaderValue>,
+        t: &Target,
+        what: &str,
+    ) -> Failure {
         let host = &t.upstream.host;
         match status {
             StatusCode::NOT_FOUND => {
@@ -80,10 +86,17 @@ impl Failure {
                  ([[upstream]] username and password_env or password_file)",
                 t.remote
             )),
-            StatusCode::TOO_MANY_REQUESTS => Failure::RateLimited(format!(
-                "upstream {host} is rate-limiting requests (429) and {what} of {} is not cached",
-                t.remote
-            )),
+            StatusCode::TOO_MANY_REQUESTS => Failure::RateLimited(
+                format!(
+                    "upstream {host} is rate-limiting requests (429) and {what} of {} is not cached{}",
+                    t.remote,
+                    retry_after
+                        .and_then(|v| v.to_str().ok())
+                        .map(|v| format!("; it asks to retry after {v} s"))
+                        .unwrap_or_default()
+                ),
+                retry_after.cloned(),
+            ),
             s => Failure::Unavailable(format!(
                 "upstream {host} answered {s} for {what} of {}",
                 t.remote
@@ -91,15 +104,32 @@ impl Failure {
         }
     }
 
+    /// The failure of an upstream response that was not 200.
+    fn from_response<B>(resp: &Response<B>, t: &Target, what: &str) -> Failure {
+        Failure::from_status(resp.status(), resp.headers().get(RETRY_AFTER), t, what)
+    }
+
     fn into_error(self, unknown: ErrorCode) -> RegistryError {
         match self {
             Failure::NotFound(m) => RegistryError::new(unknown, m),
             Failure::Denied(m) => RegistryError::new(ErrorCode::Denied, m),
-            Failure::RateLimited(m) => RegistryError::new(ErrorCode::TooManyRequests, m),
+            Failure::RateLimited(m, retry_after) => {
+                let e = RegistryError::new(ErrorCode::TooManyRequests, m);
+                match retry_after.as_ref().and_then(|v| v.to_str().ok()) {
+                    Some(v) => e.with_header(RETRY_AFTER, v),
+                    None => e,
+                }
+            }
             Failure::Unavailable(m) => {
                 RegistryError::new(ErrorCode::Unknown, m).with_status(StatusCode::BAD_GATEWAY)
             }
         }
+    }
+
+    /// Whether a cached copy may stand in (`mirror.stale_if_error`): the upstream failed, it did
+    /// not say "no".
+    fn allows_stale(&self) -> bool {
+        matches!(self, Failure::Unavailable(_) | Failure::RateLimited(..))
     }
 }
 
@@ -134,9 +164,17 @@ pub struct Mirror {
     fetcher: Fetcher,
     fills: Fills,
     flights: Flights<String, std::result::Result<Fetched, Failure>>,
+    referrer_flights: Flights<String, std::result::Result<Vec<Descriptor>, Failure>>,
     /// Last use of cached content, written to the metadata in batches (`flush_usage`).
     used: DashMap<Digest, u64>,
+    /// wharf's own listen port: an `ns=` naming wharf itself is a local request, not a missing upstream.
+    own_port: u16,
+    /// Hosts that requests named but no `[[upstream]]` configures, each logged once.
+    unconfigured_seen: DashMap<String, ()>,
 }
+
+/// How many unconfigured hosts are remembered (and logged): clients choose `ns=`, so the set is bounded.
+const MAX_UNCONFIGURED_SEEN: usize = 256;
 
 impl Mirror {
     pub fn new(
@@ -175,7 +213,10 @@ impl Mirror {
                 max_manifest: cfg.registry.max_manifest_bytes,
             },
             flights: Flights::default(),
+            referrer_flights: Flights::default(),
             used: DashMap::new(),
+            own_port: cfg.server.listen.port(),
+            unconfigured_seen: DashMap::new(),
         })
     }
 
@@ -212,6 +253,44 @@ impl Mirror {
             .iter()
             .find(|u| u.prefix == first || u.host == first)
             .map(|u| Self::target(u, rest))
+    }
+
+    /// The registry host a request names (containerd's `ns=`, or a path prefix that looks like a host)
+    /// when no `[[upstream]]` configures it. Such requests are served from wharf's own repositories
+    /// (containerd pushes carry `ns=` too); the host is logged once, and a 404 names the fix.
+    pub fn unconfigured(&self, name: &str, ns: Option<&str>) -> Option<String> {
+        let host = match ns {
+            Some(h) => {
+                let own = h.rsplit_once(':').is_some_and(|(name, port)| {
+                    port.parse() == Ok(self.own_port)
+                        && matches!(name, "localhost" | "127.0.0.1" | "[::1]" | "0.0.0.0")
+                });
+                if own || self.upstreams.iter().any(|u| u.host == h) {
+                    return None;
+                }
+                h
+            }
+            None => {
+                // Docker's rule for the first component of a reference: a host has a dot or a
+                // port, or is localhost.
+                let (first, _) = name.split_once('/')?;
+                let hostlike = first.contains('.') || first.contains(':') || first == "localhost";
+                if !hostlike || self.explicit(name, None).is_some() {
+                    return None;
+                }
+                first
+            }
+        };
+        if self.unconfigured_seen.len() < MAX_UNCONFIGURED_SEEN
+            && self.unconfigured_seen.insert(host.to_owned(), ()).is_none()
+        {
+            tracing::info!(
+                host,
+                "requests name {host}, which is not a configured upstream: serving them from wharf's \
+                 own repositories only (add an [[upstream]] with host = \"{host}\" to mirror it)"
+            );
+        }
+        Some(host.to_owned())
     }
 
     /// The default upstream's target for a name without a host (Docker's `registry-mirrors`).
@@ -260,22 +339,19 @@ impl Mirror {
                         digest: d.clone(),
                         record: rec,
                     },
-                    None => match self.fetcher.adopt(&t.cache, d).await {
-                        Some(f) => f,
-                        None => {
-                            let key = format!("{}|{}|{d}", t.upstream.host, t.remote);
-                            let (fetcher, t2, d2) = (self.fetcher.clone(), t.clone(), d.clone());
-                            self.flights
-                                .run(key, move || async move {
-                                    fetcher.get(&t2, &d2.to_string(), Some(&d2), &accept).await
-                                })
-                                .await
-                                .unwrap_or_else(|| {
-                                    Err(Failure::Unavailable("fetch task failed".into()))
-                                })
-                                .map_err(|f| f.into_error(ErrorCode::ManifestUnknown))?
-                        }
-                    },
+                    None => {
+                        let key = format!("{}|{}|{d}", t.upstream.host, t.remote);
+                        let (fetcher, t2, d2) = (self.fetcher.clone(), t.clone(), d.clone());
+                        self.flights
+                            .run(key, move || async move {
+                                fetcher.by_digest(&t2, &d2, &accept).await
+                            })
+                            .await
+                            .unwrap_or_else(|| {
+                                Err(Failure::Unavailable("fetch task failed".into()))
+                            })
+                            .map_err(|f| f.into_error(ErrorCode::ManifestUnknown))?
+                    }
                 };
                 if !accepts(req.headers(), &f.record.media_type) {
                     return Err(not_acceptable(&t.cache, r, &f.record.media_type));
@@ -324,23 +400,14 @@ impl Mirror {
                         self.touch(&f.digest);
                         manifest_response(store, &f.digest, &f.record, head).await
                     }
-                    (Err(Failure::Unavailable(why) | Failure::RateLimited(why)), Some(c))
-                        if self.cfg.stale_if_error =>
-                    {
+                    (Err(f), Some(c)) if f.allows_stale() && self.cfg.stale_if_error => {
                         tracing::warn!(
-                            upstream = %t.upstream.host, repo = %t.remote, %tag, error = %why,
+                            upstream = %t.upstream.host, repo = %t.remote, %tag, error = ?f,
                             "upstream failed; serving the cached tag (mirror.stale_if_error)"
                         );
                         self.touch(&c.digest);
-                        let mut resp = manifest_response(store, &c.digest, &c.record, head).await?;
-                        let warning = format!(
-                            "110 wharf \"Response is Stale: upstream {} failed\"",
-                            t.upstream.host
-                        );
-                        if let Ok(v) = HeaderValue::from_str(&warning) {
-                            resp.headers_mut().insert(http::header::WARNING, v);
-                        }
-                        Ok(resp)
+                        let resp = manifest_response(store, &c.digest, &c.record, head).await?;
+                        Ok(stale(resp, t))
                     }
                     (Err(f), _) => Err(f.into_error(ErrorCode::ManifestUnknown)),
                 }
@@ -362,17 +429,40 @@ impl Mirror {
                 format!("blob {d} is not in {} on {}", t.remote, t.upstream.host),
             )
         };
-        if let Some(size) = store.stat(d).await? {
-            // Cached, from this upstream or any other: content is content. Record that this repository
-            // uses it too.
-            if meta.blob(&t.cache, d).await?.is_none() {
+        let stored = store.stat(d).await?;
+        // A fill for this repository is as good as a link: it links the blob once committed (and
+        // only then leaves `running`), so between its rename and its link the blob is ours already.
+        let ours = self.fills.running(d).filter(|f| f.cache_repo == t.cache);
+        let linked = ours.is_some() || meta.blob(&t.cache, d).await?.is_some();
+        if let Some(size) = stored {
+            // Stored once, whoever brought it: but another repository's blob (pushed to wharf, or
+            // mirrored from elsewhere) is served under this name only once the upstream confirms
+            // this repository has it, as distribution's proxy does with its repository-scoped
+            // store. A "no" records nothing.
+            if !linked {
+                self.confirm_blob(t, d).await?;
                 meta.link_blob(&t.cache, d, size).await?;
             }
             self.touch(d);
             return blob_response(&**store, d, size, req, unknown).await;
         }
         if req.method() == Method::HEAD {
-            return self.head_upstream_blob(t, d).await;
+            // A fill in progress knows the length: no need to ask the upstream (which may be down).
+            if let Some(fill) = &ours {
+                let p = fill.ready().await;
+                if let (Some(size), Phase::Streaming | Phase::Verified | Phase::Done) =
+                    (p.size, &p.phase)
+                {
+                    let (resp, _) = blob_head(d, size, req)?;
+                    return Ok(resp);
+                }
+            }
+            let length = self.confirm_blob(t, d).await?;
+            let mut out = blob_without_length(d, Body::Empty);
+            if let Some(len) = length {
+                out.headers_mut().insert(CONTENT_LENGTH, len);
+            }
+            return Ok(out);
         }
         let fill = self.fills.get(
             d,
@@ -382,11 +472,24 @@ impl Mirror {
                 cache_repo: t.cache.clone(),
             },
         );
+        if fill.cache_repo != t.cache && !linked {
+            // Joining a fill started for another repository: the same rule as for stored blobs.
+            self.confirm_blob(t, d).await?;
+        }
         let p = fill.ready().await;
         match p.phase {
-            Phase::Refused { status, .. } => {
-                return Err(Failure::from_status(status, t, &format!("blob {d}"))
-                    .into_error(ErrorCode::BlobUnknown))
+            Phase::Refused {
+                status,
+                retry_after,
+                ..
+            } => {
+                return Err(Failure::from_status(
+                    status,
+                    retry_after.as_ref(),
+                    t,
+                    &format!("blob {d}"),
+                )
+                .into_error(ErrorCode::BlobUnknown))
             }
             Phase::Failed(why) => {
                 return Err(Failure::Unavailable(why.to_string()).into_error(ErrorCode::BlobUnknown))
@@ -408,7 +511,9 @@ impl Mirror {
         }
     }
 
-    async fn head_upstream_blob(&self, t: &Target, d: &Digest) -> Result<Response<Body>> {
+    /// `HEAD`s the blob in the target's upstream repository: its `Content-Length` if it is there, the
+    /// upstream's refusal otherwise.
+    async fn confirm_blob(&self, t: &Target, d: &Digest) -> Result<Option<HeaderValue>> {
         let path = format!("/v2/{}/blobs/{d}", t.remote);
         let resp = t
             .upstream
@@ -416,24 +521,48 @@ impl Mirror {
             .await
             .map_err(|e| Failure::from(e).into_error(ErrorCode::BlobUnknown))?;
         if resp.status() != StatusCode::OK {
-            return Err(Failure::from_status(resp.status(), t, &format!("blob {d}"))
+            return Err(Failure::from_response(&resp, t, &format!("blob {d}"))
                 .into_error(ErrorCode::BlobUnknown));
         }
-        let mut out = blob_without_length(d, Body::Empty);
-        if let Some(len) = resp.headers().get(CONTENT_LENGTH) {
-            out.headers_mut().insert(CONTENT_LENGTH, len.clone());
-        }
-        Ok(out)
+        Ok(resp.headers().get(CONTENT_LENGTH).cloned())
     }
 
     /// The upstream's tag list, passed through (tags are the upstream's to know), with its `Link`
-    /// rewritten to the name the client used.
+    /// rewritten to the name the client used. When the upstream fails, the tags the cache holds for
+    /// the repository (`mirror.stale_if_error`): `skopeo inspect` of a cached image keeps working.
     pub async fn tags<B>(
         &self,
         t: &Target,
         client_name: &str,
         req: &Request<B>,
     ) -> Result<Response<Body>> {
+        match self.upstream_tags(t, client_name, req).await {
+            Ok(resp) => Ok(resp),
+            Err(f) if f.allows_stale() && self.cfg.stale_if_error => {
+                let (n, last) = tag_page(req)?;
+                let meta = &self.fetcher.meta;
+                let (tags, more) = meta
+                    .tags(&t.cache, last.as_deref(), n.unwrap_or(usize::MAX))
+                    .await?;
+                if tags.is_empty() && last.is_none() {
+                    return Err(f.into_error(ErrorCode::NameUnknown));
+                }
+                tracing::warn!(
+                    upstream = %t.upstream.host, repo = %t.remote, error = ?f,
+                    "upstream failed; serving the cached tags (mirror.stale_if_error)"
+                );
+                Ok(stale(tag_list(client_name, &tags, more, n), t))
+            }
+            Err(f) => Err(f.into_error(ErrorCode::NameUnknown)),
+        }
+    }
+
+    async fn upstream_tags<B>(
+        &self,
+        t: &Target,
+        client_name: &str,
+        req: &Request<B>,
+    ) -> std::result::Result<Response<Body>, Failure> {
         let query = req
             .uri()
             .query()
@@ -444,11 +573,9 @@ impl Mirror {
         let resp = t
             .upstream
             .send(Method::GET, &path, &HeaderMap::new(), &t.scope())
-            .await
-            .map_err(|e| Failure::from(e).into_error(ErrorCode::NameUnknown))?;
+            .await?;
         if resp.status() != StatusCode::OK {
-            return Err(Failure::from_status(resp.status(), t, "tag list")
-                .into_error(ErrorCode::NameUnknown));
+            return Err(Failure::from_response(&resp, t, "tag list"));
         }
         let link = resp
             .headers()
@@ -464,7 +591,6 @@ impl Mirror {
             .await
             .map_err(|e| {
                 Failure::Unavailable(format!("upstream {} tag list: {e}", t.upstream.host))
-                    .into_error(ErrorCode::NameUnknown)
             })?;
         let mut out = json_response(StatusCode::OK, body);
         if let Some(v) = link.and_then(|l| HeaderValue::from_str(&l).ok()) {
@@ -474,7 +600,37 @@ impl Mirror {
     }
 }
 
+/// Marks a response served from the cache because the upstream failed (RFC 7234's "110 Response
+/// is Stale"), naming the upstream.
+fn stale(mut resp: Response<Body>, t: &Target) -> Response<Body> {
+    let warning = format!(
+        "110 wharf \"Response is Stale: upstream {} failed\"",
+        t.upstream.host
+    );
+    if let Ok(v) = HeaderValue::from_str(&warning) {
+        resp.headers_mut().insert(WARNING, v);
+    }
+    resp
+}
+
 impl Fetcher {
+    /// A manifest by digest that the cache repository does not record. Bytes already in the content
+    /// store (pushed, or mirrored under another name) are recorded for it only after the upstream
+    /// confirms that repository has them; otherwise they are fetched.
+    async fn by_digest(
+        &self,
+        t: &Target,
+        d: &Digest,
+        accept: &HeaderMap,
+    ) -> std::result::Result<Fetched, Failure> {
+        if self.store.stat(d).await.ok().flatten().is_some() {
+            manifest_request(t, Method::HEAD, &d.to_string(), accept).await?;
+            if let Some(f) = self.adopt(&t.cache, d).await {
+                return Ok(f);
+            }
+        }
+        self.get(t, &d.to_string(), Some(d), accept).await
+    }
     /// Manifest bytes already in the content store (pulled through another name or upstream, or
     /// pushed) are recorded for `cache` instead of fetched again.
     async fn adopt(&self, cache: &str, d: &Digest) -> Option<Fetched> {
@@ -518,7 +674,20 @@ impl Fetcher {
                 },
                 _ => match self.adopt(&t.cache, &d).await {
                     Some(f) => f,
-                    None => self.get(t, &d.to_string(), Some(&d), accept).await?,
+                    None => self
+                        .get(t, &d.to_string(), Some(&d), accept)
+                        .await
+                        .map_err(|f| match f {
+                            // The tag names a digest the upstream then denies having: an upstream
+                            // fault (a lying digest header, a half-replicated registry), not an
+                            // answer about what the client asked for.
+                            Failure::NotFound(_) => Failure::Unavailable(format!(
+                                "upstream {} is inconsistent: its HEAD of {}:{tag} named {d}, but \
+                                 a GET of {d} answered 404",
+                                t.upstream.host, t.remote
+                            )),
+                            f => f,
+                        })?,
                 },
             },
             None => self.get(t, tag, None, accept).await?,
@@ -601,6 +770,214 @@ impl Fetcher {
     }
 }
 
+/// Referrers of a subject as the mirror knows them, and the `Warning` to add when they come from the
+/// cache because the upstream failed.
+pub struct MirroredReferrers {
+    pub list: Vec<Descriptor>,
+    pub warning: Option<HeaderValue>,
+}
+
+/// At most this many pages of an upstream's paginated referrers list are followed.
+const MAX_REFERRER_PAGES: usize = 64;
+
+impl Mirror {
+    /// The referrers of `subject` in the target's upstream repository (signatures, SBOMs,
+    /// attestations): the upstream's referrers API, or the spec's `sha256-<hex>` tag schema when it
+    /// has none. Cached like a tag: revalidated after `mirror.tag_ttl_secs`, served stale when the
+    /// upstream fails. The referrer manifests and their blobs are then pulled by digest through the
+    /// mirror as any other content.
+    pub async fn referrers(&self, t: &Target, subject: &Digest) -> Result<MirroredReferrers> {
+        let meta = &self.fetcher.meta;
+        let cached = match meta.mirrored_referrers(&t.cache, subject).await? {
+            Some((index, checked)) => self
+                .fetcher
+                .cached_referrers(&index)
+                .await
+                .map(|list| (list, checked)),
+            None => None,
+        };
+        if let Some((list, checked)) = &cached {
+            if unix_now().saturating_sub(*checked) < self.cfg.tag_ttl_secs {
+                return Ok(MirroredReferrers {
+                    list: list.clone(),
+                    warning: None,
+                });
+            }
+        }
+        let key = format!("{}|{}|{subject}", t.upstream.host, t.remote);
+        let (fetcher, t2, s2) = (self.fetcher.clone(), t.clone(), subject.clone());
+        let res = self
+            .referrer_flights
+            .run(key, move || async move {
+                fetcher.refresh_referrers(&t2, &s2).await
+            })
+            .await
+            .unwrap_or_else(|| Err(Failure::Unavailable("fetch task failed".into())));
+        match (res, cached) {
+            (Ok(list), _) => Ok(MirroredReferrers {
+                list,
+                warning: None,
+            }),
+            (Err(f), Some((list, _))) if f.allows_stale() && self.cfg.stale_if_error => {
+                tracing::warn!(
+                    upstream = %t.upstream.host, repo = %t.remote, %subject, error = ?f,
+                    "upstream failed; serving the cached referrers (mirror.stale_if_error)"
+                );
+                Ok(MirroredReferrers {
+                    list,
+                    warning: stale(Response::new(Body::Empty), t)
+                        .headers()
+                        .get(WARNING)
+                        .cloned(),
+                })
+            }
+            (Err(f), _) => Err(f.into_error(ErrorCode::ManifestUnknown)),
+        }
+    }
+}
+
+impl Fetcher {
+    async fn cached_referrers(&self, index: &Digest) -> Option<Vec<Descriptor>> {
+        let bytes = self.store.read_all(index, self.max_manifest).await.ok()?;
+        index_entries(&bytes).ok()
+    }
+
+    /// Asks the upstream for the referrers of `subject`, caches the list as an OCI index in the
+    /// content store, and records it for the cache repository.
+    async fn refresh_referrers(
+        &self,
+        t: &Target,
+        subject: &Digest,
+    ) -> std::result::Result<Vec<Descriptor>, Failure> {
+        let list = match self.referrers_api(t, subject).await? {
+            Some(list) => list,
+            None => self.referrers_tag(t, subject).await?,
+        };
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": manifest::OCI_INDEX,
+            "manifests": list,
+        }))
+        .expect("plain JSON");
+        let digest = Digest::sha256_of(&index);
+        let cache_err = |e: String| Failure::Unavailable(format!("cannot cache referrers: {e}"));
+        self.store
+            .put(&digest, Bytes::from(index))
+            .await
+            .map_err(|e| cache_err(e.to_string()))?;
+        self.meta
+            .mirror_referrers(&t.cache, subject, &digest, unix_now())
+            .await
+            .map_err(|e| cache_err(e.to_string()))?;
+        Ok(list)
+    }
+
+    /// The upstream's referrers API, every page of it; `None` when the upstream has no such API
+    /// (a 404: the spec's signal to fall back to the tag schema).
+    async fn referrers_api(
+        &self,
+        t: &Target,
+        subject: &Digest,
+    ) -> std::result::Result<Option<Vec<Descriptor>>, Failure> {
+        let mut accept = HeaderMap::new();
+        accept.insert(ACCEPT, HeaderValue::from_static(manifest::OCI_INDEX));
+        let mut path = format!("/v2/{}/referrers/{subject}", t.remote);
+        let mut list = Vec::new();
+        for page in 0..MAX_REFERRER_PAGES {
+            let resp = t
+                .upstream
+                .send(Method::GET, &path, &accept, &t.scope())
+                .await?;
+            let what = format!("referrers of {subject}");
+            match resp.status() {
+                StatusCode::OK => {}
+                StatusCode::NOT_FOUND if page == 0 => return Ok(None),
+                _ => return Err(Failure::from_response(&resp, t, &what)),
+            }
+            let next = next_link(resp.headers());
+            let body = read_limited(
+                resp.into_body(),
+                self.max_manifest as usize,
+                t.upstream.timeout,
+            )
+            .await
+            .map_err(|e| {
+                Failure::Unavailable(format!("upstream {} {what}: {e}", t.upstream.host))
+            })?;
+            let entries = index_entries(&body).map_err(|e| {
+                Failure::Unavailable(format!(
+                    "upstream {} sent an unreadable referrers index for {subject}: {e}",
+                    t.upstream.host
+                ))
+            })?;
+            list.extend(entries);
+            match next {
+                Some(p) => path = p,
+                None => return Ok(Some(list)),
+            }
+        }
+        tracing::warn!(upstream = %t.upstream.host, repo = %t.remote, %subject, pages = MAX_REFERRER_PAGES, "referrers list cut at the page limit");
+        Ok(Some(list))
+    }
+
+    /// The spec's fallback for registries without the referrers API: an index tagged
+    /// `<alg>-<hex>` lists the referrers. No such tag means no referrers.
+    async fn referrers_tag(
+        &self,
+        t: &Target,
+        subject: &Digest,
+    ) -> std::result::Result<Vec<Descriptor>, Failure> {
+        let tag = format!("{}-{}", subject.algorithm().as_str(), subject.hex());
+        let mut accept = HeaderMap::new();
+        accept.insert(ACCEPT, HeaderValue::from_static(manifest::OCI_INDEX));
+        let f = match self.get(t, &tag, None, &accept).await {
+            Ok(f) => f,
+            Err(Failure::NotFound(_)) => return Ok(Vec::new()),
+            Err(f) => return Err(f),
+        };
+        let bytes = self
+            .store
+            .read_all(&f.digest, self.max_manifest)
+            .await
+            .map_err(|e| {
+                Failure::Unavailable(format!("cannot read the cached referrers tag: {e}"))
+            })?;
+        index_entries(&bytes).map_err(|e| {
+            Failure::Unavailable(format!(
+                "upstream {} tag {tag} is not a readable referrers index: {e}",
+                t.upstream.host
+            ))
+        })
+    }
+}
+
+/// The `manifests` of an OCI index, as referrer descriptors.
+fn index_entries(bytes: &[u8]) -> std::result::Result<Vec<Descriptor>, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        #[serde(default)]
+        manifests: Vec<Descriptor>,
+    }
+    serde_json::from_slice::<Index>(bytes).map(|i| i.manifests)
+}
+
+/// The path and query of a `Link: <...>; rel="next"` header (relative or absolute URL).
+fn next_link(h: &HeaderMap) -> Option<String> {
+    h.get_all(LINK).iter().find_map(|v| {
+        let v = v.to_str().ok()?;
+        let (url, params) = v.split_once(';')?;
+        if !params.contains("rel=\"next\"") && !params.contains("rel=next") {
+            return None;
+        }
+        let url = url.trim().trim_start_matches('<').trim_end_matches('>');
+        let path = match url.find("://") {
+            Some(i) => &url[i + 3..][url[i + 3..].find('/')?..],
+            None => url,
+        };
+        path.starts_with("/v2/").then(|| path.to_owned())
+    })
+}
+
 /// A blob response whose length the upstream decides (or did not say).
 fn blob_without_length(d: &Digest, body: Body) -> Response<Body> {
     let mut resp = Response::new(body);
@@ -626,8 +1003,8 @@ async fn manifest_request(
     let path = format!("/v2/{}/manifests/{reference}", t.remote);
     let resp = t.upstream.send(method, &path, accept, &t.scope()).await?;
     if resp.status() != StatusCode::OK {
-        return Err(Failure::from_status(
-            resp.status(),
+        return Err(Failure::from_response(
+            &resp,
             t,
             &format!("manifest {reference}"),
         ));

@@ -37,6 +37,7 @@ use route::Route;
 pub(crate) use blobs::{blob_head, blob_response};
 pub(crate) use manifests::{accepts, manifest_response, not_acceptable};
 pub(crate) use referrers::referrers_response;
+pub(crate) use tags::{tag_list, tag_page};
 
 pub const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
 pub const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
@@ -119,6 +120,30 @@ impl Registry {
         {
             return self.dispatch_mirror(route, t, req).await;
         }
+        let unconfigured = route
+            .repo()
+            .and_then(|r| self.mirror.unconfigured(r.as_str(), ns.as_deref()));
+        let result = self.dispatch_local(route, req).await;
+        match (result, unconfigured) {
+            (Err(mut e), Some(host)) if e.status == StatusCode::NOT_FOUND => {
+                e.message = format!(
+                    "{}; the request names {host}, which is not a configured upstream, so only \
+                     wharf's own repositories were searched: to mirror {host}, add an [[upstream]] \
+                     entry with host = \"{host}\" to wharf's config (see examples/wharf.toml)",
+                    e.message
+                );
+                Err(e)
+            }
+            (result, _) => result,
+        }
+    }
+
+    /// Requests for wharf's own repositories, and host-less names the default upstream may mirror.
+    async fn dispatch_local<B: RequestBody>(
+        &self,
+        route: Route,
+        req: Request<B>,
+    ) -> Result<Response<Body>> {
         let method = req.method().clone();
         match (route, method) {
             (Route::Base, Method::GET | Method::HEAD) => {
@@ -186,7 +211,14 @@ impl Registry {
             }
             (Route::Blob(_, d), Method::GET | Method::HEAD) => self.mirror.blob(&t, &d, &req).await,
             (Route::Tags(repo), Method::GET) => self.mirror.tags(&t, repo.as_str(), &req).await,
-            (Route::Referrers(_, d), Method::GET) => self.list_referrers(&t.cache, &d, &req).await,
+            (Route::Referrers(_, d), Method::GET) => {
+                let found = self.mirror.referrers(&t, &d).await?;
+                let mut resp = referrers_response(found.list, &req)?;
+                if let Some(w) = found.warning {
+                    resp.headers_mut().insert(http::header::WARNING, w);
+                }
+                Ok(resp)
+            }
             (_, m) => Err(RegistryError::new(
                 ErrorCode::Unsupported,
                 format!(

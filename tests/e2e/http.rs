@@ -312,6 +312,11 @@ impl Api {
         )
     }
 
+    /// GET a manifest path (with a query, say) accepting every type we use.
+    pub fn get_manifest_path(&self, path: &str) -> Resp {
+        self.request("GET", path, &[("Accept", &all_manifest_types())], None)
+    }
+
     /// The blob is in `repo` and its bytes hash to its digest.
     pub fn assert_blob_intact(&self, repo: &str, digest: &str, len: u64) {
         let h = self.head(&format!("/v2/{repo}/blobs/{digest}"));

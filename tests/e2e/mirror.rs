@@ -27,10 +27,13 @@ mod dedupe;
 mod docker_daemon;
 mod docker_form;
 mod faults;
+mod referrers;
+mod scoping;
 mod single_flight;
 mod skopeo_mirror;
 mod tls;
 mod token_auth;
+mod upstream_faults;
 
 /// How long a polled condition may take before the test fails. Conditions are polled, so a fast
 /// machine never waits for it.

@@ -89,6 +89,12 @@ impl Skopeo {
         self.run(&args);
     }
 
+    /// `skopeo inspect`: the image's JSON summary, which lists the repository's tags (`RepoTags`).
+    pub fn inspect(&self, image: &str) -> serde_json::Value {
+        let out = self.run(&["inspect", "--tls-verify=false", "--retry-times=0", image]);
+        serde_json::from_slice(&out).expect("skopeo inspect prints JSON")
+    }
+
     /// `skopeo inspect --raw`: the manifest bytes exactly as the registry serves them.
     pub fn inspect_raw(&self, image: &str) -> Vec<u8> {
         self.run(&[
