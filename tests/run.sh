@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 tests/setup.sh
+plugins/build.sh
 # The e2e tests run the binary (target/debug/wharf), which `cargo test` alone does not build.
 if ! cargo build -p wharf; then
     echo "wharf tests: 0 passed, 0 failed; cargo build -p wharf failed (see above), no test ran"
