@@ -2,7 +2,9 @@
 # Benchmarks wharf against nginx and the CNCF distribution registry on loopback (issue 5):
 # installs the tools that are missing (Debian packages only), builds wharf and the driver in release,
 # runs every case against all three servers and prints one table. Figures: tests/bench/out/.
-#   tests/bench/run.sh            full run (1 GiB blobs, under 15 minutes on 2 cores)
+# As root the run moves to a network namespace of its own and repeats the mirror cases with the
+# upstream paced at 1 and 10 Gbit/s (tc, from iproute2); without root those are skipped.
+#   tests/bench/run.sh            full run (1 GiB blobs, about 15 minutes on 2 cores)
 #   tests/bench/run.sh --quick    smoke run (128 MiB blobs, fewer repetitions, under 2 minutes)
 # Other arguments go to the driver (wharf-bench --help), e.g. --only 3 or --keep.
 set -euo pipefail
@@ -10,7 +12,7 @@ cd "$(dirname "$0")/../.."
 
 # nginx-light: the smallest Debian nginx (sendfile is in every build). HEAD load comes from the driver
 # itself (wrk 4.1 stalls on HEAD), so apache2-utils is not needed.
-tests/setup.sh nginx-light docker-registry wrk
+tests/setup.sh nginx-light docker-registry wrk iproute2
 
 cargo build --release -q -p wharf -p wharf-bench
 exec target/release/wharf-bench "$@"

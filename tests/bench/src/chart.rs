@@ -1,4 +1,4 @@
-//! The chart the README shows: four panels of grouped bars (wharf, nginx, distribution), each group
+//! The chart the README shows: five panels of grouped bars (wharf, nginx, distribution), each group
 //! with the issue's target for wharf as a red line, drawn from the same figures as the table.
 
 use std::path::Path;
@@ -155,7 +155,7 @@ fn draw_panel(area: &Area, p: &Panel) -> Result<()> {
 }
 
 pub fn draw(r: &Report, path: &Path) -> Result<()> {
-    let root = SVGBackend::new(path, (1200, 820)).into_drawing_area();
+    let root = SVGBackend::new(path, (1200, 1180)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let mode = if r.quick { "quick run" } else { "full run" };
     let root = root
@@ -169,7 +169,8 @@ pub fn draw(r: &Report, path: &Path) -> Result<()> {
             ("sans-serif", 19),
         )
         .map_err(err)?;
-    let panels = root.split_evenly((2, 2));
+    let (top, bottom) = root.split_vertically(760);
+    let panels = top.split_evenly((2, 2));
     let specs = [
         Panel {
             title: "Throughput ÷ nginx (higher is better)",
@@ -228,24 +229,14 @@ pub fn draw(r: &Report, path: &Path) -> Result<()> {
             log: false,
         },
         Panel {
-            title: "Mirror (distribution in proxy mode)",
-            y_desc: "ratio / count",
+            title: "Server CPU per GB, s (lower is better; @1G, @10G: upstream paced)",
+            y_desc: "s per GB",
             groups: vec![
-                (
-                    "cold pull ÷ direct",
-                    values(r, "4", "cold ÷ direct"),
-                    Some(0.95),
-                ),
-                (
-                    "8 pulls: time ÷ one pull",
-                    values(r, "5", "all done ÷ one cold pull"),
-                    Some(1.1),
-                ),
-                (
-                    "8 pulls: upstream GETs",
-                    values(r, "5", "upstream GETs, max"),
-                    Some(1.0),
-                ),
+                ("warm, 16", values(r, "2", "server CPU"), None),
+                ("cold", values(r, "4", "server CPU"), None),
+                ("cold @1G", values(r, "4-1g", "server CPU"), None),
+                ("8 cold", values(r, "5", "server CPU"), None),
+                ("8 cold @10G", values(r, "5-10g", "server CPU"), None),
             ],
             log: false,
         },
@@ -253,6 +244,51 @@ pub fn draw(r: &Report, path: &Path) -> Result<()> {
     for (area, p) in panels.iter().zip(specs.iter()) {
         draw_panel(area, p)?;
     }
+    let mirror = Panel {
+        title: "Mirror: loopback, and the upstream paced at 1 Gbit/s (@1G) and 10 Gbit/s (@10G); \
+                distribution in proxy mode",
+        y_desc: "ratio / count",
+        groups: vec![
+            ("cold ÷ direct", values(r, "4", "cold ÷ direct"), None),
+            (
+                "cold ÷ ceiling",
+                values(r, "4", "cold ÷ verifying ceiling"),
+                Some(0.8),
+            ),
+            (
+                "@1G: cold ÷ direct",
+                values(r, "4-1g", "cold ÷ direct"),
+                Some(0.95),
+            ),
+            (
+                "@10G: cold ÷ direct",
+                values(r, "4-10g", "cold ÷ direct"),
+                Some(0.95),
+            ),
+            (
+                "8 ÷ one pull",
+                values(r, "5", "all done ÷ one cold pull"),
+                Some(1.1),
+            ),
+            (
+                "@1G: 8 ÷ one",
+                values(r, "5-1g", "all done ÷ one cold pull"),
+                Some(1.1),
+            ),
+            (
+                "@10G: 8 ÷ one",
+                values(r, "5-10g", "all done ÷ one cold pull"),
+                None,
+            ),
+            (
+                "8: upstream GETs",
+                values(r, "5", "upstream GETs, max"),
+                Some(1.0),
+            ),
+        ],
+        log: false,
+    };
+    draw_panel(&bottom, &mirror)?;
     root.present().map_err(err)?;
     Ok(())
 }

@@ -8,6 +8,7 @@ mod cases;
 mod chart;
 mod http;
 mod load;
+mod pace;
 mod procstat;
 mod report;
 mod seed;
@@ -20,7 +21,9 @@ use anyhow::{bail, Context as _, Result};
 
 use report::{CaseResult, Machine, Report};
 
-const USAGE: &str = "usage: wharf-bench [--quick] [--only 1,2,3,4,5,6,7] [--blob-mib N] \
+const USAGE: &str =
+    "usage: wharf-bench [--quick] [--only 1,2,3,4,5,6,7 (or one link: 4-1g, 5-10g)] \
+[--blob-mib N] \
 [--wharf PATH] [--out DIR] [--docs FILE] [--keep]";
 
 struct Args {
@@ -83,6 +86,12 @@ fn require_tools() -> Result<()> {
 
 fn main() -> Result<()> {
     let args = parse_args()?;
+    // /usr/sbin is where Debian puts nginx and tc; a non-root PATH may lack it.
+    if let Some(p) = std::env::var_os("PATH") {
+        let mut dirs: Vec<PathBuf> = std::env::split_paths(&p).collect();
+        dirs.push("/usr/sbin".into());
+        std::env::set_var("PATH", std::env::join_paths(dirs)?);
+    }
     require_tools()?;
     if !args.wharf.is_file() {
         bail!(
@@ -90,17 +99,21 @@ fn main() -> Result<()> {
             args.wharf.display()
         );
     }
-    // /usr/sbin is where Debian puts nginx; a non-root PATH may lack it.
-    if let Some(p) = std::env::var_os("PATH") {
-        let mut dirs: Vec<PathBuf> = std::env::split_paths(&p).collect();
-        dirs.push("/usr/sbin".into());
-        std::env::set_var("PATH", std::env::join_paths(dirs)?);
+    // Before any thread or socket: the whole run moves to a loopback of its own, which the paced
+    // cases shape. Without root the run stays on the machine's loopback and skips them.
+    let netns = pace::enter_private_netns().map_err(|e| format!("{e:#}"));
+    if let Err(why) = &netns {
+        eprintln!("paced cases will be skipped: {why}");
     }
-    // `--only 3` or `--only 3a`: cases run whole (3 measures 3a, 3b and 3c together).
+    // `--only 3` or `--only 3a`: cases run whole (3 measures 3a, 3b and 3c together). `--only 4`
+    // runs case 4 on every link, `--only 4-1g` only the paced one.
     let wants = |id: &str| {
-        args.only
-            .as_ref()
-            .is_none_or(|o| o.iter().any(|x| x.starts_with(id)))
+        args.only.as_ref().is_none_or(|o| {
+            o.iter().any(|x| match id.split_once('-') {
+                Some(_) => x == id || id.starts_with(&format!("{x}-")),
+                None => x.starts_with(id) && !x.contains('-'),
+            })
+        })
     };
     let started = Instant::now();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -151,12 +164,32 @@ fn main() -> Result<()> {
     step("3", "manifest GET/HEAD, blob HEAD", &mut || {
         cases::request_rates(&env)
     });
-    step("4", "cold pull through the mirror", &mut || {
-        Ok(vec![cases::cold_pull_case(&env)?])
-    });
-    step("5", "concurrent cold pulls", &mut || {
-        Ok(vec![cases::herd_case(&env)?])
-    });
+    // Loopback first, then the upstream paced at 1 and 10 Gbit/s (ids 4-1g, 4-10g, 5-1g, 5-10g).
+    let links = [None, Some(1.0), Some(10.0)].map(cases::Link);
+    let paced_ok = |link: cases::Link| match (&netns, link.0) {
+        (Err(why), Some(_)) => Err(anyhow::anyhow!("not paced: {why}")),
+        _ => Ok(()),
+    };
+    for link in links {
+        step(
+            &format!("4{}", link.suffix()),
+            "cold pull through the mirror",
+            &mut || {
+                paced_ok(link)?;
+                Ok(vec![cases::cold_pull_case(&env, link)?])
+            },
+        );
+    }
+    for link in links {
+        step(
+            &format!("5{}", link.suffix()),
+            "concurrent cold pulls",
+            &mut || {
+                paced_ok(link)?;
+                Ok(vec![cases::herd_case(&env, link)?])
+            },
+        );
+    }
     step("6", "storage", &mut || Ok(vec![cases::storage_case(&env)?]));
     step("7", "plugins", &mut || Ok(vec![cases::plugins_case()]));
 

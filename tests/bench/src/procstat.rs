@@ -124,6 +124,8 @@ pub struct Cost {
     pub steal_s: f64,
     /// CPU seconds the whole machine was busy (every process, the kernel's interrupt work too).
     pub machine_busy_s: f64,
+    /// CPU seconds of the helper servers named at start (the mirror's upstream).
+    pub helpers_cpu_s: f64,
 }
 
 /// Measures a server (its processes) over a run: start before the load, `stop` after.
@@ -174,6 +176,7 @@ impl Meter {
             background_cpu_s: (busy - cpu_s - helpers - own).max(0.0),
             steal_s: (st1 - self.ticks0.1) as f64 / clk_tck(),
             machine_busy_s: busy,
+            helpers_cpu_s: helpers,
         }
     }
 }
