@@ -429,8 +429,30 @@ fn cold_path_wharf(env: &Env) -> String {
 
 /// One cold pull through a fresh cache: (GB/s, cost).
 fn cold_pull(env: &Env, via: &Server, path: &str) -> Result<(f64, Cost)> {
+    cold_pull_with(env, via, path, Memory::Recycled)
+}
+
+/// What the page-cache pages a cold pull writes into were before it.
+#[derive(Clone, Copy, PartialEq)]
+enum Memory {
+    /// Just freed by a deleted file (see [`recycle_memory`]).
+    Recycled,
+    /// Left free for longer than this VM's host takes to reclaim them.
+    Reclaimed,
+}
+
+/// How long memory is left free for [`Memory::Reclaimed`] (the dd figures: 8 s is enough).
+const RECLAIM_WAIT: Duration = Duration::from_secs(10);
+
+/// Repetitions of case 4 that also pull into reclaimed memory.
+const RECLAIMED_REPS: usize = 3;
+
+fn cold_pull_with(env: &Env, via: &Server, path: &str, memory: Memory) -> Result<(f64, Cost)> {
     let big = env.big();
-    recycle_memory(env)?;
+    match memory {
+        Memory::Recycled => recycle_memory(env)?,
+        Memory::Reclaimed => std::thread::sleep(RECLAIM_WAIT),
+    }
     let ((h, n), c) = env.measure(via.pids(), env.upstream.pids(), || {
         http::get_discard(via.addr, path)
     })?;
@@ -528,7 +550,7 @@ pub fn cold_pull_case(env: &Env, link: Link) -> Result<CaseResult> {
     };
     let [mut rate, mut ratio, mut of_ceiling, mut cpu, mut rss, mut busy]: [PerServer; 6] =
         Default::default();
-    let [mut machine, mut upstream_cpu]: [PerServer; 2] = Default::default();
+    let [mut machine, mut upstream_cpu, mut cpu_reclaimed]: [PerServer; 3] = Default::default();
     let (mut direct, mut direct_machine, mut direct_upstream) =
         (Vec::new(), Vec::new(), Vec::new());
     for rep in 0..reps {
@@ -564,6 +586,18 @@ pub fn cold_pull_case(env: &Env, link: Link) -> Result<CaseResult> {
         busy[2].push(c.machine_busy_s / c.wall_s);
         machine[2].push(pull_cpu(&c) / gb(big.len));
         upstream_cpu[2].push(c.helpers_cpu_s / gb(big.len));
+
+        // A/B in the same run: the same pulls into memory the host has taken back meanwhile.
+        if link.0.is_none() && rep < RECLAIMED_REPS {
+            let w = mirror_wharf(env, &format!("{rep}-reclaimed"))?;
+            let (_, c) = cold_pull_with(env, &w, &wharf_path, Memory::Reclaimed)?;
+            discard(w);
+            cpu_reclaimed[0].push(c.cpu_s / gb(big.len));
+            let p = proxy_distribution(env, &format!("{rep}-reclaimed"))?;
+            let (_, c) = cold_pull_with(env, &p, &direct_path, Memory::Reclaimed)?;
+            discard(p);
+            cpu_reclaimed[2].push(c.cpu_s / gb(big.len));
+        }
     }
     let paced = link.0.is_some();
     let ratio = medians("cold ÷ direct", "×", ratio);
@@ -602,6 +636,7 @@ pub fn cold_pull_case(env: &Env, link: Link) -> Result<CaseResult> {
     let direct_upstream = Stat::median(direct_upstream);
     metrics.extend([
         medians("server CPU", "s per GB", cpu),
+        medians("server CPU, memory reclaimed", "s per GB", cpu_reclaimed),
         medians("upstream's CPU", "s per GB", upstream_cpu),
         medians("CPU of all the pull's processes", "s per GB", machine),
         medians("machine CPUs busy", "CPUs", busy),
@@ -616,10 +651,13 @@ pub fn cold_pull_case(env: &Env, link: Link) -> Result<CaseResult> {
             crate::report::num(direct_machine.value),
             crate::report::num(direct_upstream.value)
         ),
-        "each pull's cache file takes page-cache pages just freed by a deleted file: on this VM \
-         the host reclaims pages left free for seconds, and writing into those costs 1.5-2 s of \
-         CPU per GB more (see recycle_memory in cases.rs)"
-            .into(),
+        format!(
+            "each pull's cache file takes page-cache pages just freed by a deleted file: on this \
+             VM the host reclaims pages left free for seconds, and writing into those costs more \
+             (see recycle_memory in cases.rs); \"memory reclaimed\": {RECLAIMED_REPS} more pulls \
+             each, made {}s after the last file was deleted (loopback only)",
+            RECLAIM_WAIT.as_secs()
+        ),
         "distribution column: distribution as a pull-through cache (proxy.remoteurl) of the same \
          upstream; nginx has no such mode"
             .into(),
