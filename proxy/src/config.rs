@@ -39,6 +39,51 @@ pub struct Config {
     /// file configures it differently.
     #[serde(rename = "upstream")]
     pub upstreams: Vec<UpstreamConfig>,
+    /// Policy plugins (WebAssembly components, `wit/`), run in the order listed.
+    #[serde(rename = "plugin", skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<PluginConfig>,
+}
+
+/// One `[[plugin]]`: a WebAssembly component implementing some of `wharf:policy`'s interfaces.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Names the plugin in logs, errors and denials.
+    pub name: String,
+    /// The component (`.wasm`); relative paths are relative to the config file's directory.
+    pub path: PathBuf,
+    /// Passed to the plugin's `init` (often JSON).
+    #[serde(default)]
+    pub config: String,
+    /// Operations the plugin sees (`pull`, `push`, `delete`, `list`); all when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<Vec<String>>,
+    /// How long one call may run (epoch deadline).
+    #[serde(default = "PluginConfig::default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Linear memory a plugin instance may grow to.
+    #[serde(default = "PluginConfig::default_max_memory_mb")]
+    pub max_memory_mb: u64,
+    /// What a failure (trap, timeout, `err`) means: `closed` (deny) or `open` (as if the plugin
+    /// were not there). Default: `closed` for access checks, `open` for platforms and rewrites.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail: Option<FailPolicy>,
+}
+
+impl PluginConfig {
+    fn default_timeout_ms() -> u64 {
+        10
+    }
+    fn default_max_memory_mb() -> u64 {
+        64
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailPolicy {
+    Closed,
+    Open,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,12 +119,17 @@ impl Default for ServerConfig {
 pub struct StorageConfig {
     /// Where blobs (`blobs/`), uploads in progress (`ingest/`) and metadata (`meta.redb`) live.
     pub data_dir: PathBuf,
+    /// Where compiled plugins are kept, by the digest of the component (default: `<data_dir>/plugins`).
+    /// Several wharfs may share one: entries are written atomically and never change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugin_cache_dir: Option<PathBuf>,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             data_dir: default_data_dir(),
+            plugin_cache_dir: None,
         }
     }
 }
@@ -280,10 +330,18 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        let mut cfg: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
             source: Box::new(source),
-        })
+        })?;
+        // A plugin next to its config file is found wherever wharf was started from.
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for p in &mut cfg.plugins {
+            if p.path.is_relative() {
+                p.path = dir.join(&p.path);
+            }
+        }
+        Ok(cfg)
     }
 
     /// `WHARF_LISTEN`, `WHARF_DATA_DIR`, `WHARF_DELETE_ENABLED`, `WHARF_MAX_MANIFEST_BYTES`.

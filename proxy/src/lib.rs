@@ -10,6 +10,8 @@ pub mod logbuf;
 pub mod manifest;
 pub mod meta;
 pub mod mirror;
+pub mod plugin;
+pub mod policy;
 pub mod range;
 pub mod reference;
 pub mod registry;

@@ -27,6 +27,62 @@ enum Command {
         #[arg(long, short, env = "WHARF_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Tools for plugin authors: check a component, run one call offline, start a project.
+    Plugins {
+        #[command(subcommand)]
+        command: PluginsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginsCommand {
+    /// Load a component as `wharf serve` would and print what it exports and imports.
+    Check {
+        /// The component (.wasm).
+        file: PathBuf,
+    },
+    /// Evaluate one call of each capability the component exports, offline, and print the result
+    /// and how long it took.
+    Run {
+        file: PathBuf,
+        /// The string passed to the plugin's init (often JSON).
+        #[arg(long, default_value = "")]
+        config: String,
+        /// pull, push, delete or list.
+        #[arg(long, default_value = "pull")]
+        op: String,
+        /// The upstream registry host (leave out for a local repository).
+        #[arg(long)]
+        registry: Option<String>,
+        #[arg(long)]
+        repo: String,
+        /// Tag or digest.
+        #[arg(long = "ref")]
+        reference: Option<String>,
+        /// For `platforms`: a JSON list of platforms, or an OCI image index.
+        #[arg(long)]
+        platforms: Option<PathBuf>,
+        /// For `manifests`: a manifest file to rewrite.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// The manifest's media type (read from the manifest when left out).
+        #[arg(long)]
+        media_type: Option<String>,
+        /// The call deadline, as `timeout_ms` in a [[plugin]] entry.
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
+    /// Write a ready-to-build plugin project: the WIT, a minimal access policy, a README with the
+    /// build command.
+    New {
+        name: String,
+        /// rust, python or js.
+        #[arg(long, default_value = "rust")]
+        lang: String,
+        /// Where to create the project directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 /// Each read from an upstream lands in a fresh buffer of a few hundred KiB (hyper's), held until it is
@@ -42,8 +98,19 @@ fn keep_freed_memory() {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The cause chain on one line, no backtrace: these errors say what to change.
+            eprintln!("wharf: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     // One line per request: batched, so logging costs a copy rather than a syscall per request.
     let writer = wharf::logbuf::BatchedWriter::new(std::io::stderr());
     let log = writer.flusher();
@@ -70,6 +137,38 @@ fn main() -> anyhow::Result<()> {
         Command::Config { config } => {
             let cfg = Config::load(config.as_deref())?;
             print!("{}", cfg.to_toml()?);
+            Ok(())
+        }
+        Command::Plugins { command } => {
+            use wharf::plugin::cli;
+            let out = match command {
+                PluginsCommand::Check { file } => cli::check(&file),
+                PluginsCommand::Run {
+                    file,
+                    config,
+                    op,
+                    registry,
+                    repo,
+                    reference,
+                    platforms,
+                    manifest,
+                    media_type,
+                    timeout_ms,
+                } => cli::context(&op, registry, repo, reference).and_then(|ctx| {
+                    cli::run(&cli::RunArgs {
+                        path: file,
+                        config,
+                        ctx,
+                        platforms,
+                        manifest,
+                        media_type,
+                        timeout_ms,
+                    })
+                }),
+                PluginsCommand::New { name, lang, dir } => cli::new_project(&name, &lang, &dir),
+            };
+            log.flush();
+            print!("{}", out?);
             Ok(())
         }
     }

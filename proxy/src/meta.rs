@@ -36,6 +36,10 @@ const LAST_USED: TableDefinition<&str, u64> = TableDefinition::new("last_used");
 /// upstream last confirmed it)
 const MIRROR_REFERRERS: TableDefinition<(&str, &str), (&str, u64)> =
     TableDefinition::new("mirror_referrers");
+/// (original manifest digest, rewriting plugin set) → digest of the rewritten manifest (the original's
+/// own digest when the plugins left it as it was). The provenance of every rewrite; the collector keeps
+/// both ends of a mapping together.
+const REWRITES: TableDefinition<(&str, &str), &str> = TableDefinition::new("rewrites");
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
@@ -141,6 +145,7 @@ impl Meta {
         tx.open_table(TAG_CHECKED)?;
         tx.open_table(LAST_USED)?;
         tx.open_table(MIRROR_REFERRERS)?;
+        tx.open_table(REWRITES)?;
         tx.commit()?;
         Ok(Meta {
             db: Arc::new(db),
@@ -525,6 +530,41 @@ impl Meta {
             let (index, checked) = v.value();
             // A record this module wrote holds a valid digest; anything else reads as absent.
             Ok(index.parse().ok().map(|d| (d, checked)))
+        })
+        .await
+    }
+
+    /// What the plugin set `key` made of manifest `original` (itself when it left it unchanged).
+    pub async fn rewrite_of(
+        &self,
+        original: &Digest,
+        key: &str,
+    ) -> Result<Option<Digest>, MetaError> {
+        let (o, k) = (original.to_string(), key.to_owned());
+        self.run(move |db| {
+            let t = db.begin_read()?.open_table(REWRITES)?;
+            let v = t.get((o.as_str(), k.as_str()))?;
+            // A record this module wrote holds a valid digest; anything else reads as absent.
+            Ok(v.and_then(|v| v.value().parse().ok()))
+        })
+        .await
+    }
+
+    /// Records that plugin set `key` rewrote `original` into `rewritten` (whose bytes are already in
+    /// the content store and recorded for the repository).
+    pub async fn record_rewrite(
+        &self,
+        original: &Digest,
+        key: &str,
+        rewritten: &Digest,
+    ) -> Result<(), MetaError> {
+        let (o, k, r) = (original.to_string(), key.to_owned(), rewritten.to_string());
+        self.run(move |db| {
+            let tx = db.begin_write()?;
+            tx.open_table(REWRITES)?
+                .insert((o.as_str(), k.as_str()), r.as_str())?;
+            tx.commit()?;
+            Ok(())
         })
         .await
     }

@@ -29,6 +29,8 @@ use crate::fill::{Fills, Phase, Source};
 use crate::inflight::Flights;
 use crate::manifest::{self, bare_media_type};
 use crate::meta::{Descriptor, ManifestPut, ManifestRecord, Meta};
+use crate::plugin::{Operation, Plugins};
+use crate::policy::Policy;
 use crate::reference::Reference;
 use crate::registry::{accepts, not_acceptable, tag_list, tag_page, unix_now, CONTENT_DIGEST};
 use crate::registry::{blob_head, blob_response, json_response, manifest_response};
@@ -171,6 +173,8 @@ pub struct Mirror {
     own_port: u16,
     /// Hosts that requests named but no `[[upstream]]` configures, each logged once.
     unconfigured_seen: DashMap<String, ()>,
+    /// What a tag serves after the manifest plugins (the same policy as local repositories').
+    policy: Policy,
 }
 
 /// How many unconfigured hosts are remembered (and logged): clients choose `ns=`, so the set is bounded.
@@ -208,8 +212,8 @@ impl Mirror {
             cfg: cfg.mirror.clone(),
             fills: Fills::new(store.clone(), meta.clone()),
             fetcher: Fetcher {
-                store,
-                meta,
+                store: store.clone(),
+                meta: meta.clone(),
                 max_manifest: cfg.registry.max_manifest_bytes,
             },
             flights: Flights::default(),
@@ -217,7 +221,18 @@ impl Mirror {
             used: DashMap::new(),
             own_port: cfg.server.listen.port(),
             unconfigured_seen: DashMap::new(),
+            policy: Policy::new(Plugins::none(), store, meta),
         })
+    }
+
+    /// The policy (plugins) that tags served through the mirror go through.
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     pub fn upstreams(&self) -> &[Arc<Upstream>] {
@@ -370,11 +385,22 @@ impl Mirror {
                 let usable = cached
                     .as_ref()
                     .filter(|c| accepts(req.headers(), &c.record.media_type));
+                let ctx = Policy::context(
+                    Operation::Pull,
+                    Some(&t.upstream.host),
+                    &t.remote,
+                    Some(tag.to_string()),
+                    req,
+                );
                 if let Some(c) = usable {
                     let checked = meta.tag_checked(&t.cache, tag.as_str()).await?.unwrap_or(0);
                     if unix_now().saturating_sub(checked) < self.cfg.tag_ttl_secs {
                         self.touch(&c.digest);
-                        return manifest_response(store, &c.digest, &c.record, head).await;
+                        let (d, rec) = self
+                            .policy
+                            .tag_manifest(&t.cache, ctx, c.digest.clone(), c.record.clone())
+                            .await?;
+                        return manifest_response(store, &d, &rec, head).await;
                     }
                 }
                 let accept_key = accept
@@ -398,7 +424,11 @@ impl Mirror {
                             return Err(not_acceptable(&t.cache, r, &f.record.media_type));
                         }
                         self.touch(&f.digest);
-                        manifest_response(store, &f.digest, &f.record, head).await
+                        let (d, rec) = self
+                            .policy
+                            .tag_manifest(&t.cache, ctx, f.digest, f.record)
+                            .await?;
+                        manifest_response(store, &d, &rec, head).await
                     }
                     (Err(f), Some(c)) if f.allows_stale() && self.cfg.stale_if_error => {
                         tracing::warn!(
@@ -406,7 +436,11 @@ impl Mirror {
                             "upstream failed; serving the cached tag (mirror.stale_if_error)"
                         );
                         self.touch(&c.digest);
-                        let resp = manifest_response(store, &c.digest, &c.record, head).await?;
+                        let (d, rec) = self
+                            .policy
+                            .tag_manifest(&t.cache, ctx, c.digest.clone(), c.record.clone())
+                            .await?;
+                        let resp = manifest_response(store, &d, &rec, head).await?;
                         Ok(stale(resp, t))
                     }
                     (Err(f), _) => Err(f.into_error(ErrorCode::ManifestUnknown)),

@@ -19,6 +19,8 @@ use crate::config::RegistryConfig;
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::meta::Meta;
 use crate::mirror::{Mirror, Target};
+use crate::plugin::Operation;
+use crate::policy::Policy;
 use crate::reference::RepoName;
 use crate::store::ContentStore;
 
@@ -66,6 +68,7 @@ pub struct Registry {
     /// Upload sessions open now (all of them: the startup purge loads those from before a restart).
     sessions: DashMap<String, Arc<uploads::Session>>,
     mirror: Mirror,
+    policy: Policy,
 }
 
 impl Registry {
@@ -75,13 +78,19 @@ impl Registry {
         cfg: RegistryConfig,
         mirror: Mirror,
     ) -> Self {
+        let policy = mirror.policy().clone();
         Registry {
             store,
             meta,
             cfg,
             sessions: DashMap::new(),
             mirror,
+            policy,
         }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     pub fn mirror(&self) -> &Mirror {
@@ -114,10 +123,26 @@ impl Registry {
     async fn dispatch<B: RequestBody>(&self, req: Request<B>) -> Result<Response<Body>> {
         let route = route::route(req.method(), req.uri().path())?;
         let ns = query_param(&req, "ns");
-        if let Some(t) = route
+        let target = route
             .repo()
-            .and_then(|r| self.mirror.explicit(r.as_str(), ns.as_deref()))
-        {
+            .and_then(|r| self.mirror.explicit(r.as_str(), ns.as_deref()));
+        if let Some((op, reference)) = operation(&route, req.method()) {
+            let (registry, repository) = match (&target, route.repo()) {
+                (Some(t), _) => (Some(t.upstream.host.as_str()), t.remote.as_str()),
+                (None, Some(r)) => (None, r.as_str()),
+                (None, None) => (None, ""),
+            };
+            let ctx = Policy::context(op, registry, repository, reference, &req);
+            self.policy.allow(ctx).await?;
+            // A cross-repository mount reads the source repository: it needs pull access there too.
+            if let (Route::UploadStart(_), Some(from)) = (&route, query_param(&req, "from")) {
+                if query_param(&req, "mount").is_some() {
+                    let ctx = Policy::context(Operation::Pull, None, &from, None, &req);
+                    self.policy.allow(ctx).await?;
+                }
+            }
+        }
+        if let Some(t) = target {
             return self.dispatch_mirror(route, t, req).await;
         }
         let unconfigured = route
@@ -154,6 +179,8 @@ impl Registry {
                     Err(e) if e.code == ErrorCode::BlobUnknown => match self.fallback(&repo).await?
                     {
                         Some(t) if self.mirror.has_cached(&t).await? => {
+                            self.allow_fallback(&t, Operation::Pull, Some(d.to_string()), &req)
+                                .await?;
                             self.mirror.blob(&t, &d, &req).await
                         }
                         _ => Err(e),
@@ -171,7 +198,11 @@ impl Registry {
                 match self.get_manifest(&repo, &r, &req).await {
                     Err(e) if e.code == ErrorCode::ManifestUnknown => {
                         match self.fallback(&repo).await? {
-                            Some(t) => self.mirror.manifest(&t, &r, &req).await,
+                            Some(t) => {
+                                self.allow_fallback(&t, Operation::Pull, Some(r.to_string()), &req)
+                                    .await?;
+                                self.mirror.manifest(&t, &r, &req).await
+                            }
                             None => Err(e),
                         }
                     }
@@ -182,7 +213,10 @@ impl Registry {
             (Route::Manifest(repo, r), Method::DELETE) => self.delete_manifest(&repo, &r).await,
             (Route::Tags(repo), Method::GET) => match self.list_tags(&repo, &req).await {
                 Err(e) if e.code == ErrorCode::NameUnknown => match self.fallback(&repo).await? {
-                    Some(t) => self.mirror.tags(&t, repo.as_str(), &req).await,
+                    Some(t) => {
+                        self.allow_fallback(&t, Operation::List, None, &req).await?;
+                        self.mirror.tags(&t, repo.as_str(), &req).await
+                    }
                     None => Err(e),
                 },
                 r => r,
@@ -239,6 +273,20 @@ impl Registry {
         }
     }
 
+    /// The access phase again for a request the default upstream will answer: it is a request for
+    /// that upstream's repository now. Only once the mirror is really used: a push's blob probe of a
+    /// new repository must stay a local 404.
+    async fn allow_fallback<B>(
+        &self,
+        t: &Target,
+        op: Operation,
+        reference: Option<String>,
+        req: &Request<B>,
+    ) -> Result<()> {
+        let ctx = Policy::context(op, Some(&t.upstream.host), &t.remote, reference, req);
+        self.policy.allow(ctx).await
+    }
+
     fn require_delete(&self) -> Result<()> {
         if self.cfg.delete_enabled {
             Ok(())
@@ -267,6 +315,21 @@ impl Registry {
     pub fn upload_purge_interval(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.cfg.upload_purge_secs.max(1))
     }
+}
+
+/// What a request does, for the access phase: the operation and the tag or digest it names.
+fn operation(route: &Route, method: &Method) -> Option<(Operation, Option<String>)> {
+    Some(match (route, method) {
+        (Route::Base, _) => return None,
+        (Route::Blob(_, d), &Method::DELETE) => (Operation::Delete, Some(d.to_string())),
+        (Route::Blob(_, d), _) => (Operation::Pull, Some(d.to_string())),
+        (Route::UploadStart(_) | Route::Upload(..), _) => (Operation::Push, None),
+        (Route::Manifest(_, r), &Method::PUT) => (Operation::Push, Some(r.to_string())),
+        (Route::Manifest(_, r), &Method::DELETE) => (Operation::Delete, Some(r.to_string())),
+        (Route::Manifest(_, r), _) => (Operation::Pull, Some(r.to_string())),
+        (Route::Tags(_), _) => (Operation::List, None),
+        (Route::Referrers(_, d), _) => (Operation::Pull, Some(d.to_string())),
+    })
 }
 
 pub fn unix_now() -> u64 {

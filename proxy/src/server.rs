@@ -30,6 +30,8 @@ use crate::config::{Config, ServerConfig};
 use crate::error::{BodyIdle, Refused};
 use crate::meta::{Meta, MetaError};
 use crate::mirror::Mirror;
+use crate::plugin::Plugins;
+use crate::policy::{ClientAddr, Policy};
 use crate::registry::{BoxError, Registry};
 use crate::store::{ContentStore, FsStore, StoreError};
 
@@ -46,6 +48,8 @@ pub enum StartError {
     Meta { path: String, source: MetaError },
     #[error("{0}")]
     Upstream(crate::upstream::UpstreamError),
+    #[error("{0}")]
+    Plugin(crate::plugin::PluginError),
     #[error(
         "cannot listen on {addr}: {source} (set server.listen in the config, or WHARF_LISTEN, to a free \
          address)"
@@ -79,7 +83,23 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, TcpListener), StartEr
             })?
     };
     let store: Arc<dyn ContentStore> = Arc::new(store);
-    let mirror = Mirror::new(cfg, store.clone(), meta.clone()).map_err(StartError::Upstream)?;
+    let plugins = {
+        let cache = (cfg.storage.plugin_cache_dir.clone()).unwrap_or_else(|| dir.join("plugins"));
+        let cfgs = cfg.plugins.clone();
+        tokio::task::spawn_blocking(move || Plugins::load(&cfgs, &cache))
+            .await
+            .map_err(|e| {
+                StartError::Plugin(crate::plugin::PluginError::Trap {
+                    plugin: "(loading)".into(),
+                    reason: e.to_string(),
+                })
+            })?
+            .map_err(StartError::Plugin)?
+    };
+    let policy = Policy::new(plugins, store.clone(), meta.clone());
+    let mirror = Mirror::new(cfg, store.clone(), meta.clone())
+        .map_err(StartError::Upstream)?
+        .with_policy(policy);
     for u in mirror.upstreams() {
         tracing::info!(host = %u.host, prefix = %u.prefix, endpoint = %u.endpoint(), "mirroring upstream");
     }
@@ -107,6 +127,13 @@ pub async fn serve(
     let write_idle = Duration::from_secs(cfg.write_idle_secs.max(1));
     let graceful = GracefulShutdown::new();
     let purger = tokio::spawn(purge_periodically(registry.clone()));
+    let plugin_watch = tokio::spawn(
+        registry
+            .policy()
+            .plugins()
+            .clone()
+            .watch(Duration::from_secs(2)),
+    );
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -144,6 +171,7 @@ pub async fn serve(
     }
     drop(listener);
     purger.abort();
+    plugin_watch.abort();
     if let Err(e) = registry.mirror().flush_usage().await {
         tracing::warn!(error = %e, "could not record cache usage");
     }
@@ -236,9 +264,10 @@ pub async fn shutdown_signal() {
 /// when they finish. Reads stop with their client, and are logged as it leaves.
 async fn handle_logged(
     registry: Arc<Registry>,
-    req: Request<IdleBody<Incoming>>,
+    mut req: Request<IdleBody<Incoming>>,
     peer: SocketAddr,
 ) -> Response<LoggedBody> {
+    req.extensions_mut().insert(ClientAddr(peer));
     let start = Instant::now();
     let method = req.method().clone();
     // The query too: `ns=` says which upstream a containerd request meant.

@@ -350,6 +350,8 @@ pub struct WharfOptions {
     /// More `[server]` and `[registry]` keys, as `key = value` TOML lines (timeouts, session limits).
     pub server_keys: Vec<String>,
     pub registry_keys: Vec<String>,
+    /// TOML appended at the end of the config (`[[plugin]]` entries).
+    pub extra_toml: String,
 }
 
 impl WharfOptions {
@@ -433,14 +435,18 @@ impl Wharf {
     }
 
     fn config_toml(&self, listen: SocketAddr, data_dir: &Path) -> String {
+        // Compiled plugins are shared by every test's wharf: a Python or JS component takes tens of
+        // seconds to compile in a debug build, once.
+        let plugin_cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-plugin-cache");
         let mut toml = format!(
-            "[server]\nlisten = \"{listen}\"\n{}\n[storage]\ndata_dir = \"{}\"\n\n[registry]\n",
+            "[server]\nlisten = \"{listen}\"\n{}\n[storage]\ndata_dir = \"{}\"\nplugin_cache_dir = \"{}\"\n\n[registry]\n",
             self.options
                 .server_keys
                 .iter()
                 .map(|k| format!("{k}\n"))
                 .collect::<String>(),
-            data_dir.display()
+            data_dir.display(),
+            plugin_cache.display()
         );
         for k in &self.options.registry_keys {
             toml += &format!("{k}\n");
@@ -451,7 +457,7 @@ impl Wharf {
         if let Some(v) = self.options.max_manifest_bytes {
             toml += &format!("max_manifest_bytes = {v}\n");
         }
-        toml + &self.options.mirror.to_toml()
+        toml + &self.options.mirror.to_toml() + "\n" + &self.options.extra_toml
     }
 
     /// Graceful stop: SIGTERM, then wait. Returns the exit status; fails if wharf does not stop in time.

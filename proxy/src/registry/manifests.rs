@@ -14,6 +14,8 @@ use crate::digest::Digest;
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::manifest::{self, bare_media_type, MANIFEST_TYPES};
 use crate::meta::{ManifestPut, ManifestRecord};
+use crate::plugin::Operation;
+use crate::policy::Policy;
 use crate::reference::{Reference, RepoName};
 use crate::store::ContentStore;
 
@@ -154,6 +156,20 @@ impl Registry {
         if !accepts(req.headers(), &rec.media_type) {
             return Err(not_acceptable(repo.as_str(), r, &rec.media_type));
         }
+        let (d, rec) = match r {
+            // What a tag serves goes through the manifest plugins; a digest is the digest.
+            Reference::Tag(t) => {
+                let ctx = Policy::context(
+                    Operation::Pull,
+                    None,
+                    repo.as_str(),
+                    Some(t.to_string()),
+                    req,
+                );
+                self.policy.tag_manifest(repo.as_str(), ctx, d, rec).await?
+            }
+            Reference::Digest(_) => (d, rec),
+        };
         manifest_response(&*self.store, &d, &rec, req.method() == Method::HEAD).await
     }
 
@@ -171,6 +187,13 @@ impl Registry {
             return Err(too_large(limit));
         }
         let content_type = header_str(&req, CONTENT_TYPE).map(str::to_owned);
+        let ctx = Policy::context(
+            Operation::Push,
+            None,
+            repo.as_str(),
+            Some(r.to_string()),
+            &req,
+        );
         let body = read_capped(req.into_body(), limit).await?;
         let m = manifest::parse(content_type.as_deref(), &body)
             .map_err(|e| RegistryError::new(ErrorCode::ManifestInvalid, e.to_string()))?;
@@ -220,19 +243,32 @@ impl Registry {
             Reference::Tag(t) => Some(t.as_str()),
             Reference::Digest(_) => None,
         };
+        let record = ManifestRecord {
+            media_type: m.media_type.clone(),
+            size,
+            subject: m.subject.clone(),
+        };
         self.meta
             .put_manifest(ManifestPut {
                 repo: repo.as_str(),
                 digest: &digest,
-                record: ManifestRecord {
-                    media_type: m.media_type.clone(),
-                    size,
-                    subject: m.subject.clone(),
-                },
+                record: record.clone(),
                 tag,
                 referrer: m.subject.as_ref().map(|_| m.descriptor(&digest, size)),
             })
             .await?;
+        if tag.is_some() {
+            // The rewrite the tag will serve is made now: the push stores both manifests and the
+            // mapping. The client's manifest is committed either way; a failure here is the
+            // plugins', logged, and tried again on the first pull.
+            if let Err(e) = self
+                .policy
+                .tag_manifest(repo.as_str(), ctx, digest.clone(), record)
+                .await
+            {
+                tracing::warn!(%repo, %digest, error = %e, "could not rewrite the pushed manifest");
+            }
+        }
         let mut headers = vec![
             (LOCATION, format!("/v2/{repo}/manifests/{digest}")),
             (CONTENT_DIGEST, digest.to_string()),

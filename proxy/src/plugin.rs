@@ -1,0 +1,492 @@
+//! Policy plugins: WebAssembly components that implement `wharf:policy@0.1.0` (`wit/policy.wit`), run
+//! sandboxed on the request path.
+//!
+//! The chain (`Plugins`) is what the registry's phases call: `access` (first deny wins), `platforms`
+//! (subsets intersect), `rewrite` (rewrites apply in order). Each call of a plugin is bounded (an epoch
+//! deadline, memory and table limits; `host.rs`), and a failure — a trap, a timeout, an `err` result — is
+//! an error of the plugin, never a decision: the plugin's fail policy decides what it means (`closed`:
+//! deny; `open`: as if the plugin were not there). Access checks fail closed by default, platform
+//! choice and rewrites fail open.
+//!
+//! Calls run on tokio's blocking pool: a guest's WASI calls may block (sync WASI bindings), and a
+//! plugin may use its whole deadline.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+
+use crate::config::{FailPolicy, PluginConfig};
+
+mod host;
+#[cfg(test)]
+mod tests;
+
+pub use host::{Capabilities, Host, Inspection, Loaded};
+
+pub mod cli;
+mod templates;
+
+/// The WIT package every plugin is built against; frozen (see `wit/README.md`).
+pub const WIT_PACKAGE: &str = "wharf:policy@0.1.0";
+/// The text of `wit/policy.wit`, for `wharf plugins new` and the frozen-interface test.
+pub const WIT_TEXT: &str = include_str!("../../wit/policy.wit");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Pull,
+    Push,
+    Delete,
+    List,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Pull => "pull",
+            Operation::Push => "push",
+            Operation::Delete => "delete",
+            Operation::List => "list",
+        }
+    }
+}
+
+impl std::str::FromStr for Operation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pull" => Ok(Operation::Pull),
+            "push" => Ok(Operation::Push),
+            "delete" => Ok(Operation::Delete),
+            "list" => Ok(Operation::List),
+            other => Err(format!(
+                "{other:?} is not an operation; use pull, push, delete or list"
+            )),
+        }
+    }
+}
+
+/// What a plugin is told about a request (the WIT `request` record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestCtx {
+    pub operation: Operation,
+    /// The upstream host for mirrored content; none for wharf's own repositories.
+    pub registry: Option<String>,
+    pub repository: String,
+    pub reference: Option<String>,
+    pub client_address: String,
+    pub identity: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// One platform of a multi-platform image (the WIT `platform` record).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+    pub os_version: Option<String>,
+    pub os_features: Vec<String>,
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a plugin could not be loaded or did not answer. Never a decision.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PluginError {
+    #[error("plugin {plugin}: cannot read {path}: {reason} (check path in its [[plugin]] entry)")]
+    Read {
+        plugin: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error(
+        "plugin {plugin}: {path} is not a WebAssembly component wharf can run: {reason} (build it \
+         for wasm32-wasip2, or as a component with componentize-py / componentize-js, against \
+         wit/policy.wit)"
+    )]
+    Load {
+        plugin: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error(
+        "plugin {plugin}: {path} exports none of {WIT_PACKAGE}'s interfaces (access, platforms, \
+         manifests); build it for one of the worlds in wit/policy.wit, e.g. access-policy"
+    )]
+    NoCapability { plugin: String, path: PathBuf },
+    #[error(
+        "plugin {plugin}: init refused its config: {reason} (fix config in its [[plugin]] entry)"
+    )]
+    Init { plugin: String, reason: String },
+    #[error(
+        "plugin {plugin} did not answer within {timeout_ms} ms (raise timeout_ms in its [[plugin]] \
+         entry, or fix the plugin)"
+    )]
+    Timeout { plugin: String, timeout_ms: u64 },
+    #[error("plugin {plugin} failed: {reason}")]
+    Trap { plugin: String, reason: String },
+    #[error("plugin {plugin} returned an error: {reason}")]
+    Returned { plugin: String, reason: String },
+}
+
+/// A refusal by the access chain: the reason the client sees, and which plugin gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub plugin: String,
+    pub reason: String,
+}
+
+/// One configured plugin: the loaded component and how the chain treats it.
+pub struct Plugin {
+    pub name: String,
+    loaded: Loaded,
+    on: Option<Vec<Operation>>,
+    fail: Option<FailPolicy>,
+    /// Failures (traps, timeouts, `err` results) since wharf started.
+    failures: AtomicU64,
+    /// The file and its modification time, to notice a change.
+    path: PathBuf,
+    modified: Option<SystemTime>,
+}
+
+impl Plugin {
+    fn sees(&self, op: Operation) -> bool {
+        self.on.as_ref().is_none_or(|ops| ops.contains(&op))
+    }
+
+    fn failed(&self, e: &PluginError, what: &str, policy: FailPolicy) {
+        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::warn!(
+            plugin = %self.name, error = %e, failures = n,
+            fail = ?policy, "{what} failed"
+        );
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+}
+
+/// The loaded plugins, in config order.
+pub struct PluginSet {
+    pub plugins: Vec<Arc<Plugin>>,
+    /// Identifies the set of manifest rewriters (names, component digests, configs): a rewrite computed
+    /// under one key is reused until the set changes.
+    rewrite_key: Option<String>,
+}
+
+impl PluginSet {
+    fn load(host: &Host, cfgs: &[PluginConfig]) -> Result<PluginSet, PluginError> {
+        let mut plugins = Vec::new();
+        let mut key = String::new();
+        for c in cfgs {
+            let loaded = host.load(c)?;
+            let on = match &c.on {
+                None => None,
+                Some(ops) => Some(
+                    ops.iter()
+                        .map(|o| o.parse())
+                        .collect::<Result<Vec<Operation>, String>>()
+                        .map_err(|reason| PluginError::Init {
+                            plugin: c.name.clone(),
+                            reason: format!("on: {reason}"),
+                        })?,
+                ),
+            };
+            if loaded.capabilities().manifests {
+                key.push_str(&format!("{}={}:{};", c.name, loaded.digest(), c.config));
+            }
+            plugins.push(Arc::new(Plugin {
+                name: c.name.clone(),
+                on,
+                fail: c.fail,
+                failures: AtomicU64::new(0),
+                modified: modified(&c.path),
+                path: c.path.clone(),
+                loaded,
+            }));
+        }
+        let rewrite_key = (!key.is_empty()).then(|| {
+            let d = crate::digest::Digest::sha256_of(key.as_bytes());
+            d.hex()[..16].to_owned()
+        });
+        Ok(PluginSet {
+            plugins,
+            rewrite_key,
+        })
+    }
+
+    fn access(&self, ctx: &RequestCtx) -> Result<(), Denial> {
+        for p in self.plugins.iter().filter(|p| p.sees(ctx.operation)) {
+            if !p.loaded.capabilities().access {
+                continue;
+            }
+            let policy = p.fail.unwrap_or(FailPolicy::Closed);
+            match p.loaded.check(ctx) {
+                Ok(None) => {}
+                Ok(Some(reason)) => {
+                    return Err(Denial {
+                        plugin: p.name.clone(),
+                        reason,
+                    })
+                }
+                Err(e) => {
+                    p.failed(&e, "access check", policy);
+                    if policy == FailPolicy::Closed {
+                        return Err(Denial {
+                            plugin: p.name.clone(),
+                            reason: format!(
+                                "{e}; access is refused while it fails (fail = \"closed\")"
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn platforms(&self, ctx: &RequestCtx, available: &[Platform]) -> Vec<Platform> {
+        let mut kept = available.to_vec();
+        for p in self.plugins.iter().filter(|p| p.sees(ctx.operation)) {
+            if !p.loaded.capabilities().platforms {
+                continue;
+            }
+            let policy = p.fail.unwrap_or(FailPolicy::Open);
+            match p.loaded.select(ctx, available) {
+                Ok(chosen) => kept.retain(|k| chosen.contains(k)),
+                Err(e) => {
+                    p.failed(&e, "platform selection", policy);
+                    if policy == FailPolicy::Closed {
+                        return Vec::new();
+                    }
+                }
+            }
+        }
+        kept
+    }
+
+    fn rewrite(&self, ctx: &RequestCtx, media_type: &str, manifest: &[u8]) -> Option<Vec<u8>> {
+        let mut current: Option<Vec<u8>> = None;
+        for p in self.plugins.iter().filter(|p| p.sees(ctx.operation)) {
+            if !p.loaded.capabilities().manifests {
+                continue;
+            }
+            let policy = p.fail.unwrap_or(FailPolicy::Open);
+            let input = current.as_deref().unwrap_or(manifest);
+            match p.loaded.rewrite(ctx, media_type, input) {
+                Ok(None) => {}
+                Ok(Some(bytes)) => current = Some(bytes),
+                Err(e) => p.failed(&e, "manifest rewrite", policy),
+            }
+        }
+        current.filter(|c| c.as_slice() != manifest)
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// The plugin chain the request path calls; reloadable while wharf runs.
+#[derive(Clone)]
+pub struct Plugins {
+    host: Option<Arc<Host>>,
+    cfgs: Arc<Vec<PluginConfig>>,
+    set: Arc<RwLock<Arc<PluginSet>>>,
+}
+
+impl Plugins {
+    /// No plugins: every check allows, nothing is rewritten.
+    pub fn none() -> Plugins {
+        Plugins {
+            host: None,
+            cfgs: Arc::new(Vec::new()),
+            set: Arc::new(RwLock::new(Arc::new(PluginSet {
+                plugins: Vec::new(),
+                rewrite_key: None,
+            }))),
+        }
+    }
+
+    /// Loads every configured plugin (compiling each component once; precompiled copies are kept in
+    /// `cache_dir` by the digest of the component's bytes).
+    pub fn load(cfgs: &[PluginConfig], cache_dir: &Path) -> Result<Plugins, PluginError> {
+        if cfgs.is_empty() {
+            return Ok(Plugins::none());
+        }
+        let host = Arc::new(Host::new(cache_dir).map_err(|reason| PluginError::Load {
+            plugin: "(host)".into(),
+            path: cache_dir.to_owned(),
+            reason,
+        })?);
+        let set = PluginSet::load(&host, cfgs)?;
+        for p in &set.plugins {
+            tracing::info!(plugin = %p.name, path = %p.path.display(), capabilities = %p.loaded.capabilities(), pooled = p.loaded.pooled(), "plugin loaded");
+        }
+        Ok(Plugins {
+            host: Some(host),
+            cfgs: Arc::new(cfgs.to_vec()),
+            set: Arc::new(RwLock::new(Arc::new(set))),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.current().plugins.is_empty()
+    }
+
+    fn current(&self) -> Arc<PluginSet> {
+        self.set.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Loads the configured plugins again; on failure the running set stays and the error says why.
+    pub async fn reload(&self) -> Result<(), PluginError> {
+        let Some(host) = self.host.clone() else {
+            return Ok(());
+        };
+        let cfgs = self.cfgs.clone();
+        let set = tokio::task::spawn_blocking(move || PluginSet::load(&host, &cfgs))
+            .await
+            .map_err(|e| PluginError::Trap {
+                plugin: "(reload)".into(),
+                reason: e.to_string(),
+            })??;
+        *self.set.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+        Ok(())
+    }
+
+    /// Whether a plugin file changed (or appeared, or went) since it was loaded.
+    pub fn changed_on_disk(&self) -> bool {
+        self.current()
+            .plugins
+            .iter()
+            .any(|p| modified(&p.path) != p.modified)
+    }
+
+    /// Reloads on `SIGHUP` and when a plugin file changes (checked every `every`). Runs until dropped.
+    pub async fn watch(self, every: Duration) {
+        if self.host.is_none() {
+            return;
+        }
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            let why = tokio::select! {
+                _ = tick.tick() => {
+                    if !self.changed_on_disk() { continue; }
+                    "a plugin file changed"
+                }
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
+            };
+            match self.reload().await {
+                Ok(()) => tracing::info!(reason = why, "plugins reloaded"),
+                Err(e) => {
+                    tracing::error!(reason = why, error = %e, "plugins not reloaded; the previous set keeps running");
+                    // Do not retry a broken file every tick: remember its new state.
+                    self.accept_disk_state();
+                }
+            }
+        }
+    }
+
+    /// Records the current modification times, so a file that failed to load is not retried until it
+    /// changes again.
+    fn accept_disk_state(&self) {
+        let cur = self.current();
+        let plugins = cur
+            .plugins
+            .iter()
+            .map(|p| {
+                Arc::new(Plugin {
+                    name: p.name.clone(),
+                    loaded: p.loaded.clone(),
+                    on: p.on.clone(),
+                    fail: p.fail,
+                    failures: AtomicU64::new(p.failures()),
+                    path: p.path.clone(),
+                    modified: modified(&p.path),
+                })
+            })
+            .collect();
+        *self.set.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(PluginSet {
+            plugins,
+            rewrite_key: cur.rewrite_key.clone(),
+        });
+    }
+
+    /// The access phase: `Err` with the first plugin's refusal (or a failing plugin's, where it fails
+    /// closed).
+    pub async fn access(&self, ctx: RequestCtx) -> Result<(), Denial> {
+        let set = self.current();
+        if set.plugins.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let r = tokio::task::spawn_blocking(move || set.access(&ctx))
+            .await
+            .unwrap_or_else(|e| {
+                Err(Denial {
+                    plugin: "(host)".into(),
+                    reason: format!("the plugin task failed: {e}"),
+                })
+            });
+        tracing::trace!(
+            micros = started.elapsed().as_micros() as u64,
+            "access chain"
+        );
+        r
+    }
+
+    /// The platforms to keep of `available` (all of them without platform plugins).
+    pub async fn platforms(&self, ctx: RequestCtx, available: Vec<Platform>) -> Vec<Platform> {
+        let set = self.current();
+        if !set
+            .plugins
+            .iter()
+            .any(|p| p.loaded.capabilities().platforms)
+        {
+            return available;
+        }
+        let fallback = available.clone();
+        tokio::task::spawn_blocking(move || set.platforms(&ctx, &available))
+            .await
+            .unwrap_or(fallback)
+    }
+
+    /// Identifies the current set of manifest rewriters; `None` when no plugin rewrites manifests.
+    pub fn rewrite_key(&self) -> Option<String> {
+        self.current().rewrite_key.clone()
+    }
+
+    /// The manifest after every rewriting plugin, or `None` when it stays as it is.
+    pub async fn rewrite(
+        &self,
+        ctx: RequestCtx,
+        media_type: String,
+        manifest: Bytes,
+    ) -> Option<Bytes> {
+        let set = self.current();
+        set.rewrite_key.as_ref()?;
+        tokio::task::spawn_blocking(move || set.rewrite(&ctx, &media_type, &manifest))
+            .await
+            .ok()
+            .flatten()
+            .map(Bytes::from)
+    }
+
+    pub fn set(&self) -> Arc<PluginSet> {
+        self.current()
+    }
+}

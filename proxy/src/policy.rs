@@ -1,0 +1,241 @@
+//! The policy phases of a request, between routing and serving: the access check (plugins' `access`;
+//! client authentication rules join it later) and the manifest rewrite of what a tag serves. Local
+//! repositories and the mirror both call here, with the request as plugins see it (`RequestCtx`).
+//!
+//! A rewritten manifest is content of its own: its bytes are stored by their digest, recorded for the
+//! repository (so a `GET` by that digest serves them) and mapped from the original in the metadata.
+//! Rewrites are computed once per original digest and plugin set, not per request; the original stays
+//! retrievable by its digest.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use http::header::USER_AGENT;
+use http::Request;
+
+use crate::digest::Digest;
+use crate::error::{ErrorCode, RegistryError, Result};
+use crate::inflight::Flights;
+use crate::manifest;
+use crate::meta::{ManifestPut, ManifestRecord, Meta};
+use crate::plugin::{Operation, Plugins, RequestCtx};
+use crate::store::ContentStore;
+
+/// The client's address, put on each request by the server.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+type Served = (Digest, ManifestRecord);
+
+#[derive(Clone)]
+pub struct Policy {
+    plugins: Plugins,
+    store: Arc<dyn ContentStore>,
+    meta: Meta,
+    /// (original, plugin set) → what a tag serves, once known: warm pulls ask no one.
+    rewrites: Arc<DashMap<(Digest, String), Digest>>,
+    flights: Arc<Flights<(Digest, String), Option<Digest>>>,
+}
+
+impl Policy {
+    pub fn new(plugins: Plugins, store: Arc<dyn ContentStore>, meta: Meta) -> Policy {
+        Policy {
+            plugins,
+            store,
+            meta,
+            rewrites: Arc::new(DashMap::new()),
+            flights: Arc::new(Flights::default()),
+        }
+    }
+
+    pub fn plugins(&self) -> &Plugins {
+        &self.plugins
+    }
+
+    /// The request as plugins see it. `registry` is the upstream host for mirrored content.
+    pub fn context<B>(
+        operation: Operation,
+        registry: Option<&str>,
+        repository: &str,
+        reference: Option<String>,
+        req: &Request<B>,
+    ) -> RequestCtx {
+        RequestCtx {
+            operation,
+            registry: registry.map(str::to_owned),
+            repository: repository.to_owned(),
+            reference,
+            client_address: req
+                .extensions()
+                .get::<ClientAddr>()
+                .map_or_else(String::new, |c| c.0.to_string()),
+            identity: None,
+            user_agent: req
+                .headers()
+                .get(USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        }
+    }
+
+    /// The access phase: `403 DENIED` with the plugin's reason, or go on.
+    pub async fn allow(&self, ctx: RequestCtx) -> Result<()> {
+        if self.plugins.is_empty() {
+            return Ok(());
+        }
+        let what = format!(
+            "{} of {}{}",
+            ctx.operation.as_str(),
+            ctx.registry
+                .as_deref()
+                .map(|r| format!("{r}/"))
+                .unwrap_or_default(),
+            ctx.repository
+        );
+        self.plugins.access(ctx).await.map_err(|d| {
+            tracing::info!(plugin = %d.plugin, reason = %d.reason, request = %what, "denied by plugin");
+            RegistryError::new(
+                ErrorCode::Denied,
+                format!("{what} denied by plugin {}: {}", d.plugin, d.reason),
+            )
+        })
+    }
+
+    /// What a tag of `repo` (a local repository, or the mirror's cache repository) serves: the
+    /// manifest `d` as the rewriting plugins leave it. Computed once per original digest and plugin
+    /// set; a plugin that fails, or bytes that are not a manifest, serve the original (fail open).
+    pub async fn tag_manifest(
+        &self,
+        repo: &str,
+        ctx: RequestCtx,
+        d: Digest,
+        rec: ManifestRecord,
+    ) -> Result<Served> {
+        let Some(key) = self.plugins.rewrite_key() else {
+            return Ok((d, rec));
+        };
+        let cache_key = (d.clone(), key.clone());
+        let known = match self.rewrites.get(&cache_key).map(|v| v.clone()) {
+            Some(n) => Some(n),
+            None => self.meta.rewrite_of(&d, &key).await?,
+        };
+        let new = match known {
+            Some(n) => n,
+            None => {
+                let this = self.clone();
+                let (d2, rec2, key2, repo2) =
+                    (d.clone(), rec.clone(), key.clone(), repo.to_owned());
+                self.flights
+                    .run(cache_key.clone(), move || async move {
+                        this.compute(&repo2, ctx, &d2, &rec2, &key2).await
+                    })
+                    .await
+                    .flatten()
+                    .unwrap_or_else(|| d.clone())
+            }
+        };
+        self.rewrites.insert(cache_key, new.clone());
+        if new == d {
+            return Ok((d, rec));
+        }
+        match self.meta.manifest(repo, &new).await? {
+            Some(r) => Ok((new, r)),
+            // Rewritten for another repository: record the same content for this one too.
+            None => match self.record(repo, &new).await {
+                Some(r) => Ok((new, r)),
+                None => Ok((d, rec)),
+            },
+        }
+    }
+
+    /// Runs the rewriting plugins on `d` and keeps the result; `None` when it could not be kept.
+    async fn compute(
+        &self,
+        repo: &str,
+        ctx: RequestCtx,
+        d: &Digest,
+        rec: &ManifestRecord,
+        key: &str,
+    ) -> Option<Digest> {
+        let bytes = self.store.read_all(d, rec.size).await.ok()?;
+        let new = match self
+            .plugins
+            .rewrite(ctx, rec.media_type.clone(), bytes.clone())
+            .await
+        {
+            None => d.clone(),
+            Some(out) => match self.store_rewrite(repo, rec, out).await {
+                Ok(n) => n,
+                Err(why) => {
+                    tracing::warn!(repo, original = %d, error = %why, "manifest rewrite not used; serving the original");
+                    return None;
+                }
+            },
+        };
+        if let Err(e) = self.meta.record_rewrite(d, key, &new).await {
+            tracing::warn!(original = %d, error = %e, "cannot record the manifest rewrite");
+        }
+        if new != *d {
+            tracing::info!(repo, original = %d, rewritten = %new, "manifest rewritten by plugins");
+        }
+        Some(new)
+    }
+
+    async fn store_rewrite(
+        &self,
+        repo: &str,
+        rec: &ManifestRecord,
+        out: Bytes,
+    ) -> std::result::Result<Digest, String> {
+        let m = manifest::parse(Some(&rec.media_type), &out)
+            .map_err(|e| format!("the plugins' output is not a valid manifest: {e}"))?;
+        if m.media_type != rec.media_type {
+            return Err(format!(
+                "the plugins changed the media type from {} to {}",
+                rec.media_type, m.media_type
+            ));
+        }
+        let new = Digest::sha256_of(&out);
+        let record = ManifestRecord {
+            media_type: m.media_type,
+            size: out.len() as u64,
+            subject: m.subject,
+        };
+        self.store.put(&new, out).await.map_err(|e| e.to_string())?;
+        self.meta
+            .put_manifest(ManifestPut {
+                repo,
+                digest: &new,
+                record,
+                tag: None,
+                referrer: None,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(new)
+    }
+
+    /// Records stored manifest `d` for `repo` (a rewrite first made for another repository).
+    async fn record(&self, repo: &str, d: &Digest) -> Option<ManifestRecord> {
+        let bytes = self.store.read_all(d, 16 << 20).await.ok()?;
+        let m = manifest::parse(None, &bytes).ok()?;
+        let record = ManifestRecord {
+            media_type: m.media_type,
+            size: bytes.len() as u64,
+            subject: m.subject,
+        };
+        self.meta
+            .put_manifest(ManifestPut {
+                repo,
+                digest: d,
+                record: record.clone(),
+                tag: None,
+                referrer: None,
+            })
+            .await
+            .ok()?;
+        Some(record)
+    }
+}
