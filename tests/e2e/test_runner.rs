@@ -46,8 +46,10 @@ fn run(args: &[&str], build_status: i32, test_output: &[&str], test_status: i32)
         fs::copy(repo.join("tests").join(f), tree.join("tests").join(f))
             .unwrap_or_else(|e| panic!("copy tests/{f}: {e}"));
     }
-    // The peers are installed already (this test binary runs beside them).
+    // The peers are installed and the plugins built already (this test binary runs beside them).
     executable(&tree.join("tests/setup.sh"), "#!/bin/sh\nexit 0\n");
+    fs::create_dir_all(tree.join("plugins")).unwrap();
+    executable(&tree.join("plugins/build.sh"), "#!/bin/sh\nexit 0\n");
     let calls = scratch.path().join("cargo-calls");
     let output = scratch.path().join("cargo-test-output");
     fs::write(&output, test_output.join("\n") + "\n").unwrap();
