@@ -21,4 +21,9 @@ trap 'rm -f "$log"' EXIT
 # --no-fail-fast: a failing unit test must not hide the end-to-end results (the exit code still fails).
 status=0
 cargo test --workspace --no-fail-fast "$@" | tee "$log" || status=${PIPESTATUS[0]}
+# The first-party plugins' own unit tests (config parsing, globs, rewrites), on the host target: their
+# workspace is separate from wharf's (it builds for wasm32-wasip2).
+if [ "$#" -eq 0 ] && [ -f plugins/Cargo.toml ]; then
+    (cd plugins && cargo test --no-fail-fast) | tee -a "$log" || status=${PIPESTATUS[0]}
+fi
 awk -v cargo_status="$status" -f tests/summary.awk "$log"
