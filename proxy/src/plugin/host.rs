@@ -326,16 +326,19 @@ impl Host {
             pooled: std::sync::atomic::AtomicBool::new(false),
             warm: Mutex::new(Vec::new()),
         });
-        // One instantiation now: `init` sees the config at startup (a refusal stops wharf with the
-        // plugin's reason), and its cost says whether instances are worth keeping warm.
+        // Instantiate now: `init` sees the config at startup (a refusal stops wharf with the plugin's
+        // reason). The second instantiation's cost (the first pays one-time setup) says whether
+        // instances are worth keeping warm; a fresh instance per call keeps calls from seeing each
+        // other's state.
+        drop(inner.instantiate()?);
         let started = Instant::now();
-        let first = inner.instantiate()?;
+        let second = inner.instantiate()?;
         let cost = started.elapsed();
         if cost > POOL_ABOVE {
             inner
                 .pooled
                 .store(true, std::sync::atomic::Ordering::Relaxed);
-            inner.park(first);
+            inner.park(second);
         }
         tracing::debug!(plugin = %cfg.name, micros = cost.as_micros() as u64, "plugin instantiated");
         Ok(Loaded(inner))
