@@ -16,6 +16,7 @@ mod crash;
 mod dedupe;
 mod hardening;
 mod mirror;
+mod plugins;
 mod reference_peer;
 mod registry_api;
 mod restart;

@@ -15,7 +15,7 @@ use crate::oci::{self, wharf_blob_path, Noise};
 use crate::skopeo::Skopeo;
 
 // Support.
-mod ctr;
+pub(crate) mod ctr;
 mod pki;
 pub(crate) mod relay;
 mod token_server;

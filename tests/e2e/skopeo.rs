@@ -69,6 +69,11 @@ impl Skopeo {
         out.stdout
     }
 
+    /// Runs skopeo and returns what it printed, whatever its exit status: for refusals a test expects.
+    pub fn output(&self, args: &[&str]) -> std::process::Output {
+        self.command().args(args).output().expect("run skopeo")
+    }
+
     /// `skopeo copy --all --preserve-digests SRC DST`: every platform, bytes unchanged.
     pub fn copy(&self, src: &str, dst: &str) {
         self.copy_with(&[], src, dst);
