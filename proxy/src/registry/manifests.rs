@@ -8,10 +8,12 @@ use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, ETAG, LOCATION};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
-use super::{empty_response, header_str, Registry, RequestBody, CONTENT_DIGEST, OCI_SUBJECT};
+use super::{
+    empty_response, header_str, BoxError, Registry, RequestBody, CONTENT_DIGEST, OCI_SUBJECT,
+};
 use crate::body::Body;
 use crate::digest::Digest;
-use crate::error::{ErrorCode, RegistryError, Result};
+use crate::error::{BodyIdle, ErrorCode, RegistryError, Result};
 use crate::manifest::{self, bare_media_type, MANIFEST_TYPES};
 use crate::meta::{ManifestPut, ManifestRecord};
 use crate::plugin::Operation;
@@ -105,13 +107,18 @@ async fn read_capped<B: RequestBody>(mut body: B, limit: u64) -> Result<Bytes> {
     let mut seen = 0u64;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
+            let e: BoxError = e.into();
+            // A body that stopped arriving is a timeout (408), one that broke off is bad input.
+            let status = if e.downcast_ref::<BodyIdle>().is_some() {
+                StatusCode::REQUEST_TIMEOUT
+            } else {
+                StatusCode::BAD_REQUEST
+            };
             RegistryError::new(
                 ErrorCode::ManifestInvalid,
-                format!(
-                    "manifest body ended early ({}); nothing was stored",
-                    e.into()
-                ),
+                format!("manifest body ended early ({e}); nothing was stored"),
             )
+            .with_status(status)
         })?;
         let Ok(data) = frame.into_data() else {
             continue;
