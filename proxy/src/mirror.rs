@@ -30,7 +30,7 @@ use crate::inflight::Flights;
 use crate::manifest::{self, bare_media_type};
 use crate::meta::{Descriptor, ManifestPut, ManifestRecord, Meta};
 use crate::plugin::{Operation, Plugins};
-use crate::policy::Policy;
+use crate::policy::{adopt_manifest, Policy};
 use crate::reference::Reference;
 use crate::registry::{accepts, not_acceptable, tag_list, tag_page, unix_now, CONTENT_DIGEST};
 use crate::registry::{blob_head, blob_response, json_response, manifest_response};
@@ -665,26 +665,11 @@ impl Fetcher {
         }
         self.get(t, &d.to_string(), Some(d), accept).await
     }
+
     /// Manifest bytes already in the content store (pulled through another name or upstream, or
     /// pushed) are recorded for `cache` instead of fetched again.
     async fn adopt(&self, cache: &str, d: &Digest) -> Option<Fetched> {
-        let bytes = self.store.read_all(d, self.max_manifest).await.ok()?;
-        let m = manifest::parse(None, &bytes).ok()?;
-        let record = ManifestRecord {
-            media_type: m.media_type,
-            size: bytes.len() as u64,
-            subject: m.subject,
-        };
-        self.meta
-            .put_manifest(ManifestPut {
-                repo: cache,
-                digest: d,
-                record: record.clone(),
-                tag: None,
-                referrer: None,
-            })
-            .await
-            .ok()?;
+        let record = adopt_manifest(&*self.store, &self.meta, cache, d, self.max_manifest).await?;
         Some(Fetched {
             digest: d.clone(),
             record,

@@ -143,7 +143,7 @@ impl Policy {
         match self.meta.manifest(repo, &new).await? {
             Some(r) => Ok((new, r)),
             // Rewritten for another repository: record the same content for this one too.
-            None => match self.record(repo, &new).await {
+            None => match adopt_manifest(&*self.store, &self.meta, repo, &new, 16 << 20).await {
                 Some(r) => Ok((new, r)),
                 None => Ok((d, rec)),
             },
@@ -216,26 +216,32 @@ impl Policy {
             .map_err(|e| e.to_string())?;
         Ok(new)
     }
+}
 
-    /// Records stored manifest `d` for `repo` (a rewrite first made for another repository).
-    async fn record(&self, repo: &str, d: &Digest) -> Option<ManifestRecord> {
-        let bytes = self.store.read_all(d, 16 << 20).await.ok()?;
-        let m = manifest::parse(None, &bytes).ok()?;
-        let record = ManifestRecord {
-            media_type: m.media_type,
-            size: bytes.len() as u64,
-            subject: m.subject,
-        };
-        self.meta
-            .put_manifest(ManifestPut {
-                repo,
-                digest: d,
-                record: record.clone(),
-                tag: None,
-                referrer: None,
-            })
-            .await
-            .ok()?;
-        Some(record)
-    }
+/// Records manifest `d`, already in the content store, for `repo` (content that came in under another
+/// name); `None` when it is not there or not a manifest.
+pub(crate) async fn adopt_manifest(
+    store: &dyn ContentStore,
+    meta: &Meta,
+    repo: &str,
+    d: &Digest,
+    limit: u64,
+) -> Option<ManifestRecord> {
+    let bytes = store.read_all(d, limit).await.ok()?;
+    let m = manifest::parse(None, &bytes).ok()?;
+    let record = ManifestRecord {
+        media_type: m.media_type,
+        size: bytes.len() as u64,
+        subject: m.subject,
+    };
+    meta.put_manifest(ManifestPut {
+        repo,
+        digest: d,
+        record: record.clone(),
+        tag: None,
+        referrer: None,
+    })
+    .await
+    .ok()?;
+    Some(record)
 }
