@@ -275,9 +275,10 @@ fn compiled_components_are_cached_by_digest() {
         (after.ino(), after.mtime(), after.mtime_nsec()),
         "the second load compiled the component again and rewrote {name}"
     );
+    // Measured here: about 150 ms to compile allow_list, 7 ms from the cache. A margin for busy machines.
     assert!(
-        warm < cold,
-        "a load from the cache ({warm:?}) should be faster than compiling ({cold:?})"
+        warm * 3 < cold,
+        "a load from the cache ({warm:?}) should be much faster than compiling ({cold:?})"
     );
     eprintln!("allow_list: compile+load {cold:?}, load from cache {warm:?}");
     let rt = runtime();
