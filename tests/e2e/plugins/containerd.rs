@@ -193,3 +193,60 @@ fn containerd_pulls_and_pushes_through_allow_list() {
         ],
     );
 }
+
+/// Proves: the Python and the JavaScript example policies decide containerd's mirrored pulls the
+/// same way: an allowed image is pulled (resolved, fetched, unpacked) through wharf, a refused one
+/// fails with 403, and wharf's log carries that plugin's reason.
+#[test]
+fn containerd_pulls_through_the_python_and_js_policies() {
+    let registry = DistRegistry::start();
+    let up = registry.host();
+    let scratch = tempfile::tempdir().unwrap();
+    let layout = write_layout(&scratch.path().join("src"), &LayoutSpec::small("v1", 1510));
+    let skopeo = Skopeo::new();
+    skopeo.copy(&layout.skopeo_ref(), &format!("docker://{up}/team/app:v1"));
+    skopeo.copy(
+        &layout.skopeo_ref(),
+        &format!("docker://{up}/team/secret:v1"),
+    );
+    let files = PluginFiles::new();
+    for lang in ["python", "js"] {
+        let path = files.add(&format!("{lang}.wasm"), &super::example(lang));
+        let entry = Entry::new(
+            &format!("{lang}-policy"),
+            &path,
+            r#"{"deny": ["mirror.test/team/secret"]}"#,
+        );
+        let wharf = start(&[entry], Some(&registry));
+        let hosts = wharf.scratch("certs.d");
+        hosts_dir(&hosts, &wharf.host());
+        let hosts_arg = hosts.to_str().unwrap();
+        let ctrd = Containerd::start();
+        let allowed = format!("{MIRROR_HOST}/team/app:v1");
+        ctrd.pull(&hosts, &allowed, "linux/amd64");
+        assert_eq!(ctrd.image_digest(&allowed), layout.index.digest, "{lang}");
+        ctr_refused(
+            &ctrd,
+            &[
+                "images",
+                "pull",
+                "--snapshotter",
+                "native",
+                "--hosts-dir",
+                hosts_arg,
+                &format!("{MIRROR_HOST}/team/secret:v1"),
+            ],
+        );
+        wait_for_log(
+            &wharf,
+            &[
+                "denied by plugin",
+                &format!("{lang}-policy"),
+                &format!(
+                    "mirror.test/team/secret is denied by prefix \"mirror.test/team/secret\" ({lang} example plugin)"
+                ),
+            ],
+            std::time::Duration::from_secs(5),
+        );
+    }
+}
