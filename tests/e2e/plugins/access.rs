@@ -104,6 +104,20 @@ fn access_story(entries: Vec<Entry>, seed: u64) {
         .assert_error(403, "DENIED");
     api.get("/v2/team/secret/tags/list")
         .assert_error(403, "DENIED");
+    // A cross-repository mount reads its source: refused as a pull of team/secret, not mounted.
+    let r = api.request(
+        "POST",
+        &format!(
+            "/v2/team/app/blobs/uploads/?mount={}&from=team/secret",
+            secret.layer.digest
+        ),
+        &[],
+        None,
+    );
+    r.assert_error(403, "DENIED");
+    super::assert_body_names(&r, "pull of team/secret denied by plugin readers");
+    api.head(&format!("/v2/team/app/blobs/{}", secret.layer.digest))
+        .assert_status(404);
     api.get("/v2/team/app/tags/list").assert_status(200);
 
     // Mirrored: the same names on the upstream, judged as `mirror.test/<repository>`.
@@ -157,7 +171,7 @@ fn access_story(entries: Vec<Entry>, seed: u64) {
 
 /// Proves: with the Rust `allow-list` loaded (twice, split by `on`), skopeo pushes and pulls allowed
 /// repositories through wharf (local, and mirrored by path prefix and `?ns=`), while a refused push,
-/// a refused local pull and a refused mirrored pull fail with `403 DENIED` and the plugin's reason in
+/// a refused local pull, a mount from a refused repository and a refused mirrored pull fail with `403 DENIED` and the plugin's reason in
 /// skopeo's error; a name outside the allow list is refused as such; refused mirrored names never
 /// reach the upstream.
 #[test]
