@@ -126,6 +126,7 @@ pub async fn serve(
     let body_idle = Duration::from_secs(cfg.body_idle_secs.max(1));
     let write_idle = Duration::from_secs(cfg.write_idle_secs.max(1));
     let graceful = GracefulShutdown::new();
+    let inflight = InFlight::default();
     let purger = tokio::spawn(purge_periodically(registry.clone()));
     let plugin_watch = tokio::spawn(
         registry
@@ -149,10 +150,11 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let reg = registry.clone();
+                let inflight = inflight.clone();
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let req = req.map(|b| IdleBody::new(b, body_idle));
-                    let reg = reg.clone();
-                    async move { Ok::<_, Infallible>(handle_logged(reg, req, peer).await) }
+                    let (reg, inflight) = (reg.clone(), inflight.clone());
+                    async move { Ok::<_, Infallible>(handle_logged(reg, req, peer, inflight).await) }
                 });
                 let io = ClientStream::new(crate::zerocopy::Stream::new(stream), write_idle);
                 let conn = http1::Builder::new()
@@ -178,6 +180,7 @@ pub async fn serve(
     tracing::info!("shutting down: waiting for in-flight requests");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = inflight.idle() => tracing::info!("no request in flight; closing idle connections"),
         () = tokio::time::sleep(grace) => tracing::warn!(
             grace_secs = grace.as_secs(),
             "connections still open after the grace period; closing them"
@@ -266,6 +269,7 @@ async fn handle_logged(
     registry: Arc<Registry>,
     mut req: Request<IdleBody<Incoming>>,
     peer: SocketAddr,
+    inflight: InFlight,
 ) -> Response<LoggedBody> {
     req.extensions_mut().insert(ClientAddr(peer));
     let start = Instant::now();
@@ -285,12 +289,15 @@ async fn handle_logged(
     };
     if matches!(log.method, Method::GET | Method::HEAD) {
         let mut waiting = Waiting(Some(log));
+        let guard = inflight.enter();
         let resp = registry.handle(req).await;
-        return logged(resp, waiting.0.take().expect("only taken here"));
+        return logged(resp, waiting.0.take().expect("only taken here"), guard);
     }
     let (tx, rx) = tokio::sync::oneshot::channel::<Response<Body>>();
     let mut task_log = log.copy();
+    let task_guard = inflight.enter();
     tokio::spawn(async move {
+        let _in_flight = task_guard;
         let resp = registry.handle(req).await;
         // The client left before the answer: nobody else will log this request.
         if let Err(resp) = tx.send(resp) {
@@ -308,16 +315,59 @@ async fn handle_logged(
             false,
         )
     });
-    logged(resp, log)
+    logged(resp, log, inflight.enter())
 }
 
-fn logged(resp: Response<Body>, mut log: RequestLog) -> Response<LoggedBody> {
+fn logged(resp: Response<Body>, mut log: RequestLog, guard: InFlightGuard) -> Response<LoggedBody> {
     log.answered(&resp);
     resp.map(|inner| LoggedBody {
         inner,
         sent: 0,
         log: Some(log),
+        _in_flight: guard,
     })
+}
+
+/// Requests being answered (handlers running, response bodies being sent). A graceful stop waits for
+/// these, not for connections: an idle keep-alive connection holds no request, and hyper would keep
+/// it (and the stop) waiting until the client sent another one.
+#[derive(Clone, Default)]
+struct InFlight(Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>);
+
+struct InFlightGuard(InFlight);
+
+impl InFlight {
+    fn enter(&self) -> InFlightGuard {
+        self.0 .0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlightGuard(self.clone())
+    }
+
+    /// Resolves once no request is in flight.
+    async fn idle(&self) {
+        loop {
+            let notified = self.0 .1.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.0 .0.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self
+            .0
+             .0
+             .0
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.0 .0 .1.notify_waiters();
+        }
+    }
 }
 
 /// Logs a read whose client left before it was answered (nginx's 499).
@@ -390,6 +440,7 @@ pub struct LoggedBody {
     inner: Body,
     sent: u64,
     log: Option<RequestLog>,
+    _in_flight: InFlightGuard,
 }
 
 impl http_body::Body for LoggedBody {

@@ -62,3 +62,30 @@ fn content_and_tags_survive_a_graceful_restart() {
         layout.index.digest
     );
 }
+
+/// Proves: a graceful stop waits for requests, not for idle keep-alive connections. A client that
+/// made one request and keeps its connection open (as docker and containerd do) does not hold the stop
+/// for `server.shutdown_grace_secs` (60 here): wharf exits well before, with status 0.
+#[test]
+fn an_idle_keep_alive_connection_does_not_hold_a_graceful_stop() {
+    use std::io::{Read, Write};
+    let mut wharf = Wharf::start(WharfOptions {
+        server_keys: vec!["shutdown_grace_secs = 60".into()],
+        ..Default::default()
+    });
+    let mut conn = std::net::TcpStream::connect(wharf.addr()).unwrap();
+    conn.write_all(b"GET /v2/ HTTP/1.1\r\nHost: wharf\r\n\r\n")
+        .unwrap();
+    let mut answer = [0u8; 12];
+    conn.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    let started = std::time::Instant::now();
+    let status = wharf.stop();
+    let took = started.elapsed();
+    assert!(status.success(), "graceful stop: {status}");
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "an idle keep-alive connection held the stop for {took:?} (grace is 60 s)"
+    );
+    drop(conn);
+}
