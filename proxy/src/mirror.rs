@@ -396,6 +396,9 @@ impl Mirror {
                     let checked = meta.tag_checked(&t.cache, tag.as_str()).await?.unwrap_or(0);
                     if unix_now().saturating_sub(checked) < self.cfg.tag_ttl_secs {
                         self.touch(&c.digest);
+                        if !self.policy.rewrites() {
+                            return manifest_response(store, &c.digest, &c.record, head).await;
+                        }
                         let (d, rec) = self
                             .policy
                             .tag_manifest(&t.cache, ctx, c.digest.clone(), c.record.clone())

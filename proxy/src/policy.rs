@@ -54,6 +54,11 @@ impl Policy {
         &self.plugins
     }
 
+    /// Whether any plugin rewrites manifests (else what a tag serves is what it names).
+    pub fn rewrites(&self) -> bool {
+        self.plugins.rewrite_key().is_some()
+    }
+
     /// The request as plugins see it. `registry` is the upstream host for mirrored content.
     pub fn context<B>(
         operation: Operation,

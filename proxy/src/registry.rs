@@ -126,7 +126,12 @@ impl Registry {
         let target = route
             .repo()
             .and_then(|r| self.mirror.explicit(r.as_str(), ns.as_deref()));
-        if let Some((op, reference)) = operation(&route, req.method()) {
+        let checked = if self.policy.plugins().is_empty() {
+            None
+        } else {
+            operation(&route, req.method())
+        };
+        if let Some((op, reference)) = checked {
             let (registry, repository) = match (&target, route.repo()) {
                 (Some(t), _) => (Some(t.upstream.host.as_str()), t.remote.as_str()),
                 (None, Some(r)) => (None, r.as_str()),

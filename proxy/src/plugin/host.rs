@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Instance, InstancePre, Linker, ResourceTable};
@@ -324,7 +324,8 @@ impl Host {
             timeout_ms: cfg.timeout_ms.max(1),
             max_memory: cfg.max_memory_mb.saturating_mul(1 << 20) as usize,
             pooled: std::sync::atomic::AtomicBool::new(false),
-            warm: Mutex::new(Vec::new()),
+            pool: Mutex::new(Pool::default()),
+            returned: Condvar::new(),
         });
         // Instantiate now: `init` sees the config at startup (a refusal stops wharf with the plugin's
         // reason). The second instantiation's cost (the first pays one-time setup) says whether
@@ -338,7 +339,8 @@ impl Host {
             inner
                 .pooled
                 .store(true, std::sync::atomic::Ordering::Relaxed);
-            inner.park(second);
+            inner.lock_pool().live = 1;
+            inner.give_back(second);
         }
         tracing::debug!(plugin = %cfg.name, micros = cost.as_micros() as u64, "plugin instantiated");
         Ok(Loaded(inner))
@@ -411,7 +413,19 @@ struct Inner {
     timeout_ms: u64,
     max_memory: usize,
     pooled: std::sync::atomic::AtomicBool,
-    warm: Mutex<Vec<Warm>>,
+    pool: Mutex<Pool>,
+    /// Signalled when an instance goes back to the pool, or one is discarded.
+    returned: Condvar,
+}
+
+/// The warm instances of a slow-to-instantiate plugin: at most `WARM_INSTANCES` exist at once; a call
+/// that finds none free waits for one instead of paying an instantiation (most of a millisecond for
+/// Python or JS) that would only be thrown away.
+#[derive(Default)]
+struct Pool {
+    idle: Vec<Warm>,
+    /// Instances in existence: idle, in use, or being made.
+    live: usize,
 }
 
 struct Warm {
@@ -468,10 +482,41 @@ impl Inner {
         }
     }
 
-    fn park(&self, w: Warm) {
-        let mut warm = self.warm.lock().unwrap_or_else(|e| e.into_inner());
-        if warm.len() < WARM_INSTANCES {
-            warm.push(w);
+    fn lock_pool(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn give_back(&self, w: Warm) {
+        self.lock_pool().idle.push(w);
+        self.returned.notify_one();
+    }
+
+    fn discard(&self) {
+        let mut pool = self.lock_pool();
+        pool.live = pool.live.saturating_sub(1);
+        drop(pool);
+        self.returned.notify_one();
+    }
+
+    /// A warm instance: an idle one, a new one while fewer than `WARM_INSTANCES` exist, else the next
+    /// one given back.
+    fn take_warm(&self) -> Result<Warm, PluginError> {
+        let mut pool = self.lock_pool();
+        loop {
+            if let Some(w) = pool.idle.pop() {
+                return Ok(w);
+            }
+            if pool.live < WARM_INSTANCES {
+                pool.live += 1;
+                drop(pool);
+                return self.instantiate().inspect_err(|_| self.discard());
+            }
+            // Bounded, so a lost wake-up costs a moment, never a request.
+            pool = self
+                .returned
+                .wait_timeout(pool, Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 
@@ -481,34 +526,32 @@ impl Inner {
         f: impl FnOnce(&mut Store<State>, &Instance) -> wasmtime::Result<Result<R, String>>,
     ) -> Result<R, PluginError> {
         let pooled = self.pooled.load(std::sync::atomic::Ordering::Relaxed);
-        let parked = if pooled {
-            self.warm.lock().unwrap_or_else(|e| e.into_inner()).pop()
+        let mut w = if pooled {
+            self.take_warm()?
         } else {
-            None
-        };
-        let mut w = match parked {
-            Some(w) => w,
-            None => self.instantiate()?,
+            self.instantiate()?
         };
         w.store.set_epoch_deadline(self.call_ticks());
-        match f(&mut w.store, &w.instance) {
-            Ok(Ok(r)) => {
-                if pooled {
-                    self.park(w);
-                }
-                Ok(r)
-            }
-            Ok(Err(reason)) => {
-                if pooled {
-                    self.park(w);
-                }
-                Err(PluginError::Returned {
-                    plugin: self.name.to_string(),
-                    reason,
-                })
-            }
+        let out = f(&mut w.store, &w.instance);
+        let failed = out.is_err();
+        let result = match out {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(reason)) => Err(PluginError::Returned {
+                plugin: self.name.to_string(),
+                reason,
+            }),
             Err(e) => Err(self.failure(e, "call", w.store.data().memory_denied)),
+        };
+        if pooled {
+            if failed {
+                // A trapped or interrupted instance may be half-way through anything: never reuse it.
+                drop(w);
+                self.discard();
+            } else {
+                self.give_back(w);
+            }
         }
+        result
     }
 
     fn failure(&self, e: wasmtime::Error, during: &str, memory_denied: bool) -> PluginError {

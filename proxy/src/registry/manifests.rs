@@ -165,7 +165,7 @@ impl Registry {
         }
         let (d, rec) = match r {
             // What a tag serves goes through the manifest plugins; a digest is the digest.
-            Reference::Tag(t) => {
+            Reference::Tag(t) if self.policy.rewrites() => {
                 let ctx = Policy::context(
                     Operation::Pull,
                     None,
@@ -175,7 +175,7 @@ impl Registry {
                 );
                 self.policy.tag_manifest(repo.as_str(), ctx, d, rec).await?
             }
-            Reference::Digest(_) => (d, rec),
+            _ => (d, rec),
         };
         manifest_response(&*self.store, &d, &rec, req.method() == Method::HEAD).await
     }
