@@ -13,6 +13,8 @@ cd "$(dirname "$0")/../.."
 # nginx-light: the smallest Debian nginx (sendfile is in every build). HEAD load comes from the driver
 # itself (wrk 4.1 stalls on HEAD), so apache2-utils is not needed.
 tests/setup.sh nginx-light docker-registry wrk iproute2
+# Case 7 loads the first-party Rust plugin and the Python and JS example policies.
+plugins/build.sh
 
 cargo build --release -q -p wharf -p wharf-bench
 exec target/release/wharf-bench "$@"

@@ -13,7 +13,7 @@ use anyhow::{bail, ensure, Context as _, Result};
 use crate::http;
 use crate::load;
 use crate::procstat::{Cost, Meter};
-use crate::report::{CaseResult, Metric, Stat};
+use crate::report::{self, CaseResult, Metric, Stat};
 use crate::seed::{self, Blob, Image, UploadStyle, ACCEPT};
 use crate::servers::{self, DistMode, Server, UpstreamEntry};
 
@@ -967,13 +967,137 @@ pub fn storage_case(env: &Env) -> Result<CaseResult> {
     Ok(result)
 }
 
-pub fn plugins_case() -> CaseResult {
-    CaseResult {
-        id: "7".into(),
-        title: "plugin overhead per request".into(),
-        metrics: vec![],
-        notes: vec!["n/a — plugins not implemented".into()],
+/// What each plugin configuration of case 7 loads: (label, `[[plugin]]` TOML or none).
+fn plugin_configs() -> Vec<(&'static str, Option<String>)> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let entry = |name: &str, path: PathBuf, config: &str| {
+        format!(
+            "[[plugin]]\nname = \"{name}\"\npath = \"{}\"\nconfig = '{config}'\n",
+            path.display()
+        )
+    };
+    // Each allows the request: what is measured is the check, not a refusal.
+    vec![
+        ("no plugin", None),
+        (
+            "Rust allow-list",
+            Some(entry(
+                "allow-list",
+                repo.join("plugins/target/wasm32-wasip2/release/allow_list.wasm"),
+                r#"{"allow": ["**"], "deny": ["nothing/here"]}"#,
+            )),
+        ),
+        (
+            "Python policy",
+            Some(entry(
+                "python",
+                repo.join("examples/plugins/python/policy.wasm"),
+                r#"{"deny": ["nothing/here"]}"#,
+            )),
+        ),
+        (
+            "JS policy",
+            Some(entry(
+                "js",
+                repo.join("examples/plugins/js/policy.wasm"),
+                r#"{"deny": ["nothing/here"]}"#,
+            )),
+        ),
+    ]
+}
+
+/// Case 7: what an access plugin costs per request: manifest GET by tag (wrk, 64 connections) on a
+/// wharf with no plugin, the Rust `allow-list`, the Python and the JS example policies, interleaved
+/// within each repetition. Every request goes through the plugin's `access.check`.
+pub fn plugins_case(env: &Env) -> Result<Vec<CaseResult>> {
+    let image = Image::new(vec![Blob::random(7, 4096)]);
+    let mut servers = Vec::new();
+    for (i, (label, plugin)) in plugin_configs().into_iter().enumerate() {
+        if let Some(toml) = &plugin {
+            let path = toml
+                .lines()
+                .find_map(|l| l.strip_prefix("path = \""))
+                .map(|p| p.trim_end_matches('"').to_owned())
+                .unwrap_or_default();
+            ensure!(
+                Path::new(&path).is_file(),
+                "{label}: no component at {path}; build the plugins with plugins/build.sh"
+            );
+        }
+        let w = servers::start_wharf_with(
+            &env.wharf_bin,
+            &env.root.join(format!("plugins-{i}")),
+            &[],
+            plugin.as_deref().unwrap_or(""),
+        )?;
+        seed::push_image(w.addr, UploadStyle::MonolithicPost, REPO, &[TAG], &image)?;
+        let (h, _) = http::call(w.addr, "GET", &manifest_path(), &[("Accept", ACCEPT)], None)?;
+        ensure!(
+            h.status == 200 && h.header("docker-content-digest") == Some(&image.manifest.digest),
+            "{label}: GET {} answered {}",
+            manifest_path(),
+            h.status
+        );
+        servers.push((label, w));
     }
+    let n = servers.len();
+    let mut rps = vec![Vec::new(); n];
+    let mut cpu_us = vec![Vec::new(); n];
+    let mut errors = vec![0u64; n];
+    for _ in 0..env.s.reps {
+        for (i, (_, w)) in servers.iter().enumerate() {
+            let (l, c) = env.measure(w.pids(), vec![], || {
+                load::wrk(
+                    w.addr,
+                    &manifest_path(),
+                    &[("Accept", ACCEPT)],
+                    env.s.conns,
+                    env.s.load_secs,
+                )
+            })?;
+            errors[i] += l.errors;
+            rps[i].push(l.rps());
+            cpu_us[i].push(c.cpu_s / l.requests.max(1) as f64 * 1e6);
+        }
+    }
+    let base = report::median(&cpu_us[0]);
+    let mut out = Vec::new();
+    for (i, (label, _)) in servers.iter().enumerate() {
+        let cpu = Stat::median(cpu_us[i].clone());
+        let added = cpu.value - base;
+        let (target, met) = match i {
+            0 => (None, None),
+            1 => (Some("adds ≤ 20 µs"), Some(added <= 20.0)),
+            _ => (Some("adds ≤ 200 µs"), Some(added <= 200.0)),
+        };
+        let mut cpu_metric = Metric::new("server CPU", "µs/request", [Some(cpu), None, None]);
+        if let Some(t) = target {
+            cpu_metric = cpu_metric.with_target(t, met);
+        }
+        let mut notes = vec![];
+        if i > 0 {
+            notes.push(format!(
+                "{added:+.1} µs of server CPU per request against no plugin"
+            ));
+        }
+        if errors[i] > 0 {
+            notes.push(format!("{} requests failed", errors[i]));
+        }
+        out.push(CaseResult {
+            id: format!("7{}", ["a", "b", "c", "d"][i]),
+            title: format!("manifest GET by tag, {label}"),
+            metrics: vec![
+                Metric::new(
+                    "requests",
+                    "req/s",
+                    [Some(Stat::median(rps[i].clone())), None, None],
+                ),
+                cpu_metric,
+            ],
+            notes,
+        });
+    }
+    Ok(out)
 }
 
 /// Starts the servers and seeds the same image into wharf and distribution, the cold blob into the

@@ -191,7 +191,9 @@ fn main() -> Result<()> {
         );
     }
     step("6", "storage", &mut || Ok(vec![cases::storage_case(&env)?]));
-    step("7", "plugins", &mut || Ok(vec![cases::plugins_case()]));
+    step("7", "plugin overhead per request", &mut || {
+        cases::plugins_case(&env)
+    });
 
     let bg: Vec<f64> = env
         .costs

@@ -150,6 +150,16 @@ pub struct UpstreamEntry {
 
 /// wharf, release build, with `<dir>/data` as data dir.
 pub fn start_wharf(bin: &Path, dir: &Path, upstreams: &[UpstreamEntry]) -> Result<Server> {
+    start_wharf_with(bin, dir, upstreams, "")
+}
+
+/// `start_wharf` with more TOML at the end of its config (`[[plugin]]` entries).
+pub fn start_wharf_with(
+    bin: &Path,
+    dir: &Path,
+    upstreams: &[UpstreamEntry],
+    extra_toml: &str,
+) -> Result<Server> {
     fs::create_dir_all(dir)?;
     let addr = loopback(free_port()?);
     // docker.io is built in and would reach the Internet: point it at a port nobody listens on.
@@ -169,6 +179,8 @@ pub fn start_wharf(bin: &Path, dir: &Path, upstreams: &[UpstreamEntry]) -> Resul
             u.host, u.endpoint
         )?;
     }
+    cfg.push('\n');
+    cfg.push_str(extra_toml);
     let conf = dir.join("wharf.toml");
     fs::write(&conf, cfg)?;
     let mut cmd = Command::new(bin);
