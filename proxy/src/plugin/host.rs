@@ -26,8 +26,8 @@ wasmtime::component::bindgen!({
     world: "policy",
 });
 
+use self::wharf::policy::types;
 use exports::wharf::policy::{access, lifecycle, manifests, platforms};
-use wharf::policy::types;
 
 /// One epoch tick, the granularity of call deadlines.
 const TICK: Duration = Duration::from_millis(1);
@@ -122,14 +122,14 @@ impl WasiView for State {
     }
 }
 
-impl wharf::policy::log::Host for State {
+impl self::wharf::policy::log::Host for State {
     fn log(
         &mut self,
-        level: wharf::policy::log::Level,
+        level: self::wharf::policy::log::Level,
         message: String,
         fields: Vec<(String, String)>,
     ) {
-        use wharf::policy::log::Level;
+        use self::wharf::policy::log::Level;
         let mut message = message;
         if message.len() > MAX_LOG_LINE {
             let mut cut = MAX_LOG_LINE;
@@ -154,7 +154,7 @@ impl wharf::policy::log::Host for State {
     }
 }
 
-impl wharf::policy::types::Host for State {}
+impl self::wharf::policy::types::Host for State {}
 
 /// Clocks that always say zero: plugins decide on the request, not on the time.
 struct Frozen;
@@ -208,7 +208,7 @@ impl Host {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| format!("cannot link WASI: {e}"))?;
-        wharf::policy::log::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+        self::wharf::policy::log::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
             .map_err(|e| format!("cannot link wharf:policy/log: {e}"))?;
         // Epochs advance on their own thread; a call's deadline is counted in ticks of it.
         let ticker = engine.weak();
