@@ -153,7 +153,11 @@ impl Registry {
         let unconfigured = route
             .repo()
             .and_then(|r| self.mirror.unconfigured(r.as_str(), ns.as_deref()));
-        let result = self.dispatch_local(route, req).await;
+        // A request that names a registry wharf does not mirror is never sent to the default
+        // upstream: that would serve another registry's image under the name the client asked for.
+        let result = self
+            .dispatch_local(route, req, unconfigured.is_none())
+            .await;
         match (result, unconfigured) {
             (Err(mut e), Some(host)) if e.status == StatusCode::NOT_FOUND => {
                 e.message = format!(
@@ -173,6 +177,7 @@ impl Registry {
         &self,
         route: Route,
         req: Request<B>,
+        may_fall_back: bool,
     ) -> Result<Response<Body>> {
         let method = req.method().clone();
         match (route, method) {
@@ -181,15 +186,16 @@ impl Registry {
             }
             (Route::Blob(repo, d), Method::GET | Method::HEAD) => {
                 match self.get_blob(&repo, &d, &req).await {
-                    Err(e) if e.code == ErrorCode::BlobUnknown => match self.fallback(&repo).await?
-                    {
-                        Some(t) if self.mirror.has_cached(&t).await? => {
-                            self.allow_fallback(&t, Operation::Pull, Some(d.to_string()), &req)
-                                .await?;
-                            self.mirror.blob(&t, &d, &req).await
+                    Err(e) if e.code == ErrorCode::BlobUnknown => {
+                        match self.fallback(&repo, may_fall_back).await? {
+                            Some(t) if self.mirror.has_cached(&t).await? => {
+                                self.allow_fallback(&t, Operation::Pull, Some(d.to_string()), &req)
+                                    .await?;
+                                self.mirror.blob(&t, &d, &req).await
+                            }
+                            _ => Err(e),
                         }
-                        _ => Err(e),
-                    },
+                    }
                     r => r,
                 }
             }
@@ -202,7 +208,7 @@ impl Registry {
             (Route::Manifest(repo, r), Method::GET | Method::HEAD) => {
                 match self.get_manifest(&repo, &r, &req).await {
                     Err(e) if e.code == ErrorCode::ManifestUnknown => {
-                        match self.fallback(&repo).await? {
+                        match self.fallback(&repo, may_fall_back).await? {
                             Some(t) => {
                                 self.allow_fallback(&t, Operation::Pull, Some(r.to_string()), &req)
                                     .await?;
@@ -217,13 +223,15 @@ impl Registry {
             (Route::Manifest(repo, r), Method::PUT) => self.put_manifest(&repo, &r, req).await,
             (Route::Manifest(repo, r), Method::DELETE) => self.delete_manifest(&repo, &r).await,
             (Route::Tags(repo), Method::GET) => match self.list_tags(&repo, &req).await {
-                Err(e) if e.code == ErrorCode::NameUnknown => match self.fallback(&repo).await? {
-                    Some(t) => {
-                        self.allow_fallback(&t, Operation::List, None, &req).await?;
-                        self.mirror.tags(&t, repo.as_str(), &req).await
+                Err(e) if e.code == ErrorCode::NameUnknown => {
+                    match self.fallback(&repo, may_fall_back).await? {
+                        Some(t) => {
+                            self.allow_fallback(&t, Operation::List, None, &req).await?;
+                            self.mirror.tags(&t, repo.as_str(), &req).await
+                        }
+                        None => Err(e),
                     }
-                    None => Err(e),
-                },
+                }
                 r => r,
             },
             (Route::Referrers(repo, d), Method::GET) => {
@@ -271,7 +279,10 @@ impl Registry {
     }
 
     /// For a name without a host that is not a repository pushed here: the default upstream.
-    async fn fallback(&self, repo: &RepoName) -> Result<Option<Target>> {
+    async fn fallback(&self, repo: &RepoName, allowed: bool) -> Result<Option<Target>> {
+        if !allowed {
+            return Ok(None);
+        }
         match self.mirror.default_target(repo.as_str()) {
             Some(t) if !self.meta.repo_exists(repo.as_str()).await? => Ok(Some(t)),
             _ => Ok(None),

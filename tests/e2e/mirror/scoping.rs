@@ -183,3 +183,45 @@ fn a_request_naming_an_unconfigured_upstream_says_how_to_mirror_it() {
         log_tail(&wharf.log_path(), 30)
     );
 }
+
+/// Proves: with a default upstream configured (Docker's host-less form), a request that names another
+/// registry wharf has no `[[upstream]]` for (`?ns=quay.io`, or a `quay.io/...` path prefix) is not
+/// answered from the default upstream: that would hand out another registry's image under the name
+/// the client asked for. It is a 404 naming the host, and the default upstream is never asked.
+#[test]
+fn an_unconfigured_registry_never_falls_back_to_the_default_upstream() {
+    let registry = DistRegistry::start();
+    let relay = Relay::start(registry.addr());
+    let upstream_api = Api::new(registry.base());
+    SmallImage::push(&upstream_api, "library/alpine", "3", 45);
+    let wharf = Wharf::start(WharfOptions {
+        mirror: MirrorOptions {
+            default_upstream: Some(registry.host()),
+            upstreams: vec![upstream(&registry.host(), relay.addr(), "up")],
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let api = Api::new(wharf.base());
+    // The host-less form does go to the default upstream.
+    api.get_manifest("library/alpine", "3").assert_status(200);
+    let before = relay.seen().len();
+    for path in [
+        "/v2/library/alpine/manifests/3?ns=quay.io",
+        "/v2/quay.io/library/alpine/manifests/3",
+    ] {
+        let r = api.get_manifest_path(path);
+        r.assert_error(404, "MANIFEST_UNKNOWN");
+        assert!(
+            String::from_utf8_lossy(&r.body).contains("quay.io"),
+            "{}",
+            r.describe()
+        );
+    }
+    assert_eq!(
+        relay.seen().len(),
+        before,
+        "a request for quay.io reached the default upstream: {}",
+        relay.describe()
+    );
+}
