@@ -8,8 +8,8 @@
 //! deny; `open`: as if the plugin were not there). Access checks fail closed by default, platform
 //! choice and rewrites fail open.
 //!
-//! Calls run on tokio's blocking pool: a guest's WASI calls may block (sync WASI bindings), and a
-//! plugin may use its whole deadline.
+//! Calls run inline on the request's task (on a wasmtime fiber, with WASI's async bindings), yielding
+//! the worker thread every epoch tick; loading runs on the blocking pool (it compiles).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -227,13 +227,13 @@ impl PluginSet {
         })
     }
 
-    fn access(&self, ctx: &RequestCtx) -> Result<(), Denial> {
+    async fn access(&self, ctx: &RequestCtx) -> Result<(), Denial> {
         for p in self.plugins.iter().filter(|p| p.sees(ctx.operation)) {
             if !p.loaded.capabilities().access {
                 continue;
             }
             let policy = p.fail.unwrap_or(FailPolicy::Closed);
-            match p.loaded.check(ctx) {
+            match p.loaded.check(ctx).await {
                 Ok(None) => {}
                 Ok(Some(reason)) => {
                     return Err(Denial {
@@ -257,14 +257,14 @@ impl PluginSet {
         Ok(())
     }
 
-    fn platforms(&self, ctx: &RequestCtx, available: &[Platform]) -> Vec<Platform> {
+    async fn platforms(&self, ctx: &RequestCtx, available: &[Platform]) -> Vec<Platform> {
         let mut kept = available.to_vec();
         for p in self.plugins.iter().filter(|p| p.sees(ctx.operation)) {
             if !p.loaded.capabilities().platforms {
                 continue;
             }
             let policy = p.fail.unwrap_or(FailPolicy::Open);
-            match p.loaded.select(ctx, available) {
+            match p.loaded.select(ctx, available).await {
                 Ok(chosen) => kept.retain(|k| chosen.contains(k)),
                 Err(e) => {
                     p.failed(&e, "platform selection", policy);
@@ -277,7 +277,12 @@ impl PluginSet {
         kept
     }
 
-    fn rewrite(&self, ctx: &RequestCtx, media_type: &str, manifest: &[u8]) -> Option<Vec<u8>> {
+    async fn rewrite(
+        &self,
+        ctx: &RequestCtx,
+        media_type: &str,
+        manifest: &[u8],
+    ) -> Option<Vec<u8>> {
         let mut current: Option<Vec<u8>> = None;
         for p in self.plugins.iter().filter(|p| p.sees(ctx.operation)) {
             if !p.loaded.capabilities().manifests {
@@ -285,7 +290,7 @@ impl PluginSet {
             }
             let policy = p.fail.unwrap_or(FailPolicy::Open);
             let input = current.as_deref().unwrap_or(manifest);
-            match p.loaded.rewrite(ctx, media_type, input) {
+            match p.loaded.rewrite(ctx, media_type, input).await {
                 Ok(None) => {}
                 Ok(Some(bytes)) => current = Some(bytes),
                 Err(e) => p.failed(&e, "manifest rewrite", policy),
@@ -293,15 +298,6 @@ impl PluginSet {
         }
         current.filter(|c| c.as_slice() != manifest)
     }
-}
-
-/// Runs a plugin call on the blocking pool: sync WASI may block, and a call may use its whole
-/// deadline. (Measured: `block_in_place` costs more here, as the worker's replacement is woken per
-/// call.)
-async fn off_the_runtime<R: Send + 'static>(
-    f: impl FnOnce() -> R + Send + 'static,
-) -> Result<R, tokio::task::JoinError> {
-    tokio::task::spawn_blocking(f).await
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
@@ -443,14 +439,7 @@ impl Plugins {
             return Ok(());
         }
         let started = Instant::now();
-        let r = off_the_runtime(move || set.access(&ctx))
-            .await
-            .unwrap_or_else(|e| {
-                Err(Denial {
-                    plugin: "(host)".into(),
-                    reason: format!("the plugin task failed: {e}"),
-                })
-            });
+        let r = set.access(&ctx).await;
         tracing::trace!(
             micros = started.elapsed().as_micros() as u64,
             "access chain"
@@ -468,10 +457,7 @@ impl Plugins {
         {
             return available;
         }
-        let fallback = available.clone();
-        off_the_runtime(move || set.platforms(&ctx, &available))
-            .await
-            .unwrap_or(fallback)
+        set.platforms(&ctx, &available).await
     }
 
     /// Identifies the current set of manifest rewriters; `None` when no plugin rewrites manifests.
@@ -488,10 +474,8 @@ impl Plugins {
     ) -> Option<Bytes> {
         let set = self.current();
         set.rewrite_key.as_ref()?;
-        off_the_runtime(move || set.rewrite(&ctx, &media_type, &manifest))
+        set.rewrite(&ctx, &media_type, &manifest)
             .await
-            .ok()
-            .flatten()
             .map(Bytes::from)
     }
 

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use super::host::block_on;
 use super::{Host, Operation, Platform, PluginError, RequestCtx, WIT_PACKAGE, WIT_TEXT};
 use crate::config::PluginConfig;
 
@@ -100,7 +101,7 @@ pub fn run(args: &RunArgs) -> Result<String, CliError> {
     let caps = loaded.capabilities();
     if caps.access {
         let t = Instant::now();
-        let d = loaded.check(&args.ctx)?;
+        let d = block_on(loaded.check(&args.ctx))?;
         let us = t.elapsed().as_micros();
         match d {
             None => {
@@ -125,7 +126,7 @@ pub fn run(args: &RunArgs) -> Result<String, CliError> {
         };
         if args.platforms.is_some() {
             let t = Instant::now();
-            let kept = loaded.select(&args.ctx, &available)?;
+            let kept = block_on(loaded.select(&args.ctx, &available))?;
             let us = t.elapsed().as_micros();
             let names: Vec<String> = kept.iter().map(ToString::to_string).collect();
             let _ = writeln!(
@@ -160,7 +161,7 @@ pub fn run(args: &RunArgs) -> Result<String, CliError> {
                         })?,
                 };
                 let t = Instant::now();
-                let rewritten = loaded.rewrite(&args.ctx, &media_type, &bytes)?;
+                let rewritten = block_on(loaded.rewrite(&args.ctx, &media_type, &bytes))?;
                 let us = t.elapsed().as_micros();
                 match rewritten {
                     None => {

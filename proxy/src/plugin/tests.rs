@@ -345,3 +345,64 @@ fn a_refused_config_fails_the_load_with_the_plugins_reason() {
         "{msg}"
     );
 }
+
+/// Calls run inline on the request's task; a plugin that loops yields its worker thread every epoch
+/// tick, so on a one-thread runtime other tasks keep running until the call's deadline stops it.
+#[test]
+fn a_long_call_shares_its_worker_thread() {
+    let mut looper = plugin("looper", "test_loop_forever", "");
+    looper.timeout_ms = 300;
+    let (p, _cache) = load(&[looper]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ticks = Arc::new(AtomicU64::new(0));
+        let counter = ticks.clone();
+        let ticker = tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(5));
+            loop {
+                every.tick().await;
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        tokio::task::yield_now().await;
+        let before = ticks.load(Ordering::Relaxed);
+        let d = p.access(pull(None, "team/app")).await.unwrap_err();
+        let during = ticks.load(Ordering::Relaxed) - before;
+        ticker.abort();
+        assert!(d.reason.contains("did not answer within 300 ms"), "{d:?}");
+        // 60 ticks if nothing else ran; a call that held the thread would leave at most one.
+        assert!(
+            during >= 20,
+            "only {during} ticks of a 5 ms timer ran during a 300 ms plugin call on the same thread"
+        );
+    });
+}
+
+/// A request that goes away mid-call (its future dropped) discards the instance and frees its place in
+/// the warm pool: after more abandoned calls than the pool holds, a call still gets an instance.
+#[test]
+fn an_abandoned_call_frees_its_instance() {
+    let mut looper = plugin("looper", "test_loop_forever", "");
+    looper.timeout_ms = 300;
+    let (p, _cache) = load(&[looper]);
+    assert!(
+        p.set().plugins[0].loaded.pooled(),
+        "this test is about the warm pool"
+    );
+    let rt = runtime();
+    rt.block_on(async {
+        for _ in 0..6 {
+            let abandoned =
+                tokio::time::timeout(Duration::from_millis(10), p.access(pull(None, "a"))).await;
+            assert!(abandoned.is_err(), "the call should still be running");
+        }
+        let last = tokio::time::timeout(Duration::from_secs(10), p.access(pull(None, "a")))
+            .await
+            .expect("a call after abandoned ones must get an instance, not wait forever");
+        let d = last.unwrap_err();
+        assert!(d.reason.contains("did not answer within 300 ms"), "{d:?}");
+    });
+}
