@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::mirror::platforms::{PlatformMode, PlatformSpec};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -197,6 +199,16 @@ pub struct MirrorConfig {
     /// When revalidating a tag fails (5xx, 429, timeout, unreachable), serve the cached manifest with a
     /// `Warning` header instead of failing.
     pub stale_if_error: bool,
+    /// The platforms (`os/arch[/variant]`) of multi-platform images to mirror, for every upstream
+    /// without its own list; the others are never fetched. Empty: every platform.
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::mirror::platforms::de_mirror_platforms"
+    )]
+    pub platforms: Vec<PlatformSpec>,
+    /// What a tag of a platform-reduced index serves: `sparse` (the original index) or `rewritten`
+    /// (an index of the kept platforms only, mapped from the original).
+    pub platform_mode: PlatformMode,
 }
 
 impl Default for MirrorConfig {
@@ -205,6 +217,8 @@ impl Default for MirrorConfig {
             default_upstream: "docker.io".into(),
             tag_ttl_secs: 300,
             stale_if_error: true,
+            platforms: Vec::new(),
+            platform_mode: PlatformMode::Sparse,
         }
     }
 }
@@ -240,6 +254,13 @@ pub struct UpstreamConfig {
     /// Longest wait for response headers, and for each piece of a body.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// This upstream's platforms, instead of `mirror.platforms`; an empty list keeps every platform.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::mirror::platforms::de_upstream_platforms"
+    )]
+    pub platforms: Option<Vec<PlatformSpec>>,
 }
 
 /// `scheme://user:secret@host…` → `scheme://user:<elided>@host…`; anything else unchanged.
@@ -279,6 +300,7 @@ impl UpstreamConfig {
             password_file: None,
             connect_timeout_secs: default_connect_timeout(),
             timeout_secs: default_timeout(),
+            platforms: None,
         }
     }
 }

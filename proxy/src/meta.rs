@@ -146,6 +146,8 @@ impl Meta {
         tx.open_table(LAST_USED)?;
         tx.open_table(MIRROR_REFERRERS)?;
         tx.open_table(REWRITES)?;
+        tx.open_table(platforms::INDEX_CHILDREN)?;
+        tx.open_table(platforms::KEPT_BLOBS)?;
         tx.commit()?;
         Ok(Meta {
             db: Arc::new(db),
@@ -673,6 +675,8 @@ fn next_key<V: redb::Value + 'static>(
         None => Ok(None),
     }
 }
+
+mod platforms;
 
 #[cfg(test)]
 mod tests;

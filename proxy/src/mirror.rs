@@ -29,7 +29,7 @@ use crate::fill::{Fills, Phase, Source};
 use crate::inflight::Flights;
 use crate::manifest::{self, bare_media_type};
 use crate::meta::{Descriptor, ManifestPut, ManifestRecord, Meta};
-use crate::plugin::{Operation, Plugins};
+use crate::plugin::{Operation, Plugins, RequestCtx};
 use crate::policy::{adopt_manifest, Policy};
 use crate::reference::Reference;
 use crate::registry::{accepts, not_acceptable, tag_list, tag_page, unix_now, CONTENT_DIGEST};
@@ -37,8 +37,10 @@ use crate::registry::{blob_head, blob_response, json_response, manifest_response
 use crate::store::ContentStore;
 use crate::upstream::{Upstream, UpstreamError};
 
+pub mod platforms;
 mod referrers;
 
+use platforms::PlatformPolicy;
 pub use referrers::MirroredReferrers;
 
 /// What clients accept when they do not say: every manifest type, so the upstream never converts.
@@ -179,6 +181,8 @@ pub struct Mirror {
     unconfigured_seen: DashMap<String, ()>,
     /// What a tag serves after the manifest plugins (the same policy as local repositories').
     policy: Policy,
+    /// Which platforms of an index are fetched, and what its tag serves.
+    platforms: PlatformPolicy,
 }
 
 /// How many unconfigured hosts are remembered (and logged): clients choose `ns=`, so the set is bounded.
@@ -225,6 +229,13 @@ impl Mirror {
             used: DashMap::new(),
             own_port: cfg.server.listen.port(),
             unconfigured_seen: DashMap::new(),
+            platforms: PlatformPolicy::new(
+                &cfg.mirror,
+                &cfg.effective_upstreams(),
+                store.clone(),
+                meta.clone(),
+                cfg.registry.max_manifest_bytes,
+            ),
             policy: Policy::new(Plugins::none(), store, meta),
         })
     }
@@ -359,9 +370,25 @@ impl Mirror {
                         record: rec,
                     },
                     None => {
+                        // The platform policy judges a manifest before the upstream is asked for it.
+                        let judged = self.platforms.active(t, &self.policy).then(|| {
+                            Policy::context(
+                                Operation::Pull,
+                                Some(&t.upstream.host),
+                                &t.remote,
+                                Some(d.to_string()),
+                                req,
+                            )
+                        });
+                        if let Some(ctx) = &judged {
+                            self.platforms
+                                .check_child(t, ctx.clone(), &self.policy, d)
+                                .await?;
+                        }
                         let key = format!("{}|{}|{d}", t.upstream.host, t.remote);
                         let (fetcher, t2, d2) = (self.fetcher.clone(), t.clone(), d.clone());
-                        self.flights
+                        let f = self
+                            .flights
                             .run(key, move || async move {
                                 fetcher.by_digest(&t2, &d2, &accept).await
                             })
@@ -369,7 +396,13 @@ impl Mirror {
                             .unwrap_or_else(|| {
                                 Err(Failure::Unavailable("fetch task failed".into()))
                             })
-                            .map_err(|f| f.into_error(ErrorCode::ManifestUnknown))?
+                            .map_err(|f| f.into_error(ErrorCode::ManifestUnknown))?;
+                        if let Some(ctx) = judged {
+                            self.platforms
+                                .cached(t, ctx, &self.policy, &f.digest, &f.record)
+                                .await?;
+                        }
+                        f
                     }
                 };
                 if !accepts(req.headers(), &f.record.media_type) {
@@ -400,12 +433,11 @@ impl Mirror {
                     let checked = meta.tag_checked(&t.cache, tag.as_str()).await?.unwrap_or(0);
                     if unix_now().saturating_sub(checked) < self.cfg.tag_ttl_secs {
                         self.touch(&c.digest);
-                        if !self.policy.rewrites() {
+                        if !self.policy.rewrites() && !self.platforms.active(t, &self.policy) {
                             return manifest_response(store, &c.digest, &c.record, head).await;
                         }
                         let (d, rec) = self
-                            .policy
-                            .tag_manifest(&t.cache, ctx, c.digest.clone(), c.record.clone())
+                            .tag_serves(t, ctx, c.digest.clone(), c.record.clone())
                             .await?;
                         return manifest_response(store, &d, &rec, head).await;
                     }
@@ -431,10 +463,7 @@ impl Mirror {
                             return Err(not_acceptable(&t.cache, r, &f.record.media_type));
                         }
                         self.touch(&f.digest);
-                        let (d, rec) = self
-                            .policy
-                            .tag_manifest(&t.cache, ctx, f.digest, f.record)
-                            .await?;
+                        let (d, rec) = self.tag_serves(t, ctx, f.digest, f.record).await?;
                         manifest_response(store, &d, &rec, head).await
                     }
                     (Err(f), Some(c)) if f.allows_stale() && self.cfg.stale_if_error => {
@@ -444,8 +473,7 @@ impl Mirror {
                         );
                         self.touch(&c.digest);
                         let (d, rec) = self
-                            .policy
-                            .tag_manifest(&t.cache, ctx, c.digest.clone(), c.record.clone())
+                            .tag_serves(t, ctx, c.digest.clone(), c.record.clone())
                             .await?;
                         let resp = manifest_response(store, &d, &rec, head).await?;
                         Ok(stale(resp, t))
@@ -454,6 +482,25 @@ impl Mirror {
                 }
             }
         }
+    }
+
+    /// What a tag naming manifest `d` serves: the platform policy's choice (the original, or the
+    /// reduced index), then the rewriting plugins'.
+    async fn tag_serves(
+        &self,
+        t: &Target,
+        ctx: RequestCtx,
+        d: Digest,
+        rec: ManifestRecord,
+    ) -> Result<(Digest, ManifestRecord)> {
+        let (d, rec) = if self.platforms.active(t, &self.policy) {
+            self.platforms
+                .tag_manifest(t, ctx.clone(), &self.policy, d, rec)
+                .await?
+        } else {
+            (d, rec)
+        };
+        self.policy.tag_manifest(&t.cache, ctx, d, rec).await
     }
 
     pub async fn blob<B>(
@@ -475,6 +522,11 @@ impl Mirror {
         // only then leaves `running`), so between its rename and its link the blob is ours already.
         let ours = self.fills.running(d).filter(|f| f.cache_repo == t.cache);
         let linked = ours.is_some() || meta.blob(&t.cache, d).await?.is_some();
+        // Blobs carry no platform: under a platform policy, the upstream is asked only for those a
+        // kept manifest of this repository references.
+        if !linked && self.platforms.active(t, &self.policy) {
+            self.platforms.check_blob(t, &self.policy, d).await?;
+        }
         if let Some(size) = stored {
             // Stored once, whoever brought it: but another repository's blob (pushed to wharf, or
             // mirrored from elsewhere) is served under this name only once the upstream confirms

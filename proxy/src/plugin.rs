@@ -460,6 +460,24 @@ impl Plugins {
         set.platforms(&ctx, &available).await
     }
 
+    /// Whether a plugin chooses platforms (else `platforms` keeps everything, and the mirror need not ask).
+    pub fn selects_platforms(&self) -> bool {
+        self.current()
+            .plugins
+            .iter()
+            .any(|p| p.loaded.capabilities().platforms)
+    }
+
+    /// The names of the plugins that choose platforms, for messages that say who left one out.
+    pub fn platform_plugins(&self) -> Vec<String> {
+        self.current()
+            .plugins
+            .iter()
+            .filter(|p| p.loaded.capabilities().platforms)
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
     /// Identifies the current set of manifest rewriters; `None` when no plugin rewrites manifests.
     pub fn rewrite_key(&self) -> Option<String> {
         self.current().rewrite_key.clone()

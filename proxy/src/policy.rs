@@ -121,6 +121,32 @@ impl Policy {
         let Some(key) = self.plugins.rewrite_key() else {
             return Ok((d, rec));
         };
+        let plugins = self.plugins.clone();
+        let by = "manifest rewritten by plugins";
+        self.derived(repo, d, rec, key, by, move |rec, bytes| async move {
+            plugins.rewrite(ctx, rec.media_type, bytes).await
+        })
+        .await
+    }
+
+    /// What `repo` serves for manifest `d` once `derive` has made something of it (`None`: `d` as it
+    /// is). A derived manifest is content of its own: stored by its digest, recorded for `repo`, and
+    /// mapped from `d` under `key` in the metadata (the provenance the collector keeps together).
+    /// Computed once per original digest and key, not per request: the plugins' rewrites, and the
+    /// mirror's platform-reduced indexes (`platforms:` keys). `logged` is the log line of a new one.
+    pub async fn derived<F, Fut>(
+        &self,
+        repo: &str,
+        d: Digest,
+        rec: ManifestRecord,
+        key: String,
+        logged: &'static str,
+        derive: F,
+    ) -> Result<Served>
+    where
+        F: FnOnce(ManifestRecord, Bytes) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Option<Bytes>> + Send + 'static,
+    {
         let cache_key = (d.clone(), key.clone());
         let known = match self.rewrites.get(&cache_key).map(|v| v.clone()) {
             Some(n) => Some(n),
@@ -134,7 +160,8 @@ impl Policy {
                     (d.clone(), rec.clone(), key.clone(), repo.to_owned());
                 self.flights
                     .run(cache_key.clone(), move || async move {
-                        this.compute(&repo2, ctx, &d2, &rec2, &key2).await
+                        this.compute(&repo2, &d2, &rec2, &key2, logged, derive)
+                            .await
                     })
                     .await
                     .flatten()
@@ -155,26 +182,27 @@ impl Policy {
         }
     }
 
-    /// Runs the rewriting plugins on `d` and keeps the result; `None` when it could not be kept.
-    async fn compute(
+    /// Runs `derive` on `d` and keeps the result; `None` when it could not be kept.
+    async fn compute<F, Fut>(
         &self,
         repo: &str,
-        ctx: RequestCtx,
         d: &Digest,
         rec: &ManifestRecord,
         key: &str,
-    ) -> Option<Digest> {
+        logged: &str,
+        derive: F,
+    ) -> Option<Digest>
+    where
+        F: FnOnce(ManifestRecord, Bytes) -> Fut,
+        Fut: std::future::Future<Output = Option<Bytes>>,
+    {
         let bytes = self.store.read_all(d, rec.size).await.ok()?;
-        let new = match self
-            .plugins
-            .rewrite(ctx, rec.media_type.clone(), bytes.clone())
-            .await
-        {
+        let new = match derive(rec.clone(), bytes).await {
             None => d.clone(),
             Some(out) => match self.store_rewrite(repo, rec, out).await {
                 Ok(n) => n,
                 Err(why) => {
-                    tracing::warn!(repo, original = %d, error = %why, "manifest rewrite not used; serving the original");
+                    tracing::warn!(repo, original = %d, key, error = %why, "manifest rewrite not used; serving the original");
                     return None;
                 }
             },
@@ -183,7 +211,7 @@ impl Policy {
             tracing::warn!(original = %d, error = %e, "cannot record the manifest rewrite");
         }
         if new != *d {
-            tracing::info!(repo, original = %d, rewritten = %new, "manifest rewritten by plugins");
+            tracing::info!(repo, original = %d, rewritten = %new, key, "{logged}");
         }
         Some(new)
     }
@@ -195,10 +223,10 @@ impl Policy {
         out: Bytes,
     ) -> std::result::Result<Digest, String> {
         let m = manifest::parse(Some(&rec.media_type), &out)
-            .map_err(|e| format!("the plugins' output is not a valid manifest: {e}"))?;
+            .map_err(|e| format!("the rewrite is not a valid manifest: {e}"))?;
         if m.media_type != rec.media_type {
             return Err(format!(
-                "the plugins changed the media type from {} to {}",
+                "the rewrite changed the media type from {} to {}",
                 rec.media_type, m.media_type
             ));
         }

@@ -310,6 +310,8 @@ pub struct MirrorOptions {
     pub default_upstream: Option<String>,
     pub tag_ttl_secs: Option<u64>,
     pub stale_if_error: Option<bool>,
+    /// More `[mirror]` keys, as `key = value` TOML lines (`platforms`, `platform_mode`).
+    pub keys: Vec<String>,
     pub upstreams: Vec<UpstreamSpec>,
 }
 
@@ -324,6 +326,9 @@ impl MirrorOptions {
         }
         if let Some(v) = self.stale_if_error {
             t += &format!("stale_if_error = {v}\n");
+        }
+        for k in &self.keys {
+            t += &format!("{k}\n");
         }
         for u in &self.upstreams {
             t += &u.to_toml();

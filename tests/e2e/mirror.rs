@@ -27,6 +27,7 @@ mod dedupe;
 mod docker_daemon;
 mod docker_form;
 mod faults;
+mod platforms;
 mod referrers;
 mod scoping;
 mod single_flight;

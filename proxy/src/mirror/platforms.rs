@@ -1,0 +1,654 @@
+//! Platform selection: which platforms of a mirrored multi-platform image wharf fetches, and what a
+//! tag then serves.
+//!
+//! The chosen set of an index is the config's (`platforms` on the `[[upstream]]`, else `[mirror]`)
+//! intersected with the platform plugins' choice. The other platforms' child manifests are never
+//! requested upstream (404 `MANIFEST_UNKNOWN`, naming the policy), and a blob is fetched only when a
+//! kept manifest of the same cache repository references it (404 `BLOB_UNKNOWN` otherwise): blobs
+//! carry no platform, so the only way to know one belongs to a kept platform is a manifest that names it.
+//!
+//! `platform_mode = "sparse"` serves the original index (its digest verifies; the left-out children
+//! answer 404); `"rewritten"` serves a reduced index listing only the kept platforms, stored as content
+//! of its own (through `Policy::derived`, as plugin rewrites are) with the mapping original → reduced
+//! in the metadata and as the annotation `dev.wharf.reduced-from`.
+//!
+//! The policy applies to the children of indexes: a manifest no index of the cache repository lists
+//! (a single-platform image, or one asked for by digest before its index) is fetched as before.
+//! Without a `platforms` setting and without a platform plugin none of this runs.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+use crate::config::{MirrorConfig, UpstreamConfig};
+use crate::digest::Digest;
+use crate::error::{ErrorCode, RegistryError, Result};
+use crate::manifest::{self, Kind};
+use crate::meta::{ManifestRecord, Meta};
+use crate::plugin::{Platform, PluginSet, RequestCtx};
+use crate::policy::Policy;
+use crate::store::ContentStore;
+
+use super::Target;
+
+/// The annotation a reduced index carries: the digest of the index it was reduced from.
+pub const REDUCED_FROM: &str = "dev.wharf.reduced-from";
+/// The prefix of the rewrite keys (`Meta::record_rewrite`) of reduced indexes.
+pub const KEY_PREFIX: &str = "platforms:";
+
+/// A platform as configured: `os/architecture[/variant]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PlatformSpec {
+    pub os: String,
+    pub architecture: String,
+    /// None: any variant (and none) matches, so `linux/arm64` keeps an entry that says `v8`.
+    pub variant: Option<String>,
+}
+
+impl PlatformSpec {
+    pub fn matches(&self, p: &Platform) -> bool {
+        self.os == p.os
+            && self.architecture == p.architecture
+            && self
+                .variant
+                .as_deref()
+                .is_none_or(|want| p.variant.as_deref() == Some(want))
+    }
+}
+
+impl std::str::FromStr for PlatformSpec {
+    type Err = String;
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        let parts: Vec<&str> = text.split('/').collect();
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        };
+        if !(2..=3).contains(&parts.len()) || !parts.iter().all(|p| valid(p)) {
+            return Err(format!(
+                "{text:?} is not a platform; write os/architecture[/variant], e.g. \"linux/amd64\" \
+                 or \"linux/arm/v7\""
+            ));
+        }
+        Ok(PlatformSpec {
+            os: parts[0].to_owned(),
+            architecture: parts[1].to_owned(),
+            variant: parts.get(2).map(|v| (*v).to_owned()),
+        })
+    }
+}
+
+impl std::fmt::Display for PlatformSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for PlatformSpec {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Parses a list of platform strings, naming `key` in the error.
+fn parse_list<'de, D: Deserializer<'de>>(
+    d: D,
+    key: &str,
+) -> std::result::Result<Vec<PlatformSpec>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| {
+            s.parse()
+                .map_err(|e| serde::de::Error::custom(format!("{key}: {e}")))
+        })
+        .collect()
+}
+
+/// `deserialize_with` for `[mirror] platforms`.
+pub fn de_mirror_platforms<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<PlatformSpec>, D::Error> {
+    parse_list(d, "mirror.platforms")
+}
+
+/// `deserialize_with` for `[[upstream]] platforms`.
+pub fn de_upstream_platforms<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Vec<PlatformSpec>>, D::Error> {
+    parse_list(d, "upstream.platforms").map(Some)
+}
+
+/// How a tag of an index whose platforms the policy reduces is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlatformMode {
+    /// The original index (bytes and digest); the left-out platforms answer 404.
+    #[default]
+    Sparse,
+    /// A new index listing only the kept platforms, mapped from the original.
+    Rewritten,
+}
+
+/// One entry of an index: a child manifest and the platform it says it is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub digest: Digest,
+    pub platform: Option<Platform>,
+}
+
+/// The entries of an index (`manifests[]`), in order.
+pub fn entries(index: &[u8]) -> std::result::Result<Vec<Entry>, String> {
+    let v: Value = serde_json::from_slice(index).map_err(|e| e.to_string())?;
+    let list = v
+        .get("manifests")
+        .and_then(Value::as_array)
+        .ok_or("the index has no manifests list")?;
+    list.iter()
+        .map(|e| {
+            let digest = e
+                .get("digest")
+                .and_then(Value::as_str)
+                .and_then(|d| d.parse().ok())
+                .ok_or_else(|| format!("an index entry has no valid digest: {e}"))?;
+            Ok(Entry {
+                digest,
+                platform: e.get("platform").and_then(platform_of),
+            })
+        })
+        .collect()
+}
+
+fn platform_of(p: &Value) -> Option<Platform> {
+    let s = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_owned);
+    Some(Platform {
+        os: s("os")?,
+        architecture: s("architecture")?,
+        variant: s("variant"),
+        os_version: s("os.version"),
+        os_features: p
+            .get("os.features")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|f| f.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    })
+}
+
+/// `index` with only the entries whose platform is in `chosen` (the others' order and every other
+/// field kept), annotated with the digest it was reduced from. A pure function of its inputs, so the
+/// reduced digest is the same wherever and whenever it is computed.
+pub fn reduce(
+    original: &Digest,
+    index: &[u8],
+    chosen: &[Platform],
+) -> std::result::Result<Vec<u8>, String> {
+    let mut v: Value = serde_json::from_slice(index).map_err(|e| e.to_string())?;
+    let obj = v.as_object_mut().ok_or("the index is not a JSON object")?;
+    let list = obj
+        .get_mut("manifests")
+        .and_then(Value::as_array_mut)
+        .ok_or("the index has no manifests list")?;
+    list.retain(|e| {
+        e.get("platform")
+            .and_then(platform_of)
+            .is_some_and(|p| chosen.contains(&p))
+    });
+    let notes = obj
+        .entry("annotations")
+        .or_insert_with(|| Value::Object(Default::default()));
+    let notes = notes
+        .as_object_mut()
+        .ok_or("the index's annotations are not an object")?;
+    notes.insert(REDUCED_FROM.to_owned(), Value::String(original.to_string()));
+    serde_json::to_vec(&v).map_err(|e| e.to_string())
+}
+
+/// The rewrite key of a chosen set: the same set gives the same reduced index, whichever policy chose it.
+pub fn chosen_key(chosen: &[Platform]) -> String {
+    let mut names: Vec<String> = chosen.iter().map(ToString::to_string).collect();
+    names.sort();
+    names.dedup();
+    format!("{KEY_PREFIX}{}", names.join(","))
+}
+
+/// Why an entry was left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum LeftOut {
+    /// Not in the configured list (`key` names the setting).
+    Config,
+    /// The platform plugins did not keep it.
+    Plugins,
+    /// The entry says no platform, so no platform policy can keep it.
+    NoPlatform,
+}
+
+/// What the policy keeps of one index.
+#[derive(Debug)]
+struct Selection {
+    /// The kept platforms.
+    chosen: Vec<Platform>,
+    /// The kept children, in index order.
+    kept: Vec<Digest>,
+    left_out: HashMap<Digest, (Option<Platform>, LeftOut)>,
+    /// What a tag of this index serves (rewritten mode); `None` in sparse mode.
+    served: Option<(Digest, ManifestRecord)>,
+    /// The plugin set the choice was made with: a reload chooses again.
+    plugins: Weak<PluginSet>,
+}
+
+/// The configured platforms of one upstream, and the setting that says so (for messages).
+#[derive(Debug, Clone)]
+struct Configured {
+    key: String,
+    specs: Vec<PlatformSpec>,
+}
+
+/// The mirror's platform policy: the configuration, and what it decided per cache repository and index.
+pub struct PlatformPolicy {
+    mode: PlatformMode,
+    default: Option<Configured>,
+    /// Upstream host → its own setting (`None` inside: an empty list, every platform).
+    per_upstream: HashMap<String, Option<Configured>>,
+    store: Arc<dyn ContentStore>,
+    meta: Meta,
+    max_manifest: u64,
+    /// (cache repo, index digest) → the selection, once made (its children recorded in the metadata).
+    known: DashMap<(String, Digest), Arc<Selection>>,
+}
+
+fn configured(key: String, specs: &[PlatformSpec]) -> Option<Configured> {
+    (!specs.is_empty()).then(|| Configured {
+        key,
+        specs: specs.to_vec(),
+    })
+}
+
+fn list(specs: &[PlatformSpec]) -> String {
+    specs
+        .iter()
+        .map(|s| format!("\"{s}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl PlatformPolicy {
+    pub fn new(
+        cfg: &MirrorConfig,
+        upstreams: &[UpstreamConfig],
+        store: Arc<dyn ContentStore>,
+        meta: Meta,
+        max_manifest: u64,
+    ) -> PlatformPolicy {
+        PlatformPolicy {
+            mode: cfg.platform_mode,
+            default: configured("mirror.platforms".into(), &cfg.platforms),
+            per_upstream: upstreams
+                .iter()
+                .filter_map(|u| {
+                    let specs = u.platforms.as_ref()?;
+                    let key = format!("platforms of the [[upstream]] with host = \"{}\"", u.host);
+                    Some((u.host.clone(), configured(key, specs)))
+                })
+                .collect(),
+            store,
+            meta,
+            max_manifest,
+            known: DashMap::new(),
+        }
+    }
+
+    fn configured(&self, t: &Target) -> Option<&Configured> {
+        match self.per_upstream.get(&t.upstream.host) {
+            Some(own) => own.as_ref(),
+            None => self.default.as_ref(),
+        }
+    }
+
+    /// Whether any platform policy applies to `t`: a `platforms` setting, or a platform plugin. When
+    /// not, the mirror works as if this module did not exist.
+    pub fn active(&self, t: &Target, policy: &Policy) -> bool {
+        self.configured(t).is_some() || policy.plugins().selects_platforms()
+    }
+
+    /// What a tag naming manifest `d` serves: `d` itself, unless it is an index and the mode is
+    /// `rewritten`, then the index reduced to the chosen platforms. Records the index's children on
+    /// the way, so later requests for them are judged.
+    pub async fn tag_manifest(
+        &self,
+        t: &Target,
+        ctx: RequestCtx,
+        policy: &Policy,
+        d: Digest,
+        rec: ManifestRecord,
+    ) -> Result<(Digest, ManifestRecord)> {
+        if manifest::kind_of(&rec.media_type) != Some(Kind::Index) {
+            return Ok((d, rec));
+        }
+        let sel = self.selection(t, ctx, policy, &d, Some(&rec)).await?;
+        match (&sel.served, self.mode) {
+            (Some(served), _) => Ok(served.clone()),
+            (None, PlatformMode::Rewritten) if sel.kept.is_empty() => {
+                Err(self.nothing_kept(t, &d, &sel, policy))
+            }
+            (None, _) => Ok((d, rec)),
+        }
+    }
+
+    /// Before a child manifest `d` the cache does not hold is fetched: 404 when an index of the cache
+    /// repository lists it for a platform the policy leaves out.
+    pub async fn check_child(
+        &self,
+        t: &Target,
+        ctx: RequestCtx,
+        policy: &Policy,
+        d: &Digest,
+    ) -> Result<()> {
+        let Some(index) = self.meta.index_listing(&t.cache, d).await? else {
+            return Ok(());
+        };
+        let rec = self.meta.manifest(&t.cache, &index).await?;
+        let sel = self.selection(t, ctx, policy, &index, rec.as_ref()).await?;
+        match sel.left_out.get(d) {
+            None => Ok(()),
+            Some((platform, why)) => {
+                Err(self.left_out_error(t, d, &index, platform.as_ref(), why, policy))
+            }
+        }
+    }
+
+    /// After the mirror cached manifest `d` for `t` under an active policy: an index's children are
+    /// recorded (so they are judged when asked for); an image manifest's blobs may now be fetched.
+    pub async fn cached(
+        &self,
+        t: &Target,
+        ctx: RequestCtx,
+        policy: &Policy,
+        d: &Digest,
+        rec: &ManifestRecord,
+    ) -> Result<()> {
+        match manifest::kind_of(&rec.media_type) {
+            Some(Kind::Index) => {
+                self.selection(t, ctx, policy, d, Some(rec)).await?;
+            }
+            Some(Kind::Image) => self.allow_blobs_of(&t.cache, d, rec.size).await?,
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Before blob `d`, which the cache repository does not link, is asked of the upstream: a kept
+    /// manifest of the repository must reference it.
+    pub async fn check_blob(&self, t: &Target, policy: &Policy, d: &Digest) -> Result<()> {
+        if self.meta.blob_allowed(&t.cache, d).await? {
+            return Ok(());
+        }
+        Err(RegistryError::new(
+            ErrorCode::BlobUnknown,
+            format!(
+                "blob {d} of {} on {} belongs to no platform wharf's platform policy keeps ({}): no \
+                 manifest of a kept platform that wharf has cached for this repository references it, \
+                 so wharf does not fetch it upstream; pull a kept platform's manifest first, or add \
+                 the platform to that policy",
+                t.remote,
+                t.upstream.host,
+                self.describe(t, policy)
+            ),
+        ))
+    }
+
+    /// The selection for index `d` in `t`'s cache repository: remembered, else made (and the children
+    /// recorded, the kept ones' blobs allowed, the reduced index built in rewritten mode).
+    async fn selection(
+        &self,
+        t: &Target,
+        ctx: RequestCtx,
+        policy: &Policy,
+        d: &Digest,
+        rec: Option<&ManifestRecord>,
+    ) -> Result<Arc<Selection>> {
+        let plugins = Arc::downgrade(&policy.plugins().set());
+        let key = (t.cache.clone(), d.clone());
+        if let Some(sel) = self.known.get(&key) {
+            if Weak::ptr_eq(&sel.plugins, &plugins) {
+                return Ok(sel.clone());
+            }
+        }
+        let limit = rec.map_or(self.max_manifest, |r| r.size);
+        let bytes = self.store.read_all(d, limit).await?;
+        let listed = entries(&bytes).map_err(|e| {
+            RegistryError::new(
+                ErrorCode::ManifestInvalid,
+                format!("cached index {d} of {} cannot be read: {e}", t.cache),
+            )
+        })?;
+        self.meta
+            .record_index_children(
+                &t.cache,
+                d,
+                listed.iter().map(|e| e.digest.clone()).collect(),
+            )
+            .await?;
+        let mut sel = self.choose(t, ctx, policy, &listed, plugins).await;
+        for child in &sel.kept {
+            if let Some(r) = self.meta.manifest(&t.cache, child).await? {
+                if manifest::kind_of(&r.media_type) == Some(Kind::Image) {
+                    self.allow_blobs_of(&t.cache, child, r.size).await?;
+                }
+            }
+        }
+        if self.mode == PlatformMode::Rewritten && !sel.left_out.is_empty() && !sel.kept.is_empty()
+        {
+            sel.served = Some(self.reduced(t, policy, d, rec, &bytes, &sel).await?);
+        }
+        let sel = Arc::new(sel);
+        self.known.insert(key, sel.clone());
+        Ok(sel)
+    }
+
+    /// Config first, then the plugins, over what the config kept.
+    async fn choose(
+        &self,
+        t: &Target,
+        ctx: RequestCtx,
+        policy: &Policy,
+        listed: &[Entry],
+        plugins: Weak<PluginSet>,
+    ) -> Selection {
+        let configured = self.configured(t);
+        let by_config =
+            |p: &Platform| configured.is_none_or(|c| c.specs.iter().any(|s| s.matches(p)));
+        let mut available: Vec<Platform> = Vec::new();
+        for p in listed.iter().filter_map(|e| e.platform.as_ref()) {
+            if by_config(p) && !available.contains(p) {
+                available.push(p.clone());
+            }
+        }
+        let chosen = if policy.plugins().selects_platforms() {
+            policy.plugins().platforms(ctx, available).await
+        } else {
+            available
+        };
+        let mut kept = Vec::new();
+        let mut left_out = HashMap::new();
+        for e in listed {
+            let why = match &e.platform {
+                None => Some(LeftOut::NoPlatform),
+                Some(p) if !by_config(p) => Some(LeftOut::Config),
+                Some(p) if !chosen.contains(p) => Some(LeftOut::Plugins),
+                Some(_) => None,
+            };
+            match why {
+                None => kept.push(e.digest.clone()),
+                Some(why) => {
+                    left_out.insert(e.digest.clone(), (e.platform.clone(), why));
+                }
+            }
+        }
+        // An index may list one child twice (for two platforms): kept once kept at all.
+        let kept_set: HashSet<&Digest> = kept.iter().collect();
+        left_out.retain(|d, _| !kept_set.contains(d));
+        Selection {
+            chosen,
+            kept,
+            left_out,
+            served: None,
+            plugins,
+        }
+    }
+
+    /// The reduced index of `d`, stored and recorded for the cache repository (once per original and
+    /// chosen set, through `Policy::derived`, which keeps the mapping for the collector).
+    async fn reduced(
+        &self,
+        t: &Target,
+        policy: &Policy,
+        d: &Digest,
+        rec: Option<&ManifestRecord>,
+        bytes: &Bytes,
+        sel: &Selection,
+    ) -> Result<(Digest, ManifestRecord)> {
+        let rec = match rec {
+            Some(r) => r.clone(),
+            None => match self.meta.manifest(&t.cache, d).await? {
+                Some(r) => r,
+                None => {
+                    return Err(RegistryError::new(
+                        ErrorCode::ManifestUnknown,
+                        format!("index {d} is not recorded for {}", t.cache),
+                    ))
+                }
+            },
+        };
+        let reduced = reduce(d, bytes, &sel.chosen).map_err(|e| {
+            RegistryError::new(
+                ErrorCode::ManifestInvalid,
+                format!(
+                    "cannot reduce index {d} of {} to its kept platforms: {e}",
+                    t.cache
+                ),
+            )
+        })?;
+        let key = chosen_key(&sel.chosen);
+        let out = Bytes::from(reduced);
+        let served = policy
+            .derived(
+                &t.cache,
+                d.clone(),
+                rec,
+                key,
+                "index reduced to the platforms the policy keeps",
+                move |_, _| async move { Some(out) },
+            )
+            .await?;
+        Ok(served)
+    }
+
+    /// Records the config and layers of image manifest `d` (cached for `repo`) as fetchable.
+    async fn allow_blobs_of(&self, repo: &str, d: &Digest, size: u64) -> Result<()> {
+        let bytes = self.store.read_all(d, size).await?;
+        let Ok(m) = manifest::parse(None, &bytes) else {
+            return Ok(());
+        };
+        let blobs = m.blobs.into_iter().map(|(b, _)| b).collect();
+        self.meta.allow_blobs(repo, d, blobs).await?;
+        Ok(())
+    }
+
+    /// The policy for `t` in words: the setting and the plugins.
+    fn describe(&self, t: &Target, policy: &Policy) -> String {
+        let mut parts = Vec::new();
+        if let Some(c) = self.configured(t) {
+            parts.push(format!("{} = [{}]", c.key, list(&c.specs)));
+        }
+        let plugins = policy.plugins().platform_plugins();
+        if !plugins.is_empty() {
+            parts.push(format!("platform plugin {}", plugins.join(", ")));
+        }
+        parts.join(" and ")
+    }
+
+    fn left_out_error(
+        &self,
+        t: &Target,
+        d: &Digest,
+        index: &Digest,
+        platform: Option<&Platform>,
+        why: &LeftOut,
+        policy: &Policy,
+    ) -> RegistryError {
+        let what = match platform {
+            Some(p) => format!("the {p} manifest"),
+            None => "a manifest without a platform".to_owned(),
+        };
+        let (by, fix) = match (why, self.configured(t)) {
+            (LeftOut::Config, Some(c)) => (
+                format!("{} = [{}]", c.key, list(&c.specs)),
+                match platform {
+                    Some(p) => format!("add \"{p}\" to {} to mirror it", c.key),
+                    None => format!("change {}", c.key),
+                },
+            ),
+            (LeftOut::Plugins, _) | (LeftOut::Config, None) => (
+                format!(
+                    "platform plugin {}",
+                    policy.plugins().platform_plugins().join(", ")
+                ),
+                "change that plugin's config to keep it".to_owned(),
+            ),
+            (LeftOut::NoPlatform, _) => (
+                self.describe(t, policy),
+                "only entries that name a platform can be kept".to_owned(),
+            ),
+        };
+        RegistryError::new(
+            ErrorCode::ManifestUnknown,
+            format!(
+                "manifest {d} is {what} of index {index} in {} on {}, a platform left out by {by}; \
+                 wharf does not fetch it ({fix})",
+                t.remote, t.upstream.host
+            ),
+        )
+    }
+
+    fn nothing_kept(
+        &self,
+        t: &Target,
+        d: &Digest,
+        sel: &Selection,
+        policy: &Policy,
+    ) -> RegistryError {
+        let offered: Vec<String> = sel
+            .left_out
+            .values()
+            .filter_map(|(p, _)| p.as_ref().map(ToString::to_string))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        RegistryError::new(
+            ErrorCode::ManifestUnknown,
+            format!(
+                "index {d} of {} on {} offers {}, none of which wharf's platform policy ({}) keeps, \
+                 so platform_mode = \"rewritten\" has nothing to serve; add one of them to that policy",
+                t.remote,
+                t.upstream.host,
+                offered.join(", "),
+                self.describe(t, policy)
+            ),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;
