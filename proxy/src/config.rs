@@ -37,6 +37,8 @@ pub struct Config {
     pub storage: StorageConfig,
     pub registry: RegistryConfig,
     pub mirror: MirrorConfig,
+    pub gc: GcConfig,
+    pub cache: CacheConfig,
     /// Upstream registries to mirror; `docker.io` is always there (the embedded default) unless the
     /// file configures it differently.
     #[serde(rename = "upstream")]
@@ -185,6 +187,37 @@ impl Default for RegistryConfig {
             upload_purge_secs: 60,
         }
     }
+}
+
+/// The garbage collector (`gc.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GcConfig {
+    /// Content touched (a `HEAD`, a mount, a commit, a manifest push) this recently is never
+    /// collected, referenced or not: a client that checked a blob exists and pushes a manifest
+    /// naming it later finds it there. Also how long after a start nothing is collected.
+    pub grace_secs: u64,
+    /// A collection runs this often (0: only on demand, `wharf gc`).
+    pub interval_secs: u64,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            grace_secs: 3600,
+            interval_secs: 3600,
+        }
+    }
+}
+
+/// Bounds on the mirror cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// When content only mirrored tags reach exceeds this many bytes, the least recently used
+    /// mirrored tags are dropped and the collector reclaims their content; pushed content is never
+    /// evicted. 0: unbounded.
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

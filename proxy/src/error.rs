@@ -180,6 +180,14 @@ impl From<MetaError> for RegistryError {
     }
 }
 
+impl From<crate::lease::LeaseError> for RegistryError {
+    fn from(e: crate::lease::LeaseError) -> Self {
+        match e {
+            crate::lease::LeaseError::Meta(m) => m.into(),
+        }
+    }
+}
+
 impl From<StoreError> for RegistryError {
     fn from(e: StoreError) -> Self {
         match e {

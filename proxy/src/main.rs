@@ -27,6 +27,29 @@ enum Command {
         #[arg(long, short, env = "WHARF_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Collect garbage now: remove content no tag, lease or recent use keeps, and print what was
+    /// removed (through the running server when there is one, else on the files).
+    Gc {
+        #[arg(long, short, env = "WHARF_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the leases that keep content from the collector, or release one.
+    Leases {
+        #[arg(long, short, env = "WHARF_CONFIG")]
+        config: Option<PathBuf>,
+        /// Release this lease now instead of listing.
+        #[arg(long)]
+        release: Option<String>,
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Tools for plugin authors: check a component, run one call offline, start a project.
     Plugins {
         #[command(subcommand)]
@@ -139,6 +162,44 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", cfg.to_toml()?);
             Ok(())
         }
+        Command::Gc {
+            config,
+            dry_run,
+            json,
+        } => {
+            let cfg = Config::load(config.as_deref())?;
+            let report = local_runtime()?.block_on(wharf::admin::gc(&cfg, dry_run))?;
+            log.flush();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", gc_text(&report));
+            }
+            Ok(())
+        }
+        Command::Leases {
+            config,
+            release,
+            json,
+        } => {
+            let cfg = Config::load(config.as_deref())?;
+            let rt = local_runtime()?;
+            if let Some(id) = release {
+                let had = rt.block_on(wharf::admin::release_lease(&cfg, &id))?;
+                log.flush();
+                anyhow::ensure!(had, "no lease {id} (list them with `wharf leases`)");
+                println!("released lease {id}");
+                return Ok(());
+            }
+            let list = rt.block_on(wharf::admin::leases(&cfg))?;
+            log.flush();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", leases_text(&list));
+            }
+            Ok(())
+        }
         Command::Plugins { command } => {
             use wharf::plugin::cli;
             let out = match command {
@@ -175,7 +236,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
-    let (registry, listener) = wharf::server::start(&cfg).await?;
+    let (registry, admin, listener) = wharf::server::start(&cfg).await?;
+    let housekeeping = wharf::server::housekeeping(admin, &cfg);
     tracing::info!(
         listen = %listener.local_addr()?,
         data_dir = %cfg.storage.data_dir.display(),
@@ -188,5 +250,90 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         &cfg.server,
     )
     .await;
+    for t in housekeeping {
+        t.abort();
+    }
     Ok(())
+}
+
+fn local_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn gc_text(r: &wharf::gc::Report) -> String {
+    use std::fmt::Write as _;
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    let mut out = String::new();
+    for e in &r.evicted {
+        let _ = writeln!(
+            out,
+            "{} tag {}:{} ({}; cache quota)",
+            if r.dry_run { "would evict" } else { "evicted" },
+            e.repository,
+            e.tag,
+            e.digest
+        );
+    }
+    for x in &r.removed {
+        let _ = writeln!(out, "{verb} {} ({})", x.digest, human_bytes(x.size));
+    }
+    if let Some(note) = &r.note {
+        let _ = writeln!(out, "note: {note}");
+    }
+    let _ = writeln!(
+        out,
+        "{verb} {} of {} stored ({}); {} reachable from tags, leases and recent use; {} spared as \
+         they were used while it ran; {} ms",
+        r.removed.len(),
+        r.contents,
+        human_bytes(r.removed_bytes),
+        r.reachable,
+        r.protected,
+        r.millis
+    );
+    out
+}
+
+fn leases_text(list: &[wharf::admin::LeaseEntry]) -> String {
+    use std::fmt::Write as _;
+    if list.is_empty() {
+        return "no leases\n".into();
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut out = format!(
+        "{:<32}  {:>10}  {:>7}  PURPOSE\n",
+        "ID", "EXPIRES IN", "DIGESTS"
+    );
+    for l in list {
+        let _ = writeln!(
+            out,
+            "{:<32}  {:>9}s  {:>7}  {}",
+            l.id,
+            l.record.expires.saturating_sub(now),
+            l.record.digests.len(),
+            l.record.purpose
+        );
+    }
+    out
 }

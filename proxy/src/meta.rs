@@ -65,7 +65,8 @@ db_error_from!(
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
-    redb::CommitError
+    redb::CommitError,
+    redb::SetDurabilityError
 );
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +149,7 @@ impl Meta {
         tx.open_table(REWRITES)?;
         tx.open_table(platforms::INDEX_CHILDREN)?;
         tx.open_table(platforms::KEPT_BLOBS)?;
+        tx.open_table(collect::LEASES)?;
         tx.commit()?;
         Ok(Meta {
             db: Arc::new(db),
@@ -675,6 +677,9 @@ fn next_key<V: redb::Value + 'static>(
         None => Ok(None),
     }
 }
+
+mod collect;
+pub use collect::{Forgotten, Snapshot};
 
 mod platforms;
 

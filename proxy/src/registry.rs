@@ -17,6 +17,7 @@ use http::{Method, Request, Response, StatusCode};
 use crate::body::Body;
 use crate::config::RegistryConfig;
 use crate::error::{ErrorCode, RegistryError, Result};
+use crate::lease::Leases;
 use crate::meta::Meta;
 use crate::mirror::{Mirror, Target};
 use crate::plugin::Operation;
@@ -69,14 +70,18 @@ pub struct Registry {
     sessions: DashMap<String, Arc<uploads::Session>>,
     mirror: Mirror,
     policy: Policy,
+    /// Protection from the collector: upload sessions' leases, touches of what a request names.
+    leases: Leases,
 }
 
 impl Registry {
+    /// `store` should be the `lease::Touching` view of the content store over `leases`.
     pub fn new(
         store: Arc<dyn ContentStore>,
         meta: Meta,
         cfg: RegistryConfig,
         mirror: Mirror,
+        leases: Leases,
     ) -> Self {
         let policy = mirror.policy().clone();
         Registry {
@@ -86,7 +91,12 @@ impl Registry {
             sessions: DashMap::new(),
             mirror,
             policy,
+            leases,
         }
+    }
+
+    pub fn leases(&self) -> &Leases {
+        &self.leases
     }
 
     pub fn policy(&self) -> &Policy {

@@ -25,9 +25,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::time::Sleep;
 
+use crate::admin::Admin;
 use crate::body::Body;
 use crate::config::{Config, ServerConfig};
 use crate::error::{BodyIdle, Refused};
+use crate::gc::Collector;
+use crate::lease::{Leases, Touching};
 use crate::meta::{Meta, MetaError};
 use crate::mirror::Mirror;
 use crate::plugin::Plugins;
@@ -62,7 +65,7 @@ pub enum StartError {
 
 /// Opens storage and binds the listener: everything that can fail at startup fails here, with a message
 /// that says which setting to change.
-pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, TcpListener), StartError> {
+pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), StartError> {
     let dir = cfg.storage.data_dir.clone();
     let store = FsStore::open(&dir).map_err(|source| StartError::DataDir {
         dir: dir.display().to_string(),
@@ -82,7 +85,15 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, TcpListener), StartEr
                 source,
             })?
     };
-    let store: Arc<dyn ContentStore> = Arc::new(store);
+    let leases = Leases::load(meta.clone())
+        .await
+        .map_err(|e| StartError::Meta {
+            path: meta_path.display().to_string(),
+            source: match e {
+                crate::lease::LeaseError::Meta(m) => m,
+            },
+        })?;
+    let store: Arc<dyn ContentStore> = Touching::wrap(Arc::new(store), leases.clone());
     let plugins = {
         let cache = (cfg.storage.plugin_cache_dir.clone()).unwrap_or_else(|| dir.join("plugins"));
         let cfgs = cfg.plugins.clone();
@@ -103,15 +114,47 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, TcpListener), StartEr
     for u in mirror.upstreams() {
         tracing::info!(host = %u.host, prefix = %u.prefix, endpoint = %u.endpoint(), "mirroring upstream");
     }
-    let registry = Arc::new(Registry::new(store, meta, cfg.registry.clone(), mirror));
+    let registry = Arc::new(Registry::new(
+        store.clone(),
+        meta.clone(),
+        cfg.registry.clone(),
+        mirror,
+        leases.clone(),
+    ));
     purge_uploads(&registry).await;
+    let admin = Admin {
+        collector: Arc::new(Collector::new(
+            meta,
+            store,
+            leases.clone(),
+            crate::admin::gc_settings(cfg),
+        )),
+        leases,
+    };
     let listener = TcpListener::bind(cfg.server.listen)
         .await
         .map_err(|source| StartError::Listen {
             addr: cfg.server.listen,
             source,
         })?;
-    Ok((registry, listener))
+    Ok((registry, admin, listener))
+}
+
+/// The collector every `interval_secs` (0: never on its own) and the admin socket in `data_dir`, until
+/// the returned tasks are aborted.
+pub fn housekeeping(admin: Admin, cfg: &Config) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = vec![tokio::spawn(
+        admin.clone().serve(cfg.storage.data_dir.clone()),
+    )];
+    if cfg.gc.interval_secs > 0 {
+        tasks.push(tokio::spawn(
+            admin
+                .collector
+                .clone()
+                .run_every(Duration::from_secs(cfg.gc.interval_secs)),
+        ));
+    }
+    tasks
 }
 
 /// Serves until `shutdown` resolves, then drains connections for up to `shutdown_grace_secs`.

@@ -170,9 +170,21 @@ pub trait BlobWriter: Send + Sync {
     ) -> Result<u64, StoreError>;
 }
 
-/// Both roles, for code that needs to read and write (the registry).
-pub trait ContentStore: Provider + Ingester {}
-impl<T: Provider + Ingester> ContentStore for T {}
+/// Lists and removes committed content: for the collector only, which decides what is unreachable
+/// (`gc.rs`) and removes the metadata first.
+#[async_trait]
+pub trait Sweeper: Send + Sync + 'static {
+    /// Every committed digest, with its size.
+    async fn contents(&self) -> Result<Vec<(Digest, u64)>, StoreError>;
+
+    /// Removes committed content; removing content that is not there succeeds. Returns the bytes
+    /// freed.
+    async fn remove(&self, digest: &Digest) -> Result<u64, StoreError>;
+}
+
+/// Every role, for code that needs to read and write (the registry) or collect.
+pub trait ContentStore: Provider + Ingester + Sweeper {}
+impl<T: Provider + Ingester + Sweeper> ContentStore for T {}
 
 #[cfg(test)]
 mod tests;

@@ -220,6 +220,12 @@ impl Registry {
             }
             Reference::Tag(_) => Digest::sha256_of(&body),
         };
+        // Touched before the check: the collector either sees the touch and spares what it names, or
+        // has removed it already and the check says it is missing. Never a tag on content that is
+        // about to go.
+        self.leases
+            .record_edges(&digest, crate::gc::children_of(&m));
+        self.leases.touch(std::slice::from_ref(&digest)).await;
         let missing = self
             .meta
             .missing(

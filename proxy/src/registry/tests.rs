@@ -14,13 +14,14 @@ use crate::meta::Meta;
 use crate::store::FsStore;
 
 fn open(dir: &std::path::Path, cfg: RegistryConfig) -> Registry {
-    let store: Arc<dyn crate::store::ContentStore> = Arc::new(FsStore::open(dir).unwrap());
     let meta = Meta::open(&dir.join("meta.redb")).unwrap();
+    let leases = crate::lease::Leases::new(meta.clone());
+    let store = crate::lease::Touching::wrap(Arc::new(FsStore::open(dir).unwrap()), leases.clone());
     // No default upstream: these tests are about the local registry alone.
     let mut full = crate::config::Config::default();
     full.mirror.default_upstream = String::new();
     let mirror = crate::mirror::Mirror::new(&full, store.clone(), meta.clone()).unwrap();
-    Registry::new(store, meta, cfg, mirror)
+    Registry::new(store, meta, cfg, mirror, leases)
 }
 
 async fn call(

@@ -23,6 +23,7 @@ use super::{CONTENT_DIGEST, UPLOAD_UUID};
 use crate::body::Body;
 use crate::digest::Digest;
 use crate::error::{BodyIdle, ErrorCode, RegistryError, Result};
+use crate::lease::Lease;
 use crate::meta::UploadRecord;
 use crate::range::{parse_content_range, upload_range};
 use crate::reference::RepoName;
@@ -42,6 +43,9 @@ pub(super) struct Session {
     /// Set once the session was committed, cancelled or expired; wakes a request still writing to it.
     closed: AtomicBool,
     closing: Notify,
+    /// Keeps what this session commits from the collector until the session ends (a session loaded
+    /// after a restart has none: its earlier lease stays recorded until it expires).
+    lease: std::sync::Mutex<Option<Lease>>,
 }
 
 impl Session {
@@ -53,7 +57,12 @@ impl Session {
             touched: AtomicU64::new(touched),
             closed: AtomicBool::new(false),
             closing: Notify::new(),
+            lease: std::sync::Mutex::new(None),
         })
+    }
+
+    fn take_lease(&self) -> Option<Lease> {
+        self.lease.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     fn touch(&self) {
@@ -212,6 +221,13 @@ impl Registry {
         }
         let id = uuid::Uuid::new_v4().simple().to_string();
         let now = unix_now();
+        let lease = self
+            .leases
+            .acquire(
+                &format!("upload {repo} {id}"),
+                std::time::Duration::from_secs(self.cfg.upload_ttl_secs),
+            )
+            .await?;
         self.meta
             .create_upload(
                 &id,
@@ -221,8 +237,9 @@ impl Registry {
                 },
             )
             .await?;
-        self.sessions
-            .insert(id.clone(), Session::new(repo.as_str(), now, 0));
+        let session = Session::new(repo.as_str(), now, 0);
+        *session.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(lease);
+        self.sessions.insert(id.clone(), session);
         Ok(empty_response(
             StatusCode::ACCEPTED,
             &session_headers(repo, &id, 0),
@@ -458,6 +475,10 @@ impl Registry {
         }
         let drained = drain(req.into_body(), w.as_mut(), Some(&session)).await;
         let w = slot.take().expect("writer() set it");
+        let lease = session.take_lease();
+        if let Some(l) = &lease {
+            l.protect(std::slice::from_ref(&d)).await?;
+        }
         let committed = match drained {
             Ok(()) => w.commit(&d, None).await.map_err(RegistryError::from),
             Err(DrainError::Store(e)) => Err(e.into()),
@@ -470,8 +491,21 @@ impl Registry {
         };
         // Whatever happened, this session is over: a failed commit left nothing to resume from.
         self.end_session(id, &session).await?;
-        let size = committed?;
+        let size = match committed {
+            Ok(size) => size,
+            Err(e) => {
+                if let Some(l) = lease {
+                    l.release().await?;
+                }
+                return Err(e);
+            }
+        };
         self.meta.link_blob(repo.as_str(), &d, size).await?;
+        // Linked and just touched by the commit: the grace window keeps it until a manifest refers
+        // to it.
+        if let Some(l) = lease {
+            l.release().await?;
+        }
         Ok(blob_created(repo, &d))
     }
 
@@ -509,6 +543,9 @@ impl Registry {
         s.close();
         self.meta.remove_upload(id).await?;
         self.sessions.remove(id);
+        if let Some(l) = s.take_lease() {
+            l.release().await?;
+        }
         Ok(())
     }
 

@@ -15,7 +15,9 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 
 use super::hashing::HashQueue;
-use super::{Blob, BlobSource, BlobWriter, IngestInfo, IngestRef, Ingester, Provider, StoreError};
+use super::{
+    Blob, BlobSource, BlobWriter, IngestInfo, IngestRef, Ingester, Provider, StoreError, Sweeper,
+};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::range::ByteRange;
 
@@ -382,6 +384,56 @@ impl Ingester for FsStore {
                 let _ = fs::remove_file(&tmp);
             }
             Ok(res?)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Sweeper for FsStore {
+    async fn contents(&self) -> Result<Vec<(Digest, u64)>, StoreError> {
+        let root = self.root.join("blobs");
+        blocking(move || {
+            let mut out = Vec::new();
+            for alg in not_found_as_none(fs::read_dir(&root))?
+                .into_iter()
+                .flatten()
+            {
+                let alg = alg?;
+                let Some(alg_name) = alg.file_name().to_str().map(str::to_owned) else {
+                    continue;
+                };
+                for shard in fs::read_dir(alg.path())? {
+                    for f in fs::read_dir(shard?.path())? {
+                        let f = f?;
+                        let name = f.file_name();
+                        // Only names that are digests: a stray file is not content.
+                        let Some(d) = name
+                            .to_str()
+                            .and_then(|h| format!("{alg_name}:{h}").parse::<Digest>().ok())
+                        else {
+                            continue;
+                        };
+                        out.push((d, f.metadata()?.len()));
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn remove(&self, digest: &Digest) -> Result<u64, StoreError> {
+        let path = self.blob_path(digest);
+        // Forgotten first, so a read after this returns cannot answer from memory.
+        self.small.entries.remove(digest);
+        blocking(move || {
+            let size = match not_found_as_none(fs::metadata(&path))? {
+                Some(m) => m.len(),
+                None => return Ok(0),
+            };
+            not_found_as_none(fs::remove_file(&path))?;
+            Ok(size)
         })
         .await
     }

@@ -1,0 +1,305 @@
+//! The local admin interface: CLI commands that act on a running server's state (`wharf gc`, `wharf
+//! leases`) ask it over a unix socket in the data directory, `<data_dir>/admin.sock`, because the
+//! server holds the metadata store's lock. When no server runs, the same commands work on the files
+//! directly.
+//!
+//! The socket speaks HTTP/1.1 with JSON bodies; only the user who can reach the data directory can
+//! connect (the socket is created mode 0600).
+//!
+//! - `POST /gc[?dry_run=1]` → `gc::Report`
+//! - `GET /leases` → `[{id, purpose, created, expires, digests}]`
+//! - `DELETE /leases/<id>` → 204, or 404
+
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
+
+use crate::gc::{Collector, Report, Settings};
+use crate::lease::{LeaseRecord, Leases};
+use crate::meta::Meta;
+use crate::store::{ContentStore, FsStore};
+
+pub const SOCKET: &str = "admin.sock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    Failed(String),
+    #[error(
+        "the wharf server using {dir} did not answer on {socket}: {reason} (is it still starting? \
+         try again; if no server runs, remove the stale socket)"
+    )]
+    Unreachable {
+        dir: String,
+        socket: String,
+        reason: String,
+    },
+}
+
+/// A lease as the admin interface lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseEntry {
+    pub id: String,
+    #[serde(flatten)]
+    pub record: LeaseRecord,
+}
+
+/// What the admin interface acts on.
+#[derive(Clone)]
+pub struct Admin {
+    pub collector: Arc<Collector>,
+    pub leases: Leases,
+}
+
+fn json<T: Serialize>(status: StatusCode, v: &T) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec_pretty(v).unwrap_or_default();
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response")
+}
+
+fn text(status: StatusCode, msg: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from(msg)))
+        .expect("valid response")
+}
+
+impl Admin {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_owned();
+        let dry_run = req.uri().query().is_some_and(|q| {
+            q.split('&')
+                .any(|p| p == "dry_run=1" || p == "dry_run=true")
+        });
+        match (req.method(), path.as_str()) {
+            (&Method::POST, "/gc") => match self.collector.collect(dry_run).await {
+                Ok(r) => json(StatusCode::OK, &r),
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            },
+            (&Method::GET, "/leases") => json(StatusCode::OK, &self.lease_entries()),
+            (&Method::DELETE, p) if p.starts_with("/leases/") => {
+                match self.leases.release(&p["/leases/".len()..]).await {
+                    Ok(true) => text(StatusCode::NO_CONTENT, String::new()),
+                    Ok(false) => text(StatusCode::NOT_FOUND, "no such lease".into()),
+                    Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                }
+            }
+            _ => text(
+                StatusCode::NOT_FOUND,
+                format!("no admin endpoint {} {path}", req.method()),
+            ),
+        }
+    }
+
+    fn lease_entries(&self) -> Vec<LeaseEntry> {
+        self.leases
+            .list()
+            .into_iter()
+            .map(|(id, record)| LeaseEntry { id, record })
+            .collect()
+    }
+
+    /// Serves the admin socket in `data_dir` until dropped. Any socket file there is stale: this
+    /// process holds the data directory's metadata lock.
+    pub async fn serve(self, data_dir: PathBuf) {
+        let path = data_dir.join(SOCKET);
+        let _ = std::fs::remove_file(&path);
+        let listener = match tokio::net::UnixListener::bind(&path) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(socket = %path.display(), error = %e, "cannot open the admin socket; `wharf gc` and `wharf leases` will not reach this server");
+                return;
+            }
+        };
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+        }
+        let _remove = RemoveOnDrop(path);
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let admin = self.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let admin = admin.clone();
+                    async move { Ok::<_, Infallible>(admin.handle(req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    }
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A request to the server on `data_dir`'s socket; `None` when no server listens there.
+pub async fn ask(
+    data_dir: &Path,
+    method: Method,
+    path: &str,
+) -> Result<Option<(StatusCode, Bytes)>, AdminError> {
+    let socket = data_dir.join(SOCKET);
+    let unreachable = |reason: String| AdminError::Unreachable {
+        dir: data_dir.display().to_string(),
+        socket: socket.display().to_string(),
+        reason,
+    };
+    let stream = match tokio::net::UnixStream::connect(&socket).await {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(unreachable(e.to_string())),
+    };
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "wharf-admin")
+        .body(Full::new(Bytes::new()))
+        .expect("valid request");
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?
+        .to_bytes();
+    Ok(Some((status, body)))
+}
+
+/// The collector's settings from the config.
+pub fn gc_settings(cfg: &crate::config::Config) -> Settings {
+    Settings {
+        grace_secs: cfg.gc.grace_secs,
+        max_cache_bytes: cfg.cache.max_bytes,
+        mirror_hosts: cfg
+            .upstreams
+            .iter()
+            .map(|u| u.host.clone())
+            .chain(std::iter::once("docker.io".to_owned()))
+            .collect(),
+    }
+}
+
+/// The admin state over the files, for when no server runs: opening the metadata store fails if a
+/// server holds it.
+pub async fn offline(cfg: &crate::config::Config) -> Result<Admin, AdminError> {
+    let dir = cfg.storage.data_dir.clone();
+    let store = FsStore::open(&dir).map_err(|e| {
+        AdminError::Failed(format!("cannot open data directory {}: {e}", dir.display()))
+    })?;
+    let meta_path = dir.join("meta.redb");
+    let meta = {
+        let p = meta_path.clone();
+        tokio::task::spawn_blocking(move || Meta::open(&p))
+            .await
+            .map_err(|e| AdminError::Failed(e.to_string()))?
+            .map_err(|e| {
+                AdminError::Failed(format!(
+                    "cannot open {}: {e} (a wharf server may be using it without its admin socket \
+                     {}: stop it, or run this command where it can reach the socket)",
+                    meta_path.display(),
+                    dir.join(SOCKET).display()
+                ))
+            })?
+    };
+    // No server runs: nothing is in flight, so there is no restart window to wait out.
+    let leases = Leases::load_offline(meta.clone())
+        .await
+        .map_err(|e| AdminError::Failed(e.to_string()))?;
+    let store: Arc<dyn ContentStore> = Arc::new(store);
+    let collector = Arc::new(Collector::new(
+        meta,
+        store,
+        leases.clone(),
+        gc_settings(cfg),
+    ));
+    Ok(Admin { collector, leases })
+}
+
+/// Runs a collection through the server on the data directory, or on the files when none runs.
+pub async fn gc(cfg: &crate::config::Config, dry_run: bool) -> Result<Report, AdminError> {
+    let path = if dry_run { "/gc?dry_run=1" } else { "/gc" };
+    match ask(&cfg.storage.data_dir, Method::POST, path).await? {
+        Some((StatusCode::OK, body)) => serde_json::from_slice(&body)
+            .map_err(|e| AdminError::Failed(format!("unreadable answer from the server: {e}"))),
+        Some((status, body)) => Err(AdminError::Failed(format!(
+            "the server refused the collection ({status}): {}",
+            String::from_utf8_lossy(&body)
+        ))),
+        None => {
+            let admin = offline(cfg).await?;
+            admin
+                .collector
+                .collect(dry_run)
+                .await
+                .map_err(|e| AdminError::Failed(e.to_string()))
+        }
+    }
+}
+
+/// The live leases, from the server or the files.
+pub async fn leases(cfg: &crate::config::Config) -> Result<Vec<LeaseEntry>, AdminError> {
+    match ask(&cfg.storage.data_dir, Method::GET, "/leases").await? {
+        Some((StatusCode::OK, body)) => serde_json::from_slice(&body)
+            .map_err(|e| AdminError::Failed(format!("unreadable answer from the server: {e}"))),
+        Some((status, body)) => Err(AdminError::Failed(format!(
+            "the server refused ({status}): {}",
+            String::from_utf8_lossy(&body)
+        ))),
+        None => Ok(offline(cfg).await?.lease_entries()),
+    }
+}
+
+/// Ends a lease now.
+pub async fn release_lease(cfg: &crate::config::Config, id: &str) -> Result<bool, AdminError> {
+    let path = format!("/leases/{id}");
+    match ask(&cfg.storage.data_dir, Method::DELETE, &path).await? {
+        Some((StatusCode::NO_CONTENT, _)) => Ok(true),
+        Some((StatusCode::NOT_FOUND, _)) => Ok(false),
+        Some((status, body)) => Err(AdminError::Failed(format!(
+            "the server refused ({status}): {}",
+            String::from_utf8_lossy(&body)
+        ))),
+        None => offline(cfg)
+            .await?
+            .leases
+            .release(id)
+            .await
+            .map_err(|e| AdminError::Failed(e.to_string())),
+    }
+}

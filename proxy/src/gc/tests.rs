@@ -1,0 +1,289 @@
+use super::*;
+use crate::lease::Leases;
+use crate::meta::{ManifestPut, ManifestRecord};
+use crate::store::FsStore;
+
+fn d(n: u8) -> Digest {
+    Digest::sha256_of(&[n])
+}
+
+fn graph(edges: &[(u8, u8)]) -> Graph {
+    let mut g = Graph::default();
+    for (a, b) in edges {
+        g.edge(&d(*a), &d(*b));
+    }
+    g
+}
+
+#[test]
+fn mark_reaches_what_the_roots_reach_and_nothing_else() {
+    // 1 → 2 → 3, 2 → 4; 5 → 6; 7 ↔ 8 (a rewrite pair); 9 alone.
+    let g = graph(&[(1, 2), (2, 3), (2, 4), (5, 6), (7, 8), (8, 7)]);
+    let m = mark(&g, &[d(1), d(8)]);
+    let want: HashSet<Digest> = [1, 2, 3, 4, 7, 8].iter().map(|n| d(*n)).collect();
+    assert_eq!(m, want);
+    assert!(mark(&g, &[]).is_empty());
+    // A root with no edges is still reached; a cycle ends.
+    assert_eq!(mark(&g, &[d(9)]).len(), 1);
+    let cyc = graph(&[(1, 2), (2, 1)]);
+    assert_eq!(mark(&cyc, &[d(2)]).len(), 2);
+}
+
+#[test]
+fn eviction_drops_the_least_recently_used_mirrored_tags_until_the_rest_fits() {
+    // Tag a (used at 100) reaches 10 (10 bytes) and 30 (shared, 5 bytes); tag b (used at 200) reaches
+    // 20 (10 bytes) and 30; tag c (used at 50) reaches 40 (1 byte), which a pushed image also
+    // reaches (pinned: evicting c frees nothing).
+    let g = graph(&[(1, 10), (1, 30), (2, 20), (2, 30), (3, 40)]);
+    let sizes: HashMap<Digest, u64> =
+        [(1, 1), (2, 1), (3, 1), (10, 10), (20, 10), (30, 5), (40, 1)]
+            .iter()
+            .map(|(n, s)| (d(*n), *s))
+            .collect();
+    let tag = |name: &str, n: u8, used: u64| ("m/x".to_owned(), name.to_owned(), d(n), used);
+    let mirrored = vec![tag("a", 1, 100), tag("b", 2, 200), tag("c", 3, 50)];
+    let pinned: HashSet<Digest> = [d(40)].into_iter().collect();
+    // Total only-mirrored: 1+1+1 + 10+10+5 = 28.
+    assert_eq!(
+        evictions(&g, &sizes, &mirrored, &pinned, 28),
+        Vec::<usize>::new()
+    );
+    // c goes first (oldest) and frees its manifest's byte; a then frees 11; 27 - 11 = 16 fits 20.
+    assert_eq!(evictions(&g, &sizes, &mirrored, &pinned, 20), vec![2, 0]);
+    // Shared content is freed only when its last tag goes: down to 0 takes all three.
+    assert_eq!(evictions(&g, &sizes, &mirrored, &pinned, 0), vec![2, 0, 1]);
+}
+
+/// A small registry on disk: content in an `FsStore`, records in `Meta`.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    meta: Meta,
+    store: Arc<dyn ContentStore>,
+    leases: Leases,
+}
+
+impl Fixture {
+    async fn new(offline: bool) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::open(&dir.path().join("meta.redb")).unwrap();
+        let store: Arc<dyn ContentStore> = Arc::new(FsStore::open(dir.path()).unwrap());
+        let leases = if offline {
+            Leases::load_offline(meta.clone()).await.unwrap()
+        } else {
+            Leases::load(meta.clone()).await.unwrap()
+        };
+        Fixture {
+            _dir: dir,
+            meta,
+            store,
+            leases,
+        }
+    }
+
+    fn collector(&self, grace_secs: u64) -> Collector {
+        Collector::new(
+            self.meta.clone(),
+            self.store.clone(),
+            self.leases.clone(),
+            Settings {
+                grace_secs,
+                max_cache_bytes: 0,
+                mirror_hosts: vec!["mirror.example".into()],
+            },
+        )
+    }
+
+    async fn blob(&self, repo: &str, bytes: &[u8]) -> Digest {
+        let d = Digest::sha256_of(bytes);
+        self.store
+            .put(&d, Bytes::copy_from_slice(bytes))
+            .await
+            .unwrap();
+        self.meta
+            .link_blob(repo, &d, bytes.len() as u64)
+            .await
+            .unwrap();
+        d
+    }
+
+    /// An image manifest over `layers` (config = the first), tagged `tag` in `repo`.
+    async fn image(&self, repo: &str, tag: Option<&str>, layers: &[&Digest]) -> Digest {
+        let desc = |d: &Digest| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d.to_string(), "size": 1});
+        let body = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": crate::manifest::OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": layers[0].to_string(), "size": 1},
+            "layers": layers[1..].iter().map(|d| desc(d)).collect::<Vec<_>>(),
+        }))
+        .unwrap();
+        let digest = Digest::sha256_of(&body);
+        let size = body.len() as u64;
+        self.store.put(&digest, Bytes::from(body)).await.unwrap();
+        self.meta
+            .put_manifest(ManifestPut {
+                repo,
+                digest: &digest,
+                record: ManifestRecord {
+                    media_type: crate::manifest::OCI_MANIFEST.into(),
+                    size,
+                    subject: None,
+                },
+                tag,
+                referrer: None,
+            })
+            .await
+            .unwrap();
+        digest
+    }
+
+    async fn stored(&self, d: &Digest) -> bool {
+        self.store.stat(d).await.unwrap().is_some()
+    }
+}
+
+use bytes::Bytes;
+
+/// Two images share a base layer; untagging one and collecting removes exactly its manifest, config
+/// and own layer, and the records of them; the other image is whole. A dry run first says the same
+/// and removes nothing.
+#[tokio::test]
+async fn untagging_an_image_reclaims_exactly_its_unique_content() {
+    let f = Fixture::new(true).await;
+    let base = f.blob("team/a", b"shared base layer").await;
+    f.meta.link_blob("team/b", &base, 17).await.unwrap();
+    let (ca, la) = (
+        f.blob("team/a", b"config a").await,
+        f.blob("team/a", b"layer a").await,
+    );
+    let (cb, lb) = (
+        f.blob("team/b", b"config b").await,
+        f.blob("team/b", b"layer b").await,
+    );
+    let ma = f.image("team/a", Some("v1"), &[&ca, &base, &la]).await;
+    let mb = f.image("team/b", Some("v1"), &[&cb, &base, &lb]).await;
+    let gc = f.collector(0);
+
+    let r = gc.collect(false).await.unwrap();
+    assert!(r.removed.is_empty(), "everything is tagged: {r:?}");
+    assert_eq!(r.reachable, 7);
+
+    assert!(f.meta.delete_tag("team/a", "v1").await.unwrap());
+    let dry = gc.collect(true).await.unwrap();
+    let mut want: Vec<Digest> = vec![ma.clone(), ca.clone(), la.clone()];
+    want.sort_by_key(|d| d.to_string());
+    let mut got: Vec<Digest> = dry.removed.iter().map(|r| r.digest.clone()).collect();
+    got.sort_by_key(|d| d.to_string());
+    assert_eq!(got, want);
+    assert!(
+        f.stored(&ma).await && f.stored(&la).await,
+        "a dry run removes nothing"
+    );
+
+    let r = gc.collect(false).await.unwrap();
+    let mut got: Vec<Digest> = r.removed.iter().map(|r| r.digest.clone()).collect();
+    got.sort_by_key(|d| d.to_string());
+    assert_eq!(got, want);
+    assert_eq!(
+        r.removed_bytes,
+        r.removed.iter().map(|r| r.size).sum::<u64>()
+    );
+    for d in &want {
+        assert!(!f.stored(d).await, "{d} should be gone");
+    }
+    for d in [&mb, &cb, &lb, &base] {
+        assert!(f.stored(d).await, "{d} is still reachable and must stay");
+    }
+    assert_eq!(f.meta.blob("team/a", &la).await.unwrap(), None);
+    assert_eq!(f.meta.manifest("team/a", &ma).await.unwrap(), None);
+    assert_eq!(f.meta.blob("team/a", &base).await.unwrap(), Some(17));
+    // Nothing left to do.
+    assert!(gc.collect(false).await.unwrap().removed.is_empty());
+}
+
+/// Leased content and content touched within the grace window survive a collection; content touched
+/// before it does not.
+#[tokio::test]
+async fn leases_and_recent_touches_protect_unreferenced_content() {
+    let f = Fixture::new(true).await;
+    let leased = f.blob("r", b"leased").await;
+    let touched = f.blob("r", b"touched").await;
+    let old = f.blob("r", b"old").await;
+    let lease = f
+        .leases
+        .acquire("test", std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    lease.protect(std::slice::from_ref(&leased)).await.unwrap();
+    f.leases.touch(std::slice::from_ref(&touched)).await;
+
+    let r = f.collector(3600).collect(false).await.unwrap();
+    let removed: Vec<&Digest> = r.removed.iter().map(|r| &r.digest).collect();
+    assert_eq!(removed, vec![&old]);
+    assert_eq!(r.reachable, 2, "leased and touched content are roots");
+    assert!(f.stored(&leased).await && f.stored(&touched).await);
+
+    // Released, and with a grace window that the touch is older than: both go.
+    lease.release().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = f.collector(0).collect(false).await.unwrap();
+    assert_eq!(r.removed.len(), 2, "{r:?}");
+    assert!(f.leases.list().is_empty());
+}
+
+/// A server that just started protects everything for a grace window: touches of the previous process
+/// are lost with it.
+#[tokio::test]
+async fn nothing_is_collected_within_a_grace_window_of_a_start() {
+    let f = Fixture::new(false).await;
+    let stray = f.blob("r", b"unreferenced").await;
+    let r = f.collector(3600).collect(false).await.unwrap();
+    assert!(r.removed.is_empty());
+    assert!(
+        r.note.as_deref().unwrap_or("").contains("grace_secs"),
+        "{r:?}"
+    );
+    assert!(f.stored(&stray).await);
+}
+
+/// The race the leases module exists for, made deterministic: the sweeper has doomed a blob; a touch
+/// of it (a `HEAD` before a manifest push) waits until it is gone, so the caller's next check sees it
+/// missing instead of referring to content that disappears.
+#[tokio::test]
+async fn a_touch_of_doomed_content_waits_until_it_is_gone() {
+    let f = Fixture::new(true).await;
+    let b = f.blob("r", b"doomed").await;
+    let since = crate::registry::unix_now() + 1;
+    assert!(f.leases.doom(&b, since));
+    let leases = f.leases.clone();
+    let b2 = b.clone();
+    let toucher = tokio::spawn(async move {
+        leases.touch(std::slice::from_ref(&b2)).await;
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(!toucher.is_finished(), "the touch must wait for the sweep");
+    f.store.remove(&b).await.unwrap();
+    f.leases.buried(std::slice::from_ref(&b));
+    toucher.await.unwrap();
+    assert!(!f.stored(&b).await);
+    // And the other way round: touched first, it cannot be doomed.
+    let c = f.blob("r", b"touched first").await;
+    f.leases.touch(std::slice::from_ref(&c)).await;
+    assert!(!f.leases.doom(&c, crate::registry::unix_now()));
+}
+
+/// Content committed after the collector listed the store is never among what it removes: the commit
+/// touched it (through `Touching`) before it existed.
+#[tokio::test]
+async fn content_written_during_a_collection_is_kept() {
+    let f = Fixture::new(true).await;
+    let touching = crate::lease::Touching::wrap(f.store.clone(), f.leases.clone());
+    let gc = f.collector(3600);
+    for i in 0..50u8 {
+        let bytes = vec![i; 10];
+        let d = Digest::sha256_of(&bytes);
+        let (a, b) = tokio::join!(touching.put(&d, Bytes::from(bytes)), gc.collect(false));
+        a.unwrap();
+        b.unwrap();
+        assert!(f.stored(&d).await, "round {i}: a fresh write was collected");
+    }
+}

@@ -1,0 +1,62 @@
+use super::*;
+
+fn d(n: u8) -> Digest {
+    Digest::sha256_of(&[n])
+}
+
+/// A lease is data in the metadata store: a restarted server (a new `Leases` over the same store)
+/// still honours a live one, and forgets an expired one.
+#[tokio::test]
+async fn leases_outlive_the_process_until_they_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = Meta::open(&dir.path().join("meta.redb")).unwrap();
+    let leases = Leases::new(meta.clone());
+    let live = leases
+        .acquire("push team/app", Duration::from_secs(600))
+        .await
+        .unwrap();
+    live.protect(&[d(1), d(2)]).await.unwrap();
+    live.protect(&[d(2)]).await.unwrap();
+    let short = leases
+        .acquire("fill", Duration::from_secs(1))
+        .await
+        .unwrap();
+    short.protect(&[d(3)]).await.unwrap();
+    let (live_id, short_id) = (live.id().to_owned(), short.id().to_owned());
+    drop((live, short));
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let again = Leases::load(meta.clone()).await.unwrap();
+    let list = again.list();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].0, live_id);
+    assert_eq!(list[0].1.purpose, "push team/app");
+    assert_eq!(list[0].1.digests, vec![d(1), d(2)]);
+    assert!(again.protected(&d(2), u64::MAX));
+    assert!(meta
+        .leases()
+        .await
+        .unwrap()
+        .iter()
+        .all(|(id, _)| *id != short_id));
+
+    assert!(again.release(&live_id).await.unwrap());
+    assert!(again.list().is_empty());
+    assert!(meta.leases().await.unwrap().is_empty());
+}
+
+/// Expiry in a running process: `expire` drops what is past its time and unprotects its digests.
+#[tokio::test]
+async fn expired_leases_stop_protecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = Meta::open(&dir.path().join("meta.redb")).unwrap();
+    let leases = Leases::load_offline(meta).await.unwrap();
+    let l = leases.acquire("x", Duration::from_secs(1)).await.unwrap();
+    l.protect(&[d(7)]).await.unwrap();
+    assert!(leases.protected(&d(7), now() + 10));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let gone = leases.expire().await.unwrap();
+    assert_eq!(gone, vec![l.id().to_owned()]);
+    assert!(!leases.protected(&d(7), now() + 10));
+    assert!(leases.doom(&d(7), now() + 10));
+}

@@ -1,0 +1,239 @@
+//! The metadata the collector and the leases need: lease records, one consistent snapshot of the
+//! reference graph's metadata edges, and removing every record of collected content.
+
+use std::collections::{HashMap, HashSet};
+
+use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{
+    ManifestRecord, Meta, MetaError, BLOBS, LAST_USED, MANIFESTS, MIRROR_REFERRERS, REFERRERS,
+    REWRITES, TAGS,
+};
+use crate::digest::Digest;
+use crate::lease::LeaseRecord;
+
+/// lease id → LeaseRecord (JSON)
+pub(super) const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
+
+/// What the collector reads in one transaction.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// (repository, tag, manifest digest)
+    pub tags: Vec<(String, String, Digest)>,
+    /// Every manifest digest any repository records, with its record.
+    pub manifests: HashMap<Digest, ManifestRecord>,
+    /// (subject, referrer): a reachable subject keeps its referrers.
+    pub referrers: Vec<(Digest, Digest)>,
+    /// (original, rewritten or reduced): each end keeps the other.
+    pub rewrites: Vec<(Digest, Digest)>,
+    /// (subject, cached referrers index) of the mirror.
+    pub mirror_referrers: Vec<(Digest, Digest)>,
+    /// Digest → unix seconds it was last served from the mirror cache.
+    pub last_used: HashMap<Digest, u64>,
+}
+
+/// What `forget` removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Forgotten {
+    pub blob_links: usize,
+    pub manifest_records: usize,
+}
+
+impl Meta {
+    /// Writes a lease. Not forced to disk: a lease outlives a crash only as far as the next durable
+    /// commit (an upload, a tag), and what a dead process leased is protected by the restart's grace
+    /// window anyway; a lease costs no fsync.
+    pub async fn put_lease(&self, id: &str, rec: &LeaseRecord) -> Result<(), MetaError> {
+        let (id, v) = (id.to_owned(), serde_json::to_vec(rec)?);
+        self.run(move |db| {
+            let mut tx = db.begin_write()?;
+            tx.set_durability(Durability::None)?;
+            tx.open_table(LEASES)?.insert(id.as_str(), v.as_slice())?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn delete_lease(&self, id: &str) -> Result<(), MetaError> {
+        let id = id.to_owned();
+        self.run(move |db| {
+            let mut tx = db.begin_write()?;
+            tx.set_durability(Durability::None)?;
+            tx.open_table(LEASES)?.remove(id.as_str())?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn leases(&self) -> Result<Vec<(String, LeaseRecord)>, MetaError> {
+        self.run(|db| {
+            let t = db.begin_read()?.open_table(LEASES)?;
+            let mut out = Vec::new();
+            for item in t.iter()? {
+                let (k, v) = item?;
+                out.push((k.value().to_owned(), serde_json::from_slice(v.value())?));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Tags, manifest records, referrer, rewrite and mirror-referrer edges, and last-use times, as of
+    /// one moment.
+    pub async fn snapshot(&self) -> Result<Snapshot, MetaError> {
+        self.run(|db| {
+            let tx = db.begin_read()?;
+            let mut s = Snapshot::default();
+            for item in tx.open_table(TAGS)?.iter()? {
+                let (k, v) = item?;
+                let (repo, tag) = k.value();
+                if let Ok(d) = v.value().parse() {
+                    s.tags.push((repo.to_owned(), tag.to_owned(), d));
+                }
+            }
+            for item in tx.open_table(MANIFESTS)?.iter()? {
+                let (k, v) = item?;
+                if let Ok(d) = k.value().1.parse::<Digest>() {
+                    if let std::collections::hash_map::Entry::Vacant(e) = s.manifests.entry(d) {
+                        e.insert(serde_json::from_slice(v.value())?);
+                    }
+                }
+            }
+            for item in tx.open_table(REFERRERS)?.iter()? {
+                let (k, _) = item?;
+                let (_, subject, referrer) = k.value();
+                if let (Ok(a), Ok(b)) = (subject.parse(), referrer.parse()) {
+                    s.referrers.push((a, b));
+                }
+            }
+            for item in tx.open_table(REWRITES)?.iter()? {
+                let (k, v) = item?;
+                if let (Ok(a), Ok(b)) = (k.value().0.parse(), v.value().parse()) {
+                    s.rewrites.push((a, b));
+                }
+            }
+            for item in tx.open_table(MIRROR_REFERRERS)?.iter()? {
+                let (k, v) = item?;
+                if let (Ok(a), Ok(b)) = (k.value().1.parse(), v.value().0.parse()) {
+                    s.mirror_referrers.push((a, b));
+                }
+            }
+            for item in tx.open_table(LAST_USED)?.iter()? {
+                let (k, v) = item?;
+                if let Ok(d) = k.value().parse() {
+                    s.last_used.insert(d, v.value());
+                }
+            }
+            Ok(s)
+        })
+        .await
+    }
+
+    /// Removes every record of `gone` (blob links, manifest records, referrer entries, last-use times,
+    /// rewrite mappings), in one durable transaction: called before the content itself is removed, so
+    /// a crash in between leaves content no record names (collected next time), never a record of
+    /// missing content.
+    pub async fn forget(&self, gone: HashSet<Digest>) -> Result<Forgotten, MetaError> {
+        if gone.is_empty() {
+            return Ok(Forgotten::default());
+        }
+        self.run_write(move |db, cache| {
+            let names: HashSet<String> = gone.iter().map(|d| d.to_string()).collect();
+            let tx = db.begin_write()?;
+            let mut out = Forgotten::default();
+            let mut blob_keys = Vec::new();
+            let mut manifest_keys = Vec::new();
+            {
+                let mut t = tx.open_table(BLOBS)?;
+                for item in t.iter()? {
+                    let (k, _) = item?;
+                    let (r, d) = k.value();
+                    if names.contains(d) {
+                        blob_keys.push((r.to_owned(), d.to_owned()));
+                    }
+                }
+                for (r, d) in &blob_keys {
+                    t.remove((r.as_str(), d.as_str()))?;
+                }
+            }
+            {
+                let mut t = tx.open_table(MANIFESTS)?;
+                for item in t.iter()? {
+                    let (k, _) = item?;
+                    let (r, d) = k.value();
+                    if names.contains(d) {
+                        manifest_keys.push((r.to_owned(), d.to_owned()));
+                    }
+                }
+                for (r, d) in &manifest_keys {
+                    t.remove((r.as_str(), d.as_str()))?;
+                }
+            }
+            {
+                let mut t = tx.open_table(REFERRERS)?;
+                let mut keys = Vec::new();
+                for item in t.iter()? {
+                    let (k, _) = item?;
+                    let (r, s, d) = k.value();
+                    if names.contains(d) || names.contains(s) {
+                        keys.push((r.to_owned(), s.to_owned(), d.to_owned()));
+                    }
+                }
+                for (r, s, d) in &keys {
+                    t.remove((r.as_str(), s.as_str(), d.as_str()))?;
+                }
+            }
+            {
+                let mut t = tx.open_table(REWRITES)?;
+                let mut keys = Vec::new();
+                for item in t.iter()? {
+                    let (k, v) = item?;
+                    let (o, key) = k.value();
+                    if names.contains(o) || names.contains(v.value()) {
+                        keys.push((o.to_owned(), key.to_owned()));
+                    }
+                }
+                for (o, key) in &keys {
+                    t.remove((o.as_str(), key.as_str()))?;
+                }
+            }
+            {
+                let mut t = tx.open_table(MIRROR_REFERRERS)?;
+                let mut keys = Vec::new();
+                for item in t.iter()? {
+                    let (k, v) = item?;
+                    let (r, s) = k.value();
+                    if names.contains(s) || names.contains(v.value().0) {
+                        keys.push((r.to_owned(), s.to_owned()));
+                    }
+                }
+                for (r, s) in &keys {
+                    t.remove((r.as_str(), s.as_str()))?;
+                }
+            }
+            {
+                let mut t = tx.open_table(LAST_USED)?;
+                for n in &names {
+                    t.remove(n.as_str())?;
+                }
+            }
+            tx.commit()?;
+            out.blob_links = blob_keys.len();
+            out.manifest_records = manifest_keys.len();
+            for (r, d) in blob_keys {
+                if let Ok(d) = d.parse() {
+                    cache.blobs.insert((r, d), None);
+                }
+            }
+            for (r, d) in manifest_keys {
+                if let Ok(d) = d.parse() {
+                    cache.manifests.insert((r, d), None);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
