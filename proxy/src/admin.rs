@@ -9,6 +9,7 @@
 //! - `POST /gc[?dry_run=1]` → `gc::Report`
 //! - `GET /leases` → `[{id, purpose, created, expires, digests}]`
 //! - `DELETE /leases/<id>` → 204, or 404
+//! - `GET /images[?dangling=1]` → `[images::Image]`
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
@@ -77,16 +78,25 @@ fn text(status: StatusCode, msg: String) -> Response<Full<Bytes>> {
 impl Admin {
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = req.uri().path().to_owned();
-        let dry_run = req.uri().query().is_some_and(|q| {
-            q.split('&')
-                .any(|p| p == "dry_run=1" || p == "dry_run=true")
-        });
+        let flag = |name: &str| {
+            req.uri().query().is_some_and(|q| {
+                q.split('&')
+                    .any(|p| p == format!("{name}=1") || p == format!("{name}=true"))
+            })
+        };
+        let (dry_run, dangling) = (flag("dry_run"), flag("dangling"));
         match (req.method(), path.as_str()) {
             (&Method::POST, "/gc") => match self.collector.collect(dry_run).await {
                 Ok(r) => json(StatusCode::OK, &r),
                 Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             },
             (&Method::GET, "/leases") => json(StatusCode::OK, &self.lease_entries()),
+            (&Method::GET, "/images") => {
+                match crate::images::list(&self.collector, dangling).await {
+                    Ok(list) => json(StatusCode::OK, &list),
+                    Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                }
+            }
             (&Method::DELETE, p) if p.starts_with("/leases/") => {
                 match self.leases.release(&p["/leases/".len()..]).await {
                     Ok(true) => text(StatusCode::NO_CONTENT, String::new()),
@@ -299,6 +309,29 @@ pub async fn release_lease(cfg: &crate::config::Config, id: &str) -> Result<bool
             .await?
             .leases
             .release(id)
+            .await
+            .map_err(|e| AdminError::Failed(e.to_string())),
+    }
+}
+
+/// What wharf holds (or, with `dangling`, what no tag reaches), from the server or the files.
+pub async fn images(
+    cfg: &crate::config::Config,
+    dangling: bool,
+) -> Result<Vec<crate::images::Image>, AdminError> {
+    let path = if dangling {
+        "/images?dangling=1"
+    } else {
+        "/images"
+    };
+    match ask(&cfg.storage.data_dir, Method::GET, path).await? {
+        Some((StatusCode::OK, body)) => serde_json::from_slice(&body)
+            .map_err(|e| AdminError::Failed(format!("unreadable answer from the server: {e}"))),
+        Some((status, body)) => Err(AdminError::Failed(format!(
+            "the server refused ({status}): {}",
+            String::from_utf8_lossy(&body)
+        ))),
+        None => crate::images::list(&offline(cfg).await?.collector, dangling)
             .await
             .map_err(|e| AdminError::Failed(e.to_string())),
     }

@@ -184,8 +184,8 @@ impl Settings {
 
 /// Runs collections, one at a time.
 pub struct Collector {
-    meta: Meta,
-    store: Arc<dyn ContentStore>,
+    pub(crate) meta: Meta,
+    pub(crate) store: Arc<dyn ContentStore>,
     leases: Leases,
     settings: Settings,
     running: tokio::sync::Mutex<Option<Report>>,
@@ -213,7 +213,7 @@ impl Collector {
     }
 
     /// The reference graph of the snapshot's manifests (read from the store once per process).
-    async fn graph(&self, snap: &Snapshot) -> Result<Graph, GcError> {
+    pub async fn graph(&self, snap: &Snapshot) -> Result<Graph, GcError> {
         let mut g = Graph::default();
         for (d, rec) in &snap.manifests {
             let children = match self.leases.edges(d) {
@@ -242,7 +242,7 @@ impl Collector {
         for (subject, referrer) in &snap.referrers {
             g.edge(subject, referrer);
         }
-        for (a, b) in &snap.rewrites {
+        for (a, _, b) in &snap.rewrites {
             g.edge(a, b);
             g.edge(b, a);
         }

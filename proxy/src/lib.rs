@@ -1,12 +1,14 @@
 //! wharf: a registry-protocol proxy for container images. See ARCHITECTURE.md for the map.
 
 pub mod admin;
+pub mod archive;
 pub mod body;
 pub mod config;
 pub mod digest;
 pub mod error;
 pub mod fill;
 pub mod gc;
+pub mod images;
 pub mod inflight;
 pub mod lease;
 pub mod logbuf;

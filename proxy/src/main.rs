@@ -50,11 +50,83 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the images wharf holds: repository, tag, image ID, platforms present, size (each blob
+    /// once), last use, and where a reduced or rewritten index came from.
+    Images {
+        #[arg(long, short, env = "WHARF_CONFIG")]
+        config: Option<PathBuf>,
+        /// List the images no tag reaches instead (the next collection reclaims them).
+        #[arg(long)]
+        dangling: bool,
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        command: Option<ImagesCommand>,
+    },
+    /// Write an image as an OCI image layout tar, with only the chosen platforms: what is not cached
+    /// is fetched through wharf (its mirror and platform policy), nothing of other platforms.
+    Export {
+        /// What a client would pull from wharf: docker.io/library/alpine:3, team/app:v1,
+        /// name@sha256:….
+        reference: String,
+        /// The archive to write.
+        #[arg(long, short)]
+        output: PathBuf,
+        /// A platform to export (os/arch[/variant]); repeat for more. Default: what wharf's
+        /// platform policy keeps (every platform when it has none).
+        #[arg(long = "platform", value_parser = parse_platform)]
+        platforms: Vec<wharf::mirror::platforms::PlatformSpec>,
+        /// Point index.json at an index reduced to the chosen platforms (annotated
+        /// dev.wharf.reduced-from) instead of the original index.
+        #[arg(long)]
+        reduced: bool,
+        #[arg(long, short, env = "WHARF_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load an OCI image layout tar (wharf export, skopeo oci-archive, ctr images export) into wharf
+    /// through its registry API, keeping every digest.
+    Import {
+        file: PathBuf,
+        /// REPO[:TAG] to store the image as; default: the name the archive gives it.
+        #[arg(long)]
+        tag: Option<String>,
+        #[arg(long, short, env = "WHARF_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Tools for plugin authors: check a component, run one call offline, start a project.
     Plugins {
         #[command(subcommand)]
         command: PluginsCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum ImagesCommand {
+    /// Fill the cache ahead of time with an image's chosen platforms (a CI warm-up): the same
+    /// fetch as `wharf export`, writing no file.
+    Pull {
+        /// What a client would pull from wharf: docker.io/library/alpine:3, team/app:v1, ….
+        reference: String,
+        /// A platform to fetch; repeat for more. Default: what wharf's platform policy keeps.
+        #[arg(long = "platform", value_parser = parse_platform)]
+        platforms: Vec<wharf::mirror::platforms::PlatformSpec>,
+        #[arg(long, short, env = "WHARF_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_platform(s: &str) -> Result<wharf::mirror::platforms::PlatformSpec, String> {
+    s.parse()
 }
 
 #[derive(Subcommand)]
@@ -200,6 +272,95 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Images {
+            command:
+                Some(ImagesCommand::Pull {
+                    reference,
+                    platforms,
+                    config,
+                    json,
+                }),
+            config: outer_config,
+            ..
+        } => {
+            let cfg = Config::load(config.or(outer_config).as_deref())?;
+            let r: wharf::archive::ImageRef = reference.parse()?;
+            let choice = wharf::archive::Choice {
+                platforms,
+                reduced: false,
+            };
+            let report = archive_runtime()?.block_on(wharf::archive::pull(&cfg, &r, &choice));
+            log.flush();
+            print_archive_report(&report?, "fetched", json)
+        }
+        Command::Export {
+            reference,
+            output,
+            platforms,
+            reduced,
+            config,
+            json,
+        } => {
+            let cfg = Config::load(config.as_deref())?;
+            let r: wharf::archive::ImageRef = reference.parse()?;
+            let choice = wharf::archive::Choice { platforms, reduced };
+            let report =
+                archive_runtime()?.block_on(wharf::archive::export(&cfg, &r, &choice, &output));
+            log.flush();
+            let report = report?;
+            print_archive_report(&report, &format!("wrote {}:", output.display()), json)
+        }
+        Command::Import {
+            file,
+            tag,
+            config,
+            json,
+        } => {
+            let cfg = Config::load(config.as_deref())?;
+            let report =
+                archive_runtime()?.block_on(wharf::archive::import(&cfg, &file, tag.as_deref()));
+            log.flush();
+            let report = report?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                return Ok(());
+            }
+            for i in &report.images {
+                match &i.reduced_from {
+                    Some(orig) => {
+                        println!("imported {} ({}, reduced from {orig})", i.name, i.digest)
+                    }
+                    None => println!("imported {} ({})", i.name, i.digest),
+                }
+            }
+            for n in &report.notes {
+                println!("note: {n}");
+            }
+            println!(
+                "{} manifests, {} blobs pushed ({}), {} already present",
+                report.manifests,
+                report.blobs_pushed,
+                human_bytes(report.bytes),
+                report.blobs_present
+            );
+            Ok(())
+        }
+        Command::Images {
+            config,
+            dangling,
+            json,
+            command: None,
+        } => {
+            let cfg = Config::load(config.as_deref())?;
+            let list = local_runtime()?.block_on(wharf::admin::images(&cfg, dangling))?;
+            log.flush();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", images_text(&list));
+            }
+            Ok(())
+        }
         Command::Plugins { command } => {
             use wharf::plugin::cli;
             let out = match command {
@@ -252,6 +413,44 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     .await;
     for t in housekeeping {
         t.abort();
+    }
+    Ok(())
+}
+
+/// Export, import and warm-up may run a whole wharf in this process (when none serves the configured
+/// address): the server's runtime, not a single thread.
+fn archive_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn print_archive_report(r: &wharf::archive::Report, verb: &str, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+        return Ok(());
+    }
+    println!("{verb} {} ({})", r.image, r.digest);
+    if let Some(orig) = &r.reduced_from {
+        println!("  reduced from {orig}");
+    }
+    println!(
+        "  platforms: {}",
+        if r.platforms.is_empty() {
+            "-".to_owned()
+        } else {
+            r.platforms.join(", ")
+        }
+    );
+    println!(
+        "  {} manifests, {} blobs, {}",
+        r.manifests,
+        r.blobs,
+        human_bytes(r.bytes)
+    );
+    for l in &r.left_out {
+        println!("  left out: {l}");
     }
     Ok(())
 }
@@ -334,6 +533,80 @@ fn leases_text(list: &[wharf::admin::LeaseEntry]) -> String {
             l.record.digests.len(),
             l.record.purpose
         );
+    }
+    out
+}
+
+fn images_text(list: &[wharf::images::Image]) -> String {
+    use std::fmt::Write as _;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let ago = |t: Option<u64>| match t {
+        None => "-".to_owned(),
+        Some(t) => {
+            let s = now.saturating_sub(t);
+            match s {
+                0..=59 => format!("{s} s ago"),
+                60..=3599 => format!("{} min ago", s / 60),
+                3600..=86399 => format!("{} h ago", s / 3600),
+                _ => format!("{} days ago", s / 86400),
+            }
+        }
+    };
+    let rows: Vec<[String; 7]> = list
+        .iter()
+        .map(|i| {
+            let mut platforms = i.platforms.join(",");
+            if i.platforms_absent > 0 {
+                let _ = write!(platforms, " (+{} not here)", i.platforms_absent);
+            }
+            [
+                i.repository.clone(),
+                i.tag.clone().unwrap_or_else(|| "<none>".into()),
+                i.digest.hex()[..12].to_owned(),
+                if platforms.is_empty() {
+                    "-".into()
+                } else {
+                    platforms
+                },
+                human_bytes(i.size),
+                ago(i.last_used),
+                i.provenance.join("; "),
+            ]
+        })
+        .collect();
+    let head = [
+        "REPOSITORY",
+        "TAG",
+        "IMAGE ID",
+        "PLATFORMS",
+        "SIZE",
+        "LAST USED",
+        "PROVENANCE",
+    ];
+    let mut width = head.map(str::len);
+    for r in &rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<&str>, out: &mut String| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(c);
+            } else {
+                let _ = write!(l, "{c:<w$}   ", w = width[i]);
+            }
+        }
+        let _ = writeln!(out, "{}", l.trim_end());
+    };
+    line(head.to_vec(), &mut out);
+    for r in &rows {
+        line(r.iter().map(String::as_str).collect(), &mut out);
     }
     out
 }

@@ -287,3 +287,46 @@ async fn content_written_during_a_collection_is_kept() {
         assert!(f.stored(&d).await, "round {i}: a fresh write was collected");
     }
 }
+
+/// `wharf images`: one row per tag (two tags, one image ID), the size counts each blob once, and an
+/// untagged image is listed only as dangling.
+#[tokio::test]
+async fn images_lists_tags_and_dangling_images() {
+    let f = Fixture::new(true).await;
+    let base = f.blob("team/a", b"base").await;
+    let config = br#"{"os":"linux","architecture":"arm64"}"#;
+    let cfg = f.blob("team/a", config).await;
+    let m = f.image("team/a", Some("v1"), &[&cfg, &base]).await;
+    f.meta
+        .put_manifest(ManifestPut {
+            repo: "team/a",
+            digest: &m,
+            record: f.meta.manifest("team/a", &m).await.unwrap().unwrap(),
+            tag: Some("latest"),
+            referrer: None,
+        })
+        .await
+        .unwrap();
+    let lone = f.blob("team/b", b"lone").await;
+    let other = f.image("team/b", None, &[&lone]).await;
+    let gc = f.collector(0);
+
+    let list = crate::images::list(&gc, false).await.unwrap();
+    let tags: Vec<(&str, Option<&str>)> = list
+        .iter()
+        .map(|i| (i.repository.as_str(), i.tag.as_deref()))
+        .collect();
+    assert_eq!(
+        tags,
+        vec![("team/a", Some("latest")), ("team/a", Some("v1"))]
+    );
+    assert!(list.iter().all(|i| i.digest == m));
+    let manifest_size = f.store.stat(&m).await.unwrap().unwrap();
+    assert_eq!(list[0].size, manifest_size + 4 + config.len() as u64);
+    assert_eq!(list[0].platforms, vec!["linux/arm64".to_owned()]);
+
+    let dangling = crate::images::list(&gc, true).await.unwrap();
+    assert_eq!(dangling.len(), 1, "{dangling:?}");
+    assert_eq!(dangling[0].digest, other);
+    assert_eq!(dangling[0].tag, None);
+}

@@ -24,8 +24,9 @@ pub struct Snapshot {
     pub manifests: HashMap<Digest, ManifestRecord>,
     /// (subject, referrer): a reachable subject keeps its referrers.
     pub referrers: Vec<(Digest, Digest)>,
-    /// (original, rewritten or reduced): each end keeps the other.
-    pub rewrites: Vec<(Digest, Digest)>,
+    /// (original, what made the new one: `platforms:…` or a plugin set's key, rewritten or reduced):
+    /// each end keeps the other.
+    pub rewrites: Vec<(Digest, String, Digest)>,
     /// (subject, cached referrers index) of the mirror.
     pub mirror_referrers: Vec<(Digest, Digest)>,
     /// Digest → unix seconds it was last served from the mirror cache.
@@ -110,8 +111,9 @@ impl Meta {
             }
             for item in tx.open_table(REWRITES)?.iter()? {
                 let (k, v) = item?;
-                if let (Ok(a), Ok(b)) = (k.value().0.parse(), v.value().parse()) {
-                    s.rewrites.push((a, b));
+                let (original, key) = k.value();
+                if let (Ok(a), Ok(b)) = (original.parse(), v.value().parse()) {
+                    s.rewrites.push((a, key.to_owned(), b));
                 }
             }
             for item in tx.open_table(MIRROR_REFERRERS)?.iter()? {
@@ -127,6 +129,23 @@ impl Meta {
                 }
             }
             Ok(s)
+        })
+        .await
+    }
+
+    /// Every (repository, manifest digest) recorded.
+    pub async fn manifest_repos(&self) -> Result<Vec<(String, Digest)>, MetaError> {
+        self.run(|db| {
+            let t = db.begin_read()?.open_table(MANIFESTS)?;
+            let mut out = Vec::new();
+            for item in t.iter()? {
+                let (k, _) = item?;
+                let (r, d) = k.value();
+                if let Ok(d) = d.parse() {
+                    out.push((r.to_owned(), d));
+                }
+            }
+            Ok(out)
         })
         .await
     }
