@@ -27,6 +27,7 @@ use crate::digest::Digest;
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::fill::{Fills, Phase, Source};
 use crate::inflight::Flights;
+use crate::lease::Leases;
 use crate::manifest::{self, bare_media_type};
 use crate::meta::{Descriptor, ManifestPut, ManifestRecord, Meta};
 use crate::plugin::{Operation, Plugins, RequestCtx};
@@ -248,6 +249,12 @@ impl Mirror {
 
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// Leases over what the mirror builds (reduced indexes) until a root holds it.
+    pub fn with_leases(mut self, leases: Leases) -> Self {
+        self.platforms.set_leases(leases);
+        self
     }
 
     pub fn upstreams(&self) -> &[Arc<Upstream>] {

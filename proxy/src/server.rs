@@ -110,7 +110,8 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
     let policy = Policy::new(plugins, store.clone(), meta.clone());
     let mirror = Mirror::new(cfg, store.clone(), meta.clone())
         .map_err(StartError::Upstream)?
-        .with_policy(policy);
+        .with_policy(policy)
+        .with_leases(leases.clone());
     for u in mirror.upstreams() {
         tracing::info!(host = %u.host, prefix = %u.prefix, endpoint = %u.endpoint(), "mirroring upstream");
     }

@@ -27,6 +27,7 @@ use serde_json::Value;
 use crate::config::{MirrorConfig, UpstreamConfig};
 use crate::digest::Digest;
 use crate::error::{ErrorCode, RegistryError, Result};
+use crate::lease::Leases;
 use crate::manifest::{self, Kind};
 use crate::meta::{ManifestRecord, Meta};
 use crate::plugin::{Platform, PluginSet, RequestCtx};
@@ -39,6 +40,9 @@ use super::Target;
 pub const REDUCED_FROM: &str = "dev.wharf.reduced-from";
 /// The prefix of the rewrite keys (`Meta::record_rewrite`) of reduced indexes.
 pub const KEY_PREFIX: &str = "platforms:";
+/// How long the lease over building a reduced index lasts unless released: building takes a store
+/// write and two metadata commits, so this only matters when a crash leaves the lease behind.
+const REDUCE_LEASE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// A platform as configured: `os/architecture[/variant]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -266,6 +270,9 @@ pub struct PlatformPolicy {
     max_manifest: u64,
     /// (cache repo, index digest) → the selection, once made (its children recorded in the metadata).
     known: DashMap<(String, Digest), Arc<Selection>>,
+    /// Protection from the collector while a reduced index is built (none in tests that run no
+    /// collector).
+    leases: Option<Leases>,
 }
 
 fn configured(key: String, specs: &[PlatformSpec]) -> Option<Configured> {
@@ -306,7 +313,13 @@ impl PlatformPolicy {
             meta,
             max_manifest,
             known: DashMap::new(),
+            leases: None,
         }
+    }
+
+    /// Builds reduced indexes under a lease from `leases`.
+    pub fn set_leases(&mut self, leases: Leases) {
+        self.leases = Some(leases);
     }
 
     fn configured(&self, t: &Target) -> Option<&Configured> {
@@ -542,6 +555,21 @@ impl PlatformPolicy {
         })?;
         let key = chosen_key(&sel.chosen);
         let out = Bytes::from(reduced);
+        // Until the mapping original → reduced is recorded, no tag reaches the reduced index (nor,
+        // through it, the kept children): one lease holds them all from before its first byte is
+        // written until then. The nerdctl push bug was a reduced image collected in that gap.
+        let lease = match &self.leases {
+            None => None,
+            Some(leases) => {
+                let lease = leases
+                    .acquire(&format!("reduce {}@{d}", t.cache), REDUCE_LEASE)
+                    .await?;
+                let mut held = vec![d.clone(), Digest::sha256_of(&out)];
+                held.extend(sel.kept.iter().cloned());
+                lease.protect(&held).await?;
+                Some(lease)
+            }
+        };
         let served = policy
             .derived(
                 &t.cache,
@@ -551,8 +579,13 @@ impl PlatformPolicy {
                 "index reduced to the platforms the policy keeps",
                 move |_, _| async move { Some(out) },
             )
-            .await?;
-        Ok(served)
+            .await;
+        if let Some(lease) = lease {
+            if let Err(e) = lease.release().await {
+                tracing::warn!(repo = %t.cache, original = %d, error = %e, "cannot release the lease over a reduced index; it expires on its own");
+            }
+        }
+        served
     }
 
     /// Records the config and layers of image manifest `d` (cached for `repo`) as fetchable.

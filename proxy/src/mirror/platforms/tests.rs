@@ -435,3 +435,31 @@ async fn rewritten_serves_a_reduced_index() {
     assert_eq!(e.code, ErrorCode::ManifestUnknown);
     assert!(e.message.contains("linux/arm64"), "{}", e.message);
 }
+
+/// Proves: building a reduced index under a lease (the server's case) works, and the lease is
+/// released once the mapping is recorded, not left to expire.
+#[tokio::test]
+async fn the_reduced_index_lease_is_released() {
+    let f = Fixture::new().await;
+    let (mut pp, policy) =
+        f.policy("[mirror]\nplatforms = [\"linux/amd64\"]\nplatform_mode = \"rewritten\"\n");
+    let leases = crate::lease::Leases::new(f.meta.clone());
+    pp.set_leases(leases.clone());
+    let (reduced, _) = pp
+        .tag_manifest(
+            &f.target,
+            ctx(),
+            &policy,
+            f.index.0.clone(),
+            f.index.1.clone(),
+        )
+        .await
+        .unwrap();
+    assert_ne!(reduced, f.index.0);
+    assert!(
+        leases.list().is_empty(),
+        "lease left behind: {:?}",
+        leases.list()
+    );
+    assert!(f.meta.leases().await.unwrap().is_empty());
+}
