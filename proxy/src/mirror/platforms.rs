@@ -230,7 +230,7 @@ pub fn chosen_key(chosen: &[Platform]) -> String {
 /// Why an entry was left out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum LeftOut {
-    /// Not in the configured list (`key` names the setting).
+    /// Not in the configured list.
     Config,
     /// The platform plugins did not keep it.
     Plugins,
@@ -255,7 +255,10 @@ struct Selection {
 /// The configured platforms of one upstream, and the setting that says so (for messages).
 #[derive(Debug, Clone)]
 struct Configured {
+    /// Where the list is: `mirror.platforms`, or the `[[upstream]]` entry's.
     key: String,
+    /// The setting as written: `mirror.platforms = ["linux/amd64"]`.
+    setting: String,
     specs: Vec<PlatformSpec>,
 }
 
@@ -275,9 +278,10 @@ pub struct PlatformPolicy {
     leases: Option<Leases>,
 }
 
-fn configured(key: String, specs: &[PlatformSpec]) -> Option<Configured> {
+fn configured(key: String, setting: String, specs: &[PlatformSpec]) -> Option<Configured> {
     (!specs.is_empty()).then(|| Configured {
         key,
+        setting,
         specs: specs.to_vec(),
     })
 }
@@ -300,13 +304,19 @@ impl PlatformPolicy {
     ) -> PlatformPolicy {
         PlatformPolicy {
             mode: cfg.platform_mode,
-            default: configured("mirror.platforms".into(), &cfg.platforms),
+            default: configured(
+                "mirror.platforms".into(),
+                format!("mirror.platforms = [{}]", list(&cfg.platforms)),
+                &cfg.platforms,
+            ),
             per_upstream: upstreams
                 .iter()
                 .filter_map(|u| {
                     let specs = u.platforms.as_ref()?;
-                    let key = format!("platforms of the [[upstream]] with host = \"{}\"", u.host);
-                    Some((u.host.clone(), configured(key, specs)))
+                    let entry = format!("the [[upstream]] with host = \"{}\"", u.host);
+                    let key = format!("the platforms of {entry}");
+                    let setting = format!("platforms = [{}] of {entry}", list(specs));
+                    Some((u.host.clone(), configured(key, setting, specs)))
                 })
                 .collect(),
             store,
@@ -603,7 +613,7 @@ impl PlatformPolicy {
     fn describe(&self, t: &Target, policy: &Policy) -> String {
         let mut parts = Vec::new();
         if let Some(c) = self.configured(t) {
-            parts.push(format!("{} = [{}]", c.key, list(&c.specs)));
+            parts.push(c.setting.clone());
         }
         let plugins = policy.plugins().platform_plugins();
         if !plugins.is_empty() {
@@ -627,7 +637,7 @@ impl PlatformPolicy {
         };
         let (by, fix) = match (why, self.configured(t)) {
             (LeftOut::Config, Some(c)) => (
-                format!("{} = [{}]", c.key, list(&c.specs)),
+                c.setting.clone(),
                 match platform {
                     Some(p) => format!("add \"{p}\" to {} to mirror it", c.key),
                     None => format!("change {}", c.key),
