@@ -19,7 +19,11 @@ use tokio::sync::{mpsc, watch};
 
 use crate::body::{map_chunk, map_if_resident, Body, Sending, MAP_CHUNK};
 use crate::digest::Digest;
+use crate::lease::{Lease, Leases};
 use crate::meta::Meta;
+
+/// A fill's lease lasts this long unless released (a fill that hangs that long has failed anyway).
+const FILL_LEASE: std::time::Duration = std::time::Duration::from_secs(3600);
 use crate::store::{BlobSource, ContentStore, IngestRef};
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -78,6 +82,9 @@ pub struct Fills {
     running: Arc<DashMap<Digest, Arc<Fill>>>,
     store: Arc<dyn ContentStore>,
     meta: Meta,
+    /// Each fill holds a lease on its blob from before its first byte until it is linked to its cache
+    /// repository (`wharf leases` lists fills in progress).
+    leases: Option<Leases>,
 }
 
 impl Fills {
@@ -86,6 +93,30 @@ impl Fills {
             running: Arc::new(DashMap::new()),
             store,
             meta,
+            leases: None,
+        }
+    }
+
+    pub fn set_leases(&mut self, leases: Leases) {
+        self.leases = Some(leases);
+    }
+
+    /// A lease on `digest` for one fill; a fill goes on without one if the metadata store refuses
+    /// (the grace window after its commit still protects the blob).
+    async fn lease(&self, digest: &Digest, src: &Source) -> Option<Lease> {
+        let leases = self.leases.as_ref()?;
+        let purpose = format!("fill {} {digest}", src.cache_repo);
+        let taken = async {
+            let l = leases.acquire(&purpose, FILL_LEASE).await?;
+            l.protect(std::slice::from_ref(digest)).await?;
+            Ok::<_, crate::lease::LeaseError>(l)
+        };
+        match taken.await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(%digest, error = %e, "fill goes on without a lease");
+                None
+            }
         }
     }
 
@@ -138,7 +169,15 @@ impl Fills {
         src: Source,
         tx: watch::Sender<Progress>,
     ) {
+        let lease = self.lease(&digest, &src).await;
         let outcome = self.fetch(&digest, &ingest, &src, &tx).await;
+        if let Some(l) = lease {
+            // Linked (or failed, leaving nothing to protect): the cache repository's tag, or the
+            // grace window after the commit, keeps the blob from here on.
+            if let Err(e) = l.release().await {
+                tracing::warn!(%digest, error = %e, "could not release a fill's lease; it expires");
+            }
+        }
         let end = match outcome {
             Ok(size) => {
                 tracing::info!(upstream = %src.upstream.host, repo = %src.remote, %digest, size, "blob cached");

@@ -251,8 +251,10 @@ impl Mirror {
         &self.policy
     }
 
-    /// Leases over what the mirror builds (reduced indexes) until a root holds it.
+    /// Leases over what the mirror builds (reduced indexes) and fetches (blob fills) until a root
+    /// holds it.
     pub fn with_leases(mut self, leases: Leases) -> Self {
+        self.fills.set_leases(leases.clone());
         self.platforms.set_leases(leases);
         self
     }
