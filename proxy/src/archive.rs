@@ -1,0 +1,540 @@
+//! `wharf export`, `wharf import` and `wharf images pull`: images as OCI image layout archives, and
+//! the cache filled ahead of time.
+//!
+//! All three are clients of wharf's own registry API (`client.rs`), never of its store: a cold cache
+//! is filled through the mirror, with its platform policy, single-flight fills and leases, and an
+//! import is checked like any push. The plan (`plan`) fetches the index, then only the chosen
+//! platforms' manifests, and lists their configs and layers: nothing of another platform is asked
+//! for (the `nerdctl save` bug fetched every platform to save one).
+//!
+//! An export's `index.json` points at the original index, byte for byte as the registry served it:
+//! the children of platforms not chosen are simply absent (containerd's sparse export does the
+//! same). `--reduced` points it at the index reduced to the chosen platforms instead, made by the
+//! mirror's own `platforms::reduce` (so it is the very index wharf serves in `rewritten` mode for the
+//! same choice), with the original's digest in `dev.wharf.reduced-from`.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::Path;
+
+use bytes::Bytes;
+use http::StatusCode;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::config::Config;
+use crate::digest::Digest;
+use crate::manifest::{self, Kind};
+use crate::mirror::platforms::{self, PlatformSpec, REDUCED_FROM};
+use crate::plugin::Platform;
+use crate::reference::{Reference, RepoName, Tag};
+
+pub mod client;
+pub mod import;
+pub mod tarball;
+
+#[cfg(test)]
+mod tests;
+
+pub use client::{Fetched, Refusal, Registry};
+pub use import::{import, import_with, ImportReport};
+
+/// The annotation of `index.json` that names an image (OCI image layout).
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// containerd's: the full image name (what `ctr images import` names the image).
+pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
+const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+/// How deep indexes may nest (an index of indexes); real images have one level.
+const MAX_DEPTH: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("{0}")]
+    Ref(String),
+    #[error("cannot start wharf in this process: {0}")]
+    Start(String),
+    #[error("{0}")]
+    Io(std::io::Error),
+    #[error("{path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("request to wharf failed: {0}")]
+    Http(String),
+    #[error("wharf refused {what}: {refusal}")]
+    Refused { what: String, refusal: Refusal },
+    #[error("{what} has digest {actual}, not {expected}: it was not written")]
+    DigestMismatch {
+        what: String,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error(
+        "{what} is {actual} bytes, not the {expected} its descriptor says: it was not written"
+    )]
+    SizeMismatch {
+        what: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Platforms(String),
+}
+
+/// What a client would pull from wharf: `docker.io/library/alpine:3`, `team/app:v1`,
+/// `ghcr.io/org/app@sha256:…`. A first component with a dot or a port, or `localhost`, is a registry
+/// host (Docker's rule): it is sent as containerd's `?ns=`, which the mirror routes by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    pub host: Option<String>,
+    /// The repository on that host (or in wharf, without a host).
+    pub name: String,
+    pub reference: Reference,
+}
+
+fn is_host(first: &str) -> bool {
+    first.contains('.') || first.contains(':') || first == "localhost"
+}
+
+impl std::str::FromStr for ImageRef {
+    type Err = ArchiveError;
+
+    fn from_str(s: &str) -> Result<ImageRef, ArchiveError> {
+        let bad = |why: String| {
+            ArchiveError::Ref(format!(
+                "{s:?} is not an image reference ({why}); write [host/]repository[:tag|@digest], \
+                 e.g. docker.io/library/alpine:3 or team/app@sha256:…"
+            ))
+        };
+        let (rest, reference) = match s.split_once('@') {
+            Some((rest, d)) => (
+                rest,
+                Reference::Digest(d.parse().map_err(|e| bad(format!("{e}")))?),
+            ),
+            None => {
+                let slash = s.rfind('/').map_or(0, |i| i + 1);
+                match s[slash..].rfind(':') {
+                    Some(i) => (
+                        &s[..slash + i],
+                        Reference::Tag(
+                            s[slash + i + 1..]
+                                .parse::<Tag>()
+                                .map_err(|e| bad(e.to_string()))?,
+                        ),
+                    ),
+                    None => (s, Reference::Tag("latest".parse().expect("valid tag"))),
+                }
+            }
+        };
+        let (host, name) = match rest.split_once('/') {
+            Some((first, name)) if is_host(first) => (Some(first.to_owned()), name),
+            _ => (None, rest),
+        };
+        name.parse::<RepoName>().map_err(|e| bad(e.to_string()))?;
+        Ok(ImageRef {
+            host,
+            name: name.to_owned(),
+            reference,
+        })
+    }
+}
+
+impl ImageRef {
+    /// The name without tag or digest, with its host.
+    pub fn repository(&self) -> String {
+        match &self.host {
+            Some(h) => format!("{h}/{}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.reference {
+            Reference::Tag(t) => write!(f, "{}:{t}", self.repository()),
+            Reference::Digest(d) => write!(f, "{}@{d}", self.repository()),
+        }
+    }
+}
+
+/// Which platforms to take, and which index the archive points at.
+#[derive(Debug, Clone, Default)]
+pub struct Choice {
+    /// Empty: what wharf's platform policy keeps (every platform when it has none).
+    pub platforms: Vec<PlatformSpec>,
+    /// Point `index.json` at the index reduced to the chosen platforms.
+    pub reduced: bool,
+}
+
+/// What an export writes or a warm-up fetches.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The manifest `index.json` names.
+    pub top: Fetched,
+    /// Every manifest to include, the top one first, each once.
+    pub manifests: Vec<Fetched>,
+    /// The configs and layers of the chosen platforms' manifests, each once, with their sizes.
+    pub blobs: Vec<(Digest, u64)>,
+    /// The platforms taken.
+    pub platforms: Vec<Platform>,
+    /// Entries left out, and why.
+    pub left_out: Vec<String>,
+    /// When `top` is a reduced index: the original's digest.
+    pub reduced_from: Option<Digest>,
+}
+
+impl Plan {
+    pub fn blob_bytes(&self) -> u64 {
+        self.blobs.iter().map(|(_, s)| s).sum()
+    }
+}
+
+fn refused(what: impl Into<String>) -> impl FnOnce(Refusal) -> ArchiveError {
+    let what = what.into();
+    move |refusal| ArchiveError::Refused { what, refusal }
+}
+
+/// Fetches the manifests of what `r` names that `choice` keeps, and lists their blobs.
+pub async fn plan(reg: &Registry, r: &ImageRef, choice: &Choice) -> Result<Plan, ArchiveError> {
+    let served = reg
+        .manifest(r, &r.reference.to_string())
+        .await?
+        .map_err(refused(format!("manifest {r}")))?;
+    let mut plan = Plan {
+        top: served.clone(),
+        manifests: Vec::new(),
+        blobs: Vec::new(),
+        platforms: Vec::new(),
+        left_out: Vec::new(),
+        reduced_from: None,
+    };
+    let mut seen_blobs = HashSet::new();
+    match manifest::kind_of(&served.media_type) {
+        Some(Kind::Image) => {
+            if !choice.platforms.is_empty() {
+                plan.left_out.push(format!(
+                    "{r} is a single-platform image, not an index: --platform has nothing to choose from"
+                ));
+            }
+            add_image(&mut plan, &mut seen_blobs, served)?;
+        }
+        Some(Kind::Index) => {
+            // In `platform_mode = "rewritten"` a tag serves wharf's reduced index; an archive starts
+            // from the original, which stays retrievable by its digest.
+            let original = match reduced_from(&served.bytes) {
+                Some(orig) if orig != served.digest => reg
+                    .manifest(r, &orig.to_string())
+                    .await?
+                    .map_err(refused(format!("original index {orig} of {r}")))?,
+                _ => served,
+            };
+            walk_index(reg, r, choice, &mut plan, &mut seen_blobs, original.clone()).await?;
+            if choice.reduced {
+                let bytes = platforms::reduce(&original.digest, &original.bytes, &plan.platforms)
+                    .map_err(|e| {
+                    ArchiveError::Invalid(format!(
+                        "cannot reduce index {} of {r}: {e}",
+                        original.digest
+                    ))
+                })?;
+                plan.reduced_from = Some(original.digest.clone());
+                plan.top = Fetched {
+                    digest: Digest::sha256_of(&bytes),
+                    media_type: original.media_type.clone(),
+                    bytes: Bytes::from(bytes),
+                };
+                plan.manifests[0] = plan.top.clone();
+            } else {
+                plan.top = original;
+            }
+        }
+        None => {
+            return Err(ArchiveError::Invalid(format!(
+                "{r} is a {}, which is neither an image manifest nor an index",
+                served.media_type
+            )))
+        }
+    }
+    Ok(plan)
+}
+
+fn add_image(plan: &mut Plan, seen: &mut HashSet<Digest>, m: Fetched) -> Result<(), ArchiveError> {
+    let parsed = manifest::parse(Some(&m.media_type), &m.bytes)
+        .map_err(|e| ArchiveError::Invalid(format!("manifest {} cannot be read: {e}", m.digest)))?;
+    for (d, size) in parsed.blobs {
+        if seen.insert(d.clone()) {
+            plan.blobs.push((d, size));
+        }
+    }
+    if !plan.manifests.iter().any(|x| x.digest == m.digest) {
+        plan.manifests.push(m);
+    }
+    Ok(())
+}
+
+/// The digest a wharf-reduced index was made from.
+fn reduced_from(index: &[u8]) -> Option<Digest> {
+    let v: Value = serde_json::from_slice(index).ok()?;
+    v.get("annotations")?
+        .get(REDUCED_FROM)?
+        .as_str()?
+        .parse()
+        .ok()
+}
+
+/// The index and the children `choice` keeps (nested indexes too), in index order.
+async fn walk_index(
+    reg: &Registry,
+    r: &ImageRef,
+    choice: &Choice,
+    plan: &mut Plan,
+    seen: &mut HashSet<Digest>,
+    index: Fetched,
+) -> Result<(), ArchiveError> {
+    let mut pending = vec![(index, 0usize)];
+    while let Some((index, depth)) = pending.pop() {
+        if depth > MAX_DEPTH {
+            return Err(ArchiveError::Invalid(format!(
+                "indexes of {r} nest more than {MAX_DEPTH} deep"
+            )));
+        }
+        let entries = platforms::entries(&index.bytes).map_err(|e| {
+            ArchiveError::Invalid(format!("index {} cannot be read: {e}", index.digest))
+        })?;
+        if !plan.manifests.iter().any(|x| x.digest == index.digest) {
+            plan.manifests.push(index.clone());
+        }
+        let mut offered = Vec::new();
+        let mut kept = 0;
+        for e in entries {
+            let name = e
+                .platform
+                .as_ref()
+                .map_or_else(|| "(no platform)".to_owned(), ToString::to_string);
+            offered.push(name.clone());
+            let wanted = choice.platforms.is_empty()
+                || e.platform
+                    .as_ref()
+                    .is_some_and(|p| choice.platforms.iter().any(|s| s.matches(p)));
+            if !wanted {
+                plan.left_out
+                    .push(format!("{name} ({}): not asked for", e.digest));
+                continue;
+            }
+            let child = match reg.manifest(r, &e.digest.to_string()).await? {
+                Ok(m) => m,
+                // Without --platform the mirror's policy decides: what it leaves out answers 404
+                // (it is never fetched upstream), and the archive goes without it.
+                Err(refusal)
+                    if choice.platforms.is_empty() && refusal.status == StatusCode::NOT_FOUND =>
+                {
+                    plan.left_out
+                        .push(format!("{name} ({}): {}", e.digest, refusal.message));
+                    continue;
+                }
+                Err(refusal) => {
+                    return Err(refused(format!("the {name} manifest {} of {r}", e.digest))(
+                        refusal,
+                    ))
+                }
+            };
+            kept += 1;
+            if let Some(p) = &e.platform {
+                if !plan.platforms.contains(p) {
+                    plan.platforms.push(p.clone());
+                }
+            }
+            match manifest::kind_of(&child.media_type) {
+                Some(Kind::Index) => pending.push((child, depth + 1)),
+                _ => add_image(plan, seen, child)?,
+            }
+        }
+        if kept == 0 && !offered.is_empty() {
+            let asked = if choice.platforms.is_empty() {
+                "wharf's platform policy".to_owned()
+            } else {
+                choice
+                    .platforms
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(ArchiveError::Platforms(format!(
+                "index {} of {r} offers {}; {asked} keeps none of them (name one with --platform)",
+                index.digest,
+                offered.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What `index.json` says: one entry, the top manifest, named.
+pub fn index_json(plan: &Plan, r: &ImageRef) -> Vec<u8> {
+    let mut notes = serde_json::Map::new();
+    notes.insert(CONTAINERD_NAME.into(), json!(r.to_string()));
+    // As containerd and skopeo write it: the tag (`oci-archive:F.tar:TAG` finds it); a digest
+    // reference has no tag, so the full name.
+    let ref_name = match &r.reference {
+        Reference::Tag(t) => t.to_string(),
+        Reference::Digest(_) => r.to_string(),
+    };
+    notes.insert(REF_NAME.into(), json!(ref_name));
+    if let Some(orig) = &plan.reduced_from {
+        notes.insert(REDUCED_FROM.into(), json!(orig.to_string()));
+    }
+    let v = json!({
+        "schemaVersion": 2,
+        "mediaType": manifest::OCI_INDEX,
+        "manifests": [{
+            "mediaType": plan.top.media_type,
+            "digest": plan.top.digest.to_string(),
+            "size": plan.top.bytes.len(),
+            "annotations": notes,
+        }],
+    });
+    serde_json::to_vec(&v).expect("JSON value")
+}
+
+/// What an export or a warm-up did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub image: String,
+    pub digest: String,
+    pub reduced_from: Option<String>,
+    pub platforms: Vec<String>,
+    pub manifests: usize,
+    pub blobs: usize,
+    pub bytes: u64,
+    pub left_out: Vec<String>,
+}
+
+impl Report {
+    fn of(plan: &Plan, r: &ImageRef) -> Report {
+        Report {
+            image: r.to_string(),
+            digest: plan.top.digest.to_string(),
+            reduced_from: plan.reduced_from.as_ref().map(ToString::to_string),
+            platforms: plan.platforms.iter().map(ToString::to_string).collect(),
+            manifests: plan.manifests.len(),
+            blobs: plan.blobs.len(),
+            bytes: plan.blob_bytes(),
+            left_out: plan.left_out.clone(),
+        }
+    }
+}
+
+/// Writes `r`'s chosen platforms to `out` as an OCI image layout tar (through `out.partial`, renamed
+/// once complete: a failed export leaves no archive).
+pub async fn export_with(
+    reg: &Registry,
+    r: &ImageRef,
+    choice: &Choice,
+    out: &Path,
+) -> Result<Report, ArchiveError> {
+    let plan = plan(reg, r, choice).await?;
+    let partial = {
+        let mut p = out.as_os_str().to_owned();
+        p.push(".partial");
+        std::path::PathBuf::from(p)
+    };
+    let written = write_archive(reg, r, &plan, &partial).await;
+    if let Err(e) = written {
+        let _ = tokio::fs::remove_file(&partial).await;
+        return Err(e);
+    }
+    tokio::fs::rename(&partial, out)
+        .await
+        .map_err(|source| ArchiveError::File {
+            path: out.display().to_string(),
+            source,
+        })?;
+    Ok(Report::of(&plan, r))
+}
+
+async fn write_archive(
+    reg: &Registry,
+    r: &ImageRef,
+    plan: &Plan,
+    path: &Path,
+) -> Result<(), ArchiveError> {
+    let mut w = tarball::TarWriter::create(path).await?;
+    w.file("oci-layout", OCI_LAYOUT).await?;
+    w.file("index.json", &index_json(plan, r)).await?;
+    for m in &plan.manifests {
+        w.blob_bytes(&m.digest, &m.bytes).await?;
+    }
+    for (d, size) in &plan.blobs {
+        if w.has(d) {
+            continue;
+        }
+        let body = reg.blob(r, d).await?;
+        w.blob_stream(d, *size, body).await?;
+    }
+    w.finish().await
+}
+
+/// `wharf export`: through the wharf serving `cfg` (or one started here).
+pub async fn export(
+    cfg: &Config,
+    r: &ImageRef,
+    choice: &Choice,
+    out: &Path,
+) -> Result<Report, ArchiveError> {
+    let reg = Registry::connect(cfg).await?;
+    let res = export_with(&reg, r, choice, out).await;
+    reg.close().await;
+    res
+}
+
+/// Fetches every blob of the plan through wharf, verifying each, writing nothing: the mirror fills
+/// its cache on the way.
+pub async fn pull_with(
+    reg: &Registry,
+    r: &ImageRef,
+    choice: &Choice,
+) -> Result<Report, ArchiveError> {
+    use http_body_util::BodyExt as _;
+    let plan = plan(reg, r, choice).await?;
+    for (d, size) in &plan.blobs {
+        let mut body = reg.blob(r, d).await?;
+        let mut hasher = d.algorithm().hasher();
+        let mut got = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ArchiveError::Http(format!("blob {d}: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                got += data.len() as u64;
+                hasher.update(&data);
+            }
+        }
+        let actual = hasher.finish();
+        if got != *size {
+            return Err(ArchiveError::SizeMismatch {
+                what: format!("blob {d}"),
+                expected: *size,
+                actual: got,
+            });
+        }
+        if &actual != d {
+            return Err(ArchiveError::DigestMismatch {
+                what: format!("blob {d}"),
+                expected: d.clone(),
+                actual,
+            });
+        }
+    }
+    Ok(Report::of(&plan, r))
+}
+
+/// `wharf images pull`.
+pub async fn pull(cfg: &Config, r: &ImageRef, choice: &Choice) -> Result<Report, ArchiveError> {
+    let reg = Registry::connect(cfg).await?;
+    let res = pull_with(&reg, r, choice).await;
+    reg.close().await;
+    res
+}
