@@ -10,6 +10,7 @@ mod oci;
 mod skopeo;
 
 // Tests.
+mod archive;
 mod bad_input;
 mod config_env;
 mod crash;

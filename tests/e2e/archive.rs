@@ -1,0 +1,539 @@
+//! `wharf export`, `wharf import` and `wharf images pull` (issue 15) against real peers: a
+//! 3-platform image (linux/amd64, linux/arm64, linux/arm/v7) on a real `docker-registry` upstream,
+//! the archives read back by skopeo (`oci-archive:`), containerd (`ctr images import`) and a fresh
+//! wharf. The upstream's access log is the witness that a platform not chosen is never fetched (the
+//! `nerdctl save` bug fetched every platform to save one).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+use crate::harness::{log_tail, wharf_bin, DistRegistry, MirrorOptions, Wharf, WharfOptions};
+use crate::http::Api;
+use crate::layout::{write_layout, Layout, LayoutSpec, PlatformImage};
+use crate::mirror::ctr::Containerd;
+use crate::mirror::{push_to_upstream, upstream};
+use crate::oci::sha256_digest;
+use crate::skopeo::Skopeo;
+
+const REPO: &str = "team/multi";
+const REDUCED_FROM: &str = "dev.wharf.reduced-from";
+
+struct Setup {
+    registry: DistRegistry,
+    wharf: Wharf,
+    layout: Layout,
+    /// Access log lines of the upstream before wharf asked anything (the seeding push).
+    seeded: usize,
+}
+
+/// An upstream holding the 3-platform image as `team/multi:v1`, and a wharf mirroring it (path
+/// prefix `up`, or `?ns=` with its host) with `mirror_keys` in `[mirror]`.
+fn setup(seed: u64, mirror_keys: &[&str]) -> Setup {
+    let registry = DistRegistry::start();
+    let wharf = Wharf::start(WharfOptions {
+        mirror: MirrorOptions {
+            keys: mirror_keys.iter().map(|k| (*k).to_owned()).collect(),
+            upstreams: vec![upstream(&registry.host(), registry.addr(), "up")],
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let layout = write_layout(&wharf.scratch("src"), &LayoutSpec::small("v1", seed));
+    push_to_upstream(&registry, &layout, REPO);
+    let seeded = registry.access_log().len();
+    Setup {
+        registry,
+        wharf,
+        layout,
+        seeded,
+    }
+}
+
+impl Setup {
+    /// The image as a client names it: the upstream's host, which wharf gets as `?ns=`.
+    fn reference(&self) -> String {
+        format!("{}/{REPO}:v1", self.registry.host())
+    }
+
+    fn image(&self, arch: &str) -> &PlatformImage {
+        self.layout
+            .images
+            .iter()
+            .find(|i| i.platform.architecture == arch)
+            .unwrap_or_else(|| panic!("no {arch} image"))
+    }
+
+    /// Digests only `arch`'s image has (its manifest, config and own layers; not the shared layer).
+    fn own_digests(&self, arch: &str) -> BTreeSet<String> {
+        let img = self.image(arch);
+        let mut own = BTreeSet::from([img.manifest.digest.clone(), img.config.digest.clone()]);
+        own.extend(
+            img.layers
+                .iter()
+                .filter(|l| **l != self.layout.shared_layer)
+                .map(|l| l.digest.clone()),
+        );
+        own
+    }
+
+    /// The index and everything of `arch`'s image.
+    fn closure(&self, arch: &str) -> BTreeSet<String> {
+        let img = self.image(arch);
+        let mut all = BTreeSet::from([
+            self.layout.index.digest.clone(),
+            img.manifest.digest.clone(),
+            img.config.digest.clone(),
+        ]);
+        all.extend(img.layers.iter().map(|l| l.digest.clone()));
+        all
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.registry.access_log()[self.seeded..].to_vec()
+    }
+
+    fn assert_never_requested(&self, arch: &str) {
+        let own = self.own_digests(arch);
+        let bad: Vec<String> = self
+            .requests()
+            .into_iter()
+            .filter(|l| own.iter().any(|d| l.contains(d.as_str())))
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "the upstream was asked for {arch} content, which was not chosen:\n{}\n--- wharf log ---\n{}",
+            bad.join("\n"),
+            log_tail(&self.wharf.log_path(), 40)
+        );
+    }
+
+    /// The cache really was cold: wharf fetched each of `arch`'s own blobs and its manifest upstream.
+    fn assert_fetched(&self, arch: &str) {
+        let requests = self.requests();
+        for d in self.own_digests(arch) {
+            assert!(
+                requests.iter().any(|l| l.contains(d.as_str())),
+                "wharf never asked the upstream for {d} of {arch}: {requests:#?}"
+            );
+        }
+    }
+
+    fn index_bytes(&self) -> Vec<u8> {
+        std::fs::read(self.layout.blob_path(&self.layout.index.digest)).unwrap()
+    }
+}
+
+/// The config file the harness wrote for `wharf` (next to its data dir).
+fn config_of(wharf: &Wharf) -> PathBuf {
+    wharf.data_dir().parent().unwrap().join("wharf.toml")
+}
+
+/// Runs `wharf ARGS --config <wharf's config>`, with no WHARF_* from the caller's shell.
+fn wharf_cli(wharf: &Wharf, args: &[&str]) -> Output {
+    let mut cmd = Command::new(wharf_bin());
+    cmd.args(args).arg("--config").arg(config_of(wharf));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("WHARF_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.stdin(Stdio::null()).output().expect("run wharf")
+}
+
+/// `wharf_cli` that must succeed; returns stdout.
+fn wharf_ok(wharf: &Wharf, args: &[&str]) -> String {
+    let out = wharf_cli(wharf, args);
+    assert!(
+        out.status.success(),
+        "wharf {} failed ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- server log ---\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        log_tail(&wharf.log_path(), 30)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The regular files of a (small) tar, by name.
+struct Archive {
+    files: BTreeMap<String, Vec<u8>>,
+}
+
+fn read_archive(path: &Path) -> Archive {
+    let mut files = BTreeMap::new();
+    let mut tar = tar::Archive::new(std::fs::File::open(path).expect("open archive"));
+    for entry in tar.entries().expect("a tar") {
+        let mut entry = entry.expect("a tar entry");
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+        files.insert(name.trim_start_matches("./").to_owned(), bytes);
+    }
+    Archive { files }
+}
+
+impl Archive {
+    fn index_json(&self) -> Value {
+        serde_json::from_slice(self.files.get("index.json").expect("index.json")).unwrap()
+    }
+
+    /// The digest index.json points at.
+    fn top(&self) -> String {
+        self.index_json()["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn blob(&self, digest: &str) -> &[u8] {
+        let name = format!("blobs/sha256/{}", crate::oci::hex_part(digest));
+        self.files
+            .get(&name)
+            .unwrap_or_else(|| panic!("the archive has no {name}"))
+    }
+
+    /// Every blob's name, checked against its bytes' digest.
+    fn verified_blobs(&self) -> BTreeSet<String> {
+        assert_eq!(
+            self.files
+                .get("oci-layout")
+                .map(|b| serde_json::from_slice::<Value>(b).unwrap()),
+            Some(serde_json::json!({"imageLayoutVersion": "1.0.0"})),
+            "oci-layout"
+        );
+        self.files
+            .iter()
+            .filter_map(|(name, bytes)| {
+                let hex = name.strip_prefix("blobs/sha256/")?;
+                let d = format!("sha256:{hex}");
+                assert_eq!(sha256_digest(bytes), d, "{name} does not hash to its name");
+                Some(d)
+            })
+            .collect()
+    }
+}
+
+/// `wharf export` of linux/amd64 from a cold cache: the upstream is asked for amd64 content only;
+/// the archive holds the original index (same bytes and digest) and the amd64 image, nothing else;
+/// skopeo and containerd accept it; a fresh wharf imports it with every digest kept.
+#[test]
+fn export_of_one_platform_fetches_only_it_and_peers_accept_the_archive() {
+    let s = setup(1501, &[]);
+    let file = s.wharf.scratch("export").join("multi.tar");
+    let printed = wharf_ok(
+        &s.wharf,
+        &[
+            "export",
+            &s.reference(),
+            "-o",
+            file.to_str().unwrap(),
+            "--platform",
+            "linux/amd64",
+        ],
+    );
+    assert!(printed.contains("linux/amd64"), "report: {printed}");
+    s.assert_fetched("amd64");
+    s.assert_never_requested("arm64");
+    s.assert_never_requested("arm");
+
+    let a = read_archive(&file);
+    assert_eq!(
+        a.verified_blobs(),
+        s.closure("amd64"),
+        "what the archive holds"
+    );
+    assert_eq!(
+        a.top(),
+        s.layout.index.digest,
+        "index.json names the original index"
+    );
+    assert_eq!(a.blob(&s.layout.index.digest), s.index_bytes().as_slice());
+    let notes = &a.index_json()["manifests"][0]["annotations"];
+    assert_eq!(notes["org.opencontainers.image.ref.name"], "v1");
+    assert_eq!(notes["io.containerd.image.name"], s.reference());
+    assert!(!file.with_extension("tar.partial").exists());
+
+    // skopeo: the archive's index as is, and the amd64 image copied out of it.
+    let skopeo = Skopeo::new();
+    let archive_ref = format!("oci-archive:{}", file.display());
+    let raw = skopeo.output(&["inspect", "--raw", &archive_ref]);
+    assert!(
+        raw.status.success(),
+        "skopeo inspect: {}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    assert_eq!(
+        raw.stdout,
+        s.index_bytes(),
+        "skopeo reads the original index"
+    );
+    let dir = s.wharf.scratch("skopeo-dir");
+    let copy = skopeo.output(&[
+        "copy",
+        "--override-os",
+        "linux",
+        "--override-arch",
+        "amd64",
+        &archive_ref,
+        &format!("dir:{}", dir.display()),
+    ]);
+    assert!(
+        copy.status.success(),
+        "skopeo copy: {}",
+        String::from_utf8_lossy(&copy.stderr)
+    );
+    let amd = s.image("amd64");
+    assert_eq!(
+        sha256_digest(&std::fs::read(dir.join("manifest.json")).unwrap()),
+        amd.manifest.digest
+    );
+
+    // containerd: imports and unpacks it (unpacking checks every layer against the config).
+    let ctr = Containerd::start();
+    ctr.ctr(&[
+        "images",
+        "import",
+        "--platform",
+        "linux/amd64",
+        "--snapshotter",
+        "native",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(ctr.image_digest(&s.reference()), s.layout.index.digest);
+    assert_eq!(
+        sha256_digest(&ctr.content(&amd.manifest.digest)),
+        amd.manifest.digest
+    );
+
+    // A fresh wharf: the index is sparse, so it is stored reduced to the image present; the image
+    // and its blobs keep the upstream's digests.
+    let fresh = Wharf::start(WharfOptions::default());
+    let printed = wharf_ok(
+        &fresh,
+        &["import", file.to_str().unwrap(), "--tag", "team/copy:v1"],
+    );
+    assert!(
+        printed.contains("sparse"),
+        "the import says the index was sparse: {printed}"
+    );
+    let api = Api::new(fresh.base());
+    let m = api.get_manifest("team/copy", &amd.manifest.digest);
+    m.assert_status(200);
+    assert_eq!(sha256_digest(&m.body), amd.manifest.digest);
+    api.assert_blob_intact("team/copy", &amd.config.digest, amd.config.size);
+    for l in &amd.layers {
+        api.assert_blob_intact("team/copy", &l.digest, l.size);
+    }
+    let tag = api.get_manifest("team/copy", "v1");
+    tag.assert_status(200);
+    let index = tag.json();
+    assert_eq!(index["annotations"][REDUCED_FROM], s.layout.index.digest);
+    let children: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(children, [amd.manifest.digest.as_str()]);
+}
+
+/// `--reduced`: index.json names an index listing only the chosen platform, annotated with the
+/// original's digest; its digest verifies, and a fresh wharf imports it under that same digest.
+#[test]
+fn export_reduced_names_an_index_of_the_chosen_platform_only() {
+    let s = setup(1502, &[]);
+    let file = s.wharf.scratch("export").join("arm64.tar");
+    wharf_ok(
+        &s.wharf,
+        &[
+            "export",
+            &format!("up/{REPO}:v1"),
+            "-o",
+            file.to_str().unwrap(),
+            "--platform",
+            "linux/arm64",
+            "--reduced",
+        ],
+    );
+    s.assert_never_requested("amd64");
+    s.assert_never_requested("arm");
+
+    let a = read_archive(&file);
+    let blobs = a.verified_blobs();
+    let top = a.top();
+    assert_ne!(
+        top, s.layout.index.digest,
+        "a reduced index has a digest of its own"
+    );
+    let reduced: Value = serde_json::from_slice(a.blob(&top)).unwrap();
+    assert_eq!(reduced["annotations"][REDUCED_FROM], s.layout.index.digest);
+    let arm = s.image("arm64");
+    let listed: Vec<(String, String)> = reduced["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["digest"].as_str().unwrap().to_owned(),
+                e["platform"]["architecture"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(listed, [(arm.manifest.digest.clone(), "arm64".to_owned())]);
+    let mut expected = s.closure("arm64");
+    expected.remove(&s.layout.index.digest);
+    expected.insert(top.clone());
+    assert_eq!(
+        blobs, expected,
+        "the reduced archive holds the reduced index, not the original"
+    );
+    assert_eq!(
+        a.index_json()["manifests"][0]["annotations"][REDUCED_FROM],
+        s.layout.index.digest
+    );
+
+    let skopeo = Skopeo::new();
+    let raw = skopeo.output(&[
+        "inspect",
+        "--raw",
+        &format!("oci-archive:{}", file.display()),
+    ]);
+    assert!(
+        raw.status.success(),
+        "skopeo inspect: {}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    assert_eq!(sha256_digest(&raw.stdout), top);
+
+    let fresh = Wharf::start(WharfOptions::default());
+    wharf_ok(
+        &fresh,
+        &["import", file.to_str().unwrap(), "--tag", "team/arm:v1"],
+    );
+    let api = Api::new(fresh.base());
+    let tag = api.get_manifest("team/arm", "v1");
+    tag.assert_status(200);
+    assert_eq!(
+        sha256_digest(&tag.body),
+        top,
+        "the import keeps the reduced index's digest"
+    );
+    for d in &expected {
+        if *d == top || *d == arm.manifest.digest {
+            continue;
+        }
+        let size = a.blob(d).len() as u64;
+        api.assert_blob_intact("team/arm", d, size);
+    }
+}
+
+/// Without `--platform` the mirror's policy decides (here `[mirror] platforms = ["linux/arm/v7"]`),
+/// and with no wharf serving the configured address, export starts one in-process on the same data
+/// dir; a full export of a complete image then imports with every digest the upstream has,
+/// the index's included.
+#[test]
+fn export_follows_the_mirror_policy_without_a_server_and_a_full_archive_round_trips() {
+    let mut s = setup(1503, &[r#"platforms = ["linux/arm/v7"]"#]);
+    s.wharf.stop();
+    let file = s.wharf.scratch("export").join("armv7.tar");
+    let printed = wharf_ok(
+        &s.wharf,
+        &["export", &s.reference(), "-o", file.to_str().unwrap()],
+    );
+    assert!(printed.contains("linux/arm/v7"), "report: {printed}");
+    s.assert_fetched("arm");
+    s.assert_never_requested("amd64");
+    s.assert_never_requested("arm64");
+    let a = read_archive(&file);
+    assert_eq!(a.verified_blobs(), s.closure("arm"));
+    assert_eq!(a.top(), s.layout.index.digest);
+
+    // Every platform, from a wharf with no platform policy: the whole image, index digest and all.
+    let full = setup(1504, &[]);
+    let file = full.wharf.scratch("export").join("all.tar");
+    wharf_ok(
+        &full.wharf,
+        &["export", &full.reference(), "-o", file.to_str().unwrap()],
+    );
+    let a = read_archive(&file);
+    assert_eq!(a.verified_blobs(), full.layout.all_digests());
+    let fresh = Wharf::start(WharfOptions::default());
+    // The archive's own name (the upstream host dropped: the copy is wharf's own repository).
+    wharf_ok(&fresh, &["import", file.to_str().unwrap()]);
+    let api = Api::new(fresh.base());
+    let tag = api.get_manifest(REPO, "v1");
+    tag.assert_status(200);
+    assert_eq!(sha256_digest(&tag.body), full.layout.index.digest);
+    for img in &full.layout.images {
+        let m = api.get_manifest(REPO, &img.manifest.digest);
+        m.assert_status(200);
+        assert_eq!(sha256_digest(&m.body), img.manifest.digest);
+        api.assert_blob_intact(REPO, &img.config.digest, img.config.size);
+        for l in &img.layers {
+            api.assert_blob_intact(REPO, &l.digest, l.size);
+        }
+    }
+}
+
+/// `wharf images pull` fills the cache with the chosen platform only; then, with the upstream
+/// stopped, a client pulls that platform from wharf.
+#[test]
+fn images_pull_warms_the_cache_for_a_pull_without_the_upstream() {
+    let mut s = setup(1505, &[]);
+    let printed = wharf_ok(
+        &s.wharf,
+        &[
+            "images",
+            "pull",
+            &s.reference(),
+            "--platform",
+            "linux/amd64",
+        ],
+    );
+    let amd = s.image("amd64").clone();
+    let bytes: u64 = amd.config.size + amd.layers.iter().map(|l| l.size).sum::<u64>();
+    assert!(
+        printed.contains("linux/amd64")
+            && printed.contains(&format!("{} blobs", amd.layers.len() + 1)),
+        "the report names the platform and the blobs: {printed}"
+    );
+    assert!(bytes > 0);
+    s.assert_fetched("amd64");
+    s.assert_never_requested("arm64");
+    s.assert_never_requested("arm");
+
+    s.registry.stop();
+    let dir = s.wharf.scratch("pulled");
+    let copy = Skopeo::new().output(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--retry-times=0",
+        "--override-os",
+        "linux",
+        "--override-arch",
+        "amd64",
+        &format!("docker://{}/up/{REPO}:v1", s.wharf.host()),
+        &format!("dir:{}", dir.display()),
+    ]);
+    assert!(
+        copy.status.success(),
+        "skopeo copy through wharf with the upstream stopped: {}\n--- wharf log ---\n{}",
+        String::from_utf8_lossy(&copy.stderr),
+        log_tail(&s.wharf.log_path(), 30)
+    );
+    assert_eq!(
+        sha256_digest(&std::fs::read(dir.join("manifest.json")).unwrap()),
+        amd.manifest.digest
+    );
+    for l in &amd.layers {
+        let got = std::fs::read(dir.join(crate::oci::hex_part(&l.digest))).unwrap();
+        assert_eq!(sha256_digest(&got), l.digest);
+    }
+}
