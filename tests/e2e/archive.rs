@@ -537,3 +537,73 @@ fn images_pull_warms_the_cache_for_a_pull_without_the_upstream() {
         assert_eq!(sha256_digest(&got), l.digest);
     }
 }
+
+/// `wharf import` takes the OCI archives other tools write: skopeo's `oci-archive` (which names the
+/// image by tag only, so `--tag` gives the repository) and `ctr images export` (which names it in
+/// full); every digest is kept, the index's included.
+#[test]
+fn import_accepts_skopeo_and_ctr_archives_with_every_digest() {
+    let s = setup(1506, &[]);
+    let fresh = Wharf::start(WharfOptions::default());
+    let api = Api::new(fresh.base());
+    let assert_whole_image = |repo: &str| {
+        let tag = api.get_manifest(repo, "v1");
+        tag.assert_status(200);
+        assert_eq!(sha256_digest(&tag.body), s.layout.index.digest, "{repo}:v1");
+        for img in &s.layout.images {
+            let m = api.get_manifest(repo, &img.manifest.digest);
+            m.assert_status(200);
+            assert_eq!(sha256_digest(&m.body), img.manifest.digest);
+            api.assert_blob_intact(repo, &img.config.digest, img.config.size);
+            for l in &img.layers {
+                api.assert_blob_intact(repo, &l.digest, l.size);
+            }
+        }
+    };
+
+    let skopeo_tar = s.wharf.scratch("skopeo").join("multi.tar");
+    Skopeo::new().copy(
+        &s.layout.skopeo_ref(),
+        &format!("oci-archive:{}:v1", skopeo_tar.display()),
+    );
+    let refused = wharf_cli(&fresh, &["import", skopeo_tar.to_str().unwrap()]);
+    assert!(!refused.status.success(), "a tag-only name needs --tag");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("--tag"), "the refusal names the fix: {said}");
+    wharf_ok(
+        &fresh,
+        &[
+            "import",
+            skopeo_tar.to_str().unwrap(),
+            "--tag",
+            "team/from-skopeo",
+        ],
+    );
+    assert_whole_image("team/from-skopeo");
+
+    // ctr: the image loaded from a full wharf export, exported again by containerd.
+    let full = s.wharf.scratch("export").join("all.tar");
+    wharf_ok(
+        &s.wharf,
+        &["export", &s.reference(), "-o", full.to_str().unwrap()],
+    );
+    let ctr = Containerd::start();
+    ctr.ctr(&[
+        "images",
+        "import",
+        "--all-platforms",
+        "--no-unpack",
+        full.to_str().unwrap(),
+    ]);
+    let ctr_tar = s.wharf.scratch("ctr").join("multi.tar");
+    ctr.ctr(&[
+        "images",
+        "export",
+        "--all-platforms",
+        ctr_tar.to_str().unwrap(),
+        &s.reference(),
+    ]);
+    // Named in full by containerd; the upstream host is dropped, the copy is wharf's own.
+    wharf_ok(&fresh, &["import", ctr_tar.to_str().unwrap()]);
+    assert_whole_image(REPO);
+}
