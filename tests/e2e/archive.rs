@@ -607,3 +607,66 @@ fn import_accepts_skopeo_and_ctr_archives_with_every_digest() {
     wharf_ok(&fresh, &["import", ctr_tar.to_str().unwrap()]);
     assert_whole_image(REPO);
 }
+
+/// With `platform_mode = "rewritten"` the tag serves wharf's reduced index; an export still starts
+/// from the original (retrievable by its digest), and `--reduced` of the same choice is byte for
+/// byte the index wharf serves: one reduction, whoever makes it.
+#[test]
+fn export_from_a_rewritten_mirror_keeps_the_original_and_reduces_as_wharf_does() {
+    let s = setup(
+        1507,
+        &[
+            r#"platforms = ["linux/amd64"]"#,
+            r#"platform_mode = "rewritten""#,
+        ],
+    );
+    let api = Api::new(s.wharf.base());
+    let served = api.request(
+        "GET",
+        &format!("/v2/up/{REPO}/manifests/v1"),
+        &[("Accept", &crate::http::all_manifest_types())],
+        None,
+    );
+    served.assert_status(200);
+    let served_digest = sha256_digest(&served.body);
+    assert_ne!(
+        served_digest, s.layout.index.digest,
+        "the tag serves a reduced index"
+    );
+
+    let dir = s.wharf.scratch("export");
+    let sparse = dir.join("sparse.tar");
+    wharf_ok(
+        &s.wharf,
+        &["export", &s.reference(), "-o", sparse.to_str().unwrap()],
+    );
+    let a = read_archive(&sparse);
+    assert_eq!(
+        a.top(),
+        s.layout.index.digest,
+        "the original index, not the served one"
+    );
+    assert_eq!(a.verified_blobs(), s.closure("amd64"));
+
+    let reduced = dir.join("reduced.tar");
+    wharf_ok(
+        &s.wharf,
+        &[
+            "export",
+            &s.reference(),
+            "-o",
+            reduced.to_str().unwrap(),
+            "--reduced",
+        ],
+    );
+    let a = read_archive(&reduced);
+    a.verified_blobs();
+    assert_eq!(
+        a.top(),
+        served_digest,
+        "--reduced is the index wharf serves"
+    );
+    assert_eq!(a.blob(&served_digest), served.body.as_slice());
+    s.assert_never_requested("arm64");
+    s.assert_never_requested("arm");
+}
