@@ -75,7 +75,7 @@ enum Command {
         output: PathBuf,
         /// A platform to export (os/arch[/variant]); repeat for more. Default: what wharf's
         /// platform policy keeps (every platform when it has none).
-        #[arg(long = "platform", value_parser = parse_platform)]
+        #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
         platforms: Vec<wharf::mirror::platforms::PlatformSpec>,
         /// Point index.json at an index reduced to the chosen platforms (annotated
         /// dev.wharf.reduced-from) instead of the original index.
@@ -115,7 +115,7 @@ enum ImagesCommand {
         /// What a client would pull from wharf: docker.io/library/alpine:3, team/app:v1, ….
         reference: String,
         /// A platform to fetch; repeat for more. Default: what wharf's platform policy keeps.
-        #[arg(long = "platform", value_parser = parse_platform)]
+        #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
         platforms: Vec<wharf::mirror::platforms::PlatformSpec>,
         #[arg(long, short, env = "WHARF_CONFIG")]
         config: Option<PathBuf>,
