@@ -533,6 +533,11 @@ impl Wharf {
         self.home.path().join("wharf.log")
     }
 
+    /// The config file `wharf serve` runs with, for CLI commands that act on this server (`wharf gc`).
+    pub fn config_path(&self) -> PathBuf {
+        self.home.path().join("wharf.toml")
+    }
+
     /// A private scratch dir for the test (layouts, pulled images), removed with the instance.
     pub fn scratch(&self, name: &str) -> PathBuf {
         let dir = self.home.path().join("scratch").join(name);

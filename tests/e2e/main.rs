@@ -15,6 +15,7 @@ mod bad_input;
 mod config_env;
 mod crash;
 mod dedupe;
+mod gc;
 mod hardening;
 mod mirror;
 mod plugins;
