@@ -17,6 +17,12 @@ use crate::report::{self, CaseResult, Metric, Stat};
 use crate::seed::{self, Blob, Image, UploadStyle, ACCEPT};
 use crate::servers::{self, DistMode, Server, UpstreamEntry};
 
+mod gc;
+mod platforms;
+
+pub use gc::gc_case;
+pub use platforms::platforms_case;
+
 pub const REPO: &str = "bench/app";
 pub const TAG: &str = "latest";
 const COLD_REPO: &str = "bench/cold";
@@ -43,6 +49,12 @@ pub struct Settings {
     pub herd: usize,
     pub storage_repos: usize,
     pub storage_layers: Vec<u64>,
+    /// Case 8: repositories of `gc_tags` tags each, every tag its own image.
+    pub gc_repos: usize,
+    pub gc_tags: usize,
+    /// Case 9: each platform's layers.
+    pub platform_layers: Vec<u64>,
+    pub platform_reps: usize,
 }
 
 impl Settings {
@@ -63,6 +75,10 @@ impl Settings {
                 herd: 8,
                 storage_repos: 20,
                 storage_layers: vec![8 * MIB, 4 * MIB, 2 * MIB, MIB, MIB / 2, MIB / 8],
+                gc_repos: 20,
+                gc_tags: 10,
+                platform_layers: vec![MIB; 3],
+                platform_reps: 2,
             }
         } else {
             Settings {
@@ -78,6 +94,10 @@ impl Settings {
                 herd: 8,
                 storage_repos: 20,
                 storage_layers: vec![32 * MIB, 16 * MIB, 8 * MIB, 4 * MIB, MIB, MIB / 8],
+                gc_repos: 100,
+                gc_tags: 10,
+                platform_layers: vec![8 * MIB; 3],
+                platform_reps: 3,
             }
         }
     }

@@ -22,7 +22,7 @@ use anyhow::{bail, Context as _, Result};
 use report::{CaseResult, Machine, Report};
 
 const USAGE: &str =
-    "usage: wharf-bench [--quick] [--only 1,2,3,4,5,6,7 (or one link: 4-1g, 5-10g)] \
+    "usage: wharf-bench [--quick] [--only 1,2,3,4,5,6,7,8,9 (or one link: 4-1g, 5-10g)] \
 [--blob-mib N] \
 [--wharf PATH] [--out DIR] [--docs FILE] [--keep]";
 
@@ -194,6 +194,16 @@ fn main() -> Result<()> {
     step("7", "plugin overhead per request", &mut || {
         cases::plugins_case(&env)
     });
+    step(
+        "8",
+        "garbage collection while manifest GETs run",
+        &mut || Ok(vec![cases::gc_case(&env)?]),
+    );
+    step(
+        "9",
+        "platform reduction: upstream bytes, full vs reduced mirror",
+        &mut || Ok(vec![cases::platforms_case(&env)?]),
+    );
 
     let bg: Vec<f64> = env
         .costs

@@ -13,6 +13,7 @@ use crate::http::{self, Conn};
 const CHUNK: usize = 1 << 20;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 /// What a client pulling an image sends (distribution refuses OCI manifests to clients that do not
@@ -101,23 +102,72 @@ pub struct Image {
     pub manifest: Blob,
 }
 
+/// A platform of a multi-platform image (`os/arch[/variant]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Platform {
+    pub os: &'static str,
+    pub arch: &'static str,
+    pub variant: Option<&'static str>,
+}
+
+impl Platform {
+    pub const LINUX_AMD64: Platform = Platform {
+        os: "linux",
+        arch: "amd64",
+        variant: None,
+    };
+    pub const LINUX_ARM64: Platform = Platform {
+        os: "linux",
+        arch: "arm64",
+        variant: None,
+    };
+    pub const LINUX_ARM_V7: Platform = Platform {
+        os: "linux",
+        arch: "arm",
+        variant: Some("v7"),
+    };
+
+    /// `os/arch[/variant]`, as wharf's `platforms` setting writes it.
+    pub fn label(&self) -> String {
+        match self.variant {
+            Some(v) => format!("{}/{}/{v}", self.os, self.arch),
+            None => format!("{}/{}", self.os, self.arch),
+        }
+    }
+
+    /// The fields of an image config or an index entry's `platform` (without braces).
+    fn json_fields(&self) -> String {
+        let mut s = format!("\"architecture\":\"{}\",\"os\":\"{}\"", self.arch, self.os);
+        if let Some(v) = self.variant {
+            s.push_str(&format!(",\"variant\":\"{v}\""));
+        }
+        s
+    }
+}
+
+fn descriptor(mt: &str, b: &Blob) -> String {
+    format!(
+        "{{\"mediaType\":\"{mt}\",\"digest\":\"{}\",\"size\":{}}}",
+        b.digest, b.len
+    )
+}
+
 impl Image {
     pub fn new(layers: Vec<Blob>) -> Image {
+        Image::for_platform(Platform::LINUX_AMD64, layers)
+    }
+
+    /// An image whose config names `platform` (what a multi-platform index lists per entry).
+    pub fn for_platform(platform: Platform, layers: Vec<Blob>) -> Image {
         let diff_ids: Vec<String> = layers.iter().map(|l| format!("\"{}\"", l.digest)).collect();
         let config = Blob::bytes(
             format!(
-                "{{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{{}},\
-                 \"rootfs\":{{\"type\":\"layers\",\"diff_ids\":[{}]}}}}",
+                "{{{},\"config\":{{}},\"rootfs\":{{\"type\":\"layers\",\"diff_ids\":[{}]}}}}",
+                platform.json_fields(),
                 diff_ids.join(",")
             )
             .into_bytes(),
         );
-        let descriptor = |mt: &str, b: &Blob| {
-            format!(
-                "{{\"mediaType\":\"{mt}\",\"digest\":\"{}\",\"size\":{}}}",
-                b.digest, b.len
-            )
-        };
         let layer_descs: Vec<String> = layers.iter().map(|l| descriptor(OCI_LAYER, l)).collect();
         let manifest = Blob::bytes(
             format!(
@@ -257,15 +307,26 @@ pub fn mount_blob(addr: SocketAddr, repo: &str, from: &str, blob: &Blob) -> Resu
 }
 
 pub fn put_manifest(addr: SocketAddr, repo: &str, tag: &str, image: &Image) -> Result<()> {
-    let path = format!("/v2/{repo}/manifests/{tag}");
-    let Kind::Bytes(bytes) = &image.manifest.kind else {
+    put_manifest_as(addr, repo, tag, OCI_MANIFEST, &image.manifest)
+}
+
+/// `PUT /v2/<repo>/manifests/<reference>` (a tag or the manifest's digest) of `manifest`'s bytes.
+pub fn put_manifest_as(
+    addr: SocketAddr,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    manifest: &Blob,
+) -> Result<()> {
+    let path = format!("/v2/{repo}/manifests/{reference}");
+    let Kind::Bytes(bytes) = &manifest.kind else {
         unreachable!("manifests are held in memory")
     };
     let (head, body) = http::call(
         addr,
         "PUT",
         &path,
-        &[("Content-Type", OCI_MANIFEST)],
+        &[("Content-Type", media_type)],
         Some(bytes),
     )?;
     if head.status != 201 {
@@ -294,4 +355,60 @@ pub fn push_image(
         put_manifest(addr, repo, t, image)?;
     }
     Ok(())
+}
+
+/// A multi-platform image: one image per platform and the OCI index that lists them.
+pub struct MultiImage {
+    pub platforms: Vec<(Platform, Image)>,
+    pub index: Blob,
+}
+
+impl MultiImage {
+    pub fn new(platforms: Vec<(Platform, Image)>) -> MultiImage {
+        let entries: Vec<String> = platforms
+            .iter()
+            .map(|(p, img)| {
+                format!(
+                    "{{\"mediaType\":\"{OCI_MANIFEST}\",\"digest\":\"{}\",\"size\":{},\
+                     \"platform\":{{{}}}}}",
+                    img.manifest.digest,
+                    img.manifest.len,
+                    p.json_fields()
+                )
+            })
+            .collect();
+        let index = Blob::bytes(
+            format!(
+                "{{\"schemaVersion\":2,\"mediaType\":\"{OCI_INDEX}\",\"manifests\":[{}]}}",
+                entries.join(",")
+            )
+            .into_bytes(),
+        );
+        MultiImage { platforms, index }
+    }
+}
+
+/// Pushes each platform's image (blobs, then its manifest by digest), then the index under `tag`:
+/// the order a client pushing a multi-platform image uses, children before the index naming them.
+pub fn push_multi(
+    addr: SocketAddr,
+    style: UploadStyle,
+    repo: &str,
+    tag: &str,
+    multi: &MultiImage,
+) -> Result<()> {
+    for (p, image) in &multi.platforms {
+        for b in image.blobs() {
+            upload_blob(addr, style, repo, b)
+                .with_context(|| format!("push {} ({}) to {repo}", b.digest, p.label()))?;
+        }
+        put_manifest_as(
+            addr,
+            repo,
+            &image.manifest.digest,
+            OCI_MANIFEST,
+            &image.manifest,
+        )?;
+    }
+    put_manifest_as(addr, repo, tag, OCI_INDEX, &multi.index)
 }

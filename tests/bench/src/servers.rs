@@ -160,6 +160,18 @@ pub fn start_wharf_with(
     upstreams: &[UpstreamEntry],
     extra_toml: &str,
 ) -> Result<Server> {
+    start_wharf_mirror(bin, dir, upstreams, "", extra_toml)
+}
+
+/// `start_wharf_with` plus keys of its `[mirror]` table (`platforms = [...]`), which the config
+/// already opens (TOML allows a table once).
+pub fn start_wharf_mirror(
+    bin: &Path,
+    dir: &Path,
+    upstreams: &[UpstreamEntry],
+    mirror_keys: &str,
+    extra_toml: &str,
+) -> Result<Server> {
     fs::create_dir_all(dir)?;
     let addr = loopback(free_port()?);
     // docker.io is built in and would reach the Internet: point it at a port nobody listens on.
@@ -167,7 +179,7 @@ pub fn start_wharf_with(
     let mut cfg = format!(
         "[server]\nlisten = \"{addr}\"\nshutdown_grace_secs = 2\n\n\
          [storage]\ndata_dir = \"{}\"\n\n\
-         [mirror]\ndefault_upstream = \"\"\n\n\
+         [mirror]\ndefault_upstream = \"\"\n{mirror_keys}\n\
          [[upstream]]\nhost = \"docker.io\"\nendpoint = \"http://127.0.0.1:{closed}\"\ninsecure = true\n\
          connect_timeout_secs = 1\ntimeout_secs = 5\n",
         dir.join("data").display()
