@@ -189,7 +189,14 @@ pub struct Collector {
     leases: Leases,
     settings: Settings,
     running: tokio::sync::Mutex<Option<Report>>,
+    /// Runs before each collection: the server writes the mirror's last-use times (batched in
+    /// memory) so the quota sees the latest uses.
+    before: Option<BeforeHook>,
 }
+
+/// A task run before each collection.
+pub type BeforeHook =
+    Box<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
 
 impl Collector {
     pub fn new(
@@ -204,7 +211,14 @@ impl Collector {
             leases,
             settings,
             running: tokio::sync::Mutex::new(None),
+            before: None,
         }
+    }
+
+    /// Runs `hook` before each collection.
+    pub fn with_before(mut self, hook: BeforeHook) -> Collector {
+        self.before = Some(hook);
+        self
     }
 
     /// The last collection's report, if one ran.
@@ -257,6 +271,9 @@ impl Collector {
     pub async fn collect(&self, dry_run: bool) -> Result<Report, GcError> {
         let mut last = self.running.lock().await;
         let started = Instant::now();
+        if let Some(hook) = &self.before {
+            hook().await;
+        }
         let now = crate::registry::unix_now();
         let since = now.saturating_sub(self.settings.grace_secs);
         let mut report = Report {

@@ -260,6 +260,10 @@ pub(crate) async fn adopt_manifest(
     d: &Digest,
     limit: u64,
 ) -> Option<ManifestRecord> {
+    // `stat` through the request path's store touches `d` (waiting out a sweep that is removing it)
+    // before a record of it is made: reading alone is no use, and a collection running now could
+    // otherwise remove what this is about to record (and a tag then points at).
+    store.stat(d).await.ok()??;
     let bytes = store.read_all(d, limit).await.ok()?;
     let m = manifest::parse(None, &bytes).ok()?;
     let record = ManifestRecord {

@@ -123,13 +123,20 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
         leases.clone(),
     ));
     purge_uploads(&registry).await;
+    let reg = registry.clone();
+    let flush_usage: crate::gc::BeforeHook = Box::new(move || {
+        let reg = reg.clone();
+        Box::pin(async move {
+            if let Err(e) = reg.mirror().flush_usage().await {
+                tracing::warn!(error = %e, "could not record cache usage before a collection");
+            }
+        })
+    });
     let admin = Admin {
-        collector: Arc::new(Collector::new(
-            meta,
-            store,
-            leases.clone(),
-            crate::admin::gc_settings(cfg),
-        )),
+        collector: Arc::new(
+            Collector::new(meta, store, leases.clone(), crate::admin::gc_settings(cfg))
+                .with_before(flush_usage),
+        ),
         leases,
     };
     let listener = TcpListener::bind(cfg.server.listen)
