@@ -453,4 +453,47 @@ fn wharf_leases_lists_an_open_upload_session() {
         uploads(&after).is_empty(),
         "the completed upload's lease is still listed: {after:?}"
     );
+
+    // A monolithic upload (POST ?digest=) holds one while its body arrives, and lets go at the end.
+    use std::io::Write as _;
+    let body = layer(22, 4096);
+    let d = sha256_digest(&body);
+    let mut sock = std::net::TcpStream::connect(wharf.addr()).unwrap();
+    write!(
+        sock,
+        "POST /v2/lease/mono/blobs/uploads/?digest={d} HTTP/1.1\r\nHost: x\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    sock.write_all(&body[..100]).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let during = loop {
+        let l = uploads(&leases(&wharf));
+        if !l.is_empty() || std::time::Instant::now() > deadline {
+            break l;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        during.len(),
+        1,
+        "a monolithic upload in progress holds a lease: {during:?}"
+    );
+    assert!(during[0]["purpose"]
+        .as_str()
+        .unwrap()
+        .contains("lease/mono"));
+    assert_eq!(during[0]["digests"], serde_json::json!([d]), "{during:?}");
+    sock.write_all(&body[100..]).unwrap();
+    let mut answer = [0u8; 12];
+    std::io::Read::read_exact(&mut sock, &mut answer).unwrap();
+    assert_eq!(
+        &answer[9..12],
+        b"201",
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let after = uploads(&leases(&wharf));
+    assert!(after.is_empty(), "released after the upload: {after:?}");
 }

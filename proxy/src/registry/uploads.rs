@@ -254,6 +254,30 @@ impl Registry {
     ) -> Result<Response<Body>> {
         let declared = declared_length(&req);
         let ingest = IngestRef::new(format!("mono-{}", uuid::Uuid::new_v4().simple()))?;
+        let lease = self
+            .leases
+            .acquire(
+                &format!("upload {repo} {}", ingest.as_str()),
+                // One request: if it is cut off mid-body the lease is left to expire, soon.
+                std::time::Duration::from_secs(3600),
+            )
+            .await?;
+        lease.protect(std::slice::from_ref(d)).await?;
+        let result = self.monolithic_write(repo, d, &ingest, declared, req).await;
+        // Linked and touched by the commit (or nothing stored): the lease has done its work.
+        lease.release().await?;
+        result
+    }
+
+    async fn monolithic_write<B: RequestBody>(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+        ingest: &IngestRef,
+        declared: Option<u64>,
+        req: Request<B>,
+    ) -> Result<Response<Body>> {
+        let ingest = ingest.clone();
         let mut w = self.store.writer(&ingest).await?;
         if let Err(e) = drain(req.into_body(), w.as_mut(), None).await {
             let got = w.offset();

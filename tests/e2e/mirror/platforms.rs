@@ -298,6 +298,32 @@ fn rewritten_mode_serves_a_reduced_index() {
         }
     }
     s.assert_never_requested("arm64");
+
+    // `wharf images` (through the running server) shows the tag, the platforms here and the mapping.
+    let out = crate::gc::cli(&s.wharf, &["images", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["tag"] == "v1" && r["repository"].as_str().unwrap().ends_with(REPO))
+        .unwrap_or_else(|| panic!("no row for the tag: {list}"));
+    assert_eq!(row["digest"], s.layout.index.digest, "{row}");
+    assert_eq!(
+        row["platforms"],
+        serde_json::json!(["linux/amd64", "linux/arm/v7"])
+    );
+    assert_eq!(row["platforms_absent"], 1, "{row}");
+    assert_eq!(
+        row["provenance"],
+        serde_json::json!([format!("reduced to {digest}")]),
+        "{row}"
+    );
 }
 
 /// Proves: a platform plugin (`platform-filter` keeping linux/arm64 and linux/arm/v7) combined with
