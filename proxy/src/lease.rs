@@ -63,6 +63,8 @@ struct State {
     leased: HashMap<Digest, usize>,
     /// Digests the sweeper is removing: touching or leasing one waits until it is gone.
     doomed: HashSet<Digest>,
+    /// Unix seconds of the last pruning of `touched`.
+    pruned: u64,
 }
 
 struct Inner {
@@ -75,7 +77,14 @@ struct Inner {
     /// Children of each manifest seen (immutable, so never stale): a touch of a manifest reaches
     /// everything it refers to.
     edges: DashMap<Digest, Arc<[Digest]>>,
+    /// Touches older than this are forgotten even when no collection runs to forget them (with
+    /// `gc.interval_secs = 0` the map would otherwise grow with every digest ever touched).
+    grace_secs: std::sync::atomic::AtomicU64,
 }
+
+/// Above this many remembered touches, old ones are forgotten (at most every `PRUNE_EVERY` seconds).
+const PRUNE_ABOVE: usize = 1 << 16;
+const PRUNE_EVERY: u64 = 1;
 
 /// The protection of content against the collector. Cheap to clone.
 #[derive(Clone)]
@@ -98,7 +107,15 @@ impl Leases {
             buried: tokio::sync::Notify::new(),
             started,
             edges: DashMap::new(),
+            grace_secs: std::sync::atomic::AtomicU64::new(u64::MAX),
         }))
+    }
+
+    /// The collector's grace window: touches older than it protect nothing and are forgotten.
+    pub fn set_grace(&self, secs: u64) {
+        self.0
+            .grace_secs
+            .store(secs, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The leases recorded in `meta` (an earlier process's, until they expire) and no touches.
@@ -156,9 +173,15 @@ impl Leases {
     pub async fn touch(&self, digests: &[Digest]) {
         let all = self.closure(digests);
         let t = now();
+        let grace = self.0.grace_secs.load(std::sync::atomic::Ordering::Relaxed);
         self.when_not_doomed(&all, |s| {
             for d in &all {
                 s.touched.insert(d.clone(), t);
+            }
+            if s.touched.len() > PRUNE_ABOVE && t >= s.pruned + PRUNE_EVERY {
+                let since = t.saturating_sub(grace);
+                s.touched.retain(|_, at| *at >= since);
+                s.pruned = t;
             }
         })
         .await

@@ -93,6 +93,7 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
                 crate::lease::LeaseError::Meta(m) => m,
             },
         })?;
+    leases.set_grace(cfg.gc.grace_secs);
     let store: Arc<dyn ContentStore> = Touching::wrap(Arc::new(store), leases.clone());
     let plugins = {
         let cache = (cfg.storage.plugin_cache_dir.clone()).unwrap_or_else(|| dir.join("plugins"));

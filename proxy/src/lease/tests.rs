@@ -60,3 +60,25 @@ async fn expired_leases_stop_protecting() {
     assert!(!leases.protected(&d(7), now() + 10));
     assert!(leases.doom(&d(7), now() + 10));
 }
+
+/// Touches are forgotten once older than the grace window even when no collection runs: the map of
+/// touches stays bounded by what was used within the window.
+#[tokio::test]
+async fn old_touches_are_forgotten_without_a_collection() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = Meta::open(&dir.path().join("meta.redb")).unwrap();
+    let leases = Leases::load_offline(meta).await.unwrap();
+    leases.set_grace(0);
+    let many: Vec<Digest> = (0..=PRUNE_ABOVE as u32)
+        .map(|i| Digest::sha256_of(&i.to_le_bytes()))
+        .collect();
+    leases.touch(&many).await;
+    assert_eq!(
+        leases.lock().touched.len(),
+        many.len(),
+        "pruned at the same second"
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    leases.touch(&[d(1)]).await;
+    assert_eq!(leases.lock().touched.len(), 1, "older touches forgotten");
+}
