@@ -103,12 +103,21 @@ impl Fills {
 
     /// A lease on `digest` for one fill; a fill goes on without one if the metadata store refuses
     /// (the grace window after its commit still protects the blob).
-    async fn lease(&self, digest: &Digest, src: &Source) -> Option<Lease> {
+    async fn lease(&self, digest: &Digest, ingest: &IngestRef, src: &Source) -> Option<Lease> {
         let leases = self.leases.as_ref()?;
         let purpose = format!("fill {} {digest}", src.cache_repo);
         let taken = async {
-            let l = leases.acquire(&purpose, FILL_LEASE).await?;
+            let d = digest.to_string();
+            let labels = [
+                ("repository", src.cache_repo.as_str()),
+                ("upstream", src.upstream.host.as_str()),
+                ("digest", d.as_str()),
+            ];
+            let l = leases
+                .acquire_labelled(&purpose, &labels, FILL_LEASE)
+                .await?;
             l.protect(std::slice::from_ref(digest)).await?;
+            l.protect_ingest(ingest).await?;
             Ok::<_, crate::lease::LeaseError>(l)
         };
         match taken.await {
@@ -169,7 +178,7 @@ impl Fills {
         src: Source,
         tx: watch::Sender<Progress>,
     ) {
-        let lease = self.lease(&digest, &src).await;
+        let lease = self.lease(&digest, &ingest, &src).await;
         let outcome = self.fetch(&digest, &ingest, &src, &tx).await;
         if let Some(l) = lease {
             // Linked (or failed, leaving nothing to protect): the cache repository's tag, or the

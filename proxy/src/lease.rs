@@ -18,7 +18,7 @@
 //! the touch and spared it, or the caller sees it gone (and the client uploads it again). Never a
 //! reference to content that is about to disappear.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -50,7 +50,13 @@ pub struct LeaseRecord {
     pub created: u64,
     /// Unix seconds; renewable.
     pub expires: u64,
+    /// What the lease is about (`repository`, `upload`, `digest`, …), for listing and for tools.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
     pub digests: Vec<Digest>,
+    /// Ingests (writes in progress) it protects from the upload purge.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingests: Vec<String>,
 }
 
 #[derive(Default)]
@@ -217,13 +223,28 @@ impl Leases {
 
     /// Takes a lease for `purpose`, protecting nothing yet, valid for `ttl` unless renewed.
     pub async fn acquire(&self, purpose: &str, ttl: Duration) -> Result<Lease, LeaseError> {
+        self.acquire_labelled(purpose, &[], ttl).await
+    }
+
+    /// As `acquire`, with labels saying what the lease is about.
+    pub async fn acquire_labelled(
+        &self,
+        purpose: &str,
+        labels: &[(&str, &str)],
+        ttl: Duration,
+    ) -> Result<Lease, LeaseError> {
         let id = format!("{}", uuid::Uuid::new_v4().simple());
         let t = now();
         let rec = LeaseRecord {
             purpose: purpose.to_owned(),
             created: t,
             expires: t + ttl.as_secs().max(1),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             digests: Vec::new(),
+            ingests: Vec::new(),
         };
         self.0.meta.put_lease(&id, &rec).await?;
         self.lock().leases.insert(id.clone(), rec);
@@ -256,6 +277,30 @@ impl Leases {
             self.0.meta.put_lease(id, &rec).await?;
         }
         Ok(())
+    }
+
+    async fn protect_ingest(&self, id: &str, ingest: &str) -> Result<(), LeaseError> {
+        let rec = {
+            let mut s = self.lock();
+            s.leases.get_mut(id).map(|r| {
+                if !r.ingests.iter().any(|i| i == ingest) {
+                    r.ingests.push(ingest.to_owned());
+                }
+                r.clone()
+            })
+        };
+        if let Some(rec) = rec {
+            self.0.meta.put_lease(id, &rec).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether a live lease protects the ingest `name` (the upload purge leaves it alone).
+    pub fn protects_ingest(&self, name: &str) -> bool {
+        self.lock()
+            .leases
+            .values()
+            .any(|r| r.ingests.iter().any(|i| i == name))
     }
 
     async fn renew(&self, id: &str, ttl: Duration) -> Result<(), LeaseError> {
@@ -394,6 +439,11 @@ impl Lease {
     /// it is gone: check for it after protecting.
     pub async fn protect(&self, digests: &[Digest]) -> Result<(), LeaseError> {
         self.leases.protect(&self.id, digests).await
+    }
+
+    /// Adds an ingest (a write in progress) to what the lease protects.
+    pub async fn protect_ingest(&self, ingest: &IngestRef) -> Result<(), LeaseError> {
+        self.leases.protect_ingest(&self.id, ingest.as_str()).await
     }
 
     /// Extends the lease to `ttl` from now.

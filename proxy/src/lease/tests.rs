@@ -82,3 +82,35 @@ async fn old_touches_are_forgotten_without_a_collection() {
     leases.touch(&[d(1)]).await;
     assert_eq!(leases.lock().touched.len(), 1, "older touches forgotten");
 }
+
+/// A lease can carry labels and protect ingests (writes in progress) from the upload purge, and the
+/// record says so after a restart.
+#[tokio::test]
+async fn labels_and_ingests_are_part_of_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = Meta::open(&dir.path().join("meta.redb")).unwrap();
+    let leases = Leases::new(meta.clone());
+    let l = leases
+        .acquire_labelled(
+            "upload team/app 1",
+            &[("repository", "team/app")],
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    l.protect_ingest(&IngestRef::new("abc").unwrap())
+        .await
+        .unwrap();
+    assert!(leases.protects_ingest("abc"));
+    assert!(!leases.protects_ingest("other"));
+    let again = Leases::load(meta).await.unwrap();
+    let (_, rec) = &again.list()[0];
+    assert_eq!(
+        rec.labels.get("repository").map(String::as_str),
+        Some("team/app")
+    );
+    assert_eq!(rec.ingests, vec!["abc".to_owned()]);
+    assert!(again.protects_ingest("abc"));
+    l.release().await.unwrap();
+    assert!(!leases.protects_ingest("abc"));
+}

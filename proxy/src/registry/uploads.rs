@@ -223,11 +223,14 @@ impl Registry {
         let now = unix_now();
         let lease = self
             .leases
-            .acquire(
+            .acquire_labelled(
                 &format!("upload {repo} {id}"),
+                &[("repository", repo.as_str()), ("upload", id.as_str())],
                 std::time::Duration::from_secs(self.cfg.upload_ttl_secs),
             )
             .await?;
+        // The session's ingest is named by its id.
+        lease.protect_ingest(&IngestRef::new(id.as_str())?).await?;
         self.meta
             .create_upload(
                 &id,
@@ -256,13 +259,15 @@ impl Registry {
         let ingest = IngestRef::new(format!("mono-{}", uuid::Uuid::new_v4().simple()))?;
         let lease = self
             .leases
-            .acquire(
+            .acquire_labelled(
                 &format!("upload {repo} {}", ingest.as_str()),
+                &[("repository", repo.as_str()), ("digest", &d.to_string())],
                 // One request: if it is cut off mid-body the lease is left to expire, soon.
                 std::time::Duration::from_secs(3600),
             )
             .await?;
         lease.protect(std::slice::from_ref(d)).await?;
+        lease.protect_ingest(&ingest).await?;
         let result = self.monolithic_write(repo, d, &ingest, declared, req).await;
         // Linked and touched by the commit (or nothing stored): the lease has done its work.
         lease.release().await?;
@@ -635,7 +640,10 @@ impl Registry {
             out.bytes += bytes;
         }
         for (name, info) in &ingests {
-            if owned.contains(name.as_str()) || self.sessions.contains_key(name) {
+            if owned.contains(name.as_str())
+                || self.sessions.contains_key(name)
+                || self.leases.protects_ingest(name)
+            {
                 continue;
             }
             // Checked again where it is removed: a writer may have opened it since the listing.
