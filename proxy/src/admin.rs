@@ -23,8 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::gc::{Collector, Report, Settings};
 use crate::lease::{LeaseRecord, Leases};
-use crate::meta::Meta;
-use crate::store::{ContentStore, FsStore};
+use crate::store::ContentStore;
 
 pub const SOCKET: &str = "admin.sock";
 
@@ -228,25 +227,12 @@ pub fn gc_settings(cfg: &crate::config::Config) -> Settings {
 /// The admin state over the files, for when no server runs: opening the metadata store fails if a
 /// server holds it.
 pub async fn offline(cfg: &crate::config::Config) -> Result<Admin, AdminError> {
-    let dir = cfg.storage.data_dir.clone();
-    let store = FsStore::open(&dir).map_err(|e| {
-        AdminError::Failed(format!("cannot open data directory {}: {e}", dir.display()))
+    let (store, meta) = crate::server::open_storage(cfg).await.map_err(|e| {
+        AdminError::Failed(format!(
+            "{e}; a server that runs on it answers on {}",
+            cfg.storage.data_dir.join(SOCKET).display()
+        ))
     })?;
-    let meta_path = dir.join("meta.redb");
-    let meta = {
-        let p = meta_path.clone();
-        tokio::task::spawn_blocking(move || Meta::open(&p))
-            .await
-            .map_err(|e| AdminError::Failed(e.to_string()))?
-            .map_err(|e| {
-                AdminError::Failed(format!(
-                    "cannot open {}: {e} (a wharf server may be using it without its admin socket \
-                     {}: stop it, or run this command where it can reach the socket)",
-                    meta_path.display(),
-                    dir.join(SOCKET).display()
-                ))
-            })?
-    };
     // No server runs: nothing is in flight, so there is no restart window to wait out.
     let leases = Leases::load_offline(meta.clone())
         .await

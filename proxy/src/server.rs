@@ -63,28 +63,35 @@ pub enum StartError {
     },
 }
 
-/// Opens storage and binds the listener: everything that can fail at startup fails here, with a message
-/// that says which setting to change.
-pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), StartError> {
+/// Opens the data directory: the content store, and the metadata store (locked while it is open:
+/// one wharf per data directory).
+pub async fn open_storage(cfg: &Config) -> Result<(FsStore, Meta), StartError> {
     let dir = cfg.storage.data_dir.clone();
     let store = FsStore::open(&dir).map_err(|source| StartError::DataDir {
         dir: dir.display().to_string(),
         source,
     })?;
     let meta_path = dir.join("meta.redb");
-    let meta = {
-        let p = meta_path.clone();
-        tokio::task::spawn_blocking(move || Meta::open(&p))
-            .await
-            .map_err(|e| StartError::Meta {
-                path: meta_path.display().to_string(),
-                source: MetaError::Task(e),
-            })?
-            .map_err(|source| StartError::Meta {
-                path: meta_path.display().to_string(),
-                source,
-            })?
-    };
+    let p = meta_path.clone();
+    let meta = tokio::task::spawn_blocking(move || Meta::open(&p))
+        .await
+        .map_err(|e| StartError::Meta {
+            path: meta_path.display().to_string(),
+            source: MetaError::Task(e),
+        })?
+        .map_err(|source| StartError::Meta {
+            path: meta_path.display().to_string(),
+            source,
+        })?;
+    Ok((store, meta))
+}
+
+/// Opens storage and binds the listener: everything that can fail at startup fails here, with a message
+/// that says which setting to change.
+pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), StartError> {
+    let dir = cfg.storage.data_dir.clone();
+    let meta_path = dir.join("meta.redb");
+    let (store, meta) = open_storage(cfg).await?;
     let leases = Leases::load(meta.clone())
         .await
         .map_err(|e| StartError::Meta {

@@ -5,142 +5,27 @@
 //! `nerdctl save` bug fetched every platform to save one).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Output, Stdio};
 
 use serde_json::Value;
 
-use crate::harness::{log_tail, wharf_bin, DistRegistry, MirrorOptions, Wharf, WharfOptions};
+use crate::harness::{log_tail, Wharf, WharfOptions};
 use crate::http::Api;
-use crate::layout::{write_layout, Layout, LayoutSpec, PlatformImage};
 use crate::mirror::ctr::Containerd;
-use crate::mirror::{push_to_upstream, upstream};
+use crate::mirror::platforms::setup;
 use crate::oci::sha256_digest;
 use crate::skopeo::Skopeo;
 
 const REPO: &str = "team/multi";
 const REDUCED_FROM: &str = "dev.wharf.reduced-from";
 
-struct Setup {
-    registry: DistRegistry,
-    wharf: Wharf,
-    layout: Layout,
-    /// Access log lines of the upstream before wharf asked anything (the seeding push).
-    seeded: usize,
-}
-
-/// An upstream holding the 3-platform image as `team/multi:v1`, and a wharf mirroring it (path
-/// prefix `up`, or `?ns=` with its host) with `mirror_keys` in `[mirror]`.
-fn setup(seed: u64, mirror_keys: &[&str]) -> Setup {
-    let registry = DistRegistry::start();
-    let wharf = Wharf::start(WharfOptions {
-        mirror: MirrorOptions {
-            keys: mirror_keys.iter().map(|k| (*k).to_owned()).collect(),
-            upstreams: vec![upstream(&registry.host(), registry.addr(), "up")],
-            ..Default::default()
-        },
-        ..Default::default()
-    });
-    let layout = write_layout(&wharf.scratch("src"), &LayoutSpec::small("v1", seed));
-    push_to_upstream(&registry, &layout, REPO);
-    let seeded = registry.access_log().len();
-    Setup {
-        registry,
-        wharf,
-        layout,
-        seeded,
-    }
-}
-
-impl Setup {
-    /// The image as a client names it: the upstream's host, which wharf gets as `?ns=`.
-    fn reference(&self) -> String {
-        format!("{}/{REPO}:v1", self.registry.host())
-    }
-
-    fn image(&self, arch: &str) -> &PlatformImage {
-        self.layout
-            .images
-            .iter()
-            .find(|i| i.platform.architecture == arch)
-            .unwrap_or_else(|| panic!("no {arch} image"))
-    }
-
-    /// Digests only `arch`'s image has (its manifest, config and own layers; not the shared layer).
-    fn own_digests(&self, arch: &str) -> BTreeSet<String> {
-        let img = self.image(arch);
-        let mut own = BTreeSet::from([img.manifest.digest.clone(), img.config.digest.clone()]);
-        own.extend(
-            img.layers
-                .iter()
-                .filter(|l| **l != self.layout.shared_layer)
-                .map(|l| l.digest.clone()),
-        );
-        own
-    }
-
-    /// The index and everything of `arch`'s image.
-    fn closure(&self, arch: &str) -> BTreeSet<String> {
-        let img = self.image(arch);
-        let mut all = BTreeSet::from([
-            self.layout.index.digest.clone(),
-            img.manifest.digest.clone(),
-            img.config.digest.clone(),
-        ]);
-        all.extend(img.layers.iter().map(|l| l.digest.clone()));
-        all
-    }
-
-    fn requests(&self) -> Vec<String> {
-        self.registry.access_log()[self.seeded..].to_vec()
-    }
-
-    fn assert_never_requested(&self, arch: &str) {
-        let own = self.own_digests(arch);
-        let bad: Vec<String> = self
-            .requests()
-            .into_iter()
-            .filter(|l| own.iter().any(|d| l.contains(d.as_str())))
-            .collect();
-        assert!(
-            bad.is_empty(),
-            "the upstream was asked for {arch} content, which was not chosen:\n{}\n--- wharf log ---\n{}",
-            bad.join("\n"),
-            log_tail(&self.wharf.log_path(), 40)
-        );
-    }
-
-    /// The cache really was cold: wharf fetched each of `arch`'s own blobs and its manifest upstream.
-    fn assert_fetched(&self, arch: &str) {
-        let requests = self.requests();
-        for d in self.own_digests(arch) {
-            assert!(
-                requests.iter().any(|l| l.contains(d.as_str())),
-                "wharf never asked the upstream for {d} of {arch}: {requests:#?}"
-            );
-        }
-    }
-
-    fn index_bytes(&self) -> Vec<u8> {
-        std::fs::read(self.layout.blob_path(&self.layout.index.digest)).unwrap()
-    }
-}
-
-/// The config file the harness wrote for `wharf` (next to its data dir).
-fn config_of(wharf: &Wharf) -> PathBuf {
-    wharf.data_dir().parent().unwrap().join("wharf.toml")
-}
-
 /// Runs `wharf ARGS --config <wharf's config>`, with no WHARF_* from the caller's shell.
 fn wharf_cli(wharf: &Wharf, args: &[&str]) -> Output {
-    let mut cmd = Command::new(wharf_bin());
-    cmd.args(args).arg("--config").arg(config_of(wharf));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("WHARF_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.stdin(Stdio::null()).output().expect("run wharf")
+    crate::gc::cli_command(wharf, args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run wharf")
 }
 
 /// `wharf_cli` that must succeed; returns stdout.
@@ -225,7 +110,7 @@ impl Archive {
 /// skopeo and containerd accept it; a fresh wharf imports it with every digest kept.
 #[test]
 fn export_of_one_platform_fetches_only_it_and_peers_accept_the_archive() {
-    let s = setup(1501, &[]);
+    let s = setup(1501, &[], |_| String::new());
     let file = s.wharf.scratch("export").join("multi.tar");
     let printed = wharf_ok(
         &s.wharf,
@@ -348,7 +233,7 @@ fn export_of_one_platform_fetches_only_it_and_peers_accept_the_archive() {
 /// original's digest; its digest verifies, and a fresh wharf imports it under that same digest.
 #[test]
 fn export_reduced_names_an_index_of_the_chosen_platform_only() {
-    let s = setup(1502, &[]);
+    let s = setup(1502, &[], |_| String::new());
     let file = s.wharf.scratch("export").join("arm64.tar");
     wharf_ok(
         &s.wharf,
@@ -440,7 +325,9 @@ fn export_reduced_names_an_index_of_the_chosen_platform_only() {
 /// the index's included.
 #[test]
 fn export_follows_the_mirror_policy_without_a_server_and_a_full_archive_round_trips() {
-    let mut s = setup(1503, &[r#"platforms = ["linux/arm/v7"]"#]);
+    let mut s = setup(1503, &[r#"platforms = ["linux/arm/v7"]"#], |_| {
+        String::new()
+    });
     s.wharf.stop();
     let file = s.wharf.scratch("export").join("armv7.tar");
     let printed = wharf_ok(
@@ -456,7 +343,7 @@ fn export_follows_the_mirror_policy_without_a_server_and_a_full_archive_round_tr
     assert_eq!(a.top(), s.layout.index.digest);
 
     // Every platform, from a wharf with no platform policy: the whole image, index digest and all.
-    let full = setup(1504, &[]);
+    let full = setup(1504, &[], |_| String::new());
     let file = full.wharf.scratch("export").join("all.tar");
     wharf_ok(
         &full.wharf,
@@ -486,7 +373,7 @@ fn export_follows_the_mirror_policy_without_a_server_and_a_full_archive_round_tr
 /// stopped, a client pulls that platform from wharf.
 #[test]
 fn images_pull_warms_the_cache_for_a_pull_without_the_upstream() {
-    let mut s = setup(1505, &[]);
+    let mut s = setup(1505, &[], |_| String::new());
     let printed = wharf_ok(
         &s.wharf,
         &[
@@ -543,7 +430,7 @@ fn images_pull_warms_the_cache_for_a_pull_without_the_upstream() {
 /// full); every digest is kept, the index's included.
 #[test]
 fn import_accepts_skopeo_and_ctr_archives_with_every_digest() {
-    let s = setup(1506, &[]);
+    let s = setup(1506, &[], |_| String::new());
     let fresh = Wharf::start(WharfOptions::default());
     let api = Api::new(fresh.base());
     let assert_whole_image = |repo: &str| {
@@ -619,6 +506,7 @@ fn export_from_a_rewritten_mirror_keeps_the_original_and_reduces_as_wharf_does()
             r#"platforms = ["linux/amd64"]"#,
             r#"platform_mode = "rewritten""#,
         ],
+        |_| String::new(),
     );
     let api = Api::new(s.wharf.base());
     let served = api.request(

@@ -27,7 +27,7 @@ mod dedupe;
 mod docker_daemon;
 mod docker_form;
 mod faults;
-mod platforms;
+pub(crate) mod platforms;
 mod referrers;
 mod scoping;
 mod single_flight;

@@ -20,17 +20,18 @@ use super::{assert_cached_intact, push_to_upstream, upstream};
 
 const REPO: &str = "team/multi";
 
-struct Setup {
-    registry: DistRegistry,
-    wharf: Wharf,
-    layout: Layout,
+/// Also the fixture of `archive.rs` (export and import of the same image).
+pub(crate) struct Setup {
+    pub(crate) registry: DistRegistry,
+    pub(crate) wharf: Wharf,
+    pub(crate) layout: Layout,
     /// Access log lines of the upstream before wharf asked anything (the seeding push).
-    seeded: usize,
+    pub(crate) seeded: usize,
 }
 
 /// An upstream holding the 3-platform image as `team/multi:v1`, and a wharf mirroring it under path
 /// prefix `up` with `mirror_keys` in `[mirror]` and `extra_toml` (plugins, more upstreams) appended.
-fn setup(
+pub(crate) fn setup(
     seed: u64,
     mirror_keys: &[&str],
     extra_toml: impl FnOnce(&DistRegistry) -> String,
@@ -58,7 +59,7 @@ fn setup(
 }
 
 impl Setup {
-    fn image(&self, arch: &str) -> &PlatformImage {
+    pub(crate) fn image(&self, arch: &str) -> &PlatformImage {
         self.layout
             .images
             .iter()
@@ -67,7 +68,7 @@ impl Setup {
     }
 
     /// Digests only `arch`'s image has (its manifest, config and own layers; not the shared layer).
-    fn own_digests(&self, arch: &str) -> BTreeSet<String> {
+    pub(crate) fn own_digests(&self, arch: &str) -> BTreeSet<String> {
         let img = self.image(arch);
         let mut own = BTreeSet::from([img.manifest.digest.clone(), img.config.digest.clone()]);
         own.extend(
@@ -80,12 +81,12 @@ impl Setup {
     }
 
     /// Upstream requests made since the seeding push.
-    fn requests(&self) -> Vec<String> {
+    pub(crate) fn requests(&self) -> Vec<String> {
         self.registry.access_log()[self.seeded..].to_vec()
     }
 
     /// No upstream request since the seeding push names any digest only `arch` has.
-    fn assert_never_requested(&self, arch: &str) {
+    pub(crate) fn assert_never_requested(&self, arch: &str) {
         let own = self.own_digests(arch);
         let bad: Vec<String> = self
             .requests()
@@ -101,7 +102,7 @@ impl Setup {
     }
 
     /// Some upstream request since the seeding push names `digest` (the test really pulled through).
-    fn assert_requested(&self, digest: &str) {
+    pub(crate) fn assert_requested(&self, digest: &str) {
         assert!(
             self.requests().iter().any(|l| l.contains(digest)),
             "wharf never asked the upstream for {digest}: {:#?}",
@@ -109,12 +110,12 @@ impl Setup {
         );
     }
 
-    fn api(&self) -> Api {
+    pub(crate) fn api(&self) -> Api {
         Api::new(self.wharf.base())
     }
 
     /// `GET /v2/up/team/multi/manifests/<reference>` through wharf.
-    fn manifest(&self, reference: &str) -> Resp {
+    pub(crate) fn manifest(&self, reference: &str) -> Resp {
         self.api().request(
             "GET",
             &format!("/v2/up/{REPO}/manifests/{reference}"),
@@ -123,12 +124,12 @@ impl Setup {
         )
     }
 
-    fn blob(&self, digest: &str) -> Resp {
+    pub(crate) fn blob(&self, digest: &str) -> Resp {
         self.api().get(&format!("/v2/up/{REPO}/blobs/{digest}"))
     }
 
     /// `skopeo inspect --raw` of the tag through wharf, with the digest wharf names for it.
-    fn inspect_tag(&self) -> (Vec<u8>, String) {
+    pub(crate) fn inspect_tag(&self) -> (Vec<u8>, String) {
         let raw =
             Skopeo::new().inspect_raw(&format!("docker://{}/up/{REPO}:v1", self.wharf.host()));
         let head = self.api().request(
@@ -139,6 +140,38 @@ impl Setup {
         );
         head.assert_status(200);
         (raw, head.need_header("Docker-Content-Digest").to_owned())
+    }
+
+    /// The image as a client names it: the upstream's host, which wharf gets as `?ns=`.
+    pub(crate) fn reference(&self) -> String {
+        format!("{}/{REPO}:v1", self.registry.host())
+    }
+
+    /// The index and everything of `arch`'s image.
+    pub(crate) fn closure(&self, arch: &str) -> BTreeSet<String> {
+        let img = self.image(arch);
+        let mut all = BTreeSet::from([
+            self.layout.index.digest.clone(),
+            img.manifest.digest.clone(),
+            img.config.digest.clone(),
+        ]);
+        all.extend(img.layers.iter().map(|l| l.digest.clone()));
+        all
+    }
+
+    /// The cache really was cold: wharf fetched each of `arch`'s own blobs and its manifest upstream.
+    pub(crate) fn assert_fetched(&self, arch: &str) {
+        let requests = self.requests();
+        for d in self.own_digests(arch) {
+            assert!(
+                requests.iter().any(|l| l.contains(d.as_str())),
+                "wharf never asked the upstream for {d} of {arch}: {requests:#?}"
+            );
+        }
+    }
+
+    pub(crate) fn index_bytes(&self) -> Vec<u8> {
+        std::fs::read(self.layout.blob_path(&self.layout.index.digest)).unwrap()
     }
 }
 
