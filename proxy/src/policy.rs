@@ -148,38 +148,47 @@ impl Policy {
         Fut: std::future::Future<Output = Option<Bytes>> + Send + 'static,
     {
         let cache_key = (d.clone(), key.clone());
+        let mut derive = Some(derive);
         let known = match self.rewrites.get(&cache_key).map(|v| v.clone()) {
             Some(n) => Some(n),
             None => self.meta.rewrite_of(&d, &key).await?,
         };
-        let new = match known {
-            Some(n) => n,
-            None => {
-                let this = self.clone();
-                let (d2, rec2, key2, repo2) =
-                    (d.clone(), rec.clone(), key.clone(), repo.to_owned());
-                self.flights
-                    .run(cache_key.clone(), move || async move {
-                        this.compute(&repo2, &d2, &rec2, &key2, logged, derive)
-                            .await
-                    })
-                    .await
-                    .flatten()
-                    .unwrap_or_else(|| d.clone())
+        // Known from before, but collected since (its original lost every tag, then came back):
+        // derived again, once.
+        for fresh in [known.is_none(), true] {
+            let new = match (&known, fresh) {
+                (Some(n), false) => n.clone(),
+                _ => {
+                    let Some(derive) = derive.take() else {
+                        break;
+                    };
+                    let this = self.clone();
+                    let (d2, rec2, key2, repo2) =
+                        (d.clone(), rec.clone(), key.clone(), repo.to_owned());
+                    self.flights
+                        .run(cache_key.clone(), move || async move {
+                            this.compute(&repo2, &d2, &rec2, &key2, logged, derive)
+                                .await
+                        })
+                        .await
+                        .flatten()
+                        .unwrap_or_else(|| d.clone())
+                }
+            };
+            self.rewrites.insert(cache_key.clone(), new.clone());
+            if new == d {
+                return Ok((d, rec));
             }
-        };
-        self.rewrites.insert(cache_key, new.clone());
-        if new == d {
-            return Ok((d, rec));
+            if let Some(r) = self.meta.manifest(repo, &new).await? {
+                return Ok((new, r));
+            }
+            // Derived for another repository: record the same content for this one too.
+            if let Some(r) = adopt_manifest(&*self.store, &self.meta, repo, &new, 16 << 20).await {
+                return Ok((new, r));
+            }
+            self.rewrites.remove(&cache_key);
         }
-        match self.meta.manifest(repo, &new).await? {
-            Some(r) => Ok((new, r)),
-            // Rewritten for another repository: record the same content for this one too.
-            None => match adopt_manifest(&*self.store, &self.meta, repo, &new, 16 << 20).await {
-                Some(r) => Ok((new, r)),
-                None => Ok((d, rec)),
-            },
-        }
+        Ok((d, rec))
     }
 
     /// Runs `derive` on `d` and keeps the result; `None` when it could not be kept.

@@ -359,7 +359,17 @@ impl PlatformPolicy {
         if manifest::kind_of(&rec.media_type) != Some(Kind::Index) {
             return Ok((d, rec));
         }
-        let sel = self.selection(t, ctx, policy, &d, Some(&rec)).await?;
+        let mut sel = self
+            .selection(t, ctx.clone(), policy, &d, Some(&rec))
+            .await?;
+        if let Some((served, _)) = &sel.served {
+            // Collected since it was built (the original lost every tag for longer than the grace
+            // window): build it again rather than serve a digest that is gone.
+            if self.meta.manifest(&t.cache, served).await?.is_none() {
+                self.known.remove(&(t.cache.clone(), d.clone()));
+                sel = self.selection(t, ctx, policy, &d, Some(&rec)).await?;
+            }
+        }
         match (&sel.served, self.mode) {
             (Some(served), _) => Ok(served.clone()),
             (None, PlatformMode::Rewritten) if sel.kept.is_empty() => {

@@ -463,3 +463,38 @@ async fn the_reduced_index_lease_is_released() {
     );
     assert!(f.meta.leases().await.unwrap().is_empty());
 }
+
+/// Proves: a reduced index that was collected (its original lost every tag, and the collector took
+/// both) is built again when the original is served once more, instead of the original being served
+/// in its place because the process still remembered the old mapping.
+#[tokio::test]
+async fn a_collected_reduced_index_is_built_again() {
+    let f = Fixture::new().await;
+    let (pp, policy) =
+        f.policy("[mirror]\nplatforms = [\"linux/amd64\"]\nplatform_mode = \"rewritten\"\n");
+    let t = &f.target;
+    let (reduced, _) = pp
+        .tag_manifest(t, ctx(), &policy, f.index.0.clone(), f.index.1.clone())
+        .await
+        .unwrap();
+    assert_ne!(reduced, f.index.0);
+    // What the collector does to it: every record, then the bytes.
+    f.meta
+        .forget([reduced.clone()].into_iter().collect())
+        .await
+        .unwrap();
+    f.store.remove(&reduced).await.unwrap();
+    assert_eq!(f.store.stat(&reduced).await.unwrap(), None);
+
+    let (again, rec) = pp
+        .tag_manifest(t, ctx(), &policy, f.index.0.clone(), f.index.1.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        again, reduced,
+        "the same reduction, built again, not the original"
+    );
+    let bytes = f.store.read_all(&again, rec.size).await.unwrap();
+    assert_eq!(Digest::sha256_of(&bytes), reduced);
+    assert_eq!(f.meta.manifest(REPO, &again).await.unwrap(), Some(rec));
+}
