@@ -269,12 +269,17 @@ impl Collector {
     /// One collection: expire leases, apply the quota, mark, sweep (or, with `dry_run`, say what a
     /// sweep would remove).
     pub async fn collect(&self, dry_run: bool) -> Result<Report, GcError> {
+        self.collect_as_of(dry_run, crate::registry::unix_now())
+            .await
+    }
+
+    /// As `collect`, with `now` (unix seconds) as the time the grace window counts back from.
+    async fn collect_as_of(&self, dry_run: bool, now: u64) -> Result<Report, GcError> {
         let mut last = self.running.lock().await;
         let started = Instant::now();
         if let Some(hook) = &self.before {
             hook().await;
         }
-        let now = crate::registry::unix_now();
         let since = now.saturating_sub(self.settings.grace_secs);
         let mut report = Report {
             dry_run,

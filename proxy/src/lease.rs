@@ -354,7 +354,11 @@ impl Leases {
 
     /// Drops the leases that expired; returns their ids.
     pub async fn expire(&self) -> Result<Vec<String>, LeaseError> {
-        let t = now();
+        self.expire_as_of(now()).await
+    }
+
+    /// As `expire`, with `t` (unix seconds) as now.
+    async fn expire_as_of(&self, t: u64) -> Result<Vec<String>, LeaseError> {
         let gone: Vec<String> = self
             .lock()
             .leases
