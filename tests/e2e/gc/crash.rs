@@ -9,7 +9,7 @@ use crate::layout::{assert_same_image, write_layout, LayoutSpec};
 use crate::oci::{digests_on_disk, regular_files, sha256_digest};
 use crate::skopeo::Skopeo;
 
-use super::{cli_command, collect, options, removed, wait_past_grace};
+use super::{cli_command, collect, options, removed, wait_for_dry_run};
 
 const GRACE: u64 = 4;
 /// Unreferenced blobs: enough that a sweep takes a while (the collector removes them in batches, one
@@ -60,7 +60,9 @@ fn kill_9_during_a_sweep_loses_nothing_reachable() {
     let before = regular_files(&wharf.blobs_dir()).len();
     assert_eq!(before, keep.len() + JUNK);
 
-    wait_past_grace(GRACE);
+    wait_for_dry_run(&wharf, "every junk blob to be collectable", |r| {
+        removed(r).len() == JUNK
+    });
     let mut gc = cli_command(&wharf, &["gc", "--json"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -138,10 +140,12 @@ fn kill_9_during_a_sweep_loses_nothing_reachable() {
     }
     eprintln!("{served} junk blobs still served after the restart");
 
-    // Past the start protection, the rest goes.
-    wait_past_grace(GRACE);
-    let report = collect(&wharf, false);
+    // Past the start protection (and the touches of the checks above), the rest goes.
     let rest: BTreeSet<String> = on_disk.difference(&keep).cloned().collect();
+    wait_for_dry_run(&wharf, "the start protection to end", |r| {
+        removed(r) == rest
+    });
+    let report = collect(&wharf, false);
     let gone = removed(&report);
     assert!(
         gone == rest,

@@ -9,7 +9,7 @@ use crate::harness::{DistRegistry, MirrorOptions, UpstreamSpec, Wharf};
 use crate::layout::{assert_same_image, write_layout, Layout, LayoutSpec};
 use crate::skopeo::Skopeo;
 
-use super::{collect, on_disk, options, removed, wait_past_grace};
+use super::{collect, on_disk, options, removed, wait_for_dry_run};
 
 const GRACE: u64 = 2;
 
@@ -99,7 +99,9 @@ fn the_cache_quota_evicts_least_recently_used_mirrored_images_and_keeps_pushed_o
 
     wharf.stop();
     wharf.start_again();
-    wait_past_grace(GRACE);
+    wait_for_dry_run(&wharf, "the start protection to end", |r| {
+        r["note"].is_null()
+    });
     let upstream_requests = upstream.access_log().len();
     let report = collect(&wharf, false);
     let evicted: Vec<(String, String, String)> = report["evicted"]

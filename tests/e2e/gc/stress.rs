@@ -10,7 +10,7 @@ use crate::harness::{DistRegistry, MirrorOptions, UpstreamSpec, Wharf};
 use crate::layout::{assert_same_image, write_layout, Layout, LayoutSpec};
 use crate::skopeo::Skopeo;
 
-use super::{cli, options, removed, wait_past_grace};
+use super::{cli, options, removed, wait_for_dry_run};
 
 /// Short, so that content left behind by moved tags is collected while the clients run, but longer
 /// than the longest gap between a skopeo push's steps on a loaded machine: skopeo pushes an index's
@@ -96,7 +96,9 @@ fn collections_in_a_tight_loop_lose_nothing_of_concurrent_pushes_and_pulls() {
             .delete(&format!("/v2/stress/seed{i}/manifests/latest"))
             .assert_status(202);
     }
-    wait_past_grace(GRACE);
+    wait_for_dry_run(&wharf, "the deleted seed images to be collectable", |r| {
+        !removed(r).is_empty()
+    });
     eprintln!("setup took {:?}", started.elapsed());
 
     let stop = AtomicBool::new(false);
@@ -186,17 +188,33 @@ fn collections_in_a_tight_loop_lose_nothing_of_concurrent_pushes_and_pulls() {
 
     // Past the grace window nothing but the tags keeps anything: one more collection, then every
     // tag's image must be whole, and nothing else may be stored.
-    wait_past_grace(GRACE);
+    let mut want: BTreeSet<String> = BTreeSet::new();
+    for p in 0..PUSHERS {
+        want.extend(local[(p + ROUNDS - 1) % LOCAL_IMAGES].all_digests());
+    }
+    for l in &remote {
+        want.extend(l.all_digests());
+    }
+    wait_for_dry_run(
+        &wharf,
+        "everything but the tagged images to be collectable",
+        |r| {
+            let stored = crate::oci::digests_on_disk(&wharf.blobs_dir());
+            stored
+                .difference(&removed(r))
+                .cloned()
+                .collect::<BTreeSet<_>>()
+                == want
+        },
+    );
     let out = cli(&wharf, &["gc", "--json"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut want: BTreeSet<String> = BTreeSet::new();
     for p in 0..PUSHERS {
         let l = &local[(p + ROUNDS - 1) % LOCAL_IMAGES];
-        want.extend(l.all_digests());
         let out = wharf.scratch(&format!("final-p{p}"));
         skopeo.copy(
             &format!("docker://{}/stress/p{p}:latest", wharf.host()),
@@ -205,7 +223,6 @@ fn collections_in_a_tight_loop_lose_nothing_of_concurrent_pushes_and_pulls() {
         assert_same_image(l, &out, "latest");
     }
     for (i, l) in remote.iter().enumerate() {
-        want.extend(l.all_digests());
         let out = wharf.scratch(&format!("final-m{i}"));
         skopeo.copy(
             &format!("docker://{}/up/stress/m{i}:v1", wharf.host()),
