@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LINK, RETRY_AFTER, WARNING};
+use http::header::{ACCEPT, CONTENT_TYPE, LINK, RETRY_AFTER, WARNING};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
@@ -25,7 +25,7 @@ use crate::body::Body;
 use crate::config::{Config, MirrorConfig};
 use crate::digest::Digest;
 use crate::error::{ErrorCode, RegistryError, Result};
-use crate::fill::{Fills, Phase, Source};
+use crate::fill::Fills;
 use crate::inflight::Flights;
 use crate::lease::Leases;
 use crate::manifest::{self, bare_media_type};
@@ -34,10 +34,11 @@ use crate::plugin::{Operation, Plugins, RequestCtx};
 use crate::policy::{adopt_manifest, Policy};
 use crate::reference::Reference;
 use crate::registry::{accepts, not_acceptable, tag_list, tag_page, unix_now, CONTENT_DIGEST};
-use crate::registry::{blob_head, blob_response, json_response, manifest_response};
+use crate::registry::{json_response, manifest_response};
 use crate::store::ContentStore;
 use crate::upstream::{Upstream, UpstreamError};
 
+mod blobs;
 pub mod platforms;
 mod referrers;
 
@@ -512,123 +513,6 @@ impl Mirror {
         self.policy.tag_manifest(&t.cache, ctx, d, rec).await
     }
 
-    pub async fn blob<B>(
-        &self,
-        t: &Target,
-        d: &Digest,
-        req: &Request<B>,
-    ) -> Result<Response<Body>> {
-        let store = &self.fetcher.store;
-        let meta = &self.fetcher.meta;
-        let unknown = || {
-            RegistryError::new(
-                ErrorCode::BlobUnknown,
-                format!("blob {d} is not in {} on {}", t.remote, t.upstream.host),
-            )
-        };
-        let stored = store.stat(d).await?;
-        // A fill for this repository is as good as a link: it links the blob once committed (and
-        // only then leaves `running`), so between its rename and its link the blob is ours already.
-        let ours = self.fills.running(d).filter(|f| f.cache_repo == t.cache);
-        let linked = ours.is_some() || meta.blob(&t.cache, d).await?.is_some();
-        // Blobs carry no platform: under a platform policy, the upstream is asked only for those a
-        // kept manifest of this repository references.
-        if !linked && self.platforms.active(t, &self.policy) {
-            self.platforms.check_blob(t, &self.policy, d).await?;
-        }
-        if let Some(size) = stored {
-            // Stored once, whoever brought it: but another repository's blob (pushed to wharf, or
-            // mirrored from elsewhere) is served under this name only once the upstream confirms
-            // this repository has it, as distribution's proxy does with its repository-scoped
-            // store. A "no" records nothing.
-            if !linked {
-                self.confirm_blob(t, d).await?;
-                meta.link_blob(&t.cache, d, size).await?;
-            }
-            self.touch(d);
-            return blob_response(&**store, d, size, req, unknown).await;
-        }
-        if req.method() == Method::HEAD {
-            // A fill in progress knows the length: no need to ask the upstream (which may be down).
-            if let Some(fill) = &ours {
-                let p = fill.ready().await;
-                if let (Some(size), Phase::Streaming | Phase::Verified | Phase::Done) =
-                    (p.size, &p.phase)
-                {
-                    let (resp, _) = blob_head(d, size, req)?;
-                    return Ok(resp);
-                }
-            }
-            let length = self.confirm_blob(t, d).await?;
-            let mut out = blob_without_length(d, Body::Empty);
-            if let Some(len) = length {
-                out.headers_mut().insert(CONTENT_LENGTH, len);
-            }
-            return Ok(out);
-        }
-        let fill = self.fills.get(
-            d,
-            Source {
-                upstream: t.upstream.clone(),
-                remote: t.remote.clone(),
-                cache_repo: t.cache.clone(),
-            },
-        );
-        if fill.cache_repo != t.cache && !linked {
-            // Joining a fill started for another repository: the same rule as for stored blobs.
-            self.confirm_blob(t, d).await?;
-        }
-        let p = fill.ready().await;
-        match p.phase {
-            Phase::Refused {
-                status,
-                retry_after,
-                ..
-            } => {
-                return Err(Failure::from_status(
-                    status,
-                    retry_after.as_ref(),
-                    t,
-                    &format!("blob {d}"),
-                )
-                .into_error(ErrorCode::BlobUnknown))
-            }
-            Phase::Failed(why) => {
-                return Err(Failure::Unavailable(why.to_string()).into_error(ErrorCode::BlobUnknown))
-            }
-            Phase::Connecting | Phase::Streaming | Phase::Verified | Phase::Done => {}
-        }
-        self.touch(d);
-        match p.size {
-            Some(size) => {
-                let (mut resp, range) = blob_head(d, size, req)?;
-                let (start, len) = range.map_or((0, size), |r| (r.start, r.len()));
-                *resp.body_mut() = fill.body(store.clone(), start, Some(len));
-                Ok(resp)
-            }
-            None => {
-                // The upstream did not say how long: stream without a length (and without ranges).
-                Ok(blob_without_length(d, fill.body(store.clone(), 0, None)))
-            }
-        }
-    }
-
-    /// `HEAD`s the blob in the target's upstream repository: its `Content-Length` if it is there, the
-    /// upstream's refusal otherwise.
-    async fn confirm_blob(&self, t: &Target, d: &Digest) -> Result<Option<HeaderValue>> {
-        let path = format!("/v2/{}/blobs/{d}", t.remote);
-        let resp = t
-            .upstream
-            .send(Method::HEAD, &path, &HeaderMap::new(), &t.scope())
-            .await
-            .map_err(|e| Failure::from(e).into_error(ErrorCode::BlobUnknown))?;
-        if resp.status() != StatusCode::OK {
-            return Err(Failure::from_response(&resp, t, &format!("blob {d}"))
-                .into_error(ErrorCode::BlobUnknown));
-        }
-        Ok(resp.headers().get(CONTENT_LENGTH).cloned())
-    }
-
     /// The upstream's tag list, passed through (tags are the upstream's to know), with its `Link`
     /// rewritten to the name the client used. When the upstream fails, the tags the cache holds for
     /// the repository (`mirror.stale_if_error`): `skopeo inspect` of a cached image keeps working.
@@ -855,21 +739,6 @@ impl Fetcher {
             .map_err(|e| cache_err(e.to_string()))?;
         Ok(Fetched { digest, record })
     }
-}
-
-/// A blob response whose length the upstream decides (or did not say).
-fn blob_without_length(d: &Digest, body: Body) -> Response<Body> {
-    let mut resp = Response::new(body);
-    let h = resp.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    h.insert(
-        CONTENT_DIGEST,
-        HeaderValue::from_str(&d.to_string()).expect("digests are ASCII"),
-    );
-    resp
 }
 
 /// `HEAD`/`GET /v2/<remote>/manifests/<reference>` upstream; anything but 200 is a `Failure`.
