@@ -16,15 +16,15 @@ use crate::skopeo::Skopeo;
 
 // Support.
 pub(crate) mod ctr;
-mod pki;
+pub(crate) mod pki;
 pub(crate) mod relay;
-mod token_server;
+pub(crate) mod token_server;
 
 // Tests.
 mod chunked;
 mod containerd;
 mod dedupe;
-mod docker_daemon;
+pub(crate) mod docker_daemon;
 mod docker_form;
 mod faults;
 pub(crate) mod platforms;

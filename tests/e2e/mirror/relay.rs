@@ -5,6 +5,10 @@
 //! turn chosen requests into faults: a canned status (500, 429), a response cut after N body bytes, or a
 //! response held after N body bytes until the test opens a `Gate`.
 //!
+//! Rules can be limited to a window of the requests they match (`When`: skip the first N, then apply
+//! M times) and to requests carrying one `Authorization` value, so a test can fail "the third PATCH",
+//! "the first manifest PUT" or "requests with this (revoked) token" and let the retry through.
+//!
 //! One request per connection: the relay forwards each request with `Connection: close`, so the
 //! registry (Go's net/http) answers with `Connection: close` and ends the body by closing, and wharf's
 //! client does not reuse the connection. That keeps the relay a plain byte pipe after the response head.
@@ -14,7 +18,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(120);
 const MAX_HEAD: usize = 64 * 1024;
@@ -26,6 +30,8 @@ pub struct Seen {
     /// Path and query, as sent (`/v2/team/multi/manifests/v1`).
     pub target: String,
     pub headers: Vec<(String, String)>,
+    /// When the relay had read the request head (for gaps between a failure and its retry).
+    pub at: Instant,
 }
 
 impl Seen {
@@ -97,6 +103,55 @@ pub enum Fault {
     /// (the same bytes, and a proper last chunk), as some registries and CDNs answer; if given, hold
     /// it after this many body bytes until the gate opens.
     Chunked(Option<(u64, Arc<Gate>)>),
+    /// Answer with `status`, a spec error body `{"errors":[{code, message}]}` and extra headers
+    /// (a `WWW-Authenticate` challenge, a `Retry-After`), instead of forwarding.
+    Error {
+        status: u16,
+        code: String,
+        message: String,
+        headers: Vec<(String, String)>,
+    },
+    /// Read the request head (and whatever body bytes came with it), then reset the connection
+    /// (RST, `SO_LINGER` 0) without answering or forwarding: the client sees a reset mid-request.
+    Reset,
+}
+
+impl Fault {
+    /// `401 UNAUTHORIZED` with a bearer challenge for the token service at `realm`, as a registry with
+    /// token auth answers a request without a (valid) token.
+    pub fn bearer_challenge(realm: &str, service: &str) -> Fault {
+        Fault::Error {
+            status: 401,
+            code: "UNAUTHORIZED".into(),
+            message: "authentication required (injected by the test relay)".into(),
+            headers: vec![(
+                "WWW-Authenticate".into(),
+                format!(r#"Bearer realm="{realm}",service="{service}""#),
+            )],
+        }
+    }
+}
+
+/// Which of the requests a rule's method and path match it applies to.
+#[derive(Clone, Debug, Default)]
+pub struct When {
+    /// Let this many matching requests through first.
+    pub skip: usize,
+    /// Then apply to this many (all that follow if `None`).
+    pub times: Option<usize>,
+    /// Match only requests whose `Authorization` header is exactly this.
+    pub authorization: Option<String>,
+}
+
+impl When {
+    /// Only the `n`th matching request (1-based).
+    pub fn nth(n: usize) -> When {
+        When {
+            skip: n.saturating_sub(1),
+            times: Some(1),
+            authorization: None,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -104,6 +159,31 @@ struct Rule {
     method: Option<String>,
     path_contains: String,
     fault: Fault,
+    when: When,
+    /// Requests this rule's method, path and authorization matched so far.
+    matched: usize,
+}
+
+impl Rule {
+    /// Counts the request if it matches, and says whether the fault applies to it.
+    fn applies(&mut self, method: &str, path: &str, authorization: Option<&str>) -> bool {
+        let matches = self.method.as_deref().is_none_or(|m| m == method)
+            && path.contains(&self.path_contains)
+            && self
+                .when
+                .authorization
+                .as_deref()
+                .is_none_or(|a| Some(a) == authorization);
+        if !matches {
+            return false;
+        }
+        self.matched += 1;
+        self.matched > self.when.skip
+            && self
+                .when
+                .times
+                .is_none_or(|t| self.matched <= self.when.skip + t)
+    }
 }
 
 struct Shared {
@@ -163,10 +243,24 @@ impl Relay {
     /// Applies `fault` to requests whose path contains `path_contains` (and, if given, with `method`).
     /// The first matching rule wins.
     pub fn add_rule(&self, method: Option<&str>, path_contains: &str, fault: Fault) {
+        self.add_rule_when(method, path_contains, When::default(), fault);
+    }
+
+    /// `add_rule` for only some of the matching requests: a window (`When::nth(3)`: the third), or
+    /// those carrying one `Authorization` value. Requests outside the window go on to the next rule.
+    pub fn add_rule_when(
+        &self,
+        method: Option<&str>,
+        path_contains: &str,
+        when: When,
+        fault: Fault,
+    ) {
         self.shared.rules.lock().unwrap().push(Rule {
             method: method.map(str::to_owned),
             path_contains: path_contains.to_owned(),
             fault,
+            when,
+            matched: 0,
         });
     }
 
@@ -269,36 +363,78 @@ fn serve(shared: &Shared, mut client: TcpStream) -> io::Result<()> {
     let method = parts.next().unwrap_or_default().to_owned();
     let target = parts.next().unwrap_or_default().to_owned();
     let headers = parse_headers(&head);
-    let content_length: usize = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
+    let at = Instant::now();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    let content_length: usize = header("content-length")
+        .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    while body.len() < content_length {
-        let mut chunk = vec![0u8; content_length - body.len()];
-        let n = client.read(&mut chunk)?;
-        if n == 0 {
-            return Err(io::Error::other("EOF inside a request body"));
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
+    let chunked_request =
+        header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let path = target.split('?').next().unwrap_or_default().to_owned();
+    let authorization = header("authorization").map(str::to_owned);
     let seen = Seen {
         method: method.clone(),
         target: target.clone(),
         headers: headers.clone(),
+        at,
     };
-    let path = seen.path().to_owned();
+
+    // Decided once per request, before its body is read: windowed rules count what they match.
+    let fault = shared.rules.lock().unwrap().iter_mut().find_map(|r| {
+        r.applies(&method, &path, authorization.as_deref())
+            .then(|| r.fault.clone())
+    });
+
+    if let Some(Fault::Reset) = fault {
+        shared.seen.lock().unwrap().push(seen);
+        reset(client);
+        return Ok(());
+    }
+    if chunked_request {
+        read_chunked_body(&mut client, &mut body)?;
+    } else {
+        while body.len() < content_length {
+            let mut chunk = vec![0u8; content_length - body.len()];
+            let n = client.read(&mut chunk)?;
+            if n == 0 {
+                return Err(io::Error::other("EOF inside a request body"));
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    }
     shared.seen.lock().unwrap().push(seen);
 
-    let fault = shared
-        .rules
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|r| {
-            r.method.as_deref().is_none_or(|m| m == method) && path.contains(&r.path_contains)
-        })
-        .map(|r| r.fault.clone());
+    if let Some(Fault::Error {
+        status,
+        code,
+        message,
+        headers: extra,
+    }) = &fault
+    {
+        let json =
+            serde_json::json!({"errors": [{"code": code, "message": message, "detail": null}]})
+                .to_string();
+        let mut resp = format!(
+            "HTTP/1.1 {status} Injected\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+             Docker-Distribution-Api-Version: registry/2.0\r\nConnection: close\r\n",
+            json.len()
+        );
+        for (k, v) in extra {
+            resp += &format!("{k}: {v}\r\n");
+        }
+        resp += "\r\n";
+        if method != "HEAD" {
+            resp += &json;
+        }
+        client.write_all(resp.as_bytes())?;
+        let _ = client.shutdown(Shutdown::Both);
+        return Ok(());
+    }
 
     if let Some(Fault::Status(code)) = fault {
         let (reason, error) = match code {
@@ -401,6 +537,71 @@ fn serve(shared: &Shared, mut client: TcpStream) -> io::Result<()> {
     Ok(())
 }
 
+/// Reads a `Transfer-Encoding: chunked` request body to its end into `raw` (which holds what came
+/// with the head), keeping the framing: the relay forwards the bytes as they were sent.
+fn read_chunked_body(client: &mut TcpStream, raw: &mut Vec<u8>) -> io::Result<()> {
+    let mut pos = 0;
+    let mut chunk = [0u8; 64 * 1024];
+    let mut more = |raw: &mut Vec<u8>| -> io::Result<()> {
+        let n = client.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::Error::other("EOF inside a chunked request body"));
+        }
+        raw.extend_from_slice(&chunk[..n]);
+        Ok(())
+    };
+    loop {
+        // A size line, then that many bytes and CRLF; size 0 ends the chunks, then trailers and CRLF.
+        let line_end = loop {
+            if let Some(i) = find(&raw[pos..], b"\r\n") {
+                break pos + i;
+            }
+            more(raw)?;
+        };
+        let size_text = String::from_utf8_lossy(&raw[pos..line_end]).into_owned();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| io::Error::other(format!("bad chunk size line {size_text:?}")))?;
+        pos = line_end + 2;
+        if size == 0 {
+            loop {
+                let Some(i) = find(&raw[pos..], b"\r\n") else {
+                    more(raw)?;
+                    continue;
+                };
+                pos += i + 2;
+                if i == 0 {
+                    raw.truncate(pos);
+                    return Ok(());
+                }
+            }
+        }
+        while raw.len() < pos + size + 2 {
+            more(raw)?;
+        }
+        pos += size + 2;
+    }
+}
+
+/// Resets the connection: `SO_LINGER` with a zero timeout makes close send RST instead of FIN.
+fn reset(conn: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on a descriptor we own, with a properly sized `linger`.
+    unsafe {
+        libc::setsockopt(
+            conn.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    drop(conn);
+}
+
 /// `head` (ending in an empty line) with its body framing replaced by `Transfer-Encoding: chunked`.
 fn chunked_head(head: &str) -> String {
     let mut out = String::new();
@@ -470,4 +671,98 @@ fn relay_counts_and_injects_faults() {
     );
 
     assert_eq!(relay.count("GET", &digest), 4, "{}", relay.describe());
+}
+
+/// The relay's windows, canned errors, resets and chunked request bodies, against a real registry
+/// without wharf (as above: a failure here is the tooling's, not wharf's).
+#[test]
+fn relay_windows_errors_resets_and_chunked_request_bodies() {
+    use crate::harness::DistRegistry;
+    use crate::http::{path_of, raw, Api};
+    use crate::oci::sha256_digest;
+
+    let registry = DistRegistry::start();
+    let relay = Relay::start(registry.addr());
+    let api = Api::new(format!("http://{}", relay.addr()));
+
+    // Only the second GET /v2/ is refused, with the code and message given.
+    relay.add_rule_when(
+        Some("GET"),
+        "/v2/",
+        When::nth(2),
+        Fault::Error {
+            status: 403,
+            code: "DENIED".into(),
+            message: "read-only for the test".into(),
+            headers: vec![("X-Injected".into(), "yes".into())],
+        },
+    );
+    api.get("/v2/").assert_status(200);
+    let r = api.get("/v2/");
+    r.assert_error(403, "DENIED");
+    assert_eq!(r.header("X-Injected"), Some("yes"), "{}", r.describe());
+    assert!(String::from_utf8_lossy(&r.body).contains("read-only for the test"));
+    api.get("/v2/").assert_status(200);
+
+    // A request carrying a given (revoked) token is challenged; others go through.
+    relay.clear_rules();
+    relay.add_rule_when(
+        None,
+        "/v2/",
+        When {
+            authorization: Some("Bearer revoked".into()),
+            ..Default::default()
+        },
+        Fault::bearer_challenge("http://127.0.0.1:9/token", "svc"),
+    );
+    let r = api.request("GET", "/v2/", &[("Authorization", "Bearer revoked")], None);
+    r.assert_status(401);
+    assert_eq!(
+        r.header("WWW-Authenticate"),
+        Some(r#"Bearer realm="http://127.0.0.1:9/token",service="svc""#)
+    );
+    api.request("GET", "/v2/", &[("Authorization", "Bearer fresh")], None)
+        .assert_status(200);
+
+    // A reset instead of an answer, once.
+    relay.clear_rules();
+    relay.add_rule_when(Some("GET"), "/v2/", When::nth(1), Fault::Reset);
+    let mut s = raw::connect(relay.addr());
+    s.write_all(raw::head(relay.addr(), "GET", "/v2/", &[]).as_bytes())
+        .unwrap();
+    assert!(
+        raw::read_response(&mut s, "GET /v2/ reset").is_none(),
+        "a reset connection answers nothing"
+    );
+    api.get("/v2/").assert_status(200);
+
+    // A chunked PATCH reaches the registry whole.
+    relay.clear_rules();
+    let location = path_of(&api.start_upload("relay/chunked"));
+    let mut s = raw::connect(relay.addr());
+    let head = raw::head(
+        relay.addr(),
+        "PATCH",
+        &location,
+        &[
+            ("Content-Type", "application/octet-stream"),
+            ("Transfer-Encoding", "chunked"),
+        ],
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n")
+        .unwrap();
+    let r = raw::read_response(&mut s, "chunked PATCH").expect("an answer to the chunked PATCH");
+    r.assert_status(202);
+    let digest = sha256_digest(b"hello world");
+    let put = crate::http::with_query(r.need_header("Location"), &format!("digest={digest}"));
+    api.request("PUT", &put, &[], None).assert_status(201);
+    let (status, got, len, _) = Api::new(registry.base()).get_blob_hashed("relay/chunked", &digest);
+    assert_eq!((status, got.as_str(), len), (200, digest.as_str(), 11));
+
+    let seen = relay.seen();
+    assert!(
+        seen.windows(2).all(|w| w[0].at <= w[1].at),
+        "requests are recorded in order"
+    );
 }
