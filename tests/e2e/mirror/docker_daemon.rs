@@ -198,7 +198,7 @@ fn pull_through_wharf_then_from_its_cache() {
 
 /// Moves the calling thread (and every process and socket it creates from now on) into a new network
 /// namespace with only loopback, up. Fails the test if that is refused: it needs root.
-fn enter_private_network() {
+pub(crate) fn enter_private_network() {
     // SAFETY: unshare(2) with a flag constant; it changes only this thread's network namespace.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
         panic!(
@@ -260,13 +260,13 @@ fn native_image(images: &[PlatformImage]) -> &PlatformImage {
 }
 
 #[derive(Clone, Debug)]
-struct DockerTools {
+pub(crate) struct DockerTools {
     dockerd: PathBuf,
     docker: PathBuf,
 }
 
 impl DockerTools {
-    fn find() -> DockerTools {
+    pub(crate) fn find() -> DockerTools {
         // dockerd lives in /usr/sbin, which a non-root PATH may lack.
         let find = |name: &str, what: &str| {
             let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
@@ -304,7 +304,7 @@ struct Ran {
 }
 
 /// A private dockerd for one test, in a temp dir, with `mirror` as its only registry mirror.
-struct Dockerd {
+pub(crate) struct Dockerd {
     child: Option<Child>,
     tools: DockerTools,
     /// The directories of `OUTSIDE_DIRS` that did not exist before dockerd started.
@@ -322,7 +322,7 @@ const OUTSIDE_DIRS: [&str; 5] = [
 ];
 
 impl Dockerd {
-    fn start(tools: DockerTools, mirror: SocketAddr) -> Dockerd {
+    pub(crate) fn start(tools: DockerTools, mirror: SocketAddr) -> Dockerd {
         let home = tempfile::Builder::new()
             .prefix("wharf-e2e-docker-")
             .tempdir()
@@ -444,7 +444,7 @@ impl Dockerd {
     }
 
     /// Runs the docker client; fails the test, with its output and dockerd's log, if it fails.
-    fn docker(&self, args: &[&str]) -> String {
+    pub(crate) fn docker(&self, args: &[&str]) -> String {
         let r = self.try_docker(args);
         if !r.status.success() {
             panic!(

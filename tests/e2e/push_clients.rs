@@ -1,0 +1,267 @@
+//! The push gateway (issue 16) with the clients CI jobs really push with: containerd 1.6 (`ctr images
+//! push` with a `hosts.toml` that gives wharf the `push` capability) and dockerd 20.10 (`docker
+//! push` to wharf as an insecure registry). Each pushes through a write-through `[[push]]` route, and
+//! the upstream, a real `docker-registry`, must then hold the image under the route's target with
+//! the digest the client pushed.
+//!
+//! containerd names the registry it pushes to with `?ns=<host:port>` on every request to a host from
+//! `hosts.toml`: the push reaches wharf as `/v2/team/app/...?ns=127.0.0.1:UP`, the route whose
+//! target is that host delivers it. docker pushes to wharf by its own address (`127.0.0.1:W/ci/app`),
+//! the route's local prefix.
+
+use std::fs;
+use std::path::Path;
+
+use crate::harness::{log_tail, DistRegistry, Wharf, WharfOptions};
+use crate::http::Api;
+use crate::layout::{write_layout, LayoutSpec};
+use crate::mirror::ctr::Containerd;
+use crate::mirror::docker_daemon::{enter_private_network, DockerTools, Dockerd};
+use crate::oci::sha256_digest;
+use crate::skopeo::Skopeo;
+
+/// A write-through route: pushes to local `prefix[/...]` are delivered to `target_repo[/...]` on
+/// `upstream`.
+fn route(prefix: &str, upstream: &DistRegistry, target_repo: &str) -> String {
+    format!(
+        "\n[[push]]\nprefix = \"{prefix}\"\ntarget = \"{}/{target_repo}\"\nmode = \"write-through\"\n\
+         insecure = true\n",
+        upstream.base()
+    )
+}
+
+/// `DIR/<registry>/hosts.toml`: containerd resolves, pulls and pushes through wharf; `server` is the
+/// registry itself, as a real setup has it (the tests check containerd never went there directly).
+fn write_push_hosts(dir: &Path, registry: &str, wharf: &str) {
+    let d = dir.join(registry);
+    fs::create_dir_all(&d).unwrap();
+    fs::write(
+        d.join("hosts.toml"),
+        format!(
+            "server = \"http://{registry}\"\n\n[host.\"http://{wharf}\"]\n  capabilities = [\"pull\", \"resolve\", \"push\"]\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// The upstream serves `repo:tag` with exactly the bytes of `digest`.
+fn assert_upstream_tag(up: &Api, repo: &str, tag: &str, digest: &str, wharf: &Wharf) -> Vec<u8> {
+    let r = up.get_manifest(repo, tag);
+    assert_eq!(
+        r.status,
+        200,
+        "the upstream has no {repo}:{tag} after the push returned: {}\n--- wharf log tail ---\n{}",
+        r.describe(),
+        log_tail(&wharf.log_path(), 40)
+    );
+    assert_eq!(
+        sha256_digest(&r.body),
+        digest,
+        "the upstream's {repo}:{tag} is not the manifest the client pushed"
+    );
+    r.body
+}
+
+/// Lines of the upstream's access log from a client other than wharf (containerd's or docker's user
+/// agent): a client that went around wharf.
+fn direct_requests(registry: &DistRegistry, from: usize, agent: &str) -> Vec<String> {
+    registry.access_log()[from..]
+        .iter()
+        .filter(|l| l.contains(agent))
+        .cloned()
+        .collect()
+}
+
+/// Proves: containerd pushes `127.0.0.1:UP/team/app:v1` (a 3-platform OCI index) with a `hosts.toml`
+/// that gives wharf the `push` capability; wharf receives `/v2/team/app/...?ns=127.0.0.1:UP`, stores
+/// the push under the route's local prefix `ci/app`, and delivers it before containerd's manifest
+/// `PUT` is answered: the upstream then holds `team/app:v1` with the index digest containerd pushed,
+/// every child manifest and every blob, byte for byte, and containerd never talked to it directly.
+/// Then a push naming a registry no route covers is refused (403, the message names `[[push]]`) and
+/// that registry receives nothing.
+#[test]
+fn containerd_pushes_through_a_route_with_hosts_toml() {
+    let upstream = DistRegistry::start();
+    let source = DistRegistry::start();
+    let unrouted = DistRegistry::start();
+    let up = upstream.host();
+    let wharf = Wharf::start(WharfOptions {
+        extra_toml: route("ci/app", &upstream, "team/app"),
+        ..Default::default()
+    });
+    let w = wharf.host();
+    let layout = write_layout(&wharf.scratch("src"), &LayoutSpec::small("v1", 1610));
+    // containerd gets the image from a registry of its own, so every platform's content is in its
+    // store (`ctr images push` pushes every platform of an index).
+    let src_ref = format!("{}/team/app:v1", source.host());
+    Skopeo::new().copy(&layout.skopeo_ref(), &format!("docker://{src_ref}"));
+    let ctrd = Containerd::start();
+    ctrd.ctr(&[
+        "images",
+        "pull",
+        "--snapshotter",
+        "native",
+        "--all-platforms",
+        "--plain-http",
+        &src_ref,
+    ]);
+    assert_eq!(ctrd.image_digest(&src_ref), layout.index.digest);
+
+    let hosts = wharf.scratch("certs.d");
+    write_push_hosts(&hosts, &up, &w);
+    write_push_hosts(&hosts, &unrouted.host(), &w);
+    let hosts_arg = hosts.to_str().unwrap();
+    let before = upstream.access_log().len();
+
+    // 1. Through the route.
+    let target = format!("{up}/team/app:v1");
+    let out = ctrd.ctr(&[
+        "images",
+        "push",
+        "--http-dump",
+        "--hosts-dir",
+        hosts_arg,
+        &target,
+        &src_ref,
+    ]);
+    let dump = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // What wharf received: containerd's own record of its requests (wharf does not log queries).
+    assert!(
+        dump.contains(&format!("PUT /v2/team/app/manifests/v1?ns={up}")),
+        "containerd should PUT the manifest to wharf as /v2/team/app/manifests/v1?ns={up}:\n{dump}"
+    );
+    let api_up = Api::new(upstream.base());
+    assert_upstream_tag(&api_up, "team/app", "v1", &layout.index.digest, &wharf);
+    for img in &layout.images {
+        let r = api_up.get_manifest("team/app", &img.manifest.digest);
+        r.assert_status(200);
+        assert_eq!(sha256_digest(&r.body), img.manifest.digest);
+        for b in std::iter::once(&img.config).chain(&img.layers) {
+            api_up.assert_blob_intact("team/app", &b.digest, b.size);
+        }
+    }
+    // Stored in wharf as well, under the route's local prefix.
+    let local = Api::new(wharf.base()).get_manifest("ci/app", "v1");
+    local.assert_status(200);
+    assert_eq!(sha256_digest(&local.body), layout.index.digest);
+    let direct = direct_requests(&upstream, before, "containerd/");
+    assert!(
+        direct.is_empty(),
+        "containerd pushed to the upstream itself, around wharf:\n{}",
+        direct.join("\n")
+    );
+
+    // 2. A registry no route covers: refused, and it receives nothing.
+    let unrouted_before = unrouted.access_log().len();
+    let refused = ctrd.output(&[
+        "images",
+        "push",
+        "--hosts-dir",
+        hosts_arg,
+        &format!("{}/team/app:v1", unrouted.host()),
+        &src_ref,
+    ]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&refused.stdout),
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(
+        !refused.status.success(),
+        "a push to {} (no [[push]] route) should have been refused:\n{text}",
+        unrouted.host()
+    );
+    assert!(
+        text.contains("403") && text.contains("[[push]]"),
+        "containerd should report wharf's 403 naming the [[push]] config that would allow it:\n{text}"
+    );
+    let leaked = &unrouted.access_log()[unrouted_before..];
+    assert!(
+        leaked.is_empty(),
+        "a refused push reached the registry it named:\n{}",
+        leaked.join("\n")
+    );
+}
+
+/// Proves: dockerd pushes `127.0.0.1:W/ci/app:v1` to wharf (an insecure registry, plain http); the
+/// write-through route `ci/app` → `team/app` delivers it before docker's manifest `PUT` is answered,
+/// so when `docker push` returns the upstream holds `team/app:v1` with exactly the digest docker
+/// reported, its config and layers intact, and wharf holds `ci/app:v1` with that digest too.
+#[test]
+fn docker_pushes_through_a_route() {
+    // As in mirror::docker_daemon: dockerd and its peers in a network namespace with only loopback.
+    let t = std::thread::Builder::new()
+        .name("docker-push-netns".into())
+        .spawn(|| {
+            enter_private_network();
+            docker_push_through_route();
+        })
+        .expect("spawn the test thread");
+    if let Err(panic) = t.join() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn docker_push_through_route() {
+    let tools = DockerTools::find();
+    let upstream = DistRegistry::start();
+    let wharf = Wharf::start(WharfOptions {
+        extra_toml: route("ci/app", &upstream, "team/app"),
+        ..Default::default()
+    });
+    let w = wharf.host();
+    let reference = format!("{w}/ci/app:v1");
+    // dockerd gets the image from an archive (`docker load`): this machine's platform of the index.
+    let layout = write_layout(&wharf.scratch("src"), &LayoutSpec::small("v1", 1620));
+    let archive = wharf.scratch("archive").join("app.tar");
+    let skopeo = Skopeo::new();
+    let out = skopeo.output(&[
+        "copy",
+        &layout.skopeo_ref(),
+        &format!("docker-archive:{}:{reference}", archive.display()),
+    ]);
+    assert!(
+        out.status.success(),
+        "skopeo copy to a docker-archive failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docker = Dockerd::start(tools, wharf.addr());
+    docker.docker(&["load", "-i", archive.to_str().unwrap()]);
+    let before = upstream.access_log().len();
+
+    let printed = docker.docker(&["push", &reference]);
+    // `v1: digest: sha256:<hex> size: <n>`
+    let digest = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("v1: digest: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("docker push printed no digest:\n{printed}"))
+        .to_owned();
+    let api_up = Api::new(upstream.base());
+    let manifest = assert_upstream_tag(&api_up, "team/app", "v1", &digest, &wharf);
+    let m: serde_json::Value = serde_json::from_slice(&manifest).expect("manifest JSON");
+    let mut blobs = vec![m["config"].clone()];
+    blobs.extend(m["layers"].as_array().cloned().unwrap_or_default());
+    assert!(blobs.len() >= 2, "a config and layers: {m}");
+    for b in &blobs {
+        let d = b["digest"].as_str().expect("descriptor digest");
+        api_up.assert_blob_intact("team/app", d, b["size"].as_u64().expect("descriptor size"));
+    }
+    let local = Api::new(wharf.base()).get_manifest("ci/app", "v1");
+    local.assert_status(200);
+    assert_eq!(
+        sha256_digest(&local.body),
+        digest,
+        "wharf's ci/app:v1 is not what docker pushed"
+    );
+    let direct = direct_requests(&upstream, before, "docker/");
+    assert!(
+        direct.is_empty(),
+        "docker pushed to the upstream itself, around wharf:\n{}",
+        direct.join("\n")
+    );
+}
