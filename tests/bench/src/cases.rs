@@ -19,9 +19,11 @@ use crate::servers::{self, DistMode, Server, UpstreamEntry};
 
 mod gc;
 mod platforms;
+mod push;
 
 pub use gc::gc_case;
 pub use platforms::platforms_case;
+pub use push::push_case;
 
 pub const REPO: &str = "bench/app";
 pub const TAG: &str = "latest";

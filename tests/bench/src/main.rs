@@ -22,7 +22,7 @@ use anyhow::{bail, Context as _, Result};
 use report::{CaseResult, Machine, Report};
 
 const USAGE: &str =
-    "usage: wharf-bench [--quick] [--only 1,2,3,4,5,6,7,8,9 (or one link: 4-1g, 5-10g)] \
+    "usage: wharf-bench [--quick] [--only 1,2,3,4,5,6,7,8,9,10 (or one link: 4-1g, 10-10g)] \
 [--blob-mib N] \
 [--wharf PATH] [--out DIR] [--docs FILE] [--keep]";
 
@@ -111,7 +111,10 @@ fn main() -> Result<()> {
         args.only.as_ref().is_none_or(|o| {
             o.iter().any(|x| match id.split_once('-') {
                 Some(_) => x == id || id.starts_with(&format!("{x}-")),
-                None => x.starts_with(id) && !x.contains('-'),
+                // "3a" runs case 3; "10" is not case 1.
+                None => x
+                    .strip_prefix(id)
+                    .is_some_and(|rest| rest.chars().all(|c| c.is_ascii_alphabetic())),
             })
         })
     };
@@ -204,6 +207,16 @@ fn main() -> Result<()> {
         "platform reduction: upstream bytes, full vs reduced mirror",
         &mut || Ok(vec![cases::platforms_case(&env)?]),
     );
+    for link in links {
+        step(
+            &format!("10{}", link.suffix()),
+            "push through a write-through route vs direct",
+            &mut || {
+                paced_ok(link)?;
+                Ok(vec![cases::push_case(&env, link)?])
+            },
+        );
+    }
 
     let bg: Vec<f64> = env
         .costs

@@ -8,6 +8,8 @@
 //! upstream's source port: only what the upstream sends is paced (to wharf, to distribution's proxy,
 //! and to the direct GET it is compared with); wharf's replies to its clients are not. (The `prio`
 //! qdisc is not available on these kernels; htb sends unclassified packets straight through.)
+//! Pushes (case 10) flow the other way: there the filter is on the registry's destination port, so
+//! what is uploaded to it is paced.
 
 use std::process::Command;
 
@@ -59,13 +61,24 @@ fn run(cmd: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Packets from `port` on loopback leave at `gbit` Gbit/s while this lives.
+/// Packets from (or to) a port on loopback leave at `gbit` Gbit/s while this lives.
 pub struct Pacing {
     _removed_on_drop: (),
 }
 
 impl Pacing {
+    /// Paces what a server on `port` sends: its replies (pulls from it).
     pub fn start(port: u16, gbit: f64) -> Result<Pacing> {
+        Pacing::shape("sport", port, gbit)
+    }
+
+    /// Paces what is sent to a server on `port`: uploads to it (pushes).
+    pub fn start_to(port: u16, gbit: f64) -> Result<Pacing> {
+        Pacing::shape("dport", port, gbit)
+    }
+
+    /// `field`: the u32 selector's `sport` or `dport`.
+    fn shape(field: &str, port: u16, gbit: f64) -> Result<Pacing> {
         let _ = Command::new("tc")
             .args(["qdisc", "del", "dev", "lo", "root"])
             .output();
@@ -103,7 +116,7 @@ impl Pacing {
                 "u32",
                 "match",
                 "ip",
-                "sport",
+                field,
                 &port.to_string(),
                 "0xffff",
                 "flowid",
