@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A CI job using wharf on localhost as its registry: push what the job built, pull it back by digest.
-# (Pushes forwarded to a real registry arrive with the push gateway; today wharf stores them.)
+# With the [[push]] route of wharf.toml here, wharf also delivers the push to the real registry
+# (README.md); skopeo reports failure if that registry refused it (write-through).
 set -euo pipefail
 WHARF=${WHARF:-127.0.0.1:5000}
 image=${1:?usage: push-and-pull.sh oci-archive-or-dir [name:tag]}
