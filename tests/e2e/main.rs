@@ -19,6 +19,7 @@ mod gc;
 mod hardening;
 mod mirror;
 mod plugins;
+mod push;
 mod push_clients;
 mod reference_peer;
 mod registry_api;
