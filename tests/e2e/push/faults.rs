@@ -1,0 +1,352 @@
+//! Upstream faults while a routed push is delivered (issue 16), made by the fault relay between wharf
+//! and a real `docker-registry`: a 500 on a `PATCH`, a connection reset mid-upload, a bearer challenge
+//! (a first token, then a refreshed one for a revoked token), a 429 with `Retry-After`: each is retried
+//! and the push succeeds with the image whole upstream. A permanent 403 fails a store-and-forward
+//! delivery with the upstream's reason, until `wharf push retry` (delivered) or `wharf push drop`
+//! (gone, lease released).
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{DistRegistry, Wharf, WharfOptions};
+use crate::http::Api;
+use crate::layout::Layout;
+use crate::mirror::pki::TestCa;
+use crate::mirror::relay::{Fault, Relay, Seen, When};
+use crate::mirror::token_server::{TokenServer, SERVICE};
+
+use super::journal::{
+    blob_digests, entry, image, lease_of, leases, quick_delivery, skopeo_push, wait_for_journal,
+    wharf_ok, wharf_routing,
+};
+use super::{assert_image_upstream, push_status, route_toml, LOCAL, REMOTE};
+
+/// A registry, the relay in front of it, and a wharf routing `ci/app` to the relay in `mode`.
+struct Faulty {
+    registry: DistRegistry,
+    relay: Relay,
+    wharf: Wharf,
+}
+
+fn faulty(mode: &str) -> Faulty {
+    let registry = DistRegistry::start();
+    let relay = Relay::start(registry.addr());
+    let wharf = wharf_routing(&relay.addr().to_string(), mode, &[], &quick_delivery(8));
+    Faulty {
+        registry,
+        relay,
+        wharf,
+    }
+}
+
+impl Faulty {
+    /// Pushes a new 3-platform image as `ci/app:tag` with skopeo (which fails the test if the push
+    /// fails) and checks that the upstream holds it whole as `team/app:tag`, and the journal says so.
+    fn push_and_check(&self, tag: &str, seed: u64) -> Layout {
+        let layout = image(&self.wharf, tag, seed);
+        skopeo_push(&self.wharf, &layout, LOCAL);
+        assert_image_upstream(&Api::new(self.registry.base()), REMOTE, tag, &layout);
+        let e = entry(&push_status(&self.wharf), LOCAL, tag, &layout.index.digest)
+            .unwrap_or_else(|| panic!("no journal entry for {LOCAL}:{tag}"));
+        assert_eq!(e["state"], "delivered", "{e:#}");
+        layout
+    }
+
+    fn patches(&self) -> Vec<Seen> {
+        self.relay
+            .seen()
+            .into_iter()
+            .filter(|s| s.method == "PATCH" && s.path().contains("/blobs/uploads/"))
+            .collect()
+    }
+}
+
+/// Proves: a 500 on the first blob `PATCH` of a write-through delivery is retried: the push succeeds,
+/// the upstream holds the image whole, and the relay saw more `PATCH`es than there are blobs (the
+/// refused one was sent again).
+#[test]
+fn write_through_retries_a_500_on_a_patch() {
+    let f = faulty("write-through");
+    f.relay.add_rule_when(
+        Some("PATCH"),
+        "/blobs/uploads/",
+        When::nth(1),
+        Fault::Status(500),
+    );
+    let layout = f.push_and_check("v1", 1701);
+    let blobs = blob_digests(&layout).len();
+    let patches = f.patches().len();
+    assert!(
+        patches > blobs,
+        "{blobs} blobs, {patches} PATCHes: the refused PATCH was not sent again\n{}",
+        f.relay.describe()
+    );
+    eprintln!("{blobs} blobs, {patches} PATCHes (one answered 500)");
+}
+
+/// Proves: a connection reset in the middle of a blob upload (the third `PATCH`: the relay reads its
+/// head and resets) is retried like any connection error, and the push succeeds whole.
+#[test]
+fn write_through_retries_a_connection_reset_mid_upload() {
+    let f = faulty("write-through");
+    f.relay
+        .add_rule_when(Some("PATCH"), "/blobs/uploads/", When::nth(3), Fault::Reset);
+    let layout = f.push_and_check("v1", 1711);
+    let blobs = blob_digests(&layout).len();
+    let patches = f.patches().len();
+    assert!(
+        patches > blobs,
+        "{blobs} blobs, {patches} PATCHes: the reset PATCH was not sent again\n{}",
+        f.relay.describe()
+    );
+}
+
+const USER: &str = "ci-pusher";
+const PASSWORD: &str = "push-e2e-secret";
+const PASSWORD_ENV: &str = "E2E_PUSH_PASSWORD";
+
+/// The `Authorization` header of a request, if any.
+fn authorization(s: &Seen) -> Option<String> {
+    s.header_values("Authorization")
+        .first()
+        .map(|v| v.to_string())
+}
+
+/// Proves: the upstream's bearer challenge is answered during a push. (1) The first blob upload
+/// `POST` is challenged: wharf gets a token from the realm with the route's credentials and sends the
+/// `POST` again with it. (2) That token is then revoked (every request carrying it is challenged):
+/// the next push gets a new token from the realm instead of presenting the revoked one again, and
+/// succeeds. Both images arrive whole.
+#[test]
+fn write_through_answers_a_bearer_challenge_and_refreshes_a_revoked_token() {
+    let pki = tempfile::tempdir().unwrap();
+    let tokens = TokenServer::start(
+        TestCa::new(pki.path(), "push-token").token_signer(),
+        USER,
+        PASSWORD,
+    );
+    let registry = DistRegistry::start();
+    let relay = Relay::start(registry.addr());
+    let keys = [
+        "mode = \"write-through\"".to_owned(),
+        format!("username = \"{USER}\""),
+        format!("password_env = \"{PASSWORD_ENV}\""),
+    ];
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let wharf = Wharf::start(WharfOptions {
+        extra_toml: format!(
+            "{}\n{}",
+            route_toml(&relay.addr().to_string(), &keys),
+            quick_delivery(8)
+        ),
+        env: vec![(PASSWORD_ENV.into(), PASSWORD.into())],
+        ..Default::default()
+    });
+    let f = Faulty {
+        registry,
+        relay,
+        wharf,
+    };
+    let challenge = Fault::bearer_challenge(&tokens.realm(), SERVICE);
+
+    // (1) A challenge where there was none before.
+    f.relay.add_rule_when(
+        Some("POST"),
+        "/blobs/uploads/",
+        When::nth(1),
+        challenge.clone(),
+    );
+    f.push_and_check("v1", 1721);
+    let asked = tokens.requests();
+    assert!(!asked.is_empty(), "wharf never asked the token service");
+    for r in &asked {
+        assert_eq!(
+            r.basic.as_deref(),
+            Some(format!("{USER}:{PASSWORD}").as_str()),
+            "the token request carries the route's credentials: {r:?}"
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    let posts: Vec<Seen> = f
+        .relay
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "POST" && s.path().contains("/blobs/uploads/"))
+        .collect();
+    let token = posts
+        .get(1)
+        .and_then(authorization)
+        .filter(|a| a.starts_with("Bearer "))
+        .unwrap_or_else(|| {
+            panic!(
+                "the challenged POST was not sent again with a bearer token:\n{}",
+                f.relay.describe()
+            )
+        });
+
+    // (2) The token is revoked: presenting it again is challenged every time.
+    let before = f.relay.seen().len();
+    let asked_before = tokens.requests().len();
+    f.relay.clear_rules();
+    f.relay.add_rule_when(
+        None,
+        "/v2/",
+        When {
+            authorization: Some(token.clone()),
+            ..Default::default()
+        },
+        challenge,
+    );
+    f.push_and_check("v2", 1722);
+    let after: Vec<Seen> = f.relay.seen().split_off(before);
+    let revoked = after
+        .iter()
+        .filter(|s| authorization(s).as_deref() == Some(token.as_str()))
+        .count();
+    assert!(
+        revoked >= 1,
+        "the second push never presented the cached token, so this test proved nothing about \
+         refreshing it:\n{}",
+        after
+            .iter()
+            .map(|s| format!("{} {}", s.method, s.target))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        tokens.requests().len() > asked_before,
+        "challenged for a revoked token, wharf did not ask the token service for a new one \
+         ({revoked} requests presented the revoked token)"
+    );
+}
+
+/// Proves: a 429 with `Retry-After: 1` on a manifest `PUT` is retried after the second the upstream
+/// asked for, not after the (200 ms) backoff: the same `PUT` comes again at least ~1 s later, and
+/// the push succeeds whole.
+#[test]
+fn write_through_honours_retry_after_on_a_429() {
+    let f = faulty("write-through");
+    f.relay
+        .add_rule_when(Some("PUT"), "/manifests/", When::nth(1), Fault::Status(429));
+    f.push_and_check("v1", 1731);
+    let puts: Vec<Seen> = f
+        .relay
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "PUT" && s.path().contains("/manifests/"))
+        .collect();
+    let refused = &puts[0];
+    let again = puts[1..]
+        .iter()
+        .find(|s| s.target == refused.target)
+        .unwrap_or_else(|| {
+            panic!(
+                "the PUT answered 429 was never sent again:\n{}",
+                f.relay.describe()
+            )
+        });
+    let gap = again.at.duration_since(refused.at);
+    assert!(
+        gap >= Duration::from_millis(900),
+        "the retry came {gap:?} after a 429 with Retry-After: 1"
+    );
+}
+
+/// What the relay answers for a refused write, and what the journal must show of it.
+const WHY: &str = "team/app is frozen for the release (wharf-e2e)";
+
+fn denied() -> Fault {
+    Fault::Error {
+        status: 403,
+        code: "DENIED".into(),
+        message: WHY.into(),
+        headers: vec![],
+    }
+}
+
+/// Waits for `layout`'s entry to fail and checks it carries the upstream's refusal and its lease.
+fn wait_failed(wharf: &Wharf, layout: &Layout) -> Value {
+    let list = wait_for_journal(wharf, "the refused delivery marked failed", |l| {
+        entry(l, LOCAL, &layout.tag, &layout.index.digest).is_some_and(|e| e["state"] == "failed")
+    });
+    let e = entry(&list, LOCAL, &layout.tag, &layout.index.digest).unwrap();
+    let error = e["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("403") && error.contains(WHY),
+        "last_error should give the upstream's status and message: {e:#}"
+    );
+    assert_eq!(
+        e["attempts"], 1,
+        "a refusal fails at once, it is not retried: {e:#}"
+    );
+    let lease = lease_of(wharf, &e).unwrap_or_else(|| {
+        panic!(
+            "a failed delivery keeps its lease: {e:#}\n{:#?}",
+            leases(wharf)
+        )
+    });
+    assert_eq!(e["lease"], lease["id"], "{e:#}");
+    e
+}
+
+/// Proves: a permanent 403 on a store-and-forward delivery (the relay refuses its manifest `PUT`s)
+/// marks it failed at once, with the upstream's status and message and its lease kept; `wharf push
+/// retry ID` once the refusal is lifted delivers it whole and lets the lease go. Another delivery
+/// refused at its first blob upload is removed by `wharf push drop ID`, with its lease, while the
+/// pushed tag stays served locally.
+#[test]
+fn a_permanent_403_fails_the_delivery_until_retried_or_dropped() {
+    let f = faulty("store-and-forward");
+    f.relay.add_rule(Some("PUT"), "/manifests/", denied());
+    let v1 = image(&f.wharf, "v1", 1741);
+    skopeo_push(&f.wharf, &v1, LOCAL);
+    let failed = wait_failed(&f.wharf, &v1);
+
+    f.relay.clear_rules();
+    wharf_ok(&f.wharf, &["push", "retry", &failed["id"].to_string()]);
+    let list = wait_for_journal(&f.wharf, "the retried delivery done", |l| {
+        entry(l, LOCAL, "v1", &v1.index.digest).is_some_and(|e| e["state"] == "delivered")
+    });
+    let done = entry(&list, LOCAL, "v1", &v1.index.digest).unwrap();
+    assert_eq!(
+        done["id"], failed["id"],
+        "retried, not pushed anew: {done:#}"
+    );
+    assert_eq!(done["upstream_digest"], v1.index.digest, "{done:#}");
+    assert!(
+        lease_of(&f.wharf, &done).is_none(),
+        "delivered: its lease is released: {:#?}",
+        leases(&f.wharf)
+    );
+    assert_image_upstream(&Api::new(f.registry.base()), REMOTE, "v1", &v1);
+
+    f.relay.add_rule(Some("POST"), "/blobs/uploads/", denied());
+    let v2 = image(&f.wharf, "v2", 1742);
+    skopeo_push(&f.wharf, &v2, LOCAL);
+    let failed = wait_failed(&f.wharf, &v2);
+    let lease_id = failed["lease"].clone();
+    wharf_ok(&f.wharf, &["push", "drop", &failed["id"].to_string()]);
+    let list = push_status(&f.wharf);
+    assert!(
+        !list.iter().any(|e| e["id"] == failed["id"]),
+        "the dropped entry is still listed: {list:#?}"
+    );
+    assert!(
+        entry(&list, LOCAL, "v1", &v1.index.digest).is_some_and(|e| e["state"] == "delivered"),
+        "dropping one entry leaves the others: {list:#?}"
+    );
+    let live = leases(&f.wharf);
+    assert!(
+        !live.iter().any(|l| l["id"] == lease_id),
+        "the dropped delivery's lease {lease_id} is still live: {live:#?}"
+    );
+    let r = Api::new(f.wharf.base()).get_manifest(LOCAL, "v2");
+    r.assert_status(200);
+    assert_eq!(
+        r.header("Docker-Content-Digest"),
+        Some(v2.index.digest.as_str()),
+        "the dropped push is still served locally: {}",
+        r.describe()
+    );
+}
