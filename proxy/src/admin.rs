@@ -55,6 +55,7 @@ pub struct LeaseEntry {
 pub struct Admin {
     pub collector: Arc<Collector>,
     pub leases: Leases,
+    pub push: Arc<crate::push::Push>,
 }
 
 fn json<T: Serialize>(status: StatusCode, v: &T) -> Response<Full<Bytes>> {
@@ -96,6 +97,13 @@ impl Admin {
                     Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
                 }
             }
+            (&Method::GET, "/pushes") => match self.push.status().await {
+                Ok(list) => json(StatusCode::OK, &list),
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.message),
+            },
+            (m, p) if p.starts_with("/pushes/") => {
+                self.push_action(m, &p["/pushes/".len()..]).await
+            }
             (&Method::DELETE, p) if p.starts_with("/leases/") => {
                 match self.leases.release(&p["/leases/".len()..]).await {
                     Ok(true) => text(StatusCode::NO_CONTENT, String::new()),
@@ -107,6 +115,35 @@ impl Admin {
                 StatusCode::NOT_FOUND,
                 format!("no admin endpoint {} {path}", req.method()),
             ),
+        }
+    }
+
+    /// `POST /pushes/<id>/retry`, `DELETE /pushes/<id>`.
+    async fn push_action(&self, method: &Method, rest: &str) -> Response<Full<Bytes>> {
+        let (id, retry) = match rest.strip_suffix("/retry") {
+            Some(id) => (id, true),
+            None => (rest, false),
+        };
+        let Ok(id) = id.parse::<u64>() else {
+            return text(StatusCode::NOT_FOUND, format!("no delivery {id:?}"));
+        };
+        let done = match (method, retry) {
+            (&Method::POST, true) => self.push.retry(id).await,
+            (&Method::DELETE, false) => self.push.drop_delivery(id).await,
+            _ => {
+                return text(
+                    StatusCode::NOT_FOUND,
+                    format!("no admin endpoint {method} /pushes/{rest}"),
+                )
+            }
+        };
+        match done {
+            Ok(Some(s)) => json(StatusCode::OK, &s),
+            Ok(None) => text(
+                StatusCode::NOT_FOUND,
+                format!("no delivery {id} in the push journal"),
+            ),
+            Err(e) => text(e.status, e.message),
         }
     }
 
@@ -238,13 +275,21 @@ pub async fn offline(cfg: &crate::config::Config) -> Result<Admin, AdminError> {
         .await
         .map_err(|e| AdminError::Failed(e.to_string()))?;
     let store: Arc<dyn ContentStore> = Arc::new(store);
+    let policy =
+        crate::policy::Policy::new(crate::plugin::Plugins::none(), store.clone(), meta.clone());
+    let push = crate::push::Push::new(cfg, store.clone(), meta.clone(), leases.clone(), policy)
+        .map_err(|e| AdminError::Failed(e.to_string()))?;
     let collector = Arc::new(Collector::new(
         meta,
         store,
         leases.clone(),
         gc_settings(cfg),
     ));
-    Ok(Admin { collector, leases })
+    Ok(Admin {
+        collector,
+        leases,
+        push: Arc::new(push),
+    })
 }
 
 /// Runs a collection through the server on the data directory, or on the files when none runs.
@@ -320,5 +365,56 @@ pub async fn images(
         None => crate::images::list(&offline(cfg).await?.collector, dangling)
             .await
             .map_err(|e| AdminError::Failed(e.to_string())),
+    }
+}
+
+/// The push journal, from the server or the files.
+pub async fn pushes(cfg: &crate::config::Config) -> Result<Vec<crate::push::Status>, AdminError> {
+    match ask(&cfg.storage.data_dir, Method::GET, "/pushes").await? {
+        Some((StatusCode::OK, body)) => serde_json::from_slice(&body)
+            .map_err(|e| AdminError::Failed(format!("unreadable answer from the server: {e}"))),
+        Some((status, body)) => Err(AdminError::Failed(format!(
+            "the server refused ({status}): {}",
+            String::from_utf8_lossy(&body)
+        ))),
+        None => offline(cfg)
+            .await?
+            .push
+            .status()
+            .await
+            .map_err(|e| AdminError::Failed(e.message)),
+    }
+}
+
+/// `wharf push retry ID` (`retry`) or `wharf push drop ID`: the delivery as it is now, `None` when the
+/// journal has no such entry. Without a server, a retried delivery goes at its next start.
+pub async fn push_action(
+    cfg: &crate::config::Config,
+    id: u64,
+    retry: bool,
+) -> Result<Option<crate::push::Status>, AdminError> {
+    let (method, path) = if retry {
+        (Method::POST, format!("/pushes/{id}/retry"))
+    } else {
+        (Method::DELETE, format!("/pushes/{id}"))
+    };
+    match ask(&cfg.storage.data_dir, method, &path).await? {
+        Some((StatusCode::OK, body)) => serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| AdminError::Failed(format!("unreadable answer from the server: {e}"))),
+        Some((StatusCode::NOT_FOUND, _)) => Ok(None),
+        Some((status, body)) => Err(AdminError::Failed(format!(
+            "the server refused ({status}): {}",
+            String::from_utf8_lossy(&body)
+        ))),
+        None => {
+            let push = offline(cfg).await?.push;
+            let done = if retry {
+                push.retry(id).await
+            } else {
+                push.drop_delivery(id).await
+            };
+            done.map_err(|e| AdminError::Failed(e.message))
+        }
     }
 }

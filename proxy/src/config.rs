@@ -46,6 +46,11 @@ pub struct Config {
     /// Policy plugins (WebAssembly components, `wit/`), run in the order listed.
     #[serde(rename = "plugin", skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<PluginConfig>,
+    /// Push routes (the CI push gateway): local repository prefix → upstream repository.
+    #[serde(rename = "push", skip_serializing_if = "Vec::is_empty")]
+    pub pushes: Vec<PushConfig>,
+    /// How routed pushes are delivered upstream: retries and concurrency.
+    pub delivery: DeliveryConfig,
 }
 
 /// One `[[plugin]]`: a WebAssembly component implementing some of `wharf:policy`'s interfaces.
@@ -206,6 +211,79 @@ impl Default for GcConfig {
         GcConfig {
             grace_secs: 3600,
             interval_secs: 3600,
+        }
+    }
+}
+
+/// One push route: pushes to `prefix[/…]` here are delivered to `target[/…]` upstream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushConfig {
+    /// Local repository prefix (whole name components): `ci/app` routes `ci/app` and `ci/app/x`.
+    pub prefix: String,
+    /// The upstream endpoint and repository: `https://registry.example.com/team/app`.
+    pub target: String,
+    #[serde(default)]
+    pub mode: PushMode,
+    /// Indexes are reduced to these platforms before delivery; empty: every platform.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "crate::push::de_push_platforms"
+    )]
+    pub platforms: Vec<PlatformSpec>,
+    /// Allow a plain `http://` target.
+    #[serde(default)]
+    pub insecure: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Credentials for the target; without them, those of the `[[upstream]]` entry for the same host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+/// When the client's manifest `PUT` is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PushMode {
+    /// Once the upstream accepted the whole image; its refusal is the client's error.
+    #[default]
+    WriteThrough,
+    /// Once wharf holds the image and a journal entry; delivery runs in the background.
+    StoreAndForward,
+}
+
+/// Delivery of routed pushes (`push.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Attempts that fail transiently (unreachable, timeout, 408, 429, 5xx) before a delivery is
+    /// marked failed. A refusal (403, an invalid manifest) fails it at once.
+    pub max_attempts: u32,
+    /// The wait after the first failed attempt; it doubles with each one.
+    pub retry_initial_ms: u64,
+    /// The longest wait between attempts (a 429's `Retry-After` is honoured up to this).
+    pub retry_max_secs: u64,
+    /// Deliveries in flight at once (one at a time per upstream tag, in push order).
+    pub concurrency: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            // With the backoff below: about an hour of an upstream being down before "failed".
+            max_attempts: 20,
+            retry_initial_ms: 1000,
+            retry_max_secs: 300,
+            concurrency: 4,
         }
     }
 }

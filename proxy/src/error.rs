@@ -52,6 +52,30 @@ impl ErrorCode {
         }
     }
 
+    /// The code a registry's error body names, if it is one of ours.
+    pub fn parse(code: &str) -> Option<ErrorCode> {
+        use ErrorCode::*;
+        [
+            BlobUnknown,
+            BlobUploadInvalid,
+            BlobUploadUnknown,
+            DigestInvalid,
+            ManifestBlobUnknown,
+            ManifestInvalid,
+            ManifestUnknown,
+            NameInvalid,
+            NameUnknown,
+            SizeInvalid,
+            Unauthorized,
+            Denied,
+            Unsupported,
+            TooManyRequests,
+            Unknown,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == code)
+    }
+
     /// The status each code is answered with unless the error says otherwise (416 for ranges, 413 for
     /// bodies over a limit).
     pub fn status(self) -> StatusCode {

@@ -27,6 +27,15 @@ where
     }
 }
 
+/// Another handle on the same flights.
+impl<K, V> Clone for Flights<K, V> {
+    fn clone(&self) -> Self {
+        Flights {
+            running: self.running.clone(),
+        }
+    }
+}
+
 impl<K, V> Flights<K, V>
 where
     K: Eq + Hash + Clone + Send + Sync + 'static,

@@ -255,7 +255,7 @@ impl Leases {
         })
     }
 
-    async fn protect(&self, id: &str, digests: &[Digest]) -> Result<(), LeaseError> {
+    pub(crate) async fn protect(&self, id: &str, digests: &[Digest]) -> Result<(), LeaseError> {
         let rec = self
             .when_not_doomed(digests, |s| {
                 let rec = s.leases.get_mut(id)?;
@@ -303,7 +303,7 @@ impl Leases {
             .any(|r| r.ingests.iter().any(|i| i == name))
     }
 
-    async fn renew(&self, id: &str, ttl: Duration) -> Result<(), LeaseError> {
+    pub(crate) async fn renew(&self, id: &str, ttl: Duration) -> Result<(), LeaseError> {
         let rec = {
             let mut s = self.lock();
             s.leases.get_mut(id).map(|r| {

@@ -17,6 +17,7 @@ pub mod meta;
 pub mod mirror;
 pub mod plugin;
 pub mod policy;
+pub mod push;
 pub mod range;
 pub mod reference;
 pub mod registry;

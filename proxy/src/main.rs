@@ -14,6 +14,20 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum PushCommand {
+    /// List pending, delivering, delivered and failed deliveries, with upstream digests and errors.
+    Status {
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Try a failed (or waiting) delivery again now.
+    Retry { id: u64 },
+    /// Forget a delivery and release the lease over its content.
+    Drop { id: u64 },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Serve the registry API (defaults: 127.0.0.1:5000, data under ~/.local/share/wharf).
     Serve {
@@ -38,6 +52,14 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// The push gateway's deliveries ([[push]] routes): list them, retry one, or drop one (through
+    /// the running server when there is one, else on the files).
+    Push {
+        #[arg(long, short, env = "WHARF_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: PushCommand,
     },
     /// List the leases that keep content from the collector, or release one.
     Leases {
@@ -246,6 +268,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", gc_text(&report));
+            }
+            Ok(())
+        }
+        Command::Push { config, command } => {
+            let cfg = Config::load(config.as_deref())?;
+            let rt = local_runtime()?;
+            let (id, retry) = match command {
+                PushCommand::Status { json } => {
+                    let list = rt.block_on(wharf::admin::pushes(&cfg))?;
+                    log.flush();
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&list)?);
+                    } else {
+                        print!("{}", pushes_text(&list));
+                    }
+                    return Ok(());
+                }
+                PushCommand::Retry { id } => (id, true),
+                PushCommand::Drop { id } => (id, false),
+            };
+            let done = rt.block_on(wharf::admin::push_action(&cfg, id, retry))?;
+            log.flush();
+            let Some(s) = done else {
+                anyhow::bail!(
+                    "no delivery {id} in the push journal (list them with `wharf push status`)"
+                );
+            };
+            if retry {
+                println!(
+                    "delivery {id} ({}:{}) will be tried again now",
+                    s.repository, s.reference
+                );
+            } else {
+                println!(
+                    "dropped delivery {id} ({}:{}); its lease is released",
+                    s.repository, s.reference
+                );
             }
             Ok(())
         }
@@ -508,6 +567,51 @@ fn gc_text(r: &wharf::gc::Report) -> String {
         r.protected,
         r.millis
     );
+    out
+}
+
+fn pushes_text(list: &[wharf::push::Status]) -> String {
+    use std::fmt::Write as _;
+    if list.is_empty() {
+        return "no deliveries\n".into();
+    }
+    let short = |d: &wharf::digest::Digest| {
+        let s = d.to_string();
+        s.get(..19).unwrap_or(&s).to_owned()
+    };
+    let mut out = format!(
+        "{:>4}  {:<10}  {:<30}  {:<40}  {:>8}  DETAIL\n",
+        "ID", "STATE", "PUSHED", "DELIVERED TO", "ATTEMPTS"
+    );
+    for p in list {
+        let state = serde_json::to_value(p.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let to = format!("{}/{}:{}", p.target, p.upstream_repository, p.reference);
+        let mut detail = Vec::new();
+        if let Some(u) = &p.upstream_digest {
+            if *u != p.digest {
+                detail.push(format!("{} → {}", short(&p.digest), short(u)));
+            }
+        }
+        if let Some(pl) = &p.platforms {
+            detail.push(format!("platforms {}", pl.join(", ")));
+        }
+        if let Some(e) = &p.last_error {
+            detail.push(format!("last error: {e}"));
+        }
+        let _ = writeln!(
+            out,
+            "{:>4}  {:<10}  {:<30}  {:<40}  {:>8}  {}",
+            p.id,
+            state,
+            format!("{}:{}", p.repository, p.reference),
+            to,
+            p.attempts,
+            detail.join("; ")
+        );
+    }
     out
 }
 

@@ -150,6 +150,8 @@ impl Meta {
         tx.open_table(platforms::INDEX_CHILDREN)?;
         tx.open_table(platforms::KEPT_BLOBS)?;
         tx.open_table(collect::LEASES)?;
+        tx.open_table(push::JOURNAL)?;
+        tx.open_table(push::DELIVERED_BLOBS)?;
         tx.commit()?;
         Ok(Meta {
             db: Arc::new(db),
@@ -682,6 +684,7 @@ mod collect;
 pub use collect::{Forgotten, Snapshot};
 
 mod platforms;
+mod push;
 
 #[cfg(test)]
 mod tests;

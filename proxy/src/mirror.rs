@@ -295,17 +295,21 @@ impl Mirror {
             .map(|u| Self::target(u, rest))
     }
 
+    /// Whether `ns` names wharf itself (containerd pushing to `localhost:<wharf's port>`).
+    pub fn names_self(&self, ns: &str) -> bool {
+        ns.rsplit_once(':').is_some_and(|(name, port)| {
+            port.parse() == Ok(self.own_port)
+                && matches!(name, "localhost" | "127.0.0.1" | "[::1]" | "0.0.0.0")
+        })
+    }
+
     /// The registry host a request names (containerd's `ns=`, or a path prefix that looks like a host)
     /// when no `[[upstream]]` configures it. Such requests are served from wharf's own repositories
     /// (containerd pushes carry `ns=` too); the host is logged once, and a 404 names the fix.
     pub fn unconfigured(&self, name: &str, ns: Option<&str>) -> Option<String> {
         let host = match ns {
             Some(h) => {
-                let own = h.rsplit_once(':').is_some_and(|(name, port)| {
-                    port.parse() == Ok(self.own_port)
-                        && matches!(name, "localhost" | "127.0.0.1" | "[::1]" | "0.0.0.0")
-                });
-                if own || self.upstreams.iter().any(|u| u.host == h) {
+                if self.names_self(h) || self.upstreams.iter().any(|u| u.host == h) {
                     return None;
                 }
                 h

@@ -22,6 +22,7 @@ use crate::meta::Meta;
 use crate::mirror::{Mirror, Target};
 use crate::plugin::Operation;
 use crate::policy::Policy;
+use crate::push::Push;
 use crate::reference::RepoName;
 use crate::store::ContentStore;
 
@@ -72,6 +73,8 @@ pub struct Registry {
     policy: Policy,
     /// Protection from the collector: upload sessions' leases, touches of what a request names.
     leases: Leases,
+    /// Push routes and their delivery (none: every push stays here).
+    push: Option<Arc<Push>>,
 }
 
 impl Registry {
@@ -92,7 +95,18 @@ impl Registry {
             mirror,
             policy,
             leases,
+            push: None,
         }
+    }
+
+    /// Delivers pushes to routed repositories through `push`.
+    pub fn with_push(mut self, push: Arc<Push>) -> Self {
+        self.push = Some(push);
+        self
+    }
+
+    pub fn push(&self) -> Option<&Arc<Push>> {
+        self.push.as_ref()
     }
 
     pub fn leases(&self) -> &Leases {
@@ -131,8 +145,33 @@ impl Registry {
     }
 
     async fn dispatch<B: RequestBody>(&self, req: Request<B>) -> Result<Response<Body>> {
-        let route = route::route(req.method(), req.uri().path())?;
-        let ns = query_param(&req, "ns");
+        let mut route = route::route(req.method(), req.uri().path())?;
+        let mut ns = query_param(&req, "ns");
+        // A name given for a push route's registry (containerd's `ns=`, a path prefix) is the route's
+        // local repository; a write naming any other registry is refused, never stored under a name
+        // that says it is there.
+        if let Some((host, remote)) = route
+            .repo()
+            .and_then(|r| self.named_registry(r.as_str(), ns.as_deref()))
+        {
+            match self
+                .push
+                .as_ref()
+                .and_then(|p| p.local_name(&host, &remote))
+            {
+                Some(local) => {
+                    route = route.with_repo(local.parse()?);
+                    ns = None;
+                }
+                // (A mirrored upstream's own refusal, below, says the same.)
+                None if route.writes(req.method())
+                    && self.mirror.explicit(&remote, Some(&host)).is_none() =>
+                {
+                    return Err(self.unrouted(&host, &remote));
+                }
+                None => {}
+            }
+        }
         let target = route
             .repo()
             .and_then(|r| self.mirror.explicit(r.as_str(), ns.as_deref()));
@@ -142,10 +181,14 @@ impl Registry {
             operation(&route, req.method())
         };
         if let Some((op, reference)) = checked {
-            let (registry, repository) = match (&target, route.repo()) {
-                (Some(t), _) => (Some(t.upstream.host.as_str()), t.remote.as_str()),
-                (None, Some(r)) => (None, r.as_str()),
-                (None, None) => (None, ""),
+            let routed = route
+                .repo()
+                .and_then(|r| self.push.as_ref()?.plugin_view(r.as_str()));
+            let (registry, repository) = match (&target, &routed, route.repo()) {
+                (Some(t), _, _) => (Some(t.upstream.host.as_str()), t.remote.as_str()),
+                (None, Some((host, remote)), _) => (Some(host.as_str()), remote.as_str()),
+                (None, None, Some(r)) => (None, r.as_str()),
+                (None, None, None) => (None, ""),
             };
             let ctx = Policy::context(op, registry, repository, reference, &req);
             self.policy.allow(ctx).await?;
@@ -279,12 +322,48 @@ impl Registry {
             (_, m) => Err(RegistryError::new(
                 ErrorCode::Unsupported,
                 format!(
-                    "{m} {} addresses {}, which wharf mirrors read-only; push to a repository name \
-                     without an upstream's host or prefix",
+                    "{m} {} addresses {}, which wharf mirrors read-only; to push through wharf to \
+                     it, add a [[push]] route with target = \"{}/{}\" (see examples/ci/), or push \
+                     to a repository name without an upstream's host or prefix",
                     req.uri().path(),
-                    t.upstream.host
+                    t.upstream.host,
+                    t.upstream.endpoint(),
+                    t.remote
                 ),
             )),
+        }
+    }
+
+    /// The registry a request names, other than wharf itself, and the repository there: containerd's
+    /// `ns=`, an `[[upstream]]`'s path prefix, or a first name component that is a host.
+    fn named_registry(&self, name: &str, ns: Option<&str>) -> Option<(String, String)> {
+        if let Some(ns) = ns {
+            return (!self.mirror.names_self(ns)).then(|| (ns.to_owned(), name.to_owned()));
+        }
+        if let Some(t) = self.mirror.explicit(name, None) {
+            return Some((t.upstream.host.clone(), t.remote));
+        }
+        let (first, rest) = name.split_once('/')?;
+        (first.contains('.') || first == "localhost").then(|| (first.to_owned(), rest.to_owned()))
+    }
+
+    /// A write naming registry `host` that no push route covers.
+    fn unrouted(&self, host: &str, remote: &str) -> RegistryError {
+        match &self.push {
+            Some(p) => p.unrouted(host, remote),
+            None => RegistryError::new(
+                ErrorCode::Denied,
+                format!(
+                    "a push to {remote} on {host} through wharf needs a [[push]] route for it in                      wharf's config (see examples/ci/), or push to a local repository name"
+                ),
+            ),
+        }
+    }
+
+    /// A blob now in `repo`: a push route starts sending it upstream.
+    fn blob_linked(&self, repo: &RepoName, d: &crate::digest::Digest, size: u64) {
+        if let Some(p) = &self.push {
+            p.blob_committed(repo.as_str(), d, size);
         }
     }
 

@@ -35,6 +35,7 @@ use crate::meta::{Meta, MetaError};
 use crate::mirror::Mirror;
 use crate::plugin::Plugins;
 use crate::policy::{ClientAddr, Policy};
+use crate::push::Push;
 use crate::registry::{BoxError, Registry};
 use crate::store::{ContentStore, FsStore, StoreError};
 
@@ -53,6 +54,8 @@ pub enum StartError {
     Upstream(crate::upstream::UpstreamError),
     #[error("{0}")]
     Plugin(crate::plugin::PluginError),
+    #[error("{0}")]
+    Push(crate::push::PushError),
     #[error(
         "cannot listen on {addr}: {source} (set server.listen in the config, or WHARF_LISTEN, to a free \
          address)"
@@ -123,13 +126,26 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
     for u in mirror.upstreams() {
         tracing::info!(host = %u.host, prefix = %u.prefix, endpoint = %u.endpoint(), "mirroring upstream");
     }
-    let registry = Arc::new(Registry::new(
-        store.clone(),
-        meta.clone(),
-        cfg.registry.clone(),
-        mirror,
-        leases.clone(),
-    ));
+    let push = Arc::new(
+        Push::new(
+            cfg,
+            store.clone(),
+            meta.clone(),
+            leases.clone(),
+            mirror.policy().clone(),
+        )
+        .map_err(StartError::Push)?,
+    );
+    let registry = Arc::new(
+        Registry::new(
+            store.clone(),
+            meta.clone(),
+            cfg.registry.clone(),
+            mirror,
+            leases.clone(),
+        )
+        .with_push(push.clone()),
+    );
     purge_uploads(&registry).await;
     let reg = registry.clone();
     let flush_usage: crate::gc::BeforeHook = Box::new(move || {
@@ -146,6 +162,7 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
                 .with_before(flush_usage),
         ),
         leases,
+        push,
     };
     let listener = TcpListener::bind(cfg.server.listen)
         .await
@@ -156,12 +173,13 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
     Ok((registry, admin, listener))
 }
 
-/// The collector every `interval_secs` (0: never on its own) and the admin socket in `data_dir`, until
-/// the returned tasks are aborted.
+/// The collector every `interval_secs` (0: never on its own), the push delivery worker and the admin
+/// socket in `data_dir`, until the returned tasks are aborted.
 pub fn housekeeping(admin: Admin, cfg: &Config) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut tasks = vec![tokio::spawn(
-        admin.clone().serve(cfg.storage.data_dir.clone()),
-    )];
+    let mut tasks = vec![
+        tokio::spawn(admin.clone().serve(cfg.storage.data_dir.clone())),
+        tokio::spawn(admin.push.clone().run()),
+    ];
     if cfg.gc.interval_secs > 0 {
         tasks.push(tokio::spawn(
             admin

@@ -25,7 +25,7 @@ use rustls::pki_types::CertificateDer;
 use crate::config::UpstreamConfig;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type ClientBody = BoxBody<Bytes, BoxError>;
+pub type ClientBody = BoxBody<Bytes, BoxError>;
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, ClientBody>;
 
 /// Redirect hops followed for one request (blob storage usually needs one).
@@ -64,6 +64,30 @@ pub enum UpstreamError {
         realm: String,
         status: String,
     },
+}
+
+/// A request body that can be sent again: after a 401 and a fresh token, or along a redirect.
+#[async_trait::async_trait]
+pub trait Payload: Send + Sync {
+    /// Its length, sent as `Content-Length`.
+    fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The body from its first byte.
+    async fn open(&self) -> Result<ClientBody, BoxError>;
+}
+
+#[async_trait::async_trait]
+impl Payload for Bytes {
+    fn len(&self) -> u64 {
+        Bytes::len(self) as u64
+    }
+    async fn open(&self) -> Result<ClientBody, BoxError> {
+        Ok(http_body_util::Full::new(self.clone())
+            .map_err(|e| match e {})
+            .boxed())
+    }
 }
 
 struct Token {
@@ -206,6 +230,7 @@ impl Upstream {
         url: &str,
         headers: &HeaderMap,
         auth: Option<&HeaderValue>,
+        payload: Option<&dyn Payload>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let mut req = Request::builder().method(method.clone()).uri(url);
         for (k, v) in headers {
@@ -214,15 +239,27 @@ impl Upstream {
         if let Some(a) = auth {
             req = req.header(AUTHORIZATION, a);
         }
-        let body: ClientBody = Empty::new().map_err(|e| match e {}).boxed();
+        let body: ClientBody = match payload {
+            None => Empty::new().map_err(|e| match e {}).boxed(),
+            Some(p) => {
+                req = req.header(http::header::CONTENT_LENGTH, p.len());
+                p.open().await.map_err(|e| UpstreamError::Unreachable {
+                    host: self.host.clone(),
+                    url: url.to_owned(),
+                    cause: format!("cannot read the body to send: {e}"),
+                })?
+            }
+        };
         let req = req
             .body(body)
             .map_err(|e| config_err(&self.host, format!("bad request URL {url}: {e}")))?;
-        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+        // The answer to a request with a body comes after the body: allow for sending it at 1 MiB/s.
+        let limit = self.timeout + Duration::from_secs(payload.map_or(0, |p| p.len() >> 20));
+        match tokio::time::timeout(limit, self.client.request(req)).await {
             Err(_) => Err(UpstreamError::Timeout {
                 host: self.host.clone(),
                 url: url.to_owned(),
-                secs: self.timeout.as_secs(),
+                secs: limit.as_secs(),
             }),
             Ok(Err(e)) => Err(UpstreamError::Unreachable {
                 host: self.host.clone(),
@@ -242,13 +279,30 @@ impl Upstream {
         headers: &HeaderMap,
         scope: &str,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let url = format!("{}{path}", self.base);
+        self.send_with(method, path, headers, scope, None).await
+    }
+
+    /// `send` with a body. `path` may also be an absolute URL on this upstream (an upload's
+    /// `Location`).
+    pub async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &HeaderMap,
+        scope: &str,
+        payload: Option<&dyn Payload>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let url = if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.base)
+        };
         let mut auth = match self.tokens.get(scope) {
             Some(t) if t.expires > Instant::now() => bearer(&t.value),
             _ => self.basic(),
         };
         let mut resp = self
-            .roundtrip(&method, &url, headers, auth.as_ref())
+            .roundtrip(&method, &url, headers, auth.as_ref(), payload)
             .await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             if let Some(challenge) = resp
@@ -267,7 +321,7 @@ impl Upstream {
                 };
                 if auth.is_some() {
                     resp = self
-                        .roundtrip(&method, &url, headers, auth.as_ref())
+                        .roundtrip(&method, &url, headers, auth.as_ref(), payload)
                         .await?;
                 }
             }
@@ -285,7 +339,9 @@ impl Upstream {
                 break;
             };
             hops += 1;
-            resp = self.roundtrip(&method, &next, headers, None).await?;
+            resp = self
+                .roundtrip(&method, &next, headers, None, payload)
+                .await?;
             current = next;
         }
         Ok(resp)
@@ -319,7 +375,7 @@ impl Upstream {
             }
         }
         let resp = self
-            .roundtrip(&Method::GET, &url, &HeaderMap::new(), auth.as_ref())
+            .roundtrip(&Method::GET, &url, &HeaderMap::new(), auth.as_ref(), None)
             .await?;
         let status = resp.status();
         let body = http_body_util::Limited::new(resp.into_body(), MAX_TOKEN_BODY)

@@ -18,6 +18,7 @@ use crate::manifest::{self, bare_media_type, MANIFEST_TYPES};
 use crate::meta::{ManifestPut, ManifestRecord};
 use crate::plugin::Operation;
 use crate::policy::Policy;
+use crate::push::{Push, Pushed};
 use crate::reference::{Reference, RepoName};
 use crate::store::ContentStore;
 
@@ -261,15 +262,51 @@ impl Registry {
             size,
             subject: m.subject.clone(),
         };
-        self.meta
-            .put_manifest(ManifestPut {
-                repo: repo.as_str(),
-                digest: &digest,
-                record: record.clone(),
-                tag,
-                referrer: m.subject.as_ref().map(|_| m.descriptor(&digest, size)),
-            })
-            .await?;
+        let referrer = m.subject.as_ref().map(|_| m.descriptor(&digest, size));
+        let routed = self
+            .push
+            .as_ref()
+            .and_then(|p| Some((p, p.route_of(repo.as_str())?)))
+            .filter(|_| Push::delivers(tag, &m));
+        match routed {
+            // The push phase: journal, lease, delivery; it records the manifest itself.
+            Some((push, (route, remote))) => {
+                let mut reaches: Vec<Digest> = m.blobs.iter().map(|b| b.0.clone()).collect();
+                for (child, _) in &m.manifests {
+                    reaches.push(child.clone());
+                    reaches.extend(
+                        self.leases
+                            .edges(child)
+                            .iter()
+                            .flat_map(|e| e.iter().cloned()),
+                    );
+                }
+                push.pushed(
+                    route,
+                    remote,
+                    Pushed {
+                        repo: repo.to_string(),
+                        tag: tag.map(str::to_owned),
+                        digest: digest.clone(),
+                        record: record.clone(),
+                        referrer,
+                        reaches,
+                    },
+                )
+                .await?;
+            }
+            None => {
+                self.meta
+                    .put_manifest(ManifestPut {
+                        repo: repo.as_str(),
+                        digest: &digest,
+                        record: record.clone(),
+                        tag,
+                        referrer,
+                    })
+                    .await?
+            }
+        }
         if tag.is_some() {
             // The rewrite the tag will serve is made now: the push stores both manifests and the
             // mapping. The client's manifest is committed either way; a failure here is the

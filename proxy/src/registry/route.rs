@@ -33,6 +33,32 @@ impl Route {
     }
 }
 
+impl Route {
+    /// The same endpoint on another repository (a push route's local name for the one the client gave).
+    pub fn with_repo(self, name: RepoName) -> Route {
+        match self {
+            Route::Base => Route::Base,
+            Route::Blob(_, d) => Route::Blob(name, d),
+            Route::UploadStart(_) => Route::UploadStart(name),
+            Route::Upload(_, id) => Route::Upload(name, id),
+            Route::Manifest(_, r) => Route::Manifest(name, r),
+            Route::Tags(_) => Route::Tags(name),
+            Route::Referrers(_, d) => Route::Referrers(name, d),
+        }
+    }
+
+    /// Whether the endpoint writes (uploads, manifest pushes, deletes) for `method`.
+    pub fn writes(&self, method: &http::Method) -> bool {
+        match self {
+            Route::UploadStart(_) | Route::Upload(..) => true,
+            Route::Blob(..) | Route::Manifest(..) => {
+                matches!(*method, http::Method::PUT | http::Method::DELETE)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Decodes `%XX` escapes; some clients escape the `:` of a digest.
 pub fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();

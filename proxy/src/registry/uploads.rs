@@ -205,6 +205,7 @@ impl Registry {
                 if let Some(size) = self.meta.blob(from.as_str(), &d).await? {
                     if self.store.stat(&d).await?.is_some() {
                         self.meta.link_blob(repo.as_str(), &d, size).await?;
+                        self.blob_linked(repo, &d, size);
                         return Ok(blob_created(repo, &d));
                     }
                 }
@@ -304,6 +305,7 @@ impl Registry {
         match w.commit(d, declared).await {
             Ok(size) => {
                 self.meta.link_blob(repo.as_str(), d, size).await?;
+                self.blob_linked(repo, d, size);
                 Ok(blob_created(repo, d))
             }
             Err(e) => {
@@ -530,6 +532,7 @@ impl Registry {
             }
         };
         self.meta.link_blob(repo.as_str(), &d, size).await?;
+        self.blob_linked(repo, &d, size);
         // Linked and just touched by the commit: the grace window keeps it until a manifest refers
         // to it.
         if let Some(l) = lease {

@@ -1,0 +1,1044 @@
+//! The push gateway: pushes to a routed repository are stored here as any push, then delivered to the
+//! upstream repository the route names, through policy (access, platforms, rewrites).
+//!
+//! - `Routes`: `[[push]]` entries; a local name (`ci/app/x`) or a name the client gave for the
+//!   upstream (`team/app/x` with `?ns=host`, or a path prefix) → the route and both names.
+//! - `Push::pushed`: the manifest phase of a routed push. A journal entry (durable) and one lease
+//!   over everything it will send come first; then write-through delivers before the client is
+//!   answered, store-and-forward answers and leaves the delivery to the worker (`Push::run`).
+//! - `push/deliver.rs` sends; `push/journal.rs` holds the record and the scheduling decisions.
+//!
+//! The lease is the fix for nerdctl's "content digest not found": a reduced index, its children and
+//! their blobs are protected from before the reduced index is built until the upstream has them all,
+//! whatever the collector does meanwhile; nothing is ever deleted and made again on the way.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Deserializer;
+
+use crate::config::{Config, DeliveryConfig, PushConfig, PushMode, UpstreamConfig};
+use crate::digest::Digest;
+use crate::error::{ErrorCode, RegistryError};
+use crate::inflight::Flights;
+use crate::lease::Leases;
+use crate::manifest::{self, Kind};
+use crate::meta::{Descriptor, ManifestPut, ManifestRecord, Meta};
+use crate::mirror::platforms::{self as platform_sel, PlatformSpec};
+use crate::plugin::{Operation, Platform, RequestCtx};
+use crate::policy::Policy;
+use crate::reference::RepoName;
+use crate::registry::unix_now;
+use crate::store::ContentStore;
+use crate::upstream::{Upstream, UpstreamError};
+
+pub mod deliver;
+pub mod journal;
+
+use deliver::{DeliverError, Sender};
+use journal::{Delivery, State};
+
+/// A delivery's lease lasts this long between attempts (renewed at each); a failed one keeps it until
+/// it is retried or dropped.
+const PUSH_LEASE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Blob uploads of one delivery in flight at once.
+const BLOBS_AT_ONCE: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("[[push]] with prefix = {prefix:?}: {reason}")]
+    Config { prefix: String, reason: String },
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+/// `deserialize_with` for `[[push]] platforms`.
+pub fn de_push_platforms<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PlatformSpec>, D::Error> {
+    use serde::Deserialize;
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| {
+            s.parse()
+                .map_err(|e| serde::de::Error::custom(format!("push.platforms: {e}")))
+        })
+        .collect()
+}
+
+/// One `[[push]]` route.
+pub struct Route {
+    /// The local repository prefix.
+    pub prefix: String,
+    /// `scheme://host:port` of the target.
+    pub endpoint: String,
+    /// The upstream repository prefix.
+    pub repo: String,
+    pub mode: PushMode,
+    pub platforms: Vec<PlatformSpec>,
+    pub upstream: Arc<Upstream>,
+    /// What clients call the target's registry (`ns=`, a path prefix): its `host:port`, and the
+    /// `host` and `prefix` of an `[[upstream]]` entry for the same endpoint.
+    names: Vec<String>,
+}
+
+fn config_err(prefix: &str, reason: impl Into<String>) -> PushError {
+    PushError::Config {
+        prefix: prefix.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn authority_of(url: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let end = rest.find('/').unwrap_or(rest.len());
+    Some((scheme, &rest[..end]))
+}
+
+impl Route {
+    fn new(cfg: &PushConfig, upstreams: &[UpstreamConfig]) -> Result<Route, PushError> {
+        let p = &cfg.prefix;
+        p.parse::<RepoName>().map_err(|e| {
+            config_err(
+                p,
+                format!("prefix is not a repository name ({e}); use e.g. \"ci/app\""),
+            )
+        })?;
+        let (scheme, authority) = authority_of(&cfg.target)
+            .filter(|(s, a)| matches!(*s, "http" | "https") && !a.is_empty())
+            .ok_or_else(|| {
+                config_err(
+                    p,
+                    format!(
+                        "target {:?} must be http(s)://host[:port]/repository, e.g. \
+                         \"https://registry.example.com/team/app\"",
+                        cfg.target
+                    ),
+                )
+            })?;
+        let endpoint = format!("{scheme}://{authority}");
+        let repo = cfg.target[endpoint.len()..].trim_matches('/').to_owned();
+        repo.parse::<RepoName>().map_err(|e| {
+            config_err(
+                p,
+                format!(
+                    "target {:?} names no valid upstream repository ({e})",
+                    cfg.target
+                ),
+            )
+        })?;
+        // The [[upstream]] entry for the same registry lends its credentials, CA and names.
+        let same = upstreams.iter().find(|u| {
+            authority_of(&u.endpoint).is_some_and(|(_, a)| a.eq_ignore_ascii_case(authority))
+        });
+        let own_credentials = cfg.username.is_some();
+        let up = UpstreamConfig {
+            host: authority.to_owned(),
+            endpoint: endpoint.clone(),
+            prefix: None,
+            insecure: cfg.insecure || same.is_some_and(|u| u.insecure),
+            ca_file: cfg
+                .ca_file
+                .clone()
+                .or_else(|| same.and_then(|u| u.ca_file.clone())),
+            username: if own_credentials {
+                cfg.username.clone()
+            } else {
+                same.and_then(|u| u.username.clone())
+            },
+            password_env: if own_credentials {
+                cfg.password_env.clone()
+            } else {
+                same.and_then(|u| u.password_env.clone())
+            },
+            password_file: if own_credentials {
+                cfg.password_file.clone()
+            } else {
+                same.and_then(|u| u.password_file.clone())
+            },
+            connect_timeout_secs: cfg.connect_timeout_secs,
+            timeout_secs: cfg.timeout_secs,
+            platforms: None,
+        };
+        let upstream = Upstream::new(&up).map_err(|e| match e {
+            UpstreamError::Config { reason, .. } => config_err(p, reason),
+            e => e.into(),
+        })?;
+        let mut names = vec![authority.to_owned()];
+        if let Some(u) = same {
+            names.push(u.host.clone());
+            names.extend(u.prefix.clone());
+        }
+        Ok(Route {
+            prefix: p.clone(),
+            endpoint,
+            repo,
+            mode: cfg.mode,
+            platforms: cfg.platforms.clone(),
+            upstream: Arc::new(upstream),
+            names,
+        })
+    }
+
+    /// The upstream repository for local repository `local`, if this route covers it.
+    fn remote_of(&self, local: &str) -> Option<String> {
+        let rest = under(local, &self.prefix)?;
+        Some(format!("{}{rest}", self.repo))
+    }
+
+    /// The local repository for `remote` on registry `host`, if this route covers it.
+    fn local_of(&self, host: &str, remote: &str) -> Option<String> {
+        if !self.names.iter().any(|n| n.eq_ignore_ascii_case(host)) {
+            return None;
+        }
+        let rest = under(remote, &self.repo)?;
+        Some(format!("{}{rest}", self.prefix))
+    }
+
+    /// The route as written, for messages.
+    fn describe(&self) -> String {
+        format!(
+            "[[push]] prefix = \"{}\", target = \"{}/{}\"",
+            self.prefix, self.endpoint, self.repo
+        )
+    }
+}
+
+/// `name` relative to `prefix` (`""` or `"/rest"`) when `prefix` is `name` or a parent of it.
+fn under<'a>(name: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = name.strip_prefix(prefix)?;
+    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+}
+
+/// A manifest a client pushed to a routed repository, checked and stored, not yet recorded.
+pub struct Pushed {
+    pub repo: String,
+    pub tag: Option<String>,
+    pub digest: Digest,
+    pub record: ManifestRecord,
+    pub referrer: Option<Descriptor>,
+    /// Everything the manifest reaches (children, their blobs): leased with it.
+    pub reaches: Vec<Digest>,
+}
+
+/// One delivery as `wharf push status` lists it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Status {
+    pub id: u64,
+    pub state: State,
+    pub mode: PushMode,
+    pub repository: String,
+    pub reference: String,
+    pub digest: Digest,
+    pub target: String,
+    pub upstream_repository: String,
+    pub upstream_digest: Option<Digest>,
+    pub platforms: Option<Vec<String>>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// Unix seconds.
+    pub next_try: Option<u64>,
+    pub created: u64,
+    pub delivered_at: Option<u64>,
+    pub lease: Option<String>,
+}
+
+impl Status {
+    fn of(id: u64, d: Delivery) -> Status {
+        Status {
+            id,
+            state: d.state,
+            mode: d.mode,
+            repository: d.repository,
+            reference: d.reference,
+            digest: d.digest,
+            target: d.target,
+            upstream_repository: d.upstream_repository,
+            upstream_digest: d.upstream_digest,
+            platforms: d.platforms,
+            attempts: d.attempts,
+            last_error: d.last_error,
+            next_try: d.next_try_ms.map(|ms| ms.div_ceil(1000)),
+            created: d.created,
+            delivered_at: d.delivered_at,
+            lease: d.lease,
+        }
+    }
+}
+
+/// What one attempt delivered.
+struct Sent {
+    top: Digest,
+    platforms: Option<Vec<String>>,
+}
+
+/// What goes upstream for one delivery, in order.
+struct Plan {
+    blobs: Vec<(Digest, u64)>,
+    /// Child manifests: digest, media type, bytes.
+    children: Vec<(Digest, String, Bytes)>,
+    top: (Digest, String, Bytes),
+    platforms: Option<Vec<String>>,
+}
+
+type BlobKey = (String, String, Digest);
+
+/// The push phase and the delivery worker. Cheap to share (`Arc`).
+pub struct Push {
+    routes: Vec<Route>,
+    store: Arc<dyn ContentStore>,
+    meta: Meta,
+    leases: Leases,
+    policy: Policy,
+    cfg: DeliveryConfig,
+    /// Wakes the worker: a new entry, a retry.
+    wake: tokio::sync::Notify,
+    /// Deliveries running now (the worker's and write-through's).
+    running: Mutex<HashSet<u64>>,
+    /// One upload per blob and upstream repository at once: the eager upload of a committed blob and
+    /// the delivery that needs it share it.
+    blobs: Flights<BlobKey, Result<(), DeliverError>>,
+}
+
+impl Push {
+    pub fn new(
+        cfg: &Config,
+        store: Arc<dyn ContentStore>,
+        meta: Meta,
+        leases: Leases,
+        policy: Policy,
+    ) -> Result<Push, PushError> {
+        let upstreams = cfg.effective_upstreams();
+        let mut routes = Vec::new();
+        for p in &cfg.pushes {
+            let r = Route::new(p, &upstreams)?;
+            if let Some(other) = routes.iter().find(|o: &&Route| {
+                under(&r.prefix, &o.prefix).is_some() || under(&o.prefix, &r.prefix).is_some()
+            }) {
+                return Err(config_err(
+                    &r.prefix,
+                    format!(
+                        "overlaps {}; give each route a prefix of its own",
+                        other.describe()
+                    ),
+                ));
+            }
+            routes.push(r);
+        }
+        Ok(Push {
+            routes,
+            store,
+            meta,
+            leases,
+            policy,
+            cfg: cfg.delivery.clone(),
+            wake: tokio::sync::Notify::new(),
+            running: Mutex::new(HashSet::new()),
+            blobs: Flights::default(),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    fn route(&self, prefix: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.prefix == prefix)
+    }
+
+    /// The route of local repository `repo` and the upstream repository it is delivered to.
+    pub fn route_of(&self, repo: &str) -> Option<(&Route, String)> {
+        self.routes
+            .iter()
+            .find_map(|r| r.remote_of(repo).map(|remote| (r, remote)))
+    }
+
+    /// For a request that names registry `host` and repository `remote` there: the local repository
+    /// a route stores it under.
+    pub fn local_name(&self, host: &str, remote: &str) -> Option<String> {
+        self.routes.iter().find_map(|r| r.local_of(host, remote))
+    }
+
+    /// Why a write naming `host` is refused: no route covers it.
+    pub fn unrouted(&self, host: &str, remote: &str) -> RegistryError {
+        let routes = if self.routes.is_empty() {
+            "wharf has no push routes".to_owned()
+        } else {
+            format!(
+                "the push routes are: {}",
+                self.routes
+                    .iter()
+                    .map(Route::describe)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        };
+        RegistryError::new(
+            ErrorCode::Denied,
+            format!(
+                "a push to {remote} on {host} through wharf needs a push route, and {routes}; add \
+                 [[push]] prefix = \"<local name>\", target = \"https://{host}/{remote}\" to \
+                 wharf's config (see examples/ci/), or push to a local repository name"
+            ),
+        )
+    }
+
+    /// The access-phase view of a routed repository: the upstream's host and repository.
+    pub fn plugin_view(&self, repo: &str) -> Option<(String, String)> {
+        self.route_of(repo)
+            .map(|(r, remote)| (r.upstream.host.clone(), remote))
+    }
+
+    /// Whether a manifest push to a routed repository is delivered on its own: by tag, or an index or
+    /// a referrer by digest. An image manifest pushed by digest is an index's child, sent with it.
+    pub fn delivers(tag: Option<&str>, m: &manifest::Manifest) -> bool {
+        tag.is_some() || m.kind == Kind::Index || m.subject.is_some()
+    }
+
+    /// The manifest phase of a routed push: journal entry and lease, then the local record and (for
+    /// write-through) the delivery, in the order that loses nothing whenever the process stops.
+    pub async fn pushed(
+        &self,
+        route: &Route,
+        remote: String,
+        p: Pushed,
+    ) -> Result<(), RegistryError> {
+        // The manifest is recorded by digest at once (so it is served, and its links hold); the tag
+        // follows the mode's rule.
+        self.meta
+            .put_manifest(ManifestPut {
+                repo: &p.repo,
+                digest: &p.digest,
+                record: p.record.clone(),
+                tag: None,
+                referrer: p.referrer.clone(),
+            })
+            .await?;
+        let reference = p.tag.clone().unwrap_or_else(|| p.digest.to_string());
+        let lease = self
+            .leases
+            .acquire_labelled(
+                &format!("push {}:{reference} to {}/{remote}", p.repo, route.endpoint),
+                &[("repository", &p.repo), ("reference", &reference)],
+                PUSH_LEASE,
+            )
+            .await?;
+        let mut held = vec![p.digest.clone()];
+        held.extend(p.reaches.iter().cloned());
+        lease.protect(&held).await?;
+        let lease_id = lease.id().to_owned();
+        // The record owns the lease from here: released by id when delivered or dropped.
+        drop(lease);
+        let store_and_forward = route.mode == PushMode::StoreAndForward;
+        let mut rec = Delivery {
+            state: if store_and_forward {
+                State::Pending
+            } else {
+                State::Delivering
+            },
+            mode: route.mode,
+            route: route.prefix.clone(),
+            repository: p.repo.clone(),
+            reference: reference.clone(),
+            tagged: p.tag.is_some(),
+            digest: p.digest.clone(),
+            target: route.endpoint.clone(),
+            upstream_repository: remote,
+            upstream_digest: None,
+            platforms: None,
+            attempts: 0,
+            last_error: None,
+            next_try_ms: None,
+            created: unix_now(),
+            delivered_at: None,
+            lease: Some(lease_id),
+            committed: !p.tagged_later(store_and_forward),
+        };
+        let id = self.meta.create_delivery(&rec).await?;
+        if store_and_forward {
+            self.commit_local(&rec).await?;
+            rec.committed = true;
+            self.meta.put_delivery(id, &rec).await?;
+            tracing::info!(id, repo = %p.repo, reference, target = %route.endpoint, "push journaled for delivery");
+            self.wake.notify_one();
+            return Ok(());
+        }
+        self.running.lock().unwrap().insert(id);
+        let outcome = self.attempts_inline(id, rec).await;
+        self.running.lock().unwrap().remove(&id);
+        self.wake.notify_one();
+        outcome.map_err(|(e, rec)| client_error(id, &rec, e))
+    }
+
+    /// Write-through: try now, retrying transient failures with the configured backoff.
+    async fn attempts_inline(
+        &self,
+        id: u64,
+        mut rec: Delivery,
+    ) -> Result<(), (DeliverError, Delivery)> {
+        loop {
+            match self.attempt(id, &mut rec).await {
+                Ok(()) => return Ok(()),
+                Err(e) if rec.state == State::Pending => {
+                    let wait = journal::backoff(&self.cfg, rec.attempts, e.retry_after);
+                    tracing::info!(id, error = %e, wait_ms = wait.as_millis() as u64, "write-through delivery failed; trying again");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return Err((e, rec)),
+            }
+        }
+    }
+
+    /// One attempt at delivery `id`; the record is updated (and written) with the outcome.
+    async fn attempt(&self, id: u64, rec: &mut Delivery) -> Result<(), DeliverError> {
+        rec.attempts += 1;
+        let result = self.deliver(rec).await;
+        match &result {
+            Ok(sent) => {
+                rec.upstream_digest = Some(sent.top.clone());
+                rec.platforms = sent.platforms.clone();
+                if !rec.committed {
+                    if let Err(e) = self.commit_local(rec).await {
+                        tracing::warn!(id, error = %e.message, "delivered, but the local tag could not be recorded");
+                    }
+                    rec.committed = true;
+                }
+                rec.state = State::Delivered;
+                rec.delivered_at = Some(unix_now());
+                rec.last_error = None;
+                rec.next_try_ms = None;
+                if let Some(lease) = rec.lease.take() {
+                    if let Err(e) = self.leases.release(&lease).await {
+                        tracing::warn!(id, lease, error = %e, "cannot release a delivered push's lease; it expires on its own");
+                    }
+                }
+                tracing::info!(id, repo = %rec.repository, reference = %rec.reference, target = %rec.target, upstream_repository = %rec.upstream_repository, upstream_digest = %sent.top, "push delivered");
+            }
+            Err(e) => {
+                rec.last_error = Some(e.message.clone());
+                let give_up = e.permanent || rec.attempts >= self.cfg.max_attempts.max(1);
+                if give_up {
+                    rec.state = State::Failed;
+                    rec.next_try_ms = None;
+                    tracing::warn!(id, error = %e, attempts = rec.attempts, "push delivery failed; `wharf push retry {id}` tries again");
+                } else {
+                    rec.state = State::Pending;
+                    let wait = journal::backoff(&self.cfg, rec.attempts, e.retry_after);
+                    rec.next_try_ms = Some(now_ms() + wait.as_millis() as u64);
+                }
+            }
+        }
+        if let Err(e) = self.meta.put_delivery(id, rec).await {
+            tracing::warn!(id, error = %e, "cannot record a delivery's outcome");
+        }
+        result.map(|_| ())
+    }
+
+    /// Records the local tag (or nothing more, for a push by digest).
+    async fn commit_local(&self, rec: &Delivery) -> Result<(), RegistryError> {
+        if !rec.tagged {
+            return Ok(());
+        }
+        let record = self
+            .meta
+            .manifest(&rec.repository, &rec.digest)
+            .await?
+            .ok_or_else(|| {
+                RegistryError::new(
+                    ErrorCode::ManifestUnknown,
+                    format!(
+                        "manifest {} of {} is no longer recorded",
+                        rec.digest, rec.repository
+                    ),
+                )
+            })?;
+        self.meta
+            .put_manifest(ManifestPut {
+                repo: &rec.repository,
+                digest: &rec.digest,
+                record,
+                tag: Some(&rec.reference),
+                referrer: None,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Sends delivery `rec`'s image: plan (reducing and rewriting as policy says), then blobs, child
+    /// manifests and the top manifest.
+    async fn deliver(&self, rec: &Delivery) -> Result<Sent, DeliverError> {
+        let route = self.route(&rec.route).ok_or_else(|| DeliverError {
+            permanent: true,
+            status: None,
+            code: None,
+            message: format!(
+                "the config no longer has the [[push]] route with prefix = \"{}\"; add it back and \
+                 `wharf push retry`, or `wharf push drop` this delivery",
+                rec.route
+            ),
+            retry_after: None,
+        })?;
+        if let Some(lease) = &rec.lease {
+            self.leases
+                .renew(lease, PUSH_LEASE)
+                .await
+                .map_err(|e| local_err(format!("cannot renew the delivery's lease: {e}")))?;
+        }
+        let plan = self.plan(route, rec).await?;
+        if let Some(lease) = &rec.lease {
+            let mut held: Vec<Digest> = plan.blobs.iter().map(|(d, _)| d.clone()).collect();
+            held.extend(plan.children.iter().map(|c| c.0.clone()));
+            held.push(plan.top.0.clone());
+            self.leases
+                .protect(lease, &held)
+                .await
+                .map_err(|e| local_err(format!("cannot lease the delivery's content: {e}")))?;
+        }
+        let sender = Sender {
+            upstream: route.upstream.clone(),
+            repo: rec.upstream_repository.clone(),
+            store: self.store.clone(),
+            meta: self.meta.clone(),
+        };
+        self.send_blobs(&sender, &plan.blobs).await?;
+        for (d, media_type, bytes) in &plan.children {
+            if !sender.has_manifest(d, media_type).await? {
+                sender
+                    .manifest(d, media_type, bytes, &d.to_string())
+                    .await?;
+            }
+        }
+        let (top, media_type, bytes) = &plan.top;
+        let reference = if rec.tagged {
+            rec.reference.clone()
+        } else {
+            top.to_string()
+        };
+        sender.manifest(top, media_type, bytes, &reference).await?;
+        Ok(Sent {
+            top: top.clone(),
+            platforms: plan.platforms,
+        })
+    }
+
+    async fn send_blobs(
+        &self,
+        sender: &Sender,
+        blobs: &[(Digest, u64)],
+    ) -> Result<(), DeliverError> {
+        let limit = Arc::new(tokio::sync::Semaphore::new(BLOBS_AT_ONCE));
+        let mut set = tokio::task::JoinSet::new();
+        for (d, size) in blobs.iter().cloned() {
+            let permit = limit.clone().acquire_owned().await;
+            let work = self.blob_upload(sender.clone(), d, size);
+            set.spawn(async move {
+                let r = work.await;
+                drop(permit);
+                r
+            });
+            // Stop starting uploads after the first failure.
+            if let Some(Ok(Err(e))) = set.try_join_next() {
+                return Err(e);
+            }
+        }
+        while let Some(r) = set.join_next().await {
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(e) => return Err(local_err(format!("a blob upload stopped: {e}"))),
+            }
+        }
+        Ok(())
+    }
+
+    /// Uploads blob `d` unless an upload of it to the same repository is running (then its outcome).
+    fn blob_upload(
+        &self,
+        sender: Sender,
+        d: Digest,
+        size: u64,
+    ) -> impl std::future::Future<Output = Result<(), DeliverError>> + Send + 'static {
+        let key = (
+            sender.upstream.endpoint().to_owned(),
+            sender.repo.clone(),
+            d.clone(),
+        );
+        let flights = self.blobs.clone();
+        async move {
+            flights
+                .run(key, move || async move { sender.blob(&d, size).await })
+                .await
+                .unwrap_or_else(|| Err(local_err("a blob upload stopped".into())))
+        }
+    }
+
+    /// After a blob was committed to a routed repository: start uploading it now, so the delivery
+    /// finds it upstream (or joins the upload) instead of starting it after the manifest. Only where
+    /// every blob pushed is sent: not where platforms are chosen, which sends only the kept ones'.
+    pub fn blob_committed(&self, repo: &str, d: &Digest, size: u64) {
+        let Some((route, remote)) = self.route_of(repo) else {
+            return;
+        };
+        if !route.platforms.is_empty() || self.policy.plugins().selects_platforms() {
+            return;
+        }
+        let sender = Sender {
+            upstream: route.upstream.clone(),
+            repo: remote,
+            store: self.store.clone(),
+            meta: self.meta.clone(),
+        };
+        let work = self.blob_upload(sender, d.clone(), size);
+        let d = d.clone();
+        tokio::spawn(async move {
+            if let Err(e) = work.await {
+                tracing::debug!(digest = %d, error = %e, "early upload of a pushed blob failed; the delivery tries again");
+            }
+        });
+    }
+
+    /// What goes upstream for `rec`: the top manifest (reduced to the chosen platforms, then as the
+    /// rewriting plugins leave it), its children and all their blobs.
+    async fn plan(&self, route: &Route, rec: &Delivery) -> Result<Plan, DeliverError> {
+        let store_err =
+            |e: &dyn std::fmt::Display| local_err(format!("cannot read what to deliver: {e}"));
+        let mut record = self
+            .meta
+            .manifest(&rec.repository, &rec.digest)
+            .await
+            .map_err(|e| store_err(&e))?
+            .ok_or_else(|| DeliverError {
+                permanent: true,
+                status: None,
+                code: None,
+                message: format!(
+                    "manifest {} of {} is gone from wharf; push the image again",
+                    rec.digest, rec.repository
+                ),
+                retry_after: None,
+            })?;
+        let ctx = RequestCtx {
+            operation: Operation::Push,
+            registry: Some(route.upstream.host.clone()),
+            repository: rec.upstream_repository.clone(),
+            reference: Some(rec.reference.clone()),
+            client_address: String::new(),
+            identity: None,
+            user_agent: None,
+        };
+        let mut top = rec.digest.clone();
+        let mut platforms = None;
+        if manifest::kind_of(&record.media_type) == Some(Kind::Index)
+            && (!route.platforms.is_empty() || self.policy.plugins().selects_platforms())
+        {
+            if let Some((reduced, rrec, chosen)) =
+                self.reduce(route, rec, &record, ctx.clone()).await?
+            {
+                top = reduced;
+                record = rrec;
+                platforms = Some(chosen);
+            }
+        }
+        if self.policy.rewrites() && rec.tagged {
+            let (d, r) = self
+                .policy
+                .tag_manifest(&rec.repository, ctx, top, record)
+                .await
+                .map_err(|e| local_err(e.message))?;
+            top = d;
+            record = r;
+        }
+        let bytes = self
+            .store
+            .read_all(&top, record.size)
+            .await
+            .map_err(|e| store_err(&e))?;
+        let mut plan = Plan {
+            blobs: Vec::new(),
+            children: Vec::new(),
+            top: (top, record.media_type.clone(), bytes.clone()),
+            platforms,
+        };
+        // Children before their parents, blobs once each, whatever the nesting.
+        let mut seen = HashSet::new();
+        let mut stack = vec![(bytes, record.media_type)];
+        let mut children_rev = Vec::new();
+        while let Some((bytes, media_type)) = stack.pop() {
+            let m = manifest::parse(Some(&media_type), &bytes)
+                .map_err(|e| local_err(format!("a manifest to deliver cannot be read: {e}")))?;
+            for (d, size) in m.blobs {
+                if seen.insert(d.clone()) {
+                    plan.blobs.push((d, size));
+                }
+            }
+            for (d, size) in m.manifests {
+                if !seen.insert(d.clone()) {
+                    continue;
+                }
+                let child = self
+                    .store
+                    .read_all(&d, size)
+                    .await
+                    .map_err(|e| store_err(&e))?;
+                let cm = manifest::parse(None, &child)
+                    .map_err(|e| local_err(format!("child manifest {d} cannot be read: {e}")))?;
+                children_rev.push((d, cm.media_type.clone(), child.clone()));
+                stack.push((child, cm.media_type));
+            }
+        }
+        children_rev.reverse();
+        plan.children = children_rev;
+        Ok(plan)
+    }
+
+    /// The index of `rec` reduced to the platforms the route and the platform plugins keep, stored
+    /// and mapped from the original (`Policy::derived`); `None` when every platform is kept.
+    async fn reduce(
+        &self,
+        route: &Route,
+        rec: &Delivery,
+        record: &ManifestRecord,
+        ctx: RequestCtx,
+    ) -> Result<Option<(Digest, ManifestRecord, Vec<String>)>, DeliverError> {
+        let bytes = self
+            .store
+            .read_all(&rec.digest, record.size)
+            .await
+            .map_err(|e| local_err(format!("cannot read index {}: {e}", rec.digest)))?;
+        let entries = platform_sel::entries(&bytes)
+            .map_err(|e| local_err(format!("index {} cannot be read: {e}", rec.digest)))?;
+        let by_route = |p: &Platform| {
+            route.platforms.is_empty() || route.platforms.iter().any(|s| s.matches(p))
+        };
+        let mut available: Vec<Platform> = Vec::new();
+        for p in entries.iter().filter_map(|e| e.platform.as_ref()) {
+            if by_route(p) && !available.contains(p) {
+                available.push(p.clone());
+            }
+        }
+        let chosen = if self.policy.plugins().selects_platforms() {
+            self.policy.plugins().platforms(ctx, available).await
+        } else {
+            available
+        };
+        let kept = entries
+            .iter()
+            .filter(|e| e.platform.as_ref().is_some_and(|p| chosen.contains(p)))
+            .count();
+        if kept == entries.len() {
+            return Ok(None);
+        }
+        if kept == 0 {
+            let offered: Vec<String> = entries
+                .iter()
+                .filter_map(|e| e.platform.as_ref().map(ToString::to_string))
+                .collect();
+            return Err(DeliverError {
+                permanent: true,
+                status: None,
+                code: None,
+                message: format!(
+                    "index {} offers {}, none of which {} (platforms = [{}]) and the platform \
+                     plugins keep; nothing would be delivered: add one of them to the route",
+                    rec.digest,
+                    offered.join(", "),
+                    route.describe(),
+                    route
+                        .platforms
+                        .iter()
+                        .map(|s| format!("\"{s}\""))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                retry_after: None,
+            });
+        }
+        let reduced = Bytes::from(
+            platform_sel::reduce(&rec.digest, &bytes, &chosen)
+                .map_err(|e| local_err(format!("cannot reduce index {}: {e}", rec.digest)))?,
+        );
+        // Leased before its first byte is written: the delivery's lease holds it from here until the
+        // upstream has it.
+        if let Some(lease) = &rec.lease {
+            self.leases
+                .protect(lease, &[Digest::sha256_of(&reduced)])
+                .await
+                .map_err(|e| local_err(format!("cannot lease the reduced index: {e}")))?;
+        }
+        let (d, r) = self
+            .policy
+            .derived(
+                &rec.repository,
+                rec.digest.clone(),
+                record.clone(),
+                platform_sel::chosen_key(&chosen),
+                "index reduced to the push route's platforms",
+                move |_, _| async move { Some(reduced) },
+            )
+            .await
+            .map_err(|e| local_err(e.message))?;
+        if d == rec.digest {
+            return Err(local_err(format!(
+                "the reduced index of {} could not be stored",
+                rec.digest
+            )));
+        }
+        let mut names: Vec<String> = chosen.iter().map(ToString::to_string).collect();
+        names.sort();
+        names.dedup();
+        Ok(Some((d, r, names)))
+    }
+
+    /// The delivery worker: runs pending deliveries as they fall due, one at a time per upstream tag,
+    /// up to `[delivery] concurrency` at once. Deliveries a stop cut short resume.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            let entries = match self.meta.deliveries().await {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the push journal; trying again in 5 s");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    continue;
+                }
+            };
+            let (start, wake) = {
+                let running = self.running.lock().unwrap();
+                let free = self.cfg.concurrency.max(1).saturating_sub(running.len());
+                journal::due(&entries, &running, now_ms(), free)
+            };
+            for id in start {
+                let Some(rec) = entries
+                    .iter()
+                    .find(|(i, _)| *i == id)
+                    .map(|(_, r)| r.clone())
+                else {
+                    continue;
+                };
+                self.running.lock().unwrap().insert(id);
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let mut rec = rec;
+                    rec.state = State::Delivering;
+                    let _ = this.attempt(id, &mut rec).await;
+                    this.running.lock().unwrap().remove(&id);
+                    this.wake.notify_one();
+                });
+            }
+            let sleep = wake.map_or(Duration::from_secs(60), |at| {
+                Duration::from_millis(at.saturating_sub(now_ms()).max(1))
+            });
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+
+    /// Every delivery in the journal, in push order.
+    pub async fn status(&self) -> Result<Vec<Status>, RegistryError> {
+        Ok(self
+            .meta
+            .deliveries()
+            .await?
+            .into_iter()
+            .map(|(id, d)| Status::of(id, d))
+            .collect())
+    }
+
+    /// `wharf push retry`: a failed or waiting delivery is tried now, with its attempts counted afresh.
+    pub async fn retry(&self, id: u64) -> Result<Option<Status>, RegistryError> {
+        let Some(mut rec) = self.meta.delivery(id).await? else {
+            return Ok(None);
+        };
+        if matches!(rec.state, State::Failed | State::Pending) {
+            if rec.lease.is_none() {
+                let lease = self
+                    .leases
+                    .acquire_labelled(
+                        &format!("push {}:{} retried", rec.repository, rec.reference),
+                        &[
+                            ("repository", &rec.repository),
+                            ("reference", &rec.reference),
+                        ],
+                        PUSH_LEASE,
+                    )
+                    .await?;
+                lease.protect(std::slice::from_ref(&rec.digest)).await?;
+                rec.lease = Some(lease.id().to_owned());
+            }
+            rec.state = State::Pending;
+            rec.attempts = 0;
+            rec.next_try_ms = None;
+            self.meta.put_delivery(id, &rec).await?;
+            self.wake.notify_one();
+        }
+        Ok(Some(Status::of(id, rec)))
+    }
+
+    /// `wharf push drop`: forgets a delivery and releases its lease (a running one is refused).
+    pub async fn drop_delivery(&self, id: u64) -> Result<Option<Status>, RegistryError> {
+        if self.running.lock().unwrap().contains(&id) {
+            return Err(RegistryError::new(
+                ErrorCode::Denied,
+                format!("delivery {id} is being sent right now; drop it once it has failed"),
+            ));
+        }
+        let Some(rec) = self.meta.delivery(id).await? else {
+            return Ok(None);
+        };
+        self.meta.delete_delivery(id).await?;
+        if let Some(lease) = &rec.lease {
+            self.leases.release(lease).await?;
+        }
+        Ok(Some(Status::of(id, rec)))
+    }
+}
+
+impl Pushed {
+    /// Whether the local tag waits for the upstream (write-through) rather than being recorded now.
+    fn tagged_later(&self, store_and_forward: bool) -> bool {
+        self.tag.is_some() && !store_and_forward
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn local_err(message: String) -> DeliverError {
+    DeliverError {
+        permanent: false,
+        status: None,
+        code: None,
+        message,
+        retry_after: None,
+    }
+}
+
+/// A write-through delivery's failure as the client's error: the upstream's status and code when it
+/// answered, 502 when it did not.
+fn client_error(id: u64, rec: &Delivery, e: DeliverError) -> RegistryError {
+    let code = e
+        .code
+        .as_deref()
+        .and_then(ErrorCode::parse)
+        .unwrap_or(ErrorCode::Unknown);
+    let status = match e.status {
+        Some(s) if s.is_client_error() || s.is_server_error() => s,
+        _ => http::StatusCode::BAD_GATEWAY,
+    };
+    RegistryError::new(
+        code,
+        format!(
+            "{}; wharf keeps the image (delivery {id} to {}/{}: `wharf push status` shows it, \
+             `wharf push retry {id}` tries again)",
+            e.message, rec.target, rec.upstream_repository
+        ),
+    )
+    .with_status(status)
+}
+
+#[cfg(test)]
+mod tests;

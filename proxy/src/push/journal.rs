@@ -1,0 +1,180 @@
+//! The journal of deliveries: what is to be sent where, how it went, and when to try again. Records
+//! live in the metadata store (`meta/push.rs`), so a delivery survives a crash and resumes; this file
+//! holds the record and the pure decisions (backoff, which entries may go now).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{DeliveryConfig, PushMode};
+use crate::digest::Digest;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// Waiting for its next try (or its first).
+    Pending,
+    /// Being sent now (after a crash: pending again).
+    Delivering,
+    Delivered,
+    /// Refused, or failed `max_attempts` times: kept with its lease until retried or dropped.
+    Failed,
+}
+
+/// One routed push to deliver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub state: State,
+    pub mode: PushMode,
+    /// The route's local prefix.
+    pub route: String,
+    /// The local repository and the reference pushed (a tag, or the digest).
+    pub repository: String,
+    pub reference: String,
+    /// Whether `reference` is a tag.
+    pub tagged: bool,
+    /// The manifest the client pushed.
+    pub digest: Digest,
+    /// The upstream endpoint and repository.
+    pub target: String,
+    pub upstream_repository: String,
+    /// What was delivered as the top manifest (the reduced or rewritten one, if so).
+    pub upstream_digest: Option<Digest>,
+    /// The kept platforms, when the index was reduced.
+    pub platforms: Option<Vec<String>>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// Unix milliseconds of the next try.
+    pub next_try_ms: Option<u64>,
+    /// Unix seconds.
+    pub created: u64,
+    pub delivered_at: Option<u64>,
+    /// The lease over everything the delivery sends, until it is delivered or dropped.
+    pub lease: Option<String>,
+    /// Whether the local tag names the pushed manifest yet (write-through commits it after the
+    /// upstream accepted the image).
+    pub committed: bool,
+}
+
+impl Delivery {
+    /// Deliveries of one upstream tag go one at a time, in push order.
+    pub fn tag_key(&self) -> (String, String, String) {
+        (
+            self.target.clone(),
+            self.upstream_repository.clone(),
+            self.reference.clone(),
+        )
+    }
+}
+
+/// How long to wait after `attempts` failed tries: `retry_initial_ms` doubling, at most
+/// `retry_max_secs`, and no less than the upstream's `Retry-After` (itself capped).
+pub fn backoff(cfg: &DeliveryConfig, attempts: u32, retry_after: Option<Duration>) -> Duration {
+    let cap = Duration::from_secs(cfg.retry_max_secs.max(1));
+    let doubled = cfg
+        .retry_initial_ms
+        .saturating_mul(1u64 << attempts.saturating_sub(1).min(30));
+    let wait = Duration::from_millis(doubled).max(retry_after.unwrap_or_default());
+    wait.min(cap)
+}
+
+/// Which pending deliveries may start now: the first not-done entry of each upstream tag (in push
+/// order), if it is due and not running, up to `free` of them. Also returns the earliest time (unix
+/// ms) a held-back entry becomes due.
+pub fn due(
+    entries: &[(u64, Delivery)],
+    running: &HashSet<u64>,
+    now_ms: u64,
+    free: usize,
+) -> (Vec<u64>, Option<u64>) {
+    let mut busy = HashSet::new();
+    let mut start = Vec::new();
+    let mut wake: Option<u64> = None;
+    for (id, d) in entries {
+        if !matches!(d.state, State::Pending | State::Delivering) {
+            continue;
+        }
+        if !busy.insert(d.tag_key()) || running.contains(id) {
+            continue;
+        }
+        let at = d.next_try_ms.unwrap_or(0);
+        if at <= now_ms {
+            if start.len() < free {
+                start.push(*id);
+            }
+        } else {
+            wake = Some(wake.map_or(at, |w| w.min(at)));
+        }
+    }
+    (start, wake)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(reference: &str, state: State, next: Option<u64>) -> Delivery {
+        Delivery {
+            state,
+            mode: PushMode::StoreAndForward,
+            route: "ci/app".into(),
+            repository: "ci/app".into(),
+            reference: reference.into(),
+            tagged: true,
+            digest: Digest::sha256_of(reference.as_bytes()),
+            target: "http://up".into(),
+            upstream_repository: "team/app".into(),
+            upstream_digest: None,
+            platforms: None,
+            attempts: 0,
+            last_error: None,
+            next_try_ms: next,
+            created: 0,
+            delivered_at: None,
+            lease: None,
+            committed: true,
+        }
+    }
+
+    #[test]
+    fn one_tag_goes_in_push_order() {
+        let entries = vec![
+            (1, entry("v1", State::Pending, Some(50))),
+            (2, entry("v1", State::Pending, None)),
+            (3, entry("v2", State::Pending, None)),
+            (4, entry("v3", State::Failed, None)),
+            (5, entry("v3", State::Delivering, None)),
+        ];
+        let (start, wake) = due(&entries, &HashSet::new(), 10, 10);
+        // v1's second push waits for its first, which is not due until 50.
+        assert_eq!(start, vec![3, 5]);
+        assert_eq!(wake, Some(50));
+        let (start, _) = due(&entries, &HashSet::new(), 60, 10);
+        assert_eq!(start, vec![1, 3, 5]);
+        // A running entry holds its tag; the limit holds the rest.
+        let (start, _) = due(&entries, &HashSet::from([1]), 60, 1);
+        assert_eq!(start, vec![3]);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_honours_retry_after() {
+        let cfg = DeliveryConfig {
+            max_attempts: 8,
+            retry_initial_ms: 500,
+            retry_max_secs: 4,
+            concurrency: 4,
+        };
+        assert_eq!(backoff(&cfg, 1, None), Duration::from_millis(500));
+        assert_eq!(backoff(&cfg, 3, None), Duration::from_secs(2));
+        assert_eq!(backoff(&cfg, 9, None), Duration::from_secs(4));
+        assert_eq!(
+            backoff(&cfg, 1, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            backoff(&cfg, 1, Some(Duration::from_secs(30))),
+            Duration::from_secs(4)
+        );
+    }
+}
