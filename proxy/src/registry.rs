@@ -147,34 +147,34 @@ impl Registry {
     async fn dispatch<B: RequestBody>(&self, req: Request<B>) -> Result<Response<Body>> {
         let mut route = route::route(req.method(), req.uri().path())?;
         let mut ns = query_param(&req, "ns");
-        // A name given for a push route's registry (containerd's `ns=`, a path prefix) is the route's
-        // local repository; a write naming any other registry is refused, never stored under a name
-        // that says it is there.
-        if let Some((host, remote)) = route
-            .repo()
-            .and_then(|r| self.named_registry(r.as_str(), ns.as_deref()))
-        {
-            match self
-                .push
-                .as_ref()
-                .and_then(|p| p.local_name(&host, &remote))
-            {
-                Some(local) => {
-                    route = route.with_repo(local.parse()?);
-                    ns = None;
-                }
-                // (A mirrored upstream's own refusal, below, says the same.)
-                None if route.writes(req.method())
-                    && self.mirror.explicit(&remote, Some(&host)).is_none() =>
-                {
-                    return Err(self.unrouted(&host, &remote));
-                }
-                None => {}
-            }
-        }
-        let target = route
+        let mut target = route
             .repo()
             .and_then(|r| self.mirror.explicit(r.as_str(), ns.as_deref()));
+        // A name given for a push route's registry (containerd's `ns=`, a path prefix) is the route's
+        // local repository; a write naming any other registry is refused, never stored under a name
+        // that says it is there. (Only looked at when it can matter: a warm pull pays nothing.)
+        let routes = self.push.as_ref().filter(|p| !p.is_empty());
+        if routes.is_some() || route.writes(req.method()) {
+            let named = match (&target, route.repo()) {
+                (Some(t), _) => Some((t.upstream.host.clone(), t.remote.clone())),
+                (None, Some(r)) => self.named_registry(r.as_str(), ns.as_deref()),
+                (None, None) => None,
+            };
+            if let Some((host, remote)) = named {
+                match routes.and_then(|p| p.local_name(&host, &remote)) {
+                    Some(local) => {
+                        route = route.with_repo(local.parse()?);
+                        target = None;
+                        ns = None;
+                    }
+                    // A mirrored upstream's own refusal, in `dispatch_mirror`, says the same.
+                    None if target.is_none() && route.writes(req.method()) => {
+                        return Err(self.unrouted(&host, &remote));
+                    }
+                    None => {}
+                }
+            }
+        }
         let checked = if self.policy.plugins().is_empty() {
             None
         } else {
@@ -335,13 +335,11 @@ impl Registry {
     }
 
     /// The registry a request names, other than wharf itself, and the repository there: containerd's
-    /// `ns=`, an `[[upstream]]`'s path prefix, or a first name component that is a host.
+    /// `ns=`, or a first name component that is a host.
+    /// (Names of a mirrored upstream are the mirror's `Target`s; this is for the others.)
     fn named_registry(&self, name: &str, ns: Option<&str>) -> Option<(String, String)> {
         if let Some(ns) = ns {
             return (!self.mirror.names_self(ns)).then(|| (ns.to_owned(), name.to_owned()));
-        }
-        if let Some(t) = self.mirror.explicit(name, None) {
-            return Some((t.upstream.host.clone(), t.remote));
         }
         let (first, rest) = name.split_once('/')?;
         (first.contains('.') || first == "localhost").then(|| (first.to_owned(), rest.to_owned()))

@@ -313,6 +313,11 @@ impl Upstream {
             {
                 auth = match challenge {
                     Challenge::Bearer(params) => {
+                        // The token we sent (if any) was refused: a new one, not the cached one.
+                        self.tokens.remove(scope);
+                        if let Some(s) = &params.scope {
+                            self.tokens.remove(s.as_str());
+                        }
                         let token = self.token(&params, scope).await?;
                         bearer(&token)
                     }
