@@ -43,6 +43,8 @@ use journal::{Delivery, State};
 /// A delivery's lease lasts this long between attempts (renewed at each); a failed one keeps it until
 /// it is retried or dropped.
 const PUSH_LEASE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Delivered entries the journal keeps listing (the newest).
+const KEEP_DELIVERED: usize = 1000;
 /// Blob uploads of one delivery in flight at once.
 const BLOBS_AT_ONCE: usize = 4;
 
@@ -116,6 +118,13 @@ impl Route {
                     ),
                 )
             })?;
+        if authority.contains('@') {
+            return Err(config_err(
+                p,
+                "target carries credentials in its URL; put them in username and \
+                 password_env/password_file instead (they are never logged there)",
+            ));
+        }
         let endpoint = format!("{scheme}://{authority}");
         let repo = cfg.target[endpoint.len()..].trim_matches('/').to_owned();
         repo.parse::<RepoName>().map_err(|e| {
@@ -397,12 +406,20 @@ impl Push {
 
     /// The manifest phase of a routed push: journal entry and lease, then the local record and (for
     /// write-through) the delivery, in the order that loses nothing whenever the process stops.
-    pub async fn pushed(
-        &self,
-        route: &Route,
-        remote: String,
-        p: Pushed,
-    ) -> Result<(), RegistryError> {
+    pub async fn pushed(self: &Arc<Self>, p: Pushed) -> Result<(), RegistryError> {
+        let Some((route, remote)) = self.route_of(&p.repo) else {
+            return self
+                .meta
+                .put_manifest(ManifestPut {
+                    repo: &p.repo,
+                    digest: &p.digest,
+                    record: p.record,
+                    tag: p.tag.as_deref(),
+                    referrer: p.referrer,
+                })
+                .await
+                .map_err(Into::into);
+        };
         // The manifest is recorded by digest at once (so it is served, and its links hold); the tag
         // follows the mode's rule.
         self.meta
@@ -463,11 +480,22 @@ impl Push {
             self.wake.notify_one();
             return Ok(());
         }
+        // Its own task: a client that goes away does not cut the delivery (or the local tag) short.
         self.running.lock().unwrap().insert(id);
-        let outcome = self.attempts_inline(id, rec).await;
-        self.running.lock().unwrap().remove(&id);
-        self.wake.notify_one();
-        outcome.map_err(|(e, rec)| client_error(id, &rec, e))
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let outcome = this.attempts_inline(id, rec).await;
+            this.running.lock().unwrap().remove(&id);
+            this.wake.notify_one();
+            outcome
+        });
+        match task.await {
+            Ok(outcome) => outcome.map_err(|(e, rec)| client_error(id, &rec, e)),
+            Err(e) => Err(RegistryError::new(
+                ErrorCode::Unknown,
+                format!("delivery {id} stopped: {e}; `wharf push retry {id}` tries again"),
+            )),
+        }
     }
 
     /// Write-through: try now, retrying transient failures with the configured backoff.
@@ -901,6 +929,11 @@ impl Push {
                     continue;
                 }
             };
+            for id in journal::surplus_delivered(&entries, KEEP_DELIVERED) {
+                if let Err(e) = self.meta.delete_delivery(id).await {
+                    tracing::debug!(id, error = %e, "cannot prune a delivered push from the journal");
+                }
+            }
             let (start, wake) = {
                 let running = self.running.lock().unwrap();
                 let free = self.cfg.concurrency.max(1).saturating_sub(running.len());

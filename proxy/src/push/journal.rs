@@ -110,6 +110,18 @@ pub fn due(
     (start, wake)
 }
 
+/// Delivered entries beyond the newest `keep`, oldest first: the journal keeps recent history for
+/// `wharf push status`, not all of it.
+pub fn surplus_delivered(entries: &[(u64, Delivery)], keep: usize) -> Vec<u64> {
+    let delivered: Vec<u64> = entries
+        .iter()
+        .filter(|(_, d)| d.state == State::Delivered)
+        .map(|(id, _)| *id)
+        .collect();
+    let extra = delivered.len().saturating_sub(keep);
+    delivered[..extra].to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +167,19 @@ mod tests {
         // A running entry holds its tag; the limit holds the rest.
         let (start, _) = due(&entries, &HashSet::from([1]), 60, 1);
         assert_eq!(start, vec![3]);
+    }
+
+    #[test]
+    fn only_old_delivered_entries_are_pruned() {
+        let entries = vec![
+            (1, entry("v1", State::Delivered, None)),
+            (2, entry("v2", State::Failed, None)),
+            (3, entry("v3", State::Delivered, None)),
+            (4, entry("v4", State::Pending, None)),
+            (5, entry("v5", State::Delivered, None)),
+        ];
+        assert_eq!(surplus_delivered(&entries, 1), vec![1, 3]);
+        assert!(surplus_delivered(&entries, 3).is_empty());
     }
 
     #[test]

@@ -266,11 +266,10 @@ impl Registry {
         let routed = self
             .push
             .as_ref()
-            .and_then(|p| Some((p, p.route_of(repo.as_str())?)))
-            .filter(|_| Push::delivers(tag, &m));
+            .filter(|p| p.route_of(repo.as_str()).is_some() && Push::delivers(tag, &m));
         match routed {
             // The push phase: journal, lease, delivery; it records the manifest itself.
-            Some((push, (route, remote))) => {
+            Some(push) => {
                 let mut reaches: Vec<Digest> = m.blobs.iter().map(|b| b.0.clone()).collect();
                 for (child, _) in &m.manifests {
                     reaches.push(child.clone());
@@ -281,18 +280,14 @@ impl Registry {
                             .flat_map(|e| e.iter().cloned()),
                     );
                 }
-                push.pushed(
-                    route,
-                    remote,
-                    Pushed {
-                        repo: repo.to_string(),
-                        tag: tag.map(str::to_owned),
-                        digest: digest.clone(),
-                        record: record.clone(),
-                        referrer,
-                        reaches,
-                    },
-                )
+                push.pushed(Pushed {
+                    repo: repo.to_string(),
+                    tag: tag.map(str::to_owned),
+                    digest: digest.clone(),
+                    record: record.clone(),
+                    referrer,
+                    reaches,
+                })
                 .await?;
             }
             None => {
