@@ -17,8 +17,8 @@ use crate::mirror::relay::{Fault, Relay, Seen, When};
 use crate::mirror::token_server::{TokenServer, SERVICE};
 
 use super::journal::{
-    blob_digests, entry, image, lease_of, leases, quick_delivery, skopeo_push, wait_for_journal,
-    wharf_ok, wharf_routing,
+    blob_digests, entry, image, lease_live, lease_of, leases, quick_delivery, skopeo_push,
+    wait_for_journal, wharf_ok, wharf_routing,
 };
 use super::{assert_image_upstream, push_status, route_toml, LOCAL, REMOTE};
 
@@ -115,9 +115,10 @@ fn authorization(s: &Seen) -> Option<String> {
 
 /// Proves: the upstream's bearer challenge is answered during a push. (1) The first blob upload
 /// `POST` is challenged: wharf gets a token from the realm with the route's credentials and sends the
-/// `POST` again with it. (2) That token is then revoked (every request carrying it is challenged):
-/// the next push gets a new token from the realm instead of presenting the revoked one again, and
-/// succeeds. Both images arrive whole.
+/// `POST` again with it; a later `PATCH` is challenged too, token in hand: wharf gets a new one and
+/// sends the `PATCH` again, body and all. (2) That token is then revoked (every request carrying it is
+/// challenged): the next push gets a new token from the realm instead of presenting the revoked one
+/// again, and succeeds. Both images arrive whole.
 #[test]
 fn write_through_answers_a_bearer_challenge_and_refreshes_a_revoked_token() {
     let pki = tempfile::tempdir().unwrap();
@@ -157,9 +158,24 @@ fn write_through_answers_a_bearer_challenge_and_refreshes_a_revoked_token() {
         When::nth(1),
         challenge.clone(),
     );
-    f.push_and_check("v1", 1721);
+    f.relay.add_rule_when(
+        Some("PATCH"),
+        "/blobs/uploads/",
+        When::nth(2),
+        challenge.clone(),
+    );
+    let layout = f.push_and_check("v1", 1721);
+    let (blobs, patches) = (blob_digests(&layout).len(), f.patches().len());
+    assert!(
+        patches > blobs,
+        "{blobs} blobs, {patches} PATCHes: the challenged PATCH was not sent again\n{}",
+        f.relay.describe()
+    );
     let asked = tokens.requests();
-    assert!(!asked.is_empty(), "wharf never asked the token service");
+    assert!(
+        asked.len() >= 2,
+        "two challenges, two tokens: the token service saw {asked:?}"
+    );
     for r in &asked {
         assert_eq!(
             r.basic.as_deref(),
@@ -174,18 +190,29 @@ fn write_through_answers_a_bearer_challenge_and_refreshes_a_revoked_token() {
         .into_iter()
         .filter(|s| s.method == "POST" && s.path().contains("/blobs/uploads/"))
         .collect();
-    let token = posts
-        .get(1)
+    assert!(
+        posts
+            .get(1)
+            .and_then(authorization)
+            .is_some_and(|a| a.starts_with("Bearer ")),
+        "the challenged POST was not sent again with a bearer token:\n{}",
+        f.relay.describe()
+    );
+
+    // (2) The token wharf holds now (the last request's) is revoked: presenting it again is
+    // challenged every time.
+    let token = f
+        .relay
+        .seen()
+        .last()
         .and_then(authorization)
         .filter(|a| a.starts_with("Bearer "))
         .unwrap_or_else(|| {
             panic!(
-                "the challenged POST was not sent again with a bearer token:\n{}",
+                "the push ended without a bearer token:\n{}",
                 f.relay.describe()
             )
         });
-
-    // (2) The token is revoked: presenting it again is challenged every time.
     let before = f.relay.seen().len();
     let asked_before = tokens.requests().len();
     f.relay.clear_rules();
@@ -315,8 +342,8 @@ fn a_permanent_403_fails_the_delivery_until_retried_or_dropped() {
     );
     assert_eq!(done["upstream_digest"], v1.index.digest, "{done:#}");
     assert!(
-        lease_of(&f.wharf, &done).is_none(),
-        "delivered: its lease is released: {:#?}",
+        done["lease"].is_null() && !lease_live(&f.wharf, &failed["lease"]),
+        "delivered: its lease is released: {done:#}\n{:#?}",
         leases(&f.wharf)
     );
     assert_image_upstream(&Api::new(f.registry.base()), REMOTE, "v1", &v1);
@@ -336,10 +363,10 @@ fn a_permanent_403_fails_the_delivery_until_retried_or_dropped() {
         entry(&list, LOCAL, "v1", &v1.index.digest).is_some_and(|e| e["state"] == "delivered"),
         "dropping one entry leaves the others: {list:#?}"
     );
-    let live = leases(&f.wharf);
     assert!(
-        !live.iter().any(|l| l["id"] == lease_id),
-        "the dropped delivery's lease {lease_id} is still live: {live:#?}"
+        !lease_live(&f.wharf, &lease_id),
+        "the dropped delivery's lease {lease_id} is still live: {:#?}",
+        leases(&f.wharf)
     );
     let r = Api::new(f.wharf.base()).get_manifest(LOCAL, "v2");
     r.assert_status(200);

@@ -99,14 +99,31 @@ pub fn leases(wharf: &Wharf) -> Vec<Value> {
         .clone()
 }
 
-/// The lease a journal entry names, as `wharf leases` lists it (with purpose `push <id>`), if live.
+/// The live lease a journal entry names (`lease`), as `wharf leases` lists it; its purpose says it
+/// is the push of that `repository:reference`.
 pub fn lease_of(wharf: &Wharf, entry: &Value) -> Option<Value> {
-    let purpose = format!("push {}", entry["id"]);
-    leases(wharf).into_iter().find(|l| {
-        l["purpose"]
-            .as_str()
-            .is_some_and(|p| p == purpose || p.starts_with(&format!("{purpose} ")))
-    })
+    if entry["lease"].is_null() {
+        return None;
+    }
+    let lease = leases(wharf)
+        .into_iter()
+        .find(|l| l["id"] == entry["lease"])?;
+    let purpose = lease["purpose"].as_str().unwrap_or_default();
+    let what = format!(
+        "{}:{}",
+        entry["repository"].as_str().unwrap_or_default(),
+        entry["reference"].as_str().unwrap_or_default()
+    );
+    assert!(
+        purpose.starts_with("push ") && purpose.contains(&what),
+        "the lease of a delivery should say it is the push of {what}: {lease:#}"
+    );
+    Some(lease)
+}
+
+/// Whether a lease with this id is live.
+pub fn lease_live(wharf: &Wharf, id: &Value) -> bool {
+    leases(wharf).iter().any(|l| l["id"] == *id)
 }
 
 /// The journal entry for `repository:reference` pushed with local digest `digest`.
@@ -191,6 +208,7 @@ fn store_and_forward_waits_out_a_down_upstream_and_a_kill_9() {
     );
     assert_eq!(list.len(), 3, "one journal entry per push: {list:#?}");
     let mut ids = BTreeSet::new();
+    let mut held = Vec::new();
     for (repo, layout) in &pushes {
         let e = entry(&list, repo, &layout.tag, &layout.index.digest).unwrap();
         let upstream_repo = repo.replacen(LOCAL, REMOTE, 1);
@@ -204,12 +222,13 @@ fn store_and_forward_waits_out_a_down_upstream_and_a_kill_9() {
         );
         let lease = lease_of(&wharf, &e).unwrap_or_else(|| {
             panic!(
-                "a pending delivery holds a lease `push <id>`: {e:#}\n{:#?}",
+                "a pending delivery holds a lease: {e:#}\n{:#?}",
                 leases(&wharf)
             )
         });
         assert_eq!(e["lease"], lease["id"], "the entry names its lease: {e:#}");
         ids.insert(e["id"].clone().to_string());
+        held.push(lease["id"].clone());
     }
     assert_eq!(ids.len(), 3, "distinct ids: {list:#?}");
 
@@ -244,16 +263,17 @@ fn store_and_forward_waits_out_a_down_upstream_and_a_kill_9() {
         "3 deliveries done {:?} after the upstream came back",
         started.elapsed()
     );
+    let live = leases(&wharf);
+    assert!(
+        !live.iter().any(|l| held.contains(&l["id"])),
+        "delivered pushes let go of their leases {held:?}: {live:#?}"
+    );
     let upstream = Api::new(registry.base());
     for (repo, layout) in &pushes {
         let e = entry(&list, repo, &layout.tag, &layout.index.digest).unwrap();
         assert_eq!(e["upstream_digest"], layout.index.digest, "{e:#}");
         assert!(e["delivered_at"].as_u64().is_some(), "{e:#}");
-        assert!(
-            e["lease"].is_null() && lease_of(&wharf, &e).is_none(),
-            "a delivered push lets go of its lease: {e:#}\n{:#?}",
-            leases(&wharf)
-        );
+        assert!(e["lease"].is_null(), "delivered, it names no lease: {e:#}");
         assert_image_upstream(
             &upstream,
             &repo.replacen(LOCAL, REMOTE, 1),
@@ -286,11 +306,17 @@ fn store_and_forward_keeps_push_order_per_tag() {
     skopeo_push(&wharf, &first, LOCAL);
     let second = SmallImage::push(&Api::new(wharf.base()), LOCAL, "v1", 1612);
 
-    wait_for_journal(&wharf, "both pushes tried and waiting", |l| {
-        l.len() == 2
-            && l.iter()
-                .all(|e| is_waiting(e) && !e["last_error"].is_null())
+    // One tag goes one push at a time: while the first keeps failing, the second is not even tried.
+    let list = wait_for_journal(&wharf, "the first push tried twice", |l| {
+        entry(l, LOCAL, "v1", &first.index.digest)
+            .is_some_and(|e| is_waiting(&e) && e["attempts"].as_u64() >= Some(2))
     });
+    let waiting =
+        entry(&list, LOCAL, "v1", &second.manifest_digest).expect("the second push's entry");
+    assert!(
+        is_waiting(&waiting) && waiting["attempts"] == 0,
+        "the second push of a tag waits for the first: {list:#?}"
+    );
     registry.start_again();
     let list = wait_for_journal(&wharf, "both delivered", |l| {
         l.len() == 2 && l.iter().all(|e| e["state"] == "delivered")
@@ -370,8 +396,9 @@ fn a_delivery_resumed_after_kill_9_does_not_upload_blobs_again() {
     );
     let e =
         entry(&push_status(&wharf), LOCAL, "v1", &layout.index.digest).expect("the journal entry");
-    assert_eq!(e["state"], "delivering", "{e:#}");
     let id = e["id"].clone();
+    // Asserted at the end, after what this test is about.
+    let held_entry = e;
 
     wharf.kill9();
     wharf.start_again();
@@ -379,7 +406,20 @@ fn a_delivery_resumed_after_kill_9_does_not_upload_blobs_again() {
         entry(l, LOCAL, "v1", &layout.index.digest).is_some_and(|e| e["state"] == "delivered")
     });
     // The held request (whose client is gone) is let go only now: the resumed delivery did it all.
+    // Wait for the upstream to have answered it, so it does not race the checks below.
     gate.open();
+    let tag_put = format!("\"PUT /v2/{REMOTE}/manifests/v1 ");
+    crate::mirror::wait_until(
+        || "the upstream never logged the held tag PUT".into(),
+        || {
+            registry
+                .access_log()
+                .iter()
+                .filter(|l| l.contains(&tag_put))
+                .count()
+                >= 2
+        },
+    );
     let after: Vec<Seen> = relay.seen().split_off(before);
     let uploads: Vec<&Seen> = after
         .iter()
@@ -403,4 +443,8 @@ fn a_delivery_resumed_after_kill_9_does_not_upload_blobs_again() {
     assert_eq!(e["id"], id, "the same journal entry, resumed: {e:#}");
     assert_eq!(e["upstream_digest"], layout.index.digest, "{e:#}");
     assert_image_upstream(&Api::new(registry.base()), REMOTE, "v1", &layout);
+    assert_eq!(
+        held_entry["state"], "delivering",
+        "push status shows a delivery in flight as delivering: {held_entry:#}"
+    );
 }
