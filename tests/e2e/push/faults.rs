@@ -377,3 +377,127 @@ fn a_permanent_403_fails_the_delivery_until_retried_or_dropped() {
         r.describe()
     );
 }
+
+/// Proves: transient failures are retried only `[delivery] max_attempts` times: an upstream that
+/// answers every request 503 turns a store-and-forward delivery into `failed` after exactly 3
+/// attempts (the configured limit), listed with the last error and its lease kept, and no further
+/// request reaches the upstream; `wharf push retry` delivers it once the upstream recovers.
+#[test]
+fn store_and_forward_gives_up_after_max_attempts_of_transient_failures() {
+    let registry = DistRegistry::start();
+    let relay = Relay::start(registry.addr());
+    let wharf = wharf_routing(
+        &relay.addr().to_string(),
+        "store-and-forward",
+        &[],
+        &quick_delivery(3),
+    );
+    relay.add_rule(None, "/v2/", Fault::Status(503));
+    let layout = image(&wharf, "v1", 1751);
+    skopeo_push(&wharf, &layout, LOCAL);
+    let list = wait_for_journal(&wharf, "the delivery failed after its attempts", |l| {
+        entry(l, LOCAL, "v1", &layout.index.digest).is_some_and(|e| e["state"] == "failed")
+    });
+    let e = entry(&list, LOCAL, "v1", &layout.index.digest).unwrap();
+    assert_eq!(e["attempts"], 3, "max_attempts = 3: {e:#}");
+    assert!(
+        e["last_error"].as_str().is_some_and(|m| m.contains("503")),
+        "{e:#}"
+    );
+    assert!(
+        lease_of(&wharf, &e).is_some(),
+        "failed, it keeps its lease: {e:#}"
+    );
+    // An absence can only be waited for: longer than the longest backoff (2 s) would allow.
+    let refused = relay.seen().len();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        relay.seen().len(),
+        refused,
+        "a failed delivery is not tried again on its own:\n{}",
+        relay.describe()
+    );
+
+    relay.clear_rules();
+    wharf_ok(&wharf, &["push", "retry", &e["id"].to_string()]);
+    wait_for_journal(&wharf, "the retried delivery done", |l| {
+        entry(l, LOCAL, "v1", &layout.index.digest).is_some_and(|e| e["state"] == "delivered")
+    });
+    assert_image_upstream(&Api::new(registry.base()), REMOTE, "v1", &layout);
+}
+
+/// Proves: a write-through push the upstream refuses is not tagged locally, so only its delivery's
+/// lease keeps its content: a collection past the grace window (which does remove an unreferenced
+/// blob pushed beside it) removes none of it; `wharf push retry`, once the refusal is lifted, delivers
+/// the image whole and records the local tag.
+#[test]
+fn a_refused_write_through_push_is_kept_by_its_lease_until_retried() {
+    let registry = DistRegistry::start();
+    let relay = Relay::start(registry.addr());
+    let delivery = format!(
+        "{}\n[gc]\ngrace_secs = 1\ninterval_secs = 0\n",
+        quick_delivery(8)
+    );
+    let wharf = wharf_routing(&relay.addr().to_string(), "write-through", &[], &delivery);
+    relay.add_rule(Some("PUT"), "/manifests/", denied());
+    let layout = image(&wharf, "v1", 1761);
+    let out = crate::skopeo::Skopeo::new().output(&[
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        "--retry-times=0",
+        &layout.skopeo_ref(),
+        &format!("docker://{}/{LOCAL}:v1", wharf.host()),
+    ]);
+    // skopeo takes a DENIED answer to an index PUT for "this manifest type is rejected" and says
+    // so, not wharf's message; the journal entry (below) carries the upstream's reason.
+    assert!(
+        !out.status.success(),
+        "the refused push must fail: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let api = Api::new(wharf.base());
+    api.get_manifest(LOCAL, "v1").assert_status(404);
+    let e = wait_failed(&wharf, &layout);
+
+    let decoy = api.push_blob("other/scratch", &crate::oci::Noise::bytes(1762, 4096));
+    crate::gc::wait_until_collectable(&wharf, [&decoy]);
+    let report = crate::gc::collect(&wharf, false);
+    let removed = crate::gc::removed(&report);
+    assert!(removed.contains(&decoy), "{report:#}");
+    let all = layout.all_digests();
+    let lost: Vec<&String> = all.iter().filter(|d| removed.contains(*d)).collect();
+    assert!(
+        lost.is_empty(),
+        "the collection removed content of a failed delivery, which its lease should keep: \
+         {lost:?}\n{report:#}"
+    );
+    for digest in &all {
+        assert!(
+            crate::gc::on_disk(&wharf, digest),
+            "{digest} of the failed delivery is gone"
+        );
+    }
+
+    relay.clear_rules();
+    wharf_ok(&wharf, &["push", "retry", &e["id"].to_string()]);
+    let list = wait_for_journal(&wharf, "the retried delivery done", |l| {
+        entry(l, LOCAL, "v1", &layout.index.digest).is_some_and(|e| e["state"] == "delivered")
+    });
+    let done = entry(&list, LOCAL, "v1", &layout.index.digest).unwrap();
+    assert!(
+        done["lease"].is_null() && !lease_live(&wharf, &e["lease"]),
+        "{done:#}"
+    );
+    assert_image_upstream(&Api::new(registry.base()), REMOTE, "v1", &layout);
+    let r = api.get_manifest(LOCAL, "v1");
+    r.assert_status(200);
+    assert_eq!(
+        r.header("Docker-Content-Digest"),
+        Some(layout.index.digest.as_str()),
+        "delivered, the local tag is recorded: {}",
+        r.describe()
+    );
+}
