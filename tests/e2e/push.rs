@@ -16,6 +16,8 @@ use crate::oci::{self, sha256_digest};
 use crate::skopeo::Skopeo;
 
 // Tests.
+mod faults;
+mod journal;
 mod reduced;
 mod routes;
 
@@ -245,22 +247,42 @@ pub fn assert_image_upstream(upstream: &Api, repo: &str, tag: &str, layout: &Lay
     }
 }
 
-/// Pushes `layout` as `name:tag` over the raw API the way containerd does: every blob (POST a session,
-/// then PUT to the `Location` wharf gave with `?digest=`, as containerd sends it), then each child
-/// manifest by digest, then the index by tag. `query` (`ns=host`) goes on every request wharf did not
-/// name itself.
+/// Pushes `layout` as `name:tag` over the raw API the way containerd does: every blob, then each
+/// child manifest by digest, then the index by tag (`push_blobs_raw`, `push_manifests_raw`).
 pub fn push_layout_raw(api: &Api, name: &str, query: Option<&str>, layout: &Layout, tag: &str) {
-    let q = |path: String| match query {
+    push_blobs_raw(api, name, query, layout);
+    push_manifests_raw(api, name, query, layout, tag);
+}
+
+/// `path` with `query` (`ns=host`) appended, if any.
+fn with_ns(path: String, query: Option<&str>) -> String {
+    match query {
         Some(q) => with_query(&path, q),
         None => path,
-    };
-    let mut blobs: BTreeSet<String> = BTreeSet::new();
+    }
+}
+
+/// Every config and layer of `layout` (each once).
+pub fn layout_blobs(layout: &Layout) -> BTreeSet<String> {
+    let mut blobs = BTreeSet::new();
     for img in &layout.images {
         blobs.extend(image_blobs(img).into_iter().map(|d| d.digest));
     }
-    for digest in &blobs {
+    blobs
+}
+
+/// Uploads every blob of `layout` to `name` as containerd does: POST a session (with `query`, as
+/// containerd sends `?ns=` on what it names itself), then PUT to the `Location` wharf gave, as given,
+/// with `?digest=`.
+pub fn push_blobs_raw(api: &Api, name: &str, query: Option<&str>, layout: &Layout) {
+    for digest in &layout_blobs(layout) {
         let data = fs::read(layout.blob_path(digest)).unwrap();
-        let r = api.request("POST", &q(format!("/v2/{name}/blobs/uploads/")), &[], None);
+        let r = api.request(
+            "POST",
+            &with_ns(format!("/v2/{name}/blobs/uploads/"), query),
+            &[],
+            None,
+        );
         r.assert_status(202);
         let location = r.need_header("Location").to_owned();
         let r = api.request(
@@ -271,11 +293,16 @@ pub fn push_layout_raw(api: &Api, name: &str, query: Option<&str>, layout: &Layo
         );
         r.assert_status(201);
     }
+}
+
+/// PUTs each child manifest of `layout` by digest, then the index by tag, and checks the answer
+/// carries the client's own digest.
+pub fn push_manifests_raw(api: &Api, name: &str, query: Option<&str>, layout: &Layout, tag: &str) {
     for img in &layout.images {
         let body = fs::read(layout.blob_path(&img.manifest.digest)).unwrap();
         let r = api.request(
             "PUT",
-            &q(format!("/v2/{name}/manifests/{}", img.manifest.digest)),
+            &with_ns(format!("/v2/{name}/manifests/{}", img.manifest.digest), query),
             &[("Content-Type", oci::OCI_MANIFEST)],
             Some(&body),
         );
@@ -284,7 +311,7 @@ pub fn push_layout_raw(api: &Api, name: &str, query: Option<&str>, layout: &Layo
     let body = fs::read(layout.blob_path(&layout.index.digest)).unwrap();
     let r = api.request(
         "PUT",
-        &q(format!("/v2/{name}/manifests/{tag}")),
+        &with_ns(format!("/v2/{name}/manifests/{tag}"), query),
         &[("Content-Type", oci::OCI_INDEX)],
         Some(&body),
     );
