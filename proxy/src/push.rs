@@ -969,12 +969,17 @@ impl Push {
 
     /// Every delivery in the journal, in push order.
     pub async fn status(&self) -> Result<Vec<Status>, RegistryError> {
-        Ok(self
-            .meta
-            .deliveries()
-            .await?
+        let entries = self.meta.deliveries().await?;
+        let running = self.running.lock().unwrap().clone();
+        Ok(entries
             .into_iter()
-            .map(|(id, d)| Status::of(id, d))
+            .map(|(id, mut d)| {
+                // The record says how the last attempt ended; one under way is shown as such.
+                if running.contains(&id) {
+                    d.state = State::Delivering;
+                }
+                Status::of(id, d)
+            })
             .collect())
     }
 

@@ -279,17 +279,20 @@ impl Sender {
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(retry_after);
         let body = http_body_util::Limited::new(resp.into_body(), MAX_ERROR_BODY)
             .collect()
             .await
             .map(|c| c.to_bytes())
             .unwrap_or_default();
         let (code, text) = error_of(&body);
+        // An upload session the upstream no longer knows (purged, or another replica behind a load
+        // balancer) is started again on the next attempt.
+        let session_lost = code.as_deref() == Some("BLOB_UPLOAD_UNKNOWN");
         let permanent = !(status.is_server_error()
             || status == StatusCode::TOO_MANY_REQUESTS
-            || status == StatusCode::REQUEST_TIMEOUT);
+            || status == StatusCode::REQUEST_TIMEOUT
+            || session_lost);
         let mut message = format!("upstream {} refused {step}: {status}", self.upstream.host);
         if let Some(c) = &code {
             message.push_str(&format!(" {c}"));
@@ -311,6 +314,19 @@ impl Sender {
             retry_after,
         }
     }
+}
+
+/// `Retry-After`: seconds, or an HTTP date (RFC 9110 §10.2.3).
+fn retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
 }
 
 /// The first error of a distribution error body: code and message.
@@ -373,5 +389,21 @@ mod tests {
         );
         assert_eq!(error_of(b"  nope \n"), (None, Some("nope".into())));
         assert_eq!(error_of(b""), (None, None));
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        assert_eq!(retry_after(" 3 "), Some(Duration::from_secs(3)));
+        let later = std::time::SystemTime::now() + Duration::from_secs(120);
+        let d = retry_after(&httpdate::fmt_http_date(later)).unwrap();
+        assert!(
+            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after("soon"), None);
     }
 }
