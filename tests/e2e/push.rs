@@ -302,7 +302,10 @@ pub fn push_manifests_raw(api: &Api, name: &str, query: Option<&str>, layout: &L
         let body = fs::read(layout.blob_path(&img.manifest.digest)).unwrap();
         let r = api.request(
             "PUT",
-            &with_ns(format!("/v2/{name}/manifests/{}", img.manifest.digest), query),
+            &with_ns(
+                format!("/v2/{name}/manifests/{}", img.manifest.digest),
+                query,
+            ),
             &[("Content-Type", oci::OCI_MANIFEST)],
             Some(&body),
         );
