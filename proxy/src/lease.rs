@@ -317,12 +317,17 @@ impl Leases {
         Ok(())
     }
 
-    fn forget(&self, id: &str) -> bool {
+    /// Drops lease `id`; with `touch`, what it protected counts as used now, in the same step.
+    fn forget(&self, id: &str, touch: bool) -> bool {
         let mut s = self.lock();
         let Some(rec) = s.leases.remove(id) else {
             return false;
         };
+        let t = now();
         for d in rec.digests {
+            if touch {
+                s.touched.insert(d.clone(), t);
+            }
             if let Some(n) = s.leased.get_mut(&d) {
                 *n -= 1;
                 if *n == 0 {
@@ -333,9 +338,16 @@ impl Leases {
         true
     }
 
-    /// Ends a lease (by id: `wharf leases` and the collector's expiry).
+    /// Ends a lease (by id: `wharf leases`, a finished push delivery). What it protected stays
+    /// protected for one grace window, as if touched now: a collection whose snapshot predates the
+    /// reference that now holds the content (a tag recorded just before the release) must not find
+    /// it unleased and untouched when it sweeps.
     pub async fn release(&self, id: &str) -> Result<bool, LeaseError> {
-        let had = self.forget(id);
+        self.end(id, true).await
+    }
+
+    async fn end(&self, id: &str, touch: bool) -> Result<bool, LeaseError> {
+        let had = self.forget(id, touch);
         self.0.meta.delete_lease(id).await?;
         Ok(had)
     }
@@ -367,7 +379,8 @@ impl Leases {
             .map(|(k, _)| k.clone())
             .collect();
         for id in &gone {
-            self.release(id).await?;
+            // Abandoned, not finished: nothing took over its content, so no grace window follows.
+            self.end(id, false).await?;
             tracing::info!(lease = %id, "lease expired");
         }
         Ok(gone)

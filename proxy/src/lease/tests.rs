@@ -66,6 +66,27 @@ async fn expired_leases_stop_protecting() {
     assert!(leases.doom(&d(7), now() + 10));
 }
 
+/// A released lease hands its content to the grace window in the same step: a sweep whose cutoff
+/// is before the release (its snapshot predates the tag that now holds the content) cannot doom it.
+/// A push delivery releases its lease right after recording the local tag.
+#[tokio::test]
+async fn a_released_lease_leaves_its_content_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = Meta::open(&dir.path().join("meta.redb")).unwrap();
+    let leases = Leases::load_offline(meta).await.unwrap();
+    let l = leases
+        .acquire("push", Duration::from_secs(600))
+        .await
+        .unwrap();
+    l.protect(&[d(8)]).await.unwrap();
+    let cutoff = now();
+    l.release().await.unwrap();
+    assert!(leases.protected(&d(8), cutoff), "touched at the release");
+    assert!(!leases.doom(&d(8), cutoff));
+    // Once the grace window has passed the release, it goes.
+    assert!(leases.doom(&d(8), now() + 1));
+}
+
 /// Touches are forgotten once older than the grace window even when no collection runs: the map of
 /// touches stays bounded by what was used within the window.
 #[tokio::test]
