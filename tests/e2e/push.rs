@@ -16,6 +16,7 @@ use crate::oci::{self, sha256_digest};
 use crate::skopeo::Skopeo;
 
 // Tests.
+mod credentials;
 mod faults;
 mod journal;
 mod reduced;
