@@ -282,11 +282,15 @@ impl Mirror {
     /// configured upstream (wharf's own address, say) means a local request.
     pub fn explicit(&self, name: &str, ns: Option<&str>) -> Option<Target> {
         if let Some(ns) = ns {
-            return self
-                .upstreams
-                .iter()
-                .find(|u| u.host == ns)
-                .map(|u| Self::target(u, name));
+            let u = self.upstreams.iter().find(|u| u.host == ns)?;
+            // containerd with a `hosts.toml` server path (`http://wharf/v2/<prefix>`,
+            // `override_path = true`) sends the prefix and `ns=` both: the prefix is not part of the
+            // upstream's repository name.
+            let name = match name.split_once('/') {
+                Some((first, rest)) if first == u.prefix || first == u.host => rest,
+                _ => name,
+            };
+            return Some(Self::target(u, name));
         }
         let (first, rest) = name.split_once('/')?;
         self.upstreams
@@ -848,6 +852,11 @@ mod tests {
         );
         let t = m.explicit("team/app", Some("127.0.0.1:5001")).unwrap();
         assert_eq!(t.cache, "127.0.0.1:5001/team/app");
+        // containerd with a server path in hosts.toml sends the prefix and ns= both.
+        let t = m
+            .explicit("local/team/app", Some("127.0.0.1:5001"))
+            .unwrap();
+        assert_eq!(t.remote, "team/app");
         assert!(
             m.explicit("team/app", None).is_none(),
             "no host: local or default"

@@ -352,7 +352,8 @@ impl Registry {
             None => RegistryError::new(
                 ErrorCode::Denied,
                 format!(
-                    "a push to {remote} on {host} through wharf needs a [[push]] route for it in                      wharf's config (see examples/ci/), or push to a local repository name"
+                    "a push to {remote} on {host} through wharf needs a [[push]] route for it in \
+                     wharf's config (see examples/ci/), or push to a local repository name"
                 ),
             ),
         }
