@@ -19,6 +19,7 @@ use crate::skopeo::Skopeo;
 mod credentials;
 mod faults;
 mod journal;
+mod plugins;
 mod reduced;
 mod routes;
 
