@@ -58,14 +58,7 @@ pub enum PushError {
 
 /// `deserialize_with` for `[[push]] platforms`.
 pub fn de_push_platforms<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PlatformSpec>, D::Error> {
-    use serde::Deserialize;
-    Vec::<String>::deserialize(d)?
-        .iter()
-        .map(|s| {
-            s.parse()
-                .map_err(|e| serde::de::Error::custom(format!("push.platforms: {e}")))
-        })
-        .collect()
+    platform_sel::parse_list(d, "push.platforms")
 }
 
 /// One `[[push]]` route.
@@ -595,32 +588,26 @@ impl Push {
     /// Sends delivery `rec`'s image: plan (reducing and rewriting as policy says), then blobs, child
     /// manifests and the top manifest.
     async fn deliver(&self, rec: &Delivery) -> Result<Sent, DeliverError> {
-        let route = self.route(&rec.route).ok_or_else(|| DeliverError {
-            permanent: true,
-            status: None,
-            code: None,
-            message: format!(
+        let route = self.route(&rec.route).ok_or_else(|| {
+            DeliverError::permanent(format!(
                 "the config no longer has the [[push]] route with prefix = \"{}\"; add it back and \
                  `wharf push retry`, or `wharf push drop` this delivery",
                 rec.route
-            ),
-            retry_after: None,
+            ))
         })?;
         if let Some(lease) = &rec.lease {
-            self.leases
-                .renew(lease, PUSH_LEASE)
-                .await
-                .map_err(|e| local_err(format!("cannot renew the delivery's lease: {e}")))?;
+            self.leases.renew(lease, PUSH_LEASE).await.map_err(|e| {
+                DeliverError::local(format!("cannot renew the delivery's lease: {e}"))
+            })?;
         }
         let plan = self.plan(route, rec).await?;
         if let Some(lease) = &rec.lease {
             let mut held: Vec<Digest> = plan.blobs.iter().map(|(d, _)| d.clone()).collect();
             held.extend(plan.children.iter().map(|c| c.0.clone()));
             held.push(plan.top.0.clone());
-            self.leases
-                .protect(lease, &held)
-                .await
-                .map_err(|e| local_err(format!("cannot lease the delivery's content: {e}")))?;
+            self.leases.protect(lease, &held).await.map_err(|e| {
+                DeliverError::local(format!("cannot lease the delivery's content: {e}"))
+            })?;
         }
         let sender = Sender {
             upstream: route.upstream.clone(),
@@ -673,7 +660,7 @@ impl Push {
             match r {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(e),
-                Err(e) => return Err(local_err(format!("a blob upload stopped: {e}"))),
+                Err(e) => return Err(DeliverError::local(format!("a blob upload stopped: {e}"))),
             }
         }
         Ok(())
@@ -696,7 +683,7 @@ impl Push {
             flights
                 .run(key, move || async move { sender.blob(&d, size).await })
                 .await
-                .unwrap_or_else(|| Err(local_err("a blob upload stopped".into())))
+                .unwrap_or_else(|| Err(DeliverError::local("a blob upload stopped".into())))
         }
     }
 
@@ -728,22 +715,19 @@ impl Push {
     /// What goes upstream for `rec`: the top manifest (reduced to the chosen platforms, then as the
     /// rewriting plugins leave it), its children and all their blobs.
     async fn plan(&self, route: &Route, rec: &Delivery) -> Result<Plan, DeliverError> {
-        let store_err =
-            |e: &dyn std::fmt::Display| local_err(format!("cannot read what to deliver: {e}"));
+        let store_err = |e: &dyn std::fmt::Display| {
+            DeliverError::local(format!("cannot read what to deliver: {e}"))
+        };
         let mut record = self
             .meta
             .manifest(&rec.repository, &rec.digest)
             .await
             .map_err(|e| store_err(&e))?
-            .ok_or_else(|| DeliverError {
-                permanent: true,
-                status: None,
-                code: None,
-                message: format!(
+            .ok_or_else(|| {
+                DeliverError::permanent(format!(
                     "manifest {} of {} is gone from wharf; push the image again",
                     rec.digest, rec.repository
-                ),
-                retry_after: None,
+                ))
             })?;
         let ctx = RequestCtx {
             operation: Operation::Push,
@@ -772,7 +756,7 @@ impl Push {
                 .policy
                 .tag_manifest(&rec.repository, ctx, top, record)
                 .await
-                .map_err(|e| local_err(e.message))?;
+                .map_err(|e| DeliverError::local(e.message))?;
             top = d;
             record = r;
         }
@@ -792,8 +776,9 @@ impl Push {
         let mut stack = vec![(bytes, record.media_type)];
         let mut children_rev = Vec::new();
         while let Some((bytes, media_type)) = stack.pop() {
-            let m = manifest::parse(Some(&media_type), &bytes)
-                .map_err(|e| local_err(format!("a manifest to deliver cannot be read: {e}")))?;
+            let m = manifest::parse(Some(&media_type), &bytes).map_err(|e| {
+                DeliverError::local(format!("a manifest to deliver cannot be read: {e}"))
+            })?;
             for (d, size) in m.blobs {
                 if seen.insert(d.clone()) {
                     plan.blobs.push((d, size));
@@ -808,8 +793,9 @@ impl Push {
                     .read_all(&d, size)
                     .await
                     .map_err(|e| store_err(&e))?;
-                let cm = manifest::parse(None, &child)
-                    .map_err(|e| local_err(format!("child manifest {d} cannot be read: {e}")))?;
+                let cm = manifest::parse(None, &child).map_err(|e| {
+                    DeliverError::local(format!("child manifest {d} cannot be read: {e}"))
+                })?;
                 children_rev.push((d, cm.media_type.clone(), child.clone()));
                 stack.push((child, cm.media_type));
             }
@@ -832,9 +818,10 @@ impl Push {
             .store
             .read_all(&rec.digest, record.size)
             .await
-            .map_err(|e| local_err(format!("cannot read index {}: {e}", rec.digest)))?;
-        let entries = platform_sel::entries(&bytes)
-            .map_err(|e| local_err(format!("index {} cannot be read: {e}", rec.digest)))?;
+            .map_err(|e| DeliverError::local(format!("cannot read index {}: {e}", rec.digest)))?;
+        let entries = platform_sel::entries(&bytes).map_err(|e| {
+            DeliverError::local(format!("index {} cannot be read: {e}", rec.digest))
+        })?;
         let by_route = |p: &Platform| {
             route.platforms.is_empty() || route.platforms.iter().any(|s| s.matches(p))
         };
@@ -861,37 +848,30 @@ impl Push {
                 .iter()
                 .filter_map(|e| e.platform.as_ref().map(ToString::to_string))
                 .collect();
-            return Err(DeliverError {
-                permanent: true,
-                status: None,
-                code: None,
-                message: format!(
-                    "index {} offers {}, none of which {} (platforms = [{}]) and the platform \
+            return Err(DeliverError::permanent(format!(
+                "index {} offers {}, none of which {} (platforms = [{}]) and the platform \
                      plugins keep; nothing would be delivered: add one of them to the route",
-                    rec.digest,
-                    offered.join(", "),
-                    route.describe(),
-                    route
-                        .platforms
-                        .iter()
-                        .map(|s| format!("\"{s}\""))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                retry_after: None,
-            });
+                rec.digest,
+                offered.join(", "),
+                route.describe(),
+                route
+                    .platforms
+                    .iter()
+                    .map(|s| format!("\"{s}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
         }
-        let reduced = Bytes::from(
-            platform_sel::reduce(&rec.digest, &bytes, &chosen)
-                .map_err(|e| local_err(format!("cannot reduce index {}: {e}", rec.digest)))?,
-        );
+        let reduced = Bytes::from(platform_sel::reduce(&rec.digest, &bytes, &chosen).map_err(
+            |e| DeliverError::local(format!("cannot reduce index {}: {e}", rec.digest)),
+        )?);
         // Leased before its first byte is written: the delivery's lease holds it from here until the
         // upstream has it.
         if let Some(lease) = &rec.lease {
             self.leases
                 .protect(lease, &[Digest::sha256_of(&reduced)])
                 .await
-                .map_err(|e| local_err(format!("cannot lease the reduced index: {e}")))?;
+                .map_err(|e| DeliverError::local(format!("cannot lease the reduced index: {e}")))?;
         }
         let (d, r) = self
             .policy
@@ -904,9 +884,9 @@ impl Push {
                 move |_, _| async move { Some(reduced) },
             )
             .await
-            .map_err(|e| local_err(e.message))?;
+            .map_err(|e| DeliverError::local(e.message))?;
         if d == rec.digest {
-            return Err(local_err(format!(
+            return Err(DeliverError::local(format!(
                 "the reduced index of {} could not be stored",
                 rec.digest
             )));
@@ -1043,16 +1023,6 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn local_err(message: String) -> DeliverError {
-    DeliverError {
-        permanent: false,
-        status: None,
-        code: None,
-        message,
-        retry_after: None,
-    }
 }
 
 /// A write-through delivery's failure as the client's error: the upstream's status and code when it

@@ -104,7 +104,7 @@ impl Serialize for PlatformSpec {
 }
 
 /// Parses a list of platform strings, naming `key` in the error.
-fn parse_list<'de, D: Deserializer<'de>>(
+pub(crate) fn parse_list<'de, D: Deserializer<'de>>(
     d: D,
     key: &str,
 ) -> std::result::Result<Vec<PlatformSpec>, D::Error> {

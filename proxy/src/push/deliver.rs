@@ -38,13 +38,22 @@ pub struct DeliverError {
 }
 
 impl DeliverError {
-    fn local(message: String) -> DeliverError {
+    /// A failure on wharf's side (reading the store, a lease): tried again.
+    pub fn local(message: String) -> DeliverError {
         DeliverError {
             permanent: false,
             status: None,
             code: None,
             message,
             retry_after: None,
+        }
+    }
+
+    /// A failure trying again cannot mend (the route is gone, nothing would be delivered).
+    pub fn permanent(message: String) -> DeliverError {
+        DeliverError {
+            permanent: true,
+            ..DeliverError::local(message)
         }
     }
 
@@ -257,16 +266,10 @@ impl Sender {
         drain(resp).await;
         if let Some(s) = &said {
             if s != d {
-                return Err(DeliverError {
-                    permanent: true,
-                    status: None,
-                    code: None,
-                    message: format!(
-                        "{step}: the upstream stored it as {s}, not {d}: it changed the bytes, so a \
-                         pull by digest would not verify"
-                    ),
-                    retry_after: None,
-                });
+                return Err(DeliverError::permanent(format!(
+                    "{step}: the upstream stored it as {s}, not {d}: it changed the bytes, so a pull \
+                     by digest would not verify"
+                )));
             }
         }
         Ok(said)
