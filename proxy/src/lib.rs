@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod archive;
+pub mod auth;
 pub mod body;
 pub mod config;
 pub mod digest;
@@ -14,6 +15,7 @@ pub mod lease;
 pub mod logbuf;
 pub mod manifest;
 pub mod meta;
+pub mod metrics;
 pub mod mirror;
 pub mod plugin;
 pub mod policy;
@@ -22,6 +24,9 @@ pub mod range;
 pub mod reference;
 pub mod registry;
 pub mod server;
+pub mod status;
 pub mod store;
+pub mod tls;
+pub mod ui;
 pub mod upstream;
 pub mod zerocopy;

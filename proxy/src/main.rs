@@ -41,6 +41,13 @@ enum Command {
         #[arg(long, short, env = "WHARF_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Check a config file: print every mistake `wharf serve` would stop on (unknown keys, bad
+    /// values, missing files, upstreams, push routes and plugins it would refuse), one per line as
+    /// `<key>: <problem>; <fix>`, or `ok: <file>`. Exit status 1 when there is any.
+    CheckConfig {
+        /// The TOML config file.
+        file: PathBuf,
+    },
     /// Collect garbage now: remove content no tag, lease or recent use keeps, and print what was
     /// removed (through the running server when there is one, else on the files).
     Gc {
@@ -85,6 +92,16 @@ enum Command {
         json: bool,
         #[command(subcommand)]
         command: Option<ImagesCommand>,
+    },
+    /// What the cache holds by upstream and repository (count, bytes), its hit ratio and bytes served
+    /// since the server started, the last collection, and pending or failed pushes (through the
+    /// running server when there is one, else on the files).
+    Status {
+        #[arg(long, short, env = "WHARF_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Write an image as an OCI image layout tar, with only the chosen platforms: what is not cached
     /// is fetched through wharf (its mirror and platform policy), nothing of other platforms.
@@ -251,6 +268,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             log.flush();
             served
         }
+        Command::CheckConfig { file } => {
+            let problems = local_runtime()?.block_on(wharf::config::check::check_file(&file));
+            log.flush();
+            if problems.is_empty() {
+                println!("ok: {}", file.display());
+                return Ok(());
+            }
+            for p in &problems {
+                println!("{p}");
+            }
+            anyhow::bail!(
+                "{} problem{} in {}",
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" },
+                file.display()
+            )
+        }
         Command::Config { config } => {
             let cfg = Config::load(config.as_deref())?;
             print!("{}", cfg.to_toml()?);
@@ -268,6 +302,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", gc_text(&report));
+            }
+            Ok(())
+        }
+        Command::Status { config, json } => {
+            let cfg = Config::load(config.as_deref())?;
+            let status = local_runtime()?.block_on(wharf::admin::status(&cfg))?;
+            log.flush();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", wharf::status::text(&status));
             }
             Ok(())
         }
@@ -456,16 +501,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
+    // Before storage is opened: a wrong certificate path fails at once.
+    let tls = match &cfg.server.tls {
+        Some(files) => Some(wharf::tls::Tls::load(files).await?),
+        None => None,
+    };
     let (registry, admin, listener) = wharf::server::start(&cfg).await?;
     let housekeeping = wharf::server::housekeeping(admin, &cfg);
     tracing::info!(
         listen = %listener.local_addr()?,
         data_dir = %cfg.storage.data_dir.display(),
+        tls = tls.is_some(),
         "wharf is serving the registry API"
     );
-    wharf::server::serve(
+    wharf::server::serve_with(
         registry,
         listener,
+        tls,
         wharf::server::shutdown_signal(),
         &cfg.server,
     )

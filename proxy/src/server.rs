@@ -4,11 +4,17 @@
 //! Peers that stall are bounded (`[server]` keys): a request head must arrive within
 //! `header_timeout_secs`, a request body may pause at most `body_idle_secs`, and a client that takes
 //! none of a response for `write_idle_secs` is dropped, with its connection and descriptors.
+//!
+//! Plain connections speak HTTP/1.1 on the socket itself, so blob bytes leave with `sendfile`
+//! (`zerocopy.rs`). With `[server.tls]`, each connection is a TLS session (`tls.rs`) serving
+//! HTTP/1.1 or HTTP/2 as ALPN chose, under the same limits (the handshake counts toward the head
+//! timeout); its bytes are encrypted in wharf, so they are copied.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
@@ -19,7 +25,8 @@ use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
@@ -38,6 +45,7 @@ use crate::policy::{ClientAddr, Policy};
 use crate::push::Push;
 use crate::registry::{BoxError, Registry};
 use crate::store::{ContentStore, FsStore, StoreError};
+use crate::tls::{HeadTimeout, Tls};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -56,6 +64,8 @@ pub enum StartError {
     Plugin(crate::plugin::PluginError),
     #[error("{0}")]
     Push(crate::push::PushError),
+    #[error("{0}")]
+    Auth(crate::auth::AuthError),
     #[error(
         "cannot listen on {addr}: {source} (set server.listen in the config, or WHARF_LISTEN, to a free \
          address)"
@@ -136,6 +146,10 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
         )
         .map_err(StartError::Push)?,
     );
+    crate::auth::check_exposure(cfg).map_err(StartError::Auth)?;
+    let auth = crate::auth::Auth::load(&cfg.auth)
+        .map_err(StartError::Auth)?
+        .map(Arc::new);
     let registry = Arc::new(
         Registry::new(
             store.clone(),
@@ -144,7 +158,8 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
             mirror,
             leases.clone(),
         )
-        .with_push(push.clone()),
+        .with_push(push.clone())
+        .with_auth(auth),
     );
     purge_uploads(&registry).await;
     let reg = registry.clone();
@@ -180,6 +195,7 @@ pub fn housekeeping(admin: Admin, cfg: &Config) -> Vec<tokio::task::JoinHandle<(
         tokio::spawn(admin.clone().serve(cfg.storage.data_dir.clone())),
         tokio::spawn(admin.push.clone().run()),
     ];
+    tasks.extend(crate::metrics::spawn(&cfg.metrics, &admin));
     if cfg.gc.interval_secs > 0 {
         tasks.push(tokio::spawn(
             admin
@@ -191,10 +207,22 @@ pub fn housekeeping(admin: Admin, cfg: &Config) -> Vec<tokio::task::JoinHandle<(
     tasks
 }
 
-/// Serves until `shutdown` resolves, then drains connections for up to `shutdown_grace_secs`.
+/// Serves plain HTTP until `shutdown` resolves, then drains connections for up to
+/// `shutdown_grace_secs`.
 pub async fn serve(
     registry: Arc<Registry>,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    cfg: &ServerConfig,
+) {
+    serve_with(registry, listener, None, shutdown, cfg).await
+}
+
+/// [`serve`], over TLS when `tls` is given (its certificate reloaded on `SIGHUP`).
+pub async fn serve_with(
+    registry: Arc<Registry>,
+    listener: TcpListener,
+    tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = ()>,
     cfg: &ServerConfig,
 ) {
@@ -212,6 +240,7 @@ pub async fn serve(
             .clone()
             .watch(Duration::from_secs(2)),
     );
+    let tls_reload = tls.as_ref().map(|t| tokio::spawn(t.reload_on_sighup()));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -228,20 +257,52 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 let reg = registry.clone();
                 let inflight = inflight.clone();
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let req = req.map(|b| IdleBody::new(b, body_idle));
-                    let (reg, inflight) = (reg.clone(), inflight.clone());
-                    async move { Ok::<_, Infallible>(handle_logged(reg, req, peer, inflight).await) }
-                });
-                let io = ClientStream::new(crate::zerocopy::Stream::new(stream), write_idle);
-                let conn = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(header_timeout)
-                    .serve_connection(TokioIo::new(io), svc);
-                let conn = graceful.watch(conn);
+                // Whether a request has reached the service (ends the TLS first-request deadline).
+                let served = Arc::new(AtomicBool::new(false));
+                let svc = {
+                    let served = served.clone();
+                    service_fn(move |req: Request<Incoming>| {
+                        served.store(true, Ordering::Relaxed);
+                        let req = req.map(|b| IdleBody::new(b, body_idle));
+                        let (reg, inflight) = (reg.clone(), inflight.clone());
+                        async move { Ok::<_, Infallible>(handle_logged(reg, req, peer, inflight).await) }
+                    })
+                };
+                let Some(tls) = &tls else {
+                    let io = ClientStream::new(crate::zerocopy::Stream::new(stream), write_idle);
+                    let conn = http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(header_timeout)
+                        .serve_connection(TokioIo::new(io), svc);
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            log_connection_error(peer, &e, header_timeout);
+                        }
+                    });
+                    continue;
+                };
+                let (tls, watcher) = (tls.clone(), graceful.watcher());
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        log_connection_error(peer, &e, header_timeout);
+                    let io = crate::tls::FirstRequest::new(stream, header_timeout, served);
+                    let stream = match tls.accept(io).await {
+                        Ok(s) => s,
+                        Err(e) => return log_handshake_error(peer, &e),
+                    };
+                    tracing::debug!(%peer, protocol = crate::tls::alpn(&stream), "TLS connection");
+                    let io = ClientStream::new(stream, write_idle);
+                    let mut http = auto::Builder::new(TokioExecutor::new());
+                    http.http1()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(header_timeout);
+                    // HTTP/2 has no head timeout; pings find peers that went away while idle.
+                    http.http2()
+                        .timer(TokioTimer::new())
+                        .keep_alive_interval(header_timeout)
+                        .keep_alive_timeout(write_idle);
+                    let conn = http.serve_connection(TokioIo::new(io), svc);
+                    if let Err(e) = watcher.watch(conn).await {
+                        log_connection_error(peer, &*e, header_timeout);
                     }
                 });
             }
@@ -251,6 +312,9 @@ pub async fn serve(
     drop(listener);
     purger.abort();
     plugin_watch.abort();
+    if let Some(t) = tls_reload {
+        t.abort();
+    }
     if let Err(e) = registry.mirror().flush_usage().await {
         tracing::warn!(error = %e, "could not record cache usage");
     }
@@ -265,22 +329,44 @@ pub async fn serve(
     }
 }
 
-fn log_connection_error(peer: SocketAddr, e: &hyper::Error, header_timeout: Duration) {
-    if e.is_timeout() {
-        tracing::debug!(
-            %peer,
-            secs = header_timeout.as_secs(),
-            "closed a connection that sent no complete request head in time (server.header_timeout_secs)"
-        );
-        return;
+fn log_connection_error(
+    peer: SocketAddr,
+    e: &(dyn std::error::Error + 'static),
+    header_timeout: Duration,
+) {
+    for cause in std::iter::successors(Some(e), |c| c.source()) {
+        if cause
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout)
+        {
+            tracing::debug!(
+                %peer,
+                secs = header_timeout.as_secs(),
+                "closed a connection that sent no complete request head in time (server.header_timeout_secs)"
+            );
+            return;
+        }
+        let inner = cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref());
+        if let Some(w) = inner.and_then(|i| i.downcast_ref::<WriteIdle>()) {
+            tracing::info!(%peer, "{w}");
+            return;
+        }
+        if let Some(h) = inner.and_then(|i| i.downcast_ref::<HeadTimeout>()) {
+            tracing::debug!(%peer, "{h}");
+            return;
+        }
     }
-    let write_idle = std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<std::io::Error>())
-        .and_then(|io| io.get_ref())
-        .and_then(|inner| inner.downcast_ref::<WriteIdle>());
-    match write_idle {
-        Some(w) => tracing::info!(%peer, "{w}"),
-        None => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+    tracing::debug!(%peer, error = %e, "connection ended with an error");
+}
+
+/// A handshake that failed: a client that does not trust the certificate (it says so, and closes),
+/// one that speaks plain HTTP to the TLS port, a scanner. Debug level: nothing wharf can act on.
+fn log_handshake_error(peer: SocketAddr, e: &std::io::Error) {
+    match e.get_ref().and_then(|i| i.downcast_ref::<HeadTimeout>()) {
+        Some(h) => tracing::debug!(%peer, "{h}"),
+        None => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
     }
 }
 
@@ -496,6 +582,7 @@ impl RequestLog {
         let micros = self.start.elapsed().as_micros() as u64;
         let (peer, method, path, status) =
             (&self.peer, &self.method, &self.path, self.status.as_u16());
+        crate::metrics::request(method, path, status, bytes, micros);
         match &self.refused {
             None => {
                 tracing::info!(%peer, %method, %path, status, bytes, micros, complete, client_gone, "request")
