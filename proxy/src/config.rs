@@ -8,8 +8,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::mirror::platforms::{PlatformMode, PlatformSpec};
 
-pub mod check;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -53,70 +51,6 @@ pub struct Config {
     pub pushes: Vec<PushConfig>,
     /// How routed pushes are delivered upstream: retries and concurrency.
     pub delivery: DeliveryConfig,
-    /// Client authentication and authorization (`auth.rs`).
-    pub auth: AuthConfig,
-    /// The metrics listener (`metrics.rs`): Prometheus `/metrics` and the status page.
-    pub metrics: MetricsConfig,
-}
-
-/// Who may call wharf, and what each caller may do.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
-    /// Users and bcrypt hashes, one `user:$2y$…` per line (as `htpasswd -B` writes them).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub htpasswd_file: Option<PathBuf>,
-    /// Static bearer tokens, one `<token> <identity>` per line (`#` comments).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tokens_file: Option<PathBuf>,
-    /// Whether pulls without a credential are allowed (when no rule says otherwise). Pushes and
-    /// deletes always need one once authentication is on.
-    pub anonymous_pull: bool,
-    /// Listen on a non-loopback address with no authentication configured.
-    pub allow_anonymous_remote: bool,
-    /// Lifetime of the tokens wharf's token endpoint (`/token`) issues.
-    pub token_ttl_secs: u64,
-    /// Failed logins from one client address within `failed_login_window_secs` before its
-    /// further attempts are refused (429) until the window passes.
-    pub max_failed_logins: u32,
-    pub failed_login_window_secs: u64,
-    /// Per-repository rules; the longest matching prefix decides.
-    #[serde(rename = "rule", skip_serializing_if = "Vec::is_empty")]
-    pub rules: Vec<AuthRule>,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig {
-            htpasswd_file: None,
-            tokens_file: None,
-            anonymous_pull: true,
-            allow_anonymous_remote: false,
-            token_ttl_secs: 300,
-            max_failed_logins: 10,
-            failed_login_window_secs: 60,
-            rules: Vec::new(),
-        }
-    }
-}
-
-impl AuthConfig {
-    /// Whether any credential source is configured (authentication is on).
-    pub fn enabled(&self) -> bool {
-        self.htpasswd_file.is_some() || self.tokens_file.is_some()
-    }
-}
-
-/// `[[auth.rule]]`: who may pull and push repositories under `prefix`. Identities are names from the
-/// htpasswd or tokens file; `"*"` is any authenticated caller, `"anonymous"` a caller with none.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthRule {
-    pub prefix: String,
-    #[serde(default)]
-    pub pull: Vec<String>,
-    #[serde(default)]
-    pub push: Vec<String>,
 }
 
 /// One `[[plugin]]`: a WebAssembly component implementing some of `wharf:policy`'s interfaces.
@@ -168,8 +102,7 @@ pub enum FailPolicy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Address to listen on. Loopback by default; another address needs `[auth]` (or
-    /// `auth.allow_anonymous_remote = true`).
+    /// Address to listen on. Loopback by default: wharf has no client authentication yet.
     pub listen: SocketAddr,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before they are cut.
     pub shutdown_grace_secs: u64,
@@ -295,44 +228,6 @@ impl Default for GcConfig {
             interval_secs: 3600,
         }
     }
-}
-
-/// `[metrics]`: a second listener for operators, apart from the registry API's.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct MetricsConfig {
-    /// Address of the listener serving Prometheus `GET /metrics` (and the status page, `/ui`);
-    /// `""` (the default): none.
-    #[serde(
-        serialize_with = "ser_optional_addr",
-        deserialize_with = "de_optional_addr"
-    )]
-    pub listen: Option<SocketAddr>,
-}
-
-fn ser_optional_addr<S: serde::Serializer>(
-    a: &Option<SocketAddr>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match a {
-        Some(a) => s.collect_str(a),
-        None => s.serialize_str(""),
-    }
-}
-
-/// `""` is "none": TOML has no null.
-fn de_optional_addr<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<SocketAddr>, D::Error> {
-    let s = String::deserialize(d)?;
-    if s.trim().is_empty() {
-        return Ok(None);
-    }
-    s.trim().parse().map(Some).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "{s:?} is not an address ({e}); write host:port, e.g. \"127.0.0.1:9090\", or \"\" for no metrics listener"
-        ))
-    })
 }
 
 /// One push route: pushes to `prefix[/…]` here are delivered to `target[/…]` upstream.
@@ -591,25 +486,21 @@ impl Config {
             path: path.to_owned(),
             source: Box::new(source),
         })?;
-        cfg.resolve_paths(path.parent().unwrap_or(Path::new(".")));
-        Ok(cfg)
-    }
-
-    /// Paths the file gives relative to itself (plugins, TLS files) made relative to where wharf
-    /// runs: a plugin next to its config file is found wherever wharf was started from.
-    pub fn resolve_paths(&mut self, dir: &Path) {
-        for p in &mut self.plugins {
+        // A plugin next to its config file is found wherever wharf was started from.
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for p in &mut cfg.plugins {
             if p.path.is_relative() {
                 p.path = dir.join(&p.path);
             }
         }
-        if let Some(tls) = &mut self.server.tls {
+        if let Some(tls) = &mut cfg.server.tls {
             for f in [&mut tls.cert_file, &mut tls.key_file] {
                 if f.is_relative() {
                     *f = dir.join(&*f);
                 }
             }
         }
+        Ok(cfg)
     }
 
     /// `WHARF_LISTEN`, `WHARF_DATA_DIR`, `WHARF_DELETE_ENABLED`, `WHARF_MAX_MANIFEST_BYTES`.

@@ -2,7 +2,6 @@
 
 pub mod admin;
 pub mod archive;
-pub mod auth;
 pub mod body;
 pub mod config;
 pub mod digest;
@@ -15,7 +14,6 @@ pub mod lease;
 pub mod logbuf;
 pub mod manifest;
 pub mod meta;
-pub mod metrics;
 pub mod mirror;
 pub mod plugin;
 pub mod policy;
@@ -24,9 +22,7 @@ pub mod range;
 pub mod reference;
 pub mod registry;
 pub mod server;
-pub mod status;
 pub mod store;
 pub mod tls;
-pub mod ui;
 pub mod upstream;
 pub mod zerocopy;

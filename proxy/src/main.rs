@@ -41,13 +41,6 @@ enum Command {
         #[arg(long, short, env = "WHARF_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Check a config file: print every mistake `wharf serve` would stop on (unknown keys, bad
-    /// values, missing files, upstreams, push routes and plugins it would refuse), one per line as
-    /// `<key>: <problem>; <fix>`, or `ok: <file>`. Exit status 1 when there is any.
-    CheckConfig {
-        /// The TOML config file.
-        file: PathBuf,
-    },
     /// Collect garbage now: remove content no tag, lease or recent use keeps, and print what was
     /// removed (through the running server when there is one, else on the files).
     Gc {
@@ -92,16 +85,6 @@ enum Command {
         json: bool,
         #[command(subcommand)]
         command: Option<ImagesCommand>,
-    },
-    /// What the cache holds by upstream and repository (count, bytes), its hit ratio and bytes served
-    /// since the server started, the last collection, and pending or failed pushes (through the
-    /// running server when there is one, else on the files).
-    Status {
-        #[arg(long, short, env = "WHARF_CONFIG")]
-        config: Option<PathBuf>,
-        /// Print the status as JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Write an image as an OCI image layout tar, with only the chosen platforms: what is not cached
     /// is fetched through wharf (its mirror and platform policy), nothing of other platforms.
@@ -268,23 +251,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             log.flush();
             served
         }
-        Command::CheckConfig { file } => {
-            let problems = local_runtime()?.block_on(wharf::config::check::check_file(&file));
-            log.flush();
-            if problems.is_empty() {
-                println!("ok: {}", file.display());
-                return Ok(());
-            }
-            for p in &problems {
-                println!("{p}");
-            }
-            anyhow::bail!(
-                "{} problem{} in {}",
-                problems.len(),
-                if problems.len() == 1 { "" } else { "s" },
-                file.display()
-            )
-        }
         Command::Config { config } => {
             let cfg = Config::load(config.as_deref())?;
             print!("{}", cfg.to_toml()?);
@@ -302,17 +268,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", gc_text(&report));
-            }
-            Ok(())
-        }
-        Command::Status { config, json } => {
-            let cfg = Config::load(config.as_deref())?;
-            let status = local_runtime()?.block_on(wharf::admin::status(&cfg))?;
-            log.flush();
-            if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
-            } else {
-                print!("{}", wharf::status::text(&status));
             }
             Ok(())
         }

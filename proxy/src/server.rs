@@ -64,8 +64,6 @@ pub enum StartError {
     Plugin(crate::plugin::PluginError),
     #[error("{0}")]
     Push(crate::push::PushError),
-    #[error("{0}")]
-    Auth(crate::auth::AuthError),
     #[error(
         "cannot listen on {addr}: {source} (set server.listen in the config, or WHARF_LISTEN, to a free \
          address)"
@@ -146,10 +144,6 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
         )
         .map_err(StartError::Push)?,
     );
-    crate::auth::check_exposure(cfg).map_err(StartError::Auth)?;
-    let auth = crate::auth::Auth::load(&cfg.auth)
-        .map_err(StartError::Auth)?
-        .map(Arc::new);
     let registry = Arc::new(
         Registry::new(
             store.clone(),
@@ -158,8 +152,7 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
             mirror,
             leases.clone(),
         )
-        .with_push(push.clone())
-        .with_auth(auth),
+        .with_push(push.clone()),
     );
     purge_uploads(&registry).await;
     let reg = registry.clone();
@@ -195,7 +188,6 @@ pub fn housekeeping(admin: Admin, cfg: &Config) -> Vec<tokio::task::JoinHandle<(
         tokio::spawn(admin.clone().serve(cfg.storage.data_dir.clone())),
         tokio::spawn(admin.push.clone().run()),
     ];
-    tasks.extend(crate::metrics::spawn(&cfg.metrics, &admin));
     if cfg.gc.interval_secs > 0 {
         tasks.push(tokio::spawn(
             admin
@@ -582,7 +574,6 @@ impl RequestLog {
         let micros = self.start.elapsed().as_micros() as u64;
         let (peer, method, path, status) =
             (&self.peer, &self.method, &self.path, self.status.as_u16());
-        crate::metrics::request(method, path, status, bytes, micros);
         match &self.refused {
             None => {
                 tracing::info!(%peer, %method, %path, status, bytes, micros, complete, client_gone, "request")
