@@ -24,5 +24,6 @@ pub mod registry;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod ui;
 pub mod upstream;
 pub mod zerocopy;

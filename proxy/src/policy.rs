@@ -101,6 +101,7 @@ impl Policy {
         );
         self.plugins.access(ctx).await.map_err(|d| {
             tracing::info!(plugin = %d.plugin, reason = %d.reason, request = %what, "denied by plugin");
+            crate::ui::denied(&d.plugin, &what, &d.reason);
             RegistryError::new(
                 ErrorCode::Denied,
                 format!("{what} denied by plugin {}: {}", d.plugin, d.reason),

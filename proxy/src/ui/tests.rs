@@ -1,0 +1,412 @@
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::chart;
+use super::html::{bytes, esc, render, upstream_of, Page};
+use super::ring::{CacheTotals, Denial, Ring, Sample};
+use crate::images::Image;
+use crate::push::Status;
+
+const NOW: u64 = 1_800_000_000;
+const HOSTILE: &str = "<script>alert('x')</script>\"&";
+
+fn digest(fill: char) -> String {
+    format!("sha256:{}", fill.to_string().repeat(64))
+}
+
+fn image(repository: &str, tag: &str, platforms: &[&str], absent: usize) -> Image {
+    serde_json::from_value(json!({
+        "repository": repository,
+        "tag": tag,
+        "digest": digest('a'),
+        "media_type": "application/vnd.oci.image.index.v1+json",
+        "platforms": platforms,
+        "platforms_absent": absent,
+        "size": 3 * 1024 * 1024,
+        "last_used": NOW - 90,
+    }))
+    .expect("an images::Image")
+}
+
+fn push(state: &str, repository: &str, error: Option<&str>) -> Status {
+    serde_json::from_value(json!({
+        "id": 7,
+        "state": state,
+        "mode": "store-and-forward",
+        "repository": repository,
+        "reference": "v1",
+        "digest": digest('b'),
+        "target": "http://127.0.0.1:5000",
+        "upstream_repository": "team/app",
+        "upstream_digest": null,
+        "platforms": null,
+        "attempts": 3,
+        "last_error": error,
+        "next_try": NOW + 5,
+        "created": NOW - 60,
+        "delivered_at": null,
+        "lease": null,
+    }))
+    .expect("a push::Status")
+}
+
+fn sample(at: u64, hits: u64, misses: u64, from_cache: u64) -> Sample {
+    Sample {
+        at,
+        totals: CacheTotals {
+            hits,
+            misses,
+            bytes_from_cache: from_cache,
+            bytes_from_upstream: 0,
+        },
+    }
+}
+
+fn empty_page() -> Page {
+    Page {
+        now: NOW,
+        images: Ok(Vec::new()),
+        pushes: Ok(Vec::new()),
+        samples: Vec::new(),
+        denials: Vec::new(),
+        sample_every: Duration::from_secs(10),
+    }
+}
+
+/// The opening tags the page writes itself; anything else that looks like a tag came from data.
+fn tags_in(html: &str) -> Vec<String> {
+    html.split('<')
+        .skip(1)
+        .map(|t| {
+            t.split(|c: char| c.is_whitespace() || c == '>')
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_ascii_lowercase()
+        })
+        .collect()
+}
+
+#[test]
+fn esc_escapes_what_html_and_attributes_need() {
+    assert_eq!(
+        esc("<a href=\"x\">'&'</a>"),
+        "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+    );
+    assert_eq!(esc("ghcr.io/team/app"), "ghcr.io/team/app");
+}
+
+#[test]
+fn names_from_clients_are_shown_not_run() {
+    let mut page = empty_page();
+    page.images = Ok(vec![image(
+        &format!("ci/{HOSTILE}"),
+        HOSTILE,
+        &[HOSTILE],
+        0,
+    )]);
+    page.pushes = Ok(vec![push("failed", HOSTILE, Some(HOSTILE))]);
+    page.denials = vec![Denial {
+        at: NOW - 5,
+        plugin: HOSTILE.into(),
+        request: HOSTILE.into(),
+        reason: HOSTILE.into(),
+    }];
+    let html = render(&page);
+    assert!(!html.contains("<script"), "{html}");
+    assert!(!html.contains("alert('x')"), "{html}");
+    assert!(
+        html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&quot;&amp;"),
+        "{html}"
+    );
+    let allowed = [
+        "!doctype",
+        "html",
+        "head",
+        "meta",
+        "title",
+        "style",
+        "body",
+        "header",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "p",
+        "section",
+        "div",
+        "b",
+        "span",
+        "table",
+        "thead",
+        "tbody",
+        "tr",
+        "th",
+        "td",
+        "code",
+        "small",
+        "br",
+        "time",
+        "figure",
+        "figcaption",
+        "svg",
+        "line",
+        "text",
+        "polyline",
+        "polygon",
+        "circle",
+    ];
+    for t in tags_in(&html) {
+        assert!(
+            allowed.contains(&t.as_str()),
+            "unexpected tag <{t}> in {html}"
+        );
+    }
+}
+
+#[test]
+fn empty_states_say_so() {
+    let html = render(&empty_page());
+    for expected in [
+        "Nothing cached yet",
+        "No push is waiting or failed",
+        "No request was denied by a plugin",
+        "No history yet: a sample is taken every 10 s",
+        "name=\"viewport\"",
+    ] {
+        assert!(html.contains(expected), "{expected:?} missing: {html}");
+    }
+    assert!(!html.contains("<svg"), "no chart without history: {html}");
+    assert!(!html.contains("<table"), "no empty tables: {html}");
+}
+
+#[test]
+fn errors_reading_state_are_shown() {
+    let mut page = empty_page();
+    page.images = Err("metadata store unavailable".into());
+    page.pushes = Err("journal <unreadable>".into());
+    let html = render(&page);
+    assert!(html.contains("Cannot list images: metadata store unavailable"));
+    assert!(html.contains("Cannot read the push journal: journal &lt;unreadable&gt;"));
+}
+
+#[test]
+fn images_grouped_by_upstream_then_repository_with_platforms() {
+    let mut page = empty_page();
+    page.images = Ok(vec![
+        image("ci/app", "v1", &["linux/amd64"], 0),
+        image(
+            "127.0.0.1:5000/team/app",
+            "v2",
+            &["linux/amd64", "linux/arm64/v8"],
+            1,
+        ),
+        image("docker.io/library/alpine", "3", &["linux/amd64"], 6),
+    ]);
+    let html = render(&page);
+    let at = |s: &str| {
+        html.find(s)
+            .unwrap_or_else(|| panic!("{s:?} missing: {html}"))
+    };
+    assert!(at("<h3>From 127.0.0.1:5000</h3>") < at("<h3>From docker.io</h3>"));
+    assert!(at("<h3>From docker.io</h3>") < at("<h3>Pushed here</h3>"));
+    assert!(at("<h3>From 127.0.0.1:5000</h3>") < at(">team/app</h4>"));
+    at("<span class=\"chip\">linux/arm64/v8</span>");
+    at("+1 not kept");
+    at("+6 not kept");
+    at("3.0 MiB");
+    at("90 s ago");
+    at(">aaaaaaaaaaaa</code>");
+    at("id=\"tile-images\"><b>3</b>");
+}
+
+#[test]
+fn pushes_list_waiting_and_failed_not_delivered() {
+    let mut page = empty_page();
+    page.pushes = Ok(vec![
+        push("pending", "ci/app", Some("connection refused")),
+        push("failed", "ci/app/tools", Some("unauthorized")),
+        push("delivered", "ci/app/done", None),
+    ]);
+    let html = render(&page);
+    assert!(html.contains("class=\"state-pending\">pending<"), "{html}");
+    assert!(html.contains("class=\"state-failed\">failed<"), "{html}");
+    assert!(html.contains("<code>ci/app:v1</code>"), "{html}");
+    assert!(html.contains("connection refused"), "{html}");
+    assert!(html.contains("in 5 s"), "next try: {html}");
+    assert!(!html.contains("ci/app/done:v1"), "{html}");
+    assert!(html.contains("1 delivered push in the journal"), "{html}");
+    assert!(html.contains("id=\"tile-pending\"><b>1</b>"), "{html}");
+    assert!(html.contains("id=\"tile-failed\"><b>1</b>"), "{html}");
+}
+
+#[test]
+fn denials_newest_first() {
+    let mut page = empty_page();
+    for (i, plugin) in ["older", "newer"].iter().enumerate() {
+        page.denials.push(Denial {
+            at: NOW - 100 + i as u64,
+            plugin: (*plugin).into(),
+            request: "pull of ghcr.io/team/app".into(),
+            reason: "not on the allow list".into(),
+        });
+    }
+    let html = render(&page);
+    assert!(html.find(">newer<").unwrap() < html.find(">older<").unwrap());
+    assert!(html.contains("<code>pull of ghcr.io/team/app</code>"));
+}
+
+#[test]
+fn upstream_is_the_host_part_of_a_cache_repository() {
+    assert_eq!(upstream_of("ghcr.io/team/app"), Some("ghcr.io"));
+    assert_eq!(upstream_of("127.0.0.1:5000/app"), Some("127.0.0.1:5000"));
+    assert_eq!(upstream_of("localhost/app"), Some("localhost"));
+    assert_eq!(upstream_of("ci/app"), None);
+    assert_eq!(upstream_of("app"), None);
+}
+
+#[test]
+fn bytes_are_human() {
+    assert_eq!(bytes(0), "0 B");
+    assert_eq!(bytes(1023), "1023 B");
+    assert_eq!(bytes(1536), "1.5 KiB");
+    assert_eq!(bytes(5 << 30), "5.0 GiB");
+}
+
+#[test]
+fn ring_keeps_the_newest() {
+    let mut r = Ring::new(3);
+    for i in 0..10 {
+        r.push(i);
+    }
+    assert_eq!(r.to_vec(), vec![7, 8, 9]);
+    let mut none = Ring::new(0);
+    none.push(1);
+    assert!(none.to_vec().is_empty());
+}
+
+#[test]
+fn hit_ratio_per_interval_with_gaps() {
+    let samples = [
+        sample(100, 0, 0, 0),
+        sample(110, 3, 1, 0),  // 3 of 4
+        sample(120, 3, 1, 0),  // no request: a gap
+        sample(130, 3, 11, 0), // 0 of 10
+    ];
+    assert_eq!(
+        chart::hit_ratio(&samples),
+        vec![(110, Some(75.0)), (120, None), (130, Some(0.0))]
+    );
+    assert!(chart::hit_ratio(&samples[..1]).is_empty());
+}
+
+#[test]
+fn bytes_saved_counts_from_the_oldest_sample() {
+    let samples = [sample(100, 0, 0, 500), sample(110, 0, 0, 1500)];
+    assert_eq!(
+        chart::bytes_saved(&samples),
+        vec![(100, Some(0.0)), (110, Some(1000.0))]
+    );
+    assert!(chart::bytes_saved(&[]).is_empty());
+}
+
+/// The `x,y` pairs of every `points="…"` attribute of `element`.
+fn coords(svg: &str, element: &str) -> Vec<Vec<(f64, f64)>> {
+    svg.split(&format!("<{element} "))
+        .skip(1)
+        .map(|rest| {
+            let p = rest
+                .split("points=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            p.split_whitespace()
+                .map(|xy| {
+                    let (x, y) = xy.split_once(',').unwrap();
+                    (x.parse().unwrap(), y.parse().unwrap())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn chart_svg_draws_lines_inside_its_box() {
+    let points = vec![
+        (100, Some(0.0)),
+        (110, Some(50.0)),
+        (120, Some(100.0)),
+        (130, None),
+        (140, Some(25.0)),
+    ];
+    let svg = chart::svg("Hit <ratio>", &points, 100.0, |v| format!("{v:.0} %"));
+    assert!(svg.starts_with("<svg ") && svg.ends_with("</svg>"), "{svg}");
+    assert!(svg.contains("viewBox=\"0 0 600 200\""), "{svg}");
+    assert!(svg.contains("<title>Hit &lt;ratio&gt;</title>"), "{svg}");
+    assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
+    let lines = coords(&svg, "polyline");
+    assert_eq!(lines.len(), 1, "one line before the gap: {svg}");
+    assert_eq!(lines[0].len(), 3);
+    for (x, y) in &lines[0] {
+        assert!(
+            (0.0..=600.0).contains(x) && (0.0..=200.0).contains(y),
+            "{svg}"
+        );
+    }
+    // Time runs left to right, values upwards (SVG's y grows downwards).
+    assert!(lines[0][0].0 < lines[0][1].0 && lines[0][1].0 < lines[0][2].0);
+    assert!(lines[0][0].1 > lines[0][1].1 && lines[0][1].1 > lines[0][2].1);
+    assert_eq!(
+        svg.matches("<circle").count(),
+        1,
+        "the lone value after the gap: {svg}"
+    );
+    for label in [">0 %<", ">50 %<", ">100 %<", ">40 s ago<", ">now<"] {
+        assert!(svg.contains(label), "{label} missing: {svg}");
+    }
+}
+
+#[test]
+fn chart_svg_of_flat_or_odd_values_is_finite() {
+    for points in [
+        vec![(5, Some(0.0)), (5, Some(0.0))],
+        vec![
+            (1, Some(f64::NAN)),
+            (2, Some(f64::INFINITY)),
+            (3, Some(-4.0)),
+        ],
+        vec![],
+    ] {
+        let svg = chart::svg("t", &points, 0.0, |v| bytes(v as u64));
+        assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
+        assert!(svg.ends_with("</svg>"));
+    }
+}
+
+#[test]
+fn history_charts_appear_with_two_samples() {
+    let mut page = empty_page();
+    page.samples = vec![sample(NOW - 10, 0, 0, 0), sample(NOW, 4, 1, 2048)];
+    let html = render(&page);
+    assert!(html.contains("id=\"chart-hit-ratio\""), "{html}");
+    assert!(html.contains("id=\"chart-bytes-saved\""), "{html}");
+    assert_eq!(html.matches("<svg ").count(), 2);
+    assert!(html.contains("id=\"tile-hit-ratio\"><b>80 %</b>"), "{html}");
+    assert!(html.contains("id=\"tile-saved\"><b>2.0 KiB</b>"), "{html}");
+}
+
+#[test]
+fn a_denial_is_recorded_clipped() {
+    let long = "x".repeat(super::REASON_CHARS * 3);
+    super::denied("gatekeeper-unit-test", "pull of a/b", &long);
+    let d = super::lock(&super::DENIALS)
+        .to_vec()
+        .into_iter()
+        .find(|d| d.plugin == "gatekeeper-unit-test")
+        .expect("recorded");
+    assert_eq!(d.reason.chars().count(), super::REASON_CHARS + 1);
+    assert!(d.reason.ends_with('…'));
+}
