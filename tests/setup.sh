@@ -7,7 +7,8 @@ set -euo pipefail
 if [ "$#" -gt 0 ]; then
     packages=("$@")
 else
-    packages=(docker-registry skopeo containerd docker.io jq)
+    # chromium: the status page test (status_page) loads /ui headless and takes a screenshot.
+    packages=(docker-registry skopeo containerd docker.io jq chromium)
 fi
 
 # containerd unpacks layers through mounts, so the containerd tests (mirror::containerd) need root; the
