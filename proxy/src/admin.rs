@@ -10,6 +10,7 @@
 //! - `GET /leases` → `[{id, purpose, created, expires, digests}]`
 //! - `DELETE /leases/<id>` → 204, or 404
 //! - `GET /images[?dangling=1]` → `[images::Image]`
+//! - `GET /status` → `status::Status` (with the server's cache counters and last collection)
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
@@ -97,6 +98,10 @@ impl Admin {
                     Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
                 }
             }
+            (&Method::GET, "/status") => match crate::status::collect(self, true).await {
+                Ok(s) => json(StatusCode::OK, &s),
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            },
             (&Method::GET, "/pushes") => match self.push.status().await {
                 Ok(list) => json(StatusCode::OK, &list),
                 Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.message),
@@ -363,6 +368,21 @@ pub async fn images(
             String::from_utf8_lossy(&body)
         ))),
         None => crate::images::list(&offline(cfg).await?.collector, dangling)
+            .await
+            .map_err(|e| AdminError::Failed(e.to_string())),
+    }
+}
+
+/// `wharf status`: from the server (with its counters), or the files when none runs.
+pub async fn status(cfg: &crate::config::Config) -> Result<crate::status::Status, AdminError> {
+    match ask(&cfg.storage.data_dir, Method::GET, "/status").await? {
+        Some((StatusCode::OK, body)) => serde_json::from_slice(&body)
+            .map_err(|e| AdminError::Failed(format!("unreadable answer from the server: {e}"))),
+        Some((status, body)) => Err(AdminError::Failed(format!(
+            "the server refused ({status}): {}",
+            String::from_utf8_lossy(&body)
+        ))),
+        None => crate::status::collect(&offline(cfg).await?, false)
             .await
             .map_err(|e| AdminError::Failed(e.to_string())),
     }

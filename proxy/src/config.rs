@@ -51,6 +51,8 @@ pub struct Config {
     pub pushes: Vec<PushConfig>,
     /// How routed pushes are delivered upstream: retries and concurrency.
     pub delivery: DeliveryConfig,
+    /// The metrics listener (`metrics.rs`): Prometheus `/metrics` and the status page.
+    pub metrics: MetricsConfig,
 }
 
 /// One `[[plugin]]`: a WebAssembly component implementing some of `wharf:policy`'s interfaces.
@@ -228,6 +230,44 @@ impl Default for GcConfig {
             interval_secs: 3600,
         }
     }
+}
+
+/// `[metrics]`: a second listener for operators, apart from the registry API's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the listener serving Prometheus `GET /metrics` (and the status page, `/ui`);
+    /// `""` (the default): none.
+    #[serde(
+        serialize_with = "ser_optional_addr",
+        deserialize_with = "de_optional_addr"
+    )]
+    pub listen: Option<SocketAddr>,
+}
+
+fn ser_optional_addr<S: serde::Serializer>(
+    a: &Option<SocketAddr>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match a {
+        Some(a) => s.collect_str(a),
+        None => s.serialize_str(""),
+    }
+}
+
+/// `""` is "none": TOML has no null.
+fn de_optional_addr<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
+    s.trim().parse().map(Some).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{s:?} is not an address ({e}); write host:port, e.g. \"127.0.0.1:9090\", or \"\" for no metrics listener"
+        ))
+    })
 }
 
 /// One push route: pushes to `prefix[/…]` here are delivered to `target[/…]` upstream.

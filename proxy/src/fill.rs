@@ -132,7 +132,10 @@ impl Fills {
     /// The running fill for `digest`, or a new one fetching it from `source`.
     pub fn get(&self, digest: &Digest, source: Source) -> Arc<Fill> {
         match self.running.entry(digest.clone()) {
-            Entry::Occupied(e) => e.get().clone(),
+            Entry::Occupied(e) => {
+                crate::metrics::joined(crate::metrics::Flight::Fill);
+                e.get().clone()
+            }
             Entry::Vacant(e) => {
                 let ingest = IngestRef::new(format!("fill-{}", uuid::Uuid::new_v4().simple()))
                     .expect("a valid ref");
@@ -190,6 +193,7 @@ impl Fills {
         let end = match outcome {
             Ok(size) => {
                 tracing::info!(upstream = %src.upstream.host, repo = %src.remote, %digest, size, "blob cached");
+                crate::metrics::fetched(&src.upstream.host, size);
                 Progress {
                     phase: Phase::Done,
                     size: Some(size),

@@ -386,6 +386,7 @@ impl Collector {
         }
         report.millis = started.elapsed().as_millis() as u64;
         if !dry_run {
+            crate::metrics::gc_done(&report);
             tracing::info!(
                 removed = report.removed.len(),
                 bytes = report.removed_bytes,

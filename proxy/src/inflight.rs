@@ -49,7 +49,10 @@ where
         Fut: Future<Output = V> + Send + 'static,
     {
         let mut rx = match self.running.entry(key.clone()) {
-            Entry::Occupied(e) => e.get().clone(),
+            Entry::Occupied(e) => {
+                crate::metrics::joined(crate::metrics::Flight::Fetch);
+                e.get().clone()
+            }
             Entry::Vacant(e) => {
                 let (tx, rx) = watch::channel(None);
                 e.insert(rx.clone());

@@ -86,6 +86,16 @@ enum Command {
         #[command(subcommand)]
         command: Option<ImagesCommand>,
     },
+    /// What the cache holds by upstream and repository (count, bytes), its hit ratio and bytes served
+    /// since the server started, the last collection, and pending or failed pushes (through the
+    /// running server when there is one, else on the files).
+    Status {
+        #[arg(long, short, env = "WHARF_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write an image as an OCI image layout tar, with only the chosen platforms: what is not cached
     /// is fetched through wharf (its mirror and platform policy), nothing of other platforms.
     Export {
@@ -268,6 +278,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", gc_text(&report));
+            }
+            Ok(())
+        }
+        Command::Status { config, json } => {
+            let cfg = Config::load(config.as_deref())?;
+            let status = local_runtime()?.block_on(wharf::admin::status(&cfg))?;
+            log.flush();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", wharf::status::text(&status));
             }
             Ok(())
         }

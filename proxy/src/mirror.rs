@@ -30,6 +30,7 @@ use crate::inflight::Flights;
 use crate::lease::Leases;
 use crate::manifest::{self, bare_media_type};
 use crate::meta::{Descriptor, ManifestPut, ManifestRecord, Meta};
+use crate::metrics::Kind;
 use crate::plugin::{Operation, Plugins, RequestCtx};
 use crate::policy::{adopt_manifest, Policy};
 use crate::reference::Reference;
@@ -383,11 +384,15 @@ impl Mirror {
         match r {
             Reference::Digest(d) => {
                 let f = match meta.manifest(&t.cache, d).await? {
-                    Some(rec) => Fetched {
-                        digest: d.clone(),
-                        record: rec,
-                    },
+                    Some(rec) => {
+                        crate::metrics::cache_hit(Kind::Manifest, req.method(), rec.size);
+                        Fetched {
+                            digest: d.clone(),
+                            record: rec,
+                        }
+                    }
                     None => {
+                        crate::metrics::cache_miss(Kind::Manifest);
                         // The platform policy judges a manifest before the upstream is asked for it.
                         let judged = self.platforms.active(t, &self.policy).then(|| {
                             Policy::context(
@@ -451,6 +456,7 @@ impl Mirror {
                     let checked = meta.tag_checked(&t.cache, tag.as_str()).await?.unwrap_or(0);
                     if unix_now().saturating_sub(checked) < self.cfg.tag_ttl_secs {
                         self.touch(&c.digest);
+                        crate::metrics::cache_hit(Kind::Manifest, req.method(), c.record.size);
                         if !self.policy.rewrites() && !self.platforms.active(t, &self.policy) {
                             return manifest_response(store, &c.digest, &c.record, head).await;
                         }
@@ -467,6 +473,7 @@ impl Mirror {
                     .collect::<Vec<_>>()
                     .join(",");
                 let key = format!("{}|{}|{tag}|{accept_key}", t.upstream.host, t.remote);
+                crate::metrics::cache_miss(Kind::Manifest);
                 let (fetcher, t2, tag2) = (self.fetcher.clone(), t.clone(), tag.to_string());
                 let res = self
                     .flights
@@ -706,6 +713,7 @@ impl Fetcher {
                 t.upstream.host
             ))
         })?;
+        crate::metrics::fetched(&t.upstream.host, bytes.len() as u64);
         let want = expected.cloned().or(named);
         let digest = match &want {
             Some(w) => {

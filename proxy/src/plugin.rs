@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 
 use crate::config::{FailPolicy, PluginConfig};
+use crate::metrics::PluginCall;
 
 mod host;
 #[cfg(test)]
@@ -167,6 +168,7 @@ impl Plugin {
 
     fn failed(&self, e: &PluginError, what: &str, policy: FailPolicy) {
         let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        crate::metrics::plugin_error(&self.name);
         tracing::warn!(
             plugin = %self.name, error = %e, failures = n,
             fail = ?policy, "{what} failed"
@@ -233,13 +235,16 @@ impl PluginSet {
                 continue;
             }
             let policy = p.fail.unwrap_or(FailPolicy::Closed);
-            match p.loaded.check(ctx).await {
+            match crate::metrics::plugin_call(&p.name, PluginCall::Access, p.loaded.check(ctx))
+                .await
+            {
                 Ok(None) => {}
                 Ok(Some(reason)) => {
+                    crate::metrics::plugin_denied(&p.name);
                     return Err(Denial {
                         plugin: p.name.clone(),
                         reason,
-                    })
+                    });
                 }
                 Err(e) => {
                     p.failed(&e, "access check", policy);
@@ -264,7 +269,13 @@ impl PluginSet {
                 continue;
             }
             let policy = p.fail.unwrap_or(FailPolicy::Open);
-            match p.loaded.select(ctx, available).await {
+            match crate::metrics::plugin_call(
+                &p.name,
+                PluginCall::Platforms,
+                p.loaded.select(ctx, available),
+            )
+            .await
+            {
                 Ok(chosen) => kept.retain(|k| chosen.contains(k)),
                 Err(e) => {
                     p.failed(&e, "platform selection", policy);
@@ -290,7 +301,13 @@ impl PluginSet {
             }
             let policy = p.fail.unwrap_or(FailPolicy::Open);
             let input = current.as_deref().unwrap_or(manifest);
-            match p.loaded.rewrite(ctx, media_type, input).await {
+            match crate::metrics::plugin_call(
+                &p.name,
+                PluginCall::Manifests,
+                p.loaded.rewrite(ctx, media_type, input),
+            )
+            .await
+            {
                 Ok(None) => {}
                 Ok(Some(bytes)) => current = Some(bytes),
                 Err(e) => p.failed(&e, "manifest rewrite", policy),

@@ -188,6 +188,7 @@ pub fn housekeeping(admin: Admin, cfg: &Config) -> Vec<tokio::task::JoinHandle<(
         tokio::spawn(admin.clone().serve(cfg.storage.data_dir.clone())),
         tokio::spawn(admin.push.clone().run()),
     ];
+    tasks.extend(crate::metrics::spawn(&cfg.metrics, &admin));
     if cfg.gc.interval_secs > 0 {
         tasks.push(tokio::spawn(
             admin
@@ -574,6 +575,7 @@ impl RequestLog {
         let micros = self.start.elapsed().as_micros() as u64;
         let (peer, method, path, status) =
             (&self.peer, &self.method, &self.path, self.status.as_u16());
+        crate::metrics::request(method, path, status, bytes, micros);
         match &self.refused {
             None => {
                 tracing::info!(%peer, %method, %path, status, bytes, micros, complete, client_gone, "request")

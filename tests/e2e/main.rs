@@ -17,6 +17,7 @@ mod crash;
 mod dedupe;
 mod gc;
 mod hardening;
+mod metrics;
 mod mirror;
 mod plugins;
 mod push;

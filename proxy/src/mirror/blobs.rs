@@ -47,7 +47,8 @@ impl Mirror {
                 meta.link_blob(&t.cache, d, size).await?;
             }
             self.touch(d);
-            return blob_response(&**store, d, size, req, unknown).await;
+            return (blob_response(&**store, d, size, req, unknown).await)
+                .map(|r| crate::metrics::blob_hit(req.method(), r));
         }
         if req.method() == Method::HEAD {
             // A fill in progress knows the length: no need to ask the upstream (which may be down).
@@ -67,6 +68,7 @@ impl Mirror {
             }
             return Ok(out);
         }
+        crate::metrics::cache_miss(crate::metrics::Kind::Blob);
         let fill = self.fills.get(
             d,
             Source {

@@ -1,0 +1,369 @@
+//! `wharf status`: what the cache holds by upstream and repository, how well it serves (hit ratio and
+//! bytes, from the running server's counters), the last collection, and the push journal. The admin
+//! socket answers `GET /status` with it; without a server the CLI reads the files (no counters then).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::admin::Admin;
+use crate::digest::Digest;
+use crate::gc::{mark, GcError};
+
+/// Where cached content of a repository came from, by its name: a mirror caches `<host>/<remote>`,
+/// and a first component is a host when it has a dot or a port or is `localhost` (Docker's rule).
+/// Anything else was pushed to wharf.
+pub fn upstream_of(repository: &str) -> Option<&str> {
+    let (first, _) = repository.split_once('/')?;
+    (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
+}
+
+/// One repository's share of the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repository {
+    pub repository: String,
+    /// The upstream it mirrors; `None` for a repository pushed to wharf.
+    pub upstream: Option<String>,
+    pub tags: usize,
+    /// Manifests and indexes it records (tagged or pulled by digest).
+    pub manifests: usize,
+    /// Bytes of everything its manifests reach that is stored, each blob once.
+    pub bytes: u64,
+    /// Unix seconds of the last time the mirror served any of its manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used: Option<u64>,
+}
+
+/// One upstream's (or, `upstream: None`, wharf's own pushed) share of the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upstream {
+    pub upstream: Option<String>,
+    pub repositories: usize,
+    pub tags: usize,
+    /// Bytes its repositories reach, each blob once (a blob two repositories share counts once).
+    pub bytes: u64,
+}
+
+/// The last garbage collection this server ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastGc {
+    /// Unix seconds.
+    pub started: u64,
+    pub millis: u64,
+    pub removed: usize,
+    pub removed_bytes: u64,
+    pub evicted: usize,
+}
+
+/// Deliveries in the push journal by state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pushes {
+    pub pending: usize,
+    pub delivering: usize,
+    pub delivered: usize,
+    pub failed: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// Whether a running server answered (else the files were read, and `cache` is unknown).
+    pub server: bool,
+    /// Content in the store: blobs and manifests, and their bytes.
+    pub contents: usize,
+    pub bytes: u64,
+    pub upstreams: Vec<Upstream>,
+    pub repositories: Vec<Repository>,
+    /// The server's cache counters since it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<crate::metrics::Snapshot>,
+    /// hits / (hits + misses), blobs and manifests together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hit_ratio: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_gc: Option<LastGc>,
+    pub pushes: Pushes,
+    pub leases: usize,
+}
+
+/// Status as this process sees it: `server` says whether it is the running server (its counters and
+/// last collection are then meaningful).
+pub async fn collect(admin: &Admin, server: bool) -> Result<Status, GcError> {
+    let c = &admin.collector;
+    let snap = c.meta.snapshot().await?;
+    let sizes: HashMap<Digest, u64> = c.store.contents().await?.into_iter().collect();
+    let graph = c.graph(&snap).await?;
+    let mut manifests: BTreeMap<String, Vec<Digest>> = BTreeMap::new();
+    for (repo, d) in c.meta.manifest_repos().await? {
+        manifests.entry(repo).or_default().push(d);
+    }
+    let mut tags: HashMap<&str, usize> = HashMap::new();
+    for (repo, _, d) in &snap.tags {
+        *tags.entry(repo.as_str()).or_default() += 1;
+        // A tag always names a recorded manifest; this keeps a repository listed if not.
+        manifests.entry(repo.clone()).or_default().push(d.clone());
+    }
+    let mut repositories = Vec::new();
+    let mut by_upstream: BTreeMap<Option<String>, (Upstream, HashSet<Digest>)> = BTreeMap::new();
+    for (repo, tops) in &manifests {
+        let reach = mark(&graph, tops.iter());
+        let bytes = reach.iter().filter_map(|d| sizes.get(d)).sum();
+        let upstream = upstream_of(repo).map(str::to_owned);
+        let n_tags = tags.get(repo.as_str()).copied().unwrap_or(0);
+        let last_used = tops
+            .iter()
+            .filter_map(|d| snap.last_used.get(d))
+            .max()
+            .copied();
+        let unique: HashSet<&Digest> = tops.iter().collect();
+        repositories.push(Repository {
+            repository: repo.clone(),
+            upstream: upstream.clone(),
+            tags: n_tags,
+            manifests: unique.len(),
+            bytes,
+            last_used,
+        });
+        let (u, seen) = by_upstream.entry(upstream.clone()).or_insert_with(|| {
+            (
+                Upstream {
+                    upstream,
+                    repositories: 0,
+                    tags: 0,
+                    bytes: 0,
+                },
+                HashSet::new(),
+            )
+        });
+        u.repositories += 1;
+        u.tags += n_tags;
+        seen.extend(reach);
+    }
+    let upstreams = by_upstream
+        .into_values()
+        .map(|(mut u, seen)| {
+            u.bytes = seen.iter().filter_map(|d| sizes.get(d)).sum();
+            u
+        })
+        .collect();
+    let mut pushes = Pushes::default();
+    match admin.push.status().await {
+        Ok(list) => {
+            for s in list {
+                match crate::metrics::state_name(&s.state) {
+                    "pending" => pushes.pending += 1,
+                    "delivering" => pushes.delivering += 1,
+                    "delivered" => pushes.delivered += 1,
+                    _ => pushes.failed += 1,
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e.message, "status: cannot read the push journal"),
+    }
+    let last_gc = if server {
+        c.last().await.filter(|r| !r.dry_run).map(|r| LastGc {
+            started: r.started,
+            millis: r.millis,
+            removed: r.removed.len(),
+            removed_bytes: r.removed_bytes,
+            evicted: r.evicted.len(),
+        })
+    } else {
+        None
+    };
+    let cache = server.then(crate::metrics::snapshot);
+    Ok(Status {
+        server,
+        contents: sizes.len(),
+        bytes: sizes.values().sum(),
+        upstreams,
+        repositories,
+        hit_ratio: cache.as_ref().and_then(|s| s.hit_ratio()),
+        cache,
+        last_gc,
+        pushes,
+        leases: admin.leases.list().len(),
+    })
+}
+
+/// Bytes as people read them (binary units).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// `wharf status` as a text table.
+pub fn text(s: &Status) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "store: {} contents, {}",
+        s.contents,
+        human_bytes(s.bytes)
+    );
+    match (&s.cache, s.hit_ratio) {
+        (Some(c), ratio) => {
+            let ratio = ratio.map_or("-".to_owned(), |r| format!("{:.1}%", r * 100.0));
+            let _ = writeln!(
+                out,
+                "cache since start: hit ratio {ratio} (blobs {} hit / {} miss, manifests {} hit / {} \
+                 miss), {} served from cache, {} fetched from upstreams",
+                c.blob_hits,
+                c.blob_misses,
+                c.manifest_hits,
+                c.manifest_misses,
+                human_bytes(c.bytes_from_cache),
+                human_bytes(c.bytes_from_upstream)
+            );
+        }
+        (None, _) => {
+            let _ = writeln!(out, "cache: no server running (hit ratio unknown)");
+        }
+    }
+    match &s.last_gc {
+        Some(g) => {
+            let _ = writeln!(
+                out,
+                "last gc: {} ({} ago), removed {} ({}), evicted {} tags, {} ms",
+                httpdate::fmt_http_date(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(g.started)
+                ),
+                ago(g.started),
+                g.removed,
+                human_bytes(g.removed_bytes),
+                g.evicted,
+                g.millis
+            );
+        }
+        None if s.server => {
+            let _ = writeln!(out, "last gc: none since the server started");
+        }
+        None => {
+            let _ = writeln!(out, "last gc: unknown (no server running)");
+        }
+    }
+    let p = &s.pushes;
+    let _ = writeln!(
+        out,
+        "pushes: {} pending, {} delivering, {} failed, {} delivered; {} live leases",
+        p.pending, p.delivering, p.failed, p.delivered, s.leases
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<40} {:>6} {:>6} {:>12}",
+        "UPSTREAM", "REPOS", "TAGS", "SIZE"
+    );
+    for u in &s.upstreams {
+        let _ = writeln!(
+            out,
+            "{:<40} {:>6} {:>6} {:>12}",
+            u.upstream.as_deref().unwrap_or("(pushed here)"),
+            u.repositories,
+            u.tags,
+            human_bytes(u.bytes)
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<50} {:>5} {:>9} {:>12} {:>10}",
+        "REPOSITORY", "TAGS", "MANIFESTS", "SIZE", "LAST USE"
+    );
+    for r in &s.repositories {
+        let _ = writeln!(
+            out,
+            "{:<50} {:>5} {:>9} {:>12} {:>10}",
+            r.repository,
+            r.tags,
+            r.manifests,
+            human_bytes(r.bytes),
+            r.last_used.map_or("-".to_owned(), ago)
+        );
+    }
+    out
+}
+
+fn ago(unix: u64) -> String {
+    let secs = crate::registry::unix_now().saturating_sub(unix);
+    match secs {
+        0..=119 => format!("{secs}s"),
+        120..=7199 => format!("{}m", secs / 60),
+        7200..=172_799 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_from_the_name() {
+        assert_eq!(upstream_of("docker.io/library/alpine"), Some("docker.io"));
+        assert_eq!(
+            upstream_of("127.0.0.1:5001/team/app"),
+            Some("127.0.0.1:5001")
+        );
+        assert_eq!(upstream_of("localhost/x"), Some("localhost"));
+        assert_eq!(upstream_of("ci/app"), None);
+        assert_eq!(upstream_of("alpine"), None);
+    }
+
+    #[test]
+    fn bytes_read_as_people_read_them() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn text_names_each_repository() {
+        let s = Status {
+            server: true,
+            contents: 3,
+            bytes: 2048,
+            upstreams: vec![Upstream {
+                upstream: Some("docker.io".into()),
+                repositories: 1,
+                tags: 1,
+                bytes: 2048,
+            }],
+            repositories: vec![Repository {
+                repository: "docker.io/library/alpine".into(),
+                upstream: Some("docker.io".into()),
+                tags: 1,
+                manifests: 1,
+                bytes: 2048,
+                last_used: None,
+            }],
+            cache: Some(crate::metrics::Snapshot {
+                blob_hits: 1,
+                blob_misses: 1,
+                ..Default::default()
+            }),
+            hit_ratio: Some(0.5),
+            last_gc: None,
+            pushes: Pushes {
+                pending: 2,
+                ..Default::default()
+            },
+            leases: 0,
+        };
+        let t = text(&s);
+        assert!(t.contains("hit ratio 50.0%"), "{t}");
+        assert!(t.contains("docker.io/library/alpine"), "{t}");
+        assert!(t.contains("2 pending"), "{t}");
+        assert!(t.contains("last gc: none since the server started"), "{t}");
+    }
+}
