@@ -26,4 +26,5 @@ mod reference_peer;
 mod registry_api;
 mod restart;
 mod skopeo_roundtrip;
+mod status_page;
 mod test_runner;

@@ -1,0 +1,278 @@
+//! The status page (issue 17), `/ui` on the metrics listener, loaded by a real browser: headless
+//! Debian `chromium` renders it against a wharf that has mirrored an image from a real
+//! `docker-registry`, holds a store-and-forward push it cannot deliver (its upstream is a closed port),
+//! and whose access plugin refused a pull. The DOM chromium built is checked for what an operator must
+//! see, and a phone-sized screenshot is left under `target/e2e-output/status_page/` for a human.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{free_port, require_tool, DistRegistry, MirrorOptions, Wharf, WharfOptions};
+use crate::http::Api;
+use crate::layout::{write_layout, LayoutSpec};
+use crate::mirror::{push_to_upstream, upstream};
+use crate::plugins::{component, Entry, PluginFiles};
+use crate::skopeo::Skopeo;
+
+/// How long chromium may take to load and print or shoot the page (a cold start on a busy machine).
+const BROWSER_DEADLINE: Duration = Duration::from_secs(120);
+
+/// `chromium`, or the test fails with how to install it.
+fn chromium() -> PathBuf {
+    require_tool("chromium", "apt-get install chromium")
+}
+
+/// Runs headless chromium on `url` with `args` (`--dump-dom`, `--screenshot=…`), in a private profile,
+/// with everything that would reach past this machine turned off; fails the test on a timeout.
+fn run_chromium(profile: &Path, url: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new(chromium());
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-extensions",
+        "--hide-scrollbars",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .args(args)
+    .arg(url)
+    .env("HOME", profile)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn chromium");
+    let end = Instant::now() + BROWSER_DEADLINE;
+    loop {
+        if child.try_wait().expect("try_wait chromium").is_some() {
+            return child.wait_with_output().expect("chromium output");
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("chromium output");
+            panic!(
+                "chromium {args:?} {url} did not finish within {BROWSER_DEADLINE:?}\n--- stderr ---\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Where this test leaves what a human may want to look at: it outlives the test's temp dirs.
+fn output_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-output/status_page");
+    fs::create_dir_all(&dir).expect("create the test output dir");
+    dir
+}
+
+/// `GET url` until it answers 200 (the metrics listener starts beside the main one); returns the
+/// response's content type, CSP and body.
+fn get_page(url: &str) -> (String, String, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        match agent.get(url).call() {
+            Ok(mut r) if r.status() == 200 => {
+                let header = |name: &str| {
+                    r.headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                let (ctype, csp) = (header("content-type"), header("content-security-policy"));
+                let body = r.body_mut().read_to_string().expect("read /ui");
+                return (ctype, csp, body);
+            }
+            other => assert!(
+                Instant::now() < end,
+                "GET {url} did not answer 200 within 30 s: {:?}",
+                other.map(|r| r.status())
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The part of `html` from the element with `id` to the end of its section.
+fn section<'a>(html: &'a str, id: &str) -> &'a str {
+    let start = html
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no element with id {id:?} in the page:\n{html}"));
+    let rest = &html[start..];
+    &rest[..rest.find("</section>").unwrap_or(rest.len())]
+}
+
+/// Proves: chromium renders `/ui` from the metrics listener with the mirrored repository under its
+/// upstream with the three platforms kept, the push waiting for its unreachable upstream, the plugin's
+/// denial, and the hit-ratio and bytes-saved charts as SVG; the page carries no script, and a
+/// 412×915 (phone) screenshot of it is a real image.
+#[test]
+fn chromium_renders_the_status_page() {
+    chromium();
+    let registry = DistRegistry::start();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let closed = format!("127.0.0.1:{}", free_port());
+    let files = PluginFiles::new();
+    let gate = Entry::new(
+        "gatekeeper",
+        &files.add("allow_list.wasm", &component("allow_list")),
+        r#"{"deny": ["secret/**"]}"#,
+    );
+    let wharf = Wharf::start(WharfOptions {
+        mirror: MirrorOptions {
+            upstreams: vec![upstream(&registry.host(), registry.addr(), "up")],
+            ..Default::default()
+        },
+        extra_toml: format!(
+            "[metrics]\nlisten = \"{metrics}\"\n{}\n\
+             [delivery]\nretry_initial_ms = 200\nretry_max_secs = 2\nmax_attempts = 1000\n{}",
+            crate::push::route_toml(&closed, &["mode = \"store-and-forward\""]),
+            gate.toml()
+        ),
+        ..Default::default()
+    });
+    let skopeo = Skopeo::new();
+
+    // Mirrored: pulled twice through the path prefix, so the second pull is served from the cache.
+    let mirrored = write_layout(&wharf.scratch("src"), &LayoutSpec::small("v1", 1701));
+    push_to_upstream(&registry, &mirrored, "team/app");
+    for n in 0..2 {
+        let out = wharf.scratch(&format!("pulled-{n}"));
+        skopeo.copy(
+            &format!("docker://{}/up/team/app:v1", wharf.host()),
+            &format!("oci:{}:v1", out.display()),
+        );
+    }
+    // Routed to a closed port: accepted here, waiting in the journal.
+    let routed = write_layout(&wharf.scratch("routed"), &LayoutSpec::small("v1", 1702));
+    skopeo.copy(
+        &routed.skopeo_ref(),
+        &format!("docker://{}/{}:v1", wharf.host(), crate::push::LOCAL),
+    );
+    // Denied by the plugin.
+    Api::new(wharf.base())
+        .get_manifest("secret/app", "v1")
+        .assert_error(403, "DENIED");
+
+    let url = format!("http://{metrics}/ui");
+    let (ctype, csp, served) = get_page(&url);
+    assert!(ctype.starts_with("text/html"), "content type {ctype:?}");
+    assert!(
+        csp.contains("default-src 'none'"),
+        "the page tells the browser to load and run nothing: {csp:?}"
+    );
+    assert!(
+        !served.contains("<script"),
+        "no script on the page:\n{served}"
+    );
+
+    let profile = tempfile::Builder::new()
+        .prefix("wharf-e2e-chromium-")
+        .tempdir()
+        .expect("tempdir");
+    let out = run_chromium(profile.path(), &url, &["--dump-dom"]);
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && dom.contains("wharf status"),
+        "chromium --dump-dom {url} failed ({}):\n--- stdout ---\n{dom}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let images = section(&dom, "images");
+    for needle in [
+        format!("From {}", registry.host()),
+        "team/app</h4>".to_owned(),
+        "linux/amd64".to_owned(),
+        "linux/arm64".to_owned(),
+        "linux/arm/v7".to_owned(),
+        "Pushed here".to_owned(),
+        format!("{}</h4>", crate::push::LOCAL),
+    ] {
+        assert!(
+            images.contains(&needle),
+            "{needle:?} not among the cached images:\n{images}"
+        );
+    }
+    // Last use: the mirror batches it in memory and writes it before a collection (as `wharf
+    // images` shows it), so a fresh pull may not have one yet; the column is there either way.
+    assert!(images.contains("<th>Last use</th>"), "{images}");
+
+    let pushes = section(&dom, "pushes");
+    assert!(
+        pushes.contains(&format!("{}:v1", crate::push::LOCAL))
+            && (pushes.contains(">pending<") || pushes.contains(">delivering<"))
+            && pushes.contains(&format!("{closed}/{}", crate::push::REMOTE)),
+        "the push waiting for {closed} is listed:\n{pushes}"
+    );
+
+    let denials = section(&dom, "denials");
+    assert!(
+        denials.contains("gatekeeper") && denials.contains("pull of secret/app"),
+        "the plugin's denial is listed:\n{denials}"
+    );
+
+    let history = section(&dom, "history");
+    assert_eq!(
+        history.matches("<svg").count(),
+        2,
+        "hit ratio and bytes saved as charts:\n{history}"
+    );
+    assert!(
+        history.contains("<polyline") || history.contains("<circle"),
+        "the charts draw something:\n{history}"
+    );
+    let saved = section(&dom, "tile-saved");
+    assert!(
+        !saved.contains("<b>0 B</b>"),
+        "the second pull was served from the cache:\n{saved}"
+    );
+
+    // Phone-sized screenshot.
+    let png = output_dir().join("status-page.png");
+    let _ = fs::remove_file(&png);
+    let out = run_chromium(
+        profile.path(),
+        &url,
+        &[
+            &format!("--screenshot={}", png.display()),
+            "--window-size=412,915",
+        ],
+    );
+    let bytes = fs::read(&png).unwrap_or_else(|e| {
+        panic!(
+            "chromium --screenshot wrote no {} ({e}; exit {}):\n{}",
+            png.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 8 * 1024,
+        "{} is not a real screenshot ({} bytes)",
+        png.display(),
+        bytes.len()
+    );
+    // IHDR: width and height, big-endian, right after the signature and the chunk header.
+    let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
+    assert_eq!(
+        (width, height),
+        (412, 915),
+        "the screenshot has the phone's size"
+    );
+    println!("status page screenshot: {}", png.display());
+}
