@@ -71,7 +71,14 @@ pub fn svg(
     let t0 = points.first().map(|p| p.0).unwrap_or(0);
     let t1 = points.last().map(|p| p.0).unwrap_or(0);
     let span = t1.saturating_sub(t0).max(1) as f64;
-    let x = |t: u64| LEFT + t.saturating_sub(t0) as f64 / span * (RIGHT - LEFT);
+    // A lone moment is the latest one: drawn at "now", on the right.
+    let x = |t: u64| {
+        if t1 > t0 {
+            LEFT + t.saturating_sub(t0) as f64 / span * (RIGHT - LEFT)
+        } else {
+            RIGHT
+        }
+    };
     let y = |v: f64| BOTTOM - v.clamp(0.0, y_max) / y_max * (BOTTOM - TOP);
 
     let mut s = String::new();

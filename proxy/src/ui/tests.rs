@@ -410,3 +410,9 @@ fn a_denial_is_recorded_clipped() {
     assert_eq!(d.reason.chars().count(), super::REASON_CHARS + 1);
     assert!(d.reason.ends_with('…'));
 }
+
+#[test]
+fn chart_svg_puts_a_lone_value_at_now() {
+    let svg = chart::svg("t", &[(100, Some(50.0))], 100.0, |v| format!("{v:.0}"));
+    assert!(svg.contains("<circle class=\"dot\" cx=\"590.0\""), "{svg}");
+}
