@@ -52,9 +52,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The cache counters now, cumulative since start (zero until the metrics module counts them).
+/// The cache counters now (the metrics module's, cumulative since start).
 fn totals() -> CacheTotals {
-    CacheTotals::default()
+    crate::metrics::cache_totals()
 }
 
 /// Records a plugin's denial for the page (called where `Policy::allow` logs it).
