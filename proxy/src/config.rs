@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::mirror::platforms::{PlatformMode, PlatformSpec};
 
+pub mod check;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -526,21 +528,25 @@ impl Config {
             path: path.to_owned(),
             source: Box::new(source),
         })?;
-        // A plugin next to its config file is found wherever wharf was started from.
-        let dir = path.parent().unwrap_or(Path::new("."));
-        for p in &mut cfg.plugins {
+        cfg.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        Ok(cfg)
+    }
+
+    /// Paths the file gives relative to itself (plugins, TLS files) made relative to where wharf
+    /// runs: a plugin next to its config file is found wherever wharf was started from.
+    pub fn resolve_paths(&mut self, dir: &Path) {
+        for p in &mut self.plugins {
             if p.path.is_relative() {
                 p.path = dir.join(&p.path);
             }
         }
-        if let Some(tls) = &mut cfg.server.tls {
+        if let Some(tls) = &mut self.server.tls {
             for f in [&mut tls.cert_file, &mut tls.key_file] {
                 if f.is_relative() {
                     *f = dir.join(&*f);
                 }
             }
         }
-        Ok(cfg)
     }
 
     /// `WHARF_LISTEN`, `WHARF_DATA_DIR`, `WHARF_DELETE_ENABLED`, `WHARF_MAX_MANIFEST_BYTES`.

@@ -41,6 +41,13 @@ enum Command {
         #[arg(long, short, env = "WHARF_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Check a config file: print every mistake `wharf serve` would stop on (unknown keys, bad
+    /// values, missing files, upstreams, push routes and plugins it would refuse), one per line as
+    /// `<key>: <problem>; <fix>`, or `ok: <file>`. Exit status 1 when there is any.
+    CheckConfig {
+        /// The TOML config file.
+        file: PathBuf,
+    },
     /// Collect garbage now: remove content no tag, lease or recent use keeps, and print what was
     /// removed (through the running server when there is one, else on the files).
     Gc {
@@ -260,6 +267,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .block_on(serve(cfg));
             log.flush();
             served
+        }
+        Command::CheckConfig { file } => {
+            let problems = local_runtime()?.block_on(wharf::config::check::check_file(&file));
+            log.flush();
+            if problems.is_empty() {
+                println!("ok: {}", file.display());
+                return Ok(());
+            }
+            for p in &problems {
+                println!("{p}");
+            }
+            anyhow::bail!(
+                "{} problem{} in {}",
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" },
+                file.display()
+            )
         }
         Command::Config { config } => {
             let cfg = Config::load(config.as_deref())?;

@@ -12,6 +12,7 @@ mod skopeo;
 // Tests.
 mod archive;
 mod bad_input;
+mod check_config;
 mod config_env;
 mod crash;
 mod dedupe;
