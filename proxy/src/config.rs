@@ -53,8 +53,70 @@ pub struct Config {
     pub pushes: Vec<PushConfig>,
     /// How routed pushes are delivered upstream: retries and concurrency.
     pub delivery: DeliveryConfig,
+    /// Client authentication and authorization (`auth.rs`).
+    pub auth: AuthConfig,
     /// The metrics listener (`metrics.rs`): Prometheus `/metrics` and the status page.
     pub metrics: MetricsConfig,
+}
+
+/// Who may call wharf, and what each caller may do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Users and bcrypt hashes, one `user:$2y$…` per line (as `htpasswd -B` writes them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub htpasswd_file: Option<PathBuf>,
+    /// Static bearer tokens, one `<token> <identity>` per line (`#` comments).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_file: Option<PathBuf>,
+    /// Whether pulls without a credential are allowed (when no rule says otherwise). Pushes and
+    /// deletes always need one once authentication is on.
+    pub anonymous_pull: bool,
+    /// Listen on a non-loopback address with no authentication configured.
+    pub allow_anonymous_remote: bool,
+    /// Lifetime of the tokens wharf's token endpoint (`/token`) issues.
+    pub token_ttl_secs: u64,
+    /// Failed logins from one client address within `failed_login_window_secs` before its
+    /// further attempts are refused (429) until the window passes.
+    pub max_failed_logins: u32,
+    pub failed_login_window_secs: u64,
+    /// Per-repository rules; the longest matching prefix decides.
+    #[serde(rename = "rule", skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<AuthRule>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            htpasswd_file: None,
+            tokens_file: None,
+            anonymous_pull: true,
+            allow_anonymous_remote: false,
+            token_ttl_secs: 300,
+            max_failed_logins: 10,
+            failed_login_window_secs: 60,
+            rules: Vec::new(),
+        }
+    }
+}
+
+impl AuthConfig {
+    /// Whether any credential source is configured (authentication is on).
+    pub fn enabled(&self) -> bool {
+        self.htpasswd_file.is_some() || self.tokens_file.is_some()
+    }
+}
+
+/// `[[auth.rule]]`: who may pull and push repositories under `prefix`. Identities are names from the
+/// htpasswd or tokens file; `"*"` is any authenticated caller, `"anonymous"` a caller with none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthRule {
+    pub prefix: String,
+    #[serde(default)]
+    pub pull: Vec<String>,
+    #[serde(default)]
+    pub push: Vec<String>,
 }
 
 /// One `[[plugin]]`: a WebAssembly component implementing some of `wharf:policy`'s interfaces.
@@ -106,7 +168,8 @@ pub enum FailPolicy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Address to listen on. Loopback by default: wharf has no client authentication yet.
+    /// Address to listen on. Loopback by default; another address needs `[auth]` (or
+    /// `auth.allow_anonymous_remote = true`).
     pub listen: SocketAddr,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before they are cut.
     pub shutdown_grace_secs: u64,

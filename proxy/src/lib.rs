@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod archive;
+pub mod auth;
 pub mod body;
 pub mod config;
 pub mod digest;

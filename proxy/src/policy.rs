@@ -76,7 +76,10 @@ impl Policy {
                 .extensions()
                 .get::<ClientAddr>()
                 .map_or_else(String::new, |c| c.0.to_string()),
-            identity: None,
+            identity: req
+                .extensions()
+                .get::<crate::auth::Caller>()
+                .and_then(|c| c.identity.clone()),
             user_agent: req
                 .headers()
                 .get(USER_AGENT)

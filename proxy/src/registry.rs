@@ -14,6 +14,7 @@ use http::header::{
 };
 use http::{Method, Request, Response, StatusCode};
 
+use crate::auth::{Auth, Caller};
 use crate::body::Body;
 use crate::config::RegistryConfig;
 use crate::error::{ErrorCode, RegistryError, Result};
@@ -21,7 +22,7 @@ use crate::lease::Leases;
 use crate::meta::Meta;
 use crate::mirror::{Mirror, Target};
 use crate::plugin::Operation;
-use crate::policy::Policy;
+use crate::policy::{ClientAddr, Policy};
 use crate::push::Push;
 use crate::reference::RepoName;
 use crate::store::ContentStore;
@@ -75,6 +76,8 @@ pub struct Registry {
     leases: Leases,
     /// Push routes and their delivery (none: every push stays here).
     push: Option<Arc<Push>>,
+    /// Client authentication and rules (none: anyone may do anything).
+    auth: Option<Arc<Auth>>,
 }
 
 impl Registry {
@@ -96,7 +99,14 @@ impl Registry {
             policy,
             leases,
             push: None,
+            auth: None,
         }
+    }
+
+    /// Identifies callers and applies `[auth]`'s rules.
+    pub fn with_auth(mut self, auth: Option<Arc<Auth>>) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// Delivers pushes to routed repositories through `push`.
@@ -144,7 +154,13 @@ impl Registry {
         resp
     }
 
-    async fn dispatch<B: RequestBody>(&self, req: Request<B>) -> Result<Response<Body>> {
+    async fn dispatch<B: RequestBody>(&self, mut req: Request<B>) -> Result<Response<Body>> {
+        let client = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+        if let Some(auth) = &self.auth {
+            if req.uri().path() == "/token" {
+                return auth.token_endpoint(req, client).await;
+            }
+        }
         let mut route = route::route(req.method(), req.uri().path())?;
         let mut ns = query_param(&req, "ns");
         let mut target = route
@@ -175,6 +191,21 @@ impl Registry {
                 }
             }
         }
+        // The identify phase, and the rules: before anything is read or written.
+        let caller = match &self.auth {
+            Some(auth) => {
+                let caller = auth.identify(req.headers(), client).await?;
+                let op = operation(&route, req.method()).map(|(op, _)| op);
+                auth.authorize(&caller, op, route.repo().map(RepoName::as_str), &req)?;
+                if let (Route::UploadStart(_), Some(from)) = (&route, query_param(&req, "from")) {
+                    auth.authorize(&caller, Some(Operation::Pull), Some(&from), &req)?;
+                }
+                caller
+            }
+            None => Caller::default(),
+        };
+        // Every later phase (the plugins' `access`, the fallback's) sees who is calling.
+        req.extensions_mut().insert(caller);
         let checked = if self.policy.plugins().is_empty() {
             None
         } else {

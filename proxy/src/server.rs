@@ -64,6 +64,8 @@ pub enum StartError {
     Plugin(crate::plugin::PluginError),
     #[error("{0}")]
     Push(crate::push::PushError),
+    #[error("{0}")]
+    Auth(crate::auth::AuthError),
     #[error(
         "cannot listen on {addr}: {source} (set server.listen in the config, or WHARF_LISTEN, to a free \
          address)"
@@ -144,6 +146,10 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
         )
         .map_err(StartError::Push)?,
     );
+    crate::auth::check_exposure(cfg).map_err(StartError::Auth)?;
+    let auth = crate::auth::Auth::load(&cfg.auth)
+        .map_err(StartError::Auth)?
+        .map(Arc::new);
     let registry = Arc::new(
         Registry::new(
             store.clone(),
@@ -152,7 +158,8 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
             mirror,
             leases.clone(),
         )
-        .with_push(push.clone()),
+        .with_push(push.clone())
+        .with_auth(auth),
     );
     purge_uploads(&registry).await;
     let reg = registry.clone();

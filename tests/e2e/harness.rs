@@ -402,7 +402,13 @@ impl Wharf {
         assert!(self.child.is_none(), "wharf is already running");
         let bin = wharf_bin();
         let log = self.log_path();
-        let (child, addr) = start_server("wharf", &log, Ready::Status200, |addr| {
+        // With client authentication on, `GET /v2/` asks for credentials (401): that is ready too.
+        let ready = if self.options.extra_toml.contains("[auth]") {
+            Ready::AnyAnswer
+        } else {
+            Ready::Status200
+        };
+        let (child, addr) = start_server("wharf", &log, ready, |addr| {
             let config = self.home.path().join("wharf.toml");
             let (listen, data_dir) = if self.options.via_env {
                 let decoy = SocketAddr::from(([127, 0, 0, 1], free_port()));

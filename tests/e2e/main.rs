@@ -11,6 +11,7 @@ mod skopeo;
 
 // Tests.
 mod archive;
+mod auth;
 mod bad_input;
 mod check_config;
 mod config_env;

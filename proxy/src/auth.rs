@@ -1,0 +1,490 @@
+//! The identify phase and the rules: who is calling, and whether that caller may pull, push or delete a
+//! repository. Off (everyone may do everything) until `[auth]` names a credential source.
+//!
+//! Callers prove who they are as registry clients do (the distribution "token authentication"
+//! flow): a request without a usable credential gets `401` with `WWW-Authenticate: Bearer
+//! realm="<wharf>/token",service="wharf",scope=…`; the client asks `/token` (Basic credentials on a
+//! `GET`, or an OAuth2 password grant `POST`, as containerd does) and presents the short-lived token it
+//! gets. `Basic` credentials and static tokens (the tokens file) are also accepted on every request.
+//! Passwords are checked against bcrypt hashes (the htpasswd file) on the blocking pool, and a
+//! verified pair is remembered briefly so a client that sends `Basic` each time costs one bcrypt.
+//! Failed logins are counted per client address and refused for a while past a limit. No credential
+//! is ever logged.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use dashmap::DashMap;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+
+use crate::body::Body;
+use crate::config::{AuthConfig, Config};
+use crate::error::{ErrorCode, RegistryError};
+use crate::plugin::Operation;
+use crate::registry::{json_response, unix_now, RequestBody};
+
+pub mod limit;
+pub mod rules;
+pub mod token;
+
+use limit::Failures;
+use token::Signer;
+
+/// The `service` wharf's challenges and tokens name.
+pub const SERVICE: &str = "wharf";
+/// A verified `Basic` pair is trusted this long without another bcrypt.
+const VERIFIED_FOR: Duration = Duration::from_secs(60);
+/// Largest token request body read (an OAuth2 form).
+const MAX_FORM: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("auth.{key} = {path}: {reason}")]
+    File {
+        key: &'static str,
+        path: String,
+        reason: String,
+    },
+    #[error(
+        "wharf would listen on {listen} with no client authentication: anyone who reaches that \
+         address could push, delete and pull; set [auth] htpasswd_file or tokens_file (see \
+         examples/wharf.toml), listen on a loopback address, or set [auth] allow_anonymous_remote = \
+         true to allow it anyway"
+    )]
+    Exposed { listen: std::net::SocketAddr },
+}
+
+/// Marks a request that came over TLS (its realm is `https://`).
+#[derive(Debug, Clone, Copy)]
+pub struct Secure;
+
+/// Who is calling.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caller {
+    /// The identity a credential proved; `None` for an anonymous caller.
+    pub identity: Option<String>,
+    /// Whether the request carried a valid credential (an anonymous token counts).
+    pub credentialed: bool,
+}
+
+pub struct Auth {
+    cfg: AuthConfig,
+    /// user → bcrypt hash
+    users: HashMap<String, String>,
+    /// static token → identity
+    tokens: HashMap<String, String>,
+    signer: Signer,
+    failures: Failures,
+    /// sha256(user NUL password) → (identity, when verified)
+    verified: DashMap<[u8; 32], (String, Instant)>,
+}
+
+/// Refuses a listen address others can reach when nothing says who they are.
+pub fn check_exposure(cfg: &Config) -> Result<(), AuthError> {
+    let ip = cfg.server.listen.ip();
+    if ip.is_loopback() || cfg.auth.enabled() || cfg.auth.allow_anonymous_remote {
+        return Ok(());
+    }
+    Err(AuthError::Exposed {
+        listen: cfg.server.listen,
+    })
+}
+
+fn read(key: &'static str, path: &Path) -> Result<String, AuthError> {
+    std::fs::read_to_string(path).map_err(|e| AuthError::File {
+        key,
+        path: path.display().to_string(),
+        reason: format!("{e}; point it at a readable file"),
+    })
+}
+
+/// `user:hash` lines; only bcrypt (`$2a$`, `$2b$`, `$2y$`), as distribution and nginx's `-B`.
+pub fn parse_htpasswd(text: &str) -> Result<HashMap<String, String>, String> {
+    let mut users = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (user, hash) = line
+            .split_once(':')
+            .ok_or_else(|| format!("line {} is not user:hash", n + 1))?;
+        if !(hash.starts_with("$2a$") || hash.starts_with("$2b$") || hash.starts_with("$2y$")) {
+            return Err(format!(
+                "line {} (user {user}) is not a bcrypt hash; make it with `htpasswd -B`",
+                n + 1
+            ));
+        }
+        users.insert(user.to_owned(), hash.to_owned());
+    }
+    Ok(users)
+}
+
+/// `<token> <identity>` lines.
+pub fn parse_tokens(text: &str) -> Result<HashMap<String, String>, String> {
+    let mut tokens = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(t), Some(id), None) if t.len() >= 16 => {
+                tokens.insert(t.to_owned(), id.to_owned());
+            }
+            (Some(_), Some(_), None) => {
+                return Err(format!(
+                    "line {}: a token must be at least 16 characters (make one with `openssl rand \
+                     -hex 32`)",
+                    n + 1
+                ))
+            }
+            _ => return Err(format!("line {} is not `<token> <identity>`", n + 1)),
+        }
+    }
+    Ok(tokens)
+}
+
+fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for p in parts {
+        h.update(p);
+        h.update([0]);
+    }
+    h.finalize().into()
+}
+
+impl Auth {
+    /// The configured authentication, `None` when it is off.
+    pub fn load(cfg: &AuthConfig) -> Result<Option<Auth>, AuthError> {
+        if !cfg.enabled() {
+            return Ok(None);
+        }
+        let users = match &cfg.htpasswd_file {
+            Some(p) => {
+                parse_htpasswd(&read("htpasswd_file", p)?).map_err(|reason| AuthError::File {
+                    key: "htpasswd_file",
+                    path: p.display().to_string(),
+                    reason,
+                })?
+            }
+            None => HashMap::new(),
+        };
+        let tokens = match &cfg.tokens_file {
+            Some(p) => {
+                parse_tokens(&read("tokens_file", p)?).map_err(|reason| AuthError::File {
+                    key: "tokens_file",
+                    path: p.display().to_string(),
+                    reason,
+                })?
+            }
+            None => HashMap::new(),
+        };
+        Ok(Some(Auth {
+            cfg: cfg.clone(),
+            users,
+            tokens,
+            signer: Signer::random(),
+            failures: Failures::new(
+                cfg.max_failed_logins,
+                Duration::from_secs(cfg.failed_login_window_secs.max(1)),
+            ),
+            verified: DashMap::new(),
+        }))
+    }
+
+    /// The identify phase: the caller a request's credential proves, or a refusal (a wrong
+    /// credential, or too many of them from this address).
+    pub async fn identify(
+        &self,
+        headers: &HeaderMap,
+        addr: Option<IpAddr>,
+    ) -> Result<Caller, RegistryError> {
+        let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+            return Ok(Caller::default());
+        };
+        let (scheme, cred) = value.split_once(' ').unwrap_or((value, ""));
+        let cred = cred.trim();
+        self.not_locked_out(addr)?;
+        let found = if scheme.eq_ignore_ascii_case("bearer") {
+            match self.tokens.get(cred) {
+                Some(id) => Some(Some(id.clone())),
+                None => self.signer.verify(cred, unix_now()),
+            }
+        } else if scheme.eq_ignore_ascii_case("basic") {
+            match decode_basic(cred) {
+                Some((user, pass)) => self.verify_password(&user, &pass).await.map(Some),
+                None => None,
+            }
+        } else {
+            None
+        };
+        match found {
+            Some(identity) => Ok(Caller {
+                identity,
+                credentialed: true,
+            }),
+            None => {
+                self.failed(addr);
+                Err(RegistryError::new(
+                    ErrorCode::Unauthorized,
+                    "the credential sent is wrong or has expired: log in again (`docker login`, \
+                     `podman login`, skopeo --creds) with a user from wharf's htpasswd file or a \
+                     token from its tokens file",
+                ))
+            }
+        }
+    }
+
+    /// The rules' verdict for `caller` doing `op` on `repo` (`None`: the API root, `/v2/`).
+    pub fn authorize<B>(
+        &self,
+        caller: &Caller,
+        op: Option<Operation>,
+        repo: Option<&str>,
+        req: &Request<B>,
+    ) -> Result<(), RegistryError> {
+        let (Some(op), Some(repo)) = (op, repo) else {
+            // The API root answers who may use wharf at all: `docker login` checks credentials here.
+            return if caller.credentialed {
+                Ok(())
+            } else {
+                Err(self.challenge(req, None, "log in to use this registry"))
+            };
+        };
+        let want = match op {
+            Operation::Pull | Operation::List => rules::Want::Pull,
+            Operation::Push | Operation::Delete => rules::Want::Push,
+        };
+        match rules::decide(&self.cfg, repo, want, caller.identity.as_deref()) {
+            rules::Verdict::Allow => Ok(()),
+            rules::Verdict::NeedIdentity(why) => Err(self.challenge(req, Some((repo, want)), &why)),
+            rules::Verdict::Deny(why) => Err(RegistryError::new(
+                ErrorCode::Denied,
+                format!(
+                    "{} may not {} {repo}: {why}",
+                    caller.identity.as_deref().unwrap_or("anonymous"),
+                    op.as_str()
+                ),
+            )),
+        }
+    }
+
+    /// `401` with the challenge that sends the client to `/token`.
+    fn challenge<B>(
+        &self,
+        req: &Request<B>,
+        scope: Option<(&str, rules::Want)>,
+        why: &str,
+    ) -> RegistryError {
+        let scheme = if req.extensions().get::<Secure>().is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let host = req
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
+            .unwrap_or("localhost");
+        let mut challenge =
+            format!("Bearer realm=\"{scheme}://{host}/token\",service=\"{SERVICE}\"");
+        if let Some((repo, want)) = scope {
+            let actions = match want {
+                rules::Want::Pull => "pull",
+                rules::Want::Push => "pull,push",
+            };
+            challenge.push_str(&format!(",scope=\"repository:{repo}:{actions}\""));
+        }
+        let mut e = RegistryError::new(
+            ErrorCode::Unauthorized,
+            format!("authentication required: {why}"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&challenge) {
+            e.headers.push((WWW_AUTHENTICATE, v));
+        }
+        e
+    }
+
+    /// `GET|POST /token`: a short-lived token for the caller the credentials prove (an anonymous one
+    /// without credentials).
+    pub async fn token_endpoint<B: RequestBody>(
+        &self,
+        req: Request<B>,
+        addr: Option<IpAddr>,
+    ) -> Result<Response<Body>, RegistryError> {
+        self.not_locked_out(addr)?;
+        let oauth = req.method() == Method::POST;
+        let (user, pass) = if oauth {
+            let form = read_form(req).await?;
+            match form.get("grant_type").map(String::as_str) {
+                Some("password") => (form.get("username").cloned(), form.get("password").cloned()),
+                other => {
+                    return Err(RegistryError::new(
+                        ErrorCode::Unsupported,
+                        format!(
+                            "grant_type {other:?} is not supported by wharf's token endpoint; use \
+                             grant_type=password, or GET with Basic credentials"
+                        ),
+                    )
+                    .with_status(StatusCode::BAD_REQUEST))
+                }
+            }
+        } else {
+            match req
+                .headers()
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(v) => match v.split_once(' ') {
+                    Some((s, c)) if s.eq_ignore_ascii_case("basic") => match decode_basic(c.trim())
+                    {
+                        Some((u, p)) => (Some(u), Some(p)),
+                        None => (Some(String::new()), Some(String::new())),
+                    },
+                    _ => (Some(String::new()), Some(String::new())),
+                },
+                None => (None, None),
+            }
+        };
+        let identity = match (user, pass) {
+            (Some(u), Some(p)) => match self.verify_password(&u, &p).await {
+                Some(id) => Some(id),
+                None => {
+                    self.failed(addr);
+                    return Err(RegistryError::new(
+                        ErrorCode::Unauthorized,
+                        "wrong username or password (users are in wharf's htpasswd file; a token \
+                         from its tokens file works as the password)",
+                    ));
+                }
+            },
+            _ => None,
+        };
+        let ttl = self.cfg.token_ttl_secs.max(10);
+        let now = unix_now();
+        let token = self.signer.sign(identity.as_deref(), now + ttl);
+        // `issued_at` is optional, and clients parse it as RFC 3339 only: left out.
+        let body = serde_json::json!({
+            "token": token,
+            "access_token": token,
+            "expires_in": ttl,
+        });
+        Ok(json_response(
+            StatusCode::OK,
+            Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+        ))
+    }
+
+    /// The identity `user:pass` proves: a static token as the password, or the user's bcrypt hash.
+    async fn verify_password(&self, user: &str, pass: &str) -> Option<String> {
+        if let Some(id) = self.tokens.get(pass) {
+            return Some(id.clone());
+        }
+        let hash = self.users.get(user)?.clone();
+        let key = sha256(&[user.as_bytes(), pass.as_bytes(), hash.as_bytes()]);
+        if let Some(v) = self.verified.get(&key) {
+            if v.1.elapsed() < VERIFIED_FOR {
+                return Some(v.0.clone());
+            }
+        }
+        // bcrypt takes tens of milliseconds by design: never on the runtime's threads.
+        let pass = pass.to_owned();
+        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(pass, &hash).unwrap_or(false))
+            .await
+            .unwrap_or(false);
+        if !ok {
+            return None;
+        }
+        if self.verified.len() > 10_000 {
+            self.verified.clear();
+        }
+        self.verified.insert(key, (user.to_owned(), Instant::now()));
+        Some(user.to_owned())
+    }
+
+    fn not_locked_out(&self, addr: Option<IpAddr>) -> Result<(), RegistryError> {
+        let Some(ip) = addr else { return Ok(()) };
+        match self.failures.locked(ip) {
+            None => Ok(()),
+            Some(wait) => {
+                let mut e = RegistryError::new(
+                    ErrorCode::TooManyRequests,
+                    format!(
+                        "too many failed logins from {ip}; try again in {} s with the right \
+                         credentials",
+                        wait.as_secs().max(1)
+                    ),
+                );
+                e.headers
+                    .push((RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1))));
+                Err(e)
+            }
+        }
+    }
+
+    fn failed(&self, addr: Option<IpAddr>) {
+        if let Some(ip) = addr {
+            let count = self.failures.record(ip);
+            tracing::info!(client = %ip, failures = count, "failed login");
+        }
+    }
+}
+
+fn decode_basic(b64: &str) -> Option<(String, String)> {
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_owned(), p.to_owned()))
+}
+
+async fn read_form<B: RequestBody>(
+    req: Request<B>,
+) -> Result<HashMap<String, String>, RegistryError> {
+    let is_form = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let body = http_body_util::Limited::new(req.into_body(), MAX_FORM)
+        .collect()
+        .await
+        .map_err(|_| {
+            RegistryError::new(
+                ErrorCode::Unsupported,
+                format!("a token request body must be a form of at most {MAX_FORM} bytes"),
+            )
+            .with_status(StatusCode::BAD_REQUEST)
+        })?
+        .to_bytes();
+    if !is_form {
+        return Err(RegistryError::new(
+            ErrorCode::Unsupported,
+            "a token POST must be application/x-www-form-urlencoded (OAuth2 password grant)",
+        )
+        .with_status(StatusCode::BAD_REQUEST));
+    }
+    Ok(String::from_utf8_lossy(&body)
+        .split('&')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((form_decode(k), form_decode(v)))
+        })
+        .collect())
+}
+
+fn form_decode(s: &str) -> String {
+    crate::registry::route::percent_decode(&s.replace('+', " "))
+}
+
+#[cfg(test)]
+mod tests;

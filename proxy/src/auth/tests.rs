@@ -1,0 +1,149 @@
+use super::*;
+
+const HASH_OF_SECRET: &str = "$2y$04$Z3JtS5GMKLGmHkMLMvM0xO0N2dpLUdzBWv0O2XkUdYQ1Hp0v5i5Jm";
+
+fn auth(htpasswd: &str, tokens: &str) -> Auth {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let (h, t) = (dir.join("htpasswd"), dir.join("tokens"));
+    std::fs::write(&h, htpasswd).unwrap();
+    std::fs::write(&t, tokens).unwrap();
+    let cfg = AuthConfig {
+        htpasswd_file: Some(h),
+        tokens_file: Some(t),
+        max_failed_logins: 3,
+        ..AuthConfig::default()
+    };
+    Auth::load(&cfg).unwrap().unwrap()
+}
+
+fn basic(user: &str, pass: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    let v = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+    h.insert(AUTHORIZATION, format!("Basic {v}").parse().unwrap());
+    h
+}
+
+#[tokio::test]
+async fn passwords_tokens_and_lockout() {
+    let hash = bcrypt::hash("secret", 4).unwrap();
+    let a = auth(
+        &format!("# users\nalice:{hash}\n"),
+        "0123456789abcdef0123 ci-robot\n",
+    );
+    let ip: IpAddr = "10.1.1.1".parse().unwrap();
+    let c = a
+        .identify(&basic("alice", "secret"), Some(ip))
+        .await
+        .unwrap();
+    assert_eq!(c.identity.as_deref(), Some("alice"));
+    // A static token works as a bearer token and as a password.
+    let mut h = HeaderMap::new();
+    h.insert(
+        AUTHORIZATION,
+        "Bearer 0123456789abcdef0123".parse().unwrap(),
+    );
+    let c = a.identify(&h, Some(ip)).await.unwrap();
+    assert_eq!(c.identity.as_deref(), Some("ci-robot"));
+    let c = a
+        .identify(&basic("x", "0123456789abcdef0123"), Some(ip))
+        .await
+        .unwrap();
+    assert_eq!(c.identity.as_deref(), Some("ci-robot"));
+    // No credential: anonymous, not an error.
+    assert_eq!(
+        a.identify(&HeaderMap::new(), Some(ip)).await.unwrap(),
+        Caller::default()
+    );
+    // Wrong passwords count; past the limit even the right one waits.
+    for _ in 0..3 {
+        let e = a
+            .identify(&basic("alice", "nope"), Some(ip))
+            .await
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+        assert!(!e.message.contains("nope"), "{}", e.message);
+    }
+    let e = a
+        .identify(&basic("alice", "secret"), Some(ip))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS, "{}", e.message);
+    let other: IpAddr = "10.1.1.2".parse().unwrap();
+    assert!(a
+        .identify(&basic("alice", "secret"), Some(other))
+        .await
+        .is_ok());
+    let _ = HASH_OF_SECRET;
+}
+
+#[test]
+fn files_are_checked_line_by_line() {
+    assert!(parse_htpasswd("bob:{SHA}abc")
+        .unwrap_err()
+        .contains("htpasswd -B"));
+    assert!(parse_htpasswd("nocolon").unwrap_err().contains("line 1"));
+    assert!(parse_tokens("short bob")
+        .unwrap_err()
+        .contains("16 characters"));
+    assert!(parse_tokens("0123456789abcdef0123 a b")
+        .unwrap_err()
+        .contains("line 1"));
+    assert_eq!(
+        parse_tokens("# c\n\n0123456789abcdef0123 a").unwrap().len(),
+        1
+    );
+}
+
+#[test]
+fn a_remote_listen_needs_auth_or_an_explicit_yes() {
+    let mut cfg = Config::default();
+    assert!(check_exposure(&cfg).is_ok());
+    cfg.server.listen = "0.0.0.0:5000".parse().unwrap();
+    let e = check_exposure(&cfg).unwrap_err().to_string();
+    assert!(
+        e.contains("allow_anonymous_remote") && e.contains("htpasswd_file"),
+        "{e}"
+    );
+    cfg.auth.allow_anonymous_remote = true;
+    assert!(check_exposure(&cfg).is_ok());
+}
+
+#[tokio::test]
+async fn the_challenge_names_wharfs_token_endpoint_and_the_scope() {
+    let a = auth("", "0123456789abcdef0123 ci-robot\n");
+    let req = Request::builder()
+        .uri("/v2/ci/app/manifests/v1")
+        .header(HOST, "127.0.0.1:5000")
+        .body(())
+        .unwrap();
+    let e = a
+        .authorize(
+            &Caller::default(),
+            Some(Operation::Push),
+            Some("ci/app"),
+            &req,
+        )
+        .unwrap_err();
+    assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+    let (_, v) = e
+        .headers
+        .iter()
+        .find(|(k, _)| k == WWW_AUTHENTICATE)
+        .unwrap();
+    assert_eq!(
+        v.to_str().unwrap(),
+        "Bearer realm=\"http://127.0.0.1:5000/token\",service=\"wharf\",scope=\"repository:ci/app:pull,push\""
+    );
+    let root = a
+        .authorize(&Caller::default(), None, None, &req)
+        .unwrap_err();
+    assert_eq!(root.status, StatusCode::UNAUTHORIZED);
+    let anon_token = Caller {
+        identity: None,
+        credentialed: true,
+    };
+    assert!(a.authorize(&anon_token, None, None, &req).is_ok());
+    assert!(a
+        .authorize(&anon_token, Some(Operation::Pull), Some("ci/app"), &req)
+        .is_ok());
+}
