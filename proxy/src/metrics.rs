@@ -838,7 +838,7 @@ mod tests {
         prometheus_client::encoding::prometheus_text::encode(&mut out, &m().registry).unwrap();
         for want in [
             "wharf_requests_total{route=\"blobs\",method=\"GET\",status=\"200\"}",
-            "wharf_request_duration_seconds_bucket{le=",
+            "wharf_request_duration_seconds_bucket{route=\"blobs\",le=",
             "wharf_cache_lookups_total{kind=\"blob\",result=\"hit\"}",
             "wharf_cache_lookups_total{kind=\"manifest\",result=\"miss\"}",
             "wharf_single_flight_joins_total{kind=\"fill\"}",

@@ -30,3 +30,4 @@ mod restart;
 mod skopeo_roundtrip;
 mod status_page;
 mod test_runner;
+mod tls_listener;
