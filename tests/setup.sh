@@ -9,6 +9,8 @@ if [ "$#" -gt 0 ]; then
 else
     # chromium: the status page test (status_page) loads /ui headless and takes a screenshot.
     packages=(docker-registry skopeo containerd docker.io jq chromium)
+    # The deployment image test (deploy_image): builds examples/deploy/Containerfile and runs it.
+    packages+=(buildah podman runc file)
 fi
 
 # containerd unpacks layers through mounts, so the containerd tests (mirror::containerd) need root; the

@@ -17,6 +17,7 @@ mod check_config;
 mod config_env;
 mod crash;
 mod dedupe;
+mod deploy_image;
 mod gc;
 mod hardening;
 mod metrics;
