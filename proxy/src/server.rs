@@ -319,15 +319,26 @@ pub async fn serve_with(
         tracing::warn!(error = %e, "could not record cache usage");
     }
     tracing::info!("shutting down: waiting for in-flight requests");
+    let closed = graceful.shutdown();
+    tokio::pin!(closed);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = inflight.idle() => tracing::info!("no request in flight; closing idle connections"),
+        () = &mut closed => tracing::info!("all connections closed"),
+        () = inflight.idle() => {
+            tracing::info!("no request in flight; closing idle connections");
+            // A request leaves the count when hyper has taken its body's last bytes, which may
+            // still sit in hyper's or the TLS session's buffers: let those connections flush and
+            // close (lingering ones are cut), or the end of the last answers is lost.
+            let _ = tokio::time::timeout(DRAIN.min(grace), &mut closed).await;
+        }
         () = tokio::time::sleep(grace) => tracing::warn!(
             grace_secs = grace.as_secs(),
             "connections still open after the grace period; closing them"
         ),
     }
 }
+
+/// How long a stop waits, once no request is in flight, for connections to send what they hold.
+const DRAIN: Duration = Duration::from_secs(1);
 
 fn log_connection_error(
     peer: SocketAddr,

@@ -837,3 +837,56 @@ fn stalled_tls_peers_are_closed_after_the_head_timeout() {
     let mut c = TlsConn::connect(wharf.addr, &wharf.ca.pem_path).unwrap();
     assert_eq!(c.request("GET", "/v2/", &[]).unwrap().status, 200);
 }
+
+/// Proves: a graceful stop waits for TLS connections as for plain ones: a blob download under way when
+/// SIGTERM arrives finishes intact, then wharf exits cleanly.
+#[test]
+fn sigterm_lets_a_tls_download_finish() {
+    let mut wharf = TlsWharf::start();
+    let data = Noise::bytes(44, 16 << 20);
+    let digest = sha256_digest(&data);
+    let mut setup = TlsConn::connect(wharf.addr, &wharf.ca.pem_path).unwrap();
+    let r = setup
+        .request(
+            "POST",
+            &format!("/v2/term/blob/blobs/uploads/?digest={digest}"),
+            &data,
+        )
+        .unwrap();
+    assert_eq!(r.status, 201);
+    let mut conn = TlsConn::connect(wharf.addr, &wharf.ca.pem_path).unwrap();
+    conn.send("GET", &format!("/v2/term/blob/blobs/{digest}"), &[])
+        .unwrap();
+    let (status, len) = conn.read_head().unwrap();
+    assert_eq!((status, len), (200, data.len()));
+    let mut got = vec![0u8; 64 * 1024];
+    conn.tls.read_exact(&mut got).unwrap();
+
+    let mut child = wharf.child.take().unwrap();
+    // SAFETY: kill(2) on a child we spawned and have not reaped.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    wharf.wait_log("shutting down", 1);
+    let mut rest = Vec::new();
+    (&mut conn.tls)
+        .take((len - got.len()) as u64)
+        .read_to_end(&mut rest)
+        .unwrap();
+    got.extend_from_slice(&rest);
+    assert_eq!(
+        sha256_digest(&got),
+        digest,
+        "the download was cut by the stop"
+    );
+    drop(conn);
+    let end = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < end, "wharf did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "wharf exited with {status}");
+}
