@@ -60,10 +60,6 @@ pub enum AuthError {
     Exposed { listen: std::net::SocketAddr },
 }
 
-/// Marks a request that came over TLS (its realm is `https://`).
-#[derive(Debug, Clone, Copy)]
-pub struct Secure;
-
 /// Who is calling.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Caller {
@@ -80,6 +76,8 @@ pub struct Auth {
     /// static token → identity
     tokens: HashMap<String, String>,
     signer: Signer,
+    /// Whether wharf listens with TLS: the realm it names is `https://` then.
+    secure: bool,
     failures: Failures,
     /// sha256(user NUL password) → (identity, when verified)
     verified: DashMap<[u8; 32], (String, Instant)>,
@@ -193,12 +191,19 @@ impl Auth {
             users,
             tokens,
             signer: Signer::random(),
+            secure: false,
             failures: Failures::new(
                 cfg.max_failed_logins,
                 Duration::from_secs(cfg.failed_login_window_secs.max(1)),
             ),
             verified: DashMap::new(),
         }))
+    }
+
+    /// The listener speaks TLS: challenges name an `https://` realm.
+    pub fn secure(mut self, secure: bool) -> Auth {
+        self.secure = secure;
+        self
     }
 
     /// The identify phase: the caller a request's credential proves, or a refusal (a wrong
@@ -285,15 +290,12 @@ impl Auth {
         scope: Option<(&str, rules::Want)>,
         why: &str,
     ) -> RegistryError {
-        let scheme = if req.extensions().get::<Secure>().is_some() {
-            "https"
-        } else {
-            "http"
-        };
+        let scheme = if self.secure { "https" } else { "http" };
         let host = req
             .headers()
             .get(HOST)
             .and_then(|h| h.to_str().ok())
+            // HTTP/2 carries the host as the URI's authority.
             .or_else(|| req.uri().authority().map(|a| a.as_str()))
             .unwrap_or("localhost");
         let mut challenge =

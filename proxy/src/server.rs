@@ -149,7 +149,7 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
     crate::auth::check_exposure(cfg).map_err(StartError::Auth)?;
     let auth = crate::auth::Auth::load(&cfg.auth)
         .map_err(StartError::Auth)?
-        .map(Arc::new);
+        .map(|a| Arc::new(a.secure(cfg.server.tls.is_some())));
     let registry = Arc::new(
         Registry::new(
             store.clone(),
