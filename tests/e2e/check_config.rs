@@ -77,7 +77,7 @@ mode = "store-and-forward"
 
 /// Proves: one run names every mistake of a file with many (an unknown key with the key it is a typo
 /// of, a duration written as text with the number it should be, a bad platform, a missing file, an
-/// upstream and a push route the server would refuse), one line each as
+/// upstream and a push route the server would refuse, an exposed listen address), one line each as
 /// `<key>: <problem>; <fix>`, and exits 1.
 #[test]
 fn every_mistake_named_with_its_fix() {
@@ -120,6 +120,8 @@ target = "ftp://registry.example/team"
          allow it",
         "upstream[1].ca_file: /nonexistent/wharf-e2e/ca.pem does not exist; create it, or correct \
          the path",
+        "server.listen: 0.0.0.0:5000 is reachable from other machines and no client authentication \
+         is configured; ",
         "push[0].target: target \"ftp://registry.example/team\" must be http(s)://host[:port]/\
          repository",
     ];
@@ -132,7 +134,7 @@ target = "ftp://registry.example/team"
     }
     assert_eq!(lines.len(), expect.len(), "{}", describe(&out));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains(&format!("6 problems in {}", file.display())),
+        String::from_utf8_lossy(&out.stderr).contains(&format!("7 problems in {}", file.display())),
         "{}",
         describe(&out)
     );

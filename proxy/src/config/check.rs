@@ -6,7 +6,7 @@
 //! 2. The schema. serde stops at the first error, so each error is located in the document by its
 //!    span, reported, its entry taken out, and the document read again (up to [`MAX_PROBLEMS`]).
 //! 3. What `wharf serve` refuses at start: files that are not there, and the constructors the server
-//!    runs (upstreams, push routes, plugins, TLS), called as it calls them, never a
+//!    runs (upstreams, push routes, plugins, authentication), called as it calls them, never a
 //!    second copy of their rules.
 
 use std::collections::HashMap;
@@ -553,6 +553,7 @@ impl Semantic {
         self.storage();
         self.tls().await;
         let upstreams_ok = self.upstreams();
+        self.auth();
         self.plugins().await;
         // Push routes and the default upstream are checked by the constructors the server runs,
         // which want a store and metadata: a scratch data directory, removed afterwards.
@@ -635,6 +636,37 @@ impl Semantic {
             }
         }
         failed
+    }
+
+    fn auth(&mut self) {
+        let a = self.cfg.auth.clone();
+        let files_ok = self.file("auth.htpasswd_file".into(), a.htpasswd_file.as_deref())
+            & self.file("auth.tokens_file".into(), a.tokens_file.as_deref());
+        if files_ok {
+            if let Err(e) = crate::auth::Auth::load(&a) {
+                self.problems.push(match e {
+                    crate::auth::AuthError::File { key, path, reason } => Problem::from_reason(
+                        format!("auth.{key}"),
+                        &format!("{path}: {reason}"),
+                        "see [auth] in examples/wharf.toml",
+                    ),
+                    e => Problem::new("auth", e.to_string(), ""),
+                });
+            }
+        }
+        if let Err(e) = crate::auth::check_exposure(&self.cfg) {
+            let listen = self.cfg.server.listen;
+            let text = e.to_string();
+            let fix = text.split_once("; ").map_or("", |(_, f)| f).to_owned();
+            self.problems.push(Problem::new(
+                "server.listen",
+                format!(
+                    "{listen} is reachable from other machines and no client authentication is \
+                     configured"
+                ),
+                fix,
+            ));
+        }
     }
 
     /// Each `[[plugin]]`: its file, then loaded (compiled, `init` called) as the server loads it.

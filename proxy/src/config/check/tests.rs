@@ -253,3 +253,20 @@ async fn tls_files() {
     let c = find(&problems, "server.tls.cert_file");
     assert!(c.problem.contains("holds no PEM certificate"), "{c}");
 }
+
+/// Proves: `[auth]` files that are missing are named by key, and a listen address others can reach
+/// with no authentication is refused as the server refuses it (and passes once auth is configured).
+#[tokio::test]
+async fn auth_files_and_exposure() {
+    let text = "[server]\nlisten = \"0.0.0.0:5000\"\n[auth]\ntokens_file = \"/nonexistent/wharf-check/tokens\"\n";
+    let (_d, problems) = check_text(text).await;
+    let t = find(&problems, "auth.tokens_file");
+    assert_eq!(t.problem, "/nonexistent/wharf-check/tokens does not exist");
+    // A tokens file is configured: authentication is on, so the address is not exposed.
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+
+    let (_d, problems) = check_text("[server]\nlisten = \"0.0.0.0:5000\"\n").await;
+    let l = find(&problems, "server.listen");
+    assert!(l.fix.contains("allow_anonymous_remote = true"), "{l}");
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+}
