@@ -89,13 +89,26 @@ fn metrics_and_status_follow_pulls_pushes_denials_and_collections() {
     let metrics = Api::new(format!("http://127.0.0.1:{metrics_port}"));
 
     // Cold, then warm: the same three GETs.
-    for _ in 0..2 {
+    for round in 0..2 {
         let r = api.get_manifest("up/team/app", "v1");
         r.assert_status(200);
         assert_eq!(r.body, image.manifest);
         for d in [&image.config.digest, &image.layer.digest] {
             api.get(&format!("/v2/up/team/app/blobs/{d}"))
                 .assert_status(200);
+        }
+        if round == 0 {
+            // A fill commits (fsync, rename) just after its client has the last byte: the warm
+            // round must find both blobs stored, or it joins a fill and counts a second miss.
+            for d in [&image.config.digest, &image.layer.digest] {
+                let hex = d.trim_start_matches("sha256:");
+                let path = wharf.blobs_dir().join("sha256").join(&hex[..2]).join(hex);
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                while !path.exists() {
+                    assert!(std::time::Instant::now() < deadline, "{d} never committed");
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
         }
     }
     // Refused by the plugin before anything is looked up.
