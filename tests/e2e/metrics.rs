@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::fixtures::SmallImage;
-use crate::gc::{cli, collect};
+use crate::gc::{cli, collect, wait_until_collectable};
 use crate::harness::{free_port, DistRegistry, MirrorOptions, Wharf, WharfOptions};
 use crate::http::Api;
 use crate::mirror::{upstream, wait_until};
@@ -119,10 +119,10 @@ fn metrics_and_status_follow_pulls_pushes_denials_and_collections() {
     SmallImage::push(&api, "ci/app", "v1", 1718);
     SmallImage::push(&api, "ci/stuck", "v1", 1719);
     // A blob nothing refers to, for the collection to reclaim (grace_secs = 0, but a touch in the
-    // current second still protects it).
+    // current second still protects it): dry runs, which the metrics do not count, say when.
     let orphan = Noise::bytes(1720, 10_000);
-    api.push_blob("local/orphan", &orphan);
-    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let orphan_digest = api.push_blob("local/orphan", &orphan);
+    wait_until_collectable(&wharf, [&orphan_digest]);
     let report = collect(&wharf, false);
     let removed_bytes = report["removed_bytes"].as_u64().unwrap();
     let removed = report["removed"].as_array().unwrap().len() as f64;

@@ -408,14 +408,12 @@ fn store_and_forward_gives_up_after_max_attempts_of_transient_failures() {
         lease_of(&wharf, &e).is_some(),
         "failed, it keeps its lease: {e:#}"
     );
-    // An absence can only be waited for: longer than the longest backoff (2 s) would allow.
-    let refused = relay.seen().len();
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(
-        relay.seen().len(),
-        refused,
-        "a failed delivery is not tried again on its own:\n{}",
-        relay.describe()
+    // Nothing more is scheduled: a failed entry has no next try, and the worker only starts pending
+    // ones (unit test `push::journal::tests::one_tag_goes_in_push_order`), so no wait is needed to
+    // see that it is left alone.
+    assert!(
+        e["next_try"].is_null(),
+        "a failed delivery is not tried again on its own: {e:#}"
     );
 
     relay.clear_rules();
