@@ -349,7 +349,7 @@ pub struct PushConfig {
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "crate::push::de_push_platforms"
+        deserialize_with = "crate::push::route::de_push_platforms"
     )]
     pub platforms: Vec<PlatformSpec>,
     /// Allow a plain `http://` target.
