@@ -1,10 +1,11 @@
 //! examples/deploy/Containerfile: wharf's image FROM scratch around a static binary, built with buildah
 //! (no base image, no network), run with podman, and pulled through with skopeo.
 //!
-//! The static binary is a release build for x86_64-unknown-linux-gnu with glibc linked in
-//! (`+crt-static`: no musl target can be installed on these machines), into its own target dir
-//! (`target/deploy-static`), built only when it is not there: it takes many minutes on 2 CPUs
-//! (`WHARF_STATIC_BIN` names one built elsewhere).
+//! The static binary is the tests' own build of wharf relinked with glibc linked in (`+crt-static`:
+//! no musl target can be installed on these machines), which tests/run.sh writes, stripped, to
+//! `target/deploy-static/wharf` in seconds. A separate static release build would compile wasmtime a
+//! second time: most of CI's time on 2 CPUs. `WHARF_STATIC_BIN` names one built elsewhere, e.g. the
+//! release build examples/deploy/README.md describes.
 
 use std::fs;
 use std::net::TcpStream;
@@ -18,37 +19,22 @@ use crate::http::Api;
 use crate::oci::hex_part;
 use crate::skopeo::Skopeo;
 
-const TARGET: &str = "x86_64-unknown-linux-gnu";
-
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// `$WHARF_STATIC_BIN`, else `target/deploy-static/x86_64-unknown-linux-gnu/release/wharf`, built as
-/// README.md says when missing.
+/// `$WHARF_STATIC_BIN`, else the one tests/run.sh relinks.
 fn static_wharf() -> PathBuf {
     if let Some(p) = std::env::var_os("WHARF_STATIC_BIN") {
         return PathBuf::from(p);
     }
-    let target_dir = workspace().join("target/deploy-static");
-    let bin = target_dir.join(TARGET).join("release/wharf");
-    if bin.exists() {
-        return bin;
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let started = Instant::now();
-    let status = Command::new(cargo)
-        .current_dir(workspace())
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args(["build", "--release", "--target", TARGET, "-p", "wharf"])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "the static release build of wharf failed");
-    eprintln!(
-        "deploy_image: built the static wharf in {} s",
-        started.elapsed().as_secs()
+    let bin = workspace().join("target/deploy-static/wharf");
+    assert!(
+        bin.exists(),
+        "{} is missing: tests/run.sh makes it (it relinks target/debug/wharf with \
+         `cargo rustc -p wharf --bin wharf -- -C target-feature=+crt-static`); run the tests \
+         through tests/run.sh, or set WHARF_STATIC_BIN to a static wharf",
+        bin.display()
     );
     bin
 }
@@ -179,7 +165,7 @@ impl Drop for Containers {
     }
 }
 
-/// Proves: the release binary built as examples/deploy/README.md says is static (no interpreter, no
+/// Proves: the binary is static (no interpreter, no
 /// shared library), the Containerfile builds an image from it with nothing else (FROM scratch, no
 /// network), and that image, run by podman with no file of its own but the binary, serves as a
 /// mirror: skopeo pulls an image of a local distribution registry through it (the upstream named
