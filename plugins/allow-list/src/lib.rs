@@ -40,6 +40,17 @@ impl lifecycle::Guest for AllowList {
                 ("allow_rules".to_owned(), rules.allow.len().to_string()),
                 ("deny_rules".to_owned(), rules.deny.len().to_string()),
                 ("ops".to_owned(), ops),
+                (
+                    "identities".to_owned(),
+                    rules
+                        .identities
+                        .as_ref()
+                        .map_or("all".to_owned(), |ids| ids.len().to_string()),
+                ),
+                (
+                    "except_identities".to_owned(),
+                    rules.except_identities.len().to_string(),
+                ),
             ],
         );
         *RULES
@@ -64,7 +75,7 @@ impl access::Guest for AllowList {
             Operation::List => Op::List,
         };
         let name = rules::checked_name(request.registry.as_deref(), &request.repository);
-        Ok(match rules.decide(op, &name) {
+        Ok(match rules.decide(op, &name, request.identity.as_deref()) {
             Verdict::Allow => Decision::Allow,
             Verdict::Deny(reason) => Decision::Deny(reason),
         })
