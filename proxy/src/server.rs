@@ -284,6 +284,10 @@ pub async fn serve_with(
                 };
                 let (tls, watcher) = (tls.clone(), graceful.watcher());
                 tokio::spawn(async move {
+                    let mut stream = stream;
+                    if !crate::tls::starts_tls(&mut stream, header_timeout).await {
+                        return;
+                    }
                     let io = crate::tls::FirstRequest::new(stream, header_timeout, served);
                     let stream = match tls.accept(io).await {
                         Ok(s) => s,

@@ -224,6 +224,45 @@ fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
+/// The first byte of a TLS connection: a handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// Whether the client on `stream` starts a TLS handshake (looked at without consuming it). A client
+/// that sends plain HTTP instead (an `http://` URL, an "insecure registry" setting) gets a plain
+/// HTTP answer that says to use https, rather than a closed connection it cannot explain; one that
+/// sends nothing within `wait` is closed.
+pub async fn starts_tls(stream: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+    use tokio::io::AsyncWriteExt as _;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(wait, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] == TLS_HANDSHAKE => true,
+        Ok(Ok(1)) if first[0].is_ascii_uppercase() => {
+            let body = "{\"errors\":[{\"code\":\"UNSUPPORTED\",\"message\":\"wharf speaks TLS on \
+                this port and the client sent plain HTTP: use https:// (and no insecure-registry or \
+                --tls-verify=false setting for it; trust wharf's certificate instead)\"}]}\n";
+            let answer = format!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            // Best effort: the client may already be gone. Its request is left unread: the
+            // connection closes after the answer.
+            let _ = tokio::time::timeout(wait, async {
+                stream.write_all(answer.as_bytes()).await?;
+                stream.shutdown().await
+            })
+            .await;
+            if let Ok(peer) = stream.peer_addr() {
+                tracing::info!(%peer, "plain HTTP on the TLS listener: answered 400, use https");
+            }
+            false
+        }
+        // Anything else is for the handshake to refuse (and log).
+        Ok(Ok(_)) => true,
+        Ok(Err(_)) | Err(_) => false,
+    }
+}
+
 /// A TLS client that has not sent a complete first request within `server.header_timeout_secs`
 /// of connecting (handshake included): its connection is closed.
 #[derive(Debug, thiserror::Error)]

@@ -402,8 +402,10 @@ impl Wharf {
         assert!(self.child.is_none(), "wharf is already running");
         let bin = wharf_bin();
         let log = self.log_path();
-        // With client authentication on, `GET /v2/` asks for credentials (401): that is ready too.
-        let ready = if self.options.extra_toml.contains("[auth]") {
+        // With client authentication on, `GET /v2/` asks for credentials (401); with TLS on, a plain
+        // request is answered 400 (use https): either is ready too.
+        let toml = &self.options.extra_toml;
+        let ready = if toml.contains("[auth]") || toml.contains("[server.tls]") {
             Ready::AnyAnswer
         } else {
             Ready::Status200

@@ -731,7 +731,7 @@ fn ctr_pulls_over_tls_with_the_ca_in_hosts_toml() {
 }
 
 /// podman, isolated: its own storage (vfs), runroot, registries.conf and HOME; nothing of the machine's.
-fn podman(home: &Path) -> Command {
+pub(crate) fn podman(home: &Path) -> Command {
     let bin = require_tool("podman", "apt-get install podman");
     for d in ["root", "runroot", "tmp", "run", "config"] {
         fs::create_dir_all(home.join(d)).unwrap();
@@ -889,4 +889,46 @@ fn sigterm_lets_a_tls_download_finish() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "wharf exited with {status}");
+}
+
+/// Proves: a client that sends plain HTTP to the TLS port (an `http://` URL, an insecure-registry
+/// setting) gets a 400 that says to use https, in the registry's error shape, instead of a closed
+/// connection; containerd told to use plain HTTP gets that answer too. (skopeo with
+/// `--tls-verify=false` still tries TLS first, and succeeds.) HTTPS on the same port still
+/// works afterwards.
+#[test]
+fn plain_http_on_the_tls_port_is_told_to_use_https() {
+    let wharf = TlsWharf::start();
+    let out = run(curl().args(["-i", &format!("http://{}/v2/", wharf.host())]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.1 400"), "answer: {text}");
+    assert!(
+        text.contains("UNSUPPORTED") && text.contains("use https://"),
+        "the answer names the cause and the fix: {text}"
+    );
+
+    // containerd told to use plain HTTP (`--plain-http`, or an `http://` server in hosts.toml).
+    let containerd = crate::mirror::ctr::Containerd::start();
+    let pulled = containerd.output(&[
+        "images",
+        "pull",
+        "--plain-http",
+        &format!("{}/team/none:v1", wharf.host()),
+    ]);
+    let said = String::from_utf8_lossy(&pulled.stderr);
+    assert!(
+        !pulled.status.success() && said.contains("400 Bad Request"),
+        "ctr is answered, not cut off (containerd 1.6 prints the status, not the body): {said}"
+    );
+    assert!(
+        wharf.log().contains("plain HTTP on the TLS listener"),
+        "the log says what happened"
+    );
+
+    let ok = run(curl().args([
+        "--cacert",
+        wharf.ca.pem_path.to_str().unwrap(),
+        &wharf.url("/v2/"),
+    ]));
+    assert!(ok.status.success());
 }
