@@ -11,6 +11,9 @@
 //! - `DELETE /leases/<id>` → 204, or 404
 //! - `GET /images[?dangling=1]` → `[images::Image]`
 //! - `GET /status` → `status::Status` (with the server's cache counters and last collection)
+//! - `/v2/...`: the registry API itself, for `wharf export|import|images pull`, as the operator
+//!   (`auth::Operator`: the rules of `[auth]` do not apply, the plugins do), whatever TLS or
+//!   authentication the network listener asks for.
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
@@ -18,7 +21,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +60,8 @@ pub struct Admin {
     pub collector: Arc<Collector>,
     pub leases: Leases,
     pub push: Arc<crate::push::Push>,
+    /// The registry a server serves; `None` for the offline admin state.
+    pub registry: Option<Arc<crate::registry::Registry>>,
 }
 
 fn json<T: Serialize>(status: StatusCode, v: &T) -> Response<Full<Bytes>> {
@@ -160,22 +165,19 @@ impl Admin {
             .collect()
     }
 
-    /// Serves the admin socket in `data_dir` until dropped. Any socket file there is stale: this
-    /// process holds the data directory's metadata lock.
+    /// Serves the admin socket in `data_dir` until dropped.
     pub async fn serve(self, data_dir: PathBuf) {
-        let path = data_dir.join(SOCKET);
-        let _ = std::fs::remove_file(&path);
-        let listener = match tokio::net::UnixListener::bind(&path) {
-            Ok(l) => l,
-            Err(e) => {
+        match bind(&data_dir) {
+            Ok(socket) => self.serve_on(socket).await,
+            Err((path, e)) => {
                 tracing::warn!(socket = %path.display(), error = %e, "cannot open the admin socket; `wharf gc` and `wharf leases` will not reach this server");
-                return;
             }
-        };
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
         }
+    }
+
+    /// Serves a socket [`bind`] opened, until dropped.
+    pub async fn serve_on(self, socket: Socket) {
+        let Socket { listener, path } = socket;
         let _remove = RemoveOnDrop(path);
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -183,9 +185,19 @@ impl Admin {
             };
             let admin = self.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
+                let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                     let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(admin.handle(req).await) }
+                    async move {
+                        let path = req.uri().path();
+                        let api = path == "/v2" || path.starts_with("/v2/");
+                        Ok::<_, Infallible>(match (&admin.registry, api) {
+                            (Some(registry), true) => {
+                                req.extensions_mut().insert(crate::auth::Operator);
+                                registry.handle(req).await.map(Either::Right)
+                            }
+                            _ => admin.handle(req).await.map(Either::Left),
+                        })
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
@@ -193,6 +205,25 @@ impl Admin {
             });
         }
     }
+}
+
+/// The admin socket, bound; its file goes when the server stops serving it.
+pub struct Socket {
+    listener: tokio::net::UnixListener,
+    path: PathBuf,
+}
+
+/// Opens the admin socket in `data_dir`, mode 0600. Any socket file there is stale: this process
+/// holds the data directory's metadata lock.
+pub fn bind(data_dir: &Path) -> Result<Socket, (PathBuf, std::io::Error)> {
+    let path = data_dir.join(SOCKET);
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path).map_err(|e| (path.clone(), e))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    }
+    Ok(Socket { listener, path })
 }
 
 struct RemoveOnDrop(PathBuf);
@@ -294,6 +325,7 @@ pub async fn offline(cfg: &crate::config::Config) -> Result<Admin, AdminError> {
         collector,
         leases,
         push: Arc::new(push),
+        registry: None,
     })
 }
 

@@ -178,6 +178,7 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
         ),
         leases,
         push,
+        registry: Some(registry.clone()),
     };
     let listener = TcpListener::bind(cfg.server.listen)
         .await

@@ -558,3 +558,80 @@ fn export_from_a_rewritten_mirror_keeps_the_original_and_reduces_as_wharf_does()
     s.assert_never_requested("arm64");
     s.assert_never_requested("arm");
 }
+
+/// The archive commands reach a running wharf through its admin socket, not its network listener:
+/// with the listener on TLS and `anonymous_pull = false` (no credential given to the commands),
+/// `images pull`, `export` and `import` still work, as the operator who owns the data directory.
+/// (A wharf started by the command instead would fail: the running server holds the metadata lock.)
+#[test]
+fn archive_commands_work_with_a_tls_listener_that_wants_credentials() {
+    let mut s = setup(1530, &[], |_| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let ca = crate::mirror::pki::TestCa::new(&dir.join("ca"), "archive-tls");
+        let (cert, key) = ca.server_cert(&dir.join("issued"));
+        let htpasswd = dir.join("htpasswd");
+        std::fs::write(
+            &htpasswd,
+            format!("alice:{}\n", bcrypt::hash("alice-pw-archive", 4).unwrap()),
+        )
+        .unwrap();
+        format!(
+            "\n[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n\n[auth]\nhtpasswd_file = \"{}\"\nanonymous_pull = false\n",
+            cert.display(),
+            key.display(),
+            htpasswd.display()
+        )
+    });
+    // The network listener refuses an anonymous pull (and speaks TLS only).
+    let denied = Skopeo::new().output(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--retry-times=0",
+        &format!("docker://{}/up/{REPO}:v1", s.wharf.host()),
+    ]);
+    assert!(!denied.status.success(), "an anonymous pull is refused");
+
+    let printed = wharf_ok(
+        &s.wharf,
+        &[
+            "images",
+            "pull",
+            &s.reference(),
+            "--platform",
+            "linux/amd64",
+        ],
+    );
+    assert!(printed.contains("linux/amd64"), "report: {printed}");
+    s.assert_fetched("amd64");
+
+    let file = s.wharf.scratch("export").join("amd64.tar");
+    wharf_ok(
+        &s.wharf,
+        &[
+            "export",
+            &s.reference(),
+            "-o",
+            file.to_str().unwrap(),
+            "--platform",
+            "linux/amd64",
+        ],
+    );
+    assert_eq!(read_archive(&file).top(), s.layout.index.digest);
+
+    wharf_ok(
+        &s.wharf,
+        &[
+            "import",
+            file.to_str().unwrap(),
+            "--tag",
+            "team/imported:v1",
+        ],
+    );
+    let listed = wharf_ok(&s.wharf, &["images", "--json"]);
+    assert!(
+        listed.contains("team/imported"),
+        "the import is in the running wharf's store: {listed}"
+    );
+    s.registry.stop();
+}

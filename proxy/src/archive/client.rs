@@ -1,10 +1,16 @@
 //! A client of wharf's own registry API: the archive commands go through it rather than the store,
 //! so a cold cache is filled by the mirror (its platform policy, its single-flight fills, its leases)
-//! exactly as for any other client. When nothing answers on the configured address, a wharf is
-//! started in this process on `127.0.0.1:0` with the same configuration (the metadata lock is free).
+//! exactly as for any other client. It speaks to the admin socket of the wharf serving the configured
+//! data directory (`admin::SOCKET`), never to the network listener: whatever TLS or client
+//! authentication that asks for, the operator who can open the socket may use the registry. When no
+//! wharf serves the data directory, one is started in this process (the metadata lock is free) and
+//! its admin socket is served for the command's duration.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -15,10 +21,10 @@ use http_body::Frame;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, ReadBuf};
+use tokio::net::UnixStream;
 
 use crate::config::Config;
 use crate::digest::Digest;
@@ -58,28 +64,34 @@ impl std::fmt::Display for Refusal {
 
 /// A wharf started by this command, stopped by `Registry::close`.
 struct InProcess {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
+    registry: Arc<crate::registry::Registry>,
+    socket: tokio::task::JoinHandle<()>,
 }
 
-/// wharf's registry API, on the configured address or on a wharf started here.
+/// wharf's registry API, through the admin socket.
 pub struct Registry {
     base: String,
-    http: Client<HttpConnector, ReqBody>,
+    http: Client<Dial, ReqBody>,
     max_manifest: u64,
     server: Option<InProcess>,
 }
 
-/// The address to dial for a listen address: a wildcard listener is reached on loopback.
-fn dial_addr(listen: SocketAddr) -> SocketAddr {
-    if listen.ip().is_unspecified() {
-        let ip = match listen.ip() {
-            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-        };
-        SocketAddr::new(ip, listen.port())
-    } else {
-        listen
+/// Dials the admin socket, whatever host a request names.
+#[derive(Clone)]
+pub struct Dial(Arc<PathBuf>);
+
+impl tower_service::Service<http::Uri> for Dial {
+    type Response = TokioIo<UnixStream>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Uri) -> Self::Future {
+        let path = self.0.clone();
+        Box::pin(async move { Ok(TokioIo::new(UnixStream::connect(&*path).await?)) })
     }
 }
 
@@ -92,60 +104,47 @@ fn full(b: Bytes) -> ReqBody {
 }
 
 impl Registry {
-    /// The wharf serving `cfg`'s listen address, or one started in this process when none answers.
+    /// The wharf serving `cfg`'s data directory, or one started in this process when none does.
     pub async fn connect(cfg: &Config) -> Result<Registry, ArchiveError> {
-        let http = Client::builder(TokioExecutor::new()).build_http();
-        let max_manifest = cfg.registry.max_manifest_bytes;
-        let addr = dial_addr(cfg.server.listen);
+        let data_dir = &cfg.storage.data_dir;
+        let dial = Dial(Arc::new(data_dir.join(crate::admin::SOCKET)));
         let mut reg = Registry {
-            base: format!("http://{addr}"),
-            http,
-            max_manifest,
+            base: "http://wharf".to_owned(),
+            http: Client::builder(TokioExecutor::new()).build(dial),
+            max_manifest: cfg.registry.max_manifest_bytes,
             server: None,
         };
         if reg.answers().await {
-            tracing::debug!(%addr, "using the wharf that serves the configured address");
+            tracing::debug!(data_dir = %data_dir.display(), "using the wharf that serves the data directory");
             return Ok(reg);
         }
+        // The network listener this starts is never served: the command's requests go through the
+        // admin socket.
         let mut own = cfg.clone();
         own.server.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-        let (registry, _admin, listener) = crate::server::start(&own)
+        let (registry, admin, _unused) = crate::server::start(&own)
             .await
             .map_err(|e| ArchiveError::Start(e.to_string()))?;
-        let local = listener.local_addr().map_err(ArchiveError::Io)?;
+        let socket = crate::admin::bind(data_dir).map_err(|(_, e)| ArchiveError::Io(e))?;
         tracing::info!(
-            configured = %cfg.server.listen,
-            serving = %local,
-            "no wharf answers on the configured address; serving the registry API in this process"
+            data_dir = %data_dir.display(),
+            "no wharf serves the data directory; serving the registry API in this process"
         );
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server_cfg = own.server.clone();
-        let task = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.await;
-            };
-            crate::server::serve(registry, listener, shutdown, &server_cfg).await;
+        reg.server = Some(InProcess {
+            registry,
+            socket: tokio::spawn(admin.serve_on(socket)),
         });
-        reg.base = format!("http://{local}");
-        reg.server = Some(InProcess { stop, task });
         Ok(reg)
     }
 
-    /// A client of the wharf at `base` (`http://host:port`), for tests.
-    pub fn at(base: &str, max_manifest: u64) -> Registry {
-        Registry {
-            base: base.trim_end_matches('/').to_owned(),
-            http: Client::builder(TokioExecutor::new()).build_http(),
-            max_manifest,
-            server: None,
-        }
-    }
-
-    /// Stops the wharf this command started, if any, once its requests are done.
+    /// Stops the wharf this command started, if any: its requests are done by now.
     pub async fn close(self) {
         if let Some(s) = self.server {
-            let _ = s.stop.send(());
-            let _ = s.task.await;
+            s.socket.abort();
+            let _ = s.socket.await;
+            if let Err(e) = s.registry.mirror().flush_usage().await {
+                tracing::warn!(error = %e, "could not record cache usage");
+            }
         }
     }
 
