@@ -11,6 +11,8 @@ else
     packages=(docker-registry skopeo containerd docker.io jq chromium)
     # The deployment image test (deploy_image): builds examples/deploy/Containerfile and runs it.
     packages+=(buildah podman runc file)
+    # htpasswd (apache2-utils): the auth test reads a user file written by the tool operators use.
+    packages+=(apache2-utils)
 fi
 
 # containerd unpacks layers through mounts, so the containerd tests (mirror::containerd) need root; the

@@ -248,3 +248,45 @@ fn a_remote_listen_without_auth_is_refused_at_start() {
         "{text}"
     );
 }
+
+/// Proves: a user file written by Apache's `htpasswd -B` (the tool operators use for distribution
+/// and nginx; it writes `$2y$` hashes) is read as is: its user pushes with skopeo, a wrong password
+/// is refused.
+#[test]
+fn an_htpasswd_file_written_by_apache_htpasswd_is_read() {
+    let htpasswd_tool = crate::harness::require_tool("htpasswd", "apt-get install apache2-utils");
+    let home = tempfile::tempdir().unwrap().keep();
+    let file = home.join("htpasswd");
+    let made = std::process::Command::new(htpasswd_tool)
+        .args(["-B", "-b", "-c"])
+        .arg(&file)
+        .args(["carol", "carol-pw-apache"])
+        .output()
+        .expect("run htpasswd");
+    assert!(made.status.success(), "{made:?}");
+    let text = fs::read_to_string(&file).unwrap();
+    assert!(text.starts_with("carol:$2y$"), "htpasswd -B wrote: {text}");
+    let wharf = Wharf::start(WharfOptions {
+        extra_toml: format!("\n[auth]\nhtpasswd_file = \"{}\"\n", file.display()),
+        ..Default::default()
+    });
+    let layout = write_layout(&home.join("src"), &LayoutSpec::small("v1", 8807));
+    let skopeo = Skopeo::new();
+    let w = wharf.host();
+    skopeo.copy_with(
+        &["--dest-creds", "carol:carol-pw-apache"],
+        &layout.skopeo_ref(),
+        &format!("docker://{w}/team/apache:v1"),
+    );
+    let wrong = skopeo.output(&[
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        "--retry-times=0",
+        "--dest-creds",
+        "carol:wrong",
+        &layout.skopeo_ref(),
+        &format!("docker://{w}/team/apache:v2"),
+    ]);
+    assert!(!wrong.status.success(), "a wrong password pushed");
+}
