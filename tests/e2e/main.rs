@@ -12,6 +12,7 @@ mod skopeo;
 // Tests.
 mod archive;
 mod auth;
+mod auth_clients;
 mod bad_input;
 mod check_config;
 mod config_env;

@@ -252,7 +252,7 @@ fn native_platform() -> &'static str {
 }
 
 /// The platform image dockerd picks from the index on this machine.
-fn native_image(images: &[PlatformImage]) -> &PlatformImage {
+pub(crate) fn native_image(images: &[PlatformImage]) -> &PlatformImage {
     images
         .iter()
         .find(|i| i.platform.os == "linux" && i.platform.architecture == native_platform())
@@ -297,10 +297,10 @@ fn is_executable(path: &Path) -> bool {
 }
 
 /// What a finished client command printed.
-struct Ran {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Ran {
+    pub(crate) status: ExitStatus,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 /// A private dockerd for one test, in a temp dir, with `mirror` as its only registry mirror.
@@ -408,7 +408,7 @@ impl Dockerd {
 
     /// Runs the docker client against this daemon, with a config dir of its own; fails the test if the
     /// command does not finish in time.
-    fn try_docker(&self, args: &[&str]) -> Ran {
+    pub(crate) fn try_docker(&self, args: &[&str]) -> Ran {
         let h = self.home.path();
         let (out_path, err_path) = (h.join("client.out"), h.join("client.err"));
         let mut cmd = Command::new(&self.tools.docker);
@@ -463,7 +463,7 @@ impl Dockerd {
         self.docker(&["pull", reference]);
     }
 
-    fn rmi(&self, reference: &str) {
+    pub(crate) fn rmi(&self, reference: &str) {
         self.docker(&["rmi", reference]);
     }
 
@@ -474,7 +474,7 @@ impl Dockerd {
     }
 
     /// The image ID dockerd has for `reference`, or `None` if it has no such image.
-    fn image_id(&self, reference: &str) -> Option<String> {
+    pub(crate) fn image_id(&self, reference: &str) -> Option<String> {
         let r = self.try_docker(&["image", "inspect", "--format", "{{.Id}}", reference]);
         if r.status.success() {
             return Some(r.stdout.trim().to_owned());
