@@ -298,7 +298,7 @@ impl Default for GcConfig {
 }
 
 /// `[metrics]`: a second listener for operators, apart from the registry API's.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// Address of the listener serving Prometheus `GET /metrics` (and the status page, `/ui`);
@@ -308,6 +308,18 @@ pub struct MetricsConfig {
         deserialize_with = "de_optional_addr"
     )]
     pub listen: Option<SocketAddr>,
+    /// The cache counters are recorded in the metadata this often, for `wharf status` and the status
+    /// page's history (which survive restarts); at least 1.
+    pub sample_secs: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: None,
+            sample_secs: 10,
+        }
+    }
 }
 
 fn ser_optional_addr<S: serde::Serializer>(

@@ -221,6 +221,14 @@ impl Collector {
         self
     }
 
+    /// Runs the before-collection hook alone: readers that show last uses (`wharf status`, the
+    /// status page) write the mirror's pending ones first.
+    pub async fn flush_pending(&self) {
+        if let Some(hook) = &self.before {
+            hook().await;
+        }
+    }
+
     /// The last collection's report, if one ran.
     pub async fn last(&self) -> Option<Report> {
         self.running.lock().await.clone()
@@ -387,6 +395,7 @@ impl Collector {
         report.millis = started.elapsed().as_millis() as u64;
         if !dry_run {
             crate::metrics::gc_done(&report);
+            crate::status::record_gc(&self.meta, &report).await;
             tracing::info!(
                 removed = report.removed.len(),
                 bytes = report.removed_bytes,

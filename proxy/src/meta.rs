@@ -152,6 +152,8 @@ impl Meta {
         tx.open_table(collect::LEASES)?;
         tx.open_table(push::JOURNAL)?;
         tx.open_table(push::DELIVERED_BLOBS)?;
+        tx.open_table(stats::CACHE_SAMPLES)?;
+        tx.open_table(stats::STATUS_RECORDS)?;
         tx.commit()?;
         Ok(Meta {
             db: Arc::new(db),
@@ -685,6 +687,8 @@ pub use collect::{Forgotten, Snapshot};
 
 mod platforms;
 mod push;
+mod stats;
+pub use stats::{CacheTotals, LastGc, Retention, Sample};
 
 #[cfg(test)]
 mod tests;

@@ -700,21 +700,7 @@ pub fn spawn(cfg: &MetricsConfig, admin: &Admin) -> Option<tokio::task::JoinHand
         }
     };
     tracing::info!(%addr, "serving /metrics and the status page (/ui)");
-    let sampler = tokio::spawn(crate::ui::sampler(crate::ui::SAMPLE_EVERY));
-    let serving = serve(listener, admin.clone());
-    Some(tokio::spawn(async move {
-        // Aborting this task (shutdown) ends the sampler too.
-        let _sampler = AbortOnDrop(sampler);
-        serving.await
-    }))
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    Some(tokio::spawn(serve(listener, admin.clone())))
 }
 
 /// What the listener serves from.

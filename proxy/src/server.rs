@@ -197,6 +197,11 @@ pub fn housekeeping(admin: Admin, cfg: &Config) -> Vec<tokio::task::JoinHandle<(
         tokio::spawn(admin.push.clone().run()),
     ];
     tasks.extend(crate::metrics::spawn(&cfg.metrics, &admin));
+    // With or without a metrics listener: `wharf status` shows the history it records.
+    tasks.push(tokio::spawn(crate::ui::sampler(
+        admin.collector.meta.clone(),
+        Duration::from_secs(cfg.metrics.sample_secs),
+    )));
     if cfg.gc.interval_secs > 0 {
         tasks.push(tokio::spawn(
             admin

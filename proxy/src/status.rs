@@ -1,6 +1,8 @@
 //! `wharf status`: what the cache holds by upstream and repository, how well it serves (hit ratio and
-//! bytes, from the running server's counters), the last collection, and the push journal. The admin
-//! socket answers `GET /status` with it; without a server the CLI reads the files (no counters then).
+//! bytes, counted across restarts: the history `ui.rs` records in the metadata, plus the running
+//! server's counters since its last sample), the last collection (recorded when it ends), and the push
+//! journal. The admin socket answers `GET /status` with it; without a server the CLI reads the files,
+//! which hold all of it but this run's counters by blob and manifest (`cache`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -44,15 +46,27 @@ pub struct Upstream {
     pub bytes: u64,
 }
 
-/// The last garbage collection this server ran.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LastGc {
-    /// Unix seconds.
-    pub started: u64,
-    pub millis: u64,
-    pub removed: usize,
-    pub removed_bytes: u64,
-    pub evicted: usize,
+/// The last garbage collection (recorded in the metadata, so it outlives the server that ran it).
+pub use crate::meta::LastGc;
+
+impl From<&crate::gc::Report> for LastGc {
+    fn from(r: &crate::gc::Report) -> LastGc {
+        LastGc {
+            started: r.started,
+            millis: r.millis,
+            removed: r.removed.len(),
+            removed_bytes: r.removed_bytes,
+            evicted: r.evicted.len(),
+        }
+    }
+}
+
+/// Records a finished collection for `wharf status` (the collector's one hook; a failure is logged:
+/// the collection itself went through).
+pub async fn record_gc(meta: &crate::meta::Meta, report: &crate::gc::Report) {
+    if let Err(e) = meta.record_gc(&LastGc::from(report)).await {
+        tracing::warn!(error = %e, "could not record the collection for `wharf status`");
+    }
 }
 
 /// Deliveries in the push journal by state.
@@ -73,10 +87,13 @@ pub struct Status {
     pub bytes: u64,
     pub upstreams: Vec<Upstream>,
     pub repositories: Vec<Repository>,
-    /// The server's cache counters since it started.
+    /// The server's cache counters since it started, by blob and manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<crate::metrics::Snapshot>,
-    /// hits / (hits + misses), blobs and manifests together.
+    /// The cache totals counted across restarts (since `since`), as of `at`; `None`: never counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_totals: Option<crate::meta::Sample>,
+    /// hits / (hits + misses) of `cache_totals`, blobs and manifests together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hit_ratio: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -89,6 +106,8 @@ pub struct Status {
 /// last collection are then meaningful).
 pub async fn collect(admin: &Admin, server: bool) -> Result<Status, GcError> {
     let c = &admin.collector;
+    // Last uses wait in the mirror's memory for a batch write: write them, so the table shows them.
+    c.flush_pending().await;
     let snap = c.meta.snapshot().await?;
     let sizes: HashMap<Digest, u64> = c.store.contents().await?.into_iter().collect();
     let graph = c.graph(&snap).await?;
@@ -159,17 +178,8 @@ pub async fn collect(admin: &Admin, server: bool) -> Result<Status, GcError> {
         }
         Err(e) => tracing::warn!(error = %e.message, "status: cannot read the push journal"),
     }
-    let last_gc = if server {
-        c.last().await.filter(|r| !r.dry_run).map(|r| LastGc {
-            started: r.started,
-            millis: r.millis,
-            removed: r.removed.len(),
-            removed_bytes: r.removed_bytes,
-            evicted: r.evicted.len(),
-        })
-    } else {
-        None
-    };
+    let last_gc = c.meta.last_gc().await?;
+    let cache_totals = crate::ui::current(&c.meta).await?;
     let cache = server.then(crate::metrics::snapshot);
     Ok(Status {
         server,
@@ -177,7 +187,8 @@ pub async fn collect(admin: &Admin, server: bool) -> Result<Status, GcError> {
         bytes: sizes.values().sum(),
         upstreams,
         repositories,
-        hit_ratio: cache.as_ref().and_then(|s| s.hit_ratio()),
+        hit_ratio: cache_totals.and_then(|s| s.totals.hit_ratio()),
+        cache_totals,
         cache,
         last_gc,
         pushes,
@@ -211,23 +222,38 @@ pub fn text(s: &Status) -> String {
         s.contents,
         human_bytes(s.bytes)
     );
-    match (&s.cache, s.hit_ratio) {
-        (Some(c), ratio) => {
-            let ratio = ratio.map_or("-".to_owned(), |r| format!("{:.1}%", r * 100.0));
+    match &s.cache_totals {
+        Some(t) => {
+            let ratio = s
+                .hit_ratio
+                .map_or("-".to_owned(), |r| format!("{:.1}%", r * 100.0));
             let _ = writeln!(
                 out,
-                "cache since start: hit ratio {ratio} (blobs {} hit / {} miss, manifests {} hit / {} \
-                 miss), {} served from cache, {} fetched from upstreams",
-                c.blob_hits,
-                c.blob_misses,
-                c.manifest_hits,
-                c.manifest_misses,
-                human_bytes(c.bytes_from_cache),
-                human_bytes(c.bytes_from_upstream)
+                "cache since {}: hit ratio {ratio} ({} hits / {} misses), {} served from cache, {} \
+                 fetched from upstreams",
+                httpdate::fmt_http_date(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.since)
+                ),
+                t.totals.hits,
+                t.totals.misses,
+                human_bytes(t.totals.bytes_from_cache),
+                human_bytes(t.totals.bytes_from_upstream)
             );
         }
-        (None, _) => {
-            let _ = writeln!(out, "cache: no server running (hit ratio unknown)");
+        None => {
+            let _ = writeln!(out, "cache: no mirror request counted yet");
+        }
+    }
+    match &s.cache {
+        Some(c) => {
+            let _ = writeln!(
+                out,
+                "since this server started: blobs {} hit / {} miss, manifests {} hit / {} miss",
+                c.blob_hits, c.blob_misses, c.manifest_hits, c.manifest_misses,
+            );
+        }
+        None => {
+            let _ = writeln!(out, "no server running: totals as of its last sample");
         }
     }
     match &s.last_gc {
@@ -245,11 +271,8 @@ pub fn text(s: &Status) -> String {
                 g.millis
             );
         }
-        None if s.server => {
-            let _ = writeln!(out, "last gc: none since the server started");
-        }
         None => {
-            let _ = writeln!(out, "last gc: unknown (no server running)");
+            let _ = writeln!(out, "last gc: none recorded");
         }
     }
     let p = &s.pushes;
@@ -352,6 +375,15 @@ mod tests {
                 blob_misses: 1,
                 ..Default::default()
             }),
+            cache_totals: Some(crate::meta::Sample {
+                at: 1_800_000_000,
+                since: 1_700_000_000,
+                totals: crate::meta::CacheTotals {
+                    hits: 1,
+                    misses: 1,
+                    ..Default::default()
+                },
+            }),
             hit_ratio: Some(0.5),
             last_gc: None,
             pushes: Pushes {
@@ -364,6 +396,7 @@ mod tests {
         assert!(t.contains("hit ratio 50.0%"), "{t}");
         assert!(t.contains("docker.io/library/alpine"), "{t}");
         assert!(t.contains("2 pending"), "{t}");
-        assert!(t.contains("last gc: none since the server started"), "{t}");
+        assert!(t.contains("last gc: none recorded"), "{t}");
+        assert!(t.contains("1 hits / 1 misses"), "{t}");
     }
 }

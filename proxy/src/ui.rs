@@ -7,9 +7,12 @@
 //! air-gapped network and needs no build step. It reads the same state `wharf images` and `wharf push
 //! status` show, through `Admin`.
 //!
-//! The history and the denials live in memory, one ring each per process (statics: they are fed
-//! from places that hold no handle to the server, by one line each), so they start empty on a
-//! restart and never grow past their capacity.
+//! The history is in the metadata (`meta::Sample`, thinned to a week there): the sampler records the
+//! cache counters every `[metrics] sample_secs`, counting on from the last sample of the previous run,
+//! so the chart, the hit ratio and the bytes saved carry over a restart (Prometheus' counters reset
+//! as counters do: only this view adds the recorded base). The denials live in memory, one ring per
+//! process (a static: they are fed from places that hold no handle to the server, by one line each),
+//! so the page says "since wharf started" for them.
 
 mod chart;
 mod html;
@@ -25,20 +28,28 @@ use http::{header, Method, Response, StatusCode, Uri};
 use http_body_util::Full;
 
 use crate::admin::Admin;
+pub use crate::meta::{CacheTotals, Sample};
+use crate::meta::{Meta, MetaError, Retention};
 pub use html::{Page, REFRESH_SECS};
-pub use ring::{CacheTotals, Denial, Ring, Sample};
+pub use ring::{Denial, Ring};
 
-/// How often the sampler records the cache counters.
+/// How often the sampler records the cache counters unless `[metrics] sample_secs` says otherwise.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
-/// Samples kept: an hour's worth at `SAMPLE_EVERY`.
-pub const SAMPLES_KEPT: usize = 360;
 /// Denials kept.
 pub const DENIALS_KEPT: usize = 50;
 /// A plugin's reason is shown up to this many characters (a plugin may say a lot).
 const REASON_CHARS: usize = 400;
 
-static HISTORY: Mutex<Ring<Sample>> = Mutex::new(Ring::new(SAMPLES_KEPT));
 static DENIALS: Mutex<Ring<Denial>> = Mutex::new(Ring::new(DENIALS_KEPT));
+/// This process's sampler, once it has read where the previous run left the totals.
+static SAMPLING: Mutex<Option<Sampling>> = Mutex::new(None);
+
+#[derive(Debug, Clone, Copy)]
+struct Sampling {
+    /// The totals before this process counted anything.
+    base: Sample,
+    every: Duration,
+}
 
 fn now() -> u64 {
     SystemTime::now()
@@ -52,9 +63,39 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The cache counters now (the metrics module's, cumulative since start).
-fn totals() -> CacheTotals {
+/// The cache counters of this process (the metrics module's, cumulative since start).
+fn counters() -> CacheTotals {
     crate::metrics::cache_totals()
+}
+
+/// The totals `base` (the previous runs') and this process's `counters` make at `at`.
+pub fn continued(base: Option<Sample>, counters: CacheTotals, at: u64) -> Sample {
+    match base {
+        Some(b) => Sample {
+            at,
+            since: b.since,
+            totals: b.totals.plus(counters),
+        },
+        None => Sample {
+            at,
+            since: at,
+            totals: counters,
+        },
+    }
+}
+
+/// The cache totals now, counted across restarts (`None`: nothing counted yet, ever). In the server,
+/// its sampler's base; elsewhere (the CLI with no server) the last recorded sample, as this process
+/// counted nothing.
+pub async fn current(meta: &Meta) -> Result<Option<Sample>, MetaError> {
+    let sampling = *lock(&SAMPLING);
+    let base = match sampling {
+        Some(s) => Some(s.base),
+        None => meta.last_sample().await?,
+    };
+    let counters = counters();
+    Ok((base.is_some() || counters != CacheTotals::default())
+        .then(|| continued(base, counters, now())))
 }
 
 /// Records a plugin's denial for the page (called where `Policy::allow` logs it).
@@ -71,16 +112,99 @@ pub fn denied(plugin: &str, request: &str, reason: &str) {
     });
 }
 
-/// Samples the cache counters every `every`, from now on (the first at once), until aborted.
-pub async fn sampler(every: Duration) {
-    let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        lock(&HISTORY).push(Sample {
-            at: now(),
-            totals: totals(),
+/// Writes samples of the cache totals to `meta`, counting on from the last one recorded.
+pub struct Sampler {
+    meta: Meta,
+    base: Sample,
+    keep: Retention,
+    thinned_to: u64,
+}
+
+impl Sampler {
+    /// Reads the base: the newest sample recorded (by a previous run); with none, the totals count
+    /// from zero from `now` on.
+    pub async fn start(meta: Meta, keep: Retention, now: u64) -> Result<Sampler, MetaError> {
+        let base = meta.last_sample().await?.unwrap_or(Sample {
+            at: now,
+            since: now,
+            totals: CacheTotals::default(),
         });
+        Ok(Sampler {
+            meta,
+            base,
+            keep,
+            thinned_to: 0,
+        })
+    }
+
+    /// Records the base plus `counters` at `at`; `durable` forces it to disk (at a stop).
+    pub async fn record(
+        &mut self,
+        counters: CacheTotals,
+        at: u64,
+        durable: bool,
+    ) -> Result<Sample, MetaError> {
+        let s = continued(Some(self.base), counters, at);
+        self.thinned_to = self
+            .meta
+            .record_sample(s, self.keep, self.thinned_to, durable)
+            .await?;
+        Ok(s)
+    }
+}
+
+/// The server's sampler: every `every` (the first at once) and once more, durably, when a stop is
+/// asked for (SIGTERM or SIGINT: the housekeeping tasks are aborted after the server drains, and the
+/// counts since the last tick would be lost), until aborted. Off the request path: one small write
+/// per interval on the blocking pool.
+pub async fn sampler(meta: Meta, every: Duration) {
+    let every = every.max(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Until the base is read, nothing is recorded: a sample from zero would lose the totals.
+    let mut s = loop {
+        tick.tick().await;
+        match Sampler::start(meta.clone(), Retention::DEFAULT, now()).await {
+            Ok(s) => break s,
+            Err(e) => {
+                tracing::warn!(error = %e, "status history: cannot read the last sample; trying again")
+            }
+        }
+    };
+    *lock(&SAMPLING) = Some(Sampling {
+        base: s.base,
+        every,
+    });
+    let stop = stop_asked();
+    tokio::pin!(stop);
+    let mut durable = false;
+    loop {
+        if let Err(e) = s.record(counters(), now(), durable).await {
+            tracing::warn!(error = %e, "status history: cannot record the cache counters");
+        }
+        if durable {
+            return;
+        }
+        durable = tokio::select! {
+            _ = tick.tick() => false,
+            () = &mut stop => true,
+        };
+    }
+}
+
+/// Resolves when the process is asked to stop (never, if the signals cannot be watched: the server
+/// says so itself).
+async fn stop_asked() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
     }
 }
 
@@ -108,26 +232,34 @@ pub async fn serve(admin: &Admin, method: &Method, uri: &Uri) -> Response<Full<B
 
 /// What the page shows, read now.
 pub async fn gather(admin: &Admin) -> Page {
-    let images = crate::images::list(&admin.collector, false)
+    let c = &admin.collector;
+    // The mirror keeps last uses in memory and writes them in batches: write them now, so an image
+    // pulled a moment ago shows its use (a no-op when nothing is pending, or with no server).
+    c.flush_pending().await;
+    let images = crate::images::list(c, false)
         .await
         .map_err(|e| e.to_string());
     let pushes = admin.push.status().await.map_err(|e| e.message);
     let now = now();
-    let mut samples = lock(&HISTORY).to_vec();
+    let mut samples = c.meta.samples().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "status page: cannot read the history");
+        Vec::new()
+    });
     // The page always ends at this moment, however long ago the last sample was taken.
-    if samples.last().is_none_or(|s| s.at < now) {
-        samples.push(Sample {
-            at: now,
-            totals: totals(),
-        });
+    match current(&c.meta).await {
+        Ok(Some(s)) if samples.last().is_none_or(|l| l.at < s.at) => samples.push(s),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "status page: cannot read the cache totals"),
     }
+    let every = lock(&SAMPLING).map_or(SAMPLE_EVERY, |s| s.every);
     Page {
         now,
         images,
         pushes,
         samples,
         denials: lock(&DENIALS).to_vec(),
-        sample_every: SAMPLE_EVERY,
+        sample_every: every,
+        keep: Retention::DEFAULT,
     }
 }
 

@@ -7,8 +7,9 @@ use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::chart;
-use super::ring::{Denial, Sample};
+use super::ring::Denial;
 use crate::images::Image;
+use crate::meta::{Retention, Sample};
 use crate::push::Status;
 
 /// Everything one rendering shows, gathered before any HTML is written.
@@ -19,11 +20,13 @@ pub struct Page {
     pub images: Result<Vec<Image>, String>,
     /// The push journal, or why it could not be read.
     pub pushes: Result<Vec<Status>, String>,
-    /// Oldest first; the last one is taken for this rendering.
+    /// Oldest first (the recorded history, thinned as `keep` says); the last one is taken for this
+    /// rendering.
     pub samples: Vec<Sample>,
     /// Oldest first.
     pub denials: Vec<Denial>,
     pub sample_every: Duration,
+    pub keep: Retention,
 }
 
 /// How often the browser reloads the page on its own (a meta refresh: no script).
@@ -213,7 +216,7 @@ fn tiles(s: &mut String, page: &Page) {
         s,
         "denials",
         &page.denials.len().to_string(),
-        "recent plugin denials",
+        "plugin denials since wharf started",
     );
     s.push_str("</section>");
 }
@@ -234,11 +237,14 @@ fn history(s: &mut String, page: &Page) {
     let _ = write!(
         s,
         "<figure id=\"chart-hit-ratio\"><figcaption>Hit ratio</figcaption>{}\
-         <p class=\"muted\">mirror requests served from the cache, per {} interval</p></figure>",
+         <p class=\"muted\">mirror requests served from the cache, between samples: every {} in \
+         the last {}, one per {} before</p></figure>",
         chart::svg("Cache hit ratio (%)", &ratio, 100.0, |v| format!(
             "{v:.0} %"
         )),
-        duration(page.sample_every.as_secs())
+        duration(page.sample_every.as_secs()),
+        duration(page.keep.fine_secs),
+        duration(page.keep.coarse_secs),
     );
     let _ = write!(
         s,
@@ -248,7 +254,17 @@ fn history(s: &mut String, page: &Page) {
             v as u64
         )),
     );
-    s.push_str("</div></section>");
+    s.push_str("</div>");
+    if let Some(last) = page.samples.last() {
+        let _ = write!(
+            s,
+            "<p class=\"muted\" id=\"counted-since\">Counted since {}, across restarts; the \
+             history keeps {}.</p>",
+            when(page.now, last.since),
+            duration(page.keep.keep_secs)
+        );
+    }
+    s.push_str("</section>");
 }
 
 fn images(s: &mut String, page: &Page) {
@@ -408,7 +424,7 @@ fn pushes(s: &mut String, page: &Page) {
 }
 
 fn denials(s: &mut String, page: &Page) {
-    s.push_str("<section id=\"denials\"><h2>Recent plugin denials</h2>");
+    s.push_str("<section id=\"denials\"><h2>Recent plugin denials <small class=\"muted\">(since wharf started)</small></h2>");
     if page.denials.is_empty() {
         s.push_str("<p class=\"empty\">No request was denied by a plugin since wharf started.</p></section>");
         return;

@@ -1,6 +1,6 @@
-//! What the status page remembers between requests: samples of the cache counters and the recent
-//! plugin denials, each in a ring that keeps the newest `cap` entries, so memory stays bounded
-//! however long wharf runs and however many requests a plugin denies.
+//! What the status page remembers in memory between requests: the recent plugin denials, in a ring
+//! that keeps the newest `cap` entries, so memory stays bounded however long wharf runs and however
+//! many requests a plugin denies.
 
 use std::collections::VecDeque;
 
@@ -34,27 +34,6 @@ impl<T: Clone> Ring<T> {
     pub fn to_vec(&self) -> Vec<T> {
         self.items.iter().cloned().collect()
     }
-}
-
-/// The cache counters at one moment: cumulative since the process started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CacheTotals {
-    /// Mirror requests answered from what wharf holds.
-    pub hits: u64,
-    /// Mirror requests that went to an upstream.
-    pub misses: u64,
-    /// Bytes served from the cache: what the upstreams did not have to send again.
-    pub bytes_from_cache: u64,
-    /// Bytes fetched from upstreams.
-    pub bytes_from_upstream: u64,
-}
-
-/// One point of the history.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sample {
-    /// Unix seconds.
-    pub at: u64,
-    pub totals: CacheTotals,
 }
 
 /// A request a plugin's access check refused.

@@ -4,8 +4,9 @@ use serde_json::json;
 
 use super::chart;
 use super::html::{bytes, esc, render, upstream_of, Page};
-use super::ring::{CacheTotals, Denial, Ring, Sample};
+use super::ring::{Denial, Ring};
 use crate::images::Image;
+use crate::meta::{CacheTotals, Retention, Sample};
 use crate::push::Status;
 
 const NOW: u64 = 1_800_000_000;
@@ -54,6 +55,7 @@ fn push(state: &str, repository: &str, error: Option<&str>) -> Status {
 fn sample(at: u64, hits: u64, misses: u64, from_cache: u64) -> Sample {
     Sample {
         at,
+        since: NOW - 86_400,
         totals: CacheTotals {
             hits,
             misses,
@@ -71,6 +73,7 @@ fn empty_page() -> Page {
         samples: Vec::new(),
         denials: Vec::new(),
         sample_every: Duration::from_secs(10),
+        keep: Retention::DEFAULT,
     }
 }
 
@@ -415,4 +418,77 @@ fn a_denial_is_recorded_clipped() {
 fn chart_svg_puts_a_lone_value_at_now() {
     let svg = chart::svg("t", &[(100, Some(50.0))], 100.0, |v| format!("{v:.0}"));
     assert!(svg.contains("<circle class=\"dot\" cx=\"590.0\""), "{svg}");
+}
+
+fn totals(hits: u64, misses: u64, from_cache: u64) -> CacheTotals {
+    CacheTotals {
+        hits,
+        misses,
+        bytes_from_cache: from_cache,
+        bytes_from_upstream: 7,
+    }
+}
+
+/// A restart: the second run's counters start at zero, its samples count on from the first run's
+/// last one (same `since`), so the ratio and the bytes saved do not fall back.
+#[tokio::test]
+async fn the_sampler_counts_on_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.redb");
+    let meta = crate::meta::Meta::open(&path).unwrap();
+    let mut first = super::Sampler::start(meta.clone(), Retention::DEFAULT, NOW)
+        .await
+        .unwrap();
+    first.record(totals(0, 0, 0), NOW, false).await.unwrap();
+    first
+        .record(totals(3, 1, 300), NOW + 10, true)
+        .await
+        .unwrap();
+    drop((first, meta));
+
+    let meta = crate::meta::Meta::open(&path).unwrap();
+    let mut second = super::Sampler::start(meta.clone(), Retention::DEFAULT, NOW)
+        .await
+        .unwrap();
+    let s = second
+        .record(totals(1, 1, 100), NOW + 100, false)
+        .await
+        .unwrap();
+    assert_eq!(s.since, NOW);
+    assert_eq!(
+        s.totals,
+        CacheTotals {
+            hits: 4,
+            misses: 2,
+            bytes_from_cache: 400,
+            bytes_from_upstream: 14,
+        }
+    );
+    let history = meta.samples().await.unwrap();
+    assert_eq!(
+        history.iter().map(|s| s.at).collect::<Vec<_>>(),
+        vec![NOW, NOW + 10, NOW + 100]
+    );
+    // The interval across the restart is an ordinary one: one hit, one miss.
+    let ratio = chart::hit_ratio(&history);
+    assert_eq!(ratio.last(), Some(&(NOW + 100, Some(50.0))));
+}
+
+#[test]
+fn with_nothing_recorded_the_totals_start_now() {
+    let s = super::continued(None, totals(1, 0, 5), NOW);
+    assert_eq!((s.at, s.since, s.totals.hits), (NOW, NOW, 1));
+}
+
+#[test]
+fn the_history_says_since_when_it_counts() {
+    let mut page = empty_page();
+    page.samples = vec![sample(NOW - 20, 0, 0, 0), sample(NOW, 2, 2, 10)];
+    let html = render(&page);
+    assert!(html.contains("id=\"counted-since\""), "{html}");
+    assert!(
+        html.contains("1 days ago") || html.contains("24 h ago"),
+        "{html}"
+    );
+    assert!(html.contains("50 %"), "{html}");
 }
