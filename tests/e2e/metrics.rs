@@ -296,3 +296,137 @@ fn metrics_and_status_follow_pulls_pushes_denials_and_collections() {
         );
     }
 }
+
+/// The cached image's cold and warm pulls through `api` (three requests each): 3 misses, then
+/// 3 hits, once the fills have committed.
+fn pull_cold_then_warm(api: &Api, wharf: &Wharf, image: &SmallImage) {
+    for round in 0..2 {
+        api.get_manifest("up/team/app", "v1").assert_status(200);
+        for d in [&image.config.digest, &image.layer.digest] {
+            api.get(&format!("/v2/up/team/app/blobs/{d}"))
+                .assert_status(200);
+        }
+        if round == 0 {
+            // The warm round must find both blobs stored, or it joins a fill and counts a miss.
+            for d in [&image.config.digest, &image.layer.digest] {
+                let hex = d.trim_start_matches("sha256:");
+                let path = wharf.blobs_dir().join("sha256").join(&hex[..2]).join(hex);
+                wait_until(|| format!("{d} to be committed"), || path.exists());
+            }
+        }
+    }
+}
+
+fn status_json(wharf: &Wharf) -> Value {
+    let out = cli(wharf, &["status", "--json"]);
+    assert!(
+        out.status.success(),
+        "wharf status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status JSON")
+}
+
+/// Proves: what `wharf status` and `/ui` show outlives the server. Right after a pull (no collection,
+/// no restart) the page shows the image's last use; after a collection and a stop, `wharf status`
+/// with no server running shows that collection and the hit ratio and bytes of the pulls before the
+/// stop; started again, the page still shows that ratio, the bytes saved and the history's charts,
+/// and the totals count on from there, while Prometheus' counters start again from zero.
+#[test]
+fn status_and_page_survive_a_restart() {
+    let registry = DistRegistry::start();
+    let up = registry.host();
+    let image = SmallImage::push(&Api::new(registry.base()), "team/app", "v1", 1731);
+    let image_bytes = image.manifest.len() as u64 + image.config.size + image.layer.size;
+    let metrics_port = free_port();
+    let mut wharf = Wharf::start(WharfOptions {
+        mirror: MirrorOptions {
+            upstreams: vec![upstream(&up, registry.addr(), "up")],
+            tag_ttl_secs: Some(3600),
+            ..Default::default()
+        },
+        extra_toml: format!(
+            "[gc]\ngrace_secs = 0\ninterval_secs = 0\n\n\
+             [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\nsample_secs = 1\n"
+        ),
+        ..Default::default()
+    });
+    let page_url = format!("http://127.0.0.1:{metrics_port}/ui");
+    let api = Api::new(wharf.base());
+    pull_cold_then_warm(&api, &wharf, &image);
+
+    // Last use, before anything writes the mirror's batched uses (a collection, a stop, the minute).
+    let (_, _, page) = crate::status_page::get_page(&page_url);
+    let images = crate::status_page::section(&page, "images");
+    assert!(
+        images.contains("team/app</h4>") && images.contains("<td data-label=\"Last use\"><time"),
+        "the image just pulled shows when:\n{images}"
+    );
+
+    let orphan = Noise::bytes(1732, 10_000);
+    let orphan_digest = api.push_blob("local/orphan", &orphan);
+    wait_until_collectable(&wharf, [&orphan_digest]);
+    let report = collect(&wharf, false);
+    assert!(
+        report["removed_bytes"].as_u64().unwrap() >= orphan.len() as u64,
+        "the orphan is collected: {report}"
+    );
+    assert!(wharf.stop().success(), "wharf stops cleanly");
+
+    // No server: the files say it all.
+    let s = status_json(&wharf);
+    assert_eq!(s["server"], false, "{s:#}");
+    assert_eq!(s["hit_ratio"], 0.5, "three hits, three misses: {s:#}");
+    let totals = &s["cache_totals"]["totals"];
+    assert_eq!(totals["hits"], 3, "{s:#}");
+    assert_eq!(totals["misses"], 3, "{s:#}");
+    assert_eq!(totals["bytes_from_cache"], image_bytes, "{s:#}");
+    assert_eq!(totals["bytes_from_upstream"], image_bytes, "{s:#}");
+    let gc = &s["last_gc"];
+    assert_eq!(gc["started"], report["started"], "{s:#}");
+    assert_eq!(gc["removed_bytes"], report["removed_bytes"], "{s:#}");
+    assert_eq!(
+        gc["removed"].as_u64(),
+        report["removed"].as_array().map(|r| r.len() as u64),
+        "{s:#}"
+    );
+    let out = cli(&wharf, &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("hit ratio 50.0%")
+            && text.contains("last gc: ")
+            && !text.contains("last gc: none"),
+        "{text}"
+    );
+
+    // Started again: the page carries on from before the stop.
+    wharf.start_again();
+    let (_, _, page) = crate::status_page::get_page(&page_url);
+    let ratio = crate::status_page::section(&page, "tile-hit-ratio");
+    assert!(ratio.contains("<b>50 %</b>"), "{ratio}");
+    let saved = crate::status_page::section(&page, "tile-saved");
+    assert!(!saved.contains("<b>0 B</b>"), "{saved}");
+    let history = crate::status_page::section(&page, "history");
+    assert!(
+        history.matches("<svg").count() == 2
+            && history.contains("<polyline")
+            && history.contains("id=\"counted-since\""),
+        "the history from before the restart is drawn:\n{history}"
+    );
+
+    // The totals count on; Prometheus' counters started again.
+    let api = Api::new(wharf.base());
+    api.get_manifest("up/team/app", "v1").assert_status(200);
+    let s = status_json(&wharf);
+    assert_eq!(s["server"], true, "{s:#}");
+    assert_eq!(s["cache_totals"]["totals"]["hits"], 4, "{s:#}");
+    assert_eq!(s["cache"]["manifest_hits"], 1, "{s:#}");
+    let m = scrape(&Api::new(format!("http://127.0.0.1:{metrics_port}")));
+    assert_eq!(
+        get(
+            &m,
+            "wharf_cache_lookups_total{kind=\"manifest\",result=\"hit\"}"
+        ),
+        1.0
+    );
+}

@@ -75,7 +75,7 @@ fn output_dir() -> PathBuf {
 
 /// `GET url` until it answers 200 (the metrics listener starts beside the main one); returns the
 /// response's content type, CSP and body.
-fn get_page(url: &str) -> (String, String, String) {
+pub(crate) fn get_page(url: &str) -> (String, String, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(30)))
@@ -107,7 +107,7 @@ fn get_page(url: &str) -> (String, String, String) {
 }
 
 /// The part of `html` from the element with `id` to the end of its section.
-fn section<'a>(html: &'a str, id: &str) -> &'a str {
+pub(crate) fn section<'a>(html: &'a str, id: &str) -> &'a str {
     let start = html
         .find(&format!("id=\"{id}\""))
         .unwrap_or_else(|| panic!("no element with id {id:?} in the page:\n{html}"));
@@ -207,9 +207,13 @@ fn chromium_renders_the_status_page() {
             "{needle:?} not among the cached images:\n{images}"
         );
     }
-    // Last use: the mirror batches it in memory and writes it before a collection (as `wharf
-    // images` shows it), so a fresh pull may not have one yet; the column is there either way.
-    assert!(images.contains("<th>Last use</th>"), "{images}");
+    // Last use: the mirror batches it in memory; the page writes the batch before reading, so the
+    // image just pulled (no collection, no stop since) shows when.
+    assert!(
+        images.contains("<th>Last use</th>")
+            && images.contains("<td data-label=\"Last use\"><time"),
+        "the mirrored image's last use is shown:\n{images}"
+    );
 
     let pushes = section(&dom, "pushes");
     assert!(
