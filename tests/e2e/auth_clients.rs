@@ -60,18 +60,23 @@ fn start(upstream: &DistRegistry, auth_keys: &str, extra: &str) -> (Wharf, TempD
     (wharf, files)
 }
 
-/// Stops wharf (so its batched log is complete) and fails if any secret is in its log: the passwords,
-/// the `Basic` credentials they make, and any token wharf signed (every one starts with the base64 of
-/// its version tag `w1|`: proxy/src/auth/token.rs).
-fn assert_no_secret_logged(wharf: &mut Wharf, extra: &[&str]) {
+/// Stops wharf (so its batched log is complete) and fails if any secret is in its log.
+fn assert_no_secret_logged(wharf: &mut Wharf) {
     wharf.stop();
-    let log = fs::read_to_string(wharf.log_path()).unwrap();
+    assert_no_secret_in(&wharf.log_path());
+}
+
+/// Fails if any secret is in the log at `path`: the passwords, the `Basic` credentials they make,
+/// and any token wharf signed (every one starts with the base64 of its version tag `w1|`:
+/// proxy/src/auth/token.rs).
+fn assert_no_secret_in(path: &Path) {
+    let log = fs::read_to_string(path).unwrap();
     assert!(
         log.contains("status=40"),
         "the log should show the refusals these tests provoke (is this the right log?)"
     );
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let mut secrets = vec![
+    let secrets = [
         ALICE_PASSWORD.to_owned(),
         BOB_PASSWORD.to_owned(),
         WRONG_PASSWORD.to_owned(),
@@ -80,7 +85,6 @@ fn assert_no_secret_logged(wharf: &mut Wharf, extra: &[&str]) {
         b64(&format!("alice:{WRONG_PASSWORD}")),
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("w1|"),
     ];
-    secrets.extend(extra.iter().map(|s| s.to_string()));
     for secret in &secrets {
         let lines: Vec<&str> = log
             .lines()
@@ -212,7 +216,7 @@ fn docker_login_push_pull() {
     );
 
     drop(docker);
-    assert_no_secret_logged(&mut wharf, &[]);
+    assert_no_secret_logged(&mut wharf);
 }
 
 fn basic(user: &str, pass: &str) -> String {
@@ -359,7 +363,83 @@ fn podman_logs_in_then_pushes_and_pulls() {
         "podman pulled another image than the upstream's"
     );
 
-    assert_no_secret_logged(&mut wharf, &[]);
+    assert_no_secret_logged(&mut wharf);
+}
+
+/// Proves: over wharf's TLS listener, trusted through the test CA (`--cert-dir`, verification on),
+/// `podman login` with a wrong password fails and with the right one succeeds, and `podman push` and
+/// (after `podman rmi`) `podman pull` work: podman follows the `https://` realm wharf names behind
+/// TLS (an `http://` one would reach the TLS port in plain HTTP and fail). No secret is logged.
+#[test]
+fn podman_logs_in_over_tls_with_the_test_ca() {
+    let files = tempfile::tempdir().unwrap();
+    let htpasswd = files.path().join("htpasswd");
+    write_htpasswd(&htpasswd);
+    let mut wharf = crate::tls_listener::TlsWharf::start_with_config(
+        &[],
+        &format!(
+            "\n[auth]\nhtpasswd_file = {}\n",
+            serde_json::to_string(&htpasswd.display().to_string()).unwrap()
+        ),
+    );
+    let w = wharf.host();
+    let certs = wharf.cert_dir();
+    let certs = certs.to_str().unwrap();
+    let home = wharf.scratch("podman");
+    let reference = format!("{w}/team/app:v1");
+    let layout = write_layout(&wharf.scratch("src"), &LayoutSpec::small("v1", 1745));
+    let archive = wharf.scratch("archive").join("app.tar");
+    let out = Skopeo::new().output(&[
+        "copy",
+        &layout.skopeo_ref(),
+        &format!("docker-archive:{}:{reference}", archive.display()),
+    ]);
+    assert!(
+        out.status.success(),
+        "skopeo to docker-archive: {}",
+        text(&out)
+    );
+    podman_ok(&home, &["load", "-i", archive.to_str().unwrap()]);
+    let image_id = |r: &str| {
+        podman_ok(&home, &["image", "inspect", "--format", "{{.Id}}", r])
+            .trim()
+            .to_owned()
+    };
+    let pushed_id = image_id(&reference);
+    let login = |password: &str| {
+        podman(
+            &home,
+            &[
+                "login",
+                "--cert-dir",
+                certs,
+                "-u",
+                "alice",
+                "-p",
+                password,
+                &w,
+            ],
+        )
+    };
+    let out = login(WRONG_PASSWORD);
+    assert!(
+        !out.status.success() && text(&out).contains("invalid username/password"),
+        "podman login with a wrong password should fail:\n{}",
+        text(&out)
+    );
+    let out = login(ALICE_PASSWORD);
+    assert!(out.status.success(), "podman login failed:\n{}", text(&out));
+    podman_ok(&home, &["push", "--cert-dir", certs, &reference]);
+    podman_ok(&home, &["rmi", "--force", &pushed_id]);
+    podman_ok(&home, &["pull", "--cert-dir", certs, &reference]);
+    assert_eq!(
+        image_id(&reference),
+        pushed_id,
+        "podman pulled back another image"
+    );
+
+    wharf.stop();
+    assert_no_secret_in(&wharf.log_path());
 }
 
 /// `DIR/<wharf>/hosts.toml`: wharf is the registry itself, for pulls, resolves and pushes.
@@ -503,7 +583,7 @@ fn ctr_pushes_and_pulls_with_credentials() {
         std::time::Duration::from_secs(10),
     );
     drop((pusher, puller));
-    assert_no_secret_logged(&mut wharf, &[]);
+    assert_no_secret_logged(&mut wharf);
 }
 
 /// Proves: the identity wharf's `[auth]` proves reaches an access plugin. Two `allow-list` entries: one
@@ -598,5 +678,5 @@ fn an_access_plugin_judges_the_authenticated_identity() {
     );
     assert_eq!(crate::oci::sha256_digest(&out.stdout), layout.index.digest);
 
-    assert_no_secret_logged(&mut wharf, &[]);
+    assert_no_secret_logged(&mut wharf);
 }

@@ -25,11 +25,13 @@ const READY_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A wharf serving TLS with a certificate for 127.0.0.1 from its own test CA. Its certificate and key
 /// live at fixed paths (`cert_path`, `key_path`) that a test may overwrite before a `SIGHUP`.
-struct TlsWharf {
+pub(crate) struct TlsWharf {
     child: Option<Child>,
     addr: SocketAddr,
     home: TempDir,
     ca: TestCa,
+    /// TOML appended to the config (`[auth]` for the auth_clients tests).
+    extra_toml: String,
 }
 
 impl TlsWharf {
@@ -39,6 +41,11 @@ impl TlsWharf {
 
     /// `server_keys`: more `[server]` lines (timeouts).
     fn start_with(server_keys: &[&str]) -> TlsWharf {
+        TlsWharf::start_with_config(server_keys, "")
+    }
+
+    /// `extra_toml`: appended to the config. With `[auth]` in it, a 401 from `GET /v2/` means ready.
+    pub(crate) fn start_with_config(server_keys: &[&str], extra_toml: &str) -> TlsWharf {
         let home = tempfile::Builder::new()
             .prefix("wharf-e2e-tls-")
             .tempdir()
@@ -51,6 +58,7 @@ impl TlsWharf {
             addr: "127.0.0.1:0".parse().unwrap(),
             home,
             ca,
+            extra_toml: extra_toml.to_owned(),
         };
         fs::copy(cert, w.cert_path()).unwrap();
         fs::copy(key, w.key_path()).unwrap();
@@ -85,11 +93,12 @@ impl TlsWharf {
         let config = format!(
             "[server]\nlisten = \"{addr}\"\n{}\n[server.tls]\ncert_file = {}\nkey_file = {}\n\n\
              [storage]\ndata_dir = {}\n\n[mirror]\ndefault_upstream = \"\"\n\n\
-             [[upstream]]\nhost = \"docker.io\"\nendpoint = \"http://127.0.0.1:9\"\ninsecure = true\n",
+             [[upstream]]\nhost = \"docker.io\"\nendpoint = \"http://127.0.0.1:9\"\ninsecure = true\n{}",
             server_keys.join("\n"),
             s(self.cert_path()),
             s(self.key_path()),
             s(self.home.path().join("data")),
+            self.extra_toml,
         );
         fs::write(self.config_path(), config).unwrap();
     }
@@ -132,6 +141,7 @@ impl TlsWharf {
                 .and_then(|mut c| c.request("GET", "/v2/", &[]))
             {
                 Ok(r) if r.status == 200 => return Ok(()),
+                Ok(r) if r.status == 401 && self.extra_toml.contains("[auth]") => return Ok(()),
                 Ok(r) => last = format!("status {}", r.status),
                 Err(e) => last = e.to_string(),
             }
@@ -148,7 +158,7 @@ impl TlsWharf {
         }
     }
 
-    fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         self.addr.to_string()
     }
 
@@ -168,7 +178,7 @@ impl TlsWharf {
         self.home.path().join("wharf.toml")
     }
 
-    fn log_path(&self) -> PathBuf {
+    pub(crate) fn log_path(&self) -> PathBuf {
         self.home.path().join("wharf.log")
     }
 
@@ -176,7 +186,7 @@ impl TlsWharf {
         fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    fn scratch(&self, name: &str) -> PathBuf {
+    pub(crate) fn scratch(&self, name: &str) -> PathBuf {
         let d = self.home.path().join("scratch").join(name);
         fs::create_dir_all(&d).unwrap();
         d
@@ -184,7 +194,7 @@ impl TlsWharf {
 
     /// A directory holding the CA as `ca.crt`: the layout skopeo's `--*-cert-dir` and podman's
     /// `--cert-dir` read (a `certs.d/<host:port>/` entry).
-    fn cert_dir(&self) -> PathBuf {
+    pub(crate) fn cert_dir(&self) -> PathBuf {
         let d = self.scratch("certs.d").join(self.host());
         fs::create_dir_all(&d).unwrap();
         fs::copy(&self.ca.pem_path, d.join("ca.crt")).unwrap();
@@ -238,6 +248,13 @@ impl Drop for TlsWharf {
                 log_tail(&self.log_path(), 40)
             );
         }
+        self.stop();
+    }
+}
+
+impl TlsWharf {
+    /// SIGTERM, then wait (a stopped wharf has written its whole log); SIGKILL after 30 s.
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SAFETY: kill(2) on a child we spawned and have not reaped.
             unsafe {
