@@ -1,0 +1,243 @@
+//! One log line per request, however it ends (answered, cut short by its client, refused), and the
+//! count of requests in flight that a graceful shutdown waits for.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body::{Body as _, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::body::Body;
+use crate::error::Refused;
+use crate::policy::ClientAddr;
+use crate::registry::Registry;
+
+use super::IdleBody;
+
+/// Answers a request and logs it once, however it ends. Requests that change state run as their own
+/// task, so a client that leaves mid-request cannot cut a commit in half; their line is then written
+/// when they finish. Reads stop with their client, and are logged as it leaves.
+pub(super) async fn handle_logged(
+    registry: Arc<Registry>,
+    mut req: Request<IdleBody<Incoming>>,
+    peer: SocketAddr,
+    inflight: InFlight,
+) -> Response<LoggedBody> {
+    req.extensions_mut().insert(ClientAddr(peer));
+    let start = Instant::now();
+    let method = req.method().clone();
+    // The query too: `ns=` says which upstream a containerd request meant.
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
+    let log = RequestLog {
+        method,
+        path,
+        status: StatusCode::OK,
+        refused: None,
+        start,
+        peer,
+    };
+    if matches!(log.method, Method::GET | Method::HEAD) {
+        let mut waiting = Waiting(Some(log));
+        let guard = inflight.enter();
+        let resp = registry.handle(req).await;
+        return logged(resp, waiting.0.take().expect("only taken here"), guard);
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel::<Response<Body>>();
+    let mut task_log = log.copy();
+    let task_guard = inflight.enter();
+    tokio::spawn(async move {
+        let _in_flight = task_guard;
+        let resp = registry.handle(req).await;
+        // The client left before the answer: nobody else will log this request.
+        if let Err(resp) = tx.send(resp) {
+            task_log.answered(&resp);
+            task_log.emit(0, false, true);
+        }
+    });
+    let resp = rx.await.unwrap_or_else(|_| {
+        // The handler panicked; its task is gone.
+        crate::registry::error_response(
+            crate::error::RegistryError::new(
+                crate::error::ErrorCode::Unknown,
+                "internal error while answering this request; see wharf's log",
+            ),
+            false,
+        )
+    });
+    logged(resp, log, inflight.enter())
+}
+
+fn logged(resp: Response<Body>, mut log: RequestLog, guard: InFlightGuard) -> Response<LoggedBody> {
+    log.answered(&resp);
+    resp.map(|inner| LoggedBody {
+        inner,
+        sent: 0,
+        log: Some(log),
+        _in_flight: guard,
+    })
+}
+
+/// Requests being answered (handlers running, response bodies being sent). A graceful stop waits for
+/// these, not for connections: an idle keep-alive connection holds no request, and hyper would keep
+/// it (and the stop) waiting until the client sent another one.
+#[derive(Clone, Default)]
+pub(super) struct InFlight(Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>);
+
+struct InFlightGuard(InFlight);
+
+impl InFlight {
+    fn enter(&self) -> InFlightGuard {
+        self.0 .0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlightGuard(self.clone())
+    }
+
+    /// Resolves once no request is in flight.
+    pub(super) async fn idle(&self) {
+        loop {
+            let notified = self.0 .1.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.0 .0.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self
+            .0
+             .0
+             .0
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.0 .0 .1.notify_waiters();
+        }
+    }
+}
+
+/// Logs a read whose client left before it was answered (nginx's 499).
+struct Waiting(Option<RequestLog>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(mut l) = self.0.take() {
+            l.status = CLIENT_GONE;
+            l.emit(0, false, true);
+        }
+    }
+}
+
+/// What the log says for a request whose client left before the answer (as nginx does).
+const CLIENT_GONE: StatusCode = match StatusCode::from_u16(499) {
+    Ok(s) => s,
+    Err(_) => StatusCode::BAD_REQUEST,
+};
+
+struct RequestLog {
+    method: Method,
+    path: String,
+    status: StatusCode,
+    refused: Option<Refused>,
+    start: Instant,
+    peer: SocketAddr,
+}
+
+impl RequestLog {
+    fn copy(&self) -> RequestLog {
+        RequestLog {
+            method: self.method.clone(),
+            path: self.path.clone(),
+            status: self.status,
+            refused: self.refused.clone(),
+            start: self.start,
+            peer: self.peer,
+        }
+    }
+
+    fn answered(&mut self, resp: &Response<Body>) {
+        self.status = resp.status();
+        self.refused = resp.extensions().get::<Refused>().cloned();
+    }
+
+    /// The request's one line: a refusal with its error code, and at debug level its message.
+    fn emit(&self, bytes: u64, complete: bool, client_gone: bool) {
+        let micros = self.start.elapsed().as_micros() as u64;
+        let (peer, method, path, status) =
+            (&self.peer, &self.method, &self.path, self.status.as_u16());
+        crate::metrics::request(method, path, status, bytes, micros);
+        match &self.refused {
+            None => {
+                tracing::info!(%peer, %method, %path, status, bytes, micros, complete, client_gone, "request")
+            }
+            Some(r) if tracing::enabled!(tracing::Level::DEBUG) => tracing::info!(
+                %peer, %method, %path, status, error = %r.code, reason = %r.message, bytes, micros,
+                complete, client_gone, "request"
+            ),
+            Some(r) => {
+                tracing::info!(%peer, %method, %path, status, error = %r.code, bytes, micros, complete, client_gone, "request")
+            }
+        }
+    }
+}
+
+/// A response body that logs its request once the body is done (or abandoned), with the bytes sent:
+/// the one place that sees both the status and how the transfer ended.
+pub struct LoggedBody {
+    inner: Body,
+    sent: u64,
+    log: Option<RequestLog>,
+    _in_flight: InFlightGuard,
+}
+
+impl http_body::Body for LoggedBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &r {
+            if let Some(d) = f.data_ref() {
+                this.sent += d.len() as u64;
+            }
+        }
+        if let Poll::Ready(Some(Err(e))) = &r {
+            if let Some(l) = &this.log {
+                tracing::error!(path = %l.path, error = %e, "response body failed; aborting the transfer");
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        if let Some(l) = self.log.take() {
+            let complete = self.inner.is_end_stream();
+            l.emit(self.sent, complete, false);
+        }
+    }
+}
