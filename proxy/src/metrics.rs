@@ -681,6 +681,20 @@ pub fn state_name(s: &crate::push::journal::State) -> &'static str {
     }
 }
 
+/// Why `[metrics] listen` cannot work beside `server.listen`: the same port on a shared address
+/// (a wildcard address shares every one of its family's).
+pub fn collides(cfg: &crate::config::Config) -> Option<String> {
+    let (m, s) = (cfg.metrics.listen?, cfg.server.listen);
+    let shared = m.ip() == s.ip()
+        || (m.is_ipv4() == s.is_ipv4() && (m.ip().is_unspecified() || s.ip().is_unspecified()));
+    (m.port() == s.port() && shared).then(|| {
+        format!(
+            "metrics.listen {m} is where wharf serves the registry (server.listen {s}); give the \
+             metrics listener a port of its own, e.g. \"127.0.0.1:9090\", or \"\" for none"
+        )
+    })
+}
+
 /// Starts the metrics listener when `[metrics] listen` names an address. A port that cannot be bound
 /// is logged (the registry goes on serving: metrics are not worth refusing pulls over).
 pub fn spawn(cfg: &MetricsConfig, admin: &Admin) -> Option<tokio::task::JoinHandle<()>> {

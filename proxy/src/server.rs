@@ -73,6 +73,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Metrics(String),
 }
 
 /// Opens the data directory: the content store, and the metadata store (locked while it is open:
@@ -146,6 +148,9 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
         .map_err(StartError::Push)?,
     );
     crate::auth::check_exposure(cfg).map_err(StartError::Auth)?;
+    if let Some(why) = crate::metrics::collides(cfg) {
+        return Err(StartError::Metrics(why));
+    }
     let auth = crate::auth::Auth::load(&cfg.auth)
         .map_err(StartError::Auth)?
         .map(|a| Arc::new(a.secure(cfg.server.tls.is_some())));

@@ -103,6 +103,8 @@ ca_file = "/nonexistent/wharf-e2e/ca.pem"
 [[push]]
 prefix = "ci"
 target = "ftp://registry.example/team"
+[metrics]
+listen = "127.0.0.1:5000"
 "#,
     )
     .unwrap();
@@ -124,6 +126,8 @@ target = "ftp://registry.example/team"
          is configured; ",
         "push[0].target: target \"ftp://registry.example/team\" must be http(s)://host[:port]/\
          repository",
+        "metrics.listen: metrics.listen 127.0.0.1:5000 is where wharf serves the registry \
+         (server.listen 0.0.0.0:5000); give the metrics listener a port of its own",
     ];
     for e in expect {
         assert!(
@@ -134,7 +138,7 @@ target = "ftp://registry.example/team"
     }
     assert_eq!(lines.len(), expect.len(), "{}", describe(&out));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains(&format!("7 problems in {}", file.display())),
+        String::from_utf8_lossy(&out.stderr).contains(&format!("8 problems in {}", file.display())),
         "{}",
         describe(&out)
     );
@@ -186,4 +190,39 @@ fn deploy_example_config_is_ok() {
     fs::write(&file, toml).unwrap();
     let out = check_config(&file);
     assert!(out.status.success(), "{}", describe(&out));
+}
+
+/// Proves: `wharf serve` refuses a metrics listener on the registry's own address, naming both keys,
+/// instead of serving without metrics.
+#[test]
+fn serve_refuses_metrics_on_the_registry_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wharf.toml");
+    let port = free_port();
+    fs::write(
+        &file,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\ndata_dir = \"{}\"\n\
+             [metrics]\nlisten = \"127.0.0.1:{port}\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(wharf_bin());
+    cmd.arg("serve").arg("--config").arg(&file);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("WHARF_") {
+            cmd.env_remove(key);
+        }
+    }
+    let out = cmd.output().expect("run wharf serve");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && said.contains("metrics.listen")
+            && said.contains("server.listen")
+            && said.contains("a port of its own"),
+        "{}",
+        describe(&out)
+    );
 }

@@ -554,6 +554,11 @@ impl Semantic {
         self.tls().await;
         let upstreams_ok = self.upstreams();
         self.auth();
+        if let Some(why) = crate::metrics::collides(&self.cfg) {
+            let (problem, fix) = why.split_once("; ").unwrap_or((&why, ""));
+            self.problems
+                .push(Problem::new("metrics.listen", problem, fix.to_owned()));
+        }
         self.plugins().await;
         // Push routes and the default upstream are checked by the constructors the server runs,
         // which want a store and metadata: a scratch data directory, removed afterwards.
