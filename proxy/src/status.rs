@@ -252,9 +252,10 @@ pub fn text(s: &Status) -> String {
                 c.blob_hits, c.blob_misses, c.manifest_hits, c.manifest_misses,
             );
         }
-        None => {
+        None if s.cache_totals.is_some() => {
             let _ = writeln!(out, "no server running: totals as of its last sample");
         }
+        None => {}
     }
     match &s.last_gc {
         Some(g) => {
