@@ -158,8 +158,8 @@ fn docker_login_push_pull() {
         "docker push without login succeeded:\n{all}"
     );
     assert!(
-        all.contains("unauthorized") || all.contains("authentication required"),
-        "docker should report an authentication error for a push without login:\n{all}"
+        all.contains("unauthorized: authentication required: pushes and deletes need a credential"),
+        "docker should report wharf's authentication error for a push without login:\n{all}"
     );
 
     // 2. A wrong password: login fails, with wharf's message.
@@ -500,9 +500,10 @@ fn ctr_pushes_and_pulls_with_credentials() {
         &reference,
         &src_ref,
     ]);
+    // ctr prints the status, not the body.
     assert!(
-        !refused.status.success(),
-        "ctr pushed without credentials:\n{}",
+        !refused.status.success() && text(&refused).contains("401 Unauthorized"),
+        "ctr should be refused a push without credentials:\n{}",
         text(&refused)
     );
     pusher.ctr(&[
@@ -591,7 +592,8 @@ fn ctr_pushes_and_pulls_with_credentials() {
 /// of `release/**` to anonymous callers (`identities = ["anonymous"]`). alice pushes
 /// `release/app` with skopeo; bob (a valid user, whom wharf's own rules let push anywhere) is refused,
 /// and skopeo shows the plugin's reason naming bob; an anonymous pull is refused by the other entry
-/// (so wharf passed no identity), while bob's pull of the same image works. No `[[auth.rule]]` is
+/// (so wharf passed no identity), as is a request with an anonymous token from wharf's `/token`,
+/// while bob's pull of the same image works. No `[[auth.rule]]` is
 /// configured: every refusal here is the plugin's.
 #[test]
 fn an_access_plugin_judges_the_authenticated_identity() {
@@ -670,6 +672,20 @@ fn an_access_plugin_judges_the_authenticated_identity() {
             "skopeo should show the plugin's reason ({needle:?}):\n{stderr}"
         );
     }
+    // A token from wharf's endpoint without credentials is anonymous too.
+    let api = crate::http::Api::new(wharf.base());
+    let r = api.get("/token?service=wharf&scope=repository:release/app:pull");
+    r.assert_status(200);
+    let bearer = format!("Bearer {}", r.json()["token"].as_str().expect("a token"));
+    let r = api.request(
+        "GET",
+        "/v2/release/app/tags/list",
+        &[("Authorization", &bearer)],
+        None,
+    );
+    r.assert_error(403, "DENIED");
+    crate::plugins::assert_body_names(&r, "denied by plugin no-anonymous-release");
+    crate::plugins::assert_body_names(&r, "for anonymous callers");
     let out = inspect(Some(&format!("bob:{BOB_PASSWORD}")));
     assert!(
         out.status.success(),
