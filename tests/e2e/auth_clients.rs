@@ -1,7 +1,8 @@
 //! Client authentication (`[auth]`, issue 17) with the clients people really log in with: dockerd
 //! 20.10 (`docker login`, then `docker push` / `docker pull`), podman (`podman login`) and containerd
 //! 1.6 (`ctr --user`, which asks wharf's token endpoint with an OAuth2 password grant), each against a
-//! wharf with an htpasswd file (bcrypt) and a `docker-registry` upstream; and the identity wharf proves
+//! wharf with an htpasswd file (bcrypt) and a `docker-registry` upstream (podman and ctr also over
+//! wharf's TLS listener, trusting the test CA); and the identity wharf proves
 //! reaching an access plugin (the `allow-list`'s `identities` / `except_identities`), seen by skopeo.
 //! Every test then reads wharf's whole log for the passwords and tokens that went by: none may be there.
 
@@ -585,6 +586,91 @@ fn ctr_pushes_and_pulls_with_credentials() {
     );
     drop((pusher, puller));
     assert_no_secret_logged(&mut wharf);
+}
+
+/// Proves: over wharf's TLS listener (the test CA as `ca` in `hosts.toml`), with `anonymous_pull =
+/// false`, containerd pulls with `--user` (its OAuth2 `POST` goes to the `https://` realm wharf names)
+/// what skopeo pushed with `--dest-creds`, and is refused without `--user`. No secret is logged.
+#[test]
+fn ctr_pulls_with_credentials_over_tls() {
+    let files = tempfile::tempdir().unwrap();
+    let htpasswd = files.path().join("htpasswd");
+    write_htpasswd(&htpasswd);
+    let mut wharf = crate::tls_listener::TlsWharf::start_with_config(
+        &[],
+        &format!(
+            "\n[auth]\nhtpasswd_file = {}\nanonymous_pull = false\n",
+            serde_json::to_string(&htpasswd.display().to_string()).unwrap()
+        ),
+    );
+    let w = wharf.host();
+    let certs = wharf.cert_dir();
+    let layout = write_layout(&wharf.scratch("src"), &LayoutSpec::small("v1", 1755));
+    let reference = format!("{w}/team/app:v1");
+    Skopeo::new().copy_with(
+        &[
+            "--dest-cert-dir",
+            certs.to_str().unwrap(),
+            "--dest-creds",
+            &format!("alice:{ALICE_PASSWORD}"),
+        ],
+        &layout.skopeo_ref(),
+        &format!("docker://{reference}"),
+    );
+    let hosts = wharf.scratch("hosts");
+    let dir = hosts.join(&w);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("hosts.toml"),
+        format!(
+            "server = \"https://{w}\"\n\n[host.\"https://{w}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = {}\n",
+            serde_json::to_string(&certs.join("ca.crt").display().to_string()).unwrap()
+        ),
+    )
+    .unwrap();
+    let ctrd = Containerd::start();
+    let hosts_arg = hosts.to_str().unwrap();
+    let bob = format!("bob:{BOB_PASSWORD}");
+    let pull = |user: Option<&str>| {
+        let mut args = vec![
+            "images",
+            "pull",
+            "--snapshotter",
+            "native",
+            "--hosts-dir",
+            hosts_arg,
+            "--platform",
+            "linux/amd64",
+        ];
+        if let Some(u) = user {
+            args.extend(["--user", u]);
+        }
+        args.push(&reference);
+        ctrd.output(&args)
+    };
+    let out = pull(None);
+    assert!(
+        !out.status.success() && text(&out).contains("401 Unauthorized"),
+        "ctr should be refused a pull without credentials:\n{}",
+        text(&out)
+    );
+    let out = pull(Some(&bob));
+    assert!(
+        out.status.success(),
+        "ctr pull --user bob over TLS failed:\n{}",
+        text(&out)
+    );
+    assert_eq!(ctrd.image_digest(&reference), layout.index.digest);
+
+    drop(ctrd);
+    wharf.stop();
+    let log = fs::read_to_string(wharf.log_path()).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("method=POST path=/token") && l.contains("status=200")),
+        "containerd should have asked for its token with a POST (OAuth2 password grant)"
+    );
+    assert_no_secret_in(&wharf.log_path());
 }
 
 /// Proves: the identity wharf's `[auth]` proves reaches an access plugin. Two `allow-list` entries: one
