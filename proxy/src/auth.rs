@@ -327,7 +327,10 @@ impl Auth {
         }
         let mut e = RegistryError::new(
             ErrorCode::Unauthorized,
-            format!("authentication required: {why}"),
+            format!(
+                "authentication required: {why} (log in to {host} first: docker login, podman \
+                 login, skopeo --creds, ctr --user)"
+            ),
         );
         if let Ok(v) = HeaderValue::from_str(&challenge) {
             e.headers.push((WWW_AUTHENTICATE, v));
