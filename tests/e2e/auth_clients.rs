@@ -2,8 +2,8 @@
 //! 20.10 (`docker login`, then `docker push` / `docker pull`), podman (`podman login`) and containerd
 //! 1.6 (`ctr --user`, which asks wharf's token endpoint with an OAuth2 password grant), each against a
 //! wharf with an htpasswd file (bcrypt) and a `docker-registry` upstream (podman and ctr also over
-//! wharf's TLS listener, trusting the test CA); and the identity wharf proves
-//! reaching an access plugin (the `allow-list`'s `identities` / `except_identities`), seen by skopeo.
+//! wharf's TLS listener, trusting the test CA); and the identity wharf proves reaching an access
+//! plugin (the `allow-list`'s `identities` / `except_identities`), seen by skopeo.
 //! Every test then reads wharf's whole log for the passwords and tokens that went by: none may be there.
 
 use std::fs;
