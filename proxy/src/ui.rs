@@ -112,12 +112,19 @@ pub fn denied(plugin: &str, request: &str, reason: &str) {
     });
 }
 
-/// Writes samples of the cache totals to `meta`, counting on from the last one recorded.
+/// Writes samples of the cache totals to `meta`, counting on from the last one recorded. While the
+/// totals stand still nothing is written (an idle wharf does not write every interval); the last
+/// unchanged sample is written just before the next change, so the chart stays flat until then
+/// instead of sloping across the idle time.
 pub struct Sampler {
     meta: Meta,
     base: Sample,
     keep: Retention,
     thinned_to: u64,
+    /// The totals of the last sample written by this process.
+    written: Option<CacheTotals>,
+    /// The newest sample not written because nothing had changed.
+    held: Option<Sample>,
 }
 
 impl Sampler {
@@ -134,29 +141,47 @@ impl Sampler {
             base,
             keep,
             thinned_to: 0,
+            written: None,
+            held: None,
         })
     }
 
-    /// Records the base plus `counters` at `at`; `durable` forces it to disk (at a stop).
+    /// Records the base plus `counters` at `at`, unless nothing changed since the last sample written
+    /// (`None` then); `durable` writes it in any case, forced to disk (at a stop).
     pub async fn record(
         &mut self,
         counters: CacheTotals,
         at: u64,
         durable: bool,
-    ) -> Result<Sample, MetaError> {
+    ) -> Result<Option<Sample>, MetaError> {
         let s = continued(Some(self.base), counters, at);
+        if self.written == Some(s.totals) {
+            if !durable {
+                self.held = Some(s);
+                return Ok(None);
+            }
+        } else if let Some(h) = self.held.take() {
+            self.write(h, false).await?;
+        }
+        self.held = None;
+        self.write(s, durable).await?;
+        Ok(Some(s))
+    }
+
+    async fn write(&mut self, s: Sample, durable: bool) -> Result<(), MetaError> {
         self.thinned_to = self
             .meta
             .record_sample(s, self.keep, self.thinned_to, durable)
             .await?;
-        Ok(s)
+        self.written = Some(s.totals);
+        Ok(())
     }
 }
 
 /// The server's sampler: every `every` (the first at once) and once more, durably, when a stop is
 /// asked for (SIGTERM or SIGINT: the housekeeping tasks are aborted after the server drains, and the
-/// counts since the last tick would be lost), until aborted. Off the request path: one small write
-/// per interval on the blocking pool.
+/// counts since the last tick would be lost), until aborted. Off the request path: at most one small
+/// write per interval (none while idle), on the blocking pool.
 pub async fn sampler(meta: Meta, every: Duration) {
     let every = every.max(Duration::from_secs(1));
     let mut tick = tokio::time::interval(every);

@@ -453,7 +453,8 @@ async fn the_sampler_counts_on_across_a_restart() {
     let s = second
         .record(totals(1, 1, 100), NOW + 100, false)
         .await
-        .unwrap();
+        .unwrap()
+        .expect("written");
     assert_eq!(s.since, NOW);
     assert_eq!(
         s.totals,
@@ -491,4 +492,41 @@ fn the_history_says_since_when_it_counts() {
         "{html}"
     );
     assert!(html.contains("50 %"), "{html}");
+}
+
+/// Idle: nothing written; the next change writes the last idle sample first (a flat line until the
+/// change, not a slope across the idle time); a stop writes even with nothing new.
+#[tokio::test]
+async fn an_idle_sampler_writes_nothing_until_a_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = crate::meta::Meta::open(&dir.path().join("meta.redb")).unwrap();
+    let mut s = super::Sampler::start(meta.clone(), Retention::DEFAULT, NOW)
+        .await
+        .unwrap();
+    let times = || async {
+        meta.samples()
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.at)
+            .collect::<Vec<_>>()
+    };
+    assert!(s
+        .record(totals(1, 0, 5), NOW, false)
+        .await
+        .unwrap()
+        .is_some());
+    for t in 1..=5 {
+        assert_eq!(
+            s.record(totals(1, 0, 5), NOW + t * 10, false)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    assert_eq!(times().await, vec![NOW]);
+    s.record(totals(2, 0, 9), NOW + 60, false).await.unwrap();
+    assert_eq!(times().await, vec![NOW, NOW + 50, NOW + 60]);
+    s.record(totals(2, 0, 9), NOW + 70, true).await.unwrap();
+    assert_eq!(times().await, vec![NOW, NOW + 50, NOW + 60, NOW + 70]);
 }
