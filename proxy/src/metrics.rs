@@ -1,6 +1,7 @@
 //! What wharf is doing, for Prometheus: one process-wide set of counters (`prometheus-client`), fed by
 //! one-line calls from the modules that see each event, and a small listener of its own
-//! (`[metrics] listen`) that serves them as `GET /metrics` in the Prometheus text format.
+//! (`[metrics] listen`, metrics/listener.rs) that serves them as `GET /metrics` in the Prometheus
+//! text format, and the status page.
 //!
 //! Counting is always on (atomics; labels are `&'static str`, numbers, or per-name handles looked up
 //! without allocating), so `wharf status` can report the hit ratio whether or not anyone scrapes.
@@ -15,16 +16,13 @@
 //! - a *join* is a request that found the content it missed already on its way (a running blob fill,
 //!   or a manifest/referrers/rewrite computation in flight), so no second upstream request was made.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::time::Instant;
 
-use bytes::Bytes;
 use dashmap::DashMap;
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http::{Method, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -34,7 +32,10 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
 use crate::admin::Admin;
-use crate::config::MetricsConfig;
+
+mod listener;
+
+pub use listener::{collides, spawn};
 
 /// What a cache lookup was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -678,112 +679,6 @@ pub fn state_name(s: &crate::push::journal::State) -> &'static str {
         State::Delivering => "delivering",
         State::Delivered => "delivered",
         State::Failed => "failed",
-    }
-}
-
-/// Why `[metrics] listen` cannot work beside `server.listen`: the same port on a shared address
-/// (a wildcard address shares every one of its family's).
-pub fn collides(cfg: &crate::config::Config) -> Option<String> {
-    let (m, s) = (cfg.metrics.listen?, cfg.server.listen);
-    let shared = m.ip() == s.ip()
-        || (m.is_ipv4() == s.is_ipv4() && (m.ip().is_unspecified() || s.ip().is_unspecified()));
-    (m.port() == s.port() && shared).then(|| {
-        format!(
-            "metrics.listen {m} is where wharf serves the registry (server.listen {s}); give the \
-             metrics listener a port of its own, e.g. \"127.0.0.1:9090\", or \"\" for none"
-        )
-    })
-}
-
-/// Starts the metrics listener when `[metrics] listen` names an address. A port that cannot be bound
-/// is logged (the registry goes on serving: metrics are not worth refusing pulls over).
-pub fn spawn(cfg: &MetricsConfig, admin: &Admin) -> Option<tokio::task::JoinHandle<()>> {
-    let addr = cfg.listen?;
-    let listener = match std::net::TcpListener::bind(addr)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .and_then(tokio::net::TcpListener::from_std)
-    {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(
-                %addr, error = %e,
-                "cannot listen for metrics (set metrics.listen to a free address, or \"\" for none); \
-                 serving without /metrics"
-            );
-            return None;
-        }
-    };
-    tracing::info!(%addr, "serving /metrics and the status page (/ui)");
-    Some(tokio::spawn(serve(listener, admin.clone())))
-}
-
-/// What the listener serves from.
-struct State {
-    admin: Admin,
-}
-
-async fn serve(listener: tokio::net::TcpListener, admin: Admin) {
-    let state = Arc::new(State { admin });
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics: accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .await;
-        });
-    }
-}
-
-fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header(http::header::CONTENT_TYPE, content_type)
-        .body(Full::new(Bytes::from(body)))
-        .expect("valid response")
-}
-
-async fn handle<B>(state: &State, req: Request<B>) -> Response<Full<Bytes>> {
-    let path = req.uri().path();
-    if path == "/ui" || path.starts_with("/ui/") {
-        return crate::ui::serve(&state.admin, req.method(), req.uri()).await;
-    }
-    if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        return text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain; charset=utf-8",
-            "the metrics listener only answers GET\n".into(),
-        );
-    }
-    match path {
-        "/metrics" => text(
-            StatusCode::OK,
-            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
-            scrape(&state.admin).await,
-        ),
-        "/" => text(
-            StatusCode::OK,
-            "text/plain; charset=utf-8",
-            "wharf: GET /metrics (Prometheus text format), GET /ui (status page)\n".into(),
-        ),
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "text/plain; charset=utf-8",
-            format!("nothing at {path} here: this listener serves /metrics and /ui\n"),
-        ),
     }
 }
 

@@ -1,0 +1,121 @@
+//! The metrics listener (`[metrics] listen`): `GET /metrics` for Prometheus and the status page
+//! (`/ui`, ui.rs), on an address of their own.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+
+use crate::admin::Admin;
+use crate::config::MetricsConfig;
+
+use super::scrape;
+
+/// Why `[metrics] listen` cannot work beside `server.listen`: the same port on a shared address
+/// (a wildcard address shares every one of its family's).
+pub fn collides(cfg: &crate::config::Config) -> Option<String> {
+    let (m, s) = (cfg.metrics.listen?, cfg.server.listen);
+    let shared = m.ip() == s.ip()
+        || (m.is_ipv4() == s.is_ipv4() && (m.ip().is_unspecified() || s.ip().is_unspecified()));
+    (m.port() == s.port() && shared).then(|| {
+        format!(
+            "metrics.listen {m} is where wharf serves the registry (server.listen {s}); give the \
+             metrics listener a port of its own, e.g. \"127.0.0.1:9090\", or \"\" for none"
+        )
+    })
+}
+
+/// Starts the metrics listener when `[metrics] listen` names an address. A port that cannot be bound
+/// is logged (the registry goes on serving: metrics are not worth refusing pulls over).
+pub fn spawn(cfg: &MetricsConfig, admin: &Admin) -> Option<tokio::task::JoinHandle<()>> {
+    let addr = cfg.listen?;
+    let listener = match std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .and_then(tokio::net::TcpListener::from_std)
+    {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(
+                %addr, error = %e,
+                "cannot listen for metrics (set metrics.listen to a free address, or \"\" for none); \
+                 serving without /metrics"
+            );
+            return None;
+        }
+    };
+    tracing::info!(%addr, "serving /metrics and the status page (/ui)");
+    Some(tokio::spawn(serve(listener, admin.clone())))
+}
+
+/// What the listener serves from.
+struct State {
+    admin: Admin,
+}
+
+async fn serve(listener: tokio::net::TcpListener, admin: Admin) {
+    let state = Arc::new(State { admin });
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(&state, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response")
+}
+
+async fn handle<B>(state: &State, req: Request<B>) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    if path == "/ui" || path.starts_with("/ui/") {
+        return crate::ui::serve(&state.admin, req.method(), req.uri()).await;
+    }
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "the metrics listener only answers GET\n".into(),
+        );
+    }
+    match path {
+        "/metrics" => text(
+            StatusCode::OK,
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+            scrape(&state.admin).await,
+        ),
+        "/" => text(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            "wharf: GET /metrics (Prometheus text format), GET /ui (status page)\n".into(),
+        ),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            format!("nothing at {path} here: this listener serves /metrics and /ui\n"),
+        ),
+    }
+}
