@@ -15,7 +15,7 @@ use tempfile::TempDir;
 use crate::harness::{DistRegistry, MirrorOptions, UpstreamSpec, Wharf, WharfOptions};
 use crate::layout::{write_layout, Layout, LayoutSpec};
 use crate::mirror::ctr::Containerd;
-use crate::mirror::docker_daemon::{enter_private_network, native_image, DockerTools, Dockerd};
+use crate::mirror::docker_daemon::{in_private_network, native_image, DockerTools, Dockerd};
 use crate::mirror::push_to_upstream;
 use crate::plugins::{component, Entry, PluginFiles};
 use crate::skopeo::Skopeo;
@@ -43,6 +43,22 @@ fn write_htpasswd(path: &Path) {
 /// A wharf with alice and bob in its htpasswd file, `[auth]` keys `auth_keys`, `extra` TOML after
 /// them, and `upstream` as the mirrored registry under path prefix `up`; and the directory of the
 /// htpasswd file, to keep while wharf runs.
+/// A wharf on TLS (the test CA's certificate) with the htpasswd file and `auth_keys` in `[auth]`;
+/// keep the directory for as long as wharf runs.
+fn start_tls(auth_keys: &str) -> (crate::tls_listener::TlsWharf, TempDir) {
+    let files = tempfile::tempdir().unwrap();
+    let htpasswd = files.path().join("htpasswd");
+    write_htpasswd(&htpasswd);
+    let wharf = crate::tls_listener::TlsWharf::start_with_config(
+        &[],
+        &format!(
+            "\n[auth]\nhtpasswd_file = {}\n{auth_keys}",
+            serde_json::to_string(&htpasswd.display().to_string()).unwrap()
+        ),
+    );
+    (wharf, files)
+}
+
 fn start(upstream: &DistRegistry, auth_keys: &str, extra: &str) -> (Wharf, TempDir) {
     let files = tempfile::tempdir().unwrap();
     let htpasswd = files.path().join("htpasswd");
@@ -115,17 +131,7 @@ fn text(out: &std::process::Output) -> String {
 /// token is in wharf's log.
 #[test]
 fn docker_logs_in_then_pushes_and_pulls() {
-    // As in mirror::docker_daemon: dockerd and its peers in a network namespace with only loopback.
-    let t = std::thread::Builder::new()
-        .name("docker-auth-netns".into())
-        .spawn(|| {
-            enter_private_network();
-            docker_login_push_pull();
-        })
-        .expect("spawn the test thread");
-    if let Err(panic) = t.join() {
-        std::panic::resume_unwind(panic);
-    }
+    in_private_network("docker-auth-netns", docker_login_push_pull);
 }
 
 fn docker_login_push_pull() {
@@ -373,16 +379,7 @@ fn podman_logs_in_then_pushes_and_pulls() {
 /// TLS (an `http://` one would reach the TLS port in plain HTTP and fail). No secret is logged.
 #[test]
 fn podman_logs_in_over_tls_with_the_test_ca() {
-    let files = tempfile::tempdir().unwrap();
-    let htpasswd = files.path().join("htpasswd");
-    write_htpasswd(&htpasswd);
-    let mut wharf = crate::tls_listener::TlsWharf::start_with_config(
-        &[],
-        &format!(
-            "\n[auth]\nhtpasswd_file = {}\n",
-            serde_json::to_string(&htpasswd.display().to_string()).unwrap()
-        ),
-    );
+    let (mut wharf, _files) = start_tls("");
     let w = wharf.host();
     let certs = wharf.cert_dir();
     let certs = certs.to_str().unwrap();
@@ -593,16 +590,7 @@ fn ctr_pushes_and_pulls_with_credentials() {
 /// what skopeo pushed with `--dest-creds`, and is refused without `--user`. No secret is logged.
 #[test]
 fn ctr_pulls_with_credentials_over_tls() {
-    let files = tempfile::tempdir().unwrap();
-    let htpasswd = files.path().join("htpasswd");
-    write_htpasswd(&htpasswd);
-    let mut wharf = crate::tls_listener::TlsWharf::start_with_config(
-        &[],
-        &format!(
-            "\n[auth]\nhtpasswd_file = {}\nanonymous_pull = false\n",
-            serde_json::to_string(&htpasswd.display().to_string()).unwrap()
-        ),
-    );
+    let (mut wharf, _files) = start_tls("anonymous_pull = false\n");
     let w = wharf.host();
     let certs = wharf.cert_dir();
     let layout = write_layout(&wharf.scratch("src"), &LayoutSpec::small("v1", 1755));

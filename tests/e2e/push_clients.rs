@@ -20,7 +20,7 @@ use crate::harness::{log_tail, DistRegistry, MirrorOptions, UpstreamSpec, Wharf,
 use crate::http::Api;
 use crate::layout::{write_layout, LayoutSpec};
 use crate::mirror::ctr::Containerd;
-use crate::mirror::docker_daemon::{enter_private_network, DockerTools, Dockerd};
+use crate::mirror::docker_daemon::{in_private_network, DockerTools, Dockerd};
 use crate::mirror::relay::Relay;
 use crate::oci::sha256_digest;
 use crate::skopeo::Skopeo;
@@ -222,17 +222,7 @@ fn containerd_pushes_through_a_route_with_hosts_toml() {
 /// reported, its config and layers intact, and wharf holds `ci/app:v1` with that digest too.
 #[test]
 fn docker_pushes_through_a_route() {
-    // As in mirror::docker_daemon: dockerd and its peers in a network namespace with only loopback.
-    let t = std::thread::Builder::new()
-        .name("docker-push-netns".into())
-        .spawn(|| {
-            enter_private_network();
-            docker_push_through_route();
-        })
-        .expect("spawn the test thread");
-    if let Err(panic) = t.join() {
-        std::panic::resume_unwind(panic);
-    }
+    in_private_network("docker-push-netns", docker_push_through_route);
 }
 
 fn docker_push_through_route() {

@@ -49,17 +49,7 @@ const POLL: Duration = Duration::from_millis(50);
 /// upstream stopped and the image removed from dockerd, it pulls `alpine:3` again from wharf's cache.
 #[test]
 fn docker_daemon_pulls_through_wharf_as_its_registry_mirror() {
-    // A thread of our own, so the network namespace ends with it whatever libtest does with its threads.
-    let t = std::thread::Builder::new()
-        .name("docker-netns".into())
-        .spawn(|| {
-            enter_private_network();
-            pull_through_wharf_then_from_its_cache();
-        })
-        .expect("spawn the test thread");
-    if let Err(panic) = t.join() {
-        std::panic::resume_unwind(panic);
-    }
+    in_private_network("docker-netns", pull_through_wharf_then_from_its_cache);
 }
 
 fn pull_through_wharf_then_from_its_cache() {
@@ -194,6 +184,22 @@ fn pull_through_wharf_then_from_its_cache() {
          after {layers_after:?}):\n{}",
         front.describe()
     );
+}
+
+/// Runs `test` on a thread of its own in a private network namespace (see [`enter_private_network`]):
+/// the namespace ends with that thread, whatever libtest does with its own threads; a panic in
+/// `test` fails the caller.
+pub(crate) fn in_private_network(name: &str, test: impl FnOnce() + Send + 'static) {
+    let t = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            enter_private_network();
+            test();
+        })
+        .expect("spawn the test thread");
+    if let Err(panic) = t.join() {
+        std::panic::resume_unwind(panic);
+    }
 }
 
 /// Moves the calling thread (and every process and socket it creates from now on) into a new network
