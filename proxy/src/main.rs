@@ -193,6 +193,9 @@ enum PluginsCommand {
         /// Tag or digest.
         #[arg(long = "ref")]
         reference: Option<String>,
+        /// The caller's identity, as [auth] would have proved it (leave out for an anonymous caller).
+        #[arg(long)]
+        identity: Option<String>,
         /// For `platforms`: a JSON list of platforms, or an OCI image index.
         #[arg(long)]
         platforms: Option<PathBuf>,
@@ -476,11 +479,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     registry,
                     repo,
                     reference,
+                    identity,
                     platforms,
                     manifest,
                     media_type,
                     timeout_ms,
-                } => cli::context(&op, registry, repo, reference).and_then(|ctx| {
+                } => cli::context(&op, registry, repo, reference, identity).and_then(|ctx| {
                     cli::run(&cli::RunArgs {
                         path: file,
                         config,

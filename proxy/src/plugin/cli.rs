@@ -233,6 +233,7 @@ pub fn context(
     registry: Option<String>,
     repository: String,
     reference: Option<String>,
+    identity: Option<String>,
 ) -> Result<RequestCtx, CliError> {
     Ok(RequestCtx {
         operation: op.parse::<Operation>().map_err(CliError::Usage)?,
@@ -240,7 +241,7 @@ pub fn context(
         repository,
         reference,
         client_address: "127.0.0.1:0".into(),
-        identity: None,
+        identity,
         user_agent: Some("wharf plugins run".into()),
     })
 }

@@ -104,7 +104,8 @@ fn check_says_what_a_component_is_or_why_it_cannot_load() {
 
 /// Proves: `wharf plugins run` evaluates each capability offline: the allow list's decisions for a
 /// mirrored name (allow, and deny with the rule), platform-filter's choice from an image index, and
-/// annotate's rewrite of a manifest (printed with a digest that matches the printed bytes); a plugin
+/// `--identity` as the allow list's identity keys see it, annotate's rewrite of a manifest (printed
+/// with a digest that matches the printed bytes); a plugin
 /// that never returns is stopped at `--timeout-ms`.
 #[test]
 fn run_evaluates_one_call_offline() {
@@ -132,6 +133,25 @@ fn run_evaluates_one_call_offline() {
     );
     let out = ok(&[&base[..], &["--repo", "other/tool"]].concat());
     has(&out, &["access: deny:", "not in the allow list"]);
+
+    // `--identity`: the caller [auth] would have proved, as the allow list's identity keys see it.
+    let robot = r#"{"deny": ["release/**"], "except_identities": ["ci-robot"]}"#;
+    let release = [
+        "run",
+        allow,
+        "--config",
+        robot,
+        "--op",
+        "push",
+        "--repo",
+        "release/app",
+    ];
+    let out = ok(&[&release[..], &["--identity", "ci-robot"]].concat());
+    has(&out, &["access: allow"]);
+    let out = ok(&[&release[..], &["--identity", "bob"]].concat());
+    has(&out, &["access: deny:", "for bob"]);
+    let out = ok(&release);
+    has(&out, &["access: deny:", "for anonymous callers"]);
 
     let dir = tempfile::tempdir().unwrap();
     let index = dir.path().join("index.json");
