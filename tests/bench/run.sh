@@ -11,8 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 # nginx-light: the smallest Debian nginx (sendfile is in every build). HEAD load comes from the driver
-# itself (wrk 4.1 stalls on HEAD), so apache2-utils is not needed.
-tests/setup.sh nginx-light docker-registry wrk iproute2
+# itself (wrk 4.1 stalls on HEAD), so apache2-utils is not needed. curl: the TLS client of case 11.
+tests/setup.sh nginx-light docker-registry wrk iproute2 curl
 # Case 7 loads the first-party Rust plugin and the Python and JS example policies.
 plugins/build.sh
 

@@ -20,10 +20,12 @@ use crate::servers::{self, DistMode, Server, UpstreamEntry};
 mod gc;
 mod platforms;
 mod push;
+mod tls;
 
 pub use gc::gc_case;
 pub use platforms::platforms_case;
 pub use push::push_case;
+pub use tls::tls_case;
 
 pub const REPO: &str = "bench/app";
 pub const TAG: &str = "latest";
@@ -124,6 +126,11 @@ fn blob_path(repo: &str, b: &Blob) -> String {
 
 fn manifest_path() -> String {
     format!("/v2/{REPO}/manifests/{TAG}")
+}
+
+/// Where wharf stores a blob (or manifest) under its `<data_dir>/blobs`: what nginx serves.
+fn blob_file(blobs: &Path, b: &Blob) -> PathBuf {
+    blobs.join("sha256").join(&b.hex()[..2]).join(b.hex())
 }
 
 fn gb(bytes: u64) -> f64 {
@@ -1156,7 +1163,7 @@ pub fn setup(s: Settings, wharf_bin: PathBuf, root: PathBuf) -> Result<Env> {
     )
     .context("seed the upstream")?;
     let blobs = wharf.dir.join("data/blobs");
-    let file_of = |b: &Blob| blobs.join("sha256").join(&b.hex()[..2]).join(b.hex());
+    let file_of = |b: &Blob| blob_file(&blobs, b);
     for b in image.blobs().chain([&image.manifest]) {
         if !file_of(b).is_file() {
             bail!(

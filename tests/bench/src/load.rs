@@ -34,6 +34,12 @@ pub fn wrk(
     conns: u32,
     secs: u32,
 ) -> Result<Load> {
+    wrk_url(&format!("http://{addr}{path}"), headers, conns, secs)
+}
+
+/// `wrk` on a full URL: `https://` makes each connection one TLS session (OpenSSL, no ALPN, so
+/// HTTP/1.1; the certificate is not verified), kept alive for the whole run.
+pub fn wrk_url(url: &str, headers: &[(&str, &str)], conns: u32, secs: u32) -> Result<Load> {
     let mut cmd = Command::new("wrk");
     cmd.arg("-t2")
         .arg(format!("-c{conns}"))
@@ -43,7 +49,7 @@ pub fn wrk(
     for (k, v) in headers {
         cmd.arg("-H").arg(format!("{k}: {v}"));
     }
-    cmd.arg(format!("http://{addr}{path}"));
+    cmd.arg(url);
     let out = cmd.output().context("run wrk")?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {

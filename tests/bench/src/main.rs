@@ -9,6 +9,7 @@ mod chart;
 mod http;
 mod load;
 mod pace;
+mod pki;
 mod procstat;
 mod report;
 mod seed;
@@ -22,7 +23,7 @@ use anyhow::{bail, Context as _, Result};
 use report::{CaseResult, Machine, Report};
 
 const USAGE: &str =
-    "usage: wharf-bench [--quick] [--only 1,2,3,4,5,6,7,8,9,10 (or one link: 4-1g, 10-10g)] \
+    "usage: wharf-bench [--quick] [--only 1,2,3,4,5,6,7,8,9,10,11 (or one link: 4-1g, 10-10g)] \
 [--blob-mib N] \
 [--wharf PATH] [--out DIR] [--docs FILE] [--keep]";
 
@@ -217,6 +218,11 @@ fn main() -> Result<()> {
             },
         );
     }
+    step(
+        "11",
+        "TLS listener: blob and manifest GET, wharf and nginx",
+        &mut || cases::tls_case(&env),
+    );
 
     let bg: Vec<f64> = env
         .costs
