@@ -332,8 +332,8 @@ pub fn tls_case(env: &Env) -> Result<Vec<CaseResult>> {
         ),
         _ => format!(
             "kTLS: none on this kernel (no /proc/net/tls_stat; {}): nginx's `ssl_conf_command \
-             Options KTLS` has no effect, so nginx, like wharf, reads the file and encrypts in user \
-             space (OpenSSL), no sendfile through TLS",
+             Options KTLS` has no effect, so nginx, like wharf, encrypts in user space and copies: no \
+             sendfile through TLS",
             kernel_tls_config().unwrap_or_else(|| "kernel config not readable".into())
         ),
     };
