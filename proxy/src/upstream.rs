@@ -37,8 +37,18 @@ const MAX_TOKEN_BODY: usize = 64 * 1024;
 pub enum UpstreamError {
     #[error("upstream {host} is misconfigured: {reason}")]
     Config { host: String, reason: String },
-    #[error("upstream {host} ({url}) could not be reached: {cause}")]
+    #[error(
+        "upstream {host} ({url}) could not be reached: {cause}; check that this machine reaches it \
+         (DNS, firewall, proxy), or give {host} another endpoint in an [[upstream]] entry; what is \
+         cached already is still served"
+    )]
     Unreachable {
+        host: String,
+        url: String,
+        cause: String,
+    },
+    #[error("cannot read what is to be sent to upstream {host} ({url}): {cause}")]
+    Body {
         host: String,
         url: String,
         cause: String,
@@ -243,10 +253,10 @@ impl Upstream {
             None => Empty::new().map_err(|e| match e {}).boxed(),
             Some(p) => {
                 req = req.header(http::header::CONTENT_LENGTH, p.len());
-                p.open().await.map_err(|e| UpstreamError::Unreachable {
+                p.open().await.map_err(|e| UpstreamError::Body {
                     host: self.host.clone(),
                     url: url.to_owned(),
-                    cause: format!("cannot read the body to send: {e}"),
+                    cause: e.to_string(),
                 })?
             }
         };

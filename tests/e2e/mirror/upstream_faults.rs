@@ -129,7 +129,7 @@ fn an_upstream_429_passes_on_its_retry_after() {
 
 /// Proves: with the upstream down, the tag list of a repository the cache holds is served from the
 /// cache (with `Warning`, paginated), so `skopeo inspect` of a cached image works; a repository the
-/// cache does not hold is a 502 naming the upstream.
+/// cache does not hold is a 502 naming the upstream, the cause and what to check.
 #[test]
 fn tag_lists_of_cached_repositories_survive_an_upstream_outage() {
     let mut registry = DistRegistry::start();
@@ -172,4 +172,7 @@ fn tag_lists_of_cached_repositories_survive_an_upstream_outage() {
     let r = api.get("/v2/up/team/never/tags/list");
     r.assert_error(502, "UNKNOWN");
     assert_message_names(&r, &up);
+    // The cause, and what to check.
+    assert_message_names(&r, "could not be reached");
+    assert_message_names(&r, "[[upstream]]");
 }
