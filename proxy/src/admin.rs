@@ -82,6 +82,16 @@ fn text(status: StatusCode, msg: String) -> Response<Full<Bytes>> {
 }
 
 impl Admin {
+    /// Writes the mirror's batched last-use times now, for readers that show them (`wharf status`,
+    /// the status page): an image pulled a moment ago shows its use. A no-op offline.
+    pub async fn flush_usage(&self) {
+        if let Some(registry) = &self.registry {
+            if let Err(e) = registry.mirror().flush_usage().await {
+                tracing::warn!(error = %e, "could not record cache usage");
+            }
+        }
+    }
+
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = req.uri().path().to_owned();
         let flag = |name: &str| {

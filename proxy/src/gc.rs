@@ -221,14 +221,6 @@ impl Collector {
         self
     }
 
-    /// Runs the before-collection hook alone: readers that show last uses (`wharf status`, the
-    /// status page) write the mirror's pending ones first.
-    pub async fn flush_pending(&self) {
-        if let Some(hook) = &self.before {
-            hook().await;
-        }
-    }
-
     /// The last collection's report, if one ran.
     pub async fn last(&self) -> Option<Report> {
         self.running.lock().await.clone()

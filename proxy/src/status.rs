@@ -106,8 +106,7 @@ pub struct Status {
 /// last collection are then meaningful).
 pub async fn collect(admin: &Admin, server: bool) -> Result<Status, GcError> {
     let c = &admin.collector;
-    // Last uses wait in the mirror's memory for a batch write: write them, so the table shows them.
-    c.flush_pending().await;
+    admin.flush_usage().await;
     let snap = c.meta.snapshot().await?;
     let sizes: HashMap<Digest, u64> = c.store.contents().await?.into_iter().collect();
     let graph = c.graph(&snap).await?;

@@ -258,9 +258,7 @@ pub async fn serve(admin: &Admin, method: &Method, uri: &Uri) -> Response<Full<B
 /// What the page shows, read now.
 pub async fn gather(admin: &Admin) -> Page {
     let c = &admin.collector;
-    // The mirror keeps last uses in memory and writes them in batches: write them now, so an image
-    // pulled a moment ago shows its use (a no-op when nothing is pending, or with no server).
-    c.flush_pending().await;
+    admin.flush_usage().await;
     let images = crate::images::list(c, false)
         .await
         .map_err(|e| e.to_string());
