@@ -203,7 +203,11 @@ impl Admin {
                         Ok::<_, Infallible>(match (&admin.registry, api) {
                             (Some(registry), true) => {
                                 req.extensions_mut().insert(crate::auth::Operator);
-                                registry.handle(req).await.map(Either::Right)
+                                let (method, path) = (req.method().clone(), req.uri().clone());
+                                let resp = registry.handle(req).await;
+                                // The network listener's access log does not see these.
+                                tracing::info!(via = SOCKET, %method, path = %path, status = resp.status().as_u16(), "request");
+                                resp.map(Either::Right)
                             }
                             _ => admin.handle(req).await.map(Either::Left),
                         })
