@@ -532,8 +532,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Export, import and warm-up may run a whole wharf in this process (when none serves the configured
-/// address): the server's runtime, not a single thread.
+/// Export, import and warm-up may run a whole wharf in this process (when none serves the data
+/// directory): the server's runtime, not a single thread.
 fn archive_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

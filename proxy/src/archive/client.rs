@@ -34,7 +34,7 @@ use super::{ArchiveError, ImageRef};
 
 pub type ReqBody = BoxBody<Bytes, std::io::Error>;
 
-/// How long to wait for the configured address to accept a connection before starting a wharf here.
+/// How long to wait for a running wharf to answer on its admin socket before starting one here.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A manifest as the registry served it, its digest verified.
