@@ -232,7 +232,7 @@ const TLS_HANDSHAKE: u8 = 0x16;
 /// HTTP answer that says to use https, rather than a closed connection it cannot explain; one that
 /// sends nothing within `wait` is closed.
 pub async fn starts_tls(stream: &mut tokio::net::TcpStream, wait: Duration) -> bool {
-    use tokio::io::AsyncWriteExt as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut first = [0u8; 1];
     match tokio::time::timeout(wait, stream.peek(&mut first)).await {
         Ok(Ok(1)) if first[0] == TLS_HANDSHAKE => true,
@@ -245,16 +245,22 @@ pub async fn starts_tls(stream: &mut tokio::net::TcpStream, wait: Duration) -> b
                  content-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
             );
-            // Best effort: the client may already be gone. Its request is left unread: the
-            // connection closes after the answer.
+            if let Ok(peer) = stream.peer_addr() {
+                tracing::info!(%peer, "plain HTTP on the TLS listener: answered 400, use https");
+            }
+            // Best effort: the client may already be gone. Its request is read and dropped until
+            // it closes (or for a second): closing over unread bytes sends a reset, which can
+            // destroy the answer before the client reads it.
             let _ = tokio::time::timeout(wait, async {
                 stream.write_all(answer.as_bytes()).await?;
                 stream.shutdown().await
             })
             .await;
-            if let Ok(peer) = stream.peer_addr() {
-                tracing::info!(%peer, "plain HTTP on the TLS listener: answered 400, use https");
-            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                let mut sink = [0u8; 4096];
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            })
+            .await;
             false
         }
         // Anything else is for the handshake to refuse (and log).

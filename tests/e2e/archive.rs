@@ -633,15 +633,17 @@ fn archive_commands_work_with_a_tls_listener_that_wants_credentials() {
         listed.contains("team/imported"),
         "the import is in the running wharf's store: {listed}"
     );
-    // The requests through the socket are in the running wharf's log, as the listener's are.
-    let log = std::fs::read_to_string(s.wharf.log_path()).unwrap();
-    assert!(
-        log.lines().any(|l| l.contains("admin.sock")
-            && l.contains("method=PUT")
-            && l.contains("/v2/team/imported/manifests/v1")
-            && l.contains("status=201")),
-        "no log line for the import's manifest PUT:\n{}",
-        log_tail(&s.wharf.log_path(), 30)
+    // The requests through the socket are in the running wharf's log, as the listener's are (the
+    // log is written in batches: wait for it).
+    crate::plugins::wait_for_log(
+        &s.wharf,
+        &[
+            "admin.sock",
+            "method=PUT",
+            "/v2/team/imported/manifests/v1",
+            "status=201",
+        ],
+        std::time::Duration::from_secs(10),
     );
     s.registry.stop();
 }

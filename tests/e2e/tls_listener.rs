@@ -937,10 +937,8 @@ fn plain_http_on_the_tls_port_is_told_to_use_https() {
         !pulled.status.success() && said.contains("400 Bad Request"),
         "ctr is answered, not cut off (containerd 1.6 prints the status, not the body): {said}"
     );
-    assert!(
-        wharf.log().contains("plain HTTP on the TLS listener"),
-        "the log says what happened"
-    );
+    // The log says what happened (it is written in batches: wait for it).
+    wharf.wait_log("plain HTTP on the TLS listener", 2);
 
     let ok = run(curl().args([
         "--cacert",
