@@ -10,9 +10,9 @@
 //! The history is in the metadata (`meta::Sample`, thinned to a week there): the sampler records the
 //! cache counters every `[metrics] sample_secs`, counting on from the last sample of the previous run,
 //! so the chart, the hit ratio and the bytes saved carry over a restart (Prometheus' counters reset
-//! as counters do: only this view adds the recorded base). The denials live in memory, one ring per
-//! process (a static: they are fed from places that hold no handle to the server, by one line each),
-//! so the page says "since wharf started" for them.
+//! as counters do: only this view adds the recorded base). The denials are a ring in memory (a
+//! static: they are fed from places that hold no handle to the server, by one line each), which the
+//! sampler writes to the metadata when it changed and puts back after a restart.
 
 mod chart;
 mod html;
@@ -20,6 +20,7 @@ mod ring;
 #[cfg(test)]
 mod tests;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -41,6 +42,10 @@ pub const DENIALS_KEPT: usize = 50;
 const REASON_CHARS: usize = 400;
 
 static DENIALS: Mutex<Ring<Denial>> = Mutex::new(Ring::new(DENIALS_KEPT));
+/// Denials recorded by this process: the sampler writes the ring to the metadata when it moved.
+static DENIALS_SEEN: AtomicU64 = AtomicU64::new(0);
+/// The status record the ring is kept under.
+const DENIALS_RECORD: &str = "recent_denials";
 /// This process's sampler, once it has read where the previous run left the totals.
 static SAMPLING: Mutex<Option<Sampling>> = Mutex::new(None);
 
@@ -110,6 +115,30 @@ pub fn denied(plugin: &str, request: &str, reason: &str) {
         request: clip(request),
         reason: clip(reason),
     });
+    DENIALS_SEEN.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Puts the denials a previous run recorded before this run's.
+async fn restore_denials(meta: &Meta) {
+    match meta.status_record::<Vec<Denial>>(DENIALS_RECORD).await {
+        Ok(Some(older)) => lock(&DENIALS).restore_older(older),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "status page: cannot read the recent denials"),
+    }
+}
+
+/// Writes the denials when some were added since `*saved` (the count then); one small write per
+/// sample interval at most, none while plugins deny nothing.
+async fn save_denials(meta: &Meta, saved: &mut u64) {
+    let seen = DENIALS_SEEN.load(Ordering::Relaxed);
+    if seen == *saved {
+        return;
+    }
+    let list = lock(&DENIALS).to_vec();
+    match meta.put_status_record(DENIALS_RECORD, &list).await {
+        Ok(()) => *saved = seen,
+        Err(e) => tracing::warn!(error = %e, "status page: cannot record the recent denials"),
+    }
 }
 
 /// Writes samples of the cache totals to `meta`, counting on from the last one recorded. While the
@@ -200,6 +229,8 @@ pub async fn sampler(meta: Meta, every: Duration) {
         base: s.base,
         every,
     });
+    restore_denials(&meta).await;
+    let mut denials_saved = 0;
     let stop = stop_asked();
     tokio::pin!(stop);
     let mut durable = false;
@@ -207,6 +238,7 @@ pub async fn sampler(meta: Meta, every: Duration) {
         if let Err(e) = s.record(counters(), now(), durable).await {
             tracing::warn!(error = %e, "status history: cannot record the cache counters");
         }
+        save_denials(&meta, &mut denials_saved).await;
         if durable {
             return;
         }

@@ -280,3 +280,42 @@ fn chromium_renders_the_status_page() {
     );
     println!("status page screenshot: {}", png.display());
 }
+
+/// Proves: the page's recent plugin denials survive a restart. The denial is written when wharf
+/// stops (the hourly sampling writes nothing in between), and the restarted wharf lists it again.
+#[test]
+fn recent_denials_survive_a_restart() {
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let files = PluginFiles::new();
+    let gate = Entry::new(
+        "gatekeeper",
+        &files.add("allow_list.wasm", &component("allow_list")),
+        r#"{"deny": ["secret/**"]}"#,
+    );
+    let mut wharf = Wharf::start(WharfOptions {
+        extra_toml: format!(
+            "[metrics]\nlisten = \"{metrics}\"\nsample_secs = 3600\n{}",
+            gate.toml()
+        ),
+        ..Default::default()
+    });
+    Api::new(wharf.base())
+        .get_manifest("secret/app", "v1")
+        .assert_error(403, "DENIED");
+    let url = format!("http://{metrics}/ui");
+    let listed = |html: &str| {
+        let d = section(html, "denials");
+        d.contains("gatekeeper") && d.contains("pull of secret/app")
+    };
+    let (_, _, before) = get_page(&url);
+    assert!(listed(&before), "{}", section(&before, "denials"));
+
+    wharf.stop();
+    wharf.start_again();
+    let (_, _, after) = get_page(&url);
+    assert!(
+        listed(&after),
+        "the denial is gone after a restart:\n{}",
+        section(&after, "denials")
+    );
+}

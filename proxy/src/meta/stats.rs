@@ -16,7 +16,7 @@ use super::{Meta, MetaError};
 /// unix seconds → (counting since, hits, misses, bytes from cache, bytes from upstream)
 pub(super) const CACHE_SAMPLES: TableDefinition<u64, (u64, u64, u64, u64, u64)> =
     TableDefinition::new("cache_samples");
-/// name → record (JSON): `last_gc`.
+/// name → record (JSON): `last_gc`, and the status page's recent denials.
 pub(super) const STATUS_RECORDS: TableDefinition<&str, &[u8]> =
     TableDefinition::new("status_records");
 
@@ -204,6 +204,35 @@ impl Meta {
                 .insert(LAST_GC, v.as_slice())?;
             tx.commit()?;
             Ok(())
+        })
+        .await
+    }
+
+    /// Records `value` (JSON) under `name` among the status records, durably.
+    pub async fn put_status_record<T: Serialize>(
+        &self,
+        name: &'static str,
+        value: &T,
+    ) -> Result<(), MetaError> {
+        let v = serde_json::to_vec(value)?;
+        self.run(move |db| {
+            let tx = db.begin_write()?;
+            tx.open_table(STATUS_RECORDS)?.insert(name, v.as_slice())?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The status record `name`, if one was recorded.
+    pub async fn status_record<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        name: &'static str,
+    ) -> Result<Option<T>, MetaError> {
+        self.run(move |db| {
+            let t = db.begin_read()?.open_table(STATUS_RECORDS)?;
+            let v = t.get(name)?;
+            Ok(v.map(|v| serde_json::from_slice(v.value())).transpose()?)
         })
         .await
     }

@@ -216,7 +216,7 @@ fn tiles(s: &mut String, page: &Page) {
         s,
         "denials",
         &page.denials.len().to_string(),
-        "plugin denials since wharf started",
+        "recent plugin denials",
     );
     s.push_str("</section>");
 }
@@ -424,9 +424,12 @@ fn pushes(s: &mut String, page: &Page) {
 }
 
 fn denials(s: &mut String, page: &Page) {
-    s.push_str("<section id=\"denials\"><h2>Recent plugin denials <small class=\"muted\">(since wharf started)</small></h2>");
+    s.push_str(&format!(
+        "<section id=\"denials\"><h2>Recent plugin denials <small class=\"muted\">(the last {})</small></h2>",
+        super::DENIALS_KEPT
+    ));
     if page.denials.is_empty() {
-        s.push_str("<p class=\"empty\">No request was denied by a plugin since wharf started.</p></section>");
+        s.push_str("<p class=\"empty\">No request was denied by a plugin lately.</p></section>");
         return;
     }
     s.push_str(

@@ -1,6 +1,6 @@
-//! What the status page remembers in memory between requests: the recent plugin denials, in a ring
-//! that keeps the newest `cap` entries, so memory stays bounded however long wharf runs and however
-//! many requests a plugin denies.
+//! What the status page remembers between requests: the recent plugin denials, in a ring that keeps
+//! the newest `cap` entries, so memory stays bounded however long wharf runs and however many
+//! requests a plugin denies (the sampler writes it to the metadata when it changed).
 
 use std::collections::VecDeque;
 
@@ -30,6 +30,14 @@ impl<T: Clone> Ring<T> {
         self.items.push_back(item);
     }
 
+    /// Puts `older` (oldest first) before what the ring holds, keeping the newest `cap` of all.
+    pub fn restore_older(&mut self, older: Vec<T>) {
+        let newer = std::mem::take(&mut self.items);
+        for item in older.into_iter().chain(newer) {
+            self.push(item);
+        }
+    }
+
     /// Oldest first.
     pub fn to_vec(&self) -> Vec<T> {
         self.items.iter().cloned().collect()
@@ -37,7 +45,7 @@ impl<T: Clone> Ring<T> {
 }
 
 /// A request a plugin's access check refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Denial {
     /// Unix seconds.
     pub at: u64,

@@ -530,3 +530,15 @@ async fn an_idle_sampler_writes_nothing_until_a_change() {
     s.record(totals(2, 0, 9), NOW + 70, true).await.unwrap();
     assert_eq!(times().await, vec![NOW, NOW + 50, NOW + 60, NOW + 70]);
 }
+
+#[test]
+fn restored_denials_go_before_this_runs_and_the_ring_stays_bounded() {
+    let mut r = Ring::new(3);
+    r.push(10);
+    r.push(11);
+    r.restore_older(vec![1, 2, 3]);
+    assert_eq!(r.to_vec(), vec![3, 10, 11], "the newest three, oldest first");
+    let mut empty = Ring::new(3);
+    empty.restore_older(vec![1, 2]);
+    assert_eq!(empty.to_vec(), vec![1, 2]);
+}
