@@ -228,13 +228,13 @@ pub fn text(s: &Status) -> String {
                 .map_or("-".to_owned(), |r| format!("{:.1}%", r * 100.0));
             let _ = writeln!(
                 out,
-                "cache since {}: hit ratio {ratio} ({} hits / {} misses), {} served from cache, {} \
-                 fetched from upstreams",
+                "cache since {}: hit ratio {ratio} ({} of {} mirror requests answered from the \
+                 cache), {} served from cache, {} fetched from upstreams",
                 httpdate::fmt_http_date(
                     std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.since)
                 ),
                 t.totals.hits,
-                t.totals.misses,
+                t.totals.hits.saturating_add(t.totals.misses),
                 human_bytes(t.totals.bytes_from_cache),
                 human_bytes(t.totals.bytes_from_upstream)
             );
@@ -397,6 +397,9 @@ mod tests {
         assert!(t.contains("docker.io/library/alpine"), "{t}");
         assert!(t.contains("2 pending"), "{t}");
         assert!(t.contains("last gc: none recorded"), "{t}");
-        assert!(t.contains("1 hits / 1 misses"), "{t}");
+        assert!(
+            t.contains("(1 of 2 mirror requests answered from the cache)"),
+            "{t}"
+        );
     }
 }
