@@ -537,7 +537,11 @@ fn restored_denials_go_before_this_runs_and_the_ring_stays_bounded() {
     r.push(10);
     r.push(11);
     r.restore_older(vec![1, 2, 3]);
-    assert_eq!(r.to_vec(), vec![3, 10, 11], "the newest three, oldest first");
+    assert_eq!(
+        r.to_vec(),
+        vec![3, 10, 11],
+        "the newest three, oldest first"
+    );
     let mut empty = Ring::new(3);
     empty.restore_older(vec![1, 2]);
     assert_eq!(empty.to_vec(), vec![1, 2]);
