@@ -526,9 +526,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         &cfg.server,
     )
     .await;
-    for t in housekeeping {
-        t.abort();
-    }
+    housekeeping.stop().await;
     Ok(())
 }
 

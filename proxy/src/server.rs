@@ -166,6 +166,8 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
         .with_auth(auth),
     );
     purge_uploads(&registry).await;
+    // Before the status page can be asked for them.
+    crate::ui::restore_denials(&meta).await;
     let reg = registry.clone();
     let flush_usage: crate::gc::BeforeHook = Box::new(move || {
         let reg = reg.clone();
@@ -193,19 +195,46 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
     Ok((registry, admin, listener))
 }
 
-/// The collector every `interval_secs` (0: never on its own), the push delivery worker and the admin
-/// socket in `data_dir`, until the returned tasks are aborted.
-pub fn housekeeping(admin: Admin, cfg: &Config) -> Vec<tokio::task::JoinHandle<()>> {
+/// The server's background tasks, until [`Housekeeping::stop`].
+pub struct Housekeeping {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Ends by itself when the process is asked to stop, after its last (durable) write.
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+/// How long a stopping server waits for the sampler's last write.
+const SAMPLER_STOP: Duration = Duration::from_secs(5);
+
+impl Housekeeping {
+    /// Lets the status sampler finish its last write (the counts and denials since its last tick),
+    /// then stops the rest.
+    pub async fn stop(self) {
+        let mut sampler = self.sampler;
+        if tokio::time::timeout(SAMPLER_STOP, &mut sampler)
+            .await
+            .is_err()
+        {
+            sampler.abort();
+        }
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The collector every `interval_secs` (0: never on its own), the push delivery worker, the admin
+/// socket in `data_dir`, the metrics listener and the status sampler.
+pub fn housekeeping(admin: Admin, cfg: &Config) -> Housekeeping {
     let mut tasks = vec![
         tokio::spawn(admin.clone().serve(cfg.storage.data_dir.clone())),
         tokio::spawn(admin.push.clone().run()),
     ];
     tasks.extend(crate::metrics::spawn(&cfg.metrics, &admin));
     // With or without a metrics listener: `wharf status` shows the history it records.
-    tasks.push(tokio::spawn(crate::ui::sampler(
+    let sampler = tokio::spawn(crate::ui::sampler(
         admin.collector.meta.clone(),
         Duration::from_secs(cfg.metrics.sample_secs),
-    )));
+    ));
     if cfg.gc.interval_secs > 0 {
         tasks.push(tokio::spawn(
             admin
@@ -214,7 +243,7 @@ pub fn housekeeping(admin: Admin, cfg: &Config) -> Vec<tokio::task::JoinHandle<(
                 .run_every(Duration::from_secs(cfg.gc.interval_secs)),
         ));
     }
-    tasks
+    Housekeeping { tasks, sampler }
 }
 
 /// Serves plain HTTP until `shutdown` resolves, then drains connections for up to

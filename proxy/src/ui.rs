@@ -118,8 +118,8 @@ pub fn denied(plugin: &str, request: &str, reason: &str) {
     DENIALS_SEEN.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Puts the denials a previous run recorded before this run's.
-async fn restore_denials(meta: &Meta) {
+/// Puts the denials a previous run recorded before this run's (at start, before serving).
+pub async fn restore_denials(meta: &Meta) {
     match meta.status_record::<Vec<Denial>>(DENIALS_RECORD).await {
         Ok(Some(older)) => lock(&DENIALS).restore_older(older),
         Ok(None) => {}
@@ -229,7 +229,6 @@ pub async fn sampler(meta: Meta, every: Duration) {
         base: s.base,
         every,
     });
-    restore_denials(&meta).await;
     let mut denials_saved = 0;
     let stop = stop_asked();
     tokio::pin!(stop);
