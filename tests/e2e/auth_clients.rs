@@ -144,16 +144,7 @@ fn docker_login_push_pull() {
     let base = write_layout(&wharf.scratch("base"), &LayoutSpec::small("v1", 1731));
     push_to_upstream(&upstream, &base, "team/base");
     let archive = wharf.scratch("archive").join("app.tar");
-    let out = Skopeo::new().output(&[
-        "copy",
-        &layout.skopeo_ref(),
-        &format!("docker-archive:{}:{reference}", archive.display()),
-    ]);
-    assert!(
-        out.status.success(),
-        "skopeo to docker-archive: {}",
-        text(&out)
-    );
+    crate::mirror::docker_daemon::docker_archive(&layout, &reference, &archive);
     let docker = Dockerd::start(tools, wharf.addr());
     docker.docker(&["load", "-i", archive.to_str().unwrap()]);
 
@@ -271,16 +262,7 @@ fn podman_logs_in_then_pushes_and_pulls() {
     let reference = format!("{w}/team/app:v1");
     // podman gets the image (this machine's platform) from an archive, as docker does.
     let archive = wharf.scratch("archive").join("app.tar");
-    let out = Skopeo::new().output(&[
-        "copy",
-        &layout.skopeo_ref(),
-        &format!("docker-archive:{}:{reference}", archive.display()),
-    ]);
-    assert!(
-        out.status.success(),
-        "skopeo to docker-archive: {}",
-        text(&out)
-    );
+    crate::mirror::docker_daemon::docker_archive(&layout, &reference, &archive);
     podman_ok(&home, &["load", "-i", archive.to_str().unwrap()]);
     let image_id = |r: &str| {
         podman_ok(&home, &["image", "inspect", "--format", "{{.Id}}", r])
@@ -387,16 +369,7 @@ fn podman_logs_in_over_tls_with_the_test_ca() {
     let reference = format!("{w}/team/app:v1");
     let layout = write_layout(&wharf.scratch("src"), &LayoutSpec::small("v1", 1745));
     let archive = wharf.scratch("archive").join("app.tar");
-    let out = Skopeo::new().output(&[
-        "copy",
-        &layout.skopeo_ref(),
-        &format!("docker-archive:{}:{reference}", archive.display()),
-    ]);
-    assert!(
-        out.status.success(),
-        "skopeo to docker-archive: {}",
-        text(&out)
-    );
+    crate::mirror::docker_daemon::docker_archive(&layout, &reference, &archive);
     podman_ok(&home, &["load", "-i", archive.to_str().unwrap()]);
     let image_id = |r: &str| {
         podman_ok(&home, &["image", "inspect", "--format", "{{.Id}}", r])
@@ -528,23 +501,7 @@ fn ctr_pushes_and_pulls_with_credentials() {
     assert_eq!(crate::oci::sha256_digest(&r.body), layout.index.digest);
 
     let puller = Containerd::start();
-    let pull = |user: Option<&str>| {
-        let mut args = vec![
-            "images",
-            "pull",
-            "--snapshotter",
-            "native",
-            "--hosts-dir",
-            hosts_arg,
-            "--platform",
-            "linux/amd64",
-        ];
-        if let Some(u) = user {
-            args.extend(["--user", u]);
-        }
-        args.push(&reference);
-        puller.output(&args)
-    };
+    let pull = |user: Option<&str>| ctr_pull(&puller, hosts_arg, &reference, user);
     let out = pull(None);
     assert!(
         !out.status.success(),
@@ -619,23 +576,7 @@ fn ctr_pulls_with_credentials_over_tls() {
     let ctrd = Containerd::start();
     let hosts_arg = hosts.to_str().unwrap();
     let bob = format!("bob:{BOB_PASSWORD}");
-    let pull = |user: Option<&str>| {
-        let mut args = vec![
-            "images",
-            "pull",
-            "--snapshotter",
-            "native",
-            "--hosts-dir",
-            hosts_arg,
-            "--platform",
-            "linux/amd64",
-        ];
-        if let Some(u) = user {
-            args.extend(["--user", u]);
-        }
-        args.push(&reference);
-        ctrd.output(&args)
-    };
+    let pull = |user: Option<&str>| ctr_pull(&ctrd, hosts_arg, &reference, user);
     let out = pull(None);
     assert!(
         !out.status.success() && text(&out).contains("401 Unauthorized"),
@@ -769,4 +710,29 @@ fn an_access_plugin_judges_the_authenticated_identity() {
     assert_eq!(crate::oci::sha256_digest(&out.stdout), layout.index.digest);
 
     assert_no_secret_logged(&mut wharf);
+}
+
+/// `ctr images pull` of `reference` for linux/amd64 through the hosts dir, as `user` (`name:password`)
+/// or anonymously; the output whatever the exit status.
+fn ctr_pull(
+    ctrd: &Containerd,
+    hosts_dir: &str,
+    reference: &str,
+    user: Option<&str>,
+) -> std::process::Output {
+    let mut args = vec![
+        "images",
+        "pull",
+        "--snapshotter",
+        "native",
+        "--hosts-dir",
+        hosts_dir,
+        "--platform",
+        "linux/amd64",
+    ];
+    if let Some(u) = user {
+        args.extend(["--user", u]);
+    }
+    args.push(reference);
+    ctrd.output(&args)
 }

@@ -237,17 +237,7 @@ fn docker_push_through_route() {
     // dockerd gets the image from an archive (`docker load`): this machine's platform of the index.
     let layout = write_layout(&wharf.scratch("src"), &LayoutSpec::small("v1", 1620));
     let archive = wharf.scratch("archive").join("app.tar");
-    let skopeo = Skopeo::new();
-    let out = skopeo.output(&[
-        "copy",
-        &layout.skopeo_ref(),
-        &format!("docker-archive:{}:{reference}", archive.display()),
-    ]);
-    assert!(
-        out.status.success(),
-        "skopeo copy to a docker-archive failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::mirror::docker_daemon::docker_archive(&layout, &reference, &archive);
     let docker = Dockerd::start(tools, wharf.addr());
     docker.docker(&["load", "-i", archive.to_str().unwrap()]);
     let before = upstream.access_log().len();

@@ -966,16 +966,7 @@ fn docker_over_tls() {
     let layout = write_layout(&wharf.scratch("src"), &LayoutSpec::small("v1", 1791));
     let reference = format!("{}/team/app:v1", wharf.host());
     let archive = wharf.scratch("archive").join("app.tar");
-    let out = Skopeo::new().output(&[
-        "copy",
-        &layout.skopeo_ref(),
-        &format!("docker-archive:{}:{reference}", archive.display()),
-    ]);
-    assert!(
-        out.status.success(),
-        "skopeo to docker-archive: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::mirror::docker_daemon::docker_archive(&layout, &reference, &archive);
     // No mirror for docker.io here: a closed port, so nothing can go around wharf unseen.
     let docker = Dockerd::start(tools, SocketAddr::from(([127, 0, 0, 1], 9)));
     docker.docker(&["load", "-i", archive.to_str().unwrap()]);

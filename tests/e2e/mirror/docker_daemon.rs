@@ -186,6 +186,20 @@ fn pull_through_wharf_then_from_its_cache() {
     );
 }
 
+/// Writes `layout` as a `docker load` archive naming it `reference` (skopeo's `docker-archive:`).
+pub(crate) fn docker_archive(layout: &crate::layout::Layout, reference: &str, path: &Path) {
+    let out = crate::skopeo::Skopeo::new().output(&[
+        "copy",
+        &layout.skopeo_ref(),
+        &format!("docker-archive:{}:{reference}", path.display()),
+    ]);
+    assert!(
+        out.status.success(),
+        "skopeo to docker-archive: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Runs `test` on a thread of its own in a private network namespace (see [`enter_private_network`]):
 /// the namespace ends with that thread, whatever libtest does with its own threads; a panic in
 /// `test` fails the caller.
