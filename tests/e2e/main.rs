@@ -23,6 +23,7 @@ mod gc;
 mod hardening;
 mod metrics;
 mod mirror;
+mod naming;
 mod plugins;
 mod push;
 mod push_clients;
