@@ -30,6 +30,7 @@ mod push_clients;
 mod reference_peer;
 mod registry_api;
 mod restart;
+mod retag;
 mod skopeo_roundtrip;
 mod status_page;
 mod test_runner;
