@@ -23,6 +23,7 @@ mod gc;
 mod hardening;
 mod metrics;
 mod mirror;
+mod mounts;
 mod naming;
 mod plugins;
 mod push;
