@@ -18,6 +18,7 @@ use crate::digest::Digest;
 use crate::error::{BodyIdle, ErrorCode, RegistryError, Result};
 use crate::manifest::{self, bare_media_type, MANIFEST_TYPES};
 use crate::meta::{ManifestPut, ManifestRecord};
+use crate::mirror::Target;
 use crate::plugin::Operation;
 use crate::policy::{adopt_manifest, Policy};
 use crate::push::{Push, Pushed};
@@ -368,25 +369,9 @@ impl Registry {
         let mut left = Vec::new();
         for d in missing {
             let adopted = if m.blobs.iter().any(|(b, _)| *b == d) {
-                match self.mirror.cached_blob(&t, &d).await? {
-                    Some(size) => {
-                        self.meta.link_blob(repo.as_str(), &d, size).await?;
-                        self.blob_linked(repo, &d, size);
-                        true
-                    }
-                    None => false,
-                }
+                self.adopt_blob(repo, &t, &d).await?
             } else {
-                self.meta.manifest(&t.cache, &d).await?.is_some()
-                    && adopt_manifest(
-                        &*self.store,
-                        &self.meta,
-                        repo.as_str(),
-                        &d,
-                        self.cfg.max_manifest_bytes,
-                    )
-                    .await
-                    .is_some()
+                self.adopt_child(repo, &t, &d, 0).await?
             };
             if adopted {
                 tracing::debug!(%repo, digest = %d, from = %t.cache, "linked from the mirror for a pushed manifest");
@@ -395,6 +380,69 @@ impl Registry {
             }
         }
         Ok(left)
+    }
+
+    /// Links blob `d` into `repo` when the mirror holds it for `t`.
+    async fn adopt_blob(&self, repo: &RepoName, t: &Target, d: &Digest) -> Result<bool> {
+        let Some(size) = self.mirror.cached_blob(t, d).await? else {
+            return Ok(false);
+        };
+        self.meta.link_blob(repo.as_str(), d, size).await?;
+        self.blob_linked(repo, d, size);
+        Ok(true)
+    }
+
+    /// Records child manifest `d`, which the mirror holds for `t`, in `repo`, after linking what it
+    /// references that `repo` lacks: a child is only ever recorded whole (containerd `HEAD`s an
+    /// index's children by digest and, told they are here, pushes only the index). `false`, and no
+    /// record of `d`, when the mirror lacks any of it.
+    async fn adopt_child(
+        &self,
+        repo: &RepoName,
+        t: &Target,
+        d: &Digest,
+        depth: usize,
+    ) -> Result<bool> {
+        // An index of indexes of images is as deep as OCI images go in practice.
+        if depth > 3 {
+            return Ok(false);
+        }
+        let Some(rec) = self.meta.manifest(&t.cache, d).await? else {
+            return Ok(false);
+        };
+        let Ok(bytes) = self.store.read_all(d, rec.size).await else {
+            return Ok(false);
+        };
+        let Ok(child) = manifest::parse(Some(&rec.media_type), &bytes) else {
+            return Ok(false);
+        };
+        let lacking = self
+            .meta
+            .missing(
+                repo.as_str(),
+                child.blobs.iter().map(|b| b.0.clone()).collect(),
+                child.manifests.iter().map(|b| b.0.clone()).collect(),
+            )
+            .await?;
+        for x in lacking {
+            let done = if child.blobs.iter().any(|(b, _)| *b == x) {
+                self.adopt_blob(repo, t, &x).await?
+            } else {
+                Box::pin(self.adopt_child(repo, t, &x, depth + 1)).await?
+            };
+            if !done {
+                return Ok(false);
+            }
+        }
+        Ok(adopt_manifest(
+            &*self.store,
+            &self.meta,
+            repo.as_str(),
+            d,
+            self.cfg.max_manifest_bytes,
+        )
+        .await
+        .is_some())
     }
 
     pub(super) async fn delete_manifest(

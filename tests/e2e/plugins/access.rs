@@ -176,9 +176,9 @@ fn access_story(entries: Vec<Entry>, seed: u64) {
 
 /// Proves: with the Rust `allow-list` loaded (twice, split by `on`), skopeo pushes and pulls allowed
 /// repositories through wharf (local, and mirrored by path prefix and `?ns=`), while a refused push,
-/// a refused local pull, a mount from a refused repository and a refused mirrored pull fail with `403 DENIED` and the plugin's reason in
-/// skopeo's error; a name outside the allow list is refused as such; refused mirrored names never
-/// reach the upstream.
+/// a refused local pull and a refused mirrored pull fail with `403 DENIED` and the plugin's reason in
+/// skopeo's error; a mount from a refused repository is not done (an upload session instead); a name
+/// outside the allow list is refused as such; refused mirrored names never reach the upstream.
 #[test]
 fn allow_list_decides_skopeo_pulls_and_pushes() {
     let files = PluginFiles::new();
