@@ -267,12 +267,15 @@ impl Auth {
         }
     }
 
-    /// The rules' verdict for `caller` doing `op` on `repo` (`None`: the API root, `/v2/`).
+    /// The rules' verdict for `caller` doing `op` on `repo` (`None`: the API root, `/v2/`): the
+    /// routing phase's name, `<registry>/<repository>` for the mirror's. A challenge names `scope`,
+    /// the repository as the client wrote it, which is what clients ask a token for.
     pub fn authorize<B>(
         &self,
         caller: &Caller,
         op: Option<Operation>,
         repo: Option<&str>,
+        scope: Option<&str>,
         req: &Request<B>,
     ) -> Result<(), RegistryError> {
         let (Some(op), Some(repo)) = (op, repo) else {
@@ -289,7 +292,9 @@ impl Auth {
         };
         match rules::decide(&self.cfg, repo, want, caller.identity.as_deref()) {
             rules::Verdict::Allow => Ok(()),
-            rules::Verdict::NeedIdentity(why) => Err(self.challenge(req, Some((repo, want)), &why)),
+            rules::Verdict::NeedIdentity(why) => {
+                Err(self.challenge(req, Some((scope.unwrap_or(repo), want)), &why))
+            }
             rules::Verdict::Deny(why) => Err(RegistryError::new(
                 ErrorCode::Denied,
                 format!(

@@ -121,6 +121,30 @@ struct ReadCache {
     manifests: DashMap<(String, Digest), Option<ManifestRecord>>,
     blobs: DashMap<(String, Digest), Option<u64>>,
     checked: DashMap<(String, String), Option<u64>>,
+    /// Whether a repository has any tag, manifest or blob: the routing phase asks it of every
+    /// host-less name (is it ours, or the default upstream's?), so it must cost no blocking thread.
+    repos: DashMap<String, Known>,
+}
+
+/// What the read cache knows of a repository's existence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Known {
+    Exists,
+    Absent,
+    /// Something was removed from it: whether anything is left is read from the database each time
+    /// (removals are rare; a reader's older answer must never be filled in over a removal).
+    Unsure,
+}
+
+impl ReadCache {
+    /// After a commit that added to `repo`. An `Unsure` stays so: this write and a concurrent removal
+    /// may reach the cache in either order.
+    fn exists(&self, repo: &str) {
+        let mut k = self.repos.entry(repo.to_owned()).or_insert(Known::Exists);
+        if *k == Known::Absent {
+            *k = Known::Exists;
+        }
+    }
 }
 
 fn fill<K: Eq + std::hash::Hash, V: Clone>(m: &DashMap<K, V>, k: K, v: V) -> V {
@@ -187,6 +211,7 @@ impl Meta {
             tx.open_table(BLOBS)?
                 .insert((r.as_str(), d.to_string().as_str()), size)?;
             tx.commit()?;
+            cache.exists(&r);
             cache.blobs.insert((r, d), Some(size));
             Ok(())
         })
@@ -218,6 +243,7 @@ impl Meta {
                 .remove((r.as_str(), d.to_string().as_str()))?
                 .is_some();
             tx.commit()?;
+            cache.repos.insert(r.clone(), Known::Unsure);
             cache.blobs.insert((r, d), None);
             Ok(removed)
         })
@@ -277,6 +303,7 @@ impl Meta {
                 )?;
             }
             tx.commit()?;
+            cache.exists(&repo);
             if let Some(tag) = tag {
                 cache.tags.insert((repo.clone(), tag), Some(digest.clone()));
             }
@@ -357,6 +384,7 @@ impl Meta {
                 ))?;
             }
             tx.commit()?;
+            cache.repos.insert(repo.clone(), Known::Unsure);
             for t in doomed {
                 cache.tags.insert((repo.clone(), t), None);
             }
@@ -375,6 +403,7 @@ impl Meta {
                 .remove((r.as_str(), t.as_str()))?
                 .is_some();
             tx.commit()?;
+            cache.repos.insert(r.clone(), Known::Unsure);
             cache.tags.insert((r, t), None);
             Ok(removed)
         })
@@ -414,20 +443,33 @@ impl Meta {
 
     /// Whether anything (a tag, manifest or blob) is known under `repo`.
     pub async fn repo_exists(&self, repo: &str) -> Result<bool, MetaError> {
+        let known = self.cache.repos.get(repo).map(|k| *k);
+        match known {
+            Some(Known::Exists) => return Ok(true),
+            Some(Known::Absent) => return Ok(false),
+            Some(Known::Unsure) | None => {}
+        }
         let repo = repo.to_owned();
-        self.run(move |db| {
-            let tx = db.begin_read()?;
-            let first = |r: Option<(String, String)>| r.is_some_and(|(k, _)| k == repo);
-            let tags = tx.open_table(TAGS)?;
-            let manifests = tx.open_table(MANIFESTS)?;
-            let blobs = tx.open_table(BLOBS)?;
-            let probe = |k: (&str, &str)| (k.0.to_owned(), k.1.to_owned());
-            let from = (repo.as_str(), "");
-            Ok(first(next_key(&tags, from, probe)?)
-                || first(next_key(&manifests, from, probe)?)
-                || first(next_key(&blobs, from, probe)?))
-        })
-        .await
+        let key = repo.clone();
+        let exists = self
+            .run(move |db| {
+                let tx = db.begin_read()?;
+                let first = |r: Option<(String, String)>| r.is_some_and(|(k, _)| k == repo);
+                let tags = tx.open_table(TAGS)?;
+                let manifests = tx.open_table(MANIFESTS)?;
+                let blobs = tx.open_table(BLOBS)?;
+                let probe = |k: (&str, &str)| (k.0.to_owned(), k.1.to_owned());
+                let from = (repo.as_str(), "");
+                Ok(first(next_key(&tags, from, probe)?)
+                    || first(next_key(&manifests, from, probe)?)
+                    || first(next_key(&blobs, from, probe)?))
+            })
+            .await?;
+        if known.is_none() {
+            let seen = if exists { Known::Exists } else { Known::Absent };
+            fill(&self.cache.repos, key, seen);
+        }
+        Ok(exists)
     }
 
     pub async fn referrers(
@@ -475,6 +517,7 @@ impl Meta {
             tx.open_table(TAG_CHECKED)?
                 .insert((repo.as_str(), tag.as_str()), checked)?;
             tx.commit()?;
+            cache.exists(&repo);
             if let Some(rec) = record {
                 cache
                     .manifests

@@ -230,12 +230,6 @@ impl Push {
         )
     }
 
-    /// The access-phase view of a routed repository: the upstream's host and repository.
-    pub fn plugin_view(&self, repo: &str) -> Option<(String, String)> {
-        self.route_of(repo)
-            .map(|(r, remote)| (r.upstream.host.clone(), remote))
-    }
-
     /// Whether a manifest push to a routed repository is delivered on its own: by tag, or an index or
     /// a referrer by digest. An image manifest pushed by digest is an index's child, sent with it.
     pub fn delivers(tag: Option<&str>, m: &manifest::Manifest) -> bool {

@@ -29,6 +29,7 @@ use crate::store::ContentStore;
 
 mod blobs;
 mod manifests;
+mod place;
 mod referrers;
 pub mod route;
 mod tags;
@@ -37,6 +38,7 @@ mod uploads;
 #[cfg(test)]
 mod tests;
 
+use place::{Place, Routed};
 use route::Route;
 
 pub(crate) use blobs::{blob_head, blob_response};
@@ -154,6 +156,9 @@ impl Registry {
         resp
     }
 
+    /// The phases of a request, in order: route (where its repository lives: `place.rs`), identify
+    /// (who is calling), access (the rules, then the plugins, on the one name the routing phase
+    /// chose), serve (wharf's own repositories, or the mirror).
     async fn dispatch<B: RequestBody>(&self, mut req: Request<B>) -> Result<Response<Body>> {
         let client = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
         if let Some(auth) = &self.auth {
@@ -161,88 +166,41 @@ impl Registry {
                 return auth.token_endpoint(req, client).await;
             }
         }
-        let mut route = route::route(req.method(), req.uri().path())?;
-        let mut ns = query_param(&req, "ns");
-        let mut target = route
-            .repo()
-            .and_then(|r| self.mirror.explicit(r.as_str(), ns.as_deref()));
-        // A name given for a push route's registry (containerd's `ns=`, a path prefix) is the route's
-        // local repository; a write naming any other registry is refused, never stored under a name
-        // that says it is there. (Only looked at when it can matter: a warm pull pays nothing.)
-        let routes = self.push.as_ref().filter(|p| !p.is_empty());
-        if routes.is_some() || route.writes(req.method()) {
-            let named = match (&target, route.repo()) {
-                (Some(t), _) => Some((t.upstream.host.clone(), t.remote.clone())),
-                (None, Some(r)) => self.named_registry(r.as_str(), ns.as_deref()),
-                (None, None) => None,
-            };
-            if let Some((host, remote)) = named {
-                match routes.and_then(|p| p.local_name(&host, &remote)) {
-                    Some(local) => {
-                        route = route.with_repo(local.parse()?);
-                        target = None;
-                        ns = None;
-                    }
-                    // A mirrored upstream's own refusal, in `dispatch_mirror`, says the same.
-                    None if target.is_none() && route.writes(req.method()) => {
-                        return Err(self.unrouted(&host, &remote));
-                    }
-                    None => {}
-                }
-            }
-        }
-        // The identify phase, and the rules: before anything is read or written. Every later phase
-        // (the plugins' `access`, the fallback's) sees who is calling; with auth off, no one is.
+        let route = route::route(req.method(), req.uri().path())?;
+        let client_name = route.repo().cloned();
+        let ns = query_param(&req, "ns");
+        let mut routed = self.place(route, ns.as_deref(), req.method()).await?;
+        // The identify phase: before anything is read or written. Every later phase sees who is
+        // calling; with auth off, no one is.
         if let Some(auth) = &self.auth {
             let caller = if req.extensions().get::<Operator>().is_some() {
                 auth::Caller::operator()
             } else {
-                let caller = auth.identify(req.headers(), client).await?;
-                let op = operation(&route, req.method()).map(|(op, _)| op);
-                auth.authorize(&caller, op, route.repo().map(RepoName::as_str), &req)?;
-                if let (Route::UploadStart(_), Some(from)) = (&route, query_param(&req, "from")) {
-                    auth.authorize(&caller, Some(Operation::Pull), Some(&from), &req)?;
-                }
-                caller
+                auth.identify(req.headers(), client).await?
             };
             req.extensions_mut().insert(caller);
         }
-        let checked = if self.policy.plugins().is_empty() {
-            None
-        } else {
-            operation(&route, req.method())
-        };
-        if let Some((op, reference)) = checked {
-            let routed = route
-                .repo()
-                .and_then(|r| self.push.as_ref()?.plugin_view(r.as_str()));
-            let (registry, repository) = match (&target, &routed, route.repo()) {
-                (Some(t), _, _) => (Some(t.upstream.host.as_str()), t.remote.as_str()),
-                (None, Some((host, remote)), _) => (Some(host.as_str()), remote.as_str()),
-                (None, None, Some(r)) => (None, r.as_str()),
-                (None, None, None) => (None, ""),
-            };
-            let ctx = Policy::context(op, registry, repository, reference, &req);
-            self.policy.allow(ctx).await?;
-            // A cross-repository mount reads the source repository: it needs pull access there too.
-            if let (Route::UploadStart(_), Some(from)) = (&route, query_param(&req, "from")) {
-                if query_param(&req, "mount").is_some() {
-                    let ctx = Policy::context(Operation::Pull, None, &from, None, &req);
-                    self.policy.allow(ctx).await?;
+        match self.access(&routed, client_name.as_ref(), &req).await {
+            Ok(()) => {}
+            // A push probing for a blob under a name that is not yet a repository here, which its
+            // caller may not read from the default upstream: the answer is this registry's own ("not
+            // here"), so the client uploads it rather than fail on a 403 it cannot act on.
+            Err(e) if e.code == ErrorCode::Denied && routed.is_fallback_blob() => {
+                if let Some(name) = client_name.clone() {
+                    routed.place = Some(Place::Local(name));
                 }
             }
+            Err(e) => return Err(e),
         }
-        if let Some(t) = target {
-            return self.dispatch_mirror(route, t, req).await;
+        let Routed {
+            route,
+            place,
+            unconfigured,
+        } = routed;
+        if let Some(Place::Mirror { target, fallback }) = place {
+            return self.dispatch_mirror(route, target, fallback, req).await;
         }
-        let unconfigured = route
-            .repo()
-            .and_then(|r| self.mirror.unconfigured(r.as_str(), ns.as_deref()));
-        // A request that names a registry wharf does not mirror is never sent to the default
-        // upstream: that would serve another registry's image under the name the client asked for.
-        let result = self
-            .dispatch_local(route, req, unconfigured.is_none())
-            .await;
+        let result = self.dispatch_local(route, req).await;
         match (result, unconfigured) {
             (Err(mut e), Some(host)) if e.status == StatusCode::NOT_FOUND => {
                 e.message = format!(
@@ -257,12 +215,77 @@ impl Registry {
         }
     }
 
-    /// Requests for wharf's own repositories, and host-less names the default upstream may mirror.
+    /// The access phase: `[auth]`'s rules, then the plugins' `access`, both on the routing phase's
+    /// name. `client_name` is the name as the client wrote it, for the challenge it is sent back with.
+    async fn access<B>(
+        &self,
+        routed: &Routed,
+        client_name: Option<&RepoName>,
+        req: &Request<B>,
+    ) -> Result<()> {
+        let op = operation(&routed.route, req.method());
+        let name = routed.place.as_ref().map(Place::name);
+        if let (Some(auth), Some(caller)) = (&self.auth, req.extensions().get::<auth::Caller>()) {
+            if req.extensions().get::<Operator>().is_none() {
+                let scope = client_name.map(RepoName::as_str).or(name);
+                auth.authorize(caller, op.as_ref().map(|o| o.0), name, scope, req)?;
+            }
+        }
+        if let (Some((op, reference)), Some(place)) = (op, &routed.place) {
+            if !self.policy.plugins().is_empty() {
+                let (registry, repository) = place.plugin_view();
+                let ctx = Policy::context(op, registry, repository, reference, req);
+                self.policy.allow(ctx).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The repository a cross-repository mount (`?mount=<digest>&from=<name>`) may link the blob
+    /// from: `from` placed as a read of it would be, when the caller may pull it there. Otherwise
+    /// none, and the request is an ordinary upload (the spec's `202` for a mount that cannot be
+    /// done): a caller never links content it could not read, and never fails a push for asking.
+    async fn mount_source<B>(&self, route: &Route, req: &Request<B>) -> Option<String> {
+        if !matches!(route, Route::UploadStart(_)) {
+            return None;
+        }
+        let digest = query_param(req, "mount")?.parse().ok()?;
+        let from: RepoName = query_param(req, "from")?.parse().ok()?;
+        let routed = self
+            .place(Route::Blob(from.clone(), digest), None, &Method::GET)
+            .await
+            .ok()?;
+        let name = routed.place.as_ref()?.name().to_owned();
+        match self.access_as(&routed, Some(&from), Method::GET, req).await {
+            Ok(()) => Some(name),
+            Err(e) => {
+                tracing::debug!(from = %name, error = %e, "mount source not readable by the caller; uploading instead");
+                None
+            }
+        }
+    }
+
+    /// The access phase for another request of the same caller (a mount's source, the repository a
+    /// pushed manifest's blobs came from).
+    async fn access_as<B>(
+        &self,
+        routed: &Routed,
+        client_name: Option<&RepoName>,
+        method: Method,
+        req: &Request<B>,
+    ) -> Result<()> {
+        let mut probe = Request::new(());
+        *probe.method_mut() = method;
+        *probe.headers_mut() = req.headers().clone();
+        *probe.extensions_mut() = req.extensions().clone();
+        self.access(routed, client_name, &probe).await
+    }
+
+    /// Requests for wharf's own repositories.
     async fn dispatch_local<B: RequestBody>(
         &self,
         route: Route,
         req: Request<B>,
-        may_fall_back: bool,
     ) -> Result<Response<Body>> {
         let method = req.method().clone();
         match (route, method) {
@@ -270,55 +293,26 @@ impl Registry {
                 Ok(json_response(StatusCode::OK, Bytes::from_static(b"{}")))
             }
             (Route::Blob(repo, d), Method::GET | Method::HEAD) => {
-                match self.get_blob(&repo, &d, &req).await {
-                    Err(e) if e.code == ErrorCode::BlobUnknown => {
-                        match self.fallback(&repo, may_fall_back).await? {
-                            Some(t) if self.mirror.has_cached(&t).await? => {
-                                self.allow_fallback(&t, Operation::Pull, Some(d.to_string()), &req)
-                                    .await?;
-                                self.mirror.blob(&t, &d, &req).await
-                            }
-                            _ => Err(e),
-                        }
-                    }
-                    r => r,
-                }
+                self.get_blob(&repo, &d, &req).await
             }
             (Route::Blob(repo, d), Method::DELETE) => self.delete_blob(&repo, &d).await,
-            (Route::UploadStart(repo), Method::POST) => self.start_upload(&repo, req).await,
+            (route @ Route::UploadStart(_), Method::POST) => {
+                let mount = self.mount_source(&route, &req).await;
+                let Route::UploadStart(repo) = route else {
+                    unreachable!("matched above")
+                };
+                self.start_upload(&repo, mount, req).await
+            }
             (Route::Upload(repo, id), Method::GET) => self.upload_status(&repo, &id).await,
             (Route::Upload(repo, id), Method::PATCH) => self.patch_upload(&repo, &id, req).await,
             (Route::Upload(repo, id), Method::PUT) => self.finish_upload(&repo, &id, req).await,
             (Route::Upload(repo, id), Method::DELETE) => self.cancel_upload(&repo, &id).await,
             (Route::Manifest(repo, r), Method::GET | Method::HEAD) => {
-                match self.get_manifest(&repo, &r, &req).await {
-                    Err(e) if e.code == ErrorCode::ManifestUnknown => {
-                        match self.fallback(&repo, may_fall_back).await? {
-                            Some(t) => {
-                                self.allow_fallback(&t, Operation::Pull, Some(r.to_string()), &req)
-                                    .await?;
-                                self.mirror.manifest(&t, &r, &req).await
-                            }
-                            None => Err(e),
-                        }
-                    }
-                    r => r,
-                }
+                self.get_manifest(&repo, &r, &req).await
             }
             (Route::Manifest(repo, r), Method::PUT) => self.put_manifest(&repo, &r, req).await,
             (Route::Manifest(repo, r), Method::DELETE) => self.delete_manifest(&repo, &r).await,
-            (Route::Tags(repo), Method::GET) => match self.list_tags(&repo, &req).await {
-                Err(e) if e.code == ErrorCode::NameUnknown => {
-                    match self.fallback(&repo, may_fall_back).await? {
-                        Some(t) => {
-                            self.allow_fallback(&t, Operation::List, None, &req).await?;
-                            self.mirror.tags(&t, repo.as_str(), &req).await
-                        }
-                        None => Err(e),
-                    }
-                }
-                r => r,
-            },
+            (Route::Tags(repo), Method::GET) => self.list_tags(&repo, &req).await,
             (Route::Referrers(repo, d), Method::GET) => {
                 self.list_referrers(repo.as_str(), &d, &req).await
             }
@@ -329,17 +323,29 @@ impl Registry {
         }
     }
 
-    /// Requests that name an upstream (by `ns=` or path prefix) are the mirror's.
+    /// Requests for an upstream's repository (named by `ns=`, a path prefix, or, `fallback`, the
+    /// default upstream's for a host-less name) are the mirror's.
     async fn dispatch_mirror<B: RequestBody>(
         &self,
         route: Route,
         t: Target,
+        fallback: bool,
         req: Request<B>,
     ) -> Result<Response<Body>> {
         let method = req.method().clone();
         match (route, method) {
             (Route::Manifest(_, r), Method::GET | Method::HEAD) => {
                 self.mirror.manifest(&t, &r, &req).await
+            }
+            // Under a host-less name a `HEAD` is what a push asks before uploading (`docker push` of
+            // an image pulled through the mirror and re-tagged): it answers only for blobs the mirror
+            // holds for that repository, which the manifest push then links (`adopt_pulled`), never
+            // for one the upstream merely has.
+            (Route::Blob(repo, d), Method::HEAD) if fallback => {
+                match self.mirror.cached_blob(&t, &d).await? {
+                    Some(size) => Ok(blob_head(&d, size, &req)?.0),
+                    None => Err(blobs::blob_unknown(&repo, &d)),
+                }
             }
             (Route::Blob(_, d), Method::GET | Method::HEAD) => self.mirror.blob(&t, &d, &req).await,
             (Route::Tags(repo), Method::GET) => self.mirror.tags(&t, repo.as_str(), &req).await,
@@ -396,31 +402,6 @@ impl Registry {
         if let Some(p) = &self.push {
             p.blob_committed(repo.as_str(), d, size);
         }
-    }
-
-    /// For a name without a host that is not a repository pushed here: the default upstream.
-    async fn fallback(&self, repo: &RepoName, allowed: bool) -> Result<Option<Target>> {
-        if !allowed {
-            return Ok(None);
-        }
-        match self.mirror.default_target(repo.as_str()) {
-            Some(t) if !self.meta.repo_exists(repo.as_str()).await? => Ok(Some(t)),
-            _ => Ok(None),
-        }
-    }
-
-    /// The access phase again for a request the default upstream will answer: it is a request for
-    /// that upstream's repository now. Only once the mirror is really used: a push's blob probe of a
-    /// new repository must stay a local 404.
-    async fn allow_fallback<B>(
-        &self,
-        t: &Target,
-        op: Operation,
-        reference: Option<String>,
-        req: &Request<B>,
-    ) -> Result<()> {
-        let ctx = Policy::context(op, Some(&t.upstream.host), &t.remote, reference, req);
-        self.policy.allow(ctx).await
     }
 
     fn require_delete(&self) -> Result<()> {

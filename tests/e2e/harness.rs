@@ -501,6 +501,12 @@ impl Wharf {
         self.addr
     }
 
+    /// The options the next `start_again` writes its config from: a restart with another policy over
+    /// the same data.
+    pub fn options_mut(&mut self) -> &mut WharfOptions {
+        &mut self.options
+    }
+
     /// The running wharf's process id (to look at its descriptors, or lower its limits).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("wharf is not running").id()

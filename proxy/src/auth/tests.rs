@@ -121,6 +121,7 @@ async fn the_challenge_names_wharfs_token_endpoint_and_the_scope() {
             &Caller::default(),
             Some(Operation::Push),
             Some("ci/app"),
+            None,
             &req,
         )
         .unwrap_err();
@@ -135,15 +136,21 @@ async fn the_challenge_names_wharfs_token_endpoint_and_the_scope() {
         "Bearer realm=\"http://127.0.0.1:5000/token\",service=\"wharf\",scope=\"repository:ci/app:pull,push\""
     );
     let root = a
-        .authorize(&Caller::default(), None, None, &req)
+        .authorize(&Caller::default(), None, None, None, &req)
         .unwrap_err();
     assert_eq!(root.status, StatusCode::UNAUTHORIZED);
     let anon_token = Caller {
         identity: None,
         credentialed: true,
     };
-    assert!(a.authorize(&anon_token, None, None, &req).is_ok());
+    assert!(a.authorize(&anon_token, None, None, None, &req).is_ok());
     assert!(a
-        .authorize(&anon_token, Some(Operation::Pull), Some("ci/app"), &req)
+        .authorize(
+            &anon_token,
+            Some(Operation::Pull),
+            Some("ci/app"),
+            None,
+            &req
+        )
         .is_ok());
 }

@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{
-    ManifestRecord, Meta, MetaError, BLOBS, LAST_USED, MANIFESTS, MIRROR_REFERRERS, REFERRERS,
-    REWRITES, TAGS,
+    Known, ManifestRecord, Meta, MetaError, BLOBS, LAST_USED, MANIFESTS, MIRROR_REFERRERS,
+    REFERRERS, REWRITES, TAGS,
 };
 use crate::digest::Digest;
 use crate::lease::LeaseRecord;
@@ -241,6 +241,9 @@ impl Meta {
             tx.commit()?;
             out.blob_links = blob_keys.len();
             out.manifest_records = manifest_keys.len();
+            for (r, _) in blob_keys.iter().chain(&manifest_keys) {
+                cache.repos.insert(r.clone(), Known::Unsure);
+            }
             for (r, d) in blob_keys {
                 if let Ok(d) = d.parse() {
                     cache.blobs.insert((r, d), None);

@@ -170,3 +170,39 @@ async fn last_use_is_recorded_in_batches() {
     assert_eq!(m.last_used(&d(2)).await.unwrap(), Some(20));
     m.touch(Vec::new()).await.unwrap();
 }
+
+/// The routing phase asks whether a repository exists on every host-less request: the answer is
+/// cached, yet follows each write and removal (a removal is read from the database from then on).
+#[tokio::test]
+async fn repository_existence_follows_writes_and_removals() {
+    let (_dir, m) = open();
+    assert!(!m.repo_exists("team/app").await.unwrap());
+    m.link_blob("team/app", &d(7), 3).await.unwrap();
+    assert!(m.repo_exists("team/app").await.unwrap(), "a link is seen");
+    assert!(m.unlink_blob("team/app", &d(7)).await.unwrap());
+    assert!(
+        !m.repo_exists("team/app").await.unwrap(),
+        "so is its removal"
+    );
+    m.put_manifest(ManifestPut {
+        repo: "team/app",
+        digest: &d(1),
+        record: rec(None),
+        tag: Some("v1"),
+        referrer: None,
+    })
+    .await
+    .unwrap();
+    assert!(m.repo_exists("team/app").await.unwrap());
+    assert!(m.delete_manifest("team/app", &d(1)).await.unwrap());
+    assert!(!m.repo_exists("team/app").await.unwrap());
+    m.mirror_tag("up.test/good", "v1", &d(2), Some(rec(None)), 1)
+        .await
+        .unwrap();
+    assert!(m.repo_exists("up.test/good").await.unwrap());
+    assert!(m.delete_tag("up.test/good", "v1").await.unwrap());
+    assert!(
+        m.repo_exists("up.test/good").await.unwrap(),
+        "its manifest record is still there"
+    );
+}

@@ -116,6 +116,17 @@ impl Mirror {
         }
     }
 
+    /// The size of blob `d` when the cache repository of `t` links it and the store holds it: what
+    /// the mirror has of that repository already, without asking the upstream.
+    pub async fn cached_blob(&self, t: &Target, d: &Digest) -> Result<Option<u64>> {
+        if self.fetcher.meta.blob(&t.cache, d).await?.is_none() {
+            return Ok(None);
+        }
+        // Through the request path's store: the stat touches `d`, so a manifest push that links it
+        // next finds it still there.
+        Ok(self.fetcher.store.stat(d).await?)
+    }
+
     /// `HEAD`s the blob in the target's upstream repository: its `Content-Length` if it is there, the
     /// upstream's refusal otherwise.
     async fn confirm_blob(&self, t: &Target, d: &Digest) -> Result<Option<HeaderValue>> {

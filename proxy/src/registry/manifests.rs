@@ -8,6 +8,8 @@ use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, ETAG, LOCATION};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
+use super::place::{Place, Routed};
+use super::route::Route;
 use super::{
     empty_response, header_str, BoxError, Registry, RequestBody, CONTENT_DIGEST, OCI_SUBJECT,
 };
@@ -16,8 +18,9 @@ use crate::digest::Digest;
 use crate::error::{BodyIdle, ErrorCode, RegistryError, Result};
 use crate::manifest::{self, bare_media_type, MANIFEST_TYPES};
 use crate::meta::{ManifestPut, ManifestRecord};
+use crate::mirror::Target;
 use crate::plugin::Operation;
-use crate::policy::Policy;
+use crate::policy::{adopt_manifest, Policy};
 use crate::push::{Push, Pushed};
 use crate::reference::{Reference, RepoName};
 use crate::store::ContentStore;
@@ -195,14 +198,16 @@ impl Registry {
             return Err(too_large(limit));
         }
         let content_type = header_str(&req, CONTENT_TYPE).map(str::to_owned);
+        let (parts, body) = req.into_parts();
+        let head = Request::from_parts(parts, ());
         let ctx = Policy::context(
             Operation::Push,
             None,
             repo.as_str(),
             Some(r.to_string()),
-            &req,
+            &head,
         );
-        let body = read_capped(req.into_body(), limit).await?;
+        let body = read_capped(body, limit).await?;
         let m = manifest::parse(content_type.as_deref(), &body)
             .map_err(|e| RegistryError::new(ErrorCode::ManifestInvalid, e.to_string()))?;
         let digest = match r {
@@ -235,6 +240,11 @@ impl Registry {
                 m.manifests.iter().map(|b| b.0.clone()).collect(),
             )
             .await?;
+        let missing = if missing.is_empty() {
+            missing
+        } else {
+            self.adopt_pulled(repo, &m, missing, &head).await?
+        };
         if let Some(first) = missing.first() {
             let more = match missing.len() {
                 1 => String::new(),
@@ -324,6 +334,115 @@ impl Registry {
             headers.push((OCI_SUBJECT, s.to_string()));
         }
         Ok(empty_response(StatusCode::CREATED, &headers))
+    }
+
+    /// Of what a pushed manifest names and `repo` lacks (`missing`), what the mirror holds for the
+    /// same host-less name is linked here, as a mount would, when the caller may pull it there; the
+    /// rest is returned. The everyday "pull from Docker Hub, re-tag, push here" flow: the client's
+    /// blob `HEAD`s on the new name were answered by the default upstream's cached repository
+    /// (`dispatch_mirror`), so it uploads nothing, and this makes its manifest push agree.
+    async fn adopt_pulled(
+        &self,
+        repo: &RepoName,
+        m: &manifest::Manifest,
+        missing: Vec<Digest>,
+        req: &Request<()>,
+    ) -> Result<Vec<Digest>> {
+        let Some(t) = self.mirror.default_target(repo.as_str()) else {
+            return Ok(missing);
+        };
+        if !self.mirror.has_cached(&t).await? {
+            return Ok(missing);
+        }
+        let as_pull = Routed {
+            route: Route::Blob(repo.clone(), missing[0].clone()),
+            place: Some(Place::Mirror {
+                target: t.clone(),
+                fallback: true,
+            }),
+            unconfigured: None,
+        };
+        if let Err(e) = self.access_as(&as_pull, Some(repo), Method::GET, req).await {
+            tracing::debug!(%repo, from = %t.cache, error = %e, "pushed manifest's blobs not adopted from the mirror: the caller may not pull them there");
+            return Ok(missing);
+        }
+        let mut left = Vec::new();
+        for d in missing {
+            let adopted = if m.blobs.iter().any(|(b, _)| *b == d) {
+                self.adopt_blob(repo, &t, &d).await?
+            } else {
+                self.adopt_child(repo, &t, &d, 0).await?
+            };
+            if adopted {
+                tracing::debug!(%repo, digest = %d, from = %t.cache, "linked from the mirror for a pushed manifest");
+            } else {
+                left.push(d);
+            }
+        }
+        Ok(left)
+    }
+
+    /// Links blob `d` into `repo` when the mirror holds it for `t`.
+    async fn adopt_blob(&self, repo: &RepoName, t: &Target, d: &Digest) -> Result<bool> {
+        let Some(size) = self.mirror.cached_blob(t, d).await? else {
+            return Ok(false);
+        };
+        self.meta.link_blob(repo.as_str(), d, size).await?;
+        self.blob_linked(repo, d, size);
+        Ok(true)
+    }
+
+    /// Records child manifest `d`, which the mirror holds for `t`, in `repo`, after linking what it
+    /// references that `repo` lacks: a child is only ever recorded whole (containerd `HEAD`s an
+    /// index's children by digest and, told they are here, pushes only the index). `false`, and no
+    /// record of `d`, when the mirror lacks any of it.
+    async fn adopt_child(
+        &self,
+        repo: &RepoName,
+        t: &Target,
+        d: &Digest,
+        depth: usize,
+    ) -> Result<bool> {
+        // An index of indexes of images is as deep as OCI images go in practice.
+        if depth > 3 {
+            return Ok(false);
+        }
+        let Some(rec) = self.meta.manifest(&t.cache, d).await? else {
+            return Ok(false);
+        };
+        let Ok(bytes) = self.store.read_all(d, rec.size).await else {
+            return Ok(false);
+        };
+        let Ok(child) = manifest::parse(Some(&rec.media_type), &bytes) else {
+            return Ok(false);
+        };
+        let lacking = self
+            .meta
+            .missing(
+                repo.as_str(),
+                child.blobs.iter().map(|b| b.0.clone()).collect(),
+                child.manifests.iter().map(|b| b.0.clone()).collect(),
+            )
+            .await?;
+        for x in lacking {
+            let done = if child.blobs.iter().any(|(b, _)| *b == x) {
+                self.adopt_blob(repo, t, &x).await?
+            } else {
+                Box::pin(self.adopt_child(repo, t, &x, depth + 1)).await?
+            };
+            if !done {
+                return Ok(false);
+            }
+        }
+        Ok(adopt_manifest(
+            &*self.store,
+            &self.meta,
+            repo.as_str(),
+            d,
+            self.cfg.max_manifest_bytes,
+        )
+        .await
+        .is_some())
     }
 
     pub(super) async fn delete_manifest(

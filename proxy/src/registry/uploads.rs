@@ -193,16 +193,22 @@ fn declared_length<B>(req: &Request<B>) -> Option<u64> {
 }
 
 impl Registry {
+    /// `mount_from`: the repository a `?mount=` may link from, once the access phase found the
+    /// caller may read it (`Registry::mount_source`); `None` makes any mount an ordinary upload.
     pub(super) async fn start_upload<B: RequestBody>(
         &self,
         repo: &RepoName,
+        mount_from: Option<String>,
         req: Request<B>,
     ) -> Result<Response<Body>> {
         if let Some(mount) = query_param(&req, "mount") {
             let d: Digest = mount.parse()?;
             if let Some(from) = query_param(&req, "from") {
-                let from: RepoName = from.parse()?;
-                if let Some(size) = self.meta.blob(from.as_str(), &d).await? {
+                // A malformed name is the client's mistake to hear about, not a mount to skip.
+                from.parse::<RepoName>()?;
+            }
+            if let Some(from) = mount_from {
+                if let Some(size) = self.meta.blob(&from, &d).await? {
                     if self.store.stat(&d).await?.is_some() {
                         self.meta.link_blob(repo.as_str(), &d, size).await?;
                         self.blob_linked(repo, &d, size);

@@ -104,7 +104,8 @@ fn access_story(entries: Vec<Entry>, seed: u64) {
         .assert_error(403, "DENIED");
     api.get("/v2/team/secret/tags/list")
         .assert_error(403, "DENIED");
-    // A cross-repository mount reads its source: refused as a pull of team/secret, not mounted.
+    // A cross-repository mount reads its source: one the caller may not pull is not mounted, and
+    // the push goes on as an ordinary upload (the spec's 202 for a mount that cannot be done).
     let r = api.request(
         "POST",
         &format!(
@@ -114,8 +115,12 @@ fn access_story(entries: Vec<Entry>, seed: u64) {
         &[],
         None,
     );
-    r.assert_error(403, "DENIED");
-    super::assert_body_names(&r, "pull of team/secret denied by plugin readers");
+    r.assert_status(202);
+    assert!(
+        r.header("location")
+            .is_some_and(|l| l.contains("/v2/team/app/blobs/uploads/")),
+        "a refused mount answers with an upload session: {r:?}"
+    );
     api.head(&format!("/v2/team/app/blobs/{}", secret.layer.digest))
         .assert_status(404);
     api.get("/v2/team/app/tags/list").assert_status(200);
@@ -171,9 +176,9 @@ fn access_story(entries: Vec<Entry>, seed: u64) {
 
 /// Proves: with the Rust `allow-list` loaded (twice, split by `on`), skopeo pushes and pulls allowed
 /// repositories through wharf (local, and mirrored by path prefix and `?ns=`), while a refused push,
-/// a refused local pull, a mount from a refused repository and a refused mirrored pull fail with `403 DENIED` and the plugin's reason in
-/// skopeo's error; a name outside the allow list is refused as such; refused mirrored names never
-/// reach the upstream.
+/// a refused local pull and a refused mirrored pull fail with `403 DENIED` and the plugin's reason in
+/// skopeo's error; a mount from a refused repository is not done (an upload session instead); a name
+/// outside the allow list is refused as such; refused mirrored names never reach the upstream.
 #[test]
 fn allow_list_decides_skopeo_pulls_and_pushes() {
     let files = PluginFiles::new();
