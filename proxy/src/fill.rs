@@ -66,6 +66,10 @@ pub struct Source {
     pub remote: String,
     /// The repository name the mirror caches it under (`<host>/<remote>`).
     pub cache_repo: String,
+    /// The blob's size as a manifest's descriptor gives it, when the fill's starter knows it (a
+    /// config the platform policy reads): an upstream that announces or sends more fails at once, so
+    /// such a fill is bounded by what the manifest said, not by what the upstream chooses to send.
+    pub size: Option<u64>,
 }
 
 pub struct Fill {
@@ -264,6 +268,17 @@ impl Fills {
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
+        let not_as_described = |what: String, want: u64| {
+            failed(format!(
+                "upstream {} {what} for {digest}, whose manifest says {want} bytes; nothing cached",
+                src.upstream.host
+            ))
+        };
+        if let (Some(want), Some(n)) = (src.size, size) {
+            if n != want {
+                return Err(not_as_described(format!("announced {n} bytes"), want));
+            }
+        }
         tx.send_modify(|p| {
             p.phase = Phase::Streaming;
             p.size = size;
@@ -306,6 +321,11 @@ impl Fills {
             let Ok(data) = frame.into_data() else {
                 continue;
             };
+            if let Some(want) = src.size {
+                if w.offset() + data.len() as u64 > want {
+                    return Err(not_as_described("sent more bytes".into(), want));
+                }
+            }
             w.write(data)
                 .await
                 .map_err(|e| failed(format!("cannot write to the cache: {e}")))?;
@@ -370,6 +390,21 @@ impl Fill {
         let mut rx = self.progress.clone();
         let waited = rx
             .wait_for(|p| p.phase != Phase::Connecting)
+            .await
+            .map(|p| p.clone());
+        waited.unwrap_or_else(|_| rx.borrow().clone())
+    }
+
+    /// Waits until the fill has ended: committed (`Done`), refused or failed.
+    pub async fn finished(&self) -> Progress {
+        let mut rx = self.progress.clone();
+        let waited = rx
+            .wait_for(|p| {
+                !matches!(
+                    p.phase,
+                    Phase::Connecting | Phase::Streaming | Phase::Verified
+                )
+            })
             .await
             .map(|p| p.clone());
         waited.unwrap_or_else(|_| rx.borrow().clone())

@@ -217,11 +217,12 @@ impl Mirror {
                     })?,
             ),
         };
+        let fills = Fills::new(store.clone(), meta.clone());
         Ok(Mirror {
             upstreams,
             default,
             cfg: cfg.mirror.clone(),
-            fills: Fills::new(store.clone(), meta.clone()),
+            fills: fills.clone(),
             fetcher: Fetcher {
                 store: store.clone(),
                 meta: meta.clone(),
@@ -237,6 +238,7 @@ impl Mirror {
                 &cfg.effective_upstreams(),
                 store.clone(),
                 meta.clone(),
+                fills,
                 cfg.registry.max_manifest_bytes,
             ),
             policy: Policy::new(Plugins::none(), store, meta),
@@ -383,6 +385,17 @@ impl Mirror {
         let store = &*self.fetcher.store;
         match r {
             Reference::Digest(d) => {
+                // The platform policy judges a manifest before the upstream is asked for it, and
+                // before it is served: a hit may be one a tag of its repository left out.
+                let judged = self.platforms.active(t, &self.policy).then(|| {
+                    Policy::context(
+                        Operation::Pull,
+                        Some(&t.upstream.host),
+                        &t.remote,
+                        Some(d.to_string()),
+                        req,
+                    )
+                });
                 let f = match meta.manifest(&t.cache, d).await? {
                     Some(rec) => {
                         crate::metrics::cache_hit(Kind::Manifest, req.method(), rec.size);
@@ -393,16 +406,6 @@ impl Mirror {
                     }
                     None => {
                         crate::metrics::cache_miss(Kind::Manifest);
-                        // The platform policy judges a manifest before the upstream is asked for it.
-                        let judged = self.platforms.active(t, &self.policy).then(|| {
-                            Policy::context(
-                                Operation::Pull,
-                                Some(&t.upstream.host),
-                                &t.remote,
-                                Some(d.to_string()),
-                                req,
-                            )
-                        });
                         if let Some(ctx) = &judged {
                             self.platforms
                                 .check_child(t, ctx.clone(), &self.policy, d)
@@ -420,14 +423,14 @@ impl Mirror {
                                 Err(Failure::Unavailable("fetch task failed".into()))
                             })
                             .map_err(|f| f.into_error(ErrorCode::ManifestUnknown))?;
-                        if let Some(ctx) = judged {
-                            self.platforms
-                                .cached(t, ctx, &self.policy, &f.digest, &f.record)
-                                .await?;
-                        }
                         f
                     }
                 };
+                if let Some(ctx) = judged {
+                    self.platforms
+                        .check_manifest(t, ctx, &self.policy, &f.digest, &f.record)
+                        .await?;
+                }
                 if !accepts(req.headers(), &f.record.media_type) {
                     return Err(not_acceptable(&t.cache, r, &f.record.media_type));
                 }

@@ -83,6 +83,28 @@ impl Layout {
     pub fn skopeo_ref(&self) -> String {
         format!("oci:{}:{}", self.dir.display(), self.tag)
     }
+
+    /// Makes `oci:DIR:TAG` name `architecture`'s image manifest instead of the index: a
+    /// single-platform image (a plain manifest, no index), as most private registries hold. Returns
+    /// that image; `index` and the other platforms' blobs stay on disk, named by nothing.
+    pub fn retag_single(&self, architecture: &str) -> PlatformImage {
+        let img = self
+            .images
+            .iter()
+            .find(|i| i.platform.architecture == architecture)
+            .unwrap_or_else(|| panic!("the layout has no {architecture} image"))
+            .clone();
+        let mut top = img.manifest.to_json();
+        top["annotations"] = json!({ "org.opencontainers.image.ref.name": self.tag });
+        let index_json =
+            json!({ "schemaVersion": 2, "mediaType": oci::OCI_INDEX, "manifests": [top] });
+        fs::write(
+            self.dir.join("index.json"),
+            serde_json::to_vec_pretty(&index_json).unwrap(),
+        )
+        .unwrap();
+        img
+    }
 }
 
 /// `<layout>/blobs/sha256/<64 hex>` (OCI image layouts are flat, unlike wharf's store).

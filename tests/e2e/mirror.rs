@@ -31,6 +31,7 @@ pub(crate) mod platforms;
 mod referrers;
 mod scoping;
 mod single_flight;
+mod single_platform;
 mod skopeo_mirror;
 mod tls;
 mod token_auth;

@@ -128,6 +128,7 @@ impl Setup {
                 upstream: self.source.clone(),
                 remote: "r".into(),
                 cache_repo: "test-upstream/r".into(),
+                size: None,
             },
         )
     }
@@ -295,4 +296,44 @@ async fn readers_get_what_arrived_while_the_upstream_pauses() {
         got.extend_from_slice(&f.unwrap().into_data().unwrap());
     }
     assert!(got == *data, "the whole blob after the pause");
+}
+
+/// Proves: a fill told the size a manifest gives its blob (the config the platform policy reads)
+/// fails as soon as the upstream announces another length, or, without one, sends more than that;
+/// it commits nothing, and `finished` reports the failure.
+#[tokio::test]
+async fn a_fill_of_known_size_stops_at_more() {
+    for chunked in [false, true] {
+        let data = data();
+        let d = Digest::sha256_of(&data);
+        let s =
+            setup(serve_framed(data.clone(), Behaviour::Good, chunked, Default::default()).await)
+                .await;
+        let fill = s.fills.get(
+            &d,
+            Source {
+                upstream: s.source.clone(),
+                remote: "r".into(),
+                cache_repo: "test-upstream/r".into(),
+                size: Some(1000),
+            },
+        );
+        let p = fill.finished().await;
+        match &p.phase {
+            Phase::Failed(why) => assert!(why.contains("says 1000 bytes"), "{why}"),
+            other => panic!("chunked {chunked}: {other:?}"),
+        }
+        assert_eq!(
+            p.written, 0,
+            "chunked {chunked}: nothing past the size written"
+        );
+        assert_eq!(s.store.stat(&d).await.unwrap(), None, "nothing committed");
+        while !s.fills.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            s.store.ingests().await.unwrap().is_empty(),
+            "no partial left"
+        );
+    }
 }

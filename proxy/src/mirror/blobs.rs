@@ -75,6 +75,7 @@ impl Mirror {
                 upstream: t.upstream.clone(),
                 remote: t.remote.clone(),
                 cache_repo: t.cache.clone(),
+                size: None,
             },
         );
         if fill.cache_repo != t.cache && !linked {

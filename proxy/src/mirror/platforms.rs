@@ -1,5 +1,4 @@
-//! Platform selection: which platforms of a mirrored multi-platform image wharf fetches, and what a
-//! tag then serves.
+//! Platform selection: which platforms of a mirrored image wharf fetches, and what a tag then serves.
 //!
 //! The chosen set of an index is the config's (`platforms` on the `[[upstream]]`, else `[mirror]`)
 //! intersected with the platform plugins' choice. The other platforms' child manifests are never
@@ -12,8 +11,10 @@
 //! of its own (through `Policy::derived`, as plugin rewrites are) with the mapping original → reduced
 //! in the metadata and as the annotation `dev.wharf.reduced-from`.
 //!
-//! The policy applies to the children of indexes: a manifest no index of the cache repository lists
-//! (a single-platform image, or one asked for by digest before its index) is fetched as before.
+//! An image manifest no index of the cache repository lists (a single-platform image, by tag or by
+//! digest) is judged by its config's platform against the same chosen set (`image.rs`): kept, its
+//! blobs may be fetched; left out, the manifest request itself is refused with the same 404 as an
+//! unchosen child, by tag (`GET` and `HEAD`) and by digest alike, and none of its layers is fetched.
 //! Without a `platforms` setting and without a platform plugin none of this runs.
 
 use std::collections::{HashMap, HashSet};
@@ -27,6 +28,7 @@ use serde_json::Value;
 use crate::config::{MirrorConfig, UpstreamConfig};
 use crate::digest::Digest;
 use crate::error::{ErrorCode, RegistryError, Result};
+use crate::fill::Fills;
 use crate::lease::Leases;
 use crate::manifest::{self, Kind};
 use crate::meta::{ManifestRecord, Meta};
@@ -35,6 +37,10 @@ use crate::policy::Policy;
 use crate::store::ContentStore;
 
 use super::Target;
+
+mod image;
+
+use image::{Judged, PlatformFrom};
 
 /// The annotation a reduced index carries: the digest of the index it was reduced from.
 pub const REDUCED_FROM: &str = "dev.wharf.reduced-from";
@@ -273,6 +279,11 @@ pub struct PlatformPolicy {
     max_manifest: u64,
     /// (cache repo, index digest) → the selection, once made (its children recorded in the metadata).
     known: DashMap<(String, Digest), Arc<Selection>>,
+    /// (cache repo, image manifest digest) → the decision about it, once made.
+    images: DashMap<(String, Digest), Arc<Judged>>,
+    /// The mirror's fills: a single-platform image's config is fetched through them, so a client's
+    /// request for the same blob joins that one upstream GET.
+    fills: Fills,
     /// Protection from the collector while a reduced index is built (none in tests that run no
     /// collector).
     leases: Option<Leases>,
@@ -300,6 +311,7 @@ impl PlatformPolicy {
         upstreams: &[UpstreamConfig],
         store: Arc<dyn ContentStore>,
         meta: Meta,
+        fills: Fills,
         max_manifest: u64,
     ) -> PlatformPolicy {
         PlatformPolicy {
@@ -323,12 +335,15 @@ impl PlatformPolicy {
             meta,
             max_manifest,
             known: DashMap::new(),
+            images: DashMap::new(),
+            fills,
             leases: None,
         }
     }
 
-    /// Builds reduced indexes under a lease from `leases`.
+    /// Builds reduced indexes, and fetches configs, under a lease from `leases`.
     pub fn set_leases(&mut self, leases: Leases) {
+        self.fills.set_leases(leases.clone());
         self.leases = Some(leases);
     }
 
@@ -347,7 +362,8 @@ impl PlatformPolicy {
 
     /// What a tag naming manifest `d` serves: `d` itself, unless it is an index and the mode is
     /// `rewritten`, then the index reduced to the chosen platforms. Records the index's children on
-    /// the way, so later requests for them are judged.
+    /// the way, so later requests for them are judged. An image manifest is judged itself: a tag must
+    /// not answer 200 for a manifest its digest then refuses (containerd loops on that).
     pub async fn tag_manifest(
         &self,
         t: &Target,
@@ -356,8 +372,13 @@ impl PlatformPolicy {
         d: Digest,
         rec: ManifestRecord,
     ) -> Result<(Digest, ManifestRecord)> {
-        if manifest::kind_of(&rec.media_type) != Some(Kind::Index) {
-            return Ok((d, rec));
+        match manifest::kind_of(&rec.media_type) {
+            Some(Kind::Index) => {}
+            Some(Kind::Image) => {
+                self.judge_image(t, ctx, policy, &d, &rec).await?;
+                return Ok((d, rec));
+            }
+            None => return Ok((d, rec)),
         }
         let mut sel = self
             .selection(t, ctx.clone(), policy, &d, Some(&rec))
@@ -388,22 +409,44 @@ impl PlatformPolicy {
         policy: &Policy,
         d: &Digest,
     ) -> Result<()> {
-        let Some(index) = self.meta.index_listing(&t.cache, d).await? else {
+        let Some((index, rec)) = self.listing_index(t, d).await? else {
             return Ok(());
         };
-        let rec = self.meta.manifest(&t.cache, &index).await?;
-        let sel = self.selection(t, ctx, policy, &index, rec.as_ref()).await?;
+        let sel = self.selection(t, ctx, policy, &index, Some(&rec)).await?;
         match sel.left_out.get(d) {
             None => Ok(()),
-            Some((platform, why)) => {
-                Err(self.left_out_error(t, d, &index, platform.as_ref(), why, policy))
-            }
+            Some((platform, why)) => Err(self.left_out_error(
+                t,
+                d,
+                &PlatformFrom::Index(index),
+                platform.as_ref(),
+                why,
+                policy,
+            )),
         }
     }
 
-    /// After the mirror cached manifest `d` for `t` under an active policy: an index's children are
-    /// recorded (so they are judged when asked for); an image manifest's blobs may now be fetched.
-    pub async fn cached(
+    /// An index cached for `t`'s repository that lists manifest `d`, with its record. One whose
+    /// record is gone (collected) no longer speaks for its children: they are judged as if unlisted.
+    async fn listing_index(
+        &self,
+        t: &Target,
+        d: &Digest,
+    ) -> Result<Option<(Digest, ManifestRecord)>> {
+        let Some(index) = self.meta.index_listing(&t.cache, d).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .meta
+            .manifest(&t.cache, &index)
+            .await?
+            .map(|rec| (index, rec)))
+    }
+
+    /// Before manifest `d`, cached for `t`, is served by digest under an active policy: an index's
+    /// children are recorded (so they are judged when asked for); an image manifest is judged (by the
+    /// index that lists it, else by its config), and its blobs may be fetched once kept.
+    pub async fn check_manifest(
         &self,
         t: &Target,
         ctx: RequestCtx,
@@ -415,7 +458,7 @@ impl PlatformPolicy {
             Some(Kind::Index) => {
                 self.selection(t, ctx, policy, d, Some(rec)).await?;
             }
-            Some(Kind::Image) => self.allow_blobs_of(&t.cache, d, rec.size).await?,
+            Some(Kind::Image) => self.judge_image(t, ctx, policy, d, rec).await?,
             None => {}
         }
         Ok(())
@@ -473,6 +516,10 @@ impl PlatformPolicy {
                 listed.iter().map(|e| e.digest.clone()).collect(),
             )
             .await?;
+        // A child judged before its index was known (by its config) is judged by the index from now on.
+        for e in &listed {
+            self.images.remove(&(t.cache.clone(), e.digest.clone()));
+        }
         let mut sel = self.choose(t, ctx, policy, &listed, plugins).await;
         for child in &sel.kept {
             if let Some(r) = self.meta.manifest(&t.cache, child).await? {
@@ -636,14 +683,23 @@ impl PlatformPolicy {
         &self,
         t: &Target,
         d: &Digest,
-        index: &Digest,
+        from: &PlatformFrom,
         platform: Option<&Platform>,
         why: &LeftOut,
         policy: &Policy,
     ) -> RegistryError {
-        let what = match platform {
-            Some(p) => format!("the {p} manifest"),
-            None => "a manifest without a platform".to_owned(),
+        let what = match (from, platform) {
+            (PlatformFrom::Index(index), Some(p)) => format!("the {p} manifest of index {index}"),
+            (PlatformFrom::Index(index), None) => {
+                format!("a manifest without a platform in index {index}")
+            }
+            (PlatformFrom::Config(config), Some(p)) => {
+                format!("a single-platform image for {p} (so its config {config} says)")
+            }
+            (PlatformFrom::Config(config), None) => format!(
+                "an image whose config {config} names no platform (it is not JSON, or has no os \
+                 and architecture)"
+            ),
         };
         let (by, fix) = match (why, self.configured(t)) {
             (LeftOut::Config, Some(c)) => (
@@ -662,14 +718,26 @@ impl PlatformPolicy {
             ),
             (LeftOut::NoPlatform, _) => (
                 self.describe(t, policy),
-                "only entries that name a platform can be kept".to_owned(),
+                match from {
+                    PlatformFrom::Index(_) => {
+                        "only entries that name a platform can be kept".into()
+                    }
+                    PlatformFrom::Config(_) => "only images whose config names a platform can \
+                        be kept; pull it from the upstream directly, or mirror that upstream \
+                        without a platform policy"
+                        .into(),
+                },
             ),
+        };
+        let fetched = match from {
+            PlatformFrom::Index(_) => "it",
+            PlatformFrom::Config(_) => "its layers",
         };
         RegistryError::new(
             ErrorCode::ManifestUnknown,
             format!(
-                "manifest {d} is {what} of index {index} in {} on {}, a platform left out by {by}; \
-                 wharf does not fetch it ({fix})",
+                "manifest {d} is {what} in {} on {}, a platform left out by {by}; wharf does not \
+                 fetch {fetched} ({fix})",
                 t.remote, t.upstream.host
             ),
         )

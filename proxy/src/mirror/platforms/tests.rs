@@ -304,6 +304,7 @@ impl Fixture {
             &cfg.upstreams,
             self.store.clone(),
             self.meta.clone(),
+            crate::fill::Fills::new(self.store.clone(), self.meta.clone()),
             1 << 20,
         );
         let policy = Policy::new(Plugins::none(), self.store.clone(), self.meta.clone());
@@ -497,4 +498,207 @@ async fn a_collected_reduced_index_is_built_again() {
     let bytes = f.store.read_all(&again, rec.size).await.unwrap();
     assert_eq!(Digest::sha256_of(&bytes), reduced);
     assert_eq!(f.meta.manifest(REPO, &again).await.unwrap(), Some(rec));
+}
+
+/// Proves: an image config's platform is its os, architecture and variant; a config that is not
+/// JSON, or lacks os or architecture, names none.
+#[test]
+fn config_platforms() {
+    let p = image::config_platform(
+        br#"{"architecture":"arm","os":"linux","variant":"v7","rootfs":{"type":"layers"}}"#,
+    );
+    assert_eq!(p, Some(platform("linux", "arm", Some("v7"))));
+    assert_eq!(
+        image::config_platform(br#"{"architecture":"amd64","os":"linux"}"#),
+        Some(platform("linux", "amd64", None))
+    );
+    for none in [
+        &b"not json"[..],
+        br#"{"architecture":"amd64"}"#,
+        br#"{"os":"linux"}"#,
+        br#"{"os":"linux","architecture":7}"#,
+        b"[]",
+        b"",
+    ] {
+        assert_eq!(
+            image::config_platform(none),
+            None,
+            "{}",
+            String::from_utf8_lossy(none)
+        );
+    }
+}
+
+/// A single-platform image (no index lists it) cached for `REPO`: its manifest and its config,
+/// stored, and the layer digest it names (not stored).
+async fn single(
+    f: &Fixture,
+    config: &[u8],
+    config_type: &str,
+) -> (Digest, ManifestRecord, Digest, Digest) {
+    let config_digest = Digest::sha256_of(config);
+    f.store
+        .put(&config_digest, Bytes::copy_from_slice(config))
+        .await
+        .unwrap();
+    let layer = Digest::sha256_of(&[config, b"layer"].concat());
+    let (d, rec) = put(
+        &f.store,
+        &f.meta,
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": config_type, "digest": config_digest.to_string(),
+                       "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": layer.to_string(), "size": 1}],
+        }))
+        .unwrap(),
+    )
+    .await;
+    (d, rec, config_digest, layer)
+}
+
+const IMAGE_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+
+/// Proves: under `platforms = ["linux/amd64"]`, a single-platform image is judged by its config,
+/// by tag and by digest alike: linux/amd64 is served and its config and layers may be fetched;
+/// linux/arm64 is refused naming the platform, the setting and the fix, and its layers may not be
+/// fetched; a config that names no platform is refused with that reason; an artifact (a config that
+/// is not an image config) is for no platform and kept. The decision is remembered: judged again, it
+/// reads neither the manifest nor the config.
+#[tokio::test]
+async fn single_platform_images_are_judged_by_their_config() {
+    let f = Fixture::new().await;
+    let (pp, policy) = f.policy("[mirror]\nplatforms = [\"linux/amd64\"]\n");
+    let t = &f.target;
+    let amd64 = single(
+        &f,
+        br#"{"architecture":"amd64","os":"linux"}"#,
+        IMAGE_CONFIG,
+    )
+    .await;
+    let arm64 = single(
+        &f,
+        br#"{"architecture":"arm64","os":"linux","variant":"v8"}"#,
+        IMAGE_CONFIG,
+    )
+    .await;
+    let broken = single(&f, b"not json", IMAGE_CONFIG).await;
+    let artifact = single(&f, b"{}", "application/vnd.example.sbom.v1+json").await;
+
+    let (served, _) = pp
+        .tag_manifest(t, ctx(), &policy, amd64.0.clone(), amd64.1.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        served, amd64.0,
+        "a single-platform image is served as it is"
+    );
+    pp.check_blob(t, &policy, &amd64.2).await.unwrap();
+    pp.check_blob(t, &policy, &amd64.3).await.unwrap();
+    pp.check_manifest(t, ctx(), &policy, &amd64.0, &amd64.1)
+        .await
+        .unwrap();
+
+    for e in [
+        pp.tag_manifest(t, ctx(), &policy, arm64.0.clone(), arm64.1.clone())
+            .await
+            .unwrap_err(),
+        pp.check_manifest(t, ctx(), &policy, &arm64.0, &arm64.1)
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(e.code, ErrorCode::ManifestUnknown);
+        for needle in [
+            "single-platform image for linux/arm64/v8",
+            &arm64.2.to_string(),
+            "mirror.platforms = [\"linux/amd64\"]",
+            "add \"linux/arm64/v8\" to mirror.platforms",
+            "does not fetch its layers",
+        ] {
+            assert!(
+                e.message.contains(needle),
+                "{needle:?} not in {}",
+                e.message
+            );
+        }
+    }
+    let e = pp.check_blob(t, &policy, &arm64.3).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::BlobUnknown);
+
+    let e = pp
+        .tag_manifest(t, ctx(), &policy, broken.0.clone(), broken.1.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::ManifestUnknown);
+    assert!(e.message.contains("names no platform"), "{}", e.message);
+    pp.check_blob(t, &policy, &broken.3).await.unwrap_err();
+
+    pp.tag_manifest(t, ctx(), &policy, artifact.0.clone(), artifact.1.clone())
+        .await
+        .unwrap();
+    pp.check_blob(t, &policy, &artifact.3).await.unwrap();
+
+    // Remembered: with the manifests and configs gone from the store, the answers stand.
+    for (d, _, config, _) in [&amd64, &arm64] {
+        f.store.remove(d).await.unwrap();
+        f.store.remove(config).await.unwrap();
+    }
+    pp.tag_manifest(t, ctx(), &policy, amd64.0.clone(), amd64.1.clone())
+        .await
+        .unwrap();
+    let e = pp
+        .tag_manifest(t, ctx(), &policy, arm64.0.clone(), arm64.1.clone())
+        .await
+        .unwrap_err();
+    assert!(e.message.contains("linux/arm64"), "{}", e.message);
+}
+
+/// Proves: an image manifest an index of the repository lists is judged by that index, also when it
+/// is reached by a tag of its own; judged by its config before the index was known, it is judged
+/// by the index from then on.
+#[tokio::test]
+async fn a_listed_image_is_judged_by_its_index() {
+    let f = Fixture::new().await;
+    let (pp, policy) = f.policy("[mirror]\nplatforms = [\"linux/amd64\"]\n");
+    let t = &f.target;
+    let amd64 = &f.images[0];
+    let rec = f.meta.manifest(REPO, &amd64.0).await.unwrap().unwrap();
+    // The fixture's config is the one byte 10: no JSON, so by its config the image has no platform.
+    f.store
+        .put(&amd64.1, Bytes::from_static(&[10]))
+        .await
+        .unwrap();
+    let e = pp
+        .tag_manifest(t, ctx(), &policy, amd64.0.clone(), rec.clone())
+        .await
+        .unwrap_err();
+    assert!(e.message.contains("names no platform"), "{}", e.message);
+
+    // The index lists it for linux/amd64: kept from now on, its blobs fetchable.
+    pp.tag_manifest(t, ctx(), &policy, f.index.0.clone(), f.index.1.clone())
+        .await
+        .unwrap();
+    pp.tag_manifest(t, ctx(), &policy, amd64.0.clone(), rec.clone())
+        .await
+        .unwrap();
+    pp.check_manifest(t, ctx(), &policy, &amd64.0, &rec)
+        .await
+        .unwrap();
+    pp.check_blob(t, &policy, &amd64.2).await.unwrap();
+
+    // Under another policy the index leaves it out, and says so as for any unchosen child.
+    let (pp, policy) = f.policy("[mirror]\nplatforms = [\"linux/arm64\"]\n");
+    let e = pp
+        .tag_manifest(t, ctx(), &policy, amd64.0.clone(), rec.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::ManifestUnknown);
+    assert!(
+        e.message
+            .contains(&format!("the linux/amd64 manifest of index {}", f.index.0)),
+        "{}",
+        e.message
+    );
 }
