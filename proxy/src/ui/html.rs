@@ -48,15 +48,8 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-/// `42 s`, `5 min`, `3 h`, `2 days`.
-pub fn duration(secs: u64) -> String {
-    match secs {
-        0..=119 => format!("{secs} s"),
-        120..=7199 => format!("{} min", secs / 60),
-        7200..=172_799 => format!("{} h", secs / 3600),
-        _ => format!("{} days", secs / 86400),
-    }
-}
+/// `42 s`, `5 min`, `3 h`, `2 days`, as the command line writes them too.
+pub use crate::status::duration;
 
 /// `512 B`, `1.5 KiB`, `12.0 MiB`.
 pub fn bytes(n: u64) -> String {
@@ -77,7 +70,7 @@ fn ago(now: u64, t: u64) -> String {
     if t > now {
         format!("in {}", duration(t - now))
     } else {
-        format!("{} ago", duration(now - t))
+        crate::status::ago(now, t)
     }
 }
 
