@@ -142,12 +142,16 @@ fn names_from_clients_are_shown_not_run() {
         "b",
         "span",
         "table",
+        "colgroup",
+        "col",
         "thead",
         "tbody",
         "tr",
         "th",
         "td",
         "code",
+        "details",
+        "summary",
         "small",
         "br",
         "time",
@@ -242,6 +246,40 @@ fn pushes_list_waiting_and_failed_not_delivered() {
     assert!(html.contains("1 delivered push in the journal"), "{html}");
     assert!(html.contains("id=\"tile-pending\"><b>1</b>"), "{html}");
     assert!(html.contains("id=\"tile-failed\"><b>1</b>"), "{html}");
+}
+
+#[test]
+fn a_long_push_error_is_clipped_with_the_whole_text_in_a_details() {
+    let long = format!(
+        "upstream http://127.0.0.1:1/v2/{}/blobs/uploads/ refused: {} <end>",
+        "team/".repeat(30),
+        "x".repeat(300)
+    );
+    let mut page = empty_page();
+    page.pushes = Ok(vec![
+        push("failed", "ci/app", Some(&long)),
+        push("pending", "ci/app/tools", Some("connection refused")),
+    ]);
+    let html = render(&page);
+    let pushes = &html[html.find("id=\"pushes\"").unwrap()..];
+    assert!(
+        pushes.contains("<table class=\"pushes\"><colgroup>"),
+        "fixed columns: {pushes}"
+    );
+    let details = &pushes[pushes.find("<details>").expect("a details element")..];
+    let summary = &details[..details.find("</summary>").unwrap()];
+    assert!(
+        summary.ends_with('…') && !summary.contains("&lt;end&gt;</"),
+        "the summary is clipped: {summary}"
+    );
+    assert!(
+        details.contains(&format!("<p>{}</p></details>", esc(&long))),
+        "the whole error opens below: {details}"
+    );
+    assert!(
+        pushes.contains("<td data-label=\"Last error\">connection refused</td>"),
+        "a short error is shown as it is: {pushes}"
+    );
 }
 
 #[test]
