@@ -82,8 +82,9 @@ fn text(status: StatusCode, msg: String) -> Response<Full<Bytes>> {
 }
 
 impl Admin {
-    /// Writes the mirror's batched last-use times now, for readers that show them (`wharf status`,
-    /// the status page): an image pulled a moment ago shows its use. A no-op offline.
+    /// Writes the batched last uses of tags now (`meta::LastUse`), before a view shows them (`wharf
+    /// images`, `wharf status`, the status page). The views would read the batch all the same (the
+    /// metadata merges it in); this keeps the files as current as the server. A no-op offline.
     pub async fn flush_usage(&self) {
         if let Some(registry) = &self.registry {
             if let Err(e) = registry.mirror().flush_usage().await {
@@ -108,6 +109,7 @@ impl Admin {
             },
             (&Method::GET, "/leases") => json(StatusCode::OK, &self.lease_entries()),
             (&Method::GET, "/images") => {
+                self.flush_usage().await;
                 match crate::images::list(&self.collector, dangling).await {
                     Ok(list) => json(StatusCode::OK, &list),
                     Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),

@@ -15,7 +15,8 @@
 //!
 //! The cache quota (`[cache] max_bytes`) is applied before the mark: when the content only mirrored
 //! tags reach exceeds it, the least recently used mirrored tags are dropped (they are a cache: the
-//! upstream still has them) until it fits. Pushed content is never evicted.
+//! upstream still has them) until it fits. Pushed content is never evicted. "Used" is the tag's last
+//! use as `wharf images` shows it (`meta::LastUse`): the order operators see is the order evicted.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -312,7 +313,7 @@ impl Collector {
             let mirrored: Vec<(String, String, Digest, u64)> = mirrored
                 .into_iter()
                 .map(|(r, t, d)| {
-                    let used = snap.last_used.get(&d).copied().unwrap_or(0);
+                    let used = snap.last_use.of_tag(&r, Some(&t), &d).unwrap_or(0);
                     (r, t, d, used)
                 })
                 .collect();

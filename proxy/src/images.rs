@@ -29,7 +29,9 @@ pub struct Image {
     pub platforms_absent: usize,
     /// Bytes of everything the image reaches that is stored, each blob counted once.
     pub size: u64,
-    /// Unix seconds it was last served from the mirror cache.
+    /// Unix seconds of the tag's last use: its last pull (by tag, or by the digest it names, through
+    /// this repository) or push, whichever is later (`meta::LastUse`); for a dangling image, its last
+    /// pull by digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used: Option<u64>,
     /// `reduced from sha256:…` / `rewritten from sha256:…`, or the other way round.
@@ -110,9 +112,9 @@ pub async fn list(c: &Collector, dangling: bool) -> Result<Vec<Image>, GcError> 
             })
             .collect();
         out.push(Image {
+            last_used: snap.last_use.of_tag(&repository, tag.as_deref(), &digest),
             repository,
             tag,
-            last_used: snap.last_used.get(&digest).copied(),
             media_type: rec.media_type.clone(),
             digest,
             platforms,

@@ -701,18 +701,8 @@ fn images_text(list: &[wharf::images::Image]) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let ago = |t: Option<u64>| match t {
-        None => "-".to_owned(),
-        Some(t) => {
-            let s = now.saturating_sub(t);
-            match s {
-                0..=59 => format!("{s} s ago"),
-                60..=3599 => format!("{} min ago", s / 60),
-                3600..=86399 => format!("{} h ago", s / 3600),
-                _ => format!("{} days ago", s / 86400),
-            }
-        }
-    };
+    // Written as `wharf status` and the status page write it.
+    let ago = |t: Option<u64>| wharf::status::last_use(now, t);
     let rows: Vec<[String; 7]> = list
         .iter()
         .map(|i| {

@@ -30,8 +30,6 @@ const REFERRERS: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::n
 const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
 /// (cache repo, tag) → unix seconds the mirror last confirmed the tag with its upstream
 const TAG_CHECKED: TableDefinition<(&str, &str), u64> = TableDefinition::new("tag_checked");
-/// digest → unix seconds it was last served from the mirror cache (for eviction)
-const LAST_USED: TableDefinition<&str, u64> = TableDefinition::new("last_used");
 /// (cache repo, subject digest) → (digest of the referrers index the mirror cached, unix seconds the
 /// upstream last confirmed it)
 const MIRROR_REFERRERS: TableDefinition<(&str, &str), (&str, u64)> =
@@ -103,6 +101,7 @@ pub struct ManifestPut<'a> {
     pub repo: &'a str,
     pub digest: &'a Digest,
     pub record: ManifestRecord,
+    /// The tag the push sets; the push is recorded as the tag's last use (`usage.rs`).
     pub tag: Option<&'a str>,
     /// The descriptor to list under `record.subject` in the referrers API.
     pub referrer: Option<Descriptor>,
@@ -155,6 +154,8 @@ fn fill<K: Eq + std::hash::Hash, V: Clone>(m: &DashMap<K, V>, k: K, v: V) -> V {
 pub struct Meta {
     db: Arc<Database>,
     cache: Arc<ReadCache>,
+    /// Tag and digest uses noted on the request path, not written yet (`usage.rs`).
+    uses: Arc<usage::Pending>,
 }
 
 impl Meta {
@@ -168,7 +169,8 @@ impl Meta {
         tx.open_table(REFERRERS)?;
         tx.open_table(UPLOADS)?;
         tx.open_table(TAG_CHECKED)?;
-        tx.open_table(LAST_USED)?;
+        tx.open_table(usage::LAST_USE)?;
+        usage::upgrade(&tx)?;
         tx.open_table(MIRROR_REFERRERS)?;
         tx.open_table(REWRITES)?;
         tx.open_table(platforms::INDEX_CHILDREN)?;
@@ -182,6 +184,7 @@ impl Meta {
         Ok(Meta {
             db: Arc::new(db),
             cache: Arc::default(),
+            uses: Arc::default(),
         })
     }
 
@@ -295,6 +298,7 @@ impl Meta {
             if let Some(tag) = &tag {
                 tx.open_table(TAGS)?
                     .insert((repo.as_str(), tag.as_str()), d.as_str())?;
+                usage::pushed(&tx, &repo, tag)?;
             }
             if let Some((subject, desc)) = &referrer {
                 tx.open_table(REFERRERS)?.insert(
@@ -376,6 +380,13 @@ impl Meta {
                 }
                 doomed
             };
+            {
+                let mut used = tx.open_table(usage::LAST_USE)?;
+                used.remove((repo.as_str(), d.as_str()))?;
+                for t in &doomed {
+                    used.remove((repo.as_str(), t.as_str()))?;
+                }
+            }
             if let Some(subject) = old.subject {
                 tx.open_table(REFERRERS)?.remove((
                     repo.as_str(),
@@ -402,6 +413,8 @@ impl Meta {
                 .open_table(TAGS)?
                 .remove((r.as_str(), t.as_str()))?
                 .is_some();
+            tx.open_table(usage::LAST_USE)?
+                .remove((r.as_str(), t.as_str()))?;
             tx.commit()?;
             cache.repos.insert(r.clone(), Known::Unsure);
             cache.tags.insert((r, t), None);
@@ -620,34 +633,6 @@ impl Meta {
         .await
     }
 
-    /// Records when cached content was last served, in one transaction for a batch.
-    pub async fn touch(&self, used: Vec<(Digest, u64)>) -> Result<(), MetaError> {
-        if used.is_empty() {
-            return Ok(());
-        }
-        self.run(move |db| {
-            let tx = db.begin_write()?;
-            {
-                let mut t = tx.open_table(LAST_USED)?;
-                for (d, at) in &used {
-                    t.insert(d.to_string().as_str(), *at)?;
-                }
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
-    }
-
-    pub async fn last_used(&self, digest: &Digest) -> Result<Option<u64>, MetaError> {
-        let d = digest.to_string();
-        self.run(move |db| {
-            let t = db.begin_read()?.open_table(LAST_USED)?;
-            Ok(t.get(d.as_str())?.map(|v| v.value()))
-        })
-        .await
-    }
-
     pub async fn create_upload(&self, id: &str, rec: UploadRecord) -> Result<(), MetaError> {
         let id = id.to_owned();
         let rec = serde_json::to_vec(&rec)?;
@@ -732,6 +717,8 @@ mod platforms;
 mod push;
 mod stats;
 pub use stats::{CacheTotals, LastGc, Retention, Sample};
+mod usage;
+pub use usage::LastUse;
 
 #[cfg(test)]
 mod tests;

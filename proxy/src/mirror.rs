@@ -176,8 +176,6 @@ pub struct Mirror {
     fills: Fills,
     flights: Flights<String, std::result::Result<Fetched, Failure>>,
     referrer_flights: Flights<String, std::result::Result<Vec<Descriptor>, Failure>>,
-    /// Last use of cached content, written to the metadata in batches (`flush_usage`).
-    used: DashMap<Digest, u64>,
     /// wharf's own listen port: an `ns=` naming wharf itself is a local request, not a missing upstream.
     own_port: u16,
     /// Hosts that requests named but no `[[upstream]]` configures, each logged once.
@@ -230,7 +228,6 @@ impl Mirror {
             },
             flights: Flights::default(),
             referrer_flights: Flights::default(),
-            used: DashMap::new(),
             own_port: cfg.server.listen.port(),
             unconfigured_seen: DashMap::new(),
             platforms: PlatformPolicy::new(
@@ -355,21 +352,16 @@ impl Mirror {
         Ok(self.fetcher.meta.repo_exists(&t.cache).await?)
     }
 
-    fn touch(&self, d: &Digest) {
-        self.used.insert(d.clone(), unix_now());
+    /// A manifest of `t` served by `reference` (a tag, or a digest): a use of the tags it names, as
+    /// `wharf images`, `wharf status`, the status page and the cache quota count it (`meta::LastUse`).
+    fn pulled(&self, t: &Target, reference: &str) {
+        self.fetcher.meta.pulled(&t.cache, reference);
     }
 
-    /// Writes the last-use times gathered since the previous flush.
+    /// Writes the last uses noted since the previous flush (local pulls included: they are noted in
+    /// the same place).
     pub async fn flush_usage(&self) -> Result<()> {
-        let batch: Vec<(Digest, u64)> = self
-            .used
-            .iter()
-            .map(|e| (e.key().clone(), *e.value()))
-            .collect();
-        for (d, at) in &batch {
-            self.used.remove_if(d, |_, v| v == at);
-        }
-        self.fetcher.meta.touch(batch).await?;
+        self.fetcher.meta.flush_uses().await?;
         Ok(())
     }
 
@@ -434,7 +426,7 @@ impl Mirror {
                 if !accepts(req.headers(), &f.record.media_type) {
                     return Err(not_acceptable(&t.cache, r, &f.record.media_type));
                 }
-                self.touch(&f.digest);
+                self.pulled(t, &d.to_string());
                 manifest_response(store, &f.digest, &f.record, head).await
             }
             Reference::Tag(tag) => {
@@ -458,7 +450,7 @@ impl Mirror {
                 if let Some(c) = usable {
                     let checked = meta.tag_checked(&t.cache, tag.as_str()).await?.unwrap_or(0);
                     if unix_now().saturating_sub(checked) < self.cfg.tag_ttl_secs {
-                        self.touch(&c.digest);
+                        self.pulled(t, tag.as_str());
                         crate::metrics::cache_hit(Kind::Manifest, req.method(), c.record.size);
                         if !self.policy.rewrites() && !self.platforms.active(t, &self.policy) {
                             return manifest_response(store, &c.digest, &c.record, head).await;
@@ -490,7 +482,7 @@ impl Mirror {
                         if !accepts(req.headers(), &f.record.media_type) {
                             return Err(not_acceptable(&t.cache, r, &f.record.media_type));
                         }
-                        self.touch(&f.digest);
+                        self.pulled(t, tag.as_str());
                         let (d, rec) = self.tag_serves(t, ctx, f.digest, f.record).await?;
                         manifest_response(store, &d, &rec, head).await
                     }
@@ -499,7 +491,7 @@ impl Mirror {
                             upstream = %t.upstream.host, repo = %t.remote, %tag, error = ?f,
                             "upstream failed; serving the cached tag (mirror.stale_if_error)"
                         );
-                        self.touch(&c.digest);
+                        self.pulled(t, tag.as_str());
                         let (d, rec) = self
                             .tag_serves(t, ctx, c.digest.clone(), c.record.clone())
                             .await?;

@@ -31,7 +31,8 @@ pub struct Repository {
     pub manifests: usize,
     /// Bytes of everything its manifests reach that is stored, each blob once.
     pub bytes: u64,
-    /// Unix seconds of the last time the mirror served any of its manifests.
+    /// Unix seconds of its tags' latest last use (`meta::LastUse`, as `wharf images` shows each tag);
+    /// with no tag, its latest pull by digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used: Option<u64>,
 }
@@ -115,8 +116,13 @@ pub async fn collect(admin: &Admin, server: bool) -> Result<Status, GcError> {
         manifests.entry(repo).or_default().push(d);
     }
     let mut tags: HashMap<&str, usize> = HashMap::new();
-    for (repo, _, d) in &snap.tags {
+    let mut used: HashMap<&str, u64> = HashMap::new();
+    for (repo, tag, d) in &snap.tags {
         *tags.entry(repo.as_str()).or_default() += 1;
+        if let Some(at) = snap.last_use.of_tag(repo, Some(tag), d) {
+            let u = used.entry(repo.as_str()).or_default();
+            *u = (*u).max(at);
+        }
         // A tag always names a recorded manifest; this keeps a repository listed if not.
         manifests.entry(repo.clone()).or_default().push(d.clone());
     }
@@ -127,11 +133,10 @@ pub async fn collect(admin: &Admin, server: bool) -> Result<Status, GcError> {
         let bytes = reach.iter().filter_map(|d| sizes.get(d)).sum();
         let upstream = upstream_of(repo).map(str::to_owned);
         let n_tags = tags.get(repo.as_str()).copied().unwrap_or(0);
-        let last_used = tops
-            .iter()
-            .filter_map(|d| snap.last_used.get(d))
-            .max()
-            .copied();
+        let last_used = match n_tags {
+            0 => snap.last_use.of_repository(repo),
+            _ => used.get(repo.as_str()).copied(),
+        };
         let unique: HashSet<&Digest> = tops.iter().collect();
         repositories.push(Repository {
             repository: repo.clone(),
@@ -214,6 +219,7 @@ pub fn human_bytes(n: u64) -> String {
 /// `wharf status` as a text table.
 pub fn text(s: &Status) -> String {
     use std::fmt::Write;
+    let now = crate::registry::unix_now();
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -260,11 +266,11 @@ pub fn text(s: &Status) -> String {
         Some(g) => {
             let _ = writeln!(
                 out,
-                "last gc: {} ({} ago), removed {} ({}), evicted {} tags, {} ms",
+                "last gc: {} ({}), removed {} ({}), evicted {} tags, {} ms",
                 httpdate::fmt_http_date(
                     std::time::UNIX_EPOCH + std::time::Duration::from_secs(g.started)
                 ),
-                ago(g.started),
+                ago(now, g.started),
                 g.removed,
                 human_bytes(g.removed_bytes),
                 g.evicted,
@@ -300,31 +306,42 @@ pub fn text(s: &Status) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "{:<50} {:>5} {:>9} {:>12} {:>10}",
+        "{:<50} {:>5} {:>9} {:>12} {:>12}",
         "REPOSITORY", "TAGS", "MANIFESTS", "SIZE", "LAST USE"
     );
     for r in &s.repositories {
         let _ = writeln!(
             out,
-            "{:<50} {:>5} {:>9} {:>12} {:>10}",
+            "{:<50} {:>5} {:>9} {:>12} {:>12}",
             r.repository,
             r.tags,
             r.manifests,
             human_bytes(r.bytes),
-            r.last_used.map_or("-".to_owned(), ago)
+            last_use(now, r.last_used)
         );
     }
     out
 }
 
-fn ago(unix: u64) -> String {
-    let secs = crate::registry::unix_now().saturating_sub(unix);
+/// `42 s`, `5 min`, `3 h`, `2 days`: how `wharf images`, `wharf status` and the status page write a
+/// span of time.
+pub fn duration(secs: u64) -> String {
     match secs {
-        0..=119 => format!("{secs}s"),
-        120..=7199 => format!("{}m", secs / 60),
-        7200..=172_799 => format!("{}h", secs / 3600),
-        _ => format!("{}d", secs / 86400),
+        0..=119 => format!("{secs} s"),
+        120..=7199 => format!("{} min", secs / 60),
+        7200..=172_799 => format!("{} h", secs / 3600),
+        _ => format!("{} days", secs / 86400),
     }
+}
+
+/// How long before `now` the moment `t` was (a clock that moved back reads as `0 s ago`).
+pub fn ago(now: u64, t: u64) -> String {
+    format!("{} ago", duration(now.saturating_sub(t)))
+}
+
+/// A last use (`meta::LastUse`) as the command-line tables write it: `-` for none.
+pub fn last_use(now: u64, t: Option<u64>) -> String {
+    t.map_or_else(|| "-".to_owned(), |t| ago(now, t))
 }
 
 #[cfg(test)]

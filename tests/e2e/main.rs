@@ -21,6 +21,7 @@ mod dedupe;
 mod deploy_image;
 mod gc;
 mod hardening;
+mod last_use;
 mod metrics;
 mod mirror;
 mod mounts;

@@ -2,7 +2,8 @@
 //! Debian `chromium` renders it against a wharf that has mirrored an image from a real
 //! `docker-registry`, holds a store-and-forward push it cannot deliver (its upstream is a closed port),
 //! and whose access plugin refused a pull. The DOM chromium built is checked for what an operator must
-//! see, and a phone-sized screenshot is left under `target/e2e-output/status_page/` for a human.
+//! see, the layout at a laptop's width is measured through the DevTools protocol, and screenshots
+//! (a phone's, a laptop's) are left under `target/e2e-output/status_page/` for a human.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -66,6 +67,199 @@ fn run_chromium(profile: &Path, url: &str, args: &[&str]) -> Output {
     }
 }
 
+/// Chromium driven through the DevTools protocol over a pipe (`--remote-debugging-pipe`: it reads
+/// commands on fd 3 and answers on fd 4, each message a JSON text ended by a NUL byte). An expression
+/// evaluated this way runs whatever the page's CSP says (the page itself may run no script), so a
+/// test can ask for the layout chromium computed.
+struct DevTools {
+    child: std::process::Child,
+    to: fs::File,
+    from: std::sync::mpsc::Receiver<serde_json::Value>,
+    next: u64,
+    end: Instant,
+}
+
+impl DevTools {
+    fn start(profile: &Path) -> DevTools {
+        use std::os::fd::{AsRawFd, OwnedFd};
+        use std::os::unix::process::CommandExt;
+        let (to_chromium, commands) = std::io::pipe().expect("pipe");
+        let (answers, from_chromium) = std::io::pipe().expect("pipe");
+        let (r, w) = (to_chromium.as_raw_fd(), from_chromium.as_raw_fd());
+        let mut cmd = Command::new(chromium());
+        cmd.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--hide-scrollbars",
+            "--remote-debugging-pipe",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("about:blank")
+        .env("HOME", profile)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and exec. The pipe ends are
+        // first copied above 9, so that placing them on 3 and 4 cannot overwrite one with the other.
+        unsafe {
+            cmd.pre_exec(move || {
+                let (r, w) = (
+                    libc::fcntl(r, libc::F_DUPFD, 10),
+                    libc::fcntl(w, libc::F_DUPFD, 10),
+                );
+                if r < 0 || w < 0 || libc::dup2(r, 3) < 0 || libc::dup2(w, 4) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn chromium");
+        drop(OwnedFd::from(to_chromium));
+        drop(OwnedFd::from(from_chromium));
+        let (tx, from) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut answers = std::io::BufReader::new(answers);
+            let mut msg = Vec::new();
+            while answers.read_until(0, &mut msg).is_ok_and(|n| n > 0) {
+                let text = msg.strip_suffix(&[0]).unwrap_or(&msg);
+                let Ok(v) = serde_json::from_slice(text) else {
+                    return;
+                };
+                if tx.send(v).is_err() {
+                    return;
+                }
+                msg.clear();
+            }
+        });
+        DevTools {
+            child,
+            to: fs::File::from(OwnedFd::from(commands)),
+            from,
+            next: 0,
+            end: Instant::now() + BROWSER_DEADLINE,
+        }
+    }
+
+    /// The next message, or the test fails when chromium has said nothing by the deadline.
+    fn receive(&mut self, waiting_for: &str) -> serde_json::Value {
+        let left = self.end.saturating_duration_since(Instant::now());
+        match self.from.recv_timeout(left) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = self.child.kill();
+                panic!("chromium gave no {waiting_for} within {BROWSER_DEADLINE:?} ({e})");
+            }
+        }
+    }
+
+    /// Sends `method` (to the page of `session`, if given) and returns its result.
+    fn call(
+        &mut self,
+        method: &str,
+        params: serde_json::Value,
+        session: Option<&str>,
+    ) -> serde_json::Value {
+        use std::io::Write;
+        self.next += 1;
+        let id = self.next;
+        let mut msg = serde_json::json!({"id": id, "method": method, "params": params});
+        if let Some(s) = session {
+            msg["sessionId"] = s.into();
+        }
+        let mut bytes = serde_json::to_vec(&msg).expect("JSON");
+        bytes.push(0);
+        self.to.write_all(&bytes).expect("write to chromium");
+        loop {
+            let answer = self.receive(method);
+            if answer["id"] == id {
+                assert!(
+                    answer["error"].is_null(),
+                    "chromium refused {method}: {answer}"
+                );
+                return answer["result"].clone();
+            }
+        }
+    }
+
+    /// Opens `url` in a new page of `width`×`height` CSS pixels and waits for it to load; returns the
+    /// page's session.
+    fn open(&mut self, url: &str, width: u32, height: u32) -> String {
+        let target = self.call(
+            "Target.createTarget",
+            serde_json::json!({"url": "about:blank"}),
+            None,
+        );
+        let session = self.call(
+            "Target.attachToTarget",
+            serde_json::json!({"targetId": target["targetId"], "flatten": true}),
+            None,
+        )["sessionId"]
+            .as_str()
+            .expect("a session")
+            .to_owned();
+        let s = Some(session.as_str());
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            serde_json::json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false}),
+            s,
+        );
+        self.call("Page.enable", serde_json::json!({}), s);
+        self.call("Page.navigate", serde_json::json!({"url": url}), s);
+        loop {
+            let event = self.receive("Page.loadEventFired");
+            if event["method"] == "Page.loadEventFired" && event["sessionId"] == session.as_str() {
+                return session;
+            }
+        }
+    }
+
+    /// The value of a JavaScript expression in the page of `session`.
+    fn evaluate(&mut self, session: &str, expression: &str) -> serde_json::Value {
+        let r = self.call(
+            "Runtime.evaluate",
+            serde_json::json!({"expression": expression, "returnByValue": true}),
+            Some(session),
+        );
+        assert!(r["exceptionDetails"].is_null(), "{expression} failed: {r}");
+        r["result"]["value"].clone()
+    }
+
+    /// A PNG of the whole page of `session`, at its width.
+    fn screenshot(&mut self, session: &str) -> Vec<u8> {
+        use base64::Engine;
+        let size = self.evaluate(
+            session,
+            "[document.documentElement.clientWidth, document.documentElement.scrollHeight]",
+        );
+        let r = self.call(
+            "Page.captureScreenshot",
+            serde_json::json!({"format": "png", "captureBeyondViewport": true, "clip": {
+                "x": 0, "y": 0, "width": size[0], "height": size[1], "scale": 1
+            }}),
+            Some(session),
+        );
+        base64::engine::general_purpose::STANDARD
+            .decode(r["data"].as_str().expect("screenshot data"))
+            .expect("base64 PNG")
+    }
+}
+
+impl Drop for DevTools {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Where this test leaves what a human may want to look at: it outlives the test's temp dirs.
 fn output_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-output/status_page");
@@ -118,7 +312,10 @@ pub(crate) fn section<'a>(html: &'a str, id: &str) -> &'a str {
 /// Proves: chromium renders `/ui` from the metrics listener with the mirrored repository under its
 /// upstream with the three platforms kept, the push waiting for its unreachable upstream, the plugin's
 /// denial, and the hit-ratio and bytes-saved charts as SVG; the page carries no script, and a
-/// 412×915 (phone) screenshot of it is a real image.
+/// 412×915 (phone) screenshot of it is a real image. At a laptop's width (1366 px) the page is no
+/// wider than the window, though the push's last error (the upstream's, with a blob URL in it) is
+/// long: it is clipped, whole in a `<details>`, and the push's image and target keep a readable
+/// width (issue 23: the error ran off the right edge, the names wrapped one character a line).
 #[test]
 fn chromium_renders_the_status_page() {
     chromium();
@@ -279,7 +476,51 @@ fn chromium_renders_the_status_page() {
         "the screenshot has the phone's size"
     );
     println!("status page screenshot: {}", png.display());
+
+    // A laptop's width: nothing runs off the right edge (the pushes table's last error did), and the
+    // pushes table's names keep a readable width (they wrapped one character a line).
+    let mut devtools = DevTools::start(profile.path());
+    let page = devtools.open(&url, LAPTOP.0, LAPTOP.1);
+    let layout = devtools.evaluate(
+        &page,
+        "(() => ({ scroll: document.documentElement.scrollWidth, \
+         client: document.documentElement.clientWidth, \
+         errors: Array.from(document.querySelectorAll('#pushes details')).map(d => d.textContent), \
+         cells: Array.from(document.querySelectorAll('#pushes td')).map(td => { \
+           const r = td.getBoundingClientRect(); \
+           return { label: td.dataset.label, width: Math.round(r.width), right: Math.round(r.right) }; }) \
+         }))()",
+    );
+    assert!(
+        layout["errors"].as_array().is_some_and(|e| !e.is_empty()),
+        "the push's long last error opens in a <details>: {layout}"
+    );
+    let client = layout["client"].as_u64().expect("clientWidth");
+    assert!(
+        layout["scroll"].as_u64() <= Some(client),
+        "at {LAPTOP:?} the page is wider than the window: {layout}"
+    );
+    let cells = layout["cells"].as_array().expect("cells");
+    assert!(!cells.is_empty(), "the pushes table has rows: {layout}");
+    for c in cells {
+        assert!(
+            c["right"].as_u64() <= Some(client),
+            "a pushes cell runs off the right edge: {c} ({layout})"
+        );
+        if c["label"] == "Image" || c["label"] == "To" {
+            assert!(
+                c["width"].as_u64() >= Some(150),
+                "a name column is squeezed: {c} ({layout})"
+            );
+        }
+    }
+    let png = output_dir().join("status-page-laptop.png");
+    fs::write(&png, devtools.screenshot(&page)).expect("write the laptop screenshot");
+    println!("status page at a laptop's width: {}", png.display());
 }
+
+/// A common laptop screen, in CSS pixels.
+const LAPTOP: (u32, u32) = (1366, 768);
 
 /// Proves: the page's recent plugin denials survive a restart. The denial is written when wharf
 /// stops (the hourly sampling writes nothing in between), and the restarted wharf lists it again.

@@ -5,9 +5,10 @@ use std::collections::{HashMap, HashSet};
 
 use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::usage::{self, LastUse, LAST_USE};
 use super::{
-    Known, ManifestRecord, Meta, MetaError, BLOBS, LAST_USED, MANIFESTS, MIRROR_REFERRERS,
-    REFERRERS, REWRITES, TAGS,
+    Known, ManifestRecord, Meta, MetaError, BLOBS, MANIFESTS, MIRROR_REFERRERS, REFERRERS,
+    REWRITES, TAGS,
 };
 use crate::digest::Digest;
 use crate::lease::LeaseRecord;
@@ -29,8 +30,8 @@ pub struct Snapshot {
     pub rewrites: Vec<(Digest, String, Digest)>,
     /// (subject, cached referrers index) of the mirror.
     pub mirror_referrers: Vec<(Digest, Digest)>,
-    /// Digest → unix seconds it was last served from the mirror cache.
-    pub last_used: HashMap<Digest, u64>,
+    /// When each tag was last pulled or pushed (`LastUse::of_tag`), uses not written yet included.
+    pub last_use: LastUse,
 }
 
 /// What `forget` removed.
@@ -82,9 +83,10 @@ impl Meta {
     }
 
     /// Tags, manifest records, referrer, rewrite and mirror-referrer edges, and last-use times, as of
-    /// one moment.
+    /// one moment (with the uses noted since the last flush).
     pub async fn snapshot(&self) -> Result<Snapshot, MetaError> {
-        self.run(|db| {
+        let pending = self.uses.clone();
+        self.run(move |db| {
             let tx = db.begin_read()?;
             let mut s = Snapshot::default();
             for item in tx.open_table(TAGS)?.iter()? {
@@ -122,12 +124,7 @@ impl Meta {
                     s.mirror_referrers.push((a, b));
                 }
             }
-            for item in tx.open_table(LAST_USED)?.iter()? {
-                let (k, v) = item?;
-                if let Ok(d) = k.value().parse() {
-                    s.last_used.insert(d, v.value());
-                }
-            }
+            s.last_use = usage::read(&tx.open_table(LAST_USE)?, &pending)?;
             Ok(s)
         })
         .await
@@ -151,9 +148,9 @@ impl Meta {
     }
 
     /// Removes every record of `gone` (blob links, manifest records, referrer entries, last-use times,
-    /// rewrite mappings), in one durable transaction: called before the content itself is removed, so
-    /// a crash in between leaves content no record names (collected next time), never a record of
-    /// missing content.
+    /// rewrite mappings), and the last-use times of tags that are gone, in one durable transaction:
+    /// called before the content itself is removed, so a crash in between leaves content no record
+    /// names (collected next time), never a record of missing content.
     pub async fn forget(&self, gone: HashSet<Digest>) -> Result<Forgotten, MetaError> {
         if gone.is_empty() {
             return Ok(Forgotten::default());
@@ -233,9 +230,25 @@ impl Meta {
                 }
             }
             {
-                let mut t = tx.open_table(LAST_USED)?;
-                for n in &names {
-                    t.remove(n.as_str())?;
+                // A use noted just before its tag was deleted (or evicted) is written after: dropped
+                // here, with the uses of collected digests.
+                let tags = tx.open_table(TAGS)?;
+                let mut t = tx.open_table(LAST_USE)?;
+                let mut keys = Vec::new();
+                for item in t.iter()? {
+                    let (k, _) = item?;
+                    let (r, reference) = k.value();
+                    let gone = if reference.contains(':') {
+                        names.contains(reference)
+                    } else {
+                        tags.get((r, reference))?.is_none()
+                    };
+                    if gone {
+                        keys.push((r.to_owned(), reference.to_owned()));
+                    }
+                }
+                for (r, reference) in &keys {
+                    t.remove((r.as_str(), reference.as_str()))?;
                 }
             }
             tx.commit()?;

@@ -160,15 +160,154 @@ async fn cached_misses_and_hits_follow_every_write() {
     assert_eq!(m.tag_checked("up/r", "t").await.unwrap(), Some(6));
 }
 
+fn put<'a>(repo: &'a str, tag: Option<&'a str>, digest: &'a Digest) -> ManifestPut<'a> {
+    ManifestPut {
+        repo,
+        digest,
+        record: rec(None),
+        tag,
+        referrer: None,
+    }
+}
+
 #[tokio::test]
-async fn last_use_is_recorded_in_batches() {
+async fn last_use_is_per_tag_batched_and_read_before_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.redb");
+    let m = Meta::open(&path).unwrap();
+    m.mirror_tag("up.io/a", "v1", &d(1), Some(rec(None)), 5)
+        .await
+        .unwrap();
+    m.mirror_tag("up.io/a", "v2", &d(1), None, 5).await.unwrap();
+    m.put_manifest(put("b", None, &d(1))).await.unwrap();
+    m.note_use("up.io/a", "v1", 100);
+    m.note_use("up.io/a", "v1", 90);
+    let used = m.snapshot().await.unwrap().last_use;
+    assert_eq!(used.of_tag("up.io/a", Some("v1"), &d(1)), Some(100));
+    assert_eq!(used.of_tag("up.io/a", Some("v2"), &d(1)), None);
+    // A pull by the digest a tag names, through its repository, is a pull of that tag; through
+    // another repository it is not.
+    m.note_use("up.io/a", &d(1).to_string(), 120);
+    m.note_use("b", &d(1).to_string(), 500);
+    let used = m.snapshot().await.unwrap().last_use;
+    assert_eq!(used.of_tag("up.io/a", Some("v1"), &d(1)), Some(120));
+    assert_eq!(used.of_tag("up.io/a", Some("v2"), &d(1)), Some(120));
+    assert_eq!(used.of_repository("up.io/a"), Some(120));
+    m.flush_uses().await.unwrap();
+    m.flush_uses().await.unwrap();
+    drop(m);
+    let m = Meta::open(&path).unwrap();
+    let used = m.snapshot().await.unwrap().last_use;
+    assert_eq!(used.of_tag("up.io/a", Some("v1"), &d(1)), Some(120));
+    assert_eq!(used.of_tag("b", None, &d(1)), Some(500));
+    // A later flush never moves a use back.
+    m.note_use("up.io/a", "v1", 50);
+    m.flush_uses().await.unwrap();
+    let used = m.snapshot().await.unwrap().last_use;
+    assert_eq!(used.get("up.io/a", "v1"), Some(100));
+}
+
+#[tokio::test]
+async fn a_push_is_a_use_of_the_tag_it_sets_and_only_of_it() {
     let (_dir, m) = open();
-    assert_eq!(m.last_used(&d(1)).await.unwrap(), None);
-    m.touch(vec![(d(1), 10), (d(2), 20)]).await.unwrap();
-    m.touch(vec![(d(1), 30)]).await.unwrap();
-    assert_eq!(m.last_used(&d(1)).await.unwrap(), Some(30));
-    assert_eq!(m.last_used(&d(2)).await.unwrap(), Some(20));
-    m.touch(Vec::new()).await.unwrap();
+    m.mirror_tag("up.io/a", "v1", &d(1), Some(rec(None)), 5)
+        .await
+        .unwrap();
+    m.note_use("up.io/a", "v1", 1_000);
+    let before = usage::now();
+    m.put_manifest(put("ci/app", Some("v1"), &d(1)))
+        .await
+        .unwrap();
+    m.put_manifest(put("ci/app", None, &d(2))).await.unwrap();
+    let used = m.snapshot().await.unwrap().last_use;
+    let pushed = used.of_tag("ci/app", Some("v1"), &d(1)).unwrap();
+    assert!(pushed >= before, "{pushed} < {before}");
+    assert_eq!(used.of_tag("up.io/a", Some("v1"), &d(1)), Some(1_000));
+    assert_eq!(used.of_tag("ci/app", None, &d(2)), None);
+}
+
+#[tokio::test]
+async fn deleted_tags_and_collected_digests_lose_their_uses() {
+    let (_dir, m) = open();
+    for t in ["v1", "v2", "v3"] {
+        m.put_manifest(put("r", Some(t), &d(1))).await.unwrap();
+    }
+    m.put_manifest(put("r", None, &d(2))).await.unwrap();
+    m.note_use("r", &d(2).to_string(), 7);
+    m.flush_uses().await.unwrap();
+    assert!(m.delete_tag("r", "v1").await.unwrap());
+    let used = m.snapshot().await.unwrap().last_use;
+    assert_eq!(used.get("r", "v1"), None);
+    assert!(used.get("r", "v2").is_some());
+    // Noted before the delete, written after: the next collection drops it.
+    m.note_use("r", "v1", 8);
+    m.flush_uses().await.unwrap();
+    m.forget([d(2)].into_iter().collect()).await.unwrap();
+    let used = m.snapshot().await.unwrap().last_use;
+    assert_eq!(used.get("r", "v1"), None);
+    assert_eq!(used.get("r", &d(2).to_string()), None);
+    assert!(used.get("r", "v2").is_some());
+    assert!(m.delete_manifest("r", &d(1)).await.unwrap());
+    let used = m.snapshot().await.unwrap().last_use;
+    assert_eq!(used.of_repository("r"), None);
+}
+
+#[test]
+fn an_old_data_dir_keeps_its_mirrored_tags_last_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.redb");
+    // As an earlier wharf left it: last use by digest, written by the mirror only.
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut tags = tx.open_table(TAGS).unwrap();
+            tags.insert(("docker.io/library/alpine", "3"), d(1).to_string().as_str())
+                .unwrap();
+            tags.insert(("ci/alpine", "3"), d(1).to_string().as_str())
+                .unwrap();
+            tags.insert(
+                ("docker.io/library/busybox", "1"),
+                d(2).to_string().as_str(),
+            )
+            .unwrap();
+            let mut old = tx.open_table(usage::legacy_table()).unwrap();
+            old.insert(d(1).to_string().as_str(), 1_000).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let m = Meta::open(&path).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let used = rt.block_on(m.snapshot()).unwrap().last_use;
+    assert_eq!(
+        used.of_tag("docker.io/library/alpine", Some("3"), &d(1)),
+        Some(1_000)
+    );
+    // The pushed tag that shares the digest is not given the mirror's use.
+    assert_eq!(used.of_tag("ci/alpine", Some("3"), &d(1)), None);
+    assert_eq!(
+        used.of_tag("docker.io/library/busybox", Some("1"), &d(2)),
+        None
+    );
+    {
+        let tx = m.db.begin_write().unwrap();
+        assert!(
+            !tx.list_tables()
+                .unwrap()
+                .any(|t| redb::TableHandle::name(&t) == "last_used"),
+            "the old table is dropped"
+        );
+    }
+    drop(m);
+    // Opened again: nothing to carry over, nothing changes.
+    let m = Meta::open(&path).unwrap();
+    let used = rt.block_on(m.snapshot()).unwrap().last_use;
+    assert_eq!(
+        used.of_tag("docker.io/library/alpine", Some("3"), &d(1)),
+        Some(1_000)
+    );
 }
 
 /// The routing phase asks whether a repository exists on every host-less request: the answer is

@@ -46,7 +46,6 @@ impl Mirror {
                 self.confirm_blob(t, d).await?;
                 meta.link_blob(&t.cache, d, size).await?;
             }
-            self.touch(d);
             return (blob_response(&**store, d, size, req, unknown).await)
                 .map(|r| crate::metrics::blob_hit(req.method(), r));
         }
@@ -102,7 +101,6 @@ impl Mirror {
             }
             Phase::Connecting | Phase::Streaming | Phase::Verified | Phase::Done => {}
         }
-        self.touch(d);
         match p.size {
             Some(size) => {
                 let (mut resp, range) = blob_head(d, size, req)?;

@@ -181,7 +181,13 @@ impl Registry {
             }
             _ => (d, rec),
         };
-        manifest_response(&*self.store, &d, &rec, req.method() == Method::HEAD).await
+        let resp = manifest_response(&*self.store, &d, &rec, req.method() == Method::HEAD).await?;
+        // A use of the tags `r` names, for `wharf images` and the status page (noted in memory).
+        match r {
+            Reference::Tag(t) => self.meta.pulled(repo.as_str(), t.as_str()),
+            Reference::Digest(d) => self.meta.pulled(repo.as_str(), &d.to_string()),
+        }
+        Ok(resp)
     }
 
     pub(super) async fn put_manifest<B: RequestBody>(

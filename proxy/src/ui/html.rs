@@ -48,15 +48,8 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-/// `42 s`, `5 min`, `3 h`, `2 days`.
-pub fn duration(secs: u64) -> String {
-    match secs {
-        0..=119 => format!("{secs} s"),
-        120..=7199 => format!("{} min", secs / 60),
-        7200..=172_799 => format!("{} h", secs / 3600),
-        _ => format!("{} days", secs / 86400),
-    }
-}
+/// `42 s`, `5 min`, `3 h`, `2 days`, as the command line writes them too.
+pub use crate::status::duration;
 
 /// `512 B`, `1.5 KiB`, `12.0 MiB`.
 pub fn bytes(n: u64) -> String {
@@ -77,7 +70,7 @@ fn ago(now: u64, t: u64) -> String {
     if t > now {
         format!("in {}", duration(t - now))
     } else {
-        format!("{} ago", duration(now - t))
+        crate::status::ago(now, t)
     }
 }
 
@@ -139,7 +132,11 @@ font-size:.82rem;white-space:nowrap}
 .chip.absent{color:var(--muted);border-style:dashed}
 .state-pending,.state-delivering{color:var(--warn);font-weight:600}.state-failed{color:var(--bad);font-weight:600}
 .error{color:var(--bad)}
-@media (max-width:640px){body{padding:.5rem}table,thead,tbody,tr,td{display:block}thead{display:none}
+table.pushes{table-layout:fixed}.pushes td{overflow-wrap:anywhere}.pushes code{word-break:normal}
+.pushes col.state{width:6.5rem}.pushes col.image{width:22%}.pushes col.to{width:18%}
+.pushes col.attempts{width:5rem}.pushes col.next{width:7rem}
+details summary{cursor:pointer}details p{margin:.3rem 0 0;white-space:pre-wrap}
+@media (max-width:640px){body{padding:.5rem}table,thead,tbody,tr,td{display:block}thead,colgroup{display:none}
 tr{border:1px solid var(--line);border-radius:8px;margin:.45rem 0;padding:.35rem .55rem;background:var(--card)}
 td{border:none;padding:.12rem 0}td::before{content:attr(data-label) ': ';font-weight:600;color:var(--muted)}}
 ";
@@ -384,8 +381,12 @@ fn pushes(s: &mut String, page: &Page) {
     if open.is_empty() {
         s.push_str("<p class=\"empty\">No push is waiting or failed.</p>");
     } else {
+        // Fixed column widths: an upstream's error can be a long unbroken URL, which would
+        // otherwise take the width from the names (one character a line) and run off the page.
         s.push_str(
-            "<table><thead><tr><th>State</th><th>Image</th><th>To</th><th>Attempts</th>\
+            "<table class=\"pushes\"><colgroup><col class=\"state\"><col class=\"image\">\
+             <col class=\"to\"><col class=\"attempts\"><col class=\"error\"><col class=\"next\">\
+             </colgroup><thead><tr><th>State</th><th>Image</th><th>To</th><th>Attempts</th>\
              <th>Last error</th><th>Next try</th></tr></thead><tbody>",
         );
         for p in open {
@@ -407,7 +408,7 @@ fn pushes(s: &mut String, page: &Page) {
                 esc(p.target.trim_end_matches('/')),
                 esc(&p.upstream_repository),
                 p.attempts,
-                esc(p.last_error.as_deref().unwrap_or("–")),
+                last_error(p.last_error.as_deref()),
                 st = esc(&state),
             );
         }
@@ -421,6 +422,25 @@ fn pushes(s: &mut String, page: &Page) {
         );
     }
     s.push_str("</section>");
+}
+
+/// An upstream's error is shown up to this many characters; the rest opens in a `<details>`.
+const ERROR_CHARS: usize = 120;
+
+/// A push's last error: short ones as they are, long ones clipped, the whole text a click away (no
+/// script: a `<details>`), and on hover.
+fn last_error(e: Option<&str>) -> String {
+    let Some(e) = e else {
+        return "–".into();
+    };
+    match e.char_indices().nth(ERROR_CHARS) {
+        None => esc(e),
+        Some((i, _)) => format!(
+            "<details><summary title=\"{full}\">{}…</summary><p>{full}</p></details>",
+            esc(&e[..i]),
+            full = esc(e)
+        ),
+    }
 }
 
 fn denials(s: &mut String, page: &Page) {

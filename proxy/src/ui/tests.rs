@@ -142,12 +142,16 @@ fn names_from_clients_are_shown_not_run() {
         "b",
         "span",
         "table",
+        "colgroup",
+        "col",
         "thead",
         "tbody",
         "tr",
         "th",
         "td",
         "code",
+        "details",
+        "summary",
         "small",
         "br",
         "time",
@@ -242,6 +246,40 @@ fn pushes_list_waiting_and_failed_not_delivered() {
     assert!(html.contains("1 delivered push in the journal"), "{html}");
     assert!(html.contains("id=\"tile-pending\"><b>1</b>"), "{html}");
     assert!(html.contains("id=\"tile-failed\"><b>1</b>"), "{html}");
+}
+
+#[test]
+fn a_long_push_error_is_clipped_with_the_whole_text_in_a_details() {
+    let long = format!(
+        "upstream http://127.0.0.1:1/v2/{}/blobs/uploads/ refused: {} <end>",
+        "team/".repeat(30),
+        "x".repeat(300)
+    );
+    let mut page = empty_page();
+    page.pushes = Ok(vec![
+        push("failed", "ci/app", Some(&long)),
+        push("pending", "ci/app/tools", Some("connection refused")),
+    ]);
+    let html = render(&page);
+    let pushes = &html[html.find("id=\"pushes\"").unwrap()..];
+    assert!(
+        pushes.contains("<table class=\"pushes\"><colgroup>"),
+        "fixed columns: {pushes}"
+    );
+    let details = &pushes[pushes.find("<details>").expect("a details element")..];
+    let summary = &details[..details.find("</summary>").unwrap()];
+    assert!(
+        summary.ends_with('…') && !summary.contains("&lt;end&gt;</"),
+        "the summary is clipped: {summary}"
+    );
+    assert!(
+        details.contains(&format!("<p>{}</p></details>", esc(&long))),
+        "the whole error opens below: {details}"
+    );
+    assert!(
+        pushes.contains("<td data-label=\"Last error\">connection refused</td>"),
+        "a short error is shown as it is: {pushes}"
+    );
 }
 
 #[test]
@@ -545,4 +583,203 @@ fn restored_denials_go_before_this_runs_and_the_ring_stays_bounded() {
     let mut empty = Ring::new(3);
     empty.restore_older(vec![1, 2]);
     assert_eq!(empty.to_vec(), vec![1, 2]);
+}
+
+/// A registry and the admin state over it, in `dir`, wired as the server wires them (no upstream is
+/// ever asked: the mirrored content below is recorded as the mirror records it).
+fn serving(
+    dir: &std::path::Path,
+) -> (
+    std::sync::Arc<crate::registry::Registry>,
+    crate::admin::Admin,
+) {
+    use std::sync::Arc;
+    let mut cfg = crate::config::Config::default();
+    cfg.storage.data_dir = dir.to_owned();
+    cfg.mirror.default_upstream = String::new();
+    let meta = crate::meta::Meta::open(&dir.join("meta.redb")).unwrap();
+    let leases = crate::lease::Leases::new(meta.clone());
+    let store = crate::lease::Touching::wrap(
+        Arc::new(crate::store::FsStore::open(dir).unwrap()),
+        leases.clone(),
+    );
+    let mirror = crate::mirror::Mirror::new(&cfg, store.clone(), meta.clone()).unwrap();
+    let registry = Arc::new(crate::registry::Registry::new(
+        store.clone(),
+        meta.clone(),
+        cfg.registry.clone(),
+        mirror,
+        leases.clone(),
+    ));
+    let policy =
+        crate::policy::Policy::new(crate::plugin::Plugins::none(), store.clone(), meta.clone());
+    let push =
+        crate::push::Push::new(&cfg, store.clone(), meta.clone(), leases.clone(), policy).unwrap();
+    let admin = crate::admin::Admin {
+        collector: Arc::new(crate::gc::Collector::new(
+            meta,
+            store,
+            leases.clone(),
+            crate::admin::gc_settings(&cfg),
+        )),
+        leases,
+        push: Arc::new(push),
+        registry: Some(registry.clone()),
+    };
+    (registry, admin)
+}
+
+async fn call(
+    r: &crate::registry::Registry,
+    method: http::Method,
+    uri: &str,
+    content_type: &str,
+    body: &[u8],
+) -> http::StatusCode {
+    use http_body_util::BodyExt;
+    let req = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", content_type)
+        .body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(
+            body,
+        )))
+        .unwrap();
+    let resp = r.handle(req).await;
+    let status = resp.status();
+    resp.into_body().collect().await.unwrap();
+    status
+}
+
+/// Proves (issue 23): a tag pushed now that names the same image as a mirrored tag last pulled three
+/// days ago reads as used now on the status page, in `wharf images` and in `wharf status`, and all
+/// three give it the same time; the mirrored tag keeps its own, old, last use. (The status page said
+/// "8 min ago" for such a push: last use was kept per digest, and only for the mirror's pulls.) The
+/// mirror's old pull is written as the mirror notes it, with the time it had then.
+#[tokio::test]
+async fn a_tag_pushed_now_is_used_now_in_every_view_though_its_image_was_mirrored_long_ago() {
+    use crate::digest::Digest;
+    use http::{Method, StatusCode};
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, admin) = serving(dir.path());
+    let (meta, store) = (admin.collector.meta.clone(), admin.collector.store.clone());
+    let (config, layer) = (
+        b"{\"architecture\":\"amd64\",\"os\":\"linux\"}",
+        b"layer bytes",
+    );
+    let (cd, ld) = (Digest::sha256_of(config), Digest::sha256_of(layer));
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cd}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{ld}","size":{}}}]}}"#,
+        crate::manifest::OCI_MANIFEST,
+        config.len(),
+        layer.len()
+    );
+    let md = Digest::sha256_of(manifest.as_bytes());
+
+    // Mirrored three days ago, and pulled then, by tag and by digest.
+    let long_ago = crate::registry::unix_now() - 3 * 86_400;
+    let cache = "docker.io/library/app";
+    for (d, bytes) in [(&cd, &config[..]), (&ld, &layer[..])] {
+        store
+            .put(d, bytes::Bytes::copy_from_slice(bytes))
+            .await
+            .unwrap();
+        meta.link_blob(cache, d, bytes.len() as u64).await.unwrap();
+    }
+    store
+        .put(&md, bytes::Bytes::from(manifest.clone()))
+        .await
+        .unwrap();
+    let record = crate::meta::ManifestRecord {
+        media_type: crate::manifest::OCI_MANIFEST.into(),
+        size: manifest.len() as u64,
+        subject: None,
+    };
+    meta.mirror_tag(cache, "1", &md, Some(record), long_ago)
+        .await
+        .unwrap();
+    meta.note_use(cache, "1", long_ago);
+    meta.note_use(cache, &md.to_string(), long_ago);
+    meta.flush_uses().await.unwrap();
+
+    // Pushed now, through the registry API.
+    let before = crate::registry::unix_now();
+    for (d, bytes) in [(&cd, &config[..]), (&ld, &layer[..])] {
+        let uri = format!("/v2/ci/app/blobs/uploads/?digest={d}");
+        let s = call(
+            &registry,
+            Method::POST,
+            &uri,
+            "application/octet-stream",
+            bytes,
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED);
+    }
+    let s = call(
+        &registry,
+        Method::PUT,
+        "/v2/ci/app/manifests/v1",
+        crate::manifest::OCI_MANIFEST,
+        manifest.as_bytes(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let after = crate::registry::unix_now();
+
+    let images = crate::images::list(&admin.collector, false).await.unwrap();
+    let row = |repo: &str| {
+        images
+            .iter()
+            .find(|i| i.repository == repo)
+            .unwrap_or_else(|| panic!("no {repo} in {images:?}"))
+            .last_used
+    };
+    let pushed = row("ci/app").expect("the pushed tag has a last use");
+    assert!(
+        (before..=after).contains(&pushed),
+        "wharf images: ci/app:v1 pushed between {before} and {after} was last used at {pushed}"
+    );
+    assert_eq!(row(cache), Some(long_ago), "the mirrored tag keeps its own");
+
+    let status = crate::status::collect(&admin, true).await.unwrap();
+    let repo = |name: &str| {
+        status
+            .repositories
+            .iter()
+            .find(|r| r.repository == name)
+            .unwrap_or_else(|| panic!("no {name} in {:?}", status.repositories))
+            .last_used
+    };
+    assert_eq!(
+        repo("ci/app"),
+        Some(pushed),
+        "wharf status agrees with images"
+    );
+    assert_eq!(repo(cache), Some(long_ago));
+    let text = crate::status::text(&status);
+    let line = text.lines().find(|l| l.starts_with("ci/app ")).unwrap();
+    assert!(line.ends_with(" s ago"), "wharf status: {line}");
+
+    let html = render(&super::gather(&admin).await);
+    let table = &html[html
+        .find("<h4 title=\"ci/app\">")
+        .expect("ci/app on the page")..];
+    let table = &table[..table.find("</table>").unwrap()];
+    assert!(
+        table.contains(&format!(
+            "<td data-label=\"Last use\"><time datetime=\"{pushed}\""
+        )),
+        "the page shows the same time: {table}"
+    );
+    assert!(table.contains(" s ago</time>"), "used seconds ago: {table}");
+
+    // A local pull by digest is noted as a use of the tags naming it (containerd fetches so).
+    let uri = format!("/v2/ci/app/manifests/{md}");
+    assert_eq!(
+        call(&registry, Method::GET, &uri, "", b"").await,
+        StatusCode::OK
+    );
+    let used = meta.snapshot().await.unwrap().last_use;
+    assert!(used.of_tag("ci/app", None, &md).is_some(), "{used:?}");
 }
