@@ -235,13 +235,33 @@ fn keep_freed_memory() {
     }
 }
 
+/// Prints to stdout through `wharf::output` (a reader that went away is an error, not a panic).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        wharf::output::stdout(format_args!($($arg)*))
+    };
+}
+
+/// `out!` and a newline.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        wharf::output::stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The reader went away (`wharf images | head -1`): exit as a Unix tool SIGPIPE killed would,
+        // with nothing said.
+        Err(e) if wharf::output::is_closed(e.as_ref()) => {
+            std::process::ExitCode::from(wharf::output::CLOSED_EXIT_STATUS)
+        }
         Err(e) => {
-            // The cause chain on one line, no backtrace: these errors say what to change.
-            eprintln!("wharf: {e:#}");
+            // The cause chain on one line, no backtrace: these errors say what to change. If stderr
+            // is gone too there is no one left to tell.
+            let _ = wharf::output::stderr(format_args!("wharf: {e:#}\n"));
             std::process::ExitCode::FAILURE
         }
     }
@@ -275,11 +295,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let problems = local_runtime()?.block_on(wharf::config::check::check_file(&file));
             log.flush();
             if problems.is_empty() {
-                println!("ok: {}", file.display());
+                outln!("ok: {}", file.display())?;
                 return Ok(());
             }
             for p in &problems {
-                println!("{p}");
+                outln!("{p}")?;
             }
             anyhow::bail!(
                 "{} problem{} in {}",
@@ -290,7 +310,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Config { config } => {
             let cfg = Config::load(config.as_deref())?;
-            print!("{}", cfg.to_toml()?);
+            out!("{}", cfg.to_toml()?)?;
             Ok(())
         }
         Command::Gc {
@@ -302,9 +322,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let report = local_runtime()?.block_on(wharf::admin::gc(&cfg, dry_run))?;
             log.flush();
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                outln!("{}", serde_json::to_string_pretty(&report)?)?;
             } else {
-                print!("{}", gc_text(&report));
+                out!("{}", gc_text(&report))?;
             }
             Ok(())
         }
@@ -313,9 +333,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let status = local_runtime()?.block_on(wharf::admin::status(&cfg))?;
             log.flush();
             if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
+                outln!("{}", serde_json::to_string_pretty(&status)?)?;
             } else {
-                print!("{}", wharf::status::text(&status));
+                out!("{}", wharf::status::text(&status))?;
             }
             Ok(())
         }
@@ -327,9 +347,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     let list = rt.block_on(wharf::admin::pushes(&cfg))?;
                     log.flush();
                     if json {
-                        println!("{}", serde_json::to_string_pretty(&list)?);
+                        outln!("{}", serde_json::to_string_pretty(&list)?)?;
                     } else {
-                        print!("{}", pushes_text(&list));
+                        out!("{}", pushes_text(&list))?;
                     }
                     return Ok(());
                 }
@@ -344,15 +364,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             };
             if retry {
-                println!(
+                outln!(
                     "delivery {id} ({}:{}) will be tried again now",
-                    s.repository, s.reference
-                );
+                    s.repository,
+                    s.reference
+                )?;
             } else {
-                println!(
+                outln!(
                     "dropped delivery {id} ({}:{}); its lease is released",
-                    s.repository, s.reference
-                );
+                    s.repository,
+                    s.reference
+                )?;
             }
             Ok(())
         }
@@ -367,15 +389,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let had = rt.block_on(wharf::admin::release_lease(&cfg, &id))?;
                 log.flush();
                 anyhow::ensure!(had, "no lease {id} (list them with `wharf leases`)");
-                println!("released lease {id}");
+                outln!("released lease {id}")?;
                 return Ok(());
             }
             let list = rt.block_on(wharf::admin::leases(&cfg))?;
             log.flush();
             if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                outln!("{}", serde_json::to_string_pretty(&list)?)?;
             } else {
-                print!("{}", leases_text(&list));
+                out!("{}", leases_text(&list))?;
             }
             Ok(())
         }
@@ -429,27 +451,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             log.flush();
             let report = report?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                outln!("{}", serde_json::to_string_pretty(&report)?)?;
                 return Ok(());
             }
             for i in &report.images {
                 match &i.reduced_from {
                     Some(orig) => {
-                        println!("imported {} ({}, reduced from {orig})", i.name, i.digest)
+                        outln!("imported {} ({}, reduced from {orig})", i.name, i.digest)?
                     }
-                    None => println!("imported {} ({})", i.name, i.digest),
+                    None => outln!("imported {} ({})", i.name, i.digest)?,
                 }
             }
             for n in &report.notes {
-                println!("note: {n}");
+                outln!("note: {n}")?;
             }
-            println!(
+            outln!(
                 "{} manifests, {} blobs pushed ({}), {} already present",
                 report.manifests,
                 report.blobs_pushed,
                 human_bytes(report.bytes),
                 report.blobs_present
-            );
+            )?;
             Ok(())
         }
         Command::Images {
@@ -462,9 +484,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let list = local_runtime()?.block_on(wharf::admin::images(&cfg, dangling))?;
             log.flush();
             if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                outln!("{}", serde_json::to_string_pretty(&list)?)?;
             } else {
-                print!("{}", images_text(&list));
+                out!("{}", images_text(&list))?;
             }
             Ok(())
         }
@@ -498,7 +520,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 PluginsCommand::New { name, lang, dir } => cli::new_project(&name, &lang, &dir),
             };
             log.flush();
-            print!("{}", out?);
+            out!("{}", out?)?;
             Ok(())
         }
     }
@@ -541,29 +563,29 @@ fn archive_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn print_archive_report(r: &wharf::archive::Report, verb: &str, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(r)?);
+        outln!("{}", serde_json::to_string_pretty(r)?)?;
         return Ok(());
     }
-    println!("{verb} {} ({})", r.image, r.digest);
+    outln!("{verb} {} ({})", r.image, r.digest)?;
     if let Some(orig) = &r.reduced_from {
-        println!("  reduced from {orig}");
+        outln!("  reduced from {orig}")?;
     }
-    println!(
+    outln!(
         "  platforms: {}",
         if r.platforms.is_empty() {
             "-".to_owned()
         } else {
             r.platforms.join(", ")
         }
-    );
-    println!(
+    )?;
+    outln!(
         "  {} manifests, {} blobs, {}",
         r.manifests,
         r.blobs,
         human_bytes(r.bytes)
-    );
+    )?;
     for l in &r.left_out {
-        println!("  left out: {l}");
+        outln!("  left out: {l}")?;
     }
     Ok(())
 }
