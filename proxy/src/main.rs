@@ -261,10 +261,27 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             // The cause chain on one line, no backtrace: these errors say what to change. If stderr
             // is gone too there is no one left to tell.
-            let _ = wharf::output::stderr(format_args!("wharf: {e:#}\n"));
+            let _ = wharf::output::stderr(format_args!("wharf: {}\n", causes(&e)));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes, each cause left out when the message before already says it (many
+/// errors print their source in their own message: `{path}: {source}`).
+fn causes(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for c in e.chain() {
+        let said = c.to_string();
+        if text.contains(&said) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&said);
+    }
+    text
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -302,9 +319,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 outln!("{p}")?;
             }
             anyhow::bail!(
-                "{} problem{} in {}",
-                problems.len(),
-                if problems.len() == 1 { "" } else { "s" },
+                "{} in {}",
+                wharf::config::problem_count(&problems),
                 file.display()
             )
         }
