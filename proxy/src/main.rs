@@ -288,10 +288,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // One line per request: batched, so logging costs a copy rather than a syscall per request.
     let writer = wharf::logbuf::BatchedWriter::new(std::io::stderr());
     let log = writer.flusher();
+    // check-config and the plugin tools load plugins only to report on them: what the plugins log at
+    // info (ready, loaded) is the server's business, not their output. Warnings still show, and
+    // WHARF_LOG=info shows the rest.
+    let default_filter = match cli.command {
+        Command::CheckConfig { .. } | Command::Plugins { .. } => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -282,3 +282,52 @@ fn serve_says_what_check_config_says() {
     );
     assert!(!said.contains("TOML parse error"), "{}", describe(&served));
 }
+
+/// Proves: `check-config` of a file with a plugin prints its verdict and nothing the plugin logs at
+/// info; with `WHARF_LOG=info` the plugin's `init` line is there once, not once per instance (issue
+/// 23).
+#[test]
+fn check_config_prints_no_plugin_log_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wharf.toml");
+    fs::write(
+        &file,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{}\"\n[storage]\ndata_dir = \"{}\"\n\
+             [[plugin]]\nname = \"allow-list\"\npath = \"{}\"\n\
+             config = '{{\"allow\": [\"docker.io/library/*\"]}}'\n",
+            free_port(),
+            dir.path().join("data").display(),
+            crate::plugins::component("allow_list").display()
+        ),
+    )
+    .unwrap();
+    let out = check_config(&file);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("ok: {}\n", file.display()),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("INFO"),
+        "{}",
+        describe(&out)
+    );
+
+    let out = Command::new(wharf_bin())
+        .arg("check-config")
+        .arg(&file)
+        .env("WHARF_LOG", "info")
+        .output()
+        .expect("run wharf check-config");
+    assert!(out.status.success(), "{}", describe(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        said.matches("allow-list ready").count(),
+        1,
+        "{}",
+        describe(&out)
+    );
+}
