@@ -103,8 +103,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Write an image as an OCI image layout tar, with only the chosen platforms: what is not cached
-    /// is fetched through wharf (its mirror and platform policy), nothing of other platforms.
+    /// Write an image as an OCI image layout tar (or, with --format docker, what `docker load`
+    /// reads), with only the chosen platforms: what is not cached is fetched through wharf (its mirror
+    /// and platform policy), nothing of other platforms.
     Export {
         /// What a client would pull from wharf: docker.io/library/alpine:3, team/app:v1,
         /// name@sha256:….
@@ -120,6 +121,11 @@ enum Command {
         /// dev.wharf.reduced-from) instead of the original index.
         #[arg(long)]
         reduced: bool,
+        /// oci: an OCI image layout (skopeo/podman oci-archive:, ctr images import, docker 25+,
+        /// wharf import); docker: `docker save`'s layout, one platform (docker load of any version,
+        /// podman load, skopeo docker-archive:).
+        #[arg(long, value_name = "oci|docker", default_value = "oci", value_parser = parse_format)]
+        format: wharf::archive::Format,
         #[arg(long, short, env = "WHARF_CONFIG")]
         config: Option<PathBuf>,
         /// Print the report as JSON.
@@ -162,6 +168,10 @@ enum ImagesCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_format(s: &str) -> Result<wharf::archive::Format, String> {
+    s.parse()
 }
 
 fn parse_platform(s: &str) -> Result<wharf::mirror::platforms::PlatformSpec, String> {
@@ -450,14 +460,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             output,
             platforms,
             reduced,
+            format,
             config,
             json,
         } => {
             let cfg = Config::load(config.as_deref())?;
             let r: wharf::archive::ImageRef = reference.parse()?;
             let choice = wharf::archive::Choice { platforms, reduced };
-            let report =
-                archive_runtime()?.block_on(wharf::archive::export(&cfg, &r, &choice, &output));
+            let report = archive_runtime()?
+                .block_on(wharf::archive::export(&cfg, &r, &choice, format, &output));
             log.flush();
             let report = report?;
             print_archive_report(&report, &format!("wrote {}:", output.display()), json)
@@ -601,12 +612,25 @@ fn print_archive_report(r: &wharf::archive::Report, verb: &str, json: bool) -> a
             r.platforms.join(", ")
         }
     )?;
-    outln!(
-        "  {} manifests, {} blobs, {}",
-        r.manifests,
-        r.blobs,
-        human_bytes(r.bytes)
-    )?;
+    match &r.image_id {
+        // A docker archive: what `docker load` will call it.
+        Some(id) => {
+            outln!(
+                "  docker image {id}, {}",
+                match &r.repo_tag {
+                    Some(t) => format!("tagged {t}"),
+                    None => "untagged (a digest reference has no tag)".to_owned(),
+                }
+            )?;
+            outln!("  {} blobs, {}", r.blobs, human_bytes(r.bytes))?;
+        }
+        None => outln!(
+            "  {} manifests, {} blobs, {}",
+            r.manifests,
+            r.blobs,
+            human_bytes(r.bytes)
+        )?,
+    }
     for l in &r.left_out {
         outln!("  left out: {l}")?;
     }

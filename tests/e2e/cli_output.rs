@@ -62,7 +62,7 @@ fn assert_ends_quietly(what: &str, cmd: &mut Command) {
 }
 
 /// Proves: with its output cut, each command that prints (the effective config, check-config's
-/// problems, the image list, the status, leases, an export's report, `plugins new`)
+/// problems, the image list, the status, leases, an export's report in both formats, `plugins new`)
 /// ends with status 141 and no message; a command whose stderr is cut as it fails ends with its
 /// failure status, not a panic.
 #[test]
@@ -96,6 +96,18 @@ fn commands_whose_output_is_cut_end_quietly() {
             archive,
             "--platform",
             "linux/amd64",
+            "--config",
+            config,
+        ],
+        vec![
+            "export",
+            "team/app:v1",
+            "-o",
+            archive,
+            "--platform",
+            "linux/amd64",
+            "--format",
+            "docker",
             "--config",
             config,
         ],
