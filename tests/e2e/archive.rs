@@ -694,7 +694,8 @@ fn upstream_manifest(s: &crate::mirror::platforms::Setup, repo: &str, arch: &str
 /// no file left), then one platform is written as `manifest.json` + `repositories` + its config and
 /// compressed layers under their digests; dockerd 20.10 (Debian's) loads it with the config digest as
 /// image ID, the tag as RepoTags and the config's diff IDs as its layers, and so do podman, skopeo
-/// (`docker-archive:`) and `ctr images import`.
+/// (`docker-archive:`) and `ctr images import`; podman loads the OCI export as well, and `wharf
+/// import` refuses the docker one saying how to convert it.
 #[test]
 fn export_docker_format_loads_in_dockerd_and_podman() {
     crate::mirror::docker_daemon::in_private_network("export-docker", export_docker_format);
@@ -859,6 +860,26 @@ fn export_docker_format() {
         serde_json::json!(diff_ids)
     );
 
+    // podman loads the OCI layout of the same platform too (docker 20.10 cannot, hence the format).
+    let oci = s.wharf.scratch("export").join("gz-oci.tar");
+    wharf_ok(
+        &s.wharf,
+        &[
+            "export",
+            &reference,
+            "-o",
+            oci.to_str().unwrap(),
+            "--platform",
+            "linux/amd64",
+        ],
+    );
+    podman(&["rmi", &reference]);
+    podman(&["load", "-i", oci.to_str().unwrap()]);
+    assert_eq!(
+        podman(&["image", "inspect", "--format", "{{.Id}}", &reference]),
+        crate::oci::hex_part(&amd.config.digest)
+    );
+
     // skopeo's `docker-archive:` (the same reader) sees the config's diff IDs as the layers.
     let seen = Skopeo::new().output(&["inspect", &format!("docker-archive:{}", file.display())]);
     assert!(
@@ -881,5 +902,13 @@ fn export_docker_format() {
     assert_eq!(
         sha256_digest(&ctr.content(&amd.config.digest)),
         amd.config.digest
+    );
+
+    // `wharf import` takes OCI layouts only, and says how to convert this one.
+    let refused = wharf_cli(&s.wharf, &["import", file.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("skopeo copy docker-archive:"),
+        "{said}"
     );
 }
