@@ -166,12 +166,12 @@ impl fmt::Display for ImageRef {
 /// The layout `wharf export` writes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Format {
-    /// An OCI image layout (`oci-layout`, `index.json`, `blobs/`): skopeo and podman
-    /// (`oci-archive:`), `ctr images import`, docker 25 and later, `wharf import`.
+    /// An OCI image layout (`oci-layout`, `index.json`, `blobs/`): podman and skopeo
+    /// (`oci-archive:`), `ctr images import`, `wharf import`.
     #[default]
     Oci,
     /// `docker save`'s layout (`manifest.json`, `repositories`, `blobs/`), one image: `docker load`
-    /// of any version, podman and skopeo (`docker-archive:`).
+    /// (20.10 reads no other), podman and skopeo (`docker-archive:`), `ctr images import`.
     Docker,
 }
 

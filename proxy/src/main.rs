@@ -121,9 +121,9 @@ enum Command {
         /// dev.wharf.reduced-from) instead of the original index.
         #[arg(long)]
         reduced: bool,
-        /// oci: an OCI image layout (skopeo/podman oci-archive:, ctr images import, docker 25+,
-        /// wharf import); docker: `docker save`'s layout, one platform (docker load of any version,
-        /// podman load, skopeo docker-archive:).
+        /// oci: an OCI image layout (podman load, skopeo oci-archive:, ctr images import, wharf
+        /// import); docker: `docker save`'s layout, one platform (docker load, podman load, skopeo
+        /// docker-archive:, ctr images import).
         #[arg(long, value_name = "oci|docker", default_value = "oci", value_parser = parse_format)]
         format: wharf::archive::Format,
         #[arg(long, short, env = "WHARF_CONFIG")]
