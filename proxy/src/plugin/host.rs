@@ -142,6 +142,9 @@ impl self::wharf::policy::log::Host for State {
         fields: Vec<(String, String)>,
     ) {
         use self::wharf::policy::log::Level;
+        if self.quiet {
+            return;
+        }
         let mut message = message;
         if message.len() > MAX_LOG_LINE {
             let mut cut = MAX_LOG_LINE;
@@ -156,9 +159,6 @@ impl self::wharf::policy::log::Host for State {
             .map(|(k, v)| format!("{k}={v:?}"))
             .collect::<Vec<_>>()
             .join(" ");
-        if self.quiet {
-            return;
-        }
         let plugin = &*self.plugin;
         match level {
             Level::Debug => tracing::debug!(plugin, %fields, "{message}"),
