@@ -1,5 +1,6 @@
-//! `wharf export`, `wharf import` and `wharf images pull`: images as OCI image layout archives, and
-//! the cache filled ahead of time.
+//! `wharf export`, `wharf import` and `wharf images pull`: images as OCI image layout archives (or,
+//! exported for `docker load`, in `docker save`'s layout: `docker.rs`), and the cache filled ahead of
+//! time.
 //!
 //! All three are clients of wharf's own registry API (`client.rs`), never of its store: a cold cache
 //! is filled through the mirror, with its platform policy, single-flight fills and leases, and an
@@ -30,6 +31,7 @@ use crate::plugin::Platform;
 use crate::reference::{Reference, RepoName, Tag};
 
 pub mod client;
+pub mod docker;
 pub mod import;
 pub mod tarball;
 
@@ -157,6 +159,33 @@ impl fmt::Display for ImageRef {
         match &self.reference {
             Reference::Tag(t) => write!(f, "{}:{t}", self.repository()),
             Reference::Digest(d) => write!(f, "{}@{d}", self.repository()),
+        }
+    }
+}
+
+/// The layout `wharf export` writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Format {
+    /// An OCI image layout (`oci-layout`, `index.json`, `blobs/`): podman and skopeo
+    /// (`oci-archive:`), `ctr images import`, `wharf import`.
+    #[default]
+    Oci,
+    /// `docker save`'s layout (`manifest.json`, `repositories`, `blobs/`), one image: `docker load`
+    /// (20.10 reads no other), podman and skopeo (`docker-archive:`), `ctr images import`.
+    Docker,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Format, String> {
+        match s {
+            "oci" => Ok(Format::Oci),
+            "docker" => Ok(Format::Docker),
+            _ => Err(format!(
+                "{s:?} is not an archive format: use oci (OCI image layout) or docker (what \
+                 `docker load` reads)"
+            )),
         }
     }
 }
@@ -412,6 +441,12 @@ pub struct Report {
     pub blobs: usize,
     pub bytes: u64,
     pub left_out: Vec<String>,
+    /// A docker archive's image: the ID `docker load` gives it (its config's digest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    /// A docker archive's image: the name `docker load` gives it (none for a digest reference).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repo_tag: Option<String>,
 }
 
 impl Report {
@@ -425,25 +460,55 @@ impl Report {
             blobs: plan.blobs.len(),
             bytes: plan.blob_bytes(),
             left_out: plan.left_out.clone(),
+            image_id: None,
+            repo_tag: None,
+        }
+    }
+
+    /// A docker archive holds no manifest: the image's config and layers only.
+    fn of_docker(plan: &Plan, r: &ImageRef, image: &docker::Image) -> Report {
+        let blobs = image.blobs();
+        Report {
+            manifests: 0,
+            blobs: blobs.len(),
+            bytes: blobs.iter().map(|(_, s)| s).sum(),
+            image_id: Some(image.id().to_string()),
+            repo_tag: image.repo_tag.clone(),
+            ..Report::of(plan, r)
         }
     }
 }
 
-/// Writes `r`'s chosen platforms to `out` as an OCI image layout tar (through `out.partial`, renamed
-/// once complete: a failed export leaves no archive).
+/// Writes `r`'s chosen platforms to `out` as a tar in `format` (through `out.partial`, renamed once
+/// complete: a failed export leaves no archive).
 pub async fn export_with(
     reg: &Registry,
     r: &ImageRef,
     choice: &Choice,
+    format: Format,
     out: &Path,
 ) -> Result<Report, ArchiveError> {
+    if format == Format::Docker && choice.reduced {
+        return Err(ArchiveError::Invalid(
+            "--reduced points an OCI archive at a reduced index; a docker archive holds one image \
+             and no index: leave out --reduced"
+                .into(),
+        ));
+    }
     let plan = plan(reg, r, choice).await?;
+    let image = match format {
+        Format::Oci => None,
+        Format::Docker => Some(docker::image_of(&plan, r)?),
+    };
     let partial = {
         let mut p = out.as_os_str().to_owned();
         p.push(".partial");
         std::path::PathBuf::from(p)
     };
-    let written = write_archive(reg, r, &plan, &partial).await;
+    let written = match &image {
+        None => write_archive(reg, r, &plan, &partial).await,
+        Some(image) => write_docker_archive(reg, r, image, &partial).await,
+    };
     if let Err(e) = written {
         let _ = tokio::fs::remove_file(&partial).await;
         return Err(e);
@@ -454,7 +519,10 @@ pub async fn export_with(
             path: out.display().to_string(),
             source,
         })?;
-    Ok(Report::of(&plan, r))
+    Ok(match &image {
+        None => Report::of(&plan, r),
+        Some(image) => Report::of_docker(&plan, r, image),
+    })
 }
 
 async fn write_archive(
@@ -479,15 +547,34 @@ async fn write_archive(
     w.finish().await
 }
 
+async fn write_docker_archive(
+    reg: &Registry,
+    r: &ImageRef,
+    image: &docker::Image,
+    path: &Path,
+) -> Result<(), ArchiveError> {
+    let mut w = tarball::TarWriter::create(path).await?;
+    w.file("manifest.json", &docker::manifest_json(image))
+        .await?;
+    w.file("repositories", &docker::repositories_json(image))
+        .await?;
+    for (d, size) in image.blobs() {
+        let body = reg.blob(r, &d).await?;
+        w.blob_stream(&d, size, body).await?;
+    }
+    w.finish().await
+}
+
 /// `wharf export`: through the wharf serving `cfg` (or one started here).
 pub async fn export(
     cfg: &Config,
     r: &ImageRef,
     choice: &Choice,
+    format: Format,
     out: &Path,
 ) -> Result<Report, ArchiveError> {
     let reg = Registry::connect(cfg).await?;
-    let res = export_with(&reg, r, choice, out).await;
+    let res = export_with(&reg, r, choice, format, out).await;
     reg.close().await;
     res
 }

@@ -17,10 +17,22 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {path} is invalid: {source}")]
+    /// The file's mistakes as `wharf check-config` names them (the schema stage: syntax, unknown
+    /// keys, bad values), one per line, each with its fix.
+    #[error(
+        "config file {path} has {}:\n{}",
+        problem_count(problems),
+        problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+    )]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<check::Problem>,
+    },
+    /// What the TOML parser said, if the checker found nothing to say (it finds what the parser does).
+    #[error("config file {path} is invalid: {reason}")]
     Parse {
         path: PathBuf,
-        source: Box<toml::de::Error>,
+        reason: Box<toml::de::Error>,
     },
     #[error("cannot print the configuration as TOML: {0}")]
     Print(#[from] toml::ser::Error),
@@ -30,6 +42,14 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
+}
+
+/// "1 problem", "3 problems": as `wharf check-config` counts them.
+pub fn problem_count(problems: &[check::Problem]) -> String {
+    match problems.len() {
+        1 => "1 problem".to_owned(),
+        n => format!("{n} problems"),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -599,9 +619,21 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let mut cfg: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source: Box::new(source),
+        let mut cfg: Config = toml::from_str(&text).map_err(|reason| {
+            // The checker's words (every mistake, each with its fix; "did you mean") rather than the
+            // parser's first error: `wharf serve` and `wharf check-config` say the same.
+            let problems = check::parse(&text).problems;
+            if problems.is_empty() {
+                ConfigError::Parse {
+                    path: path.to_owned(),
+                    reason: Box::new(reason),
+                }
+            } else {
+                ConfigError::Invalid {
+                    path: path.to_owned(),
+                    problems,
+                }
+            }
         })?;
         cfg.resolve_paths(path.parent().unwrap_or(Path::new(".")));
         Ok(cfg)
@@ -693,6 +725,30 @@ mod tests {
     fn unknown_keys_are_refused() {
         let err = toml::from_str::<Config>("[registry]\ndelete_enabeld = true\n").unwrap_err();
         assert!(err.to_string().contains("delete_enabeld"), "{err}");
+    }
+
+    /// Proves: a file `wharf serve` cannot read is refused with the checker's lines (every mistake,
+    /// each once, with its fix), not the parser's first error.
+    #[test]
+    fn a_bad_file_is_refused_in_the_checkers_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wharf.toml");
+        std::fs::write(
+            &path,
+            "[registry]\ndelete_enabeld = true\n[gc]\ngrace_secs = \"2h\"\n",
+        )
+        .unwrap();
+        let err = Config::parse_file(&path).unwrap_err();
+        let ConfigError::Invalid { problems, .. } = &err else {
+            panic!("{err:?}");
+        };
+        let text = err.to_string();
+        assert_eq!(problems.len(), 2, "{text}");
+        for p in problems {
+            assert_eq!(text.matches(&p.to_string()).count(), 1, "{text}");
+        }
+        assert!(text.contains("did you mean `delete_enabled`?"), "{text}");
+        assert!(text.contains("grace_secs = 7200"), "{text}");
     }
 
     /// Proves: `wharf config` prints TOML that parses back (as `wharf serve --config` reads it) to the

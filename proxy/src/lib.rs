@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod meta;
 pub mod metrics;
 pub mod mirror;
+pub mod output;
 pub mod plugin;
 pub mod policy;
 pub mod push;

@@ -103,8 +103,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Write an image as an OCI image layout tar, with only the chosen platforms: what is not cached
-    /// is fetched through wharf (its mirror and platform policy), nothing of other platforms.
+    /// Write an image as an OCI image layout tar (or, with --format docker, what `docker load`
+    /// reads), with only the chosen platforms: what is not cached is fetched through wharf (its mirror
+    /// and platform policy), nothing of other platforms.
     Export {
         /// What a client would pull from wharf: docker.io/library/alpine:3, team/app:v1,
         /// name@sha256:….
@@ -120,6 +121,11 @@ enum Command {
         /// dev.wharf.reduced-from) instead of the original index.
         #[arg(long)]
         reduced: bool,
+        /// oci: an OCI image layout (podman load, skopeo oci-archive:, ctr images import, wharf
+        /// import); docker: `docker save`'s layout, one platform (docker load, podman load, skopeo
+        /// docker-archive:, ctr images import).
+        #[arg(long, value_name = "oci|docker", default_value = "oci", value_parser = parse_format)]
+        format: wharf::archive::Format,
         #[arg(long, short, env = "WHARF_CONFIG")]
         config: Option<PathBuf>,
         /// Print the report as JSON.
@@ -162,6 +168,10 @@ enum ImagesCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_format(s: &str) -> Result<wharf::archive::Format, String> {
+    s.parse()
 }
 
 fn parse_platform(s: &str) -> Result<wharf::mirror::platforms::PlatformSpec, String> {
@@ -235,26 +245,70 @@ fn keep_freed_memory() {
     }
 }
 
+/// Prints to stdout through `wharf::output` (a reader that went away is an error, not a panic).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        wharf::output::stdout(format_args!($($arg)*))
+    };
+}
+
+/// `out!` and a newline.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        wharf::output::stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The reader went away (`wharf images | head -1`): exit as a Unix tool SIGPIPE killed would,
+        // with nothing said.
+        Err(e) if wharf::output::is_closed(e.as_ref()) => {
+            std::process::ExitCode::from(wharf::output::CLOSED_EXIT_STATUS)
+        }
         Err(e) => {
-            // The cause chain on one line, no backtrace: these errors say what to change.
-            eprintln!("wharf: {e:#}");
+            // The cause chain on one line, no backtrace: these errors say what to change. If stderr
+            // is gone too there is no one left to tell.
+            let _ = wharf::output::stderr(format_args!("wharf: {}\n", causes(&e)));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes, each cause left out when the message before already says it (many
+/// errors print their source in their own message: `{path}: {source}`).
+fn causes(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for c in e.chain() {
+        let said = c.to_string();
+        if text.contains(&said) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&said);
+    }
+    text
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     // One line per request: batched, so logging costs a copy rather than a syscall per request.
     let writer = wharf::logbuf::BatchedWriter::new(std::io::stderr());
     let log = writer.flusher();
+    // check-config and the plugin tools load plugins only to report on them: what the plugins log at
+    // info (ready, loaded) is the server's business, not their output. Warnings still show, and
+    // WHARF_LOG=info shows the rest.
+    let default_filter = match cli.command {
+        Command::CheckConfig { .. } | Command::Plugins { .. } => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -275,22 +329,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let problems = local_runtime()?.block_on(wharf::config::check::check_file(&file));
             log.flush();
             if problems.is_empty() {
-                println!("ok: {}", file.display());
+                outln!("ok: {}", file.display())?;
                 return Ok(());
             }
             for p in &problems {
-                println!("{p}");
+                outln!("{p}")?;
             }
             anyhow::bail!(
-                "{} problem{} in {}",
-                problems.len(),
-                if problems.len() == 1 { "" } else { "s" },
+                "{} in {}",
+                wharf::config::problem_count(&problems),
                 file.display()
             )
         }
         Command::Config { config } => {
             let cfg = Config::load(config.as_deref())?;
-            print!("{}", cfg.to_toml()?);
+            out!("{}", cfg.to_toml()?)?;
             Ok(())
         }
         Command::Gc {
@@ -302,9 +355,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let report = local_runtime()?.block_on(wharf::admin::gc(&cfg, dry_run))?;
             log.flush();
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                outln!("{}", serde_json::to_string_pretty(&report)?)?;
             } else {
-                print!("{}", gc_text(&report));
+                out!("{}", gc_text(&report))?;
             }
             Ok(())
         }
@@ -313,9 +366,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let status = local_runtime()?.block_on(wharf::admin::status(&cfg))?;
             log.flush();
             if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
+                outln!("{}", serde_json::to_string_pretty(&status)?)?;
             } else {
-                print!("{}", wharf::status::text(&status));
+                out!("{}", wharf::status::text(&status))?;
             }
             Ok(())
         }
@@ -327,9 +380,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     let list = rt.block_on(wharf::admin::pushes(&cfg))?;
                     log.flush();
                     if json {
-                        println!("{}", serde_json::to_string_pretty(&list)?);
+                        outln!("{}", serde_json::to_string_pretty(&list)?)?;
                     } else {
-                        print!("{}", pushes_text(&list));
+                        out!("{}", pushes_text(&list))?;
                     }
                     return Ok(());
                 }
@@ -344,15 +397,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             };
             if retry {
-                println!(
+                outln!(
                     "delivery {id} ({}:{}) will be tried again now",
-                    s.repository, s.reference
-                );
+                    s.repository,
+                    s.reference
+                )?;
             } else {
-                println!(
+                outln!(
                     "dropped delivery {id} ({}:{}); its lease is released",
-                    s.repository, s.reference
-                );
+                    s.repository,
+                    s.reference
+                )?;
             }
             Ok(())
         }
@@ -367,15 +422,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let had = rt.block_on(wharf::admin::release_lease(&cfg, &id))?;
                 log.flush();
                 anyhow::ensure!(had, "no lease {id} (list them with `wharf leases`)");
-                println!("released lease {id}");
+                outln!("released lease {id}")?;
                 return Ok(());
             }
             let list = rt.block_on(wharf::admin::leases(&cfg))?;
             log.flush();
             if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                outln!("{}", serde_json::to_string_pretty(&list)?)?;
             } else {
-                print!("{}", leases_text(&list));
+                out!("{}", leases_text(&list))?;
             }
             Ok(())
         }
@@ -405,14 +460,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             output,
             platforms,
             reduced,
+            format,
             config,
             json,
         } => {
             let cfg = Config::load(config.as_deref())?;
             let r: wharf::archive::ImageRef = reference.parse()?;
             let choice = wharf::archive::Choice { platforms, reduced };
-            let report =
-                archive_runtime()?.block_on(wharf::archive::export(&cfg, &r, &choice, &output));
+            let report = archive_runtime()?
+                .block_on(wharf::archive::export(&cfg, &r, &choice, format, &output));
             log.flush();
             let report = report?;
             print_archive_report(&report, &format!("wrote {}:", output.display()), json)
@@ -429,27 +485,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             log.flush();
             let report = report?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                outln!("{}", serde_json::to_string_pretty(&report)?)?;
                 return Ok(());
             }
             for i in &report.images {
                 match &i.reduced_from {
                     Some(orig) => {
-                        println!("imported {} ({}, reduced from {orig})", i.name, i.digest)
+                        outln!("imported {} ({}, reduced from {orig})", i.name, i.digest)?
                     }
-                    None => println!("imported {} ({})", i.name, i.digest),
+                    None => outln!("imported {} ({})", i.name, i.digest)?,
                 }
             }
             for n in &report.notes {
-                println!("note: {n}");
+                outln!("note: {n}")?;
             }
-            println!(
+            outln!(
                 "{} manifests, {} blobs pushed ({}), {} already present",
                 report.manifests,
                 report.blobs_pushed,
                 human_bytes(report.bytes),
                 report.blobs_present
-            );
+            )?;
             Ok(())
         }
         Command::Images {
@@ -462,9 +518,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let list = local_runtime()?.block_on(wharf::admin::images(&cfg, dangling))?;
             log.flush();
             if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                outln!("{}", serde_json::to_string_pretty(&list)?)?;
             } else {
-                print!("{}", images_text(&list));
+                out!("{}", images_text(&list))?;
             }
             Ok(())
         }
@@ -498,7 +554,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 PluginsCommand::New { name, lang, dir } => cli::new_project(&name, &lang, &dir),
             };
             log.flush();
-            print!("{}", out?);
+            out!("{}", out?)?;
             Ok(())
         }
     }
@@ -541,29 +597,42 @@ fn archive_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn print_archive_report(r: &wharf::archive::Report, verb: &str, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(r)?);
+        outln!("{}", serde_json::to_string_pretty(r)?)?;
         return Ok(());
     }
-    println!("{verb} {} ({})", r.image, r.digest);
+    outln!("{verb} {} ({})", r.image, r.digest)?;
     if let Some(orig) = &r.reduced_from {
-        println!("  reduced from {orig}");
+        outln!("  reduced from {orig}")?;
     }
-    println!(
+    outln!(
         "  platforms: {}",
         if r.platforms.is_empty() {
             "-".to_owned()
         } else {
             r.platforms.join(", ")
         }
-    );
-    println!(
-        "  {} manifests, {} blobs, {}",
-        r.manifests,
-        r.blobs,
-        human_bytes(r.bytes)
-    );
+    )?;
+    match &r.image_id {
+        // A docker archive: what `docker load` will call it.
+        Some(id) => {
+            outln!(
+                "  docker image {id}, {}",
+                match &r.repo_tag {
+                    Some(t) => format!("tagged {t}"),
+                    None => "untagged (a digest reference has no tag)".to_owned(),
+                }
+            )?;
+            outln!("  {} blobs, {}", r.blobs, human_bytes(r.bytes))?;
+        }
+        None => outln!(
+            "  {} manifests, {} blobs, {}",
+            r.manifests,
+            r.blobs,
+            human_bytes(r.bytes)
+        )?,
+    }
     for l in &r.left_out {
-        println!("  left out: {l}");
+        outln!("  left out: {l}")?;
     }
     Ok(())
 }

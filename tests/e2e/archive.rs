@@ -647,3 +647,268 @@ fn archive_commands_work_with_a_tls_listener_that_wants_credentials() {
     );
     s.registry.stop();
 }
+
+/// The upstream copy of the test image with gzip layers (as images on registries have them): skopeo
+/// compresses the layout's plain tar layers when it copies them to another OCI layout (a push would
+/// mount the plain ones the upstream already has), so the configs, and their `rootfs.diff_ids` (the
+/// plain tars' digests), stay the layout's.
+fn push_gzip_copy(s: &crate::mirror::platforms::Setup, repo: &str) {
+    let gz = s.wharf.scratch("gzip-layout");
+    let skopeo = Skopeo::new();
+    let out = skopeo.output(&[
+        "copy",
+        "--all",
+        &s.layout.skopeo_ref(),
+        &format!("oci:{}:v1", gz.display()),
+    ]);
+    assert!(
+        out.status.success(),
+        "skopeo copy to a compressed layout: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    skopeo.copy(
+        &format!("oci:{}:v1", gz.display()),
+        &format!("docker://{}/{repo}:v1", s.registry.host()),
+    );
+}
+
+/// The upstream's `arch` manifest of `repo:v1`, as JSON.
+fn upstream_manifest(s: &crate::mirror::platforms::Setup, repo: &str, arch: &str) -> Value {
+    let skopeo = Skopeo::new();
+    let at = |r: &str| {
+        let raw = skopeo.inspect_raw(&format!("docker://{}/{repo}{r}", s.registry.host()));
+        serde_json::from_slice::<Value>(&raw).unwrap()
+    };
+    let index = at(":v1");
+    let child = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["platform"]["architecture"] == arch)
+        .unwrap_or_else(|| panic!("no {arch} in {index}"));
+    at(&format!("@{}", child["digest"].as_str().unwrap()))
+}
+
+/// Proves: `wharf export --format docker` writes what `docker load` reads (issue 23, bug 8): a
+/// multi-platform image with gzip layers needs `--platform` (refused before any blob is fetched,
+/// no file left), then one platform is written as `manifest.json` + `repositories` + its config and
+/// compressed layers under their digests; dockerd 20.10 (Debian's) loads it with the config digest as
+/// image ID, the tag as RepoTags and the config's diff IDs as its layers, and so do podman, skopeo
+/// (`docker-archive:`) and `ctr images import`; podman loads the OCI export as well, and `wharf
+/// import` refuses the docker one saying how to convert it.
+#[test]
+fn export_docker_format_loads_in_dockerd_and_podman() {
+    crate::mirror::docker_daemon::in_private_network("export-docker", export_docker_format);
+}
+
+fn export_docker_format() {
+    let tools = crate::mirror::docker_daemon::DockerTools::find();
+    let s = setup(1508, &[], |_| String::new());
+    push_gzip_copy(&s, "team/gz");
+    let pushed = s.registry.access_log().len();
+    let manifest = upstream_manifest(&s, "team/gz", "amd64");
+    let amd = s.image("amd64").clone();
+    assert_eq!(
+        manifest["config"]["digest"], amd.config.digest,
+        "skopeo kept the config"
+    );
+    let layers: Vec<String> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            assert_eq!(
+                l["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip",
+                "skopeo compressed the layers: {manifest}"
+            );
+            l["digest"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let diff_ids: Vec<&str> = amd.layers.iter().map(|l| l.digest.as_str()).collect();
+    let reference = format!("{}/team/gz:v1", s.registry.host());
+    let file = s.wharf.scratch("export").join("gz-docker.tar");
+    let export = |extra: &[&str]| {
+        let mut args = vec![
+            "export",
+            reference.as_str(),
+            "-o",
+            file.to_str().unwrap(),
+            "--format",
+            "docker",
+        ];
+        args.extend_from_slice(extra);
+        wharf_cli(&s.wharf, &args)
+    };
+
+    // Three platforms and no platform policy: which one?
+    let refused = export(&[]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("a docker archive holds one image"),
+        "{said}"
+    );
+    assert!(
+        said.contains("linux/amd64") && said.contains("--platform"),
+        "the refusal names the platforms and the fix: {said}"
+    );
+    assert!(!file.exists() && !file.with_extension("tar.partial").exists());
+    let blob_gets: Vec<String> = s.registry.access_log()[pushed..]
+        .iter()
+        .filter(|l| l.contains("/blobs/"))
+        .cloned()
+        .collect();
+    assert!(
+        blob_gets.is_empty(),
+        "no blob is fetched for a refused export: {blob_gets:#?}"
+    );
+
+    let printed = export(&["--platform", "linux/amd64"]);
+    assert!(
+        printed.status.success(),
+        "wharf export --format docker failed: {}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    let report = String::from_utf8_lossy(&printed.stdout);
+    assert!(
+        report.contains(&format!(
+            "docker image {}, tagged {reference}",
+            amd.config.digest
+        )),
+        "report: {report}"
+    );
+    let a = read_archive(&file);
+    let blob = |d: &str| format!("blobs/sha256/{}", crate::oci::hex_part(d));
+    let mut names: BTreeSet<String> = layers.iter().map(|l| blob(l)).collect();
+    names.insert(blob(&amd.config.digest));
+    names.insert("manifest.json".into());
+    names.insert("repositories".into());
+    assert_eq!(
+        a.files.keys().cloned().collect::<BTreeSet<_>>(),
+        names,
+        "a docker archive holds its config and layers, no manifest, no OCI layout"
+    );
+    for (name, bytes) in &a.files {
+        if let Some(hex) = name.strip_prefix("blobs/sha256/") {
+            assert_eq!(sha256_digest(bytes), format!("sha256:{hex}"), "{name}");
+        }
+    }
+    let listed: Value = serde_json::from_slice(&a.files["manifest.json"]).unwrap();
+    assert_eq!(
+        listed,
+        serde_json::json!([{
+            "Config": blob(&amd.config.digest),
+            "RepoTags": [reference],
+            "Layers": layers.iter().map(|l| blob(l)).collect::<Vec<_>>(),
+        }])
+    );
+
+    // dockerd 20.10: `docker load` needs no registry.
+    let docker = crate::mirror::docker_daemon::Dockerd::start(tools, s.wharf.addr());
+    let loaded = docker.docker(&["load", "-i", file.to_str().unwrap()]);
+    assert!(
+        loaded.contains(&format!("Loaded image: {reference}")),
+        "{loaded}"
+    );
+    let inspect = |format: &str| {
+        docker
+            .docker(&["image", "inspect", "--format", format, &reference])
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(inspect("{{.Id}}"), amd.config.digest, "the image ID");
+    assert_eq!(
+        serde_json::from_str::<Value>(&inspect("{{json .RepoTags}}")).unwrap(),
+        serde_json::json!([reference])
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&inspect("{{json .RootFS.Layers}}")).unwrap(),
+        serde_json::json!(diff_ids),
+        "dockerd's layers are the config's diff IDs (the gzip layers, decompressed)"
+    );
+    drop(docker);
+
+    // podman (containers/image's docker-archive reader).
+    let home = s.wharf.scratch("podman");
+    let podman = |args: &[&str]| {
+        let out = crate::tls_listener::podman(&home)
+            .args(args)
+            .output()
+            .expect("run podman");
+        assert!(
+            out.status.success(),
+            "podman {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    podman(&["load", "-i", file.to_str().unwrap()]);
+    assert_eq!(
+        podman(&["image", "inspect", "--format", "{{.Id}}", &reference]),
+        crate::oci::hex_part(&amd.config.digest)
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&podman(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{json .RootFS.Layers}}",
+            &reference
+        ]))
+        .unwrap(),
+        serde_json::json!(diff_ids)
+    );
+
+    // podman loads the OCI layout of the same platform too (docker 20.10 cannot, hence the format).
+    let oci = s.wharf.scratch("export").join("gz-oci.tar");
+    wharf_ok(
+        &s.wharf,
+        &[
+            "export",
+            &reference,
+            "-o",
+            oci.to_str().unwrap(),
+            "--platform",
+            "linux/amd64",
+        ],
+    );
+    podman(&["rmi", &reference]);
+    podman(&["load", "-i", oci.to_str().unwrap()]);
+    assert_eq!(
+        podman(&["image", "inspect", "--format", "{{.Id}}", &reference]),
+        crate::oci::hex_part(&amd.config.digest)
+    );
+
+    // skopeo's `docker-archive:` (the same reader) sees the config's diff IDs as the layers.
+    let seen = Skopeo::new().output(&["inspect", &format!("docker-archive:{}", file.display())]);
+    assert!(
+        seen.status.success(),
+        "skopeo inspect docker-archive: {}",
+        String::from_utf8_lossy(&seen.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&seen.stdout).unwrap();
+    assert_eq!(seen["Layers"], serde_json::json!(diff_ids), "{seen}");
+
+    // containerd imports docker's layout too, and unpacks it (each layer checked against its diff ID).
+    let ctr = Containerd::start();
+    ctr.ctr(&[
+        "images",
+        "import",
+        "--snapshotter",
+        "native",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        sha256_digest(&ctr.content(&amd.config.digest)),
+        amd.config.digest
+    );
+
+    // `wharf import` takes OCI layouts only, and says how to convert this one.
+    let refused = wharf_cli(&s.wharf, &["import", file.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("skopeo copy docker-archive:"),
+        "{said}"
+    );
+}

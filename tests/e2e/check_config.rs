@@ -226,3 +226,108 @@ fn serve_refuses_metrics_on_the_registry_address() {
         describe(&out)
     );
 }
+
+/// Proves: `wharf serve` with a file it cannot read (an unknown key, a value of the wrong type)
+/// prints `check-config`'s lines, each once, "did you mean" included, and exits non-zero, instead of
+/// the parser's first error twice (issue 23).
+#[test]
+fn serve_says_what_check_config_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wharf.toml");
+    fs::write(
+        &file,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{}\"\nshutdown_grace = 5\n[storage]\ndata_dir = \"{}\"\n\
+             [gc]\ngrace_secs = \"2h\"\n",
+            free_port(),
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let checked = check_config(&file);
+    assert_eq!(checked.status.code(), Some(1), "{}", describe(&checked));
+    let lines: Vec<String> = String::from_utf8_lossy(&checked.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines.len(), 2, "{}", describe(&checked));
+
+    let mut cmd = Command::new(wharf_bin());
+    cmd.arg("serve").arg("--config").arg(&file);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("WHARF_") {
+            cmd.env_remove(key);
+        }
+    }
+    let served = cmd.output().expect("run wharf serve");
+    let said = String::from_utf8_lossy(&served.stderr);
+    assert!(!served.status.success(), "{}", describe(&served));
+    for l in &lines {
+        assert_eq!(
+            said.matches(l.as_str()).count(),
+            1,
+            "serve should say {l:?} once:\n{}",
+            describe(&served)
+        );
+    }
+    assert!(
+        said.contains("did you mean `shutdown_grace_secs`?"),
+        "{}",
+        describe(&served)
+    );
+    assert!(
+        said.contains(&format!("{} has 2 problems", file.display())),
+        "{}",
+        describe(&served)
+    );
+    assert!(!said.contains("TOML parse error"), "{}", describe(&served));
+}
+
+/// Proves: `check-config` of a file with a plugin prints its verdict and nothing the plugin logs at
+/// info; with `WHARF_LOG=info` the plugin's `init` line is there once, not once per instance (issue
+/// 23).
+#[test]
+fn check_config_prints_no_plugin_log_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wharf.toml");
+    fs::write(
+        &file,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{}\"\n[storage]\ndata_dir = \"{}\"\n\
+             [[plugin]]\nname = \"allow-list\"\npath = \"{}\"\n\
+             config = '{{\"allow\": [\"docker.io/library/*\"]}}'\n",
+            free_port(),
+            dir.path().join("data").display(),
+            crate::plugins::component("allow_list").display()
+        ),
+    )
+    .unwrap();
+    let out = check_config(&file);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("ok: {}\n", file.display()),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("INFO"),
+        "{}",
+        describe(&out)
+    );
+
+    let out = Command::new(wharf_bin())
+        .arg("check-config")
+        .arg(&file)
+        .env("WHARF_LOG", "info")
+        .output()
+        .expect("run wharf check-config");
+    assert!(out.status.success(), "{}", describe(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        said.matches("allow-list ready").count(),
+        1,
+        "{}",
+        describe(&out)
+    );
+}

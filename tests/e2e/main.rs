@@ -15,6 +15,7 @@ mod auth;
 mod auth_clients;
 mod bad_input;
 mod check_config;
+mod cli_output;
 mod config_env;
 mod crash;
 mod dedupe;

@@ -295,6 +295,13 @@ pub async fn import_with(
         ))
     };
     if !entries.contains_key("oci-layout") {
+        if entries.contains_key("manifest.json") {
+            return Err(ArchiveError::Invalid(format!(
+                "{} is a `docker save` archive (manifest.json), not an OCI image layout: convert it \
+                 with `skopeo copy docker-archive:{0} oci-archive:OUT.tar`, then import that",
+                file.display()
+            )));
+        }
         return Err(not_layout("oci-layout file"));
     }
     let index_region = *entries

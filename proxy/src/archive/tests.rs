@@ -203,3 +203,133 @@ fn gzip_archives_are_refused_with_the_fix() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A manifest fetched for a plan.
+fn fetched(media_type: &str, v: Value) -> Fetched {
+    let bytes = serde_json::to_vec(&v).unwrap();
+    Fetched {
+        digest: digest(&bytes),
+        media_type: media_type.into(),
+        bytes: Bytes::from(bytes),
+    }
+}
+
+fn image_manifest(config_type: &str, layers: &[&[u8]]) -> Fetched {
+    let desc = |mt: &str, b: &[u8]| json!({"mediaType": mt, "digest": digest(b).to_string(), "size": b.len()});
+    fetched(
+        manifest::DOCKER_MANIFEST,
+        json!({
+            "schemaVersion": 2,
+            "mediaType": manifest::DOCKER_MANIFEST,
+            "config": desc(config_type, b"config"),
+            "layers": layers
+                .iter()
+                .map(|l| desc("application/vnd.docker.image.rootfs.diff.tar.gzip", l))
+                .collect::<Vec<_>>(),
+        }),
+    )
+}
+
+fn plan_with(manifests: Vec<Fetched>, platforms: &[&str]) -> Plan {
+    Plan {
+        top: manifests[0].clone(),
+        manifests,
+        blobs: Vec::new(),
+        platforms: platforms
+            .iter()
+            .map(|p| {
+                let (os, arch) = p.split_once('/').unwrap();
+                Platform {
+                    os: os.into(),
+                    architecture: arch.into(),
+                    variant: None,
+                    os_version: None,
+                    os_features: Vec::new(),
+                }
+            })
+            .collect(),
+        left_out: Vec::new(),
+        reduced_from: None,
+    }
+}
+
+const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+
+#[test]
+fn a_docker_archive_names_the_config_and_every_layer_in_order() {
+    // The base layer twice (as an image may): docker pairs Layers[i] with rootfs.diff_ids[i].
+    let m = image_manifest(DOCKER_CONFIG, &[b"base", b"app", b"base"]);
+    let r: ImageRef = "127.0.0.1:5000/team/app:v1".parse().unwrap();
+    let image = docker::image_of(&plan_with(vec![m.clone()], &[]), &r).unwrap();
+    assert_eq!(image.manifest, m.digest);
+    assert_eq!(image.id(), &digest(b"config"));
+    assert_eq!(
+        image.repo_tag.as_deref(),
+        Some("127.0.0.1:5000/team/app:v1")
+    );
+    assert_eq!(image.layers.len(), 3);
+    assert_eq!(image.blobs().len(), 3, "config, base and app: each once");
+
+    let v: Value = serde_json::from_slice(&docker::manifest_json(&image)).unwrap();
+    let path = |b: &[u8]| tarball::blob_path(&digest(b));
+    assert_eq!(
+        v,
+        json!([{
+            "Config": path(b"config"),
+            "RepoTags": ["127.0.0.1:5000/team/app:v1"],
+            "Layers": [path(b"base"), path(b"app"), path(b"base")],
+        }])
+    );
+    let repos: Value = serde_json::from_slice(&docker::repositories_json(&image)).unwrap();
+    assert_eq!(
+        repos,
+        json!({"127.0.0.1:5000/team/app": {"v1": digest(b"base").hex()}})
+    );
+
+    // A digest reference has no tag: docker loads the image untagged.
+    let by_digest: ImageRef = format!("team/app@{}", m.digest).parse().unwrap();
+    let image = docker::image_of(&plan_with(vec![m], &[]), &by_digest).unwrap();
+    assert_eq!(image.repo_tag, None);
+    let v: Value = serde_json::from_slice(&docker::manifest_json(&image)).unwrap();
+    assert_eq!(v[0]["RepoTags"], json!([]));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&docker::repositories_json(&image)).unwrap(),
+        json!({})
+    );
+}
+
+#[test]
+fn a_docker_archive_takes_one_platform_of_an_index_and_container_images_only() {
+    let r: ImageRef = "team/app:v1".parse().unwrap();
+    let index = fetched(
+        manifest::OCI_INDEX,
+        json!({"schemaVersion": 2, "manifests": []}),
+    );
+    let amd = image_manifest(DOCKER_CONFIG, &[b"amd"]);
+    let arm = image_manifest(DOCKER_CONFIG, &[b"arm"]);
+
+    let one = plan_with(vec![index.clone(), amd.clone()], &["linux/amd64"]);
+    assert_eq!(docker::image_of(&one, &r).unwrap().manifest, amd.digest);
+
+    let two = plan_with(vec![index, amd, arm], &["linux/amd64", "linux/arm64"]);
+    match docker::image_of(&two, &r) {
+        Err(ArchiveError::Platforms(m)) => {
+            assert!(
+                m.contains("linux/amd64, linux/arm64") && m.contains("--platform"),
+                "{m}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let chart = image_manifest("application/vnd.cncf.helm.config.v1+json", &[b"chart"]);
+    match docker::image_of(&plan_with(vec![chart], &[]), &r) {
+        Err(ArchiveError::Invalid(m)) => {
+            assert!(
+                m.contains("not a container image") && m.contains("--format oci"),
+                "{m}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+}

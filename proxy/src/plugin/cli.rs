@@ -302,7 +302,7 @@ pub fn new_project(name: &str, lang: &str, dir: &Path) -> Result<String, CliErro
     }
     Ok(format!(
         "wrote {} ({lang}): {}\nnext: see {}/README.md for the build command, then `wharf plugins \
-         check` the .wasm it builds",
+         check` the .wasm it builds\n",
         root.display(),
         written.join(", "),
         root.display()

@@ -85,6 +85,8 @@ struct State {
     /// Epoch ticks the running call may still use; each tick it yields, at zero it is interrupted.
     ticks_left: u64,
     plugin: Arc<str>,
+    /// Set while `init` runs on an instance after the first: it says again what the first one said.
+    quiet: bool,
 }
 
 impl wasmtime::ResourceLimiter for State {
@@ -140,6 +142,9 @@ impl self::wharf::policy::log::Host for State {
         fields: Vec<(String, String)>,
     ) {
         use self::wharf::policy::log::Level;
+        if self.quiet {
+            return;
+        }
         let mut message = message;
         if message.len() > MAX_LOG_LINE {
             let mut cut = MAX_LOG_LINE;
@@ -347,6 +352,7 @@ impl Host {
             pooled: std::sync::atomic::AtomicBool::new(false),
             idle: Mutex::new(Vec::new()),
             warm: tokio::sync::Semaphore::new(WARM_INSTANCES),
+            initialised: std::sync::atomic::AtomicBool::new(false),
         });
         // Instantiate now: `init` sees the config at startup (a refusal stops wharf with the plugin's
         // reason). The second instantiation's cost (the first pays one-time setup) says whether
@@ -439,6 +445,10 @@ struct Inner {
     /// none free waits for one instead of paying an instantiation (most of a millisecond for Python
     /// or JS) that would only be thrown away.
     warm: tokio::sync::Semaphore,
+    /// Whether an instance's `init` has succeeded: every later instance (the load's measuring one, a
+    /// fresh one per call, the warm pool's) runs `init` with the same config, so what it logs was
+    /// said already.
+    initialised: std::sync::atomic::AtomicBool,
 }
 
 struct Warm {
@@ -515,6 +525,7 @@ impl Inner {
             memory_denied: false,
             ticks_left: self.init_budget_ticks(),
             plugin: self.name.clone(),
+            quiet: self.initialised.load(std::sync::atomic::Ordering::Relaxed),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s);
@@ -539,7 +550,12 @@ impl Inner {
             .load(&mut store, &instance)
             .map_err(|e| self.failure(e, "loading init", false))?;
         match lifecycle.call_init(&mut store, &self.config).await {
-            Ok(Ok(())) => Ok(Warm { store, instance }),
+            Ok(Ok(())) => {
+                store.data_mut().quiet = false;
+                self.initialised
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok(Warm { store, instance })
+            }
             Ok(Err(reason)) => Err(PluginError::Init {
                 plugin: self.name.to_string(),
                 reason,

@@ -241,6 +241,56 @@ fn run_evaluates_one_call_offline() {
     );
 }
 
+/// Proves: `plugins run` prints its results and none of the plugin's info lines (with
+/// `WHARF_LOG=info`, its `init` line once, not once per instance), and `plugins new` ends its output
+/// with a newline (issue 23).
+#[test]
+fn run_and_new_print_their_output_alone() {
+    let allow = component("allow_list");
+    let run = |log: Option<&str>| {
+        let mut cmd = Command::new(wharf_bin());
+        cmd.args(["plugins", "run", allow.to_str().unwrap()])
+            .args(["--config", r#"{"allow": ["docker.io/library/*"]}"#])
+            .args(["--registry", "docker.io", "--repo", "library/alpine"])
+            .env_remove("WHARF_CONFIG")
+            .env_remove("WHARF_LOG");
+        if let Some(filter) = log {
+            cmd.env("WHARF_LOG", filter);
+        }
+        let out = cmd.output().expect("run wharf plugins run");
+        assert!(out.status.success(), "{}", text(&out));
+        out
+    };
+    let out = run(None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("loaded "), "{stdout}");
+    has(&stdout, &["access: allow"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "plugins run writes nothing but its results:\n{}",
+        text(&out)
+    );
+    let out = run(Some("info"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr)
+            .matches("allow-list ready")
+            .count(),
+        1,
+        "{}",
+        text(&out)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let said = ok(&[
+        "new",
+        "newline-policy",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(said.ends_with('\n'), "{said:?}");
+}
+
 /// The files `new` must write for `lang`, besides `wit/policy.wit`.
 fn expect_files(root: &Path, files: &[&str]) {
     for f in files.iter().chain(&["wit/policy.wit", "README.md"]) {
