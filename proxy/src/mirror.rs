@@ -131,9 +131,7 @@ impl Failure {
                     None => e,
                 }
             }
-            Failure::Unavailable(m) => {
-                RegistryError::new(ErrorCode::Unknown, m).with_status(StatusCode::BAD_GATEWAY)
-            }
+            Failure::Unavailable(m) => RegistryError::new(ErrorCode::Unavailable, m),
         }
     }
 
