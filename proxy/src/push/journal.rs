@@ -189,6 +189,7 @@ mod tests {
             retry_initial_ms: 500,
             retry_max_secs: 4,
             concurrency: 4,
+            write_through_timeout_secs: 30,
         };
         assert_eq!(backoff(&cfg, 1, None), Duration::from_millis(500));
         assert_eq!(backoff(&cfg, 3, None), Duration::from_secs(2));
