@@ -366,6 +366,7 @@ impl Push {
             committed: !p.tagged_later(store_and_forward),
         };
         let id = self.meta.create_delivery(&rec).await?;
+        self.drop_superseded(id, &rec).await;
         if store_and_forward {
             self.commit_local(&rec).await?;
             rec.committed = true;
@@ -486,6 +487,28 @@ impl Push {
             tracing::warn!(id, error = %e, "cannot record a delivery's outcome");
         }
         result.map(|_| ())
+    }
+
+    /// Drops the failed entries that delivery `id` supersedes (`journal::superseded`), with their
+    /// leases: its own lease already holds what it sends.
+    async fn drop_superseded(&self, id: u64, rec: &Delivery) {
+        let entries = match self.meta.deliveries().await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(id, error = %e, "cannot read the push journal to drop the failed pushes this one supersedes");
+                return;
+            }
+        };
+        for old in journal::superseded(&entries, id, rec) {
+            match self.drop_delivery(old).await {
+                Ok(_) => {
+                    tracing::info!(id = old, by = id, repo = %rec.repository, reference = %rec.reference, "failed push superseded by a new push of the same tag; dropped")
+                }
+                Err(e) => {
+                    tracing::warn!(id = old, by = id, error = %e.message, "cannot drop a failed push superseded by a new one")
+                }
+            }
+        }
     }
 
     /// Records the local tag (or nothing more, for a push by digest).

@@ -383,8 +383,9 @@ fn docker_push_to_a_down_upstream() {
 /// Proves: `podman push` through a write-through route whose upstream is down fails, each of its 4
 /// tries within `write_through_timeout_secs` (+ slack), and podman prints wharf's reason
 /// ("unavailable: ..." naming the upstream, that it could not be reached, the bound and the
-/// store-and-forward alternative). With the upstream back, the same `podman push` again succeeds and
-/// the upstream holds the image.
+/// store-and-forward alternative); each try superseded the one before, so the journal holds one failed
+/// entry. With the upstream back, the same `podman push` again succeeds and the upstream holds the
+/// image.
 #[test]
 fn podman_push_to_a_down_upstream_fails_in_time_with_the_reason() {
     let mut upstream = DistRegistry::start();
@@ -430,6 +431,12 @@ fn podman_push_to_a_down_upstream_fails_in_time_with_the_reason() {
     Api::new(wharf.base())
         .get_manifest("ci/app", "v1")
         .assert_status(404);
+    // Each try made a journal entry and superseded the one before: one failed entry is left.
+    let entries = crate::push::entries_for(&wharf, "ci/app", "v1");
+    assert!(
+        entries.len() == 1 && entries[0]["state"] == "failed",
+        "podman's {tries} tries should leave one failed entry: {entries:#?}"
+    );
 
     upstream.start_again();
     let (ok, printed) = podman(&["push", "--tls-verify=false", &reference]);

@@ -585,12 +585,29 @@ fn failed_entry(wharf: &Wharf, layout: &Layout, cause: &str) -> Value {
     e
 }
 
+/// After a failed write-through push was pushed again and delivered: the failed entry it superseded
+/// is gone with its lease, and the new one is delivered.
+fn assert_superseded(wharf: &Wharf, layout: &Layout, failed: &Value) {
+    let list = push_status(wharf);
+    assert!(
+        !list.iter().any(|e| e["id"] == failed["id"]),
+        "the failed entry of a push that was pushed again and delivered is still listed: {list:#?}"
+    );
+    assert!(
+        !lease_live(wharf, &failed["lease"]),
+        "the superseded entry's lease is still live: {:#?}",
+        leases(wharf)
+    );
+    let e = entry(&list, LOCAL, &layout.tag, &layout.index.digest).unwrap();
+    assert_eq!(e["state"], "delivered", "{e:#}");
+}
+
 /// Proves: with a write-through route to an upstream that is down (its port closed), the client's
 /// manifest `PUT` fails after `write_through_timeout_secs` (3 s, with 30 tries allowed: the bound
 /// ends it, not the tries), with `424 UNAVAILABLE` naming the upstream, "could not be reached", the
 /// bound and what to do; the local tag is not recorded; the journal entry is failed, keeps its lease
 /// and is not tried again behind the client's back. With the upstream back, the same push again is
-/// delivered whole and tagged locally.
+/// delivered whole, tagged locally, and the failed entry it supersedes is gone with its lease.
 #[test]
 fn a_write_through_push_to_a_closed_port_fails_in_time_and_pushing_again_works() {
     let mut registry = DistRegistry::start();
@@ -623,12 +640,7 @@ fn a_write_through_push_to_a_closed_port_fails_in_time_and_pushing_again_works()
         r.header("Docker-Content-Digest"),
         Some(layout.index.digest.as_str())
     );
-    let list = push_status(&wharf);
-    assert!(
-        list.iter()
-            .any(|e| e["reference"] == "v1" && e["state"] == "delivered"),
-        "{list:#?}"
-    );
+    assert_superseded(&wharf, &layout, &failed);
 }
 
 /// Proves: with a write-through route to an upstream that accepts connections and never answers (the
@@ -652,7 +664,7 @@ fn a_write_through_push_to_a_silent_upstream_fails_in_time() {
     Api::new(wharf.base())
         .get_manifest(LOCAL, "v1")
         .assert_status(404);
-    failed_entry(&wharf, &layout, "answered none");
+    let failed = failed_entry(&wharf, &layout, "answered none");
     assert!(
         !relay
             .seen()
@@ -666,4 +678,5 @@ fn a_write_through_push_to_a_silent_upstream_fails_in_time() {
     gate.open();
     push_layout_raw(&Api::new(wharf.base()), LOCAL, None, &layout, "v1");
     assert_image_upstream(&Api::new(registry.base()), REMOTE, "v1", &layout);
+    assert_superseded(&wharf, &layout, &failed);
 }
