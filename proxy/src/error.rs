@@ -288,6 +288,21 @@ mod tests {
     }
 
     #[test]
+    fn an_unavailable_upstream_is_a_4xx_that_clients_print() {
+        assert_eq!(
+            ErrorCode::parse("UNAVAILABLE"),
+            Some(ErrorCode::Unavailable)
+        );
+        let e = RegistryError::new(ErrorCode::Unavailable, "upstream down");
+        assert_eq!(e.status, StatusCode::FAILED_DEPENDENCY);
+        assert!(
+            e.is_failure(),
+            "logged as a failure, not a client's mistake"
+        );
+        assert!(!RegistryError::new(ErrorCode::Denied, "no").is_failure());
+    }
+
+    #[test]
     fn store_errors_map_once() {
         let d = crate::digest::Digest::sha256_of(b"");
         let e: RegistryError = StoreError::DigestMismatch {
