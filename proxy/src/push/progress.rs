@@ -7,14 +7,18 @@
 //! One record per upstream repository, shared by the deliveries and the early blob uploads to it: a
 //! delivery waiting on an upload another one started sees that upload move.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 
-use crate::upstream::ClientBody;
+use crate::upstream::{BoxError, ClientBody};
 
 pub struct Progress {
     origin: Instant,
@@ -53,15 +57,66 @@ impl Progress {
         }
     }
 
-    /// `body`, marking progress as the connection takes each of its chunks: hyper asks for the next
-    /// one only when it can write it, so an upstream that stops reading stops the marks.
+    /// `body`, marking progress as the connection takes it: hyper asks for the next chunk only when
+    /// it can write it, so an upstream that stops reading stops the marks. Chunks are handed out at
+    /// most `WATCH_CHUNK` at a time (a stored blob's come in 8 MiB mappings, which a slow link would
+    /// take longer than the limit to drain).
     pub fn watch(self: &Arc<Self>, body: ClientBody) -> ClientBody {
-        let this = self.clone();
-        body.map_frame(move |f| {
-            this.moved();
-            f
-        })
+        Watched {
+            inner: body,
+            pending: Bytes::new(),
+            progress: self.clone(),
+        }
         .boxed()
+    }
+}
+
+/// Largest piece of a watched body handed to the connection at once: a mark at least this often.
+const WATCH_CHUNK: usize = 256 * 1024;
+
+struct Watched {
+    inner: ClientBody,
+    /// What is left of the inner body's last chunk.
+    pending: Bytes,
+    progress: Arc<Progress>,
+}
+
+impl Body for Watched {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if this.pending.is_empty() {
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => this.pending = data,
+                    Err(other) => return Poll::Ready(Some(Ok(other))),
+                },
+                end => return Poll::Ready(end),
+            }
+        }
+        let piece = this.pending.split_to(this.pending.len().min(WATCH_CHUNK));
+        this.progress.moved();
+        Poll::Ready(Some(Ok(Frame::data(piece))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pending.is_empty() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let inner = self.inner.size_hint();
+        let pending = self.pending.len() as u64;
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower() + pending);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + pending);
+        }
+        hint
     }
 }
 
@@ -90,6 +145,33 @@ mod tests {
         p.moved();
         let after = watcher.await.unwrap();
         assert!(after >= 690 * MS && after < 2000 * MS, "{after:?}");
+    }
+
+    #[tokio::test]
+    async fn a_watched_body_is_the_same_bytes_in_pieces_each_marked() {
+        let p = Arc::new(Progress::default());
+        let data = Bytes::from(
+            (0..(WATCH_CHUNK * 2 + 10))
+                .map(|i| i as u8)
+                .collect::<Vec<_>>(),
+        );
+        let inner = http_body_util::Full::new(data.clone())
+            .map_err(|e| match e {})
+            .boxed();
+        let mut body = p.watch(inner);
+        assert_eq!(body.size_hint().exact(), Some(data.len() as u64));
+        let start = Instant::now();
+        tokio::time::sleep(20 * MS).await;
+        let mut pieces = Vec::new();
+        while let Some(frame) = body.frame().await {
+            pieces.push(frame.unwrap().into_data().unwrap());
+        }
+        assert_eq!(
+            pieces.iter().map(Bytes::len).collect::<Vec<_>>(),
+            vec![WATCH_CHUNK, WATCH_CHUNK, 10]
+        );
+        assert_eq!(pieces.concat(), data);
+        assert!(p.last() > start, "taking the body is progress");
     }
 
     #[tokio::test]
