@@ -426,6 +426,11 @@ pub struct DeliveryConfig {
     pub retry_max_secs: u64,
     /// Deliveries in flight at once (one at a time per upstream tag, in push order).
     pub concurrency: usize,
+    /// How long a write-through push may wait on an upstream that makes no progress (does not answer,
+    /// cannot be reached, or fails transiently) before its client is told the push failed. Time spent
+    /// sending bytes the upstream takes does not count: a large image on a slow link is not cut off.
+    /// Retrying longer is store-and-forward's job.
+    pub write_through_timeout_secs: u64,
 }
 
 impl Default for DeliveryConfig {
@@ -436,6 +441,9 @@ impl Default for DeliveryConfig {
             retry_initial_ms: 1000,
             retry_max_secs: 300,
             concurrency: 4,
+            // Clients wait for a write-through push; none of docker, podman, containerd or skopeo
+            // gives up on a manifest PUT this soon, and a CI job learns of an outage within it.
+            write_through_timeout_secs: 30,
         }
     }
 }

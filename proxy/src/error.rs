@@ -27,6 +27,9 @@ pub enum ErrorCode {
     Denied,
     Unsupported,
     TooManyRequests,
+    /// An upstream wharf needed for the answer failed (unreachable, timed out, 5xx): distribution's
+    /// `UNAVAILABLE`, which docker's and containers/image's error registries know by name.
+    Unavailable,
     Unknown,
 }
 
@@ -48,6 +51,7 @@ impl ErrorCode {
             Denied => "DENIED",
             Unsupported => "UNSUPPORTED",
             TooManyRequests => "TOOMANYREQUESTS",
+            Unavailable => "UNAVAILABLE",
             Unknown => "UNKNOWN",
         }
     }
@@ -70,6 +74,7 @@ impl ErrorCode {
             Denied,
             Unsupported,
             TooManyRequests,
+            Unavailable,
             Unknown,
         ]
         .into_iter()
@@ -90,6 +95,12 @@ impl ErrorCode {
             Denied => StatusCode::FORBIDDEN,
             Unsupported => StatusCode::METHOD_NOT_ALLOWED,
             TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            // 424 Failed Dependency (RFC 4918 §11.4: the request depended on another action, which
+            // failed), not 502/503: the clients people read these errors in print an error body
+            // only for 4xx. docker 20.10 (distribution's `HandleErrorResponse`) and podman 4.3 /
+            // skopeo (containers/image 5.23 `handleErrorResponse`) parse the body for 400-499 and
+            // show nothing but "received unexpected HTTP status: 502 Bad Gateway" for a 5xx.
+            Unavailable => StatusCode::FAILED_DEPENDENCY,
             Unknown => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -131,6 +142,12 @@ impl RegistryError {
             detail: None,
             headers: Vec::new(),
         }
+    }
+
+    /// Whether the request failed on wharf's side or an upstream's, not the client's: logged as a
+    /// warning.
+    pub fn is_failure(&self) -> bool {
+        self.status.is_server_error() || self.code == ErrorCode::Unavailable
     }
 
     pub fn with_status(mut self, status: StatusCode) -> Self {
@@ -268,6 +285,21 @@ mod tests {
         assert_eq!(v["errors"][0]["message"], "gone");
         assert_eq!(v["errors"][0]["detail"]["digest"], "x");
         assert_eq!(e.status, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn an_unavailable_upstream_is_a_4xx_that_clients_print() {
+        assert_eq!(
+            ErrorCode::parse("UNAVAILABLE"),
+            Some(ErrorCode::Unavailable)
+        );
+        let e = RegistryError::new(ErrorCode::Unavailable, "upstream down");
+        assert_eq!(e.status, StatusCode::FAILED_DEPENDENCY);
+        assert!(
+            e.is_failure(),
+            "logged as a failure, not a client's mistake"
+        );
+        assert!(!RegistryError::new(ErrorCode::Denied, "no").is_failure());
     }
 
     #[test]

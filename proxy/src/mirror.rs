@@ -131,9 +131,7 @@ impl Failure {
                     None => e,
                 }
             }
-            Failure::Unavailable(m) => {
-                RegistryError::new(ErrorCode::Unknown, m).with_status(StatusCode::BAD_GATEWAY)
-            }
+            Failure::Unavailable(m) => RegistryError::new(ErrorCode::Unavailable, m),
         }
     }
 
@@ -149,6 +147,10 @@ impl From<UpstreamError> for Failure {
         match e {
             // Wrong credentials are a refusal, not an outage: no stale copy, no retry hint.
             UpstreamError::TokenDenied { .. } => Failure::Denied(e.to_string()),
+            UpstreamError::Unreachable { ref host, .. } => Failure::Unavailable(format!(
+                "{e}; check that this machine reaches it (DNS, firewall, proxy), or give {host} \
+                 another endpoint in an [[upstream]] entry; what is cached already is still served"
+            )),
             e => Failure::Unavailable(e.to_string()),
         }
     }

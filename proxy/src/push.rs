@@ -6,17 +6,21 @@
 //! - `Push::pushed`: the manifest phase of a routed push. A journal entry (durable) and one lease
 //!   over everything it will send come first; then write-through delivers before the client is
 //!   answered, store-and-forward answers and leaves the delivery to the worker (`Push::run`).
+//!   Write-through retries only while the upstream moves (`push/progress.rs`): after
+//!   `write_through_timeout_secs` without progress the client is told the push failed, and the
+//!   entry is failed, not left to the worker behind the client's back.
 //! - `push/deliver.rs` sends; `push/journal.rs` holds the record and the scheduling decisions.
 //!
 //! The lease is the fix for nerdctl's "content digest not found": a reduced index, its children and
 //! their blobs are protected from before the reduced index is built until the upstream has them all,
 //! whatever the collector does meanwhile; nothing is ever deleted and made again on the way.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::time::Instant;
 
 use crate::config::{Config, DeliveryConfig, PushMode};
 use crate::digest::Digest;
@@ -34,10 +38,12 @@ use crate::upstream::UpstreamError;
 
 pub mod deliver;
 pub mod journal;
+pub mod progress;
 pub mod route;
 
 use deliver::{DeliverError, Sender};
 use journal::{Delivery, State};
+use progress::Progress;
 use route::{config_err, under};
 pub use route::{de_push_platforms, Route};
 
@@ -130,6 +136,33 @@ struct Plan {
 
 type BlobKey = (String, String, Digest);
 
+/// A write-through delivery's watch on its upstream repository: it ends after `limit` in which
+/// nothing moved.
+struct Watch {
+    progress: Arc<Progress>,
+    since: Instant,
+    limit: Duration,
+}
+
+impl Watch {
+    /// Why the delivery ends: the limit, and the last failure if an attempt failed before.
+    fn error(&self, rec: &Delivery) -> DeliverError {
+        let host = rec
+            .target
+            .split_once("://")
+            .map_or(rec.target.as_str(), |(_, h)| h);
+        let cause = match &rec.last_error {
+            Some(e) => format!("the last try failed: {e}"),
+            None => "it answered none of the requests under way".to_owned(),
+        };
+        DeliverError::stalled(format!(
+            "upstream {host} took nothing for {} s, the most a write-through push waits ([delivery] \
+             write_through_timeout_secs); {cause}",
+            self.limit.as_secs()
+        ))
+    }
+}
+
 /// The push phase and the delivery worker. Cheap to share (`Arc`).
 pub struct Push {
     routes: Vec<Route>,
@@ -145,6 +178,8 @@ pub struct Push {
     /// One upload per blob and upstream repository at once: the eager upload of a committed blob and
     /// the delivery that needs it share it.
     blobs: Flights<BlobKey, Result<(), DeliverError>>,
+    /// How each upstream repository (endpoint, repository) is moving.
+    progress: Mutex<HashMap<(String, String), Arc<Progress>>>,
 }
 
 impl Push {
@@ -182,7 +217,28 @@ impl Push {
             wake: tokio::sync::Notify::new(),
             running: Mutex::new(HashSet::new()),
             blobs: Flights::default(),
+            progress: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The progress record of upstream repository `repo` at `endpoint`.
+    fn progress(&self, endpoint: &str, repo: &str) -> Arc<Progress> {
+        self.progress
+            .lock()
+            .unwrap()
+            .entry((endpoint.to_owned(), repo.to_owned()))
+            .or_default()
+            .clone()
+    }
+
+    fn sender(&self, route: &Route, repo: String) -> Sender {
+        Sender {
+            progress: self.progress(&route.endpoint, &repo),
+            upstream: route.upstream.clone(),
+            repo,
+            store: self.store.clone(),
+            meta: self.meta.clone(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -304,6 +360,7 @@ impl Push {
             committed: !p.tagged_later(store_and_forward),
         };
         let id = self.meta.create_delivery(&rec).await?;
+        self.drop_superseded(id, &rec).await;
         if store_and_forward {
             self.commit_local(&rec).await?;
             rec.committed = true;
@@ -316,10 +373,11 @@ impl Push {
         self.running.lock().unwrap().insert(id);
         let this = self.clone();
         let task = tokio::spawn(async move {
-            let outcome = this.attempts_inline(id, rec).await;
+            let mut rec = rec;
+            let outcome = this.write_through(id, &mut rec).await;
             this.running.lock().unwrap().remove(&id);
             this.wake.notify_one();
-            outcome
+            outcome.map_err(|e| (e, rec))
         });
         match task.await {
             Ok(outcome) => outcome.map_err(|(e, rec)| client_error(id, &rec, e)),
@@ -330,29 +388,63 @@ impl Push {
         }
     }
 
-    /// Write-through: try now, retrying transient failures with the configured backoff.
-    async fn attempts_inline(
-        &self,
-        id: u64,
-        mut rec: Delivery,
-    ) -> Result<(), (DeliverError, Delivery)> {
+    /// Write-through: try now, retrying transient failures with the configured backoff while the
+    /// upstream repository moves. Once `write_through_timeout_secs` pass without progress the entry
+    /// is failed (kept with its lease, as a refusal is) and the client told: nothing goes on trying
+    /// behind its back, and a push run again starts afresh.
+    async fn write_through(&self, id: u64, rec: &mut Delivery) -> Result<(), DeliverError> {
+        let watch = Watch {
+            progress: self.progress(&rec.target, &rec.upstream_repository),
+            since: Instant::now(),
+            limit: Duration::from_secs(self.cfg.write_through_timeout_secs.max(1)),
+        };
         loop {
-            match self.attempt(id, &mut rec).await {
+            match self.attempt(id, rec, Some(&watch)).await {
                 Ok(()) => return Ok(()),
                 Err(e) if rec.state == State::Pending => {
                     let wait = journal::backoff(&self.cfg, rec.attempts, e.retry_after);
                     tracing::info!(id, error = %e, wait_ms = wait.as_millis() as u64, "write-through delivery failed; trying again");
-                    tokio::time::sleep(wait).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = watch.progress.stalled(watch.since, watch.limit) => {
+                            let e = watch.error(rec);
+                            self.failed(id, rec, &e).await;
+                            return Err(e);
+                        }
+                    }
                 }
-                Err(e) => return Err((e, rec)),
+                Err(e) => return Err(e),
             }
         }
     }
 
-    /// One attempt at delivery `id`; the record is updated (and written) with the outcome.
-    async fn attempt(&self, id: u64, rec: &mut Delivery) -> Result<(), DeliverError> {
+    /// Records that delivery `id` gave up with `e` (failed, kept until retried or dropped).
+    async fn failed(&self, id: u64, rec: &mut Delivery, e: &DeliverError) {
+        rec.state = State::Failed;
+        rec.last_error = Some(e.message.clone());
+        rec.next_try_ms = None;
+        tracing::warn!(id, error = %e, attempts = rec.attempts, "push delivery failed; `wharf push retry {id}` tries again");
+        if let Err(e) = self.meta.put_delivery(id, rec).await {
+            tracing::warn!(id, error = %e, "cannot record a delivery's outcome");
+        }
+    }
+
+    /// One attempt at delivery `id`; the record is updated (and written) with the outcome. With a
+    /// `watch` (write-through), an attempt in which the upstream stops moving ends there.
+    async fn attempt(
+        &self,
+        id: u64,
+        rec: &mut Delivery,
+        watch: Option<&Watch>,
+    ) -> Result<(), DeliverError> {
         rec.attempts += 1;
-        let result = self.deliver(rec).await;
+        let result = match watch {
+            None => self.deliver(rec).await,
+            Some(w) => tokio::select! {
+                r = self.deliver(rec) => r,
+                () = w.progress.stalled(w.since, w.limit) => Err(w.error(rec)),
+            },
+        };
         match &result {
             Ok(sent) => {
                 rec.upstream_digest = Some(sent.top.clone());
@@ -375,23 +467,42 @@ impl Push {
                 tracing::info!(id, repo = %rec.repository, reference = %rec.reference, target = %rec.target, upstream_repository = %rec.upstream_repository, upstream_digest = %sent.top, "push delivered");
             }
             Err(e) => {
-                rec.last_error = Some(e.message.clone());
-                let give_up = e.permanent || rec.attempts >= self.cfg.max_attempts.max(1);
-                if give_up {
-                    rec.state = State::Failed;
-                    rec.next_try_ms = None;
-                    tracing::warn!(id, error = %e, attempts = rec.attempts, "push delivery failed; `wharf push retry {id}` tries again");
-                } else {
-                    rec.state = State::Pending;
-                    let wait = journal::backoff(&self.cfg, rec.attempts, e.retry_after);
-                    rec.next_try_ms = Some(now_ms() + wait.as_millis() as u64);
+                if e.permanent || rec.attempts >= self.cfg.max_attempts.max(1) {
+                    self.failed(id, rec, e).await;
+                    return result.map(|_| ());
                 }
+                rec.last_error = Some(e.message.clone());
+                rec.state = State::Pending;
+                let wait = journal::backoff(&self.cfg, rec.attempts, e.retry_after);
+                rec.next_try_ms = Some(now_ms() + wait.as_millis() as u64);
             }
         }
         if let Err(e) = self.meta.put_delivery(id, rec).await {
             tracing::warn!(id, error = %e, "cannot record a delivery's outcome");
         }
         result.map(|_| ())
+    }
+
+    /// Drops the failed entries that delivery `id` supersedes (`journal::superseded`), with their
+    /// leases: its own lease already holds what it sends.
+    async fn drop_superseded(&self, id: u64, rec: &Delivery) {
+        let entries = match self.meta.deliveries().await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(id, error = %e, "cannot read the push journal to drop the failed pushes this one supersedes");
+                return;
+            }
+        };
+        for old in journal::superseded(&entries, id, rec) {
+            match self.drop_delivery(old).await {
+                Ok(_) => {
+                    tracing::info!(id = old, by = id, repo = %rec.repository, reference = %rec.reference, "failed push superseded by a new push of the same tag; dropped")
+                }
+                Err(e) => {
+                    tracing::warn!(id = old, by = id, error = %e.message, "cannot drop a failed push superseded by a new one")
+                }
+            }
+        }
     }
 
     /// Records the local tag (or nothing more, for a push by digest).
@@ -448,12 +559,7 @@ impl Push {
                 DeliverError::local(format!("cannot lease the delivery's content: {e}"))
             })?;
         }
-        let sender = Sender {
-            upstream: route.upstream.clone(),
-            repo: rec.upstream_repository.clone(),
-            store: self.store.clone(),
-            meta: self.meta.clone(),
-        };
+        let sender = self.sender(route, rec.upstream_repository.clone());
         self.send_blobs(&sender, &plan.blobs).await?;
         for (d, media_type, bytes) in &plan.children {
             if !sender.has_manifest(d, media_type).await? {
@@ -536,12 +642,7 @@ impl Push {
         if !route.platforms.is_empty() || self.policy.plugins().selects_platforms() {
             return;
         }
-        let sender = Sender {
-            upstream: route.upstream.clone(),
-            repo: remote,
-            store: self.store.clone(),
-            meta: self.meta.clone(),
-        };
+        let sender = self.sender(route, remote);
         let work = self.blob_upload(sender, d.clone(), size);
         let d = d.clone();
         tokio::spawn(async move {
@@ -771,7 +872,7 @@ impl Push {
                 tokio::spawn(async move {
                     let mut rec = rec;
                     rec.state = State::Delivering;
-                    let _ = this.attempt(id, &mut rec).await;
+                    let _ = this.attempt(id, &mut rec, None).await;
                     this.running.lock().unwrap().remove(&id);
                     this.wake.notify_one();
                 });
@@ -864,27 +965,44 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A write-through delivery's failure as the client's error: the upstream's status and code when it
-/// answered, 502 when it did not.
+/// A write-through delivery's failure as the client's error. The upstream's refusal (a 4xx but 408
+/// and 429) passes on with its status and code; an upstream that failed (unreachable, silent, 5xx,
+/// 408, 429) is `UNAVAILABLE`, whose status makes docker and podman print the message (`error.rs`);
+/// wharf's own failure is `UNKNOWN`.
 fn client_error(id: u64, rec: &Delivery, e: DeliverError) -> RegistryError {
-    let code = e
-        .code
-        .as_deref()
-        .and_then(ErrorCode::parse)
-        .unwrap_or(ErrorCode::Unknown);
-    let status = match e.status {
-        Some(s) if s.is_client_error() || s.is_server_error() => s,
-        _ => http::StatusCode::BAD_GATEWAY,
-    };
+    let failed = format!(
+        "wharf could not deliver {}:{} to {}/{}: {}",
+        rec.repository, rec.reference, rec.target, rec.upstream_repository, e.message
+    );
+    let kept = format!(
+        "wharf keeps the image as failed delivery {id} (`wharf push status`; `wharf push retry \
+         {id}` sends it, `wharf push drop {id}` forgets it)"
+    );
+    let refused = e.status.filter(|s| {
+        s.is_client_error()
+            && *s != http::StatusCode::REQUEST_TIMEOUT
+            && *s != http::StatusCode::TOO_MANY_REQUESTS
+    });
+    if let Some(status) = refused {
+        let code = e
+            .code
+            .as_deref()
+            .and_then(ErrorCode::parse)
+            .unwrap_or(ErrorCode::Unknown);
+        return RegistryError::new(code, format!("{failed}. {kept}")).with_status(status);
+    }
+    if !e.upstream {
+        return RegistryError::new(ErrorCode::Unknown, format!("{failed}. {kept}"));
+    }
     RegistryError::new(
-        code,
+        ErrorCode::Unavailable,
         format!(
-            "{}; wharf keeps the image (delivery {id} to {}/{}: `wharf push status` shows it, \
-             `wharf push retry {id}` tries again)",
-            e.message, rec.target, rec.upstream_repository
+            "{failed}. Push again once the upstream is back, or set mode = \"store-and-forward\" \
+             on the [[push]] route \"{}\" to accept pushes while the upstream is down and deliver \
+             them later. {kept}",
+            rec.route
         ),
     )
-    .with_status(status)
 }
 
 #[cfg(test)]

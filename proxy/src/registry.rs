@@ -456,7 +456,7 @@ pub fn unix_now() -> u64 {
 }
 
 pub fn error_response(e: RegistryError, head_only: bool) -> Response<Body> {
-    if e.status.is_server_error() {
+    if e.is_failure() {
         tracing::warn!(error = %e, "request failed");
     }
     let body = e.body();

@@ -37,11 +37,8 @@ const MAX_TOKEN_BODY: usize = 64 * 1024;
 pub enum UpstreamError {
     #[error("upstream {host} is misconfigured: {reason}")]
     Config { host: String, reason: String },
-    #[error(
-        "upstream {host} ({url}) could not be reached: {cause}; check that this machine reaches it \
-         (DNS, firewall, proxy), or give {host} another endpoint in an [[upstream]] entry; what is \
-         cached already is still served"
-    )]
+    /// What to do about it depends on who asked (the mirror, a push route): they add it.
+    #[error("upstream {host} ({url}) could not be reached: {cause}")]
     Unreachable {
         host: String,
         url: String,
@@ -53,7 +50,7 @@ pub enum UpstreamError {
         url: String,
         cause: String,
     },
-    #[error("upstream {host} did not answer {url} within {secs} s (upstream timeout_secs)")]
+    #[error("upstream {host} did not answer {url} within {secs} s (its timeout_secs)")]
     Timeout {
         host: String,
         url: String,

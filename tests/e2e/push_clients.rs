@@ -12,9 +12,18 @@
 //! `up`, and the route whose target is on that host delivers it. Pulls go to a host entry without
 //! the path (they carry `ns=`, and a prefix as well would name the repository `up/team/...` there).
 //! docker pushes to wharf by its own address (`127.0.0.1:W/ci/app`), the route's local prefix.
+//!
+//! With the upstream down, the write-through push fails within `write_through_timeout_secs`, and
+//! what docker and podman print must say why. Both parse an error body only for a 4xx (docker
+//! 20.10's distribution client `HandleErrorResponse`, containers/image 5.23's `handleErrorResponse`
+//! in podman 4.3: "received unexpected HTTP status: 502 Bad Gateway" for any 5xx), so wharf answers
+//! `424 UNAVAILABLE`; docker prints `unavailable: <message>`, podman `... uploading manifest v1 to
+//! ...: unavailable: <message>`, and podman (containers/common's retry: `UNAVAILABLE` is not among
+//! the codes it gives up on) tries the whole push 4 times, 1 s apart.
 
 use std::fs;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::harness::{log_tail, DistRegistry, MirrorOptions, UpstreamSpec, Wharf, WharfOptions};
 use crate::http::Api;
@@ -272,5 +281,177 @@ fn docker_push_through_route() {
         direct.is_empty(),
         "docker pushed to the upstream itself, around wharf:\n{}",
         direct.join("\n")
+    );
+}
+
+/// `[delivery] write_through_timeout_secs` for the down-upstream tests.
+const WRITE_THROUGH_SECS: u64 = 3;
+/// How much later than that a client may get its answer: the try under way, a busy machine.
+const SLACK: Duration = Duration::from_secs(20);
+
+/// A write-through route `ci/app` → `team/app` on `upstream`, with the write-through bound and
+/// retries quick and many enough that only the bound ends a delivery.
+fn bounded_route(upstream: &DistRegistry) -> String {
+    format!(
+        "{}\n[delivery]\nretry_initial_ms = 200\nretry_max_secs = 2\nmax_attempts = 30\n\
+         write_through_timeout_secs = {WRITE_THROUGH_SECS}\n",
+        route("ci/app", upstream, "team/app")
+    )
+}
+
+/// What a client printed about a push to a down upstream says why, and nothing of the mirror's.
+fn assert_says_why(client: &str, printed: &str, upstream: &str) {
+    for needle in [
+        "unavailable",
+        upstream,
+        "could not be reached",
+        "write_through_timeout_secs",
+        "store-and-forward",
+    ] {
+        assert!(
+            printed.contains(needle),
+            "{client} should show wharf's reason ({needle:?}):\n{printed}"
+        );
+    }
+    assert!(
+        !printed.contains("cached already"),
+        "a push failure is not a mirror's:\n{printed}"
+    );
+}
+
+/// Proves: `docker push` through a write-through route whose upstream is down (its port closed)
+/// fails within `write_through_timeout_secs` (+ slack), and docker prints wharf's reason:
+/// "unavailable: ..." naming the upstream, that it could not be reached, the bound and the
+/// store-and-forward alternative; wharf has no `ci/app:v1`. With the upstream back, the same
+/// `docker push` again succeeds and the upstream holds the image.
+#[test]
+fn docker_push_to_a_down_upstream_fails_in_time_with_the_reason() {
+    in_private_network("docker-push-down-netns", docker_push_to_a_down_upstream);
+}
+
+fn docker_push_to_a_down_upstream() {
+    let tools = DockerTools::find();
+    let mut upstream = DistRegistry::start();
+    let up = upstream.host();
+    upstream.stop();
+    let wharf = Wharf::start(WharfOptions {
+        extra_toml: bounded_route(&upstream),
+        ..Default::default()
+    });
+    let reference = format!("{}/ci/app:v1", wharf.host());
+    let layout = write_layout(&wharf.scratch("src"), &LayoutSpec::small("v1", 1630));
+    let archive = wharf.scratch("archive").join("app.tar");
+    crate::mirror::docker_daemon::docker_archive(&layout, &reference, &archive);
+    let docker = Dockerd::start(tools, wharf.addr());
+    docker.docker(&["load", "-i", archive.to_str().unwrap()]);
+
+    let started = Instant::now();
+    let ran = docker.try_docker(&["push", &reference]);
+    let took = started.elapsed();
+    let printed = format!("{}{}", ran.stdout, ran.stderr);
+    eprintln!("docker push took {took:?} and printed:\n{printed}");
+    assert!(
+        !ran.status.success(),
+        "docker push to a down upstream succeeded:\n{printed}"
+    );
+    assert!(
+        took < Duration::from_secs(WRITE_THROUGH_SECS) + SLACK,
+        "docker push took {took:?} with write_through_timeout_secs = {WRITE_THROUGH_SECS}"
+    );
+    assert_says_why("docker", &printed, &up);
+    Api::new(wharf.base())
+        .get_manifest("ci/app", "v1")
+        .assert_status(404);
+
+    upstream.start_again();
+    let printed = docker.docker(&["push", &reference]);
+    let digest = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("v1: digest: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("docker push printed no digest:\n{printed}"))
+        .to_owned();
+    assert_upstream_tag(
+        &Api::new(upstream.base()),
+        "team/app",
+        "v1",
+        &digest,
+        &wharf,
+    );
+}
+
+/// Proves: `podman push` through a write-through route whose upstream is down fails, each of its 4
+/// tries within `write_through_timeout_secs` (+ slack), and podman prints wharf's reason
+/// ("unavailable: ..." naming the upstream, that it could not be reached, the bound and the
+/// store-and-forward alternative); each try superseded the one before, so the journal holds one failed
+/// entry. With the upstream back, the same `podman push` again succeeds and the upstream holds the
+/// image.
+#[test]
+fn podman_push_to_a_down_upstream_fails_in_time_with_the_reason() {
+    let mut upstream = DistRegistry::start();
+    let up = upstream.host();
+    upstream.stop();
+    let wharf = Wharf::start(WharfOptions {
+        extra_toml: bounded_route(&upstream),
+        ..Default::default()
+    });
+    let reference = format!("{}/ci/app:v1", wharf.host());
+    let layout = write_layout(&wharf.scratch("src"), &LayoutSpec::small("v1", 1640));
+    let archive = wharf.scratch("archive").join("app.tar");
+    crate::mirror::docker_daemon::docker_archive(&layout, &reference, &archive);
+    let home = wharf.scratch("podman");
+    let podman = |args: &[&str]| {
+        let out = crate::tls_listener::podman(&home)
+            .args(args)
+            .output()
+            .expect("run podman");
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), printed)
+    };
+    let (ok, printed) = podman(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(ok, "podman load:\n{printed}");
+
+    let started = Instant::now();
+    let (ok, printed) = podman(&["push", "--tls-verify=false", &reference]);
+    let took = started.elapsed();
+    eprintln!("podman push took {took:?} and printed:\n{printed}");
+    assert!(!ok, "podman push to a down upstream succeeded:\n{printed}");
+    // 4 tries, 1 + 1 + 1 s apart.
+    let tries = 4;
+    assert!(
+        took < (Duration::from_secs(WRITE_THROUGH_SECS) + SLACK) * tries,
+        "podman push took {took:?} for {tries} tries with write_through_timeout_secs = \
+         {WRITE_THROUGH_SECS}"
+    );
+    assert_says_why("podman", &printed, &up);
+    Api::new(wharf.base())
+        .get_manifest("ci/app", "v1")
+        .assert_status(404);
+    // Each try made a journal entry and superseded the one before: one failed entry is left.
+    let entries = crate::push::entries_for(&wharf, "ci/app", "v1");
+    assert!(
+        entries.len() == 1 && entries[0]["state"] == "failed",
+        "podman's {tries} tries should leave one failed entry: {entries:#?}"
+    );
+
+    upstream.start_again();
+    let (ok, printed) = podman(&["push", "--tls-verify=false", &reference]);
+    assert!(ok, "podman push with the upstream back:\n{printed}");
+    let local = Api::new(wharf.base()).get_manifest("ci/app", "v1");
+    local.assert_status(200);
+    let digest = local
+        .header("Docker-Content-Digest")
+        .expect("Docker-Content-Digest")
+        .to_owned();
+    assert_upstream_tag(
+        &Api::new(upstream.base()),
+        "team/app",
+        "v1",
+        &digest,
+        &wharf,
     );
 }

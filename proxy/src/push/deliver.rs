@@ -19,6 +19,8 @@ use crate::meta::Meta;
 use crate::store::ContentStore;
 use crate::upstream::{BoxError, ClientBody, Payload, Upstream, UpstreamError};
 
+use super::progress::Progress;
+
 /// Largest upstream error body read for its message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
@@ -28,6 +30,8 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 pub struct DeliverError {
     /// A refusal (403, an invalid manifest, credentials refused): trying again will not help.
     pub permanent: bool,
+    /// The upstream failed or refused (as opposed to wharf itself: its store, a lease).
+    pub upstream: bool,
     /// The upstream's answer, when it answered.
     pub status: Option<StatusCode>,
     /// The upstream's error code (`DENIED`, `MANIFEST_INVALID`, …).
@@ -42,6 +46,7 @@ impl DeliverError {
     pub fn local(message: String) -> DeliverError {
         DeliverError {
             permanent: false,
+            upstream: false,
             status: None,
             code: None,
             message,
@@ -57,6 +62,15 @@ impl DeliverError {
         }
     }
 
+    /// A write-through delivery the upstream let stall: it ends here, and its client is told.
+    pub fn stalled(message: String) -> DeliverError {
+        DeliverError {
+            permanent: true,
+            upstream: true,
+            ..DeliverError::local(message)
+        }
+    }
+
     fn unreachable(e: UpstreamError, step: &str) -> DeliverError {
         let permanent = matches!(
             e,
@@ -64,6 +78,7 @@ impl DeliverError {
         );
         DeliverError {
             permanent,
+            upstream: true,
             status: None,
             code: None,
             message: format!("{step}: {e}"),
@@ -77,6 +92,7 @@ struct StoredBlob {
     store: Arc<dyn ContentStore>,
     digest: Digest,
     size: u64,
+    progress: Arc<Progress>,
 }
 
 #[async_trait::async_trait]
@@ -87,9 +103,10 @@ impl Payload for StoredBlob {
     async fn open(&self) -> Result<ClientBody, BoxError> {
         let blob = self.store.open(&self.digest, None).await?;
         // Copied into the socket by the client connection: the server's zero-copy path does not apply.
-        Ok(Body::blob_sent(blob, Some(Sending::Copy))
+        let body = Body::blob_sent(blob, Some(Sending::Copy))
             .map_err(BoxError::from)
-            .boxed())
+            .boxed();
+        Ok(self.progress.watch(body))
     }
 }
 
@@ -101,6 +118,8 @@ pub struct Sender {
     pub repo: String,
     pub store: Arc<dyn ContentStore>,
     pub meta: Meta,
+    /// How deliveries to this upstream repository are moving.
+    pub progress: Arc<Progress>,
 }
 
 impl Sender {
@@ -116,10 +135,15 @@ impl Sender {
         payload: Option<&dyn Payload>,
         step: &str,
     ) -> Result<hyper::Response<Incoming>, DeliverError> {
-        self.upstream
+        let resp = self
+            .upstream
             .send_with(method, path, headers, &self.scope(), payload)
             .await
-            .map_err(|e| DeliverError::unreachable(e, step))
+            .map_err(|e| DeliverError::unreachable(e, step))?;
+        if resp.status().is_success() || resp.status() == StatusCode::NOT_FOUND {
+            self.progress.moved();
+        }
+        Ok(resp)
     }
 
     /// Makes sure the upstream repository has blob `d`.
@@ -172,6 +196,7 @@ impl Sender {
             store: self.store.clone(),
             digest: d.clone(),
             size,
+            progress: self.progress.clone(),
         };
         let mut h = HeaderMap::new();
         h.insert(
@@ -311,6 +336,7 @@ impl Sender {
         }
         DeliverError {
             permanent,
+            upstream: true,
             status: Some(status),
             code,
             message,

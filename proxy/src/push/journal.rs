@@ -110,6 +110,17 @@ pub fn due(
     (start, wake)
 }
 
+/// Failed entries that delivery `id` (just pushed) makes moot: older ones of the same upstream tag.
+/// Retrying one would only put the older push back over the newer; a push run again after a failure
+/// replaces its failed entry instead of adding to them.
+pub fn superseded(entries: &[(u64, Delivery)], id: u64, new: &Delivery) -> Vec<u64> {
+    entries
+        .iter()
+        .filter(|(i, d)| *i < id && d.state == State::Failed && d.tag_key() == new.tag_key())
+        .map(|(i, _)| *i)
+        .collect()
+}
+
 /// Delivered entries beyond the newest `keep`, oldest first: the journal keeps recent history for
 /// `wharf push status`, not all of it.
 pub fn surplus_delivered(entries: &[(u64, Delivery)], keep: usize) -> Vec<u64> {
@@ -183,12 +194,31 @@ mod tests {
     }
 
     #[test]
+    fn a_new_push_supersedes_only_older_failed_entries_of_its_tag() {
+        let mut other_target = entry("v1", State::Failed, None);
+        other_target.target = "http://elsewhere".into();
+        let entries = vec![
+            (1, entry("v1", State::Failed, None)),
+            (2, entry("v1", State::Delivered, None)),
+            (3, entry("v2", State::Failed, None)),
+            (4, entry("v1", State::Pending, None)),
+            (5, other_target),
+            (6, entry("v1", State::Failed, None)),
+            (7, entry("v1", State::Pending, None)),
+            (8, entry("v1", State::Failed, None)),
+        ];
+        let new = entries[6].1.clone();
+        assert_eq!(superseded(&entries, 7, &new), vec![1, 6]);
+    }
+
+    #[test]
     fn backoff_doubles_up_to_the_cap_and_honours_retry_after() {
         let cfg = DeliveryConfig {
             max_attempts: 8,
             retry_initial_ms: 500,
             retry_max_secs: 4,
             concurrency: 4,
+            write_through_timeout_secs: 30,
         };
         assert_eq!(backoff(&cfg, 1, None), Duration::from_millis(500));
         assert_eq!(backoff(&cfg, 3, None), Duration::from_secs(2));

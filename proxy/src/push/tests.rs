@@ -61,3 +61,66 @@ fn bad_routes_say_what_to_write() {
     let e = Route::new(&cfg, &[]).err().unwrap().to_string();
     assert!(e.contains("insecure = true"), "{e}");
 }
+
+#[test]
+fn a_write_through_failure_reaches_the_client_as_the_upstream_left_it() {
+    let rec = Delivery {
+        state: State::Failed,
+        mode: PushMode::WriteThrough,
+        route: "ci/app".into(),
+        repository: "ci/app".into(),
+        reference: "v1".into(),
+        tagged: true,
+        digest: Digest::sha256_of(b"index"),
+        target: "http://127.0.0.1:5001".into(),
+        upstream_repository: "team/app".into(),
+        upstream_digest: None,
+        platforms: None,
+        attempts: 1,
+        last_error: None,
+        next_try_ms: None,
+        created: 0,
+        delivered_at: None,
+        lease: Some("l".into()),
+        committed: false,
+    };
+    let answered = |status: u16, code: &str| DeliverError {
+        permanent: status < 500,
+        upstream: true,
+        status: Some(http::StatusCode::from_u16(status).unwrap()),
+        code: Some(code.into()),
+        message: format!("upstream refused: {status} {code}"),
+        retry_after: None,
+    };
+    // The upstream's refusal passes on as it is.
+    let e = client_error(7, &rec, answered(403, "DENIED"));
+    assert_eq!((e.status.as_u16(), e.code), (403, ErrorCode::Denied));
+    assert!(!e.message.contains("store-and-forward"), "{}", e.message);
+    // An upstream that failed is UNAVAILABLE (a 4xx clients print), with what to do.
+    for (status, code) in [
+        (503, "UNAVAILABLE"),
+        (429, "TOOMANYREQUESTS"),
+        (500, "UNKNOWN"),
+    ] {
+        let e = client_error(7, &rec, answered(status, code));
+        assert_eq!((e.status.as_u16(), e.code), (424, ErrorCode::Unavailable));
+    }
+    let e = client_error(
+        7,
+        &rec,
+        DeliverError::stalled("upstream took nothing".into()),
+    );
+    assert_eq!((e.status.as_u16(), e.code), (424, ErrorCode::Unavailable));
+    for needle in [
+        "ci/app:v1",
+        "http://127.0.0.1:5001/team/app",
+        "upstream took nothing",
+        "store-and-forward",
+        "wharf push retry 7",
+    ] {
+        assert!(e.message.contains(needle), "{needle:?}: {}", e.message);
+    }
+    // wharf's own failure is its own.
+    let e = client_error(7, &rec, DeliverError::local("cannot read the store".into()));
+    assert_eq!((e.status.as_u16(), e.code), (500, ErrorCode::Unknown));
+}

@@ -148,8 +148,8 @@ fn wrong_bytes_from_upstream_are_not_cached_and_a_retry_heals() {
 }
 
 /// Proves: an upstream connection cut mid-body (a relay hangs up after 1 MiB of a 4 MiB blob, or 40
-/// bytes into a manifest) gives the client a cut-short blob body / a 502 naming the upstream for the
-/// manifest, caches nothing, and a retry after the fault heals succeeds.
+/// bytes into a manifest) gives the client a cut-short blob body / a 424 UNAVAILABLE naming the
+/// upstream for the manifest, caches nothing, and a retry after the fault heals succeeds.
 #[test]
 fn upstream_closing_mid_body_caches_nothing_and_a_retry_heals() {
     const SIZE: u64 = 4 << 20;
@@ -173,7 +173,7 @@ fn upstream_closing_mid_body_caches_nothing_and_a_retry_heals() {
 
     for reference in [image.manifest_digest.as_str(), "v1"] {
         let r = api.get_manifest("up/team/img", reference);
-        r.assert_error(502, "UNKNOWN");
+        r.assert_error(424, "UNAVAILABLE");
         assert_message_names(&r, &up);
     }
     assert_not_cached(&wharf, &[&image.manifest_digest], "a cut manifest body");
@@ -193,8 +193,8 @@ fn upstream_closing_mid_body_caches_nothing_and_a_retry_heals() {
 }
 
 /// Proves, with `tag_ttl_secs = 0` (every tag request revalidates): while the upstream answers 500,
-/// an uncached tag, manifest or blob is a 502 UNKNOWN naming the upstream; while it answers 429, a 429
-/// TOOMANYREQUESTS; nothing is cached either way. After it heals the pull works; once cached, a 500 or
+/// an uncached tag, manifest or blob is a 424 UNAVAILABLE naming the upstream; while it answers 429, a
+/// 429 TOOMANYREQUESTS; nothing is cached either way. After it heals the pull works; once cached, a 500 or
 /// 429 on revalidation serves the tag stale (GET and HEAD) with `Warning: 110`, and cached blobs and
 /// manifests by digest are served without the upstream; after healing the tag is fresh again.
 #[test]
@@ -212,7 +212,7 @@ fn upstream_500_and_429_give_clear_errors_or_stale_tags_and_heal() {
         image.layer.digest.as_str(),
     ];
 
-    for (status, code, want) in [(500, "UNKNOWN", 502), (429, "TOOMANYREQUESTS", 429)] {
+    for (status, code, want) in [(500, "UNAVAILABLE", 424), (429, "TOOMANYREQUESTS", 429)] {
         relay.clear_rules();
         relay.add_rule(None, "/v2/", Fault::Status(status));
         let what = format!("upstream answering {status}");
@@ -262,10 +262,10 @@ fn upstream_500_and_429_give_clear_errors_or_stale_tags_and_heal() {
 
 /// Proves, with `tag_ttl_secs = 0`: with the upstream stopped, a cached tag is served stale with
 /// `Warning: 110` (GET and HEAD) and its cached blobs still serve, while an uncached tag, manifest or
-/// blob is a 502 UNKNOWN naming the upstream and nothing of it is cached; once the upstream is back,
-/// the uncached image pulls and the cached tag is fresh again.
+/// blob is a 424 UNAVAILABLE naming the upstream and nothing of it is cached; once the upstream is
+/// back, the uncached image pulls and the cached tag is fresh again.
 #[test]
-fn upstream_down_gives_502_or_stale_tags_and_heals() {
+fn upstream_down_gives_unavailable_or_stale_tags_and_heals() {
     let mut registry = DistRegistry::start();
     let up = registry.host();
     let wharf = wharf_for(&up, registry.addr(), Some(0));
@@ -296,12 +296,12 @@ fn upstream_down_gives_502_or_stale_tags_and_heals() {
 
     let repo = "up/team/unseen";
     let r = api.get_manifest(repo, "v1");
-    r.assert_error(502, "UNKNOWN");
+    r.assert_error(424, "UNAVAILABLE");
     assert_message_names(&r, &up);
     api.get_manifest(repo, &unseen.manifest_digest)
-        .assert_error(502, "UNKNOWN");
+        .assert_error(424, "UNAVAILABLE");
     let r = api.get(&format!("/v2/{repo}/blobs/{}", unseen.layer.digest));
-    r.assert_error(502, "UNKNOWN");
+    r.assert_error(424, "UNAVAILABLE");
     assert_message_names(&r, &up);
     assert_not_cached(
         &wharf,

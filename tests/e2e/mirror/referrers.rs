@@ -138,7 +138,7 @@ fn referrers_come_from_the_upstream_tag_schema_and_survive_an_outage() {
         "/v2/up/team/app/referrers/{}",
         image.config.digest
     ));
-    r.assert_error(502, "UNKNOWN");
+    r.assert_error(424, "UNAVAILABLE");
 }
 
 /// Proves, with another wharf as the upstream (it has the referrers API): the mirror lists the

@@ -28,7 +28,7 @@ fn wharf_for_tls(up: &str, ca_file: Option<std::path::PathBuf>) -> Wharf {
 
 /// Proves: wharf reaches a `docker-registry` serving https with a certificate for 127.0.0.1 from a
 /// private CA when the upstream's `ca_file` names that CA (skopeo pulls the whole 3-platform image
-/// through it byte-for-byte); without `ca_file` the same pull fails with a 502 UNKNOWN naming the
+/// through it byte-for-byte); without `ca_file` the same pull fails with a 424 UNAVAILABLE naming the
 /// upstream, for manifests and blobs, and nothing is cached.
 #[test]
 fn tls_upstream_is_trusted_through_ca_file_and_refused_clearly_without() {
@@ -55,7 +55,7 @@ fn tls_upstream_is_trusted_through_ca_file_and_refused_clearly_without() {
     let untrusted = wharf_for_tls(&up, None);
     let api = Api::new(untrusted.base());
     let r = api.get_manifest("up/team/multi", "v1");
-    r.assert_error(502, "UNKNOWN");
+    r.assert_error(424, "UNAVAILABLE");
     assert_message_names(&r, &up);
     eprintln!(
         "without ca_file wharf answers: {}",
@@ -65,7 +65,7 @@ fn tls_upstream_is_trusted_through_ca_file_and_refused_clearly_without() {
         "/v2/up/team/multi/blobs/{}",
         layout.shared_layer.digest
     ));
-    r.assert_error(502, "UNKNOWN");
+    r.assert_error(424, "UNAVAILABLE");
     assert_message_names(&r, &up);
     let files = regular_files(&untrusted.blobs_dir());
     assert!(

@@ -34,7 +34,7 @@ fn assert_stale(r: &Resp, host: &str) {
 }
 
 /// Proves: when the upstream's tag `HEAD` names a digest that its `GET` then answers 404 for, wharf
-/// answers 502 naming the inconsistency (not a 404 `MANIFEST_UNKNOWN` about a digest the client never
+/// answers 424 UNAVAILABLE naming the inconsistency (not a 404 `MANIFEST_UNKNOWN` about a digest the client never
 /// asked for); once the tag is cached, the same fault serves the cached copy with `Warning`.
 #[test]
 fn a_tag_naming_a_digest_the_upstream_cannot_serve_is_an_upstream_failure() {
@@ -48,7 +48,7 @@ fn a_tag_naming_a_digest_the_upstream_cannot_serve_is_an_upstream_failure() {
 
     relay.add_rule(Some("GET"), "/manifests/sha256:", Fault::Status(404));
     let r = api.get_manifest("up/team/app", "v1");
-    r.assert_error(502, "UNKNOWN");
+    r.assert_error(424, "UNAVAILABLE");
     assert_message_names(&r, &up);
     assert_message_names(&r, "inconsistent");
     assert_message_names(&r, &first.manifest_digest);
@@ -129,7 +129,7 @@ fn an_upstream_429_passes_on_its_retry_after() {
 
 /// Proves: with the upstream down, the tag list of a repository the cache holds is served from the
 /// cache (with `Warning`, paginated), so `skopeo inspect` of a cached image works; a repository the
-/// cache does not hold is a 502 naming the upstream, the cause and what to check.
+/// cache does not hold is a 424 UNAVAILABLE naming the upstream, the cause and what to check.
 #[test]
 fn tag_lists_of_cached_repositories_survive_an_upstream_outage() {
     let mut registry = DistRegistry::start();
@@ -170,7 +170,7 @@ fn tag_lists_of_cached_repositories_survive_an_upstream_outage() {
     );
 
     let r = api.get("/v2/up/team/never/tags/list");
-    r.assert_error(502, "UNKNOWN");
+    r.assert_error(424, "UNAVAILABLE");
     assert_message_names(&r, &up);
     // The cause, and what to check.
     assert_message_names(&r, "could not be reached");

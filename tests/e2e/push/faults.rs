@@ -3,24 +3,30 @@
 //! (a first token, then a refreshed one for a revoked token), a 429 with `Retry-After`: each is retried
 //! and the push succeeds with the image whole upstream. A permanent 403 fails a store-and-forward
 //! delivery with the upstream's reason, until `wharf push retry` (delivered) or `wharf push drop`
-//! (gone, lease released).
+//! (gone, lease released). A write-through push to an upstream that is down (a closed port, or one that
+//! never answers) fails within `write_through_timeout_secs` with the reason, and is not retried behind
+//! the client's back.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::harness::{DistRegistry, Wharf, WharfOptions};
-use crate::http::Api;
+use crate::http::{Api, Resp};
 use crate::layout::Layout;
 use crate::mirror::pki::TestCa;
-use crate::mirror::relay::{Fault, Relay, Seen, When};
+use crate::mirror::relay::{Fault, Gate, Relay, Seen, When};
 use crate::mirror::token_server::{TokenServer, SERVICE};
+use crate::oci;
 
 use super::journal::{
     blob_digests, entry, image, lease_live, lease_of, leases, quick_delivery, skopeo_push,
     wait_for_journal, wharf_ok, wharf_routing,
 };
-use super::{assert_image_upstream, push_status, route_toml, LOCAL, REMOTE};
+use super::{
+    assert_image_upstream, error_message, push_blobs_raw, push_layout_raw, push_status, route_toml,
+    LOCAL, REMOTE,
+};
 
 /// A registry, the relay in front of it, and a wharf routing `ci/app` to the relay in `mode`.
 struct Faulty {
@@ -498,4 +504,179 @@ fn a_refused_write_through_push_is_kept_by_its_lease_until_retried() {
         "delivered, the local tag is recorded: {}",
         r.describe()
     );
+}
+
+/// `[delivery] write_through_timeout_secs` in the tests below.
+const WRITE_THROUGH_SECS: u64 = 3;
+/// How much later than that a client may get its answer: the try under way, a busy machine.
+const SLACK: Duration = Duration::from_secs(20);
+
+/// `[delivery]` with the write-through bound, and retries quick and many enough that only the bound
+/// ends a delivery (30 tries at most 2 s apart would take about a minute).
+fn bounded_delivery() -> String {
+    format!(
+        "{}write_through_timeout_secs = {WRITE_THROUGH_SECS}\n",
+        quick_delivery(30)
+    )
+}
+
+/// Uploads `layout`'s blobs and child manifests to `ci/app` as containerd does, then `PUT`s its index
+/// by tag: the answer to that `PUT`, and how long it took.
+fn put_index_timed(wharf: &Wharf, layout: &Layout) -> (Resp, Duration) {
+    let api = Api::new(wharf.base());
+    push_blobs_raw(&api, LOCAL, None, layout);
+    for img in &layout.images {
+        let body = std::fs::read(layout.blob_path(&img.manifest.digest)).unwrap();
+        api.put_manifest(LOCAL, &img.manifest.digest, oci::OCI_MANIFEST, &body)
+            .assert_status(201);
+    }
+    let body = std::fs::read(layout.blob_path(&layout.index.digest)).unwrap();
+    let started = Instant::now();
+    let r = api.put_manifest(LOCAL, &layout.tag, oci::OCI_INDEX, &body);
+    (r, started.elapsed())
+}
+
+/// The write-through push's answer: within the bound (and not before it: write-through does retry),
+/// `424 UNAVAILABLE` whose message names the upstream, `cause`, the bound and what to do, and none of
+/// the mirror's words.
+fn assert_unavailable_in_time(r: &Resp, took: Duration, upstream: &str, cause: &str) {
+    let bound = Duration::from_secs(WRITE_THROUGH_SECS);
+    assert!(
+        took >= bound && took < bound + SLACK,
+        "the manifest PUT was answered after {took:?}; write_through_timeout_secs = \
+         {WRITE_THROUGH_SECS}: {}",
+        r.describe()
+    );
+    r.assert_error(424, "UNAVAILABLE");
+    let message = error_message(r);
+    for needle in [
+        upstream,
+        cause,
+        "write_through_timeout_secs",
+        "store-and-forward",
+        "wharf push retry",
+    ] {
+        assert!(
+            message.contains(needle),
+            "the message should say {needle:?}: {message}"
+        );
+    }
+    assert!(
+        !message.contains("cached"),
+        "a push failure is not a mirror's (\"what is cached already is still served\"): {message}"
+    );
+}
+
+/// The failed journal entry of `layout`, checked: failed with `cause`, no next try, its lease live.
+fn failed_entry(wharf: &Wharf, layout: &Layout, cause: &str) -> Value {
+    let list = push_status(wharf);
+    let e = entry(&list, LOCAL, &layout.tag, &layout.index.digest)
+        .unwrap_or_else(|| panic!("no journal entry for the failed push: {list:#?}"));
+    assert_eq!(e["state"], "failed", "{e:#}");
+    assert!(
+        e["last_error"].as_str().is_some_and(|m| m.contains(cause)),
+        "{e:#}"
+    );
+    assert!(e["next_try"].is_null(), "nothing is scheduled: {e:#}");
+    assert!(
+        lease_of(wharf, &e).is_some(),
+        "failed, it keeps its lease until retried or dropped: {e:#}"
+    );
+    e
+}
+
+/// After a failed write-through push was pushed again and delivered: the failed entry it superseded
+/// is gone with its lease, and the new one is delivered.
+fn assert_superseded(wharf: &Wharf, layout: &Layout, failed: &Value) {
+    let list = push_status(wharf);
+    assert!(
+        !list.iter().any(|e| e["id"] == failed["id"]),
+        "the failed entry of a push that was pushed again and delivered is still listed: {list:#?}"
+    );
+    assert!(
+        !lease_live(wharf, &failed["lease"]),
+        "the superseded entry's lease is still live: {:#?}",
+        leases(wharf)
+    );
+    let e = entry(&list, LOCAL, &layout.tag, &layout.index.digest).unwrap();
+    assert_eq!(e["state"], "delivered", "{e:#}");
+}
+
+/// Proves: with a write-through route to an upstream that is down (its port closed), the client's
+/// manifest `PUT` fails after `write_through_timeout_secs` (3 s, with 30 tries allowed: the bound
+/// ends it, not the tries), with `424 UNAVAILABLE` naming the upstream, "could not be reached", the
+/// bound and what to do; the local tag is not recorded; the journal entry is failed, keeps its lease
+/// and is not tried again behind the client's back. With the upstream back, the same push again is
+/// delivered whole, tagged locally, and the failed entry it supersedes is gone with its lease.
+#[test]
+fn a_write_through_push_to_a_closed_port_fails_in_time_and_pushing_again_works() {
+    let mut registry = DistRegistry::start();
+    let up = registry.host();
+    registry.stop();
+    let wharf = wharf_routing(&up, "write-through", &[], &bounded_delivery());
+    let layout = image(&wharf, "v1", 1771);
+
+    let (r, took) = put_index_timed(&wharf, &layout);
+    assert_unavailable_in_time(&r, took, &up, "could not be reached");
+    eprintln!("answered after {took:?}: {}", error_message(&r));
+    let api = Api::new(wharf.base());
+    api.get_manifest(LOCAL, "v1").assert_status(404);
+    let failed = failed_entry(&wharf, &layout, "could not be reached");
+    // Well past the 2 s retry cap: still failed, no attempt since.
+    std::thread::sleep(Duration::from_secs(4));
+    let again = entry(&push_status(&wharf), LOCAL, "v1", &layout.index.digest).unwrap();
+    assert_eq!(
+        (&again["state"], &again["attempts"]),
+        (&failed["state"], &failed["attempts"]),
+        "a write-through push the client was told failed is not retried behind its back: {again:#}"
+    );
+
+    registry.start_again();
+    push_layout_raw(&api, LOCAL, None, &layout, "v1");
+    assert_image_upstream(&Api::new(registry.base()), REMOTE, "v1", &layout);
+    let r = api.get_manifest(LOCAL, "v1");
+    r.assert_status(200);
+    assert_eq!(
+        r.header("Docker-Content-Digest"),
+        Some(layout.index.digest.as_str())
+    );
+    assert_superseded(&wharf, &layout, &failed);
+}
+
+/// Proves: with a write-through route to an upstream that accepts connections and never answers (the
+/// relay holds every request; the route's `timeout_secs` is the default 60 s), the manifest `PUT`
+/// still fails after `write_through_timeout_secs` (3 s) with `424 UNAVAILABLE` naming the upstream
+/// and that it answered nothing; no manifest reached the upstream, the entry is failed, and once the
+/// upstream answers the same push again is delivered.
+#[test]
+fn a_write_through_push_to_a_silent_upstream_fails_in_time() {
+    let registry = DistRegistry::start();
+    let relay = Relay::start(registry.addr());
+    let up = relay.addr().to_string();
+    let wharf = wharf_routing(&up, "write-through", &[], &bounded_delivery());
+    let gate = Gate::new();
+    relay.add_rule(None, "/v2/", Fault::HoldRequest(gate.clone()));
+    let layout = image(&wharf, "v1", 1781);
+
+    let (r, took) = put_index_timed(&wharf, &layout);
+    assert_unavailable_in_time(&r, took, &up, "answered none");
+    eprintln!("answered after {took:?}: {}", error_message(&r));
+    Api::new(wharf.base())
+        .get_manifest(LOCAL, "v1")
+        .assert_status(404);
+    let failed = failed_entry(&wharf, &layout, "answered none");
+    assert!(
+        !relay
+            .seen()
+            .iter()
+            .any(|s| s.method == "PUT" && s.path().contains("/manifests/")),
+        "no manifest may reach the upstream of a failed push:\n{}",
+        relay.describe()
+    );
+
+    relay.clear_rules();
+    gate.open();
+    push_layout_raw(&Api::new(wharf.base()), LOCAL, None, &layout, "v1");
+    assert_image_upstream(&Api::new(registry.base()), REMOTE, "v1", &layout);
+    assert_superseded(&wharf, &layout, &failed);
 }
