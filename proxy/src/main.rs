@@ -46,7 +46,11 @@ enum Command {
     /// `<key>: <problem>; <fix>`, or `ok: <file>`. Exit status 1 when there is any.
     CheckConfig {
         /// The TOML config file.
-        file: PathBuf,
+        #[arg(required_unless_present = "config")]
+        file: Option<PathBuf>,
+        /// The same, named as every other command names it (or $WHARF_CONFIG).
+        #[arg(long, short, env = "WHARF_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Collect garbage now: remove content no tag, lease or recent use keeps, and print what was
     /// removed (through the running server when there is one, else on the files).
@@ -325,7 +329,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             log.flush();
             served
         }
-        Command::CheckConfig { file } => {
+        Command::CheckConfig { file, config } => {
+            let Some(file) = file.or(config) else {
+                unreachable!("clap requires one of them")
+            };
             let problems = local_runtime()?.block_on(wharf::config::check::check_file(&file));
             log.flush();
             if problems.is_empty() {

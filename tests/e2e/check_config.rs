@@ -73,6 +73,14 @@ mode = "store-and-forward"
         "{}",
         describe(&out)
     );
+    // Named as `serve --config` names it, the same answer.
+    let out = Command::new(wharf_bin())
+        .arg("check-config")
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
 }
 
 /// Proves: one run names every mistake of a file with many (an unknown key with the key it is a typo
