@@ -12,10 +12,12 @@ use std::path::Path;
 use base64::Engine as _;
 use tempfile::TempDir;
 
-use crate::harness::{DistRegistry, MirrorOptions, UpstreamSpec, Wharf, WharfOptions};
+use crate::harness::{output_text, DistRegistry, MirrorOptions, UpstreamSpec, Wharf, WharfOptions};
 use crate::layout::{write_layout, Layout, LayoutSpec};
 use crate::mirror::ctr::Containerd;
-use crate::mirror::docker_daemon::{in_private_network, native_image, DockerTools, Dockerd};
+use crate::mirror::docker_daemon::{
+    in_private_network, native_image, pushed_digest, DockerTools, Dockerd,
+};
 use crate::mirror::push_to_upstream;
 use crate::plugins::{component, Entry, PluginFiles};
 use crate::skopeo::Skopeo;
@@ -115,14 +117,6 @@ fn assert_no_secret_in(path: &Path) {
     }
 }
 
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// Proves: against a wharf with an htpasswd file, dockerd refuses a `docker push` before any login
 /// (wharf's 401 reaches the client as an authentication error); `docker login` with a wrong password
 /// fails and shows wharf's message; with the right one it succeeds, `docker push` stores the image in
@@ -181,12 +175,7 @@ fn docker_login_push_pull() {
         r.stderr
     );
     let printed = docker.docker(&["push", &reference]);
-    let digest = printed
-        .lines()
-        .find_map(|l| l.strip_prefix("v1: digest: "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("docker push printed no digest:\n{printed}"))
-        .to_owned();
+    let digest = pushed_digest(&printed, "v1");
     let api = crate::http::Api::new(wharf.base());
     let r = api.request(
         "HEAD",
@@ -239,7 +228,7 @@ fn podman_ok(home: &Path, args: &[&str]) -> String {
         "podman {} failed ({}):\n{}",
         args.join(" "),
         out.status,
-        text(&out)
+        output_text(&out)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -275,12 +264,12 @@ fn podman_logs_in_then_pushes_and_pulls() {
     assert!(
         !out.status.success(),
         "podman push without login succeeded:\n{}",
-        text(&out)
+        output_text(&out)
     );
     assert!(
-        text(&out).contains("authentication required"),
+        output_text(&out).contains("authentication required"),
         "podman should report wharf's authentication error:\n{}",
-        text(&out)
+        output_text(&out)
     );
 
     let out = podman(
@@ -302,9 +291,9 @@ fn podman_logs_in_then_pushes_and_pulls() {
     // podman 4.3's login replaces the registry's answer to a wrong password with its own words
     // (containers/common pkg/auth: "logging into ...: invalid username/password")...
     assert!(
-        text(&out).contains("invalid username/password"),
+        output_text(&out).contains("invalid username/password"),
         "podman login should say the password is wrong:\n{}",
-        text(&out)
+        output_text(&out)
     );
     // ... while a push with the same credentials shows wharf's message.
     let out = podman(
@@ -319,9 +308,9 @@ fn podman_logs_in_then_pushes_and_pulls() {
     );
     assert!(!out.status.success(), "a push with a wrong password worked");
     assert!(
-        text(&out).contains(WRONG_PASSWORD_MESSAGE),
+        output_text(&out).contains(WRONG_PASSWORD_MESSAGE),
         "podman push --creds should show wharf's message ({WRONG_PASSWORD_MESSAGE:?}):\n{}",
-        text(&out)
+        output_text(&out)
     );
 
     podman_ok(
@@ -394,12 +383,16 @@ fn podman_logs_in_over_tls_with_the_test_ca() {
     };
     let out = login(WRONG_PASSWORD);
     assert!(
-        !out.status.success() && text(&out).contains("invalid username/password"),
+        !out.status.success() && output_text(&out).contains("invalid username/password"),
         "podman login with a wrong password should fail:\n{}",
-        text(&out)
+        output_text(&out)
     );
     let out = login(ALICE_PASSWORD);
-    assert!(out.status.success(), "podman login failed:\n{}", text(&out));
+    assert!(
+        out.status.success(),
+        "podman login failed:\n{}",
+        output_text(&out)
+    );
     podman_ok(&home, &["push", "--cert-dir", certs, &reference]);
     podman_ok(&home, &["rmi", "--force", &pushed_id]);
     podman_ok(&home, &["pull", "--cert-dir", certs, &reference]);
@@ -473,9 +466,9 @@ fn ctr_pushes_and_pulls_with_credentials() {
     ]);
     // ctr prints the status, not the body.
     assert!(
-        !refused.status.success() && text(&refused).contains("401 Unauthorized"),
+        !refused.status.success() && output_text(&refused).contains("401 Unauthorized"),
         "ctr should be refused a push without credentials:\n{}",
-        text(&refused)
+        output_text(&refused)
     );
     pusher.ctr(&[
         "images",
@@ -506,18 +499,19 @@ fn ctr_pushes_and_pulls_with_credentials() {
     assert!(
         !out.status.success(),
         "ctr pulled without credentials although anonymous_pull = false:\n{}",
-        text(&out)
+        output_text(&out)
     );
     assert!(
-        text(&out).contains("401") || text(&out).to_lowercase().contains("unauthorized"),
+        output_text(&out).contains("401")
+            || output_text(&out).to_lowercase().contains("unauthorized"),
         "ctr should report wharf's 401:\n{}",
-        text(&out)
+        output_text(&out)
     );
     let out = pull(Some(&bob));
     assert!(
         out.status.success(),
         "ctr pull --user bob failed:\n{}",
-        text(&out)
+        output_text(&out)
     );
     assert_eq!(puller.image_digest(&reference), layout.index.digest);
     let amd64 = layout
@@ -579,15 +573,15 @@ fn ctr_pulls_with_credentials_over_tls() {
     let pull = |user: Option<&str>| ctr_pull(&ctrd, hosts_arg, &reference, user);
     let out = pull(None);
     assert!(
-        !out.status.success() && text(&out).contains("401 Unauthorized"),
+        !out.status.success() && output_text(&out).contains("401 Unauthorized"),
         "ctr should be refused a pull without credentials:\n{}",
-        text(&out)
+        output_text(&out)
     );
     let out = pull(Some(&bob));
     assert!(
         out.status.success(),
         "ctr pull --user bob over TLS failed:\n{}",
-        text(&out)
+        output_text(&out)
     );
     assert_eq!(ctrd.image_digest(&reference), layout.index.digest);
 
@@ -705,7 +699,7 @@ fn an_access_plugin_judges_the_authenticated_identity() {
     assert!(
         out.status.success(),
         "bob's pull of release/app failed:\n{}",
-        text(&out)
+        output_text(&out)
     );
     assert_eq!(crate::oci::sha256_digest(&out.stdout), layout.index.digest);
 

@@ -63,6 +63,15 @@ pub fn wharf_bin() -> PathBuf {
     path
 }
 
+/// What a client printed, stdout then stderr, for assertions on what a user sees.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Last `lines` lines of a log file, for failure messages.
 pub fn log_tail(path: &Path, lines: usize) -> String {
     let text = fs::read_to_string(path)

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use crate::fixtures::{image_manifest, SmallImage};
-use crate::harness::{free_port, DistRegistry, MirrorOptions, UpstreamSpec, Wharf, WharfOptions};
+use crate::harness::{
+    free_port, output_text, DistRegistry, MirrorOptions, UpstreamSpec, Wharf, WharfOptions,
+};
 use crate::http::{all_manifest_types, with_query, Api, Resp};
 use crate::layout::{write_layout, Desc, Layout, LayoutSpec};
 use crate::mirror::ctr::{write_hosts_dir, Containerd};
@@ -513,14 +515,6 @@ fn assert_refusal_logged(wharf: &Wharf) {
     );
 }
 
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// Proves: with the README's allow-list (`docker.io/library/*`), dockerd pulls `single:v1` through
 /// wharf as its `registry-mirrors` mirror (it asks for `/v2/library/single/...`, which the allow-list
 /// sees as `docker.io/library/single`) and gets the image of this machine's platform; `docker pull
@@ -595,7 +589,7 @@ fn podman_pulls_through_the_readme_allow_list_with_registries_conf_mirrors() {
             assert!(
                 out.status.success(),
                 "podman pull through the mirror {how} ({location}) failed:\n{}",
-                text(&out)
+                output_text(&out)
             );
             let out = podman(&[
                 "image",
@@ -610,18 +604,18 @@ fn podman_pulls_through_the_readme_allow_list_with_registries_conf_mirrors() {
                 "podman pulled another image through the mirror {how}"
             );
             let out = podman(&["rmi", "--force", "docker.io/library/single:v1"]);
-            assert!(out.status.success(), "podman rmi: {}", text(&out));
+            assert!(out.status.success(), "podman rmi: {}", output_text(&out));
 
             let out = podman(&["pull", "docker.io/someorg/app:v1"]);
             assert!(
                 !out.status.success(),
                 "podman pulled someorg/app, outside the allow list, through the mirror {how}:\n{}",
-                text(&out)
+                output_text(&out)
             );
             assert!(
-                text(&out).contains("docker.io/someorg/app is not in the allow list"),
+                output_text(&out).contains("docker.io/someorg/app is not in the allow list"),
                 "podman should show wharf's reason (through the mirror {how}):\n{}",
-                text(&out)
+                output_text(&out)
             );
         }
         assert_refusal_logged(&s.wharf);
@@ -679,19 +673,19 @@ fn ctr_pulls_through_the_readme_allow_list_in_every_spelling() {
             assert!(
                 out.status.success(),
                 "ctr pull through {how} failed:\n{}",
-                text(&out)
+                output_text(&out)
             );
             assert_eq!(ctrd.image_digest(&image), s.layout.index.digest, "{how}");
             let out = pull(&refused);
             assert!(
                 !out.status.success(),
                 "ctr pulled someorg/app, outside the allow list, through {how}:\n{}",
-                text(&out)
+                output_text(&out)
             );
             assert!(
-                text(&out).contains("403 Forbidden"),
+                output_text(&out).contains("403 Forbidden"),
                 "ctr should report wharf's 403 through {how}:\n{}",
-                text(&out)
+                output_text(&out)
             );
         }
         assert_refusal_logged(&s.wharf);

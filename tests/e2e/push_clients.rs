@@ -29,7 +29,7 @@ use crate::harness::{log_tail, DistRegistry, MirrorOptions, UpstreamSpec, Wharf,
 use crate::http::Api;
 use crate::layout::{write_layout, LayoutSpec};
 use crate::mirror::ctr::Containerd;
-use crate::mirror::docker_daemon::{in_private_network, DockerTools, Dockerd};
+use crate::mirror::docker_daemon::{in_private_network, pushed_digest, DockerTools, Dockerd};
 use crate::mirror::relay::Relay;
 use crate::oci::sha256_digest;
 use crate::skopeo::Skopeo;
@@ -253,12 +253,7 @@ fn docker_push_through_route() {
 
     let printed = docker.docker(&["push", &reference]);
     // `v1: digest: sha256:<hex> size: <n>`
-    let digest = printed
-        .lines()
-        .find_map(|l| l.strip_prefix("v1: digest: "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("docker push printed no digest:\n{printed}"))
-        .to_owned();
+    let digest = pushed_digest(&printed, "v1");
     let api_up = Api::new(upstream.base());
     let manifest = assert_upstream_tag(&api_up, "team/app", "v1", &digest, &wharf);
     let m: serde_json::Value = serde_json::from_slice(&manifest).expect("manifest JSON");
@@ -365,12 +360,7 @@ fn docker_push_to_a_down_upstream() {
 
     upstream.start_again();
     let printed = docker.docker(&["push", &reference]);
-    let digest = printed
-        .lines()
-        .find_map(|l| l.strip_prefix("v1: digest: "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("docker push printed no digest:\n{printed}"))
-        .to_owned();
+    let digest = pushed_digest(&printed, "v1");
     assert_upstream_tag(
         &Api::new(upstream.base()),
         "team/app",

@@ -15,7 +15,9 @@ use crate::http::Api;
 use crate::layout::{write_layout, Layout, LayoutSpec};
 use crate::mirror::assert_cached_intact;
 use crate::mirror::ctr::{write_hosts_dir, Containerd};
-use crate::mirror::docker_daemon::{in_private_network, native_image, DockerTools, Dockerd};
+use crate::mirror::docker_daemon::{
+    in_private_network, native_image, pushed_digest, DockerTools, Dockerd,
+};
 use crate::mirror::push_to_upstream;
 use crate::naming::{docker_hub, toml_path, write_tokens, Caller};
 use crate::oci::{self, sha256_digest};
@@ -113,12 +115,7 @@ fn docker_pulls_retags_and_pushes_to_wharf() {
         let mine = format!("{}/multi3:mine", wharf.host());
         docker.docker(&["tag", "multi3:v1", &mine]);
         let printed = docker.docker(&["push", &mine]);
-        let digest = printed
-            .lines()
-            .find_map(|l| l.strip_prefix("mine: digest: "))
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("docker push printed no digest:\n{printed}"))
-            .to_owned();
+        let digest = pushed_digest(&printed, "mine");
         assert!(
             printed.contains("Layer already exists"),
             "docker should find the layers it pulled through the mirror under the new name:\n{printed}"

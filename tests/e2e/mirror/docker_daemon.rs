@@ -341,6 +341,17 @@ const OUTSIDE_DIRS: [&str; 5] = [
     "/opt/containerd",
 ];
 
+/// The digest `docker push` printed for `tag` (its `<tag>: digest: sha256:... size: N` line).
+pub(crate) fn pushed_digest(printed: &str, tag: &str) -> String {
+    let prefix = format!("{tag}: digest: ");
+    printed
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("docker push printed no digest for {tag}:\n{printed}"))
+        .to_owned()
+}
+
 impl Dockerd {
     pub(crate) fn start(tools: DockerTools, mirror: SocketAddr) -> Dockerd {
         let home = tempfile::Builder::new()

@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 use serde_json::json;
 
-use crate::harness::{require_tool, wharf_bin};
+use crate::harness::{output_text, require_tool, wharf_bin};
 use crate::oci::sha256_digest;
 
 use super::{component, repo_root};
@@ -20,14 +20,6 @@ fn wharf_plugins(args: &[&str]) -> Output {
         .expect("run wharf plugins")
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// `wharf plugins ARGS` must succeed; returns stdout.
 fn ok(args: &[&str]) -> String {
     let out = wharf_plugins(args);
@@ -36,7 +28,7 @@ fn ok(args: &[&str]) -> String {
         "wharf plugins {} failed ({}):\n{}",
         args.join(" "),
         out.status,
-        text(&out)
+        output_text(&out)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -48,9 +40,9 @@ fn fails(args: &[&str]) -> String {
         !out.status.success(),
         "wharf plugins {} should have failed:\n{}",
         args.join(" "),
-        text(&out)
+        output_text(&out)
     );
-    text(&out)
+    output_text(&out)
 }
 
 fn has(out: &str, needles: &[&str]) {
@@ -258,7 +250,7 @@ fn run_and_new_print_their_output_alone() {
             cmd.env("WHARF_LOG", filter);
         }
         let out = cmd.output().expect("run wharf plugins run");
-        assert!(out.status.success(), "{}", text(&out));
+        assert!(out.status.success(), "{}", output_text(&out));
         out
     };
     let out = run(None);
@@ -269,7 +261,7 @@ fn run_and_new_print_their_output_alone() {
         String::from_utf8_lossy(&out.stderr),
         "",
         "plugins run writes nothing but its results:\n{}",
-        text(&out)
+        output_text(&out)
     );
     let out = run(Some("info"));
     assert_eq!(
@@ -278,7 +270,7 @@ fn run_and_new_print_their_output_alone() {
             .count(),
         1,
         "{}",
-        text(&out)
+        output_text(&out)
     );
 
     let dir = tempfile::tempdir().unwrap();
@@ -320,7 +312,7 @@ fn run_build(cmd: &mut Command, what: &str) {
         out.status.success(),
         "{what} failed ({}):\n{}",
         out.status,
-        text(&out)
+        output_text(&out)
     );
 }
 
