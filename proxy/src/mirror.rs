@@ -343,6 +343,11 @@ impl Mirror {
         Some(host.to_owned())
     }
 
+    /// Whether host-less names may be the default upstream's (`mirror.default_upstream` is set).
+    pub fn has_default(&self) -> bool {
+        self.default.is_some()
+    }
+
     /// The default upstream's target for a name without a host (Docker's `registry-mirrors`).
     pub fn default_target(&self, name: &str) -> Option<Target> {
         self.default.as_ref().map(|u| Self::target(u, name))

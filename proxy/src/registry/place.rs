@@ -156,12 +156,13 @@ impl Registry {
         ) {
             return Ok(None);
         }
+        // Asked first: a pull of a local repository (the warm path) builds no mirror target.
+        if !self.mirror.has_default() || self.meta.repo_exists(name.as_str()).await? {
+            return Ok(None);
+        }
         let Some(t) = self.mirror.default_target(name.as_str()) else {
             return Ok(None);
         };
-        if self.meta.repo_exists(name.as_str()).await? {
-            return Ok(None);
-        }
         if matches!(route, Route::Blob(..)) && !self.mirror.has_cached(&t).await? {
             return Ok(None);
         }
