@@ -1,7 +1,7 @@
-//! Single-flight fills of blobs from an upstream: however many clients miss the same digest at once,
-//! one upstream GET runs, written to an ingest as it arrives, and every client streams from that
-//! growing ingest (late arrivals start from its beginning). The fill runs as its own task, so clients
-//! that disconnect do not stop it, and the cache gets the blob anyway.
+//! Single-flight fills of blobs from an upstream: however many clients miss the same digest of the
+//! same upstream at once, one upstream GET runs, written to an ingest as it arrives, and every client
+//! streams from that growing ingest (late arrivals start from its beginning). The fill runs as its
+//! own task, so clients that disconnect do not stop it, and the cache gets the blob anyway.
 //!
 //! The digest is verified at the end. On a mismatch or a truncated upstream body nothing is committed,
 //! and every client's response is cut short with an error, so no client can accept bad bytes.
@@ -81,9 +81,14 @@ pub struct Fill {
     progress: watch::Receiver<Progress>,
 }
 
+/// Fills are single-flight per digest *and upstream*: bytes on their way from one upstream say
+/// nothing about what another has, so a request naming another upstream never joins them (it would
+/// serve them under that upstream's name on its `HEAD`'s word alone); it fetches from its own.
+type FillKey = (Digest, String);
+
 #[derive(Clone)]
 pub struct Fills {
-    running: Arc<DashMap<Digest, Arc<Fill>>>,
+    running: Arc<DashMap<FillKey, Arc<Fill>>>,
     store: Arc<dyn ContentStore>,
     meta: Meta,
     /// Each fill holds a lease on its blob from before its first byte until it is linked to its cache
@@ -133,9 +138,12 @@ impl Fills {
         }
     }
 
-    /// The running fill for `digest`, or a new one fetching it from `source`.
+    /// The running fill of `digest` from `source`'s upstream, or a new one fetching it from `source`.
     pub fn get(&self, digest: &Digest, source: Source) -> Arc<Fill> {
-        match self.running.entry(digest.clone()) {
+        match self
+            .running
+            .entry((digest.clone(), source.upstream.host.clone()))
+        {
             Entry::Occupied(e) => {
                 crate::metrics::joined(crate::metrics::Flight::Fill);
                 e.get().clone()
@@ -163,10 +171,12 @@ impl Fills {
         }
     }
 
-    /// The fill of `digest` in progress now, if any (it stays listed until its blob is committed
-    /// and linked to its cache repository).
-    pub fn running(&self, digest: &Digest) -> Option<Arc<Fill>> {
-        self.running.get(digest).map(|f| f.clone())
+    /// The fill of `digest` from `upstream` in progress now, if any (it stays listed until its blob
+    /// is committed and linked to its cache repository).
+    pub fn running(&self, digest: &Digest, upstream: &str) -> Option<Arc<Fill>> {
+        self.running
+            .get(&(digest.clone(), upstream.to_owned()))
+            .map(|f| f.clone())
     }
 
     /// Fills in progress now.
@@ -217,7 +227,7 @@ impl Fills {
         };
         // Forget the fill before announcing its end: a request that comes after either finds the
         // committed blob in the store or starts a fresh fill (a retry after a failure).
-        self.running.remove(&digest);
+        self.running.remove(&(digest, src.upstream.host.clone()));
         tx.send_replace(end);
     }
 
@@ -376,8 +386,10 @@ impl Fills {
                 src.upstream.host
             ))
         })?;
+        // The bytes verified (the commit hashed them, for every algorithm): the link, and the proof
+        // that this upstream sent them, which lets its other repositories have them on a `HEAD`.
         self.meta
-            .link_blob(&src.cache_repo, digest, size)
+            .link_sent_blob(&src.cache_repo, &src.upstream.host, digest, size)
             .await
             .map_err(|e| failed(format!("cannot record the cached blob: {e}")))?;
         Ok(size)

@@ -180,6 +180,7 @@ impl Meta {
         tx.open_table(push::DELIVERED_BLOBS)?;
         tx.open_table(stats::CACHE_SAMPLES)?;
         tx.open_table(stats::STATUS_RECORDS)?;
+        tx.open_table(sent::UPSTREAM_SENT)?;
         tx.commit()?;
         Ok(Meta {
             db: Arc::new(db),
@@ -281,6 +282,25 @@ impl Meta {
     }
 
     pub async fn put_manifest(&self, put: ManifestPut<'_>) -> Result<(), MetaError> {
+        self.put_manifest_sent_by(put, None).await
+    }
+
+    /// `put_manifest` for a manifest the mirror fetched from `upstream`, whose bytes verified: the
+    /// record and the proof that `upstream` sent it (`sent.rs`) in one transaction.
+    pub async fn put_sent_manifest(
+        &self,
+        put: ManifestPut<'_>,
+        upstream: &str,
+    ) -> Result<(), MetaError> {
+        self.put_manifest_sent_by(put, Some(upstream.to_owned()))
+            .await
+    }
+
+    async fn put_manifest_sent_by(
+        &self,
+        put: ManifestPut<'_>,
+        sent_by: Option<String>,
+    ) -> Result<(), MetaError> {
         let repo = put.repo.to_owned();
         let digest = put.digest.clone();
         let tag = put.tag.map(str::to_owned);
@@ -305,6 +325,9 @@ impl Meta {
                     (repo.as_str(), subject.as_str(), d.as_str()),
                     desc.as_slice(),
                 )?;
+            }
+            if let Some(upstream) = &sent_by {
+                sent::record(&tx, upstream, &d)?;
             }
             tx.commit()?;
             cache.exists(&repo);
@@ -715,6 +738,7 @@ pub use collect::{Forgotten, Snapshot};
 
 mod platforms;
 mod push;
+mod sent;
 mod stats;
 pub use stats::{CacheTotals, LastGc, Retention, Sample};
 mod usage;

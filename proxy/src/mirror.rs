@@ -618,15 +618,16 @@ fn stale(mut resp: Response<Body>, t: &Target) -> Response<Body> {
 
 impl Fetcher {
     /// A manifest by digest that the cache repository does not record. Bytes already in the content
-    /// store (pushed, or mirrored under another name) are recorded for it only after the upstream
-    /// confirms that repository has them; otherwise they are fetched.
+    /// store that this upstream sent before (through another of its repositories) are recorded for
+    /// it once the upstream confirms that repository has them; otherwise they are fetched, as
+    /// `blobs.rs` does with blobs: a `HEAD`'s word never lets out a manifest pushed here privately.
     async fn by_digest(
         &self,
         t: &Target,
         d: &Digest,
         accept: &HeaderMap,
     ) -> std::result::Result<Fetched, Failure> {
-        if self.store.stat(d).await.ok().flatten().is_some() {
+        if self.sent_here(t, d).await {
             manifest_request(t, Method::HEAD, &d.to_string(), accept).await?;
             if let Some(f) = self.adopt(&t.cache, d).await {
                 return Ok(f);
@@ -635,14 +636,34 @@ impl Fetcher {
         self.get(t, &d.to_string(), Some(d), accept).await
     }
 
-    /// Manifest bytes already in the content store (pulled through another name or upstream, or
-    /// pushed) are recorded for `cache` instead of fetched again.
+    /// Whether manifest `d` is in the content store and `t`'s upstream has sent it (a verified
+    /// `GET`, through any of its repositories): only then may its word stand in for a fetch. A
+    /// metadata error reads as "not sent", which costs a fetch, never a leak.
+    async fn sent_here(&self, t: &Target, d: &Digest) -> bool {
+        self.store.stat(d).await.ok().flatten().is_some()
+            && self
+                .meta
+                .upstream_sent(&t.upstream.host, d)
+                .await
+                .unwrap_or(false)
+    }
+
+    /// Manifest bytes already in the content store that the upstream sent before, through another of
+    /// its repositories, are recorded for `cache` instead of fetched again (`sent_here` first).
     async fn adopt(&self, cache: &str, d: &Digest) -> Option<Fetched> {
         let record = adopt_manifest(&*self.store, &self.meta, cache, d, self.max_manifest).await?;
         Some(Fetched {
             digest: d.clone(),
             record,
         })
+    }
+
+    /// `adopt` for `t`'s cache repository, if `t`'s upstream sent `d`.
+    async fn adopt_sent(&self, t: &Target, d: &Digest) -> Option<Fetched> {
+        if !self.sent_here(t, d).await {
+            return None;
+        }
+        self.adopt(&t.cache, d).await
     }
 
     /// Revalidates a tag: `HEAD` upstream (cheap, and not counted by Docker Hub's pull limits), and a
@@ -660,7 +681,9 @@ impl Fetcher {
                     digest: d,
                     record: rec,
                 },
-                _ => match self.adopt(&t.cache, &d).await {
+                // A tag's `HEAD` may name any digest: stored bytes stand in for a fetch only when
+                // this upstream sent them, never one pushed here (the tag would serve it).
+                _ => match self.adopt_sent(t, &d).await {
                     Some(f) => f,
                     None => self
                         .get(t, &d.to_string(), Some(&d), accept)
@@ -745,14 +768,16 @@ impl Fetcher {
             .put(&digest, bytes)
             .await
             .map_err(|e| cache_err(e.to_string()))?;
+        // The bytes hash to `digest`: the upstream sent them, whatever else the store held before.
+        let put = ManifestPut {
+            repo: &t.cache,
+            digest: &digest,
+            record: record.clone(),
+            tag: None,
+            referrer: None,
+        };
         self.meta
-            .put_manifest(ManifestPut {
-                repo: &t.cache,
-                digest: &digest,
-                record: record.clone(),
-                tag: None,
-                referrer: None,
-            })
+            .put_sent_manifest(put, &t.upstream.host)
             .await
             .map_err(|e| cache_err(e.to_string()))?;
         Ok(Fetched { digest, record })

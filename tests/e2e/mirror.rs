@@ -27,6 +27,7 @@ mod dedupe;
 pub(crate) mod docker_daemon;
 mod docker_form;
 mod faults;
+mod liar;
 pub(crate) mod platforms;
 mod referrers;
 mod scoping;

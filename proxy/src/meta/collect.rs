@@ -148,9 +148,9 @@ impl Meta {
     }
 
     /// Removes every record of `gone` (blob links, manifest records, referrer entries, last-use times,
-    /// rewrite mappings), and the last-use times of tags that are gone, in one durable transaction:
-    /// called before the content itself is removed, so a crash in between leaves content no record
-    /// names (collected next time), never a record of missing content.
+    /// rewrite mappings, which upstreams sent it), and the last-use times of tags that are gone, in
+    /// one durable transaction: called before the content itself is removed, so a crash in between
+    /// leaves content no record names (collected next time), never a record of missing content.
     pub async fn forget(&self, gone: HashSet<Digest>) -> Result<Forgotten, MetaError> {
         if gone.is_empty() {
             return Ok(Forgotten::default());
@@ -229,6 +229,7 @@ impl Meta {
                     t.remove((r.as_str(), s.as_str()))?;
                 }
             }
+            super::sent::forget(&tx, &names)?;
             {
                 // A use noted just before its tag was deleted (or evicted) is written after: dropped
                 // here, with the uses of collected digests.

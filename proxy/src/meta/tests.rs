@@ -345,3 +345,39 @@ async fn repository_existence_follows_writes_and_removals() {
         "its manifest record is still there"
     );
 }
+
+#[tokio::test]
+async fn what_an_upstream_sent_is_recorded_per_upstream_and_forgotten_with_the_digest() {
+    let (_dir, m) = open();
+    m.link_sent_blob("up.io/a", "up.io", &d(1), 5)
+        .await
+        .unwrap();
+    m.put_sent_manifest(put("up.io/a", None, &d(2)), "up.io")
+        .await
+        .unwrap();
+    // Pushed here, or linked on an upstream's HEAD: nobody sent it.
+    m.put_manifest(put("local", None, &d(3))).await.unwrap();
+    m.link_blob("up.io/b", &d(4), 5).await.unwrap();
+    assert_eq!(m.blob("up.io/a", &d(1)).await.unwrap(), Some(5));
+    assert!(m.manifest("up.io/a", &d(2)).await.unwrap().is_some());
+    for (host, digest, sent) in [
+        ("up.io", d(1), true),
+        ("up.io", d(2), true),
+        ("liar.test", d(1), false),
+        ("up.io", d(3), false),
+        ("up.io", d(4), false),
+    ] {
+        assert_eq!(
+            m.upstream_sent(host, &digest).await.unwrap(),
+            sent,
+            "{host} {digest}"
+        );
+    }
+    m.link_sent_blob("up.io/a", "other.io", &d(1), 5)
+        .await
+        .unwrap();
+    m.forget([d(1)].into_iter().collect()).await.unwrap();
+    assert!(!m.upstream_sent("up.io", &d(1)).await.unwrap());
+    assert!(!m.upstream_sent("other.io", &d(1)).await.unwrap());
+    assert!(m.upstream_sent("up.io", &d(2)).await.unwrap());
+}

@@ -1,6 +1,6 @@
-//! The mirror's blobs: served from the store when the cache repository links them, confirmed upstream
-//! when stored but not linked here, else filled once (`fill.rs`) and streamed to every client as
-//! they arrive.
+//! The mirror's blobs: served from the store when the cache repository links them; when stored but
+//! not linked here, confirmed upstream if that upstream has sent them before, else fetched from it
+//! like any other miss; filled once (`fill.rs`) and streamed to every client as they arrive.
 
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -28,26 +28,44 @@ impl Mirror {
             )
         };
         let stored = store.stat(d).await?;
-        // A fill for this repository is as good as a link: it links the blob once committed (and
-        // only then leaves `running`), so between its rename and its link the blob is ours already.
-        let ours = self.fills.running(d).filter(|f| f.cache_repo == t.cache);
-        let linked = ours.is_some() || meta.blob(&t.cache, d).await?.is_some();
+        let linked = meta.blob(&t.cache, d).await?.is_some();
+        // A fill of this repository from its upstream is as good as a link for a blob not stored
+        // yet: it links the blob once committed (and only then leaves `running`).
+        let ours = self
+            .fills
+            .running(d, &t.upstream.host)
+            .filter(|f| f.cache_repo == t.cache);
         // Blobs carry no platform: under a platform policy, the upstream is asked only for those a
         // kept manifest of this repository references.
-        if !linked && self.platforms.active(t, &self.policy) {
+        if !linked && ours.is_none() && self.platforms.active(t, &self.policy) {
             self.platforms.check_blob(t, &self.policy, d).await?;
         }
+        let mut confirmed = false;
         if let Some(size) = stored {
-            // Stored once, whoever brought it: but another repository's blob (pushed to wharf, or
-            // mirrored from elsewhere) is served under this name only once the upstream confirms
-            // this repository has it, as distribution's proxy does with its repository-scoped
-            // store. A "no" records nothing.
-            if !linked {
+            if linked {
+                return (blob_response(&**store, d, size, req, unknown).await)
+                    .map(|r| crate::metrics::blob_hit(req.method(), r));
+            }
+            // Stored once, whoever brought it; but another repository's blob (pushed to wharf,
+            // mirrored from elsewhere) is served under this name only once this upstream confirms
+            // the repository has it, as distribution's proxy does with its repository-scoped
+            // store, and only if this upstream has sent those very bytes before: a `HEAD`'s 200
+            // alone proves nothing (a registry may answer it for any digest, and a private blob
+            // would then go out under its name). A "no" records nothing.
+            if meta.upstream_sent(&t.upstream.host, d).await? {
                 self.confirm_blob(t, d).await?;
                 meta.link_blob(&t.cache, d, size).await?;
+                return (blob_response(&**store, d, size, req, unknown).await)
+                    .map(|r| crate::metrics::blob_hit(req.method(), r));
             }
-            return (blob_response(&**store, d, size, req, unknown).await)
-                .map(|r| crate::metrics::blob_hit(req.method(), r));
+            // Not sent by this upstream: answered as if not stored, so nothing about the stored
+            // copy shows. A `GET` fetches the bytes (the commit of what is already stored adds
+            // nothing), asking first whether the repository has them at all, which costs no
+            // transfer when it does not.
+            if req.method() == Method::GET && ours.is_none() {
+                self.confirm_blob(t, d).await?;
+                confirmed = true;
+            }
         }
         if req.method() == Method::HEAD {
             // A fill in progress knows the length: no need to ask the upstream (which may be down).
@@ -68,17 +86,21 @@ impl Mirror {
             return Ok(out);
         }
         crate::metrics::cache_miss(crate::metrics::Kind::Blob);
-        let fill = self.fills.get(
-            d,
-            Source {
-                upstream: t.upstream.clone(),
-                remote: t.remote.clone(),
-                cache_repo: t.cache.clone(),
-                size: None,
-            },
-        );
-        if fill.cache_repo != t.cache && !linked {
-            // Joining a fill started for another repository: the same rule as for stored blobs.
+        // The fill seen above even if it has ended since: a fresh one would fetch the blob again.
+        let fill = ours.unwrap_or_else(|| {
+            self.fills.get(
+                d,
+                Source {
+                    upstream: t.upstream.clone(),
+                    remote: t.remote.clone(),
+                    cache_repo: t.cache.clone(),
+                    size: None,
+                },
+            )
+        });
+        if fill.cache_repo != t.cache && !linked && !confirmed {
+            // Joining a fill started for another repository of this upstream: the same rule as for
+            // stored blobs (its bytes are this upstream's, and verify before any client has them all).
             self.confirm_blob(t, d).await?;
         }
         let p = fill.ready().await;

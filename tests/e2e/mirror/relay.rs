@@ -114,6 +114,10 @@ pub enum Fault {
     /// Read the request head (and whatever body bytes came with it), then reset the connection
     /// (RST, `SO_LINGER` 0) without answering or forwarding: the client sees a reset mid-request.
     Reset,
+    /// Answer `200 OK` with no body and these headers instead of forwarding: for `HEAD`, a registry
+    /// that claims to have whatever it is asked about (a `Content-Length`, a `Docker-Content-Digest`
+    /// of the test's choosing).
+    Claim(Vec<(String, String)>),
 }
 
 impl Fault {
@@ -431,6 +435,19 @@ fn serve(shared: &Shared, mut client: TcpStream) -> io::Result<()> {
         if method != "HEAD" {
             resp += &json;
         }
+        client.write_all(resp.as_bytes())?;
+        let _ = client.shutdown(Shutdown::Both);
+        return Ok(());
+    }
+
+    if let Some(Fault::Claim(extra)) = &fault {
+        let mut resp = "HTTP/1.1 200 OK\r\nDocker-Distribution-Api-Version: registry/2.0\r\n\
+             Connection: close\r\n"
+            .to_owned();
+        for (k, v) in extra {
+            resp += &format!("{k}: {v}\r\n");
+        }
+        resp += "\r\n";
         client.write_all(resp.as_bytes())?;
         let _ = client.shutdown(Shutdown::Both);
         return Ok(());

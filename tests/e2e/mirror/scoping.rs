@@ -1,7 +1,8 @@
 //! What the mirror serves under an upstream's name: only what that upstream repository has. A blob
 //! or manifest that is in wharf's store for another reason (pushed to a private local repository,
 //! mirrored from another repository or upstream) is served under a mirrored name only after the
-//! upstream confirms that repository has it, and a "no" records nothing. And a request that names
+//! upstream confirms that repository has it (and, unless that upstream sent it before, sends it:
+//! `liar.rs`), and a "no" records nothing. And a request that names
 //! an upstream wharf has no `[[upstream]]` for is served locally, with a 404 that says so.
 
 use std::fs;
@@ -25,9 +26,10 @@ fn wharf_for(host: &str, via: std::net::SocketAddr) -> Wharf {
 
 /// Proves: a blob and a manifest pushed to wharf's own `private/...` repositories are not served
 /// through the mirror under any upstream repository name (GET and HEAD answer 404 after one upstream
-/// `HEAD`), and 200 such requests with fresh names leave the metadata file as it was; once the upstream
-/// really has the same content, it is served from the one stored copy (one `HEAD`, no upstream `GET`)
-/// and linked, so the next request asks the upstream nothing.
+/// `HEAD` for the blob, one `GET` for the manifest), and 200 such requests with fresh names leave the metadata file as it was; once the upstream
+/// really has the same content, it is fetched once (the upstream has never sent it: its word alone
+/// would let a lying upstream have private content, see `liar.rs`), and linked, so the next request
+/// asks the upstream nothing.
 #[test]
 fn private_content_is_not_served_under_an_upstream_name() {
     let registry = DistRegistry::start();
@@ -85,9 +87,10 @@ fn private_content_is_not_served_under_an_upstream_name() {
     r.assert_status(200);
     assert!(r.body == image.manifest, "{}", r.describe());
     assert_eq!(
-        relay.count("GET", "/v2/"),
-        gets_before,
-        "content already stored is confirmed with HEAD, never fetched again: {}",
+        relay.count("GET", "/v2/") - gets_before,
+        2,
+        "content stored here but never sent by the upstream is fetched from it once (the blob and \
+         the manifest): {}",
         relay.describe()
     );
     let heads = relay.seen().len();
