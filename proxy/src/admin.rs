@@ -327,8 +327,12 @@ pub async fn offline(cfg: &crate::config::Config) -> Result<Admin, AdminError> {
         .await
         .map_err(|e| AdminError::Failed(e.to_string()))?;
     let store: Arc<dyn ContentStore> = Arc::new(store);
-    let policy =
-        crate::policy::Policy::new(crate::plugin::Plugins::none(), store.clone(), meta.clone());
+    let policy = crate::policy::Policy::new(
+        crate::plugin::Plugins::none(),
+        store.clone(),
+        meta.clone(),
+        cfg.registry.max_manifest_bytes,
+    );
     let push = crate::push::Push::new(cfg, store.clone(), meta.clone(), leases.clone(), policy)
         .map_err(|e| AdminError::Failed(e.to_string()))?;
     let collector = Arc::new(Collector::new(

@@ -32,7 +32,7 @@ use crate::manifest::{self, bare_media_type};
 use crate::meta::{Descriptor, ManifestPut, ManifestRecord, Meta};
 use crate::metrics::Kind;
 use crate::plugin::{Operation, Plugins, RequestCtx};
-use crate::policy::{adopt_manifest, Policy};
+use crate::policy::{adopt_manifest, Policy, Repo};
 use crate::reference::Reference;
 use crate::registry::{accepts, not_acceptable, tag_list, tag_page, unix_now, CONTENT_DIGEST};
 use crate::registry::{json_response, manifest_response};
@@ -240,7 +240,12 @@ impl Mirror {
                 fills,
                 cfg.registry.max_manifest_bytes,
             ),
-            policy: Policy::new(Plugins::none(), store, meta),
+            policy: Policy::new(
+                Plugins::none(),
+                store,
+                meta,
+                cfg.registry.max_manifest_bytes,
+            ),
         })
     }
 
@@ -527,7 +532,9 @@ impl Mirror {
         } else {
             (d, rec)
         };
-        self.policy.tag_manifest(&t.cache, ctx, d, rec).await
+        self.policy
+            .tag_manifest(Repo::Mirror(&t.cache), ctx, d, rec)
+            .await
     }
 
     /// The upstream's tag list, passed through (tags are the upstream's to know), with its `Link`

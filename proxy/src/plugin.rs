@@ -6,11 +6,14 @@
 //! deadline, memory and table limits; `host.rs`), and a failure — a trap, a timeout, an `err` result — is
 //! an error of the plugin, never a decision: the plugin's fail policy decides what it means (`closed`:
 //! deny; `open`: as if the plugin were not there). Access checks fail closed by default, platform
-//! choice and rewrites fail open.
+//! choice and rewrites fail open. A rewrite the caller's `RewriteCheck` refuses (one naming content
+//! the repository cannot serve, one too large) is its plugin's failure too; a rewrite that fails
+//! closed refuses the tag.
 //!
 //! Calls run inline on the request's task (on a wasmtime fiber, with WASI's async bindings), yielding
 //! the worker thread every epoch tick; loading runs on the blocking pool (it compiles).
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -139,9 +142,43 @@ pub enum PluginError {
     Trap { plugin: String, reason: String },
     #[error("plugin {plugin} returned an error: {reason}")]
     Returned { plugin: String, reason: String },
+    #[error(
+        "plugin {plugin} handed wharf more than {limit} bytes at once (a manifest, a reason, a log \
+         line); wharf refused them without copying them out (the limit is \
+         registry.max_manifest_bytes, at least 1 MiB): fix the plugin"
+    )]
+    TooLarge { plugin: String, limit: usize },
+    #[error("plugin {plugin}'s rewrite cannot be served: {reason}")]
+    Unservable { plugin: String, reason: String },
 }
 
-/// A refusal by the access chain: the reason the client sees, and which plugin gave it.
+/// What a rewrite must be before the next plugin sees it or wharf keeps it: a rewrite that is not
+/// is its plugin's failure (`Err`: why, for the log and a fail-closed refusal).
+pub trait RewriteCheck: Sync {
+    fn check(&self, out: &[u8]) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// What the rewrite chain made of a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewritten {
+    /// The manifest after every plugin; `None` when it stays as it is.
+    pub bytes: Option<Bytes>,
+    /// A plugin failed on the way (and failed open): the outcome holds for now, but is no answer to
+    /// remember for good (the plugin may be fixed, a missing child pushed).
+    pub failed: bool,
+}
+
+impl Rewritten {
+    /// `bytes`, made by wharf itself (a reduced index): no plugin could fail.
+    pub fn made(bytes: Bytes) -> Rewritten {
+        Rewritten {
+            bytes: Some(bytes),
+            failed: false,
+        }
+    }
+}
+
+/// A refusal by a chain: the reason the client sees, and which plugin gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
     pub plugin: String,
@@ -288,32 +325,61 @@ impl PluginSet {
         kept
     }
 
-    async fn rewrite(
+    /// Each plugin's output passes `check` before the next plugin sees it: a failure is that
+    /// plugin's (its output is dropped, fail open; or the chain refuses, fail closed).
+    async fn rewrite<C: RewriteCheck>(
         &self,
         ctx: &RequestCtx,
         media_type: &str,
         manifest: &[u8],
-    ) -> Option<Vec<u8>> {
+        check: &C,
+    ) -> Result<Rewritten, Denial> {
         let mut current: Option<Vec<u8>> = None;
+        let mut failed = false;
         for p in self.plugins.iter().filter(|p| p.sees(ctx.operation)) {
             if !p.loaded.capabilities().manifests {
                 continue;
             }
             let policy = p.fail.unwrap_or(FailPolicy::Open);
             let input = current.as_deref().unwrap_or(manifest);
-            match crate::metrics::plugin_call(
+            let out = match crate::metrics::plugin_call(
                 &p.name,
                 PluginCall::Manifests,
                 p.loaded.rewrite(ctx, media_type, input),
             )
             .await
             {
-                Ok(None) => {}
-                Ok(Some(bytes)) => current = Some(bytes),
-                Err(e) => p.failed(&e, "manifest rewrite", policy),
+                Ok(None) => continue,
+                Ok(Some(bytes)) if bytes.as_slice() == input => continue,
+                Ok(Some(bytes)) => match check.check(&bytes).await {
+                    Ok(()) => Ok(bytes),
+                    Err(reason) => Err(PluginError::Unservable {
+                        plugin: p.name.clone(),
+                        reason,
+                    }),
+                },
+                Err(e) => Err(e),
+            };
+            match out {
+                Ok(bytes) => current = Some(bytes),
+                Err(e) => {
+                    p.failed(&e, "manifest rewrite", policy);
+                    if policy == FailPolicy::Closed {
+                        return Err(Denial {
+                            plugin: p.name.clone(),
+                            reason: e.to_string(),
+                        });
+                    }
+                    failed = true;
+                }
             }
         }
-        current.filter(|c| c.as_slice() != manifest)
+        Ok(Rewritten {
+            bytes: current
+                .filter(|c| c.as_slice() != manifest)
+                .map(Bytes::from),
+            failed,
+        })
     }
 }
 
@@ -343,16 +409,22 @@ impl Plugins {
     }
 
     /// Loads every configured plugin (compiling each component once; precompiled copies are kept in
-    /// `cache_dir` by the digest of the component's bytes).
-    pub fn load(cfgs: &[PluginConfig], cache_dir: &Path) -> Result<Plugins, PluginError> {
+    /// `cache_dir` by the digest of the component's bytes). `max_answer`: the most bytes a call may
+    /// hand back (`registry.max_manifest_bytes`; see `Host::new`).
+    pub fn load(
+        cfgs: &[PluginConfig],
+        cache_dir: &Path,
+        max_answer: u64,
+    ) -> Result<Plugins, PluginError> {
         if cfgs.is_empty() {
             return Ok(Plugins::none());
         }
-        let host = Arc::new(Host::new(cache_dir).map_err(|reason| PluginError::Load {
+        let host = Host::new(cache_dir, max_answer).map_err(|reason| PluginError::Load {
             plugin: "(host)".into(),
             path: cache_dir.to_owned(),
             reason,
-        })?);
+        })?;
+        let host = Arc::new(host);
         let set = PluginSet::load(&host, cfgs)?;
         for p in &set.plugins {
             tracing::info!(plugin = %p.name, path = %p.path.display(), capabilities = %p.loaded.capabilities(), pooled = p.loaded.pooled(), "plugin loaded");
@@ -500,18 +572,23 @@ impl Plugins {
         self.current().rewrite_key.clone()
     }
 
-    /// The manifest after every rewriting plugin, or `None` when it stays as it is.
-    pub async fn rewrite(
+    /// The manifest after every rewriting plugin, each plugin's output held to `check`; `Err` when
+    /// a plugin that fails closed failed.
+    pub async fn rewrite<C: RewriteCheck>(
         &self,
         ctx: RequestCtx,
         media_type: String,
         manifest: Bytes,
-    ) -> Option<Bytes> {
+        check: &C,
+    ) -> Result<Rewritten, Denial> {
         let set = self.current();
-        set.rewrite_key.as_ref()?;
-        set.rewrite(&ctx, &media_type, &manifest)
-            .await
-            .map(Bytes::from)
+        if set.rewrite_key.is_none() {
+            return Ok(Rewritten {
+                bytes: None,
+                failed: false,
+            });
+        }
+        set.rewrite(&ctx, &media_type, &manifest, check).await
     }
 
     pub fn set(&self) -> Arc<PluginSet> {

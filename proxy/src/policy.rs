@@ -5,7 +5,12 @@
 //! A rewritten manifest is content of its own: its bytes are stored by their digest, recorded for the
 //! repository (so a `GET` by that digest serves them) and mapped from the original in the metadata.
 //! Rewrites are computed once per original digest and plugin set, not per request; the original stays
-//! retrievable by its digest.
+//! retrievable by its digest. Nothing derived is served that the repository could not serve whole
+//! (`servable.rs`: its size, its media type, every digest it names).
+
+mod servable;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,8 +25,10 @@ use crate::error::{ErrorCode, RegistryError, Result};
 use crate::inflight::Flights;
 use crate::manifest;
 use crate::meta::{ManifestPut, ManifestRecord, Meta};
-use crate::plugin::{Operation, Plugins, RequestCtx};
+use crate::plugin::{Denial, Operation, Plugins, RequestCtx, Rewritten};
 use crate::store::ContentStore;
+
+pub use servable::{Repo, Servable, Unservable};
 
 /// The client's address, put on each request by the server.
 #[derive(Debug, Clone, Copy)]
@@ -29,22 +36,35 @@ pub struct ClientAddr(pub SocketAddr);
 
 type Served = (Digest, ManifestRecord);
 
+/// (repository, original, key): derivations are remembered per repository, as what one repository
+/// may serve another may not.
+type DerivedKey = (String, Digest, String);
+
 #[derive(Clone)]
 pub struct Policy {
     plugins: Plugins,
     store: Arc<dyn ContentStore>,
     meta: Meta,
-    /// (original, plugin set) → what a tag serves, once known: warm pulls ask no one.
-    rewrites: Arc<DashMap<(Digest, String), Digest>>,
-    flights: Arc<Flights<(Digest, String), Option<Digest>>>,
+    /// `registry.max_manifest_bytes`: a derived manifest is held to it as a pushed one is.
+    max_manifest: u64,
+    /// What a tag serves, once known: warm pulls ask no one.
+    rewrites: Arc<DashMap<DerivedKey, Digest>>,
+    /// `Err`: a plugin that fails closed failed; the tag is refused.
+    flights: Arc<Flights<DerivedKey, std::result::Result<Option<Digest>, Denial>>>,
 }
 
 impl Policy {
-    pub fn new(plugins: Plugins, store: Arc<dyn ContentStore>, meta: Meta) -> Policy {
+    pub fn new(
+        plugins: Plugins,
+        store: Arc<dyn ContentStore>,
+        meta: Meta,
+        max_manifest: u64,
+    ) -> Policy {
         Policy {
             plugins,
             store,
             meta,
+            max_manifest,
             rewrites: Arc::new(DashMap::new()),
             flights: Arc::new(Flights::default()),
         }
@@ -112,12 +132,13 @@ impl Policy {
         })
     }
 
-    /// What a tag of `repo` (a local repository, or the mirror's cache repository) serves: the
-    /// manifest `d` as the rewriting plugins leave it. Computed once per original digest and plugin
-    /// set; a plugin that fails, or bytes that are not a manifest, serve the original (fail open).
+    /// What a tag of `repo` serves: the manifest `d` as the rewriting plugins leave it. Computed
+    /// once per original digest and plugin set. A plugin that fails, or whose output the repository
+    /// could not serve (`Servable`), is skipped (fail open: the original is served) or refuses the
+    /// tag (`fail = "closed"`: 403 DENIED naming the plugin).
     pub async fn tag_manifest(
         &self,
-        repo: &str,
+        repo: Repo<'_>,
         ctx: RequestCtx,
         d: Digest,
         rec: ManifestRecord,
@@ -127,122 +148,161 @@ impl Policy {
         };
         let plugins = self.plugins.clone();
         let by = "manifest rewritten by plugins";
-        self.derived(repo, d, rec, key, by, move |rec, bytes| async move {
-            plugins.rewrite(ctx, rec.media_type, bytes).await
+        let what = format!(
+            "tag {} of {}",
+            ctx.reference.as_deref().unwrap_or("?"),
+            repo.name()
+        );
+        self.derived(repo, d, rec, key, by, move |rec, bytes, check| async move {
+            plugins.rewrite(ctx, rec.media_type, bytes, &*check).await
         })
         .await
+        .map_err(|e| match e {
+            Refusal::Registry(e) => e,
+            Refusal::Closed(d) => RegistryError::new(
+                ErrorCode::Denied,
+                format!(
+                    "{what} is refused: {}; plugin {}'s [[plugin]] entry says fail = \"closed\" \
+                     (with fail = \"open\", the tag serves the original manifest while the \
+                     rewrite fails)",
+                    d.reason, d.plugin
+                ),
+            ),
+        })
     }
 
     /// What `repo` serves for manifest `d` once `derive` has made something of it (`None`: `d` as it
-    /// is). A derived manifest is content of its own: stored by its digest, recorded for `repo`, and
-    /// mapped from `d` under `key` in the metadata (the provenance the collector keeps together).
-    /// Computed once per original digest and key, not per request: the plugins' rewrites, and the
-    /// mirror's platform-reduced indexes (`platforms:` keys). `logged` is the log line of a new one.
+    /// is). A derived manifest is content of its own: checked (`Servable`: `derive` gets the check
+    /// for its own steps), stored by its digest, recorded for `repo`, and mapped from `d` under `key`
+    /// in the metadata (the provenance the collector keeps together). Computed once per repository,
+    /// original digest and key, not per request: the plugins' rewrites, and the reduced indexes of
+    /// the mirror and of push routes (`platforms:` keys). `logged` is the log line of a new one.
     pub async fn derived<F, Fut>(
         &self,
-        repo: &str,
+        repo: Repo<'_>,
         d: Digest,
         rec: ManifestRecord,
         key: String,
         logged: &'static str,
         derive: F,
-    ) -> Result<Served>
+    ) -> std::result::Result<Served, Refusal>
     where
-        F: FnOnce(ManifestRecord, Bytes) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Option<Bytes>> + Send + 'static,
+        F: FnOnce(ManifestRecord, Bytes, Arc<Servable>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = std::result::Result<Rewritten, Denial>> + Send + 'static,
     {
-        let cache_key = (d.clone(), key.clone());
-        let mut derive = Some(derive);
-        let known = match self.rewrites.get(&cache_key).map(|v| v.clone()) {
-            Some(n) => Some(n),
-            None => self.meta.rewrite_of(&d, &key).await?,
-        };
-        // Known from before, but collected since (its original lost every tag, then came back):
-        // derived again, once.
-        for fresh in [known.is_none(), true] {
-            let new = match (&known, fresh) {
-                (Some(n), false) => n.clone(),
-                _ => {
-                    let Some(derive) = derive.take() else {
-                        break;
-                    };
-                    let this = self.clone();
-                    let (d2, rec2, key2, repo2) =
-                        (d.clone(), rec.clone(), key.clone(), repo.to_owned());
-                    self.flights
-                        .run(cache_key.clone(), move || async move {
-                            this.compute(&repo2, &d2, &rec2, &key2, logged, derive)
-                                .await
-                        })
-                        .await
-                        .flatten()
-                        .unwrap_or_else(|| d.clone())
-                }
-            };
-            self.rewrites.insert(cache_key.clone(), new.clone());
-            if new == d {
+        let name = repo.name();
+        let cache_key = (name.to_owned(), d.clone(), key.clone());
+        if let Some(n) = self.rewrites.get(&cache_key).map(|v| v.clone()) {
+            if n == d {
                 return Ok((d, rec));
             }
-            if let Some(r) = self.meta.manifest(repo, &new).await? {
-                return Ok((new, r));
+            if let Some(r) = self.meta.manifest(name, &n).await? {
+                return Ok((n, r));
             }
-            // Derived for another repository: record the same content for this one too.
-            if let Some(r) = adopt_manifest(&*self.store, &self.meta, repo, &new, 16 << 20).await {
-                return Ok((new, r));
-            }
+            // Collected since (its original lost every tag, then came back): derived again.
             self.rewrites.remove(&cache_key);
         }
+        if let Some(n) = self.meta.rewrite_of(&d, &key).await? {
+            if n == d {
+                self.rewrites.insert(cache_key, n);
+                return Ok((d, rec));
+            }
+            if let Some(r) = self.meta.manifest(name, &n).await? {
+                self.rewrites.insert(cache_key, n.clone());
+                return Ok((n, r));
+            }
+            // Derived for another repository (or its record here collected): the same content, if
+            // this repository can serve it too; else derived again, for this one.
+            if let Some(r) = self.adopt(repo, &d, &rec, &n).await {
+                self.rewrites.insert(cache_key, n.clone());
+                return Ok((n, r));
+            }
+        }
+        let this = self.clone();
+        let (d2, rec2, key2, name2) = (d.clone(), rec.clone(), key.clone(), name.to_owned());
+        // The flight outlives this call's borrows: it takes the kind, and its own copy of the name.
+        let kind = repo.like("");
+        let new = self
+            .flights
+            .run(cache_key.clone(), move || async move {
+                let repo = kind.like(&name2);
+                this.compute(repo, &d2, &rec2, &key2, logged, derive).await
+            })
+            .await
+            .unwrap_or(Ok(None))
+            .map_err(Refusal::Closed)?
+            .unwrap_or_else(|| d.clone());
+        self.rewrites.insert(cache_key.clone(), new.clone());
+        if new == d {
+            return Ok((d, rec));
+        }
+        if let Some(r) = self.meta.manifest(name, &new).await? {
+            return Ok((new, r));
+        }
+        self.rewrites.remove(&cache_key);
         Ok((d, rec))
     }
 
-    /// Runs `derive` on `d` and keeps the result; `None` when it could not be kept.
+    /// Runs `derive` on `d` and keeps the result: `Ok(None)` when it could not be kept (the original
+    /// is served), `Err` when a plugin that fails closed failed.
     async fn compute<F, Fut>(
         &self,
-        repo: &str,
+        repo: Repo<'_>,
         d: &Digest,
         rec: &ManifestRecord,
         key: &str,
         logged: &str,
         derive: F,
-    ) -> Option<Digest>
+    ) -> std::result::Result<Option<Digest>, Denial>
     where
-        F: FnOnce(ManifestRecord, Bytes) -> Fut,
-        Fut: std::future::Future<Output = Option<Bytes>>,
+        F: FnOnce(ManifestRecord, Bytes, Arc<Servable>) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<Rewritten, Denial>>,
     {
-        let bytes = self.store.read_all(d, rec.size).await.ok()?;
-        let new = match derive(rec.clone(), bytes).await {
+        let name = repo.name();
+        let Ok(bytes) = self.store.read_all(d, rec.size).await else {
+            return Ok(None);
+        };
+        let check = Arc::new(Servable::new(
+            self.meta.clone(),
+            repo,
+            &rec.media_type,
+            &bytes,
+            self.max_manifest,
+        ));
+        let out = derive(rec.clone(), bytes, check.clone()).await?;
+        let new = match out.bytes {
             None => d.clone(),
-            Some(out) => match self.store_rewrite(repo, rec, out).await {
+            Some(bytes) => match self.store_derived(name, &check, bytes).await {
                 Ok(n) => n,
                 Err(why) => {
-                    tracing::warn!(repo, original = %d, key, error = %why, "manifest rewrite not used; serving the original");
-                    return None;
+                    tracing::warn!(repo = name, original = %d, key, error = %why, "manifest rewrite not used; serving the original");
+                    return Ok(None);
                 }
             },
         };
-        if let Err(e) = self.meta.record_rewrite(d, key, &new).await {
-            tracing::warn!(original = %d, error = %e, "cannot record the manifest rewrite");
-        }
         if new != *d {
-            tracing::info!(repo, original = %d, rewritten = %new, key, "{logged}");
+            tracing::info!(repo = name, original = %d, rewritten = %new, key, "{logged}");
         }
-        Some(new)
+        // What a plugin that failed open left is served for now, but not recorded: after a restart
+        // or a reload the chain runs again (the plugin may be fixed, a missing child pushed).
+        if !out.failed {
+            if let Err(e) = self.meta.record_rewrite(d, key, &new).await {
+                tracing::warn!(original = %d, error = %e, "cannot record the manifest rewrite");
+            }
+        }
+        Ok(Some(new))
     }
 
-    async fn store_rewrite(
+    /// Stores `out` for `repo` once `check` says the repository can serve it; its digest.
+    async fn store_derived(
         &self,
         repo: &str,
-        rec: &ManifestRecord,
+        check: &Servable,
         out: Bytes,
     ) -> std::result::Result<Digest, String> {
-        let m = manifest::parse(Some(&rec.media_type), &out)
-            .map_err(|e| format!("the rewrite is not a valid manifest: {e}"))?;
-        if m.media_type != rec.media_type {
-            return Err(format!(
-                "the rewrite changed the media type from {} to {}",
-                rec.media_type, m.media_type
-            ));
-        }
+        // Each plugin's output was checked in the chain already; checked here again for what no
+        // plugin made (reduced indexes), and as the last word before a record.
+        let m = check.servable(&out).await.map_err(|e| e.to_string())?;
         let new = Digest::sha256_of(&out);
         let record = ManifestRecord {
             media_type: m.media_type,
@@ -261,6 +321,64 @@ impl Policy {
             .await
             .map_err(|e| e.to_string())?;
         Ok(new)
+    }
+
+    /// Records `new`, derived from `d` (for another repository), for `repo` too, if `repo` can serve
+    /// it; `None` when it cannot, or `new` is gone.
+    async fn adopt(
+        &self,
+        repo: Repo<'_>,
+        d: &Digest,
+        rec: &ManifestRecord,
+        new: &Digest,
+    ) -> Option<ManifestRecord> {
+        let original = self.store.read_all(d, rec.size).await.ok()?;
+        let bytes = self.store.read_all(new, self.max_manifest).await.ok()?;
+        let check = Servable::new(
+            self.meta.clone(),
+            repo,
+            &rec.media_type,
+            &original,
+            self.max_manifest,
+        );
+        if let Err(e) = check.servable(&bytes).await {
+            tracing::info!(repo = repo.name(), original = %d, rewritten = %new, error = %e, "a rewrite made for another repository is not served here; deriving it again for this one");
+            return None;
+        }
+        adopt_manifest(
+            &*self.store,
+            &self.meta,
+            repo.name(),
+            new,
+            self.max_manifest,
+        )
+        .await
+    }
+}
+
+/// Why `Policy::derived` has nothing to serve.
+#[derive(Debug)]
+pub enum Refusal {
+    /// A plugin that fails closed failed.
+    Closed(Denial),
+    Registry(RegistryError),
+}
+
+impl From<crate::meta::MetaError> for Refusal {
+    fn from(e: crate::meta::MetaError) -> Self {
+        Refusal::Registry(e.into())
+    }
+}
+
+impl From<Refusal> for RegistryError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Registry(e) => e,
+            Refusal::Closed(d) => RegistryError::new(
+                ErrorCode::Denied,
+                format!("refused by plugin {}: {}", d.plugin, d.reason),
+            ),
+        }
     }
 }
 

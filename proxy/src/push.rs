@@ -30,8 +30,8 @@ use crate::lease::Leases;
 use crate::manifest::{self, Kind};
 use crate::meta::{Descriptor, ManifestPut, ManifestRecord, Meta};
 use crate::mirror::platforms as platform_sel;
-use crate::plugin::{Operation, Platform, RequestCtx};
-use crate::policy::Policy;
+use crate::plugin::{Operation, Platform, RequestCtx, Rewritten};
+use crate::policy::{Policy, Repo};
 use crate::registry::unix_now;
 use crate::store::ContentStore;
 use crate::upstream::UpstreamError;
@@ -694,7 +694,7 @@ impl Push {
         if self.policy.rewrites() && rec.tagged {
             let (d, r) = self
                 .policy
-                .tag_manifest(&rec.repository, ctx, top, record)
+                .tag_manifest(Repo::Local(&rec.repository), ctx, top, record)
                 .await
                 .map_err(|e| DeliverError::local(e.message))?;
             top = d;
@@ -816,15 +816,15 @@ impl Push {
         let (d, r) = self
             .policy
             .derived(
-                &rec.repository,
+                Repo::Local(&rec.repository),
                 rec.digest.clone(),
                 record.clone(),
                 platform_sel::chosen_key(&chosen),
                 "index reduced to the push route's platforms",
-                move |_, _| async move { Some(reduced) },
+                move |_, _, _| async move { Ok(Rewritten::made(reduced)) },
             )
             .await
-            .map_err(|e| DeliverError::local(e.message))?;
+            .map_err(|e| DeliverError::local(RegistryError::from(e).message))?;
         if d == rec.digest {
             return Err(DeliverError::local(format!(
                 "the reduced index of {} could not be stored",

@@ -119,7 +119,8 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
     let plugins = {
         let cache = (cfg.storage.plugin_cache_dir.clone()).unwrap_or_else(|| dir.join("plugins"));
         let cfgs = cfg.plugins.clone();
-        tokio::task::spawn_blocking(move || Plugins::load(&cfgs, &cache))
+        let max_answer = cfg.registry.max_manifest_bytes;
+        tokio::task::spawn_blocking(move || Plugins::load(&cfgs, &cache, max_answer))
             .await
             .map_err(|e| {
                 StartError::Plugin(crate::plugin::PluginError::Trap {
@@ -129,7 +130,12 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
             })?
             .map_err(StartError::Plugin)?
     };
-    let policy = Policy::new(plugins, store.clone(), meta.clone());
+    let policy = Policy::new(
+        plugins,
+        store.clone(),
+        meta.clone(),
+        cfg.registry.max_manifest_bytes,
+    );
     let mirror = Mirror::new(cfg, store.clone(), meta.clone())
         .map_err(StartError::Upstream)?
         .with_policy(policy)

@@ -21,6 +21,7 @@ mod cli;
 mod containerd;
 mod hostile;
 mod reload;
+mod rewrite_checks;
 
 /// The repository root (the e2e package lives in `tests/`).
 pub fn repo_root() -> PathBuf {

@@ -688,8 +688,9 @@ impl Semantic {
             }
             let cache = scratch.clone();
             let one = vec![p.clone()];
+            let max_answer = self.cfg.registry.max_manifest_bytes;
             let loaded = tokio::task::spawn_blocking(move || {
-                crate::plugin::Plugins::load(&one, &cache).map(|_| ())
+                crate::plugin::Plugins::load(&one, &cache, max_answer).map(|_| ())
             })
             .await;
             use crate::plugin::PluginError as E;
@@ -743,8 +744,12 @@ impl Semantic {
         };
         let store: Arc<dyn crate::store::ContentStore> = Arc::new(store);
         // Routes do not depend on the plugins (loaded and checked above).
-        let policy =
-            crate::policy::Policy::new(crate::plugin::Plugins::none(), store.clone(), meta.clone());
+        let policy = crate::policy::Policy::new(
+            crate::plugin::Plugins::none(),
+            store.clone(),
+            meta.clone(),
+            self.cfg.registry.max_manifest_bytes,
+        );
 
         // The default upstream must name a configured one (the upstreams that failed above are
         // left out: they were reported).

@@ -32,8 +32,8 @@ use crate::fill::Fills;
 use crate::lease::Leases;
 use crate::manifest::{self, Kind};
 use crate::meta::{ManifestRecord, Meta};
-use crate::plugin::{Platform, PluginSet, RequestCtx};
-use crate::policy::Policy;
+use crate::plugin::{Platform, PluginSet, RequestCtx, Rewritten};
+use crate::policy::{Policy, Repo};
 use crate::store::ContentStore;
 
 use super::Target;
@@ -639,14 +639,15 @@ impl PlatformPolicy {
         };
         let served = policy
             .derived(
-                &t.cache,
+                Repo::Mirror(&t.cache),
                 d.clone(),
                 rec,
                 key,
                 "index reduced to the platforms the policy keeps",
-                move |_, _| async move { Some(out) },
+                move |_, _, _| async move { Ok(Rewritten::made(out)) },
             )
-            .await;
+            .await
+            .map_err(RegistryError::from);
         if let Some(lease) = lease {
             if let Err(e) = lease.release().await {
                 tracing::warn!(repo = %t.cache, original = %d, error = %e, "cannot release the lease over a reduced index; it expires on its own");

@@ -27,7 +27,9 @@ fn host() -> Result<Host, CliError> {
     // Compiled components are kept in the user's cache (never in a server's data directory), so
     // running a large Python or JS component again does not compile it again.
     let dir = cache_dir();
-    Host::new(&dir).map_err(CliError::Usage)
+    // Offline there is no server's config: its default bounds what a plugin may hand back.
+    let max_answer = crate::config::RegistryConfig::default().max_manifest_bytes;
+    Host::new(&dir, max_answer).map_err(CliError::Usage)
 }
 
 /// `$XDG_CACHE_HOME/wharf/plugins`, else `~/.cache/wharf/plugins`, else a temporary directory.

@@ -12,6 +12,9 @@
 //! bindings, which never block the thread: a hop to a blocking thread and back cost more CPU than
 //! the call itself (~38 µs of the +40 µs a Rust plugin added per request). A long call does not hold
 //! its worker thread: every epoch tick it yields to the runtime, and after its deadline it traps.
+//!
+//! What a plugin hands back is bounded before wharf copies it (`Host::new`'s `max_answer`): a 40 MB
+//! rewrite is refused while its bytes are still in the instance's memory, and the instance goes.
 
 use std::fmt;
 use std::future::Future;
@@ -50,6 +53,14 @@ const POOL_ABOVE: Duration = Duration::from_micros(20);
 const WARM_INSTANCES: usize = 4;
 /// A plugin's log line is cut here.
 const MAX_LOG_LINE: usize = 4096;
+/// The least `max_answer` is raised to: a log line's fields or a denial's reason never fail a call
+/// because `registry.max_manifest_bytes` was set low (a rewrite is still held to that setting, by
+/// the policy that stores it).
+const MIN_ANSWER: usize = 1 << 20;
+/// How wasmtime's error says a value lifted out of an instance exceeded the store's hostcall fuel
+/// (`HostcallFuelExhausted`, a private type: its text is all there is). `plugin::tests` runs a
+/// plugin into it, so a wasmtime that words it otherwise fails a test rather than a user.
+const FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls has been exhausted";
 
 /// What a component exports of `wharf:policy`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -197,10 +208,17 @@ pub struct Host {
     engine: Engine,
     linker: Linker<State>,
     cache_dir: PathBuf,
+    max_answer: usize,
 }
 
 impl Host {
-    pub fn new(cache_dir: &Path) -> Result<Host, String> {
+    /// `max_answer`: the most bytes one call may hand back (`registry.max_manifest_bytes`, raised
+    /// to 1 MiB). wasmtime's hostcall fuel counts the bytes of every list and string as it lifts
+    /// them out of the instance, before it allocates anything for them, so a larger answer fails
+    /// the call without being copied (wasmtime 48 runs a component's post-return, which frees the
+    /// answer, before `call_async` returns, so a lazily lifted `WasmList` is no way to look at the
+    /// length first: its bytes may already be reused, wasmtime issue #12467).
+    pub fn new(cache_dir: &Path, max_answer: u64) -> Result<Host, String> {
         let mut cfg = wasmtime::Config::new();
         cfg.wasm_component_model(true);
         cfg.epoch_interruption(true);
@@ -244,6 +262,9 @@ impl Host {
             engine,
             linker,
             cache_dir: cache_dir.to_owned(),
+            max_answer: usize::try_from(max_answer)
+                .unwrap_or(usize::MAX)
+                .max(MIN_ANSWER),
         })
     }
 
@@ -349,6 +370,7 @@ impl Host {
             config: cfg.config.clone(),
             timeout_ms: cfg.timeout_ms.max(1),
             max_memory: cfg.max_memory_mb.saturating_mul(1 << 20) as usize,
+            max_answer: self.max_answer,
             pooled: std::sync::atomic::AtomicBool::new(false),
             idle: Mutex::new(Vec::new()),
             warm: tokio::sync::Semaphore::new(WARM_INSTANCES),
@@ -438,6 +460,8 @@ struct Inner {
     config: String,
     timeout_ms: u64,
     max_memory: usize,
+    /// The hostcall fuel of every store: the most bytes one answer may hold.
+    max_answer: usize,
     pooled: std::sync::atomic::AtomicBool,
     /// Warm instances not in use.
     idle: Mutex<Vec<Warm>>,
@@ -529,6 +553,7 @@ impl Inner {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s);
+        store.set_hostcall_fuel(self.max_answer);
         // Yield to the runtime every tick, so a slow call shares its worker thread; interrupt the call
         // once its ticks are used up.
         store.epoch_deadline_callback(|mut cx| {
@@ -596,6 +621,12 @@ impl Inner {
     }
 
     fn failure(&self, e: wasmtime::Error, during: &str, memory_denied: bool) -> PluginError {
+        if e.chain().any(|c| c.to_string().contains(FUEL_EXHAUSTED)) {
+            return PluginError::TooLarge {
+                plugin: self.name.to_string(),
+                limit: self.max_answer,
+            };
+        }
         if let Some(wasmtime::Trap::Interrupt) = e.downcast_ref::<wasmtime::Trap>() {
             return PluginError::Timeout {
                 plugin: self.name.to_string(),

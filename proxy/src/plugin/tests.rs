@@ -1,5 +1,17 @@
 use super::*;
 
+/// What the tests' plugins may hand back (wharf's default `registry.max_manifest_bytes`).
+const MAX_ANSWER: u64 = 4 << 20;
+
+/// A check that takes every rewrite.
+struct Accept;
+
+impl RewriteCheck for Accept {
+    async fn check(&self, _out: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
+}
+
 /// `wharf:policy@0.1.0` is frozen: components built against it must keep loading, so its text may
 /// never change. A new capability is a new interface in a new version (see wit/README.md).
 #[test]
@@ -45,9 +57,12 @@ fn no_plugins_allow_everything_and_rewrite_nothing() {
         assert_eq!(p.access(ctx.clone()).await, Ok(()));
         assert_eq!(p.rewrite_key(), None);
         assert_eq!(
-            p.rewrite(ctx.clone(), "x".into(), Bytes::from_static(b"{}"))
+            p.rewrite(ctx.clone(), "x".into(), Bytes::from_static(b"{}"), &Accept)
                 .await,
-            None
+            Ok(Rewritten {
+                bytes: None,
+                failed: false
+            })
         );
         let linux = Platform {
             os: "linux".into(),
@@ -123,7 +138,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn load(cfgs: &[PluginConfig]) -> (Plugins, tempfile::TempDir) {
     let cache = tempfile::tempdir().unwrap();
-    let p = Plugins::load(cfgs, cache.path()).unwrap_or_else(|e| panic!("load: {e}"));
+    let p = Plugins::load(cfgs, cache.path(), MAX_ANSWER).unwrap_or_else(|e| panic!("load: {e}"));
     (p, cache)
 }
 
@@ -225,7 +240,10 @@ fn rewrite_chain_applies_in_order() {
             pull(None, "team/app"),
             "application/vnd.oci.image.manifest.v1+json".into(),
             Bytes::from(manifest),
+            &Accept,
         ))
+        .unwrap()
+        .bytes
         .expect("rewritten");
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     let a = &v["annotations"];
@@ -238,8 +256,9 @@ fn rewrite_chain_applies_in_order() {
         pull(None, "team/app"),
         "application/vnd.docker.distribution.manifest.v2+json".into(),
         Bytes::from_static(br#"{"schemaVersion":2}"#),
+        &Accept,
     ));
-    assert_eq!(docker, None);
+    assert_eq!(docker.unwrap().bytes, None);
 }
 
 /// The compiled component is kept on disk by the digest of its bytes, and a second load with the same
@@ -249,7 +268,7 @@ fn compiled_components_are_cached_by_digest() {
     let cache = tempfile::tempdir().unwrap();
     let cfg = [plugin("a", "allow_list", r#"{"deny": ["x"]}"#)];
     let started = Instant::now();
-    let first = Plugins::load(&cfg, cache.path()).unwrap();
+    let first = Plugins::load(&cfg, cache.path(), MAX_ANSWER).unwrap();
     let cold = started.elapsed();
     let digest = first.set().plugins[0].loaded.digest().hex().to_owned();
     let cached: Vec<PathBuf> = std::fs::read_dir(cache.path())
@@ -267,7 +286,7 @@ fn compiled_components_are_cached_by_digest() {
     let before = std::fs::metadata(&cached[0]).unwrap();
 
     let started = Instant::now();
-    let second = Plugins::load(&cfg, cache.path()).unwrap();
+    let second = Plugins::load(&cfg, cache.path(), MAX_ANSWER).unwrap();
     let warm = started.elapsed();
     let after = std::fs::metadata(&cached[0]).unwrap();
     assert_eq!(
@@ -336,6 +355,7 @@ fn a_refused_config_fails_the_load_with_the_plugins_reason() {
     let e = Plugins::load(
         &[plugin("pf", "platform_filter", r#"{"platforms": []}"#)],
         cache.path(),
+        MAX_ANSWER,
     )
     .err()
     .expect("an empty platform list is refused");
@@ -405,4 +425,118 @@ fn an_abandoned_call_frees_its_instance() {
         let d = last.unwrap_err();
         assert!(d.reason.contains("did not answer within 300 ms"), "{d:?}");
     });
+}
+
+/// A check that refuses any rewrite naming `deadbeef`, as wharf's refuses one naming content the
+/// repository does not have.
+struct NoGhosts;
+
+impl RewriteCheck for NoGhosts {
+    async fn check(&self, out: &[u8]) -> Result<(), String> {
+        match String::from_utf8_lossy(out).contains("deadbeef") {
+            true => {
+                Err("it names sha256:…deadbeef, which repository team/app does not have".into())
+            }
+            false => Ok(()),
+        }
+    }
+}
+
+fn index() -> Bytes {
+    Bytes::from(
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [],
+        }))
+        .unwrap(),
+    )
+}
+
+const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const GHOST: &str = r#"{"child": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "digest": "sha256:00000000000000000000000000000000000000000000000000000000deadbeef", "size": 2}}"#;
+
+/// A rewrite the caller's check refuses is a failure of the plugin that made it: failing open, its
+/// output is dropped and the next plugin rewrites the manifest as if it had not run (the outcome says
+/// a plugin failed); failing closed, the chain refuses, naming the plugin and the check's reason, and
+/// the next plugin is not asked.
+#[test]
+fn a_rewrite_the_check_refuses_is_its_plugins_failure() {
+    let annotate = plugin(
+        "annotate",
+        "annotate",
+        r#"{"annotations": {"org.example.k": "v"}}"#,
+    );
+    let (p, _cache) = load(&[plugin("ghost", "test_rewrite", GHOST), annotate.clone()]);
+    let rt = runtime();
+    let out = rt
+        .block_on(p.rewrite(pull(None, "team/app"), INDEX.into(), index(), &NoGhosts))
+        .unwrap();
+    assert!(out.failed);
+    let v: serde_json::Value = serde_json::from_slice(&out.bytes.expect("annotated")).unwrap();
+    assert_eq!(v["manifests"], serde_json::json!([]), "{v}");
+    assert_eq!(v["annotations"]["org.example.k"], "v", "{v}");
+    assert_eq!(p.set().plugins[0].failures(), 1);
+
+    let mut ghost = plugin("ghost", "test_rewrite", GHOST);
+    ghost.fail = Some(FailPolicy::Closed);
+    let (p, _cache) = load(&[ghost, annotate]);
+    let d = rt
+        .block_on(p.rewrite(pull(None, "team/app"), INDEX.into(), index(), &NoGhosts))
+        .unwrap_err();
+    assert_eq!(d.plugin, "ghost");
+    assert!(
+        d.reason
+            .contains("plugin ghost's rewrite cannot be served: it names sha256:…deadbeef"),
+        "{d:?}"
+    );
+    assert_eq!(p.set().plugins[1].failures(), 0);
+}
+
+/// An answer of more than `max_answer` bytes fails the call inside the instance (wasmtime's hostcall
+/// fuel), with a message that says so; one of exactly `max_answer` bytes is taken. This also pins the
+/// text of wasmtime's fuel error, which the host recognises.
+#[test]
+fn an_answer_over_the_limit_is_refused_before_it_is_copied() {
+    let limit = MAX_ANSWER as usize;
+    let over = plugin(
+        "hoarder",
+        "test_rewrite",
+        &format!(r#"{{"bytes": {}}}"#, limit + 1),
+    );
+    let (p, _cache) = load(&[over]);
+    let rt = runtime();
+    let out = rt
+        .block_on(p.rewrite(pull(None, "team/app"), INDEX.into(), index(), &Accept))
+        .unwrap();
+    assert_eq!((out.bytes, out.failed), (None, true));
+
+    let mut over = plugin(
+        "hoarder",
+        "test_rewrite",
+        &format!(r#"{{"bytes": {}}}"#, limit + 1),
+    );
+    over.fail = Some(FailPolicy::Closed);
+    let (p, _cache) = load(&[over]);
+    let d = rt
+        .block_on(p.rewrite(pull(None, "team/app"), INDEX.into(), index(), &Accept))
+        .unwrap_err();
+    assert!(
+        d.reason.contains(&format!(
+            "plugin hoarder handed wharf more than {limit} bytes"
+        )),
+        "{d:?}"
+    );
+
+    let (p, _cache) = load(&[plugin(
+        "full",
+        "test_rewrite",
+        &format!(r#"{{"bytes": {limit}}}"#),
+    )]);
+    let out = rt
+        .block_on(p.rewrite(pull(None, "team/app"), INDEX.into(), index(), &Accept))
+        .unwrap();
+    assert!(!out.failed);
+    assert_eq!(out.bytes.map(|b| b.len()), Some(limit));
 }

@@ -20,7 +20,7 @@ use crate::manifest::{self, bare_media_type, MANIFEST_TYPES};
 use crate::meta::{ManifestPut, ManifestRecord};
 use crate::mirror::Target;
 use crate::plugin::Operation;
-use crate::policy::{adopt_manifest, Policy};
+use crate::policy::{adopt_manifest, Policy, Repo};
 use crate::push::{Push, Pushed};
 use crate::reference::{Reference, RepoName};
 use crate::store::ContentStore;
@@ -177,7 +177,9 @@ impl Registry {
                     Some(t.to_string()),
                     req,
                 );
-                self.policy.tag_manifest(repo.as_str(), ctx, d, rec).await?
+                self.policy
+                    .tag_manifest(Repo::Local(repo.as_str()), ctx, d, rec)
+                    .await?
             }
             _ => (d, rec),
         };
@@ -324,7 +326,7 @@ impl Registry {
             // plugins', logged, and tried again on the first pull.
             if let Err(e) = self
                 .policy
-                .tag_manifest(repo.as_str(), ctx, digest.clone(), record)
+                .tag_manifest(Repo::Local(repo.as_str()), ctx, digest.clone(), record)
                 .await
             {
                 tracing::warn!(%repo, %digest, error = %e, "could not rewrite the pushed manifest");

@@ -611,8 +611,12 @@ fn serving(
         mirror,
         leases.clone(),
     ));
-    let policy =
-        crate::policy::Policy::new(crate::plugin::Plugins::none(), store.clone(), meta.clone());
+    let policy = crate::policy::Policy::new(
+        crate::plugin::Plugins::none(),
+        store.clone(),
+        meta.clone(),
+        4 << 20,
+    );
     let push =
         crate::push::Push::new(&cfg, store.clone(), meta.clone(), leases.clone(), policy).unwrap();
     let admin = crate::admin::Admin {

@@ -307,7 +307,12 @@ impl Fixture {
             crate::fill::Fills::new(self.store.clone(), self.meta.clone()),
             1 << 20,
         );
-        let policy = Policy::new(Plugins::none(), self.store.clone(), self.meta.clone());
+        let policy = Policy::new(
+            Plugins::none(),
+            self.store.clone(),
+            self.meta.clone(),
+            4 << 20,
+        );
         (pp, policy)
     }
 }
