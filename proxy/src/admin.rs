@@ -11,6 +11,7 @@
 //! - `DELETE /leases/<id>` → 204, or 404
 //! - `GET /images[?dangling=1]` → `[images::Image]`
 //! - `GET /status` → `status::Status` (with the server's cache counters and last collection)
+//! - `POST /fsck[?max_bytes_per_sec=N]` → `scrub::Report` (a scrub pass, or the rest of a stopped one)
 //! - `/v2/...`: the registry API itself, for `wharf export|import|images pull`, as the operator
 //!   (`auth::Operator`: the rules of `[auth]` do not apply, the plugins do), whatever TLS or
 //!   authentication the network listener asks for.
@@ -58,6 +59,7 @@ pub struct LeaseEntry {
 #[derive(Clone)]
 pub struct Admin {
     pub collector: Arc<Collector>,
+    pub scrub: Arc<crate::scrub::Scrubber>,
     pub leases: Leases,
     pub push: Arc<crate::push::Push>,
     /// The registry a server serves; `None` for the offline admin state.
@@ -107,6 +109,17 @@ impl Admin {
                 Ok(r) => json(StatusCode::OK, &r),
                 Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             },
+            (&Method::POST, "/fsck") => {
+                let rate = req.uri().query().and_then(|q| {
+                    q.split('&')
+                        .find_map(|p| p.strip_prefix("max_bytes_per_sec="))
+                        .and_then(|v| v.parse().ok())
+                });
+                match self.scrub.run(rate).await {
+                    Ok(r) => json(StatusCode::OK, &r),
+                    Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                }
+            }
             (&Method::GET, "/leases") => json(StatusCode::OK, &self.lease_entries()),
             (&Method::GET, "/images") => {
                 self.flush_usage().await;
@@ -299,6 +312,14 @@ pub async fn ask(
     Ok(Some((status, body)))
 }
 
+/// The scrub's settings from the config.
+pub fn scrub_settings(cfg: &crate::config::Config) -> crate::scrub::Settings {
+    crate::scrub::Settings {
+        max_bytes_per_sec: cfg.scrub.max_bytes_per_sec,
+        mirror_hosts: gc_settings(cfg).mirror_hosts,
+    }
+}
+
 /// The collector's settings from the config.
 pub fn gc_settings(cfg: &crate::config::Config) -> Settings {
     Settings {
@@ -316,12 +337,15 @@ pub fn gc_settings(cfg: &crate::config::Config) -> Settings {
 /// The admin state over the files, for when no server runs: opening the metadata store fails if a
 /// server holds it.
 pub async fn offline(cfg: &crate::config::Config) -> Result<Admin, AdminError> {
-    let (store, meta) = crate::server::open_storage(cfg).await.map_err(|e| {
-        AdminError::Failed(format!(
-            "{e}; a server that runs on it answers on {}",
-            cfg.storage.data_dir.join(SOCKET).display()
-        ))
-    })?;
+    offline_with(cfg, false).await
+}
+
+/// As `offline`; with `check`, the metadata's every page is verified (and repaired where redb can)
+/// before it is used: for `wharf fsck`.
+async fn offline_with(cfg: &crate::config::Config, check: bool) -> Result<Admin, AdminError> {
+    let (store, meta) = crate::server::open_storage_with(cfg, check)
+        .await
+        .map_err(|e| offline_failure(cfg, e))?;
     // No server runs: nothing is in flight, so there is no restart window to wait out.
     let leases = Leases::load_offline(meta.clone())
         .await
@@ -331,6 +355,12 @@ pub async fn offline(cfg: &crate::config::Config) -> Result<Admin, AdminError> {
         crate::policy::Policy::new(crate::plugin::Plugins::none(), store.clone(), meta.clone());
     let push = crate::push::Push::new(cfg, store.clone(), meta.clone(), leases.clone(), policy)
         .map_err(|e| AdminError::Failed(e.to_string()))?;
+    let scrub = Arc::new(crate::scrub::Scrubber::new(
+        meta.clone(),
+        store.clone(),
+        leases.clone(),
+        scrub_settings(cfg),
+    ));
     let collector = Arc::new(Collector::new(
         meta,
         store,
@@ -339,10 +369,19 @@ pub async fn offline(cfg: &crate::config::Config) -> Result<Admin, AdminError> {
     ));
     Ok(Admin {
         collector,
+        scrub,
         leases,
         push: Arc::new(push),
         registry: None,
     })
+}
+
+/// Why the files could not be opened with no server answering.
+fn offline_failure(cfg: &crate::config::Config, e: crate::server::StartError) -> AdminError {
+    AdminError::Failed(format!(
+        "{e}; a server that runs on it answers on {}",
+        cfg.storage.data_dir.join(SOCKET).display()
+    ))
 }
 
 /// Runs a collection through the server on the data directory, or on the files when none runs.
@@ -360,6 +399,34 @@ pub async fn gc(cfg: &crate::config::Config, dry_run: bool) -> Result<Report, Ad
             admin
                 .collector
                 .collect(dry_run)
+                .await
+                .map_err(|e| AdminError::Failed(e.to_string()))
+        }
+    }
+}
+
+/// A scrub pass (`wharf fsck`) through the server on the data directory, or on the files when none
+/// runs (then the metadata's pages are checked first).
+pub async fn fsck(
+    cfg: &crate::config::Config,
+    max_bytes_per_sec: Option<u64>,
+) -> Result<crate::scrub::Report, AdminError> {
+    let path = match max_bytes_per_sec {
+        Some(n) => format!("/fsck?max_bytes_per_sec={n}"),
+        None => "/fsck".to_owned(),
+    };
+    match ask(&cfg.storage.data_dir, Method::POST, &path).await? {
+        Some((StatusCode::OK, body)) => serde_json::from_slice(&body)
+            .map_err(|e| AdminError::Failed(format!("unreadable answer from the server: {e}"))),
+        Some((status, body)) => Err(AdminError::Failed(format!(
+            "the server's scrub failed ({status}): {}",
+            String::from_utf8_lossy(&body)
+        ))),
+        None => {
+            let admin = offline_with(cfg, true).await?;
+            admin
+                .scrub
+                .run(max_bytes_per_sec)
                 .await
                 .map_err(|e| AdminError::Failed(e.to_string()))
         }

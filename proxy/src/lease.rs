@@ -410,6 +410,13 @@ impl Leases {
         s.doomed.insert(d.clone())
     }
 
+    /// For the scrub: marks damaged content `d` as being removed, leased or recently used as it may
+    /// be (its bytes are wrong: whoever refers to it next must find it gone and upload or fetch it
+    /// again). `false` if the sweeper is removing it already. Then `buried` must follow.
+    pub fn doom_damaged(&self, d: &Digest) -> bool {
+        self.lock().doomed.insert(d.clone())
+    }
+
     /// Whether `d` is protected (for a dry run, which dooms nothing).
     pub fn protected(&self, d: &Digest, since: u64) -> bool {
         if self.0.started >= since {

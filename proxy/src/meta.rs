@@ -160,7 +160,19 @@ pub struct Meta {
 
 impl Meta {
     pub fn open(path: &Path) -> Result<Self, MetaError> {
-        let db = Database::create(path)?;
+        Meta::open_with(path, false)
+    }
+
+    /// As `open`, verifying the checksum of every page first (`wharf fsck`): reads the whole file,
+    /// and refuses a damaged one rather than trusting it (a plain open may panic on one).
+    pub fn open_checked(path: &Path) -> Result<Self, MetaError> {
+        Meta::open_with(path, true)
+    }
+
+    fn open_with(path: &Path, check: bool) -> Result<Self, MetaError> {
+        let db = redb::Builder::new()
+            .set_check_integrity_on_open(check)
+            .create(path)?;
         // Create every table up front so read transactions never meet a missing one.
         let tx = db.begin_write()?;
         tx.open_table(TAGS)?;
@@ -715,6 +727,8 @@ pub use collect::{Forgotten, Snapshot};
 
 mod platforms;
 mod push;
+mod scrub;
+pub use scrub::Inventory;
 mod stats;
 pub use stats::{CacheTotals, LastGc, Retention, Sample};
 mod usage;

@@ -80,6 +80,12 @@ pub enum StartError {
 /// Opens the data directory: the content store, and the metadata store (locked while it is open:
 /// one wharf per data directory).
 pub async fn open_storage(cfg: &Config) -> Result<(FsStore, Meta), StartError> {
+    open_storage_with(cfg, false).await
+}
+
+/// As `open_storage`; with `check`, every page of the metadata is verified (and repaired where redb
+/// can) before it is used (`wharf fsck`).
+pub async fn open_storage_with(cfg: &Config, check: bool) -> Result<(FsStore, Meta), StartError> {
     let dir = cfg.storage.data_dir.clone();
     let store = FsStore::open(&dir).map_err(|source| StartError::DataDir {
         dir: dir.display().to_string(),
@@ -87,16 +93,22 @@ pub async fn open_storage(cfg: &Config) -> Result<(FsStore, Meta), StartError> {
     })?;
     let meta_path = dir.join("meta.redb");
     let p = meta_path.clone();
-    let meta = tokio::task::spawn_blocking(move || Meta::open(&p))
-        .await
-        .map_err(|e| StartError::Meta {
-            path: meta_path.display().to_string(),
-            source: MetaError::Task(e),
-        })?
-        .map_err(|source| StartError::Meta {
-            path: meta_path.display().to_string(),
-            source,
-        })?;
+    let meta = tokio::task::spawn_blocking(move || {
+        if check {
+            Meta::open_checked(&p)
+        } else {
+            Meta::open(&p)
+        }
+    })
+    .await
+    .map_err(|e| StartError::Meta {
+        path: meta_path.display().to_string(),
+        source: MetaError::Task(e),
+    })?
+    .map_err(|source| StartError::Meta {
+        path: meta_path.display().to_string(),
+        source,
+    })?;
     Ok((store, meta))
 }
 
@@ -178,6 +190,12 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
         })
     });
     let admin = Admin {
+        scrub: Arc::new(crate::scrub::Scrubber::new(
+            meta.clone(),
+            store.clone(),
+            leases.clone(),
+            crate::admin::scrub_settings(cfg),
+        )),
         collector: Arc::new(
             Collector::new(meta, store, leases.clone(), crate::admin::gc_settings(cfg))
                 .with_before(flush_usage),
@@ -222,8 +240,9 @@ impl Housekeeping {
     }
 }
 
-/// The collector every `interval_secs` (0: never on its own), the push delivery worker, the admin
-/// socket in `data_dir`, the metrics listener and the status sampler.
+/// The collector every `gc.interval_secs` and the scrub every `scrub.interval_secs` (0: never on
+/// their own), the push delivery worker, the admin socket in `data_dir`, the metrics listener and
+/// the status sampler.
 pub fn housekeeping(admin: Admin, cfg: &Config) -> Housekeeping {
     let mut tasks = vec![
         tokio::spawn(admin.clone().serve(cfg.storage.data_dir.clone())),
@@ -235,6 +254,14 @@ pub fn housekeeping(admin: Admin, cfg: &Config) -> Housekeeping {
         admin.collector.meta.clone(),
         Duration::from_secs(cfg.metrics.sample_secs),
     ));
+    if cfg.scrub.interval_secs > 0 {
+        tasks.push(tokio::spawn(
+            admin
+                .scrub
+                .clone()
+                .run_every(Duration::from_secs(cfg.scrub.interval_secs)),
+        ));
+    }
     if cfg.gc.interval_secs > 0 {
         tasks.push(tokio::spawn(
             admin
