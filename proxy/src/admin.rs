@@ -36,6 +36,9 @@ pub const SOCKET: &str = "admin.sock";
 pub enum AdminError {
     #[error("{0}")]
     Failed(String),
+    /// The metadata store is damaged (what `open_storage` said).
+    #[error("{0}")]
+    Damaged(String),
     #[error(
         "the wharf server using {dir} did not answer on {socket}: {reason} (is it still starting? \
          try again; if no server runs, remove the stale socket)"
@@ -376,12 +379,22 @@ async fn offline_with(cfg: &crate::config::Config, check: bool) -> Result<Admin,
     })
 }
 
-/// Why the files could not be opened with no server answering.
+/// Why the files could not be opened with no server answering: in use by a wharf that does not
+/// serve the socket (yet), or something only the metadata error says (permissions, damage).
 fn offline_failure(cfg: &crate::config::Config, e: crate::server::StartError) -> AdminError {
-    AdminError::Failed(format!(
-        "{e}; a server that runs on it answers on {}",
-        cfg.storage.data_dir.join(SOCKET).display()
-    ))
+    use crate::meta::OpenFailure;
+    let failure = match &e {
+        crate::server::StartError::Meta { source, .. } => Some(source.open_failure()),
+        _ => None,
+    };
+    match failure {
+        Some(OpenFailure::InUse) => AdminError::Failed(format!(
+            "{e}; a server that runs on it answers on {}",
+            cfg.storage.data_dir.join(SOCKET).display()
+        )),
+        Some(OpenFailure::Damaged) => AdminError::Damaged(e.to_string()),
+        _ => AdminError::Failed(e.to_string()),
+    }
 }
 
 /// Runs a collection through the server on the data directory, or on the files when none runs.
@@ -423,7 +436,16 @@ pub async fn fsck(
             String::from_utf8_lossy(&body)
         ))),
         None => {
-            let admin = offline_with(cfg, true).await?;
+            let admin = offline_with(cfg, true).await.map_err(|e| match e {
+                AdminError::Damaged(m) => AdminError::Damaged(format!(
+                    "{m}\nfsck could not repair it. Restore meta.redb from a backup; or move it \
+                     aside (`mv meta.redb meta.redb.damaged` in the data directory) and start \
+                     wharf with empty metadata: mirrored images are fetched again, pushed tags \
+                     must be pushed again, and the content stays on disk until the collector \
+                     removes what no tag names"
+                )),
+                e => e,
+            })?;
             admin
                 .scrub
                 .run(max_bytes_per_sec)

@@ -49,6 +49,42 @@ pub enum MetaError {
     Task(#[from] tokio::task::JoinError),
 }
 
+/// Why the metadata store would not open, as an operator acts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenFailure {
+    /// Another process holds it: a wharf serving this data directory.
+    InUse,
+    /// This user may not read or write it.
+    Denied,
+    /// It is not a sound database (truncated, overwritten, corrupted).
+    Damaged,
+    Other,
+}
+
+impl MetaError {
+    /// What kind of failure opening the store met (redb's error kinds, and its panics on files it
+    /// cannot make sense of).
+    pub fn open_failure(&self) -> OpenFailure {
+        use std::io::ErrorKind;
+        match self {
+            MetaError::Db(redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch) => {
+                OpenFailure::InUse
+            }
+            MetaError::Db(redb::Error::Corrupted(_)) | MetaError::Corrupt(_) => {
+                OpenFailure::Damaged
+            }
+            MetaError::Db(redb::Error::Io(e)) => match e.kind() {
+                ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => OpenFailure::Denied,
+                // redb's "not a database", and a file shorter than its own header says.
+                ErrorKind::InvalidData | ErrorKind::UnexpectedEof => OpenFailure::Damaged,
+                _ => OpenFailure::Other,
+            },
+            MetaError::Task(e) if e.is_panic() => OpenFailure::Damaged,
+            _ => OpenFailure::Other,
+        }
+    }
+}
+
 macro_rules! db_error_from {
     ($($t:ty),*) => {$(
         impl From<$t> for MetaError {

@@ -52,10 +52,7 @@ pub enum StartError {
         "cannot use data directory {dir}: {source} (set storage.data_dir in the config, or WHARF_DATA_DIR)"
     )]
     DataDir { dir: String, source: StoreError },
-    #[error(
-        "cannot open metadata {path}: {source} (is another wharf using this data directory? stop it, or \
-         point this one at another storage.data_dir)"
-    )]
+    #[error("{}", meta_failure(path, source))]
     Meta { path: String, source: MetaError },
     #[error("{0}")]
     Upstream(crate::upstream::UpstreamError),
@@ -75,6 +72,28 @@ pub enum StartError {
     },
     #[error("{0}")]
     Metrics(String),
+}
+
+/// What a metadata store that would not open means, and what to do: another wharf holding it, a
+/// permission problem and a damaged file each need something else.
+fn meta_failure(path: &str, e: &MetaError) -> String {
+    use crate::meta::OpenFailure;
+    match e.open_failure() {
+        OpenFailure::InUse => format!(
+            "cannot open metadata {path}: another wharf is using this data directory ({e}); stop \
+             it, or point this one at another storage.data_dir"
+        ),
+        OpenFailure::Denied => format!(
+            "cannot open metadata {path}: {e}: a permission problem: run wharf as the user that \
+             owns the data directory, or give this user read and write access to it"
+        ),
+        OpenFailure::Damaged => format!(
+            "metadata {path} is damaged ({e}): the file is corrupt (truncated or overwritten), \
+             not in use by another wharf; run `wharf fsck` with no server running to check and \
+             repair it"
+        ),
+        OpenFailure::Other => format!("cannot open metadata {path}: {e}"),
+    }
 }
 
 /// Opens the data directory: the content store, and the metadata store (locked while it is open:

@@ -28,6 +28,7 @@ mod metrics;
 mod mirror;
 mod mounts;
 mod naming;
+mod plain_words;
 mod plugins;
 mod push;
 mod push_clients;

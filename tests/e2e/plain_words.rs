@@ -1,0 +1,80 @@
+//! Small texts that misled (issue 24, 11): a permission problem told to remove a "stale socket", a
+//! damaged metadata file taken for another wharf, and a secret a client put in a `/token` URL
+//! written to the access log.
+
+use std::time::{Duration, Instant};
+
+use crate::gc::cli;
+use crate::harness::{output_text, wharf_bin, Wharf, WharfOptions};
+use crate::layout::{write_layout, LayoutSpec};
+use crate::skopeo::Skopeo;
+
+/// Runs `wharf serve` on `wharf`'s config and returns what it printed when it exited (it must, within
+/// 30 s).
+fn serve_until_it_exits(wharf: &Wharf) -> (std::process::ExitStatus, String) {
+    let mut child = std::process::Command::new(wharf_bin())
+        .arg("serve")
+        .arg("--config")
+        .arg(wharf.config_path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run wharf serve");
+    let end = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > end {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "wharf serve ran on a damaged metadata file:\n{}",
+                output_text(&out)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status, output_text(&out))
+}
+
+/// Proves: a truncated `meta.redb` stops `wharf serve` with a message that calls it damaged and
+/// names `wharf fsck` (it said "is another wharf using this data directory?"), and other commands
+/// say the same; `wharf fsck`, which cannot repair a file cut in half, says how to recover.
+#[test]
+fn a_truncated_metadata_file_is_called_damaged_and_names_fsck() {
+    let mut wharf = Wharf::start(WharfOptions::default());
+    let layout = write_layout(&wharf.scratch("src"), &LayoutSpec::small("v1", 2420));
+    Skopeo::new().copy(
+        &layout.skopeo_ref(),
+        &format!("docker://{}/team/app:v1", wharf.host()),
+    );
+    assert!(wharf.stop().success());
+    let meta = wharf.data_dir().join("meta.redb");
+    let len = std::fs::metadata(&meta).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&meta).unwrap();
+    f.set_len(len / 2).unwrap();
+    drop(f);
+
+    let (status, text) = serve_until_it_exits(&wharf);
+    assert!(!status.success(), "{text}");
+    assert!(
+        text.contains("is damaged") && text.contains("corrupt") && text.contains("wharf fsck"),
+        "{text}"
+    );
+    assert!(!text.contains("is another wharf using"), "{text}");
+
+    let out = cli(&wharf, &["gc"]);
+    let text = output_text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("is damaged") && text.contains("wharf fsck"),
+        "{text}"
+    );
+
+    let out = cli(&wharf, &["fsck"]);
+    let text = output_text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("could not repair it") && text.contains("Restore meta.redb from a backup"),
+        "{text}"
+    );
+}
