@@ -48,6 +48,54 @@ pub enum AdminError {
         socket: String,
         reason: String,
     },
+    #[error(
+        "permission denied on {socket}: {whose}; this is a permission problem, not a stale socket: \
+         run this command as the user that runs the server (e.g. `sudo -u <that user> wharf …`)"
+    )]
+    Denied { socket: String, whose: String },
+}
+
+/// Who may use `path` (its owner and mode, or those of the first directory above it this user can
+/// see), for a permission error: the fix is to become that user.
+pub(crate) fn whose(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let mut p = Some(path);
+    while let Some(at) = p {
+        if let Ok(m) = std::fs::symlink_metadata(at) {
+            let what = if at == path { "it" } else { "the directory" };
+            let at_text = if at == path {
+                String::new()
+            } else {
+                format!(" {}", at.display())
+            };
+            return format!(
+                "{what}{at_text} belongs to {} with mode {:o}, and this command runs as {}",
+                user_name(m.uid()),
+                m.mode() & 0o7777,
+                // SAFETY: getuid(2) cannot fail.
+                user_name(unsafe { libc::getuid() })
+            );
+        }
+        p = at.parent();
+    }
+    "this user cannot reach it".to_owned()
+}
+
+/// `name (uid N)`, or `uid N` when the user database has no name for it.
+fn user_name(uid: u32) -> String {
+    // SAFETY: `passwd` is plain data (integers and pointers); all zeroes is a valid value of it.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: getpwuid_r writes into `pw` and `buf`, which outlive the call, and sets `out` to
+    // `&pw` or null; `pw_name` points into `buf`.
+    let found = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
+    if found == 0 && !out.is_null() && !pw.pw_name.is_null() {
+        // SAFETY: as above: a NUL-terminated string in `buf`.
+        let name = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) };
+        return format!("{} (uid {uid})", name.to_string_lossy());
+    }
+    format!("uid {uid}")
 }
 
 /// A lease as the admin interface lists it.
@@ -287,6 +335,12 @@ pub async fn ask(
             ) =>
         {
             return Ok(None)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(AdminError::Denied {
+                socket: socket.display().to_string(),
+                whose: whose(&socket),
+            })
         }
         Err(e) => return Err(unreachable(e.to_string())),
     };

@@ -84,8 +84,9 @@ fn meta_failure(path: &str, e: &MetaError) -> String {
              it, or point this one at another storage.data_dir"
         ),
         OpenFailure::Denied => format!(
-            "cannot open metadata {path}: {e}: a permission problem: run wharf as the user that \
-             owns the data directory, or give this user read and write access to it"
+            "cannot open metadata {path}: {e}: a permission problem: {}; run wharf as the user \
+             that owns the data directory, or give this user read and write access to it",
+            crate::admin::whose(std::path::Path::new(path))
         ),
         OpenFailure::Damaged => format!(
             "metadata {path} is damaged ({e}): the file is corrupt (truncated or overwritten), \

@@ -2,12 +2,56 @@
 //! damaged metadata file taken for another wharf, and a secret a client put in a `/token` URL
 //! written to the access log.
 
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
-use crate::gc::cli;
+use crate::gc::{cli, cli_command};
 use crate::harness::{output_text, wharf_bin, Wharf, WharfOptions};
 use crate::layout::{write_layout, LayoutSpec};
 use crate::skopeo::Skopeo;
+
+/// The unprivileged user the tests run commands as (Debian's `nobody`).
+const NOBODY: u32 = 65534;
+
+/// Proves: `wharf gc` run by `nobody` against a server root runs says it is a permission problem,
+/// naming the socket's owner and mode, never "remove the stale socket" (removing it would cut the
+/// running server off from every admin command); with no server running, the metadata file it may
+/// not open is a permission problem too, not "another wharf".
+#[test]
+fn gc_as_another_user_is_told_it_is_a_permission_problem() {
+    let mut wharf = Wharf::start(WharfOptions::default());
+    // Let nobody reach the config and the data directory, as in a shared install; the socket and
+    // the metadata stay root's.
+    let home = wharf.config_path().parent().unwrap().to_owned();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let as_nobody = |wharf: &Wharf| {
+        let mut cmd = cli_command(wharf, &["gc"]);
+        cmd.uid(NOBODY).gid(NOBODY).env("HOME", "/nonexistent");
+        cmd.output().expect("run wharf gc as nobody")
+    };
+
+    let out = as_nobody(&wharf);
+    let text = output_text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("permission problem"), "{text}");
+    assert!(text.contains("admin.sock"), "names the socket: {text}");
+    assert!(
+        text.contains("root (uid 0)") && text.contains("mode 600"),
+        "says whose it is: {text}"
+    );
+    assert!(!text.contains("remove the stale socket"), "{text}");
+
+    assert!(wharf.stop().success());
+    let out = as_nobody(&wharf);
+    let text = output_text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("permission problem") && text.contains("meta.redb"),
+        "{text}"
+    );
+    assert!(!text.contains("is another wharf using"), "{text}");
+}
 
 /// Runs `wharf serve` on `wharf`'s config and returns what it printed when it exited (it must, within
 /// 30 s).
