@@ -269,7 +269,8 @@ impl Admin {
                         Ok::<_, Infallible>(match (&admin.registry, api) {
                             (Some(registry), true) => {
                                 req.extensions_mut().insert(crate::auth::Operator);
-                                let (method, path) = (req.method().clone(), req.uri().clone());
+                                let method = req.method().clone();
+                                let path = crate::server::logged_path(req.uri());
                                 let resp = registry.handle(req).await;
                                 // The network listener's access log does not see these.
                                 tracing::info!(via = SOCKET, %method, path = %path, status = resp.status().as_u16(), "request");

@@ -42,8 +42,8 @@ use crate::tls::{HeadTimeout, Tls};
 mod access_log;
 mod limits;
 
-pub use access_log::LoggedBody;
 use access_log::{handle_logged, InFlight};
+pub use access_log::{logged_path, LoggedBody};
 pub use limits::{ClientStream, IdleBody, WriteIdle};
 
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::gc::{cli, cli_command};
 use crate::harness::{output_text, wharf_bin, Wharf, WharfOptions};
+use crate::http::Api;
 use crate::layout::{write_layout, LayoutSpec};
 use crate::skopeo::Skopeo;
 
@@ -120,5 +121,40 @@ fn a_truncated_metadata_file_is_called_damaged_and_names_fsck() {
     assert!(
         text.contains("could not repair it") && text.contains("Restore meta.redb from a backup"),
         "{text}"
+    );
+}
+
+/// Proves: a password a client puts in the query of a `/token` request (wharf reads credentials from
+/// the Authorization header or a POST body, but a client may send anything) is not written to the
+/// access log; the key is, with its value redacted, and the parameters wharf reads stay readable.
+#[test]
+fn a_secret_in_a_token_url_is_not_logged() {
+    const SECRET: &str = "pw-in-url-8c1f2e";
+    let home = tempfile::tempdir().unwrap();
+    let htpasswd = home.path().join("htpasswd");
+    std::fs::write(
+        &htpasswd,
+        format!("alice:{}\n", bcrypt::hash("alice-pw", 4).unwrap()),
+    )
+    .unwrap();
+    let wharf = Wharf::start(WharfOptions {
+        extra_toml: format!("\n[auth]\nhtpasswd_file = \"{}\"\n", htpasswd.display()),
+        ..Default::default()
+    });
+    let api = Api::new(wharf.base());
+    let path = format!(
+        "/token?service=wharf&scope=repository:team/app:pull&account=alice&password={SECRET}"
+    );
+    api.request("GET", &path, &[], None);
+    let log = crate::plugins::wait_for_log(&wharf, &["/token?"], Duration::from_secs(10));
+    assert!(
+        !log.contains(SECRET),
+        "the access log has the secret:\n{log}"
+    );
+    assert!(
+        log.contains(
+            "/token?service=wharf&scope=repository:team/app:pull&account=alice&password=<redacted>"
+        ),
+        "{log}"
     );
 }
