@@ -11,6 +11,7 @@
 //! - `DELETE /leases/<id>` → 204, or 404
 //! - `GET /images[?dangling=1]` → `[images::Image]`
 //! - `GET /status` → `status::Status` (with the server's cache counters and last collection)
+//! - `POST /fsck[?max_bytes_per_sec=N]` → `scrub::Report` (a scrub pass, or the rest of a stopped one)
 //! - `/v2/...`: the registry API itself, for `wharf export|import|images pull`, as the operator
 //!   (`auth::Operator`: the rules of `[auth]` do not apply, the plugins do), whatever TLS or
 //!   authentication the network listener asks for.
@@ -35,6 +36,9 @@ pub const SOCKET: &str = "admin.sock";
 pub enum AdminError {
     #[error("{0}")]
     Failed(String),
+    /// The metadata store is damaged (what `open_storage` said).
+    #[error("{0}")]
+    Damaged(String),
     #[error(
         "the wharf server using {dir} did not answer on {socket}: {reason} (is it still starting? \
          try again; if no server runs, remove the stale socket)"
@@ -44,6 +48,54 @@ pub enum AdminError {
         socket: String,
         reason: String,
     },
+    #[error(
+        "permission denied on {socket}: {whose}; this is a permission problem, not a stale socket: \
+         run this command as the user that runs the server (e.g. `sudo -u <that user> wharf …`)"
+    )]
+    Denied { socket: String, whose: String },
+}
+
+/// Who may use `path` (its owner and mode, or those of the first directory above it this user can
+/// see), for a permission error: the fix is to become that user.
+pub(crate) fn whose(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let mut p = Some(path);
+    while let Some(at) = p {
+        if let Ok(m) = std::fs::symlink_metadata(at) {
+            let what = if at == path { "it" } else { "the directory" };
+            let at_text = if at == path {
+                String::new()
+            } else {
+                format!(" {}", at.display())
+            };
+            return format!(
+                "{what}{at_text} belongs to {} with mode {:o}, and this command runs as {}",
+                user_name(m.uid()),
+                m.mode() & 0o7777,
+                // SAFETY: getuid(2) cannot fail.
+                user_name(unsafe { libc::getuid() })
+            );
+        }
+        p = at.parent();
+    }
+    "this user cannot reach it".to_owned()
+}
+
+/// `name (uid N)`, or `uid N` when the user database has no name for it.
+fn user_name(uid: u32) -> String {
+    // SAFETY: `passwd` is plain data (integers and pointers); all zeroes is a valid value of it.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: getpwuid_r writes into `pw` and `buf`, which outlive the call, and sets `out` to
+    // `&pw` or null; `pw_name` points into `buf`.
+    let found = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
+    if found == 0 && !out.is_null() && !pw.pw_name.is_null() {
+        // SAFETY: as above: a NUL-terminated string in `buf`.
+        let name = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) };
+        return format!("{} (uid {uid})", name.to_string_lossy());
+    }
+    format!("uid {uid}")
 }
 
 /// A lease as the admin interface lists it.
@@ -58,6 +110,7 @@ pub struct LeaseEntry {
 #[derive(Clone)]
 pub struct Admin {
     pub collector: Arc<Collector>,
+    pub scrub: Arc<crate::scrub::Scrubber>,
     pub leases: Leases,
     pub push: Arc<crate::push::Push>,
     /// The registry a server serves; `None` for the offline admin state.
@@ -107,6 +160,17 @@ impl Admin {
                 Ok(r) => json(StatusCode::OK, &r),
                 Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             },
+            (&Method::POST, "/fsck") => {
+                let rate = req.uri().query().and_then(|q| {
+                    q.split('&')
+                        .find_map(|p| p.strip_prefix("max_bytes_per_sec="))
+                        .and_then(|v| v.parse().ok())
+                });
+                match self.scrub.run(rate).await {
+                    Ok(r) => json(StatusCode::OK, &r),
+                    Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                }
+            }
             (&Method::GET, "/leases") => json(StatusCode::OK, &self.lease_entries()),
             (&Method::GET, "/images") => {
                 self.flush_usage().await;
@@ -205,7 +269,8 @@ impl Admin {
                         Ok::<_, Infallible>(match (&admin.registry, api) {
                             (Some(registry), true) => {
                                 req.extensions_mut().insert(crate::auth::Operator);
-                                let (method, path) = (req.method().clone(), req.uri().clone());
+                                let method = req.method().clone();
+                                let path = crate::server::logged_path(req.uri());
                                 let resp = registry.handle(req).await;
                                 // The network listener's access log does not see these.
                                 tracing::info!(via = SOCKET, %method, path = %path, status = resp.status().as_u16(), "request");
@@ -272,6 +337,12 @@ pub async fn ask(
         {
             return Ok(None)
         }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(AdminError::Denied {
+                socket: socket.display().to_string(),
+                whose: whose(&socket),
+            })
+        }
         Err(e) => return Err(unreachable(e.to_string())),
     };
     let (mut sender, conn) =
@@ -299,6 +370,14 @@ pub async fn ask(
     Ok(Some((status, body)))
 }
 
+/// The scrub's settings from the config.
+pub fn scrub_settings(cfg: &crate::config::Config) -> crate::scrub::Settings {
+    crate::scrub::Settings {
+        max_bytes_per_sec: cfg.scrub.max_bytes_per_sec,
+        mirror_hosts: gc_settings(cfg).mirror_hosts,
+    }
+}
+
 /// The collector's settings from the config.
 pub fn gc_settings(cfg: &crate::config::Config) -> Settings {
     Settings {
@@ -316,12 +395,15 @@ pub fn gc_settings(cfg: &crate::config::Config) -> Settings {
 /// The admin state over the files, for when no server runs: opening the metadata store fails if a
 /// server holds it.
 pub async fn offline(cfg: &crate::config::Config) -> Result<Admin, AdminError> {
-    let (store, meta) = crate::server::open_storage(cfg).await.map_err(|e| {
-        AdminError::Failed(format!(
-            "{e}; a server that runs on it answers on {}",
-            cfg.storage.data_dir.join(SOCKET).display()
-        ))
-    })?;
+    offline_with(cfg, false).await
+}
+
+/// As `offline`; with `check`, the metadata's every page is verified (and repaired where redb can)
+/// before it is used: for `wharf fsck`.
+async fn offline_with(cfg: &crate::config::Config, check: bool) -> Result<Admin, AdminError> {
+    let (store, meta) = crate::server::open_storage_with(cfg, check)
+        .await
+        .map_err(|e| offline_failure(cfg, e))?;
     // No server runs: nothing is in flight, so there is no restart window to wait out.
     let leases = Leases::load_offline(meta.clone())
         .await
@@ -335,6 +417,12 @@ pub async fn offline(cfg: &crate::config::Config) -> Result<Admin, AdminError> {
     );
     let push = crate::push::Push::new(cfg, store.clone(), meta.clone(), leases.clone(), policy)
         .map_err(|e| AdminError::Failed(e.to_string()))?;
+    let scrub = Arc::new(crate::scrub::Scrubber::new(
+        meta.clone(),
+        store.clone(),
+        leases.clone(),
+        scrub_settings(cfg),
+    ));
     let collector = Arc::new(Collector::new(
         meta,
         store,
@@ -343,10 +431,29 @@ pub async fn offline(cfg: &crate::config::Config) -> Result<Admin, AdminError> {
     ));
     Ok(Admin {
         collector,
+        scrub,
         leases,
         push: Arc::new(push),
         registry: None,
     })
+}
+
+/// Why the files could not be opened with no server answering: in use by a wharf that does not
+/// serve the socket (yet), or something only the metadata error says (permissions, damage).
+fn offline_failure(cfg: &crate::config::Config, e: crate::server::StartError) -> AdminError {
+    use crate::meta::OpenFailure;
+    let failure = match &e {
+        crate::server::StartError::Meta { source, .. } => Some(source.open_failure()),
+        _ => None,
+    };
+    match failure {
+        Some(OpenFailure::InUse) => AdminError::Failed(format!(
+            "{e}; a server that runs on it answers on {}",
+            cfg.storage.data_dir.join(SOCKET).display()
+        )),
+        Some(OpenFailure::Damaged) => AdminError::Damaged(e.to_string()),
+        _ => AdminError::Failed(e.to_string()),
+    }
 }
 
 /// Runs a collection through the server on the data directory, or on the files when none runs.
@@ -364,6 +471,43 @@ pub async fn gc(cfg: &crate::config::Config, dry_run: bool) -> Result<Report, Ad
             admin
                 .collector
                 .collect(dry_run)
+                .await
+                .map_err(|e| AdminError::Failed(e.to_string()))
+        }
+    }
+}
+
+/// A scrub pass (`wharf fsck`) through the server on the data directory, or on the files when none
+/// runs (then the metadata's pages are checked first).
+pub async fn fsck(
+    cfg: &crate::config::Config,
+    max_bytes_per_sec: Option<u64>,
+) -> Result<crate::scrub::Report, AdminError> {
+    let path = match max_bytes_per_sec {
+        Some(n) => format!("/fsck?max_bytes_per_sec={n}"),
+        None => "/fsck".to_owned(),
+    };
+    match ask(&cfg.storage.data_dir, Method::POST, &path).await? {
+        Some((StatusCode::OK, body)) => serde_json::from_slice(&body)
+            .map_err(|e| AdminError::Failed(format!("unreadable answer from the server: {e}"))),
+        Some((status, body)) => Err(AdminError::Failed(format!(
+            "the server's scrub failed ({status}): {}",
+            String::from_utf8_lossy(&body)
+        ))),
+        None => {
+            let admin = offline_with(cfg, true).await.map_err(|e| match e {
+                AdminError::Damaged(m) => AdminError::Damaged(format!(
+                    "{m}\nfsck could not repair it. Restore meta.redb from a backup; or move it \
+                     aside (`mv meta.redb meta.redb.damaged` in the data directory) and start \
+                     wharf with empty metadata: mirrored images are fetched again, pushed tags \
+                     must be pushed again, and the content stays on disk until the collector \
+                     removes what no tag names"
+                )),
+                e => e,
+            })?;
+            admin
+                .scrub
+                .run(max_bytes_per_sec)
                 .await
                 .map_err(|e| AdminError::Failed(e.to_string()))
         }

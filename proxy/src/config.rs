@@ -60,6 +60,8 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub mirror: MirrorConfig,
     pub gc: GcConfig,
+    /// The scrub (`scrub.rs`, `wharf fsck`): re-hashing stored content, checking records.
+    pub scrub: ScrubConfig,
     pub cache: CacheConfig,
     /// Upstream registries to mirror; `docker.io` is always there (the embedded default) unless the
     /// file configures it differently.
@@ -313,6 +315,26 @@ impl Default for GcConfig {
         GcConfig {
             grace_secs: 3600,
             interval_secs: 3600,
+        }
+    }
+}
+
+/// `[scrub]`: re-reading every stored blob to find rot at rest (`scrub.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScrubConfig {
+    /// A pass runs this often (0, the default: only on demand, `wharf fsck`).
+    pub interval_secs: u64,
+    /// Bytes a pass reads per second at most, so clients served from the same disk keep their
+    /// share (0: no bound). `wharf fsck --max-bytes-per-sec` overrides it for one pass.
+    pub max_bytes_per_sec: u64,
+}
+
+impl Default for ScrubConfig {
+    fn default() -> Self {
+        ScrubConfig {
+            interval_secs: 0,
+            max_bytes_per_sec: 50 << 20,
         }
     }
 }

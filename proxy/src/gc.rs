@@ -176,11 +176,16 @@ pub struct Settings {
 
 impl Settings {
     fn is_mirrored(&self, repo: &str) -> bool {
-        self.mirror_hosts.iter().any(|h| {
-            repo.strip_prefix(h.as_str())
-                .is_some_and(|rest| rest.starts_with('/'))
-        })
+        mirrored(&self.mirror_hosts, repo)
     }
+}
+
+/// Whether `repo` is a mirror's cache repository (`<host>/…` for one of the upstream `hosts`).
+pub fn mirrored(hosts: &[String], repo: &str) -> bool {
+    hosts.iter().any(|h| {
+        repo.strip_prefix(h.as_str())
+            .is_some_and(|rest| rest.starts_with('/'))
+    })
 }
 
 /// Runs collections, one at a time.

@@ -31,8 +31,8 @@ use crate::digest::Digest;
 use crate::meta::{Meta, MetaError};
 use crate::range::ByteRange;
 use crate::store::{
-    Blob, BlobSource, BlobWriter, ContentStore, IngestInfo, IngestRef, Ingester, Provider,
-    StoreError, Sweeper,
+    Blob, BlobSource, BlobWriter, ContentStore, IngestInfo, IngestRef, Ingester, Pace, Provider,
+    Rehashed, StoreError, StoredCopy, Sweeper, Verifier,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -410,6 +410,13 @@ impl Leases {
         s.doomed.insert(d.clone())
     }
 
+    /// For the scrub: marks damaged content `d` as being removed, leased or recently used as it may
+    /// be (its bytes are wrong: whoever refers to it next must find it gone and upload or fetch it
+    /// again). `false` if the sweeper is removing it already. Then `buried` must follow.
+    pub fn doom_damaged(&self, d: &Digest) -> bool {
+        self.lock().doomed.insert(d.clone())
+    }
+
     /// Whether `d` is protected (for a dry run, which dooms nothing).
     pub fn protected(&self, d: &Digest, since: u64) -> bool {
         if self.0.started >= since {
@@ -551,6 +558,26 @@ impl Sweeper for Touching {
 
     async fn remove(&self, digest: &Digest) -> Result<u64, StoreError> {
         self.inner.remove(digest).await
+    }
+}
+
+/// The scrub reads and quarantines without touching: re-reading content is not a use of it.
+#[async_trait]
+impl Verifier for Touching {
+    async fn rehash(&self, digest: &Digest, pace: &Pace) -> Result<Option<Rehashed>, StoreError> {
+        self.inner.rehash(digest, pace).await
+    }
+
+    async fn stored_copy(&self, digest: &Digest) -> Result<Option<StoredCopy>, StoreError> {
+        self.inner.stored_copy(digest).await
+    }
+
+    async fn quarantine(
+        &self,
+        digest: &Digest,
+        copy: StoredCopy,
+    ) -> Result<Option<std::path::PathBuf>, StoreError> {
+        self.inner.quarantine(digest, copy).await
     }
 }
 

@@ -24,6 +24,7 @@ pub mod push;
 pub mod range;
 pub mod reference;
 pub mod registry;
+pub mod scrub;
 pub mod server;
 pub mod status;
 pub mod store;

@@ -64,6 +64,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Verify what wharf stores: re-hash every blob and manifest, quarantine damaged ones (moved to
+    /// <data_dir>/quarantine/: the mirror fetches them again, a push uploads them again), check that
+    /// every record has its content, and print what is wrong, naming the repositories concerned.
+    /// Exit status 1 when anything is. A stopped pass goes on from where it stopped. Through the
+    /// running server when there is one, else on the files (the metadata's pages checked first).
+    Fsck {
+        #[arg(long, short, env = "WHARF_CONFIG")]
+        config: Option<PathBuf>,
+        /// Bytes read per second at most (default: scrub.max_bytes_per_sec; 0: as fast as the disk
+        /// goes).
+        #[arg(long)]
+        max_bytes_per_sec: Option<u64>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The push gateway's deliveries ([[push]] routes): list them, retry one, or drop one (through
     /// the running server when there is one, else on the files).
     Push {
@@ -366,6 +382,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 out!("{}", gc_text(&report))?;
             }
+            Ok(())
+        }
+        Command::Fsck {
+            config,
+            max_bytes_per_sec,
+            json,
+        } => {
+            let cfg = Config::load(config.as_deref())?;
+            let report = local_runtime()?.block_on(wharf::admin::fsck(&cfg, max_bytes_per_sec))?;
+            log.flush();
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&report)?)?;
+            } else {
+                out!("{}", fsck_text(&report))?;
+            }
+            anyhow::ensure!(
+                report.clean(),
+                "fsck found {} damaged and {} records without their content (listed above)",
+                report.damaged.len(),
+                report.problems.len()
+            );
             Ok(())
         }
         Command::Status { config, json } => {
@@ -696,6 +733,49 @@ fn gc_text(r: &wharf::gc::Report) -> String {
         r.reachable,
         r.protected,
         r.millis
+    );
+    out
+}
+
+fn fsck_text(r: &wharf::scrub::Report) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for d in &r.damaged {
+        let used = match d.repositories.as_slice() {
+            [] => "no repository refers to it".to_owned(),
+            repos => format!("referenced by {}", repos.join(", ")),
+        };
+        let fate = match &d.quarantined {
+            Some(to) => format!("quarantined to {to}"),
+            None => "gone from the store before it could be moved (collected meanwhile)".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "damaged {} ({}): its bytes hash to {}; {used}; {fate}",
+            d.digest,
+            human_bytes(d.size),
+            d.actual
+        );
+    }
+    for p in &r.problems {
+        let _ = writeln!(out, "missing: {p}");
+    }
+    if let Some(after) = &r.resumed_after {
+        let _ = writeln!(out, "note: went on from a pass that stopped after {after}");
+    }
+    let rate = match r.max_bytes_per_sec {
+        0 => String::new(),
+        n => format!(", at most {}/s", human_bytes(n)),
+    };
+    let _ = writeln!(
+        out,
+        "verified {} of {} stored ({}{rate}) in {} ms; {} damaged, {} records without their content",
+        r.verified,
+        r.contents,
+        human_bytes(r.verified_bytes),
+        r.millis,
+        r.damaged.len(),
+        r.problems.len()
     );
     out
 }

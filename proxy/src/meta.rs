@@ -49,6 +49,42 @@ pub enum MetaError {
     Task(#[from] tokio::task::JoinError),
 }
 
+/// Why the metadata store would not open, as an operator acts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenFailure {
+    /// Another process holds it: a wharf serving this data directory.
+    InUse,
+    /// This user may not read or write it.
+    Denied,
+    /// It is not a sound database (truncated, overwritten, corrupted).
+    Damaged,
+    Other,
+}
+
+impl MetaError {
+    /// What kind of failure opening the store met (redb's error kinds, and its panics on files it
+    /// cannot make sense of).
+    pub fn open_failure(&self) -> OpenFailure {
+        use std::io::ErrorKind;
+        match self {
+            MetaError::Db(redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch) => {
+                OpenFailure::InUse
+            }
+            MetaError::Db(redb::Error::Corrupted(_)) | MetaError::Corrupt(_) => {
+                OpenFailure::Damaged
+            }
+            MetaError::Db(redb::Error::Io(e)) => match e.kind() {
+                ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => OpenFailure::Denied,
+                // redb's "not a database", and a file shorter than its own header says.
+                ErrorKind::InvalidData | ErrorKind::UnexpectedEof => OpenFailure::Damaged,
+                _ => OpenFailure::Other,
+            },
+            MetaError::Task(e) if e.is_panic() => OpenFailure::Damaged,
+            _ => OpenFailure::Other,
+        }
+    }
+}
+
 macro_rules! db_error_from {
     ($($t:ty),*) => {$(
         impl From<$t> for MetaError {
@@ -160,7 +196,19 @@ pub struct Meta {
 
 impl Meta {
     pub fn open(path: &Path) -> Result<Self, MetaError> {
-        let db = Database::create(path)?;
+        Meta::open_with(path, false)
+    }
+
+    /// As `open`, verifying the checksum of every page first (`wharf fsck`): reads the whole file,
+    /// and refuses a damaged one rather than trusting it (a plain open may panic on one).
+    pub fn open_checked(path: &Path) -> Result<Self, MetaError> {
+        Meta::open_with(path, true)
+    }
+
+    fn open_with(path: &Path, check: bool) -> Result<Self, MetaError> {
+        let db = redb::Builder::new()
+            .set_check_integrity_on_open(check)
+            .create(path)?;
         // Create every table up front so read transactions never meet a missing one.
         let tx = db.begin_write()?;
         tx.open_table(TAGS)?;
@@ -738,6 +786,8 @@ pub use collect::{Forgotten, Snapshot};
 
 mod platforms;
 mod push;
+mod scrub;
+pub use scrub::Inventory;
 mod sent;
 mod stats;
 pub use stats::{CacheTotals, LastGc, Retention, Sample};

@@ -183,6 +183,11 @@ struct Metrics {
     gc_removed: Counter,
     gc_reclaimed: Counter,
     gc_last: Gauge,
+    scrub_runs: Counter,
+    scrub_verified_bytes: Counter,
+    scrub_damaged: Counter,
+    scrub_last: Gauge,
+    scrub_found: Family<KindLabel, Gauge>,
     leases: Gauge,
     pushes: Family<StateLabel, Gauge>,
     hit_ratio: Family<KindLabel, Gauge<f64, AtomicU64>>,
@@ -213,6 +218,11 @@ impl Metrics {
             gc_removed: Counter::default(),
             gc_reclaimed: Counter::default(),
             gc_last: Gauge::default(),
+            scrub_runs: Counter::default(),
+            scrub_verified_bytes: Counter::default(),
+            scrub_damaged: Counter::default(),
+            scrub_last: Gauge::default(),
+            scrub_found: Family::default(),
             leases: Gauge::default(),
             pushes: Family::default(),
             hit_ratio: Family::default(),
@@ -298,6 +308,34 @@ impl Metrics {
             "gc_last_run_timestamp_seconds",
             "Unix time the last garbage collection started (0: none since start)",
             m.gc_last.clone(),
+        );
+        r.register(
+            "scrub_runs",
+            "Scrub passes finished (wharf fsck, [scrub] interval_secs)",
+            m.scrub_runs.clone(),
+        );
+        r.register(
+            "scrub_verified_bytes",
+            "Bytes of stored content the scrub re-hashed",
+            m.scrub_verified_bytes.clone(),
+        );
+        r.register(
+            "scrub_damaged",
+            "Stored content the scrub found damaged (its bytes no longer hash to its digest) and quarantined",
+            m.scrub_damaged.clone(),
+        );
+        r.register(
+            "scrub_last_run_timestamp_seconds",
+            "Unix time the last finished scrub pass started (0: none recorded)",
+            m.scrub_last.clone(),
+        );
+        r.register(
+            "scrub_last_found",
+            "What the last finished scrub pass found, by kind: damaged (content quarantined), \
+             missing_content (blob links or manifest records without their content), missing_child \
+             (manifests pushed here referring to content not stored), dangling_tag (tags naming a \
+             manifest their repository does not record)",
+            m.scrub_found.clone(),
         );
         r.register(
             "leases",
@@ -549,6 +587,18 @@ pub fn gc_done(report: &crate::gc::Report) {
     m.gc_last.set(report.started as i64);
 }
 
+/// A scrub pass finished.
+pub fn scrub_done(report: &crate::scrub::Report) {
+    let m = m();
+    m.scrub_runs.inc();
+    m.scrub_verified_bytes.inc_by(report.verified_bytes);
+}
+
+/// The scrub found damaged content.
+pub fn scrub_damaged() {
+    m().scrub_damaged.inc();
+}
+
 /// Times one plugin call and counts it.
 pub async fn plugin_call<T>(plugin: &str, call: PluginCall, fut: impl Future<Output = T>) -> T {
     let started = Instant::now();
@@ -654,6 +704,30 @@ pub async fn scrape(admin: &Admin) -> String {
             }
         }
         Err(e) => tracing::warn!(error = %e.message, "metrics: cannot read the push journal"),
+    }
+    // From the metadata: the last pass may have run before this process started, or in `wharf
+    // fsck` on the files.
+    match admin
+        .collector
+        .meta
+        .last_scrub::<crate::scrub::LastScrub>()
+        .await
+    {
+        Ok(Some(s)) => {
+            m.scrub_last.set(s.started as i64);
+            for (kind, n) in [
+                ("damaged", s.damaged),
+                ("missing_content", s.missing_content),
+                ("missing_child", s.missing_children),
+                ("dangling_tag", s.dangling_tags),
+            ] {
+                m.scrub_found
+                    .get_or_create(&KindLabel { kind })
+                    .set(n as i64);
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot read the last scrub"),
     }
     for kind in [Kind::Blob, Kind::Manifest] {
         if let Some(r) = ratio(m.lookups(kind, "hit"), m.lookups(kind, "miss")) {

@@ -42,8 +42,8 @@ use crate::tls::{HeadTimeout, Tls};
 mod access_log;
 mod limits;
 
-pub use access_log::LoggedBody;
 use access_log::{handle_logged, InFlight};
+pub use access_log::{logged_path, LoggedBody};
 pub use limits::{ClientStream, IdleBody, WriteIdle};
 
 #[derive(Debug, thiserror::Error)]
@@ -52,10 +52,7 @@ pub enum StartError {
         "cannot use data directory {dir}: {source} (set storage.data_dir in the config, or WHARF_DATA_DIR)"
     )]
     DataDir { dir: String, source: StoreError },
-    #[error(
-        "cannot open metadata {path}: {source} (is another wharf using this data directory? stop it, or \
-         point this one at another storage.data_dir)"
-    )]
+    #[error("{}", meta_failure(path, source))]
     Meta { path: String, source: MetaError },
     #[error("{0}")]
     Upstream(crate::upstream::UpstreamError),
@@ -77,9 +74,38 @@ pub enum StartError {
     Metrics(String),
 }
 
+/// What a metadata store that would not open means, and what to do: another wharf holding it, a
+/// permission problem and a damaged file each need something else.
+fn meta_failure(path: &str, e: &MetaError) -> String {
+    use crate::meta::OpenFailure;
+    match e.open_failure() {
+        OpenFailure::InUse => format!(
+            "cannot open metadata {path}: another wharf is using this data directory ({e}); stop \
+             it, or point this one at another storage.data_dir"
+        ),
+        OpenFailure::Denied => format!(
+            "cannot open metadata {path}: {e}: a permission problem: {}; run wharf as the user \
+             that owns the data directory, or give this user read and write access to it",
+            crate::admin::whose(std::path::Path::new(path))
+        ),
+        OpenFailure::Damaged => format!(
+            "metadata {path} is damaged ({e}): the file is corrupt (truncated or overwritten), \
+             not in use by another wharf; run `wharf fsck` with no server running to check and \
+             repair it"
+        ),
+        OpenFailure::Other => format!("cannot open metadata {path}: {e}"),
+    }
+}
+
 /// Opens the data directory: the content store, and the metadata store (locked while it is open:
 /// one wharf per data directory).
 pub async fn open_storage(cfg: &Config) -> Result<(FsStore, Meta), StartError> {
+    open_storage_with(cfg, false).await
+}
+
+/// As `open_storage`; with `check`, every page of the metadata is verified (and repaired where redb
+/// can) before it is used (`wharf fsck`).
+pub async fn open_storage_with(cfg: &Config, check: bool) -> Result<(FsStore, Meta), StartError> {
     let dir = cfg.storage.data_dir.clone();
     let store = FsStore::open(&dir).map_err(|source| StartError::DataDir {
         dir: dir.display().to_string(),
@@ -87,16 +113,22 @@ pub async fn open_storage(cfg: &Config) -> Result<(FsStore, Meta), StartError> {
     })?;
     let meta_path = dir.join("meta.redb");
     let p = meta_path.clone();
-    let meta = tokio::task::spawn_blocking(move || Meta::open(&p))
-        .await
-        .map_err(|e| StartError::Meta {
-            path: meta_path.display().to_string(),
-            source: MetaError::Task(e),
-        })?
-        .map_err(|source| StartError::Meta {
-            path: meta_path.display().to_string(),
-            source,
-        })?;
+    let meta = tokio::task::spawn_blocking(move || {
+        if check {
+            Meta::open_checked(&p)
+        } else {
+            Meta::open(&p)
+        }
+    })
+    .await
+    .map_err(|e| StartError::Meta {
+        path: meta_path.display().to_string(),
+        source: MetaError::Task(e),
+    })?
+    .map_err(|source| StartError::Meta {
+        path: meta_path.display().to_string(),
+        source,
+    })?;
     Ok((store, meta))
 }
 
@@ -184,6 +216,12 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
         })
     });
     let admin = Admin {
+        scrub: Arc::new(crate::scrub::Scrubber::new(
+            meta.clone(),
+            store.clone(),
+            leases.clone(),
+            crate::admin::scrub_settings(cfg),
+        )),
         collector: Arc::new(
             Collector::new(meta, store, leases.clone(), crate::admin::gc_settings(cfg))
                 .with_before(flush_usage),
@@ -228,8 +266,9 @@ impl Housekeeping {
     }
 }
 
-/// The collector every `interval_secs` (0: never on its own), the push delivery worker, the admin
-/// socket in `data_dir`, the metrics listener and the status sampler.
+/// The collector every `gc.interval_secs` and the scrub every `scrub.interval_secs` (0: never on
+/// their own), the push delivery worker, the admin socket in `data_dir`, the metrics listener and
+/// the status sampler.
 pub fn housekeeping(admin: Admin, cfg: &Config) -> Housekeeping {
     let mut tasks = vec![
         tokio::spawn(admin.clone().serve(cfg.storage.data_dir.clone())),
@@ -241,6 +280,14 @@ pub fn housekeeping(admin: Admin, cfg: &Config) -> Housekeeping {
         admin.collector.meta.clone(),
         Duration::from_secs(cfg.metrics.sample_secs),
     ));
+    if cfg.scrub.interval_secs > 0 {
+        tasks.push(tokio::spawn(
+            admin
+                .scrub
+                .clone()
+                .run_every(Duration::from_secs(cfg.scrub.interval_secs)),
+        ));
+    }
     if cfg.gc.interval_secs > 0 {
         tasks.push(tokio::spawn(
             admin

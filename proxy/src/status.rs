@@ -99,6 +99,12 @@ pub struct Status {
     pub hit_ratio: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_gc: Option<LastGc>,
+    /// The last finished scrub pass (`wharf fsck`, `[scrub] interval_secs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scrub: Option<crate::scrub::LastScrub>,
+    /// Where a scrub pass that stopped (or is running now) got to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrub_progress: Option<crate::scrub::Progress>,
     pub pushes: Pushes,
     pub leases: usize,
 }
@@ -183,6 +189,8 @@ pub async fn collect(admin: &Admin, server: bool) -> Result<Status, GcError> {
         Err(e) => tracing::warn!(error = %e.message, "status: cannot read the push journal"),
     }
     let last_gc = c.meta.last_gc().await?;
+    let last_scrub = c.meta.last_scrub().await?;
+    let scrub_progress = c.meta.scrub_progress().await?;
     let cache_totals = crate::ui::current(&c.meta).await?;
     let cache = server.then(crate::metrics::snapshot);
     Ok(Status {
@@ -195,6 +203,8 @@ pub async fn collect(admin: &Admin, server: bool) -> Result<Status, GcError> {
         cache_totals,
         cache,
         last_gc,
+        last_scrub,
+        scrub_progress,
         pushes,
         leases: admin.leases.list().len(),
     })
@@ -281,6 +291,19 @@ pub fn text(s: &Status) -> String {
             let _ = writeln!(out, "last gc: none recorded");
         }
     }
+    let _ = writeln!(out, "{}", scrub_line(now, s.last_scrub.as_ref()));
+    if let Some(p) = &s.scrub_progress {
+        let _ = writeln!(
+            out,
+            "fsck in progress or stopped: {} verified ({}) since {}, last at {} ({}); the next \
+             pass goes on from there",
+            p.verified,
+            human_bytes(p.verified_bytes),
+            ago(now, p.started),
+            p.after,
+            ago(now, p.at)
+        );
+    }
     let p = &s.pushes;
     let _ = writeln!(
         out,
@@ -321,6 +344,31 @@ pub fn text(s: &Status) -> String {
         );
     }
     out
+}
+
+/// The status line of the last finished scrub pass.
+fn scrub_line(now: u64, last: Option<&crate::scrub::LastScrub>) -> String {
+    let Some(l) = last else {
+        return "last fsck: none recorded (`wharf fsck`, or [scrub] interval_secs)".to_owned();
+    };
+    let found = if l.damaged + l.problems() == 0 {
+        "nothing damaged, every record has its content".to_owned()
+    } else {
+        format!(
+            "{} damaged (moved to quarantine/), {} records without content, {} manifests \
+             missing children, {} dangling tags (the server's log names them; `wharf fsck` checks \
+             again)",
+            l.damaged, l.missing_content, l.missing_children, l.dangling_tags
+        )
+    };
+    format!(
+        "last fsck: {} ({}), verified {} ({}) in {} ms: {found}",
+        httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(l.started)),
+        ago(now, l.started),
+        l.verified,
+        human_bytes(l.verified_bytes),
+        l.millis
+    )
 }
 
 /// `42 s`, `5 min`, `3 h`, `2 days`: how `wharf images`, `wharf status` and the status page write a
@@ -403,6 +451,8 @@ mod tests {
             }),
             hit_ratio: Some(0.5),
             last_gc: None,
+            last_scrub: None,
+            scrub_progress: None,
             pushes: Pushes {
                 pending: 2,
                 ..Default::default()

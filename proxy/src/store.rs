@@ -20,8 +20,10 @@ use crate::range::ByteRange;
 
 pub mod fs;
 mod hashing;
+mod pace;
 
 pub use fs::FsStore;
+pub use pace::Pace;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -39,6 +41,7 @@ pub enum StoreError {
     },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+
     #[error("storage I/O failed: {0}")]
     Io(#[from] io::Error),
 }
@@ -182,9 +185,45 @@ pub trait Sweeper: Send + Sync + 'static {
     async fn remove(&self, digest: &Digest) -> Result<u64, StoreError>;
 }
 
-/// Every role, for code that needs to read and write (the registry) or collect.
-pub trait ContentStore: Provider + Ingester + Sweeper {}
-impl<T: Provider + Ingester + Sweeper> ContentStore for T {}
+/// Which stored copy of some content was read (for files: device and inode). Content is never
+/// rewritten in place, so a copy removed and published again is another copy: quarantine moves only
+/// the copy found damaged, never one published since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredCopy(pub u64, pub u64);
+
+/// What re-reading committed content found.
+#[derive(Debug, Clone)]
+pub struct Rehashed {
+    /// The digest its bytes have now: its own name, unless it rotted.
+    pub actual: Digest,
+    pub size: u64,
+    pub copy: StoredCopy,
+}
+
+/// Re-reads committed content as stored and sets aside what no longer matches its name: for the
+/// scrub only (`scrub.rs`), which decides and takes the locks. Reading bypasses every cache.
+#[async_trait]
+pub trait Verifier: Send + Sync + 'static {
+    /// Hashes the stored bytes of `digest` with its algorithm, reading no faster than `pace`;
+    /// `None` if it is not stored (removed since it was listed).
+    async fn rehash(&self, digest: &Digest, pace: &Pace) -> Result<Option<Rehashed>, StoreError>;
+
+    /// Which copy of `digest` is stored now, if any.
+    async fn stored_copy(&self, digest: &Digest) -> Result<Option<StoredCopy>, StoreError>;
+
+    /// Moves `copy` of `digest` out of the store (kept aside for an operator, never served, never
+    /// listed, never counted as stored), so that it reads as absent: a mirror fetches it again, a
+    /// push uploads it again. Returns where it went, or `None` if that copy is no longer there.
+    async fn quarantine(
+        &self,
+        digest: &Digest,
+        copy: StoredCopy,
+    ) -> Result<Option<std::path::PathBuf>, StoreError>;
+}
+
+/// Every role, for code that needs to read and write (the registry), collect or scrub.
+pub trait ContentStore: Provider + Ingester + Sweeper + Verifier {}
+impl<T: Provider + Ingester + Sweeper + Verifier> ContentStore for T {}
 
 #[cfg(test)]
 mod tests;

@@ -380,4 +380,50 @@ async fn what_an_upstream_sent_is_recorded_per_upstream_and_forgotten_with_the_d
     assert!(!m.upstream_sent("up.io", &d(1)).await.unwrap());
     assert!(!m.upstream_sent("other.io", &d(1)).await.unwrap());
     assert!(m.upstream_sent("up.io", &d(2)).await.unwrap());
+
+/// Opens `path` as the server does: on the blocking pool, a panic of the open being a failure.
+async fn open_as_the_server_does(path: &std::path::Path, checked: bool) -> Result<Meta, MetaError> {
+    let p = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        if checked {
+            Meta::open_checked(&p)
+        } else {
+            Meta::open(&p)
+        }
+    })
+    .await
+    .map_err(MetaError::Task)?
+}
+
+/// Proves (issue 24, 11): a truncated metadata file reads as damaged, a file another process holds
+/// as in use, and a file this user may not write as a permission problem: three causes, three
+/// fixes, where one message ("is another wharf using this data directory?") stood for all.
+#[tokio::test]
+async fn open_failures_say_what_kind_they_are() {
+    let (dir, m) = open();
+    for n in 0..200u8 {
+        m.link_blob(&format!("repo/{n}"), &d(n), 5).await.unwrap();
+    }
+    let path = dir.path().join("meta.redb");
+    let held = open_as_the_server_does(&path, false).await.err().unwrap();
+    assert_eq!(held.open_failure(), OpenFailure::InUse, "{held}");
+    drop(m);
+
+    let len = std::fs::metadata(&path).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(len / 2).unwrap();
+    drop(f);
+    for checked in [false, true] {
+        let e = open_as_the_server_does(&path, checked).await.err().unwrap();
+        assert_eq!(
+            e.open_failure(),
+            OpenFailure::Damaged,
+            "checked {checked}: {e}"
+        );
+    }
+
+    let denied = MetaError::Db(redb::Error::Io(std::io::Error::from(
+        std::io::ErrorKind::PermissionDenied,
+    )));
+    assert_eq!(denied.open_failure(), OpenFailure::Denied);
 }

@@ -19,6 +19,48 @@ use crate::registry::Registry;
 
 use super::IdleBody;
 
+/// Query keys whose values wharf reads and which hold no secret: the registry API's (`ns`, `digest`,
+/// `mount`, `from`, `n`, `last`, `artifactType`), the token endpoint's (`service`, `scope`,
+/// `account`, `client_id`, `offline_token`) and the admin socket's.
+const PLAIN_KEYS: [&str; 15] = [
+    "ns",
+    "digest",
+    "mount",
+    "from",
+    "n",
+    "last",
+    "artifactType",
+    "service",
+    "scope",
+    "account",
+    "client_id",
+    "offline_token",
+    "dry_run",
+    "dangling",
+    "max_bytes_per_sec",
+];
+
+/// A request's path and query as the log writes them: the value of every query key not in
+/// [`PLAIN_KEYS`] replaced by `<redacted>`, on every path. A client may put anything in a URL (a
+/// password on `/token`, a token beside `ns=`), and a log is read by more people than the secrets
+/// are meant for; the keys stay, so the line still shows what was sent.
+pub fn logged_path(uri: &http::Uri) -> String {
+    let Some(query) = uri.query() else {
+        return uri.path().to_owned();
+    };
+    let parts: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if PLAIN_KEYS.contains(&k) => kv.to_owned(),
+            Some((k, _)) => format!("{k}=<redacted>"),
+            None if kv.is_empty() || PLAIN_KEYS.contains(&kv) => kv.to_owned(),
+            // A bare value may itself be the secret.
+            None => "<redacted>".to_owned(),
+        })
+        .collect();
+    format!("{}?{}", uri.path(), parts.join("&"))
+}
+
 /// Answers a request and logs it once, however it ends. Requests that change state run as their own
 /// task, so a client that leaves mid-request cannot cut a commit in half; their line is then written
 /// when they finish. Reads stop with their client, and are logged as it leaves.
@@ -31,11 +73,8 @@ pub(super) async fn handle_logged(
     req.extensions_mut().insert(ClientAddr(peer));
     let start = Instant::now();
     let method = req.method().clone();
-    // The query too: `ns=` says which upstream a containerd request meant.
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
+    // The query too (`ns=` says which upstream a containerd request meant), without its secrets.
+    let path = logged_path(req.uri());
     let log = RequestLog {
         method,
         path,
@@ -239,5 +278,32 @@ impl Drop for LoggedBody {
             let complete = self.inner.is_end_stream();
             l.emit(self.sent, complete, false);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::logged_path;
+
+    fn logged(uri: &str) -> String {
+        logged_path(&uri.parse().unwrap())
+    }
+
+    #[test]
+    fn query_values_that_may_be_secrets_are_not_logged() {
+        assert_eq!(
+            logged("/token?service=wharf&scope=repository:a:pull&account=alice&password=hunter2"),
+            "/token?service=wharf&scope=repository:a:pull&account=alice&password=<redacted>"
+        );
+        assert_eq!(
+            logged("/v2/a/blobs/uploads/?mount=sha256:ab&from=b&access_token=t0k"),
+            "/v2/a/blobs/uploads/?mount=sha256:ab&from=b&access_token=<redacted>"
+        );
+        assert_eq!(logged("/token?s3cr3t"), "/token?<redacted>");
+        assert_eq!(
+            logged("/v2/library/alpine/manifests/3?ns=docker.io"),
+            "/v2/library/alpine/manifests/3?ns=docker.io"
+        );
+        assert_eq!(logged("/v2/"), "/v2/");
     }
 }

@@ -16,7 +16,8 @@ use tokio::task::JoinHandle;
 
 use super::hashing::HashQueue;
 use super::{
-    Blob, BlobSource, BlobWriter, IngestInfo, IngestRef, Ingester, Provider, StoreError, Sweeper,
+    Blob, BlobSource, BlobWriter, IngestInfo, IngestRef, Ingester, Pace, Provider, Rehashed,
+    StoreError, StoredCopy, Sweeper, Verifier,
 };
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::range::ByteRange;
@@ -35,6 +36,9 @@ const SMALL_CACHE_BYTES: usize = 64 * 1024 * 1024;
 struct SmallCache {
     entries: dashmap::DashMap<Digest, Bytes>,
     bytes: std::sync::atomic::AtomicUsize,
+    /// Counts quarantines: a read that overlapped one does not keep what it read, which may be the
+    /// damaged copy that was just moved away.
+    quarantines: std::sync::atomic::AtomicU64,
 }
 
 impl SmallCache {
@@ -42,9 +46,16 @@ impl SmallCache {
         self.entries.get(d).map(|b| b.clone())
     }
 
-    fn put(&self, d: &Digest, b: &Bytes) {
+    /// The quarantine count, read before a read whose bytes `put` may keep.
+    fn epoch(&self) -> u64 {
+        self.quarantines.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Keeps `b`, read since `epoch`, unless a quarantine happened meanwhile. Checked again after the
+    /// insert: a quarantine that forgot `d` between the check and the insert is seen then.
+    fn put(&self, d: &Digest, b: &Bytes, epoch: u64) {
         use std::sync::atomic::Ordering::Relaxed;
-        if b.len() as u64 > SMALL_MAX {
+        if b.len() as u64 > SMALL_MAX || self.epoch() != epoch {
             return;
         }
         if self.bytes.fetch_add(b.len(), Relaxed) + b.len() > SMALL_CACHE_BYTES {
@@ -52,6 +63,16 @@ impl SmallCache {
             self.bytes.store(b.len(), Relaxed);
         }
         self.entries.insert(d.clone(), b.clone());
+        if self.epoch() != epoch {
+            self.entries.remove(d);
+        }
+    }
+
+    /// After `d` was moved away: no read in flight keeps it, and what was kept is forgotten.
+    fn quarantined(&self, d: &Digest) {
+        self.quarantines
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.entries.remove(d);
     }
 }
 
@@ -235,6 +256,7 @@ impl Provider for FsStore {
         if let Some(b) = self.small.get(digest).filter(|b| b.len() as u64 <= limit) {
             return Ok(b);
         }
+        let epoch = self.small.epoch();
         let path = self.blob_path(digest);
         let d = digest.clone();
         let bytes = blocking(move || {
@@ -253,7 +275,7 @@ impl Provider for FsStore {
             Ok(Bytes::from(buf))
         })
         .await?;
-        self.small.put(digest, &bytes);
+        self.small.put(digest, &bytes, epoch);
         Ok(bytes)
     }
 }
@@ -436,6 +458,111 @@ impl Sweeper for FsStore {
             Ok(size)
         })
         .await
+    }
+}
+
+/// The copy an open file is.
+fn copy_of(m: &fs::Metadata) -> StoredCopy {
+    use std::os::unix::fs::MetadataExt;
+    StoredCopy(m.dev(), m.ino())
+}
+
+#[async_trait]
+impl Verifier for FsStore {
+    async fn rehash(&self, digest: &Digest, pace: &Pace) -> Result<Option<Rehashed>, StoreError> {
+        let path = self.blob_path(digest);
+        let opened = blocking(move || {
+            let Some(f) = not_found_as_none(File::open(path))? else {
+                return Ok(None);
+            };
+            let m = f.metadata()?;
+            Ok(Some((f, copy_of(&m))))
+        })
+        .await?;
+        let Some((file, copy)) = opened else {
+            return Ok(None);
+        };
+        // One chunk per blocking job, the pace's sleeps between them on the runtime: a stop never
+        // waits for a whole large blob read at a slow pace.
+        let file = Arc::new(file);
+        let mut state = (digest.algorithm().hasher(), vec![0u8; pace.chunk()]);
+        let mut offset = 0u64;
+        loop {
+            let f = file.clone();
+            let (hasher, buf) = state;
+            let (hasher, buf, n) = blocking(move || {
+                use std::os::unix::fs::FileExt;
+                let mut hasher = hasher;
+                let mut buf = buf;
+                let n = loop {
+                    match f.read_at(&mut buf, offset) {
+                        Ok(n) => break n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                };
+                hasher.update(&buf[..n]);
+                Ok((hasher, buf, n))
+            })
+            .await?;
+            state = (hasher, buf);
+            if n == 0 {
+                break;
+            }
+            offset += n as u64;
+            pace.took(n as u64).await;
+        }
+        Ok(Some(Rehashed {
+            actual: state.0.finish(),
+            size: offset,
+            copy,
+        }))
+    }
+
+    async fn stored_copy(&self, digest: &Digest) -> Result<Option<StoredCopy>, StoreError> {
+        let path = self.blob_path(digest);
+        blocking(move || Ok(not_found_as_none(fs::metadata(path))?.map(|m| copy_of(&m)))).await
+    }
+
+    async fn quarantine(
+        &self,
+        digest: &Digest,
+        copy: StoredCopy,
+    ) -> Result<Option<PathBuf>, StoreError> {
+        let path = self.blob_path(digest);
+        let dir = self.root.join("quarantine");
+        let root = self.root.clone();
+        let name = format!("{}-{}", digest.algorithm().as_str(), digest.hex());
+        let moved = blocking(move || {
+            match not_found_as_none(fs::metadata(&path))? {
+                Some(m) if copy_of(&m) == copy => {}
+                // Removed, or removed and published again (a good copy): not ours to move.
+                _ => return Ok(None),
+            }
+            if !dir.exists() {
+                fs::create_dir_all(&dir)?;
+                sync_dir(&root)?;
+            }
+            let mut dest = dir.join(&name);
+            let mut n = 1;
+            while dest.exists() {
+                dest = dir.join(format!("{name}.{n}"));
+                n += 1;
+            }
+            // A rename, never a rewrite or a truncation: a download that has the file open (or
+            // mapped, `body.rs`) keeps reading the same inode, and nothing is ever half-moved.
+            fs::rename(&path, &dest)?;
+            sync_dir(&dir)?;
+            if let Some(parent) = path.parent() {
+                sync_dir(parent)?;
+            }
+            Ok(Some(dest))
+        })
+        .await?;
+        if moved.is_some() {
+            self.small.quarantined(digest);
+        }
+        Ok(moved)
     }
 }
 

@@ -620,6 +620,12 @@ fn serving(
     let push =
         crate::push::Push::new(&cfg, store.clone(), meta.clone(), leases.clone(), policy).unwrap();
     let admin = crate::admin::Admin {
+        scrub: Arc::new(crate::scrub::Scrubber::new(
+            meta.clone(),
+            store.clone(),
+            leases.clone(),
+            crate::admin::scrub_settings(&cfg),
+        )),
         collector: Arc::new(crate::gc::Collector::new(
             meta,
             store,
