@@ -380,6 +380,7 @@ async fn what_an_upstream_sent_is_recorded_per_upstream_and_forgotten_with_the_d
     assert!(!m.upstream_sent("up.io", &d(1)).await.unwrap());
     assert!(!m.upstream_sent("other.io", &d(1)).await.unwrap());
     assert!(m.upstream_sent("up.io", &d(2)).await.unwrap());
+}
 
 /// Opens `path` as the server does: on the blocking pool, a panic of the open being a failure.
 async fn open_as_the_server_does(path: &std::path::Path, checked: bool) -> Result<Meta, MetaError> {
