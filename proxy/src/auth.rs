@@ -8,8 +8,8 @@
 //! gets. `Basic` credentials and static tokens (the tokens file) are also accepted on every request.
 //! Passwords are checked against bcrypt hashes (the htpasswd file) on the blocking pool, and a
 //! verified pair is remembered briefly so a client that sends `Basic` each time costs one bcrypt.
-//! Failed logins are counted per client address and refused for a while past a limit. No credential
-//! is ever logged.
+//! Failed logins are counted per client address and user name, and that pair is refused for a while
+//! past a limit (`auth/limit.rs`). No credential is ever logged.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -225,7 +225,8 @@ impl Auth {
     }
 
     /// The identify phase: the caller a request's credential proves, or a refusal (a wrong
-    /// credential, or too many of them from this address).
+    /// credential, or too many wrong ones for that user, or tokens, from this address). A valid token
+    /// always passes: it cannot be guessed.
     pub async fn identify(
         &self,
         headers: &HeaderMap,
@@ -236,35 +237,41 @@ impl Auth {
         };
         let (scheme, cred) = value.split_once(' ').unwrap_or((value, ""));
         let cred = cred.trim();
-        self.not_locked_out(addr)?;
-        let found = if scheme.eq_ignore_ascii_case("bearer") {
-            match self.tokens.get(cred) {
+        let wrong = || {
+            RegistryError::new(
+                ErrorCode::Unauthorized,
+                "the credential sent is wrong or has expired: log in again (`docker login`, \
+                 `podman login`, skopeo --creds) with a user from wharf's htpasswd file or a \
+                 token from its tokens file",
+            )
+        };
+        if scheme.eq_ignore_ascii_case("basic") {
+            if let Some((user, pass)) = decode_basic(cred) {
+                return match self.login(addr, &user, &pass).await? {
+                    Some(identity) => Ok(Caller {
+                        identity: Some(identity),
+                        credentialed: true,
+                    }),
+                    None => Err(wrong()),
+                };
+            }
+        } else if scheme.eq_ignore_ascii_case("bearer") {
+            let found = match self.tokens.get(cred) {
                 Some(id) => Some(Some(id.clone())),
                 None => self.signer.verify(cred, unix_now()),
-            }
-        } else if scheme.eq_ignore_ascii_case("basic") {
-            match decode_basic(cred) {
-                Some((user, pass)) => self.verify_password(&user, &pass).await.map(Some),
-                None => None,
-            }
-        } else {
-            None
-        };
-        match found {
-            Some(identity) => Ok(Caller {
-                identity,
-                credentialed: true,
-            }),
-            None => {
-                self.failed(addr);
-                Err(RegistryError::new(
-                    ErrorCode::Unauthorized,
-                    "the credential sent is wrong or has expired: log in again (`docker login`, \
-                     `podman login`, skopeo --creds) with a user from wharf's htpasswd file or a \
-                     token from its tokens file",
-                ))
+            };
+            if let Some(identity) = found {
+                return Ok(Caller {
+                    identity,
+                    credentialed: true,
+                });
             }
         }
+        // A forged or expired token (or a credential of no known form) names no user: it counts
+        // for the address.
+        self.not_locked_out(addr, None)?;
+        self.failed(addr, None);
+        Err(wrong())
     }
 
     /// The rules' verdict for `caller` doing `op` on `repo` (`None`: the API root, `/v2/`): the
@@ -350,7 +357,6 @@ impl Auth {
         req: Request<B>,
         addr: Option<IpAddr>,
     ) -> Result<Response<Body>, RegistryError> {
-        self.not_locked_out(addr)?;
         let oauth = req.method() == Method::POST;
         let (user, pass) = if oauth {
             let form = read_form(req).await?;
@@ -385,10 +391,9 @@ impl Auth {
             }
         };
         let identity = match (user, pass) {
-            (Some(u), Some(p)) => match self.verify_password(&u, &p).await {
+            (Some(u), Some(p)) => match self.login(addr, &u, &p).await? {
                 Some(id) => Some(id),
                 None => {
-                    self.failed(addr);
                     return Err(RegistryError::new(
                         ErrorCode::Unauthorized,
                         "wrong username or password (users are in wharf's htpasswd file; a token \
@@ -413,11 +418,29 @@ impl Auth {
         ))
     }
 
-    /// The identity `user:pass` proves: a static token as the password, or the user's bcrypt hash.
-    async fn verify_password(&self, user: &str, pass: &str) -> Option<String> {
+    /// The identity `user:pass` proves (`None`: wrong, and counted), or a refusal when that user has
+    /// failed too often from `addr` lately. A static token as the password passes whatever the count
+    /// (it cannot be guessed); a password is not even checked while its user is held, so guessing
+    /// learns nothing then.
+    async fn login(
+        &self,
+        addr: Option<IpAddr>,
+        user: &str,
+        pass: &str,
+    ) -> Result<Option<String>, RegistryError> {
         if let Some(id) = self.tokens.get(pass) {
-            return Some(id.clone());
+            return Ok(Some(id.clone()));
         }
+        self.not_locked_out(addr, Some(user))?;
+        let found = self.verify_password(user, pass).await;
+        if found.is_none() {
+            self.failed(addr, Some(user));
+        }
+        Ok(found)
+    }
+
+    /// The identity `user:pass` proves by the user's bcrypt hash.
+    async fn verify_password(&self, user: &str, pass: &str) -> Option<String> {
         let hash = self.users.get(user)?.clone();
         let key = sha256(&[user.as_bytes(), pass.as_bytes(), hash.as_bytes()]);
         if let Some(v) = self.verified.get(&key) {
@@ -440,30 +463,45 @@ impl Auth {
         Some(user.to_owned())
     }
 
-    fn not_locked_out(&self, addr: Option<IpAddr>) -> Result<(), RegistryError> {
+    /// A refusal while `user` (`None`: tokens) from `addr` is over the failed-login limit.
+    fn not_locked_out(
+        &self,
+        addr: Option<IpAddr>,
+        user: Option<&str>,
+    ) -> Result<(), RegistryError> {
         let Some(ip) = addr else { return Ok(()) };
-        match self.failures.locked(ip) {
-            None => Ok(()),
-            Some(wait) => {
-                let mut e = RegistryError::new(
-                    ErrorCode::TooManyRequests,
-                    format!(
-                        "too many failed logins from {ip}; try again in {} s with the right \
-                         credentials",
-                        wait.as_secs().max(1)
-                    ),
-                );
-                e.headers
-                    .push((RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1))));
-                Err(e)
-            }
-        }
+        let Some(wait) = self.failures.locked(ip, user) else {
+            return Ok(());
+        };
+        let secs = wait.as_secs().max(1);
+        let (what, fix) = match user {
+            Some(_) => (
+                "for this user",
+                "other users, and valid tokens, are not held",
+            ),
+            None => (
+                "with tokens that are forged or expired",
+                "ask /token for a new token",
+            ),
+        };
+        let mut e = RegistryError::new(
+            ErrorCode::TooManyRequests,
+            format!(
+                "too many failed logins from {ip} {what} (auth.max_failed_logins = {} within \
+                 auth.failed_login_window_secs = {}); try again in {secs} s with the right \
+                 credentials ({fix})",
+                self.cfg.max_failed_logins, self.cfg.failed_login_window_secs
+            ),
+        );
+        e.headers.push((RETRY_AFTER, HeaderValue::from(secs)));
+        Err(e)
     }
 
-    fn failed(&self, addr: Option<IpAddr>) {
+    fn failed(&self, addr: Option<IpAddr>, user: Option<&str>) {
         if let Some(ip) = addr {
-            let count = self.failures.record(ip);
-            tracing::info!(client = %ip, failures = count, "failed login");
+            let count = self.failures.record(ip, user);
+            let kind = if user.is_some() { "password" } else { "token" };
+            tracing::info!(client = %ip, failures = count, kind, "failed login");
         }
     }
 }

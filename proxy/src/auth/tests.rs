@@ -54,7 +54,8 @@ async fn passwords_tokens_and_lockout() {
         a.identify(&HeaderMap::new(), Some(ip)).await.unwrap(),
         Caller::default()
     );
-    // Wrong passwords count; past the limit even the right one waits.
+    // Wrong passwords count for (address, user): past the limit that user waits (a password is not
+    // even checked then), while other users and tokens from the address pass.
     for _ in 0..3 {
         let e = a
             .identify(&basic("alice", "nope"), Some(ip))
@@ -68,11 +69,39 @@ async fn passwords_tokens_and_lockout() {
         .await
         .unwrap_err();
     assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS, "{}", e.message);
+    assert!(
+        e.message.contains("auth.max_failed_logins") && e.message.contains("for this user"),
+        "{}",
+        e.message
+    );
     let other: IpAddr = "10.1.1.2".parse().unwrap();
     assert!(a
         .identify(&basic("alice", "secret"), Some(other))
         .await
         .is_ok());
+    let c = a
+        .identify(&basic("x", "0123456789abcdef0123"), Some(ip))
+        .await
+        .unwrap();
+    assert_eq!(c.identity.as_deref(), Some("ci-robot"), "a static token");
+    let signed = a.signer.sign(Some("alice"), unix_now() + 60);
+    let mut h = HeaderMap::new();
+    h.insert(AUTHORIZATION, format!("Bearer {signed}").parse().unwrap());
+    let c = a.identify(&h, Some(ip)).await.unwrap();
+    assert_eq!(c.identity.as_deref(), Some("alice"), "a valid token passes");
+    // Forged tokens count for the address alone.
+    let mut forged = HeaderMap::new();
+    forged.insert(AUTHORIZATION, "Bearer forged.token".parse().unwrap());
+    for _ in 0..3 {
+        let e = a.identify(&forged, Some(ip)).await.unwrap_err();
+        assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+    }
+    let e = a.identify(&forged, Some(ip)).await.unwrap_err();
+    assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS, "{}", e.message);
+    assert!(
+        a.identify(&h, Some(ip)).await.is_ok(),
+        "a valid token still passes"
+    );
     let _ = HASH_OF_SECRET;
 }
 
