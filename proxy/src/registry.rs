@@ -72,6 +72,8 @@ pub struct Registry {
     cfg: RegistryConfig,
     /// Upload sessions open now (all of them: the startup purge loads those from before a restart).
     sessions: DashMap<String, Arc<uploads::Session>>,
+    /// Held while a new session is counted against the caps and added.
+    admitting: std::sync::Mutex<()>,
     mirror: Mirror,
     policy: Policy,
     /// Protection from the collector: upload sessions' leases, touches of what a request names.
@@ -97,6 +99,7 @@ impl Registry {
             meta,
             cfg,
             sessions: DashMap::new(),
+            admitting: std::sync::Mutex::new(()),
             mirror,
             policy,
             leases,
