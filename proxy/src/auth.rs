@@ -8,12 +8,15 @@
 //! gets. `Basic` credentials and static tokens (the tokens file) are also accepted on every request.
 //! Passwords are checked against bcrypt hashes (the htpasswd file) on the blocking pool, and a
 //! verified pair is remembered briefly so a client that sends `Basic` each time costs one bcrypt.
-//! Failed logins are counted per client address and user name, and that pair is refused for a while
-//! past a limit (`auth/limit.rs`). No credential is ever logged.
+//! A token from `/token` grants only the scope it was asked for, as far as the rules allow its
+//! identity (`auth/scope.rs`): a pull token cannot push. Failed logins are counted per client address
+//! and user name, and that pair is refused for a while past a limit (`auth/limit.rs`). No credential
+//! is ever logged.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -31,9 +34,11 @@ use crate::registry::{json_response, unix_now, RequestBody};
 
 pub mod limit;
 pub mod rules;
+pub mod scope;
 pub mod token;
 
 use limit::Failures;
+use scope::{Access, Action, Scope};
 use token::Signer;
 
 /// The `service` wharf's challenges and tokens name.
@@ -67,6 +72,9 @@ pub struct Caller {
     pub identity: Option<String>,
     /// Whether the request carried a valid credential (an anonymous token counts).
     pub credentialed: bool,
+    /// What the token from wharf's `/token` grants; `None` for a credential that is not scoped (Basic,
+    /// a static token, the operator), which the rules judge by its identity alone.
+    pub access: Option<Arc<Access>>,
 }
 
 impl Caller {
@@ -77,6 +85,7 @@ impl Caller {
         Caller {
             identity: Some(Caller::OPERATOR.to_owned()),
             credentialed: true,
+            access: None,
         }
     }
 }
@@ -251,19 +260,24 @@ impl Auth {
                     Some(identity) => Ok(Caller {
                         identity: Some(identity),
                         credentialed: true,
+                        access: None,
                     }),
                     None => Err(wrong()),
                 };
             }
         } else if scheme.eq_ignore_ascii_case("bearer") {
-            let found = match self.tokens.get(cred) {
-                Some(id) => Some(Some(id.clone())),
-                None => self.signer.verify(cred, unix_now()),
-            };
-            if let Some(identity) = found {
+            if let Some(id) = self.tokens.get(cred) {
                 return Ok(Caller {
-                    identity,
+                    identity: Some(id.clone()),
                     credentialed: true,
+                    access: None,
+                });
+            }
+            if let Some(claims) = self.signer.verify(cred, unix_now()) {
+                return Ok(Caller {
+                    identity: claims.identity,
+                    credentialed: true,
+                    access: Some(Arc::new(claims.access)),
                 });
             }
         }
@@ -276,7 +290,8 @@ impl Auth {
 
     /// The rules' verdict for `caller` doing `op` on `repo` (`None`: the API root, `/v2/`): the
     /// routing phase's name, `<registry>/<repository>` for the mirror's. A challenge names `scope`,
-    /// the repository as the client wrote it, which is what clients ask a token for.
+    /// the repository as the client wrote it, which is what clients ask a token for. A token from
+    /// `/token` must also grant the operation on one of the two names (the API root needs none).
     pub fn authorize<B>(
         &self,
         caller: &Caller,
@@ -297,10 +312,16 @@ impl Auth {
             Operation::Pull | Operation::List => rules::Want::Pull,
             Operation::Push | Operation::Delete => rules::Want::Push,
         };
+        let client_name = scope.unwrap_or(repo);
         match rules::decide(&self.cfg, repo, want, caller.identity.as_deref()) {
-            rules::Verdict::Allow => Ok(()),
+            rules::Verdict::Allow => match &caller.access {
+                Some(access) if !access.covers(&[client_name, repo], Action::of(op)) => {
+                    Err(self.insufficient_scope(req, access, client_name, repo, op))
+                }
+                _ => Ok(()),
+            },
             rules::Verdict::NeedIdentity(why) => {
-                Err(self.challenge(req, Some((scope.unwrap_or(repo), want)), &why))
+                Err(self.challenge(req, Some((client_name, op)), &why))
             }
             rules::Verdict::Deny(why) => Err(RegistryError::new(
                 ErrorCode::Denied,
@@ -313,30 +334,25 @@ impl Auth {
         }
     }
 
-    /// `401` with the challenge that sends the client to `/token`.
+    /// Whether the rules let `identity` (`None`: anonymous) do `action` on `repo`: what a token
+    /// may be granted. Deletes are judged as pushes, as everywhere.
+    pub fn allows(&self, identity: Option<&str>, repo: &str, action: Action) -> bool {
+        let want = match action {
+            Action::Pull => rules::Want::Pull,
+            Action::Push | Action::Delete => rules::Want::Push,
+        };
+        rules::decide(&self.cfg, repo, want, identity) == rules::Verdict::Allow
+    }
+
+    /// `401` with the challenge that sends the client to `/token` (for `scope`: the repository as
+    /// the client named it, and what the request does there).
     fn challenge<B>(
         &self,
         req: &Request<B>,
-        scope: Option<(&str, rules::Want)>,
+        scope: Option<(&str, Operation)>,
         why: &str,
     ) -> RegistryError {
-        let scheme = if self.secure { "https" } else { "http" };
-        let host = req
-            .headers()
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            // HTTP/2 carries the host as the URI's authority.
-            .or_else(|| req.uri().authority().map(|a| a.as_str()))
-            .unwrap_or("localhost");
-        let mut challenge =
-            format!("Bearer realm=\"{scheme}://{host}/token\",service=\"{SERVICE}\"");
-        if let Some((repo, want)) = scope {
-            let actions = match want {
-                rules::Want::Pull => "pull",
-                rules::Want::Push => "pull,push",
-            };
-            challenge.push_str(&format!(",scope=\"repository:{repo}:{actions}\""));
-        }
+        let host = request_host(req);
         let mut e = RegistryError::new(
             ErrorCode::Unauthorized,
             format!(
@@ -344,22 +360,80 @@ impl Auth {
                  login, skopeo --creds, ctr --user)"
             ),
         );
-        if let Ok(v) = HeaderValue::from_str(&challenge) {
+        if let Ok(v) = HeaderValue::from_str(&self.challenge_header(req, scope, None)) {
             e.headers.push((WWW_AUTHENTICATE, v));
         }
         e
     }
 
-    /// `GET|POST /token`: a short-lived token for the caller the credentials prove (an anonymous one
-    /// without credentials).
-    pub async fn token_endpoint<B: RequestBody>(
+    /// A token whose grant does not cover the request: `401` with a challenge for the scope it
+    /// needs, and `error="insufficient_scope"`, as distribution answers; clients ask `/token` again
+    /// for that scope (and the rules, already passed, will grant it).
+    fn insufficient_scope<B>(
+        &self,
+        req: &Request<B>,
+        access: &Access,
+        client_name: &str,
+        repo: &str,
+        op: Operation,
+    ) -> RegistryError {
+        let actions = challenge_actions(op);
+        let names: &[&str] = if client_name == repo {
+            &[client_name]
+        } else {
+            &[client_name, repo]
+        };
+        let mut e = RegistryError::new(
+            ErrorCode::Unauthorized,
+            format!(
+                "the token sent grants {}, not {} on {client_name}: ask wharf's /token for scope \
+                 repository:{client_name}:{actions} (docker, podman, skopeo and ctr do on this \
+                 answer); a token asked for pull cannot push",
+                access.describe(names),
+                Action::of(op).as_str(),
+            ),
+        );
+        let header =
+            self.challenge_header(req, Some((client_name, op)), Some("insufficient_scope"));
+        if let Ok(v) = HeaderValue::from_str(&header) {
+            e.headers.push((WWW_AUTHENTICATE, v));
+        }
+        e
+    }
+
+    fn challenge_header<B>(
+        &self,
+        req: &Request<B>,
+        scope: Option<(&str, Operation)>,
+        error: Option<&str>,
+    ) -> String {
+        let scheme = if self.secure { "https" } else { "http" };
+        let host = request_host(req);
+        let mut challenge =
+            format!("Bearer realm=\"{scheme}://{host}/token\",service=\"{SERVICE}\"");
+        if let Some((repo, op)) = scope {
+            let actions = challenge_actions(op);
+            challenge.push_str(&format!(",scope=\"repository:{repo}:{actions}\""));
+        }
+        if let Some(error) = error {
+            challenge.push_str(&format!(",error=\"{error}\""));
+        }
+        challenge
+    }
+
+    /// `GET|POST /token`, first half: who the credentials prove (`None`: no credentials, an
+    /// anonymous token) and the scopes asked for (`scope` query parameters, and the form's `scope`).
+    /// The caller decides what to grant (`Registry::grant`), then [`Auth::issue`].
+    pub async fn token_request<B: RequestBody>(
         &self,
         req: Request<B>,
         addr: Option<IpAddr>,
-    ) -> Result<Response<Body>, RegistryError> {
+    ) -> Result<TokenRequest, RegistryError> {
         let oauth = req.method() == Method::POST;
+        let mut scopes: Vec<String> = query_values(req.uri().query(), "scope");
         let (user, pass) = if oauth {
             let form = read_form(req).await?;
+            scopes.extend(form.get("scope").cloned());
             match form.get("grant_type").map(String::as_str) {
                 Some("password") => (form.get("username").cloned(), form.get("password").cloned()),
                 other => {
@@ -403,19 +477,26 @@ impl Auth {
             },
             _ => None,
         };
+        Ok(TokenRequest {
+            identity,
+            scopes: scope::parse_scopes(scopes.iter().map(String::as_str)),
+        })
+    }
+
+    /// `GET|POST /token`, second half: a short-lived token for `identity` granting `access`.
+    pub fn issue(&self, identity: Option<&str>, access: &Access) -> Response<Body> {
         let ttl = self.cfg.token_ttl_secs.max(10);
-        let now = unix_now();
-        let token = self.signer.sign(identity.as_deref(), now + ttl);
+        let token = self.signer.sign(identity, access, unix_now() + ttl);
         // `issued_at` is optional, and clients parse it as RFC 3339 only: left out.
         let body = serde_json::json!({
             "token": token,
             "access_token": token,
             "expires_in": ttl,
         });
-        Ok(json_response(
+        json_response(
             StatusCode::OK,
             Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
-        ))
+        )
     }
 
     /// The identity `user:pass` proves (`None`: wrong, and counted), or a refusal when that user has
@@ -477,7 +558,7 @@ impl Auth {
         let (what, fix) = match user {
             Some(_) => (
                 "for this user",
-                "other users, and valid tokens, are not held",
+                "other users, and tokens from /token, are not held",
             ),
             None => (
                 "with tokens that are forged or expired",
@@ -504,6 +585,43 @@ impl Auth {
             tracing::info!(client = %ip, failures = count, kind, "failed login");
         }
     }
+}
+
+/// What a token request asks for: see [`Auth::token_request`].
+pub struct TokenRequest {
+    pub identity: Option<String>,
+    pub scopes: Vec<Scope>,
+}
+
+/// The actions a challenge asks a token for: what distribution's registry asks for the same request.
+fn challenge_actions(op: Operation) -> &'static str {
+    match op {
+        Operation::Pull | Operation::List => "pull",
+        Operation::Push => "pull,push",
+        Operation::Delete => "delete",
+    }
+}
+
+/// The host the client addressed, for the realm it is sent to.
+fn request_host<B>(req: &Request<B>) -> &str {
+    req.headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        // HTTP/2 carries the host as the URI's authority.
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("localhost")
+}
+
+/// Every value of query parameter `key` (a token request repeats `scope`).
+fn query_values(query: Option<&str>, key: &str) -> Vec<String> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == key).then(|| form_decode(v))
+        })
+        .collect()
 }
 
 fn decode_basic(b64: &str) -> Option<(String, String)> {

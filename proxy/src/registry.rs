@@ -28,6 +28,7 @@ use crate::reference::RepoName;
 use crate::store::ContentStore;
 
 mod blobs;
+mod grant;
 mod manifests;
 mod place;
 mod referrers;
@@ -166,7 +167,11 @@ impl Registry {
         let client = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
         if let Some(auth) = &self.auth {
             if req.uri().path() == "/token" {
-                return auth.token_endpoint(req, client).await;
+                let asked = auth.token_request(req, client).await?;
+                let access = self
+                    .grant(auth, asked.identity.as_deref(), &asked.scopes)
+                    .await;
+                return Ok(auth.issue(asked.identity.as_deref(), &access));
             }
         }
         let route = route::route(req.method(), req.uri().path())?;

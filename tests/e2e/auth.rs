@@ -1,7 +1,7 @@
 //! Client authentication and authorization (`[auth]`): htpasswd (bcrypt) users and static tokens,
-//! wharf's own token endpoint (the registry token flow skopeo and docker follow), rules per
-//! repository prefix, failed-login limits per address and user, a refusal to listen beyond loopback
-//! unprotected, and no credential in any log line.
+//! wharf's own token endpoint (the registry token flow skopeo and docker follow), tokens that grant
+//! only their scope, rules per repository prefix, failed-login limits per address and user, a
+//! refusal to listen beyond loopback unprotected, and no credential in any log line.
 
 use std::fs;
 
@@ -336,6 +336,155 @@ fn failed_logins_hold_that_user_from_that_address_only() {
     );
     let log = fs::read_to_string(wharf.log_path()).unwrap();
     assert!(!log.contains("guess") && !log.contains(&alice) && !log.contains(ALICE_PASSWORD));
+}
+
+/// The `access` claim of a token from wharf's `/token`: clients treat tokens as opaque, but the
+/// test reads what it was granted.
+fn granted(token: &str) -> serde_json::Value {
+    let payload = token.split('.').next().unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()["access"].clone()
+}
+
+/// Proves: a token grants only the scope it was asked for: one asked for
+/// `repository:team/app:pull` pulls (tags, manifest) but cannot start an upload or push a manifest
+/// (401 with a challenge for `pull,push` and `error="insufficient_scope"`, and a message naming the
+/// scope it has and the one to ask for), nor read another repository; one asked for `pull,push`
+/// pushes. A token is granted what the rules allow its identity: alice asking to push under `ci/`
+/// (only ci-robot may) gets pull; an anonymous token gets pull where anonymous pulls are allowed and
+/// nothing else. skopeo pushes, pulls and deletes (it asks `*` for a delete) through these tokens.
+#[test]
+fn tokens_grant_only_their_scope() {
+    let wharf = start_with(WharfOptions::with_delete(), "");
+    let api = Api::new(wharf.base());
+    let w = wharf.host();
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = write_layout(&tmp.path().join("src"), &LayoutSpec::small("v1", 8811));
+    let skopeo = Skopeo::new();
+    let alice = format!("alice:{ALICE_PASSWORD}");
+    skopeo.copy_with(
+        &["--dest-creds", &alice],
+        &layout.skopeo_ref(),
+        &format!("docker://{w}/team/app:v1"),
+    );
+
+    let pull = token(
+        &api,
+        "scope=repository:team/app:pull",
+        Some(("alice", ALICE_PASSWORD)),
+    );
+    let as_pull = format!("Bearer {pull}");
+    let bearer = [("Authorization", as_pull.as_str())];
+    api.request("GET", "/v2/team/app/tags/list", &bearer, None)
+        .assert_status(200);
+    let m = api.request(
+        "GET",
+        "/v2/team/app/manifests/v1",
+        &[bearer[0], ("Accept", &crate::http::all_manifest_types())],
+        None,
+    );
+    m.assert_status(200);
+    let refused = api.request("POST", "/v2/team/app/blobs/uploads/", &bearer, None);
+    refused.assert_error(401, "UNAUTHORIZED");
+    assert!(
+        refused
+            .need_header("WWW-Authenticate")
+            .ends_with("scope=\"repository:team/app:pull,push\",error=\"insufficient_scope\""),
+        "{}",
+        refused.describe()
+    );
+    let text = String::from_utf8_lossy(&refused.body);
+    assert!(
+        text.contains("grants repository:team/app:pull,")
+            && text.contains("scope repository:team/app:pull,push"),
+        "{text}"
+    );
+    let content_type = m.need_header("Content-Type").to_owned();
+    api.request(
+        "PUT",
+        "/v2/team/app/manifests/v2",
+        &[bearer[0], ("Content-Type", &content_type)],
+        Some(m.body.as_slice()),
+    )
+    .assert_error(401, "UNAUTHORIZED");
+    api.request("GET", "/v2/ci/app/tags/list", &bearer, None)
+        .assert_error(401, "UNAUTHORIZED");
+    assert_eq!(
+        granted(&pull),
+        serde_json::json!([{"type": "repository", "name": "team/app", "actions": ["pull"]}])
+    );
+
+    let push = token(
+        &api,
+        "scope=repository:team/app:pull,push",
+        Some(("alice", ALICE_PASSWORD)),
+    );
+    api.request(
+        "PUT",
+        "/v2/team/app/manifests/v2",
+        &[
+            ("Authorization", &format!("Bearer {push}")),
+            ("Content-Type", &content_type),
+        ],
+        Some(m.body.as_slice()),
+    )
+    .assert_status(201);
+
+    // What the rules allow the identity, of what it asked.
+    let ci = token(
+        &api,
+        "scope=repository:ci/app:pull,push&scope=repository:team/app:pull",
+        Some(("alice", ALICE_PASSWORD)),
+    );
+    assert_eq!(
+        granted(&ci),
+        serde_json::json!([
+            {"type": "repository", "name": "ci/app", "actions": ["pull"]},
+            {"type": "repository", "name": "team/app", "actions": ["pull"]}
+        ])
+    );
+    let anonymous = token(&api, "scope=repository:ci/app:pull,push", None);
+    assert_eq!(
+        granted(&anonymous),
+        serde_json::json!([{"type": "repository", "name": "ci/app", "actions": ["pull"]}])
+    );
+    api.request(
+        "GET",
+        "/v2/team/app/tags/list",
+        &[("Authorization", &format!("Bearer {anonymous}"))],
+        None,
+    )
+    .assert_error(401, "UNAUTHORIZED");
+
+    // skopeo: a pull, and a delete (scope `*`), each through a token for its own scope.
+    let out = tmp.path().join("out");
+    skopeo.copy_with(
+        &["--src-creds", &alice],
+        &format!("docker://{w}/team/app:v1"),
+        &format!("oci:{}:v1", out.display()),
+    );
+    assert_same_image(&layout, &out, "v1");
+    let deleted = skopeo.output(&[
+        "delete",
+        "--tls-verify=false",
+        "--creds",
+        &alice,
+        &format!("docker://{w}/team/app:v2"),
+    ]);
+    assert!(
+        deleted.status.success(),
+        "skopeo delete with a token for scope `*`: {}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    api.request(
+        "GET",
+        "/v2/team/app/manifests/v2",
+        &[("Authorization", &basic("alice", ALICE_PASSWORD))],
+        None,
+    )
+    .assert_error(404, "MANIFEST_UNKNOWN");
 }
 
 /// Proves: `anonymous_pull = false` makes an anonymous pull a 401 challenge, and a credential pull
