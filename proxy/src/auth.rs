@@ -8,12 +8,15 @@
 //! gets. `Basic` credentials and static tokens (the tokens file) are also accepted on every request.
 //! Passwords are checked against bcrypt hashes (the htpasswd file) on the blocking pool, and a
 //! verified pair is remembered briefly so a client that sends `Basic` each time costs one bcrypt.
-//! Failed logins are counted per client address and refused for a while past a limit. No credential
+//! A token from `/token` grants only the scope it was asked for, as far as the rules allow its
+//! identity (`auth/scope.rs`): a pull token cannot push. Failed logins are counted per client address
+//! and user name, and that pair is refused for a while past a limit (`auth/limit.rs`). No credential
 //! is ever logged.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -31,9 +34,11 @@ use crate::registry::{json_response, unix_now, RequestBody};
 
 pub mod limit;
 pub mod rules;
+pub mod scope;
 pub mod token;
 
 use limit::Failures;
+use scope::{Access, Action, Scope};
 use token::Signer;
 
 /// The `service` wharf's challenges and tokens name.
@@ -67,6 +72,9 @@ pub struct Caller {
     pub identity: Option<String>,
     /// Whether the request carried a valid credential (an anonymous token counts).
     pub credentialed: bool,
+    /// What the token from wharf's `/token` grants; `None` for a credential that is not scoped (Basic,
+    /// a static token, the operator), which the rules judge by its identity alone.
+    pub access: Option<Arc<Access>>,
 }
 
 impl Caller {
@@ -77,6 +85,7 @@ impl Caller {
         Caller {
             identity: Some(Caller::OPERATOR.to_owned()),
             credentialed: true,
+            access: None,
         }
     }
 }
@@ -225,7 +234,8 @@ impl Auth {
     }
 
     /// The identify phase: the caller a request's credential proves, or a refusal (a wrong
-    /// credential, or too many of them from this address).
+    /// credential, or too many wrong ones for that user, or tokens, from this address). A valid token
+    /// always passes: it cannot be guessed.
     pub async fn identify(
         &self,
         headers: &HeaderMap,
@@ -236,40 +246,52 @@ impl Auth {
         };
         let (scheme, cred) = value.split_once(' ').unwrap_or((value, ""));
         let cred = cred.trim();
-        self.not_locked_out(addr)?;
-        let found = if scheme.eq_ignore_ascii_case("bearer") {
-            match self.tokens.get(cred) {
-                Some(id) => Some(Some(id.clone())),
-                None => self.signer.verify(cred, unix_now()),
-            }
-        } else if scheme.eq_ignore_ascii_case("basic") {
-            match decode_basic(cred) {
-                Some((user, pass)) => self.verify_password(&user, &pass).await.map(Some),
-                None => None,
-            }
-        } else {
-            None
+        let wrong = || {
+            RegistryError::new(
+                ErrorCode::Unauthorized,
+                "the credential sent is wrong or has expired: log in again (`docker login`, \
+                 `podman login`, skopeo --creds) with a user from wharf's htpasswd file or a \
+                 token from its tokens file",
+            )
         };
-        match found {
-            Some(identity) => Ok(Caller {
-                identity,
-                credentialed: true,
-            }),
-            None => {
-                self.failed(addr);
-                Err(RegistryError::new(
-                    ErrorCode::Unauthorized,
-                    "the credential sent is wrong or has expired: log in again (`docker login`, \
-                     `podman login`, skopeo --creds) with a user from wharf's htpasswd file or a \
-                     token from its tokens file",
-                ))
+        if scheme.eq_ignore_ascii_case("basic") {
+            if let Some((user, pass)) = decode_basic(cred) {
+                return match self.login(addr, &user, &pass).await? {
+                    Some(identity) => Ok(Caller {
+                        identity: Some(identity),
+                        credentialed: true,
+                        access: None,
+                    }),
+                    None => Err(wrong()),
+                };
+            }
+        } else if scheme.eq_ignore_ascii_case("bearer") {
+            if let Some(id) = self.tokens.get(cred) {
+                return Ok(Caller {
+                    identity: Some(id.clone()),
+                    credentialed: true,
+                    access: None,
+                });
+            }
+            if let Some(claims) = self.signer.verify(cred, unix_now()) {
+                return Ok(Caller {
+                    identity: claims.identity,
+                    credentialed: true,
+                    access: Some(Arc::new(claims.access)),
+                });
             }
         }
+        // A forged or expired token (or a credential of no known form) names no user: it counts
+        // for the address.
+        self.not_locked_out(addr, None)?;
+        self.failed(addr, None);
+        Err(wrong())
     }
 
     /// The rules' verdict for `caller` doing `op` on `repo` (`None`: the API root, `/v2/`): the
     /// routing phase's name, `<registry>/<repository>` for the mirror's. A challenge names `scope`,
-    /// the repository as the client wrote it, which is what clients ask a token for.
+    /// the repository as the client wrote it, which is what clients ask a token for. A token from
+    /// `/token` must also grant the operation on one of the two names (the API root needs none).
     pub fn authorize<B>(
         &self,
         caller: &Caller,
@@ -290,10 +312,16 @@ impl Auth {
             Operation::Pull | Operation::List => rules::Want::Pull,
             Operation::Push | Operation::Delete => rules::Want::Push,
         };
+        let client_name = scope.unwrap_or(repo);
         match rules::decide(&self.cfg, repo, want, caller.identity.as_deref()) {
-            rules::Verdict::Allow => Ok(()),
+            rules::Verdict::Allow => match &caller.access {
+                Some(access) if !access.covers(&[client_name, repo], Action::of(op)) => {
+                    Err(self.insufficient_scope(req, access, client_name, repo, op))
+                }
+                _ => Ok(()),
+            },
             rules::Verdict::NeedIdentity(why) => {
-                Err(self.challenge(req, Some((scope.unwrap_or(repo), want)), &why))
+                Err(self.challenge(req, Some((client_name, op)), &why))
             }
             rules::Verdict::Deny(why) => Err(RegistryError::new(
                 ErrorCode::Denied,
@@ -306,30 +334,25 @@ impl Auth {
         }
     }
 
-    /// `401` with the challenge that sends the client to `/token`.
+    /// Whether the rules let `identity` (`None`: anonymous) do `action` on `repo`: what a token
+    /// may be granted. Deletes are judged as pushes, as everywhere.
+    pub fn allows(&self, identity: Option<&str>, repo: &str, action: Action) -> bool {
+        let want = match action {
+            Action::Pull => rules::Want::Pull,
+            Action::Push | Action::Delete => rules::Want::Push,
+        };
+        rules::decide(&self.cfg, repo, want, identity) == rules::Verdict::Allow
+    }
+
+    /// `401` with the challenge that sends the client to `/token` (for `scope`: the repository as
+    /// the client named it, and what the request does there).
     fn challenge<B>(
         &self,
         req: &Request<B>,
-        scope: Option<(&str, rules::Want)>,
+        scope: Option<(&str, Operation)>,
         why: &str,
     ) -> RegistryError {
-        let scheme = if self.secure { "https" } else { "http" };
-        let host = req
-            .headers()
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            // HTTP/2 carries the host as the URI's authority.
-            .or_else(|| req.uri().authority().map(|a| a.as_str()))
-            .unwrap_or("localhost");
-        let mut challenge =
-            format!("Bearer realm=\"{scheme}://{host}/token\",service=\"{SERVICE}\"");
-        if let Some((repo, want)) = scope {
-            let actions = match want {
-                rules::Want::Pull => "pull",
-                rules::Want::Push => "pull,push",
-            };
-            challenge.push_str(&format!(",scope=\"repository:{repo}:{actions}\""));
-        }
+        let host = request_host(req);
         let mut e = RegistryError::new(
             ErrorCode::Unauthorized,
             format!(
@@ -337,23 +360,80 @@ impl Auth {
                  login, skopeo --creds, ctr --user)"
             ),
         );
-        if let Ok(v) = HeaderValue::from_str(&challenge) {
+        if let Ok(v) = HeaderValue::from_str(&self.challenge_header(req, scope, None)) {
             e.headers.push((WWW_AUTHENTICATE, v));
         }
         e
     }
 
-    /// `GET|POST /token`: a short-lived token for the caller the credentials prove (an anonymous one
-    /// without credentials).
-    pub async fn token_endpoint<B: RequestBody>(
+    /// A token whose grant does not cover the request: `401` with a challenge for the scope it
+    /// needs, and `error="insufficient_scope"`, as distribution answers; clients ask `/token` again
+    /// for that scope (and the rules, already passed, will grant it).
+    fn insufficient_scope<B>(
+        &self,
+        req: &Request<B>,
+        access: &Access,
+        client_name: &str,
+        repo: &str,
+        op: Operation,
+    ) -> RegistryError {
+        let actions = challenge_actions(op);
+        let names: &[&str] = if client_name == repo {
+            &[client_name]
+        } else {
+            &[client_name, repo]
+        };
+        let mut e = RegistryError::new(
+            ErrorCode::Unauthorized,
+            format!(
+                "the token sent grants {}, not {} on {client_name}: ask wharf's /token for scope \
+                 repository:{client_name}:{actions} (docker, podman, skopeo and ctr do on this \
+                 answer); a token asked for pull cannot push",
+                access.describe(names),
+                Action::of(op).as_str(),
+            ),
+        );
+        let header =
+            self.challenge_header(req, Some((client_name, op)), Some("insufficient_scope"));
+        if let Ok(v) = HeaderValue::from_str(&header) {
+            e.headers.push((WWW_AUTHENTICATE, v));
+        }
+        e
+    }
+
+    fn challenge_header<B>(
+        &self,
+        req: &Request<B>,
+        scope: Option<(&str, Operation)>,
+        error: Option<&str>,
+    ) -> String {
+        let scheme = if self.secure { "https" } else { "http" };
+        let host = request_host(req);
+        let mut challenge =
+            format!("Bearer realm=\"{scheme}://{host}/token\",service=\"{SERVICE}\"");
+        if let Some((repo, op)) = scope {
+            let actions = challenge_actions(op);
+            challenge.push_str(&format!(",scope=\"repository:{repo}:{actions}\""));
+        }
+        if let Some(error) = error {
+            challenge.push_str(&format!(",error=\"{error}\""));
+        }
+        challenge
+    }
+
+    /// `GET|POST /token`, first half: who the credentials prove (`None`: no credentials, an
+    /// anonymous token) and the scopes asked for (`scope` query parameters, and the form's `scope`).
+    /// The caller decides what to grant (`Registry::grant`), then [`Auth::issue`].
+    pub async fn token_request<B: RequestBody>(
         &self,
         req: Request<B>,
         addr: Option<IpAddr>,
-    ) -> Result<Response<Body>, RegistryError> {
-        self.not_locked_out(addr)?;
+    ) -> Result<TokenRequest, RegistryError> {
         let oauth = req.method() == Method::POST;
+        let mut scopes: Vec<String> = query_values(req.uri().query(), "scope");
         let (user, pass) = if oauth {
             let form = read_form(req).await?;
+            scopes.extend(form.get("scope").cloned());
             match form.get("grant_type").map(String::as_str) {
                 Some("password") => (form.get("username").cloned(), form.get("password").cloned()),
                 other => {
@@ -385,10 +465,9 @@ impl Auth {
             }
         };
         let identity = match (user, pass) {
-            (Some(u), Some(p)) => match self.verify_password(&u, &p).await {
+            (Some(u), Some(p)) => match self.login(addr, &u, &p).await? {
                 Some(id) => Some(id),
                 None => {
-                    self.failed(addr);
                     return Err(RegistryError::new(
                         ErrorCode::Unauthorized,
                         "wrong username or password (users are in wharf's htpasswd file; a token \
@@ -398,26 +477,51 @@ impl Auth {
             },
             _ => None,
         };
+        Ok(TokenRequest {
+            identity,
+            scopes: scope::parse_scopes(scopes.iter().map(String::as_str)),
+        })
+    }
+
+    /// `GET|POST /token`, second half: a short-lived token for `identity` granting `access`.
+    pub fn issue(&self, identity: Option<&str>, access: &Access) -> Response<Body> {
         let ttl = self.cfg.token_ttl_secs.max(10);
-        let now = unix_now();
-        let token = self.signer.sign(identity.as_deref(), now + ttl);
+        let token = self.signer.sign(identity, access, unix_now() + ttl);
         // `issued_at` is optional, and clients parse it as RFC 3339 only: left out.
         let body = serde_json::json!({
             "token": token,
             "access_token": token,
             "expires_in": ttl,
         });
-        Ok(json_response(
+        json_response(
             StatusCode::OK,
             Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
-        ))
+        )
     }
 
-    /// The identity `user:pass` proves: a static token as the password, or the user's bcrypt hash.
-    async fn verify_password(&self, user: &str, pass: &str) -> Option<String> {
+    /// The identity `user:pass` proves (`None`: wrong, and counted), or a refusal when that user has
+    /// failed too often from `addr` lately. A static token as the password passes whatever the count
+    /// (it cannot be guessed); a password is not even checked while its user is held, so guessing
+    /// learns nothing then.
+    async fn login(
+        &self,
+        addr: Option<IpAddr>,
+        user: &str,
+        pass: &str,
+    ) -> Result<Option<String>, RegistryError> {
         if let Some(id) = self.tokens.get(pass) {
-            return Some(id.clone());
+            return Ok(Some(id.clone()));
         }
+        self.not_locked_out(addr, Some(user))?;
+        let found = self.verify_password(user, pass).await;
+        if found.is_none() {
+            self.failed(addr, Some(user));
+        }
+        Ok(found)
+    }
+
+    /// The identity `user:pass` proves by the user's bcrypt hash.
+    async fn verify_password(&self, user: &str, pass: &str) -> Option<String> {
         let hash = self.users.get(user)?.clone();
         let key = sha256(&[user.as_bytes(), pass.as_bytes(), hash.as_bytes()]);
         if let Some(v) = self.verified.get(&key) {
@@ -440,32 +544,84 @@ impl Auth {
         Some(user.to_owned())
     }
 
-    fn not_locked_out(&self, addr: Option<IpAddr>) -> Result<(), RegistryError> {
+    /// A refusal while `user` (`None`: tokens) from `addr` is over the failed-login limit.
+    fn not_locked_out(
+        &self,
+        addr: Option<IpAddr>,
+        user: Option<&str>,
+    ) -> Result<(), RegistryError> {
         let Some(ip) = addr else { return Ok(()) };
-        match self.failures.locked(ip) {
-            None => Ok(()),
-            Some(wait) => {
-                let mut e = RegistryError::new(
-                    ErrorCode::TooManyRequests,
-                    format!(
-                        "too many failed logins from {ip}; try again in {} s with the right \
-                         credentials",
-                        wait.as_secs().max(1)
-                    ),
-                );
-                e.headers
-                    .push((RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1))));
-                Err(e)
-            }
-        }
+        let Some(wait) = self.failures.locked(ip, user) else {
+            return Ok(());
+        };
+        let secs = wait.as_secs().max(1);
+        let (what, fix) = match user {
+            Some(_) => (
+                "for this user",
+                "other users, and tokens from /token, are not held",
+            ),
+            None => (
+                "with tokens that are forged or expired",
+                "ask /token for a new token",
+            ),
+        };
+        let mut e = RegistryError::new(
+            ErrorCode::TooManyRequests,
+            format!(
+                "too many failed logins from {ip} {what} (auth.max_failed_logins = {} within \
+                 auth.failed_login_window_secs = {}); try again in {secs} s with the right \
+                 credentials ({fix})",
+                self.cfg.max_failed_logins, self.cfg.failed_login_window_secs
+            ),
+        );
+        e.headers.push((RETRY_AFTER, HeaderValue::from(secs)));
+        Err(e)
     }
 
-    fn failed(&self, addr: Option<IpAddr>) {
+    fn failed(&self, addr: Option<IpAddr>, user: Option<&str>) {
         if let Some(ip) = addr {
-            let count = self.failures.record(ip);
-            tracing::info!(client = %ip, failures = count, "failed login");
+            let count = self.failures.record(ip, user);
+            let kind = if user.is_some() { "password" } else { "token" };
+            tracing::info!(client = %ip, failures = count, kind, "failed login");
         }
     }
+}
+
+/// What a token request asks for: see [`Auth::token_request`].
+pub struct TokenRequest {
+    pub identity: Option<String>,
+    pub scopes: Vec<Scope>,
+}
+
+/// The actions a challenge asks a token for: what distribution's registry asks for the same request.
+fn challenge_actions(op: Operation) -> &'static str {
+    match op {
+        Operation::Pull | Operation::List => "pull",
+        Operation::Push => "pull,push",
+        Operation::Delete => "delete",
+    }
+}
+
+/// The host the client addressed, for the realm it is sent to.
+fn request_host<B>(req: &Request<B>) -> &str {
+    req.headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        // HTTP/2 carries the host as the URI's authority.
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("localhost")
+}
+
+/// Every value of query parameter `key` (a token request repeats `scope`).
+fn query_values(query: Option<&str>, key: &str) -> Vec<String> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == key).then(|| form_decode(v))
+        })
+        .collect()
 }
 
 fn decode_basic(b64: &str) -> Option<(String, String)> {

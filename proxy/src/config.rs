@@ -281,6 +281,9 @@ pub struct RegistryConfig {
     pub upload_idle_secs: u64,
     /// Upload sessions open at once, at most; beyond it starting one is refused with 429.
     pub max_upload_sessions: usize,
+    /// Upload sessions one client (the identity it logs in as, else its address) holds at once, at
+    /// most; beyond it that client's next one is refused with 429, and the others go on.
+    pub max_upload_sessions_per_client: usize,
     /// How often expired upload sessions and orphaned partial writes are looked for and removed.
     pub upload_purge_secs: u64,
 }
@@ -293,6 +296,7 @@ impl Default for RegistryConfig {
             upload_ttl_secs: 24 * 3600,
             upload_idle_secs: 15 * 60,
             max_upload_sessions: 1000,
+            max_upload_sessions_per_client: 100,
             upload_purge_secs: 60,
         }
     }

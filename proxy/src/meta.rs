@@ -130,6 +130,10 @@ pub struct UploadRecord {
     pub repo: String,
     /// Unix seconds; sessions older than the configured TTL are purged.
     pub started: u64,
+    /// Whose session it is (`identity <name>` or `address <ip>`), so that
+    /// `max_upload_sessions_per_client` counts it after a restart too. Absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 /// What a manifest push records, in one transaction.

@@ -262,6 +262,13 @@ impl Push {
         self.routes.iter().find_map(|r| r.local_of(host, remote))
     }
 
+    /// What clients call the registries the routes deliver to (`ns=` values, path prefixes).
+    pub fn registry_names(&self) -> impl Iterator<Item = &str> {
+        self.routes
+            .iter()
+            .flat_map(|r| r.names.iter().map(String::as_str))
+    }
+
     /// Why a write naming `host` is refused: no route covers it.
     pub fn unrouted(&self, host: &str, remote: &str) -> RegistryError {
         let routes = if self.routes.is_empty() {

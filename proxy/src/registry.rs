@@ -28,6 +28,7 @@ use crate::reference::RepoName;
 use crate::store::ContentStore;
 
 mod blobs;
+mod grant;
 mod manifests;
 mod place;
 mod referrers;
@@ -72,6 +73,8 @@ pub struct Registry {
     cfg: RegistryConfig,
     /// Upload sessions open now (all of them: the startup purge loads those from before a restart).
     sessions: DashMap<String, Arc<uploads::Session>>,
+    /// Held while a new session is counted against the caps and added.
+    admitting: std::sync::Mutex<()>,
     mirror: Mirror,
     policy: Policy,
     /// Protection from the collector: upload sessions' leases, touches of what a request names.
@@ -97,6 +100,7 @@ impl Registry {
             meta,
             cfg,
             sessions: DashMap::new(),
+            admitting: std::sync::Mutex::new(()),
             mirror,
             policy,
             leases,
@@ -163,7 +167,11 @@ impl Registry {
         let client = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
         if let Some(auth) = &self.auth {
             if req.uri().path() == "/token" {
-                return auth.token_endpoint(req, client).await;
+                let asked = auth.token_request(req, client).await?;
+                let access = self
+                    .grant(auth, asked.identity.as_deref(), &asked.scopes)
+                    .await;
+                return Ok(auth.issue(asked.identity.as_deref(), &access));
             }
         }
         let route = route::route(req.method(), req.uri().path())?;

@@ -54,7 +54,8 @@ async fn passwords_tokens_and_lockout() {
         a.identify(&HeaderMap::new(), Some(ip)).await.unwrap(),
         Caller::default()
     );
-    // Wrong passwords count; past the limit even the right one waits.
+    // Wrong passwords count for (address, user): past the limit that user waits (a password is not
+    // even checked then), while other users and tokens from the address pass.
     for _ in 0..3 {
         let e = a
             .identify(&basic("alice", "nope"), Some(ip))
@@ -68,11 +69,42 @@ async fn passwords_tokens_and_lockout() {
         .await
         .unwrap_err();
     assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS, "{}", e.message);
+    assert!(
+        e.message.contains("auth.max_failed_logins") && e.message.contains("for this user"),
+        "{}",
+        e.message
+    );
     let other: IpAddr = "10.1.1.2".parse().unwrap();
     assert!(a
         .identify(&basic("alice", "secret"), Some(other))
         .await
         .is_ok());
+    let c = a
+        .identify(&basic("x", "0123456789abcdef0123"), Some(ip))
+        .await
+        .unwrap();
+    assert_eq!(c.identity.as_deref(), Some("ci-robot"), "a static token");
+    let signed = a
+        .signer
+        .sign(Some("alice"), &Access::default(), unix_now() + 60);
+    let mut h = HeaderMap::new();
+    h.insert(AUTHORIZATION, format!("Bearer {signed}").parse().unwrap());
+    let c = a.identify(&h, Some(ip)).await.unwrap();
+    assert_eq!(c.identity.as_deref(), Some("alice"), "a valid token passes");
+    assert!(c.access.is_some(), "a token from /token is scoped");
+    // Forged tokens count for the address alone.
+    let mut forged = HeaderMap::new();
+    forged.insert(AUTHORIZATION, "Bearer forged.token".parse().unwrap());
+    for _ in 0..3 {
+        let e = a.identify(&forged, Some(ip)).await.unwrap_err();
+        assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+    }
+    let e = a.identify(&forged, Some(ip)).await.unwrap_err();
+    assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS, "{}", e.message);
+    assert!(
+        a.identify(&h, Some(ip)).await.is_ok(),
+        "a valid token still passes"
+    );
     let _ = HASH_OF_SECRET;
 }
 
@@ -142,6 +174,7 @@ async fn the_challenge_names_wharfs_token_endpoint_and_the_scope() {
     let anon_token = Caller {
         identity: None,
         credentialed: true,
+        access: None,
     };
     assert!(a.authorize(&anon_token, None, None, None, &req).is_ok());
     assert!(a
@@ -153,4 +186,74 @@ async fn the_challenge_names_wharfs_token_endpoint_and_the_scope() {
             &req
         )
         .is_ok());
+}
+
+#[test]
+fn a_pull_token_cannot_push_and_its_refusal_names_the_scope_to_ask() {
+    let a = auth("", "0123456789abcdef0123 ci-robot\n");
+    let req = Request::builder()
+        .uri("/v2/ci/bob/blobs/uploads/")
+        .header(HOST, "127.0.0.1:5000")
+        .body(())
+        .unwrap();
+    let mut access = Access::default();
+    access.grant("ci/bob", scope::Actions::parse("pull"));
+    let bob = Caller {
+        identity: Some("bob".into()),
+        credentialed: true,
+        access: Some(Arc::new(access)),
+    };
+    assert!(a
+        .authorize(&bob, Some(Operation::Pull), Some("ci/bob"), None, &req)
+        .is_ok());
+    // Granted on the name the client wrote, judged by the routing phase's name: both count.
+    assert!(a
+        .authorize(
+            &bob,
+            Some(Operation::List),
+            Some("docker.io/ci/bob"),
+            Some("ci/bob"),
+            &req
+        )
+        .is_ok());
+    let e = a
+        .authorize(&bob, Some(Operation::Push), Some("ci/bob"), None, &req)
+        .unwrap_err();
+    assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        e.message.contains("repository:ci/bob:pull,")
+            && e.message.contains("not push on ci/bob")
+            && e.message.contains("scope repository:ci/bob:pull,push"),
+        "{}",
+        e.message
+    );
+    let (_, v) = e
+        .headers
+        .iter()
+        .find(|(k, _)| k == WWW_AUTHENTICATE)
+        .unwrap();
+    assert_eq!(
+        v.to_str().unwrap(),
+        "Bearer realm=\"http://127.0.0.1:5000/token\",service=\"wharf\",\
+         scope=\"repository:ci/bob:pull,push\",error=\"insufficient_scope\""
+    );
+    let e = a
+        .authorize(&bob, Some(Operation::Delete), Some("ci/bob"), None, &req)
+        .unwrap_err();
+    let (_, v) = e
+        .headers
+        .iter()
+        .find(|(k, _)| k == WWW_AUTHENTICATE)
+        .unwrap();
+    assert!(
+        v.to_str()
+            .unwrap()
+            .contains("scope=\"repository:ci/bob:delete\""),
+        "{v:?}"
+    );
+    // Another repository: not granted at all.
+    let e = a
+        .authorize(&bob, Some(Operation::Pull), Some("team/app"), None, &req)
+        .unwrap_err();
+    assert!(e.message.contains("nothing on team/app"), "{}", e.message);
 }

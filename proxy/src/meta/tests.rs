@@ -115,13 +115,16 @@ async fn uploads_survive_reopen() {
             UploadRecord {
                 repo: "r".into(),
                 started: 7,
+                client: Some("identity bob".into()),
             },
         )
         .await
         .unwrap();
     }
     let m = Meta::open(&path).unwrap();
-    assert_eq!(m.upload("u1").await.unwrap().unwrap().started, 7);
+    let rec = m.upload("u1").await.unwrap().unwrap();
+    assert_eq!(rec.started, 7);
+    assert_eq!(rec.client.as_deref(), Some("identity bob"));
     m.remove_upload("u1").await.unwrap();
     assert!(m.uploads().await.unwrap().is_empty());
 }

@@ -100,15 +100,13 @@ pub(crate) async fn manifest_response(
     Ok(resp)
 }
 
-/// Past the limit, how much more of a body is read (and dropped) before answering 413: clients that
-/// send the whole body before reading the response (Go's, most others) would otherwise see a broken
-/// pipe instead of the error. Beyond this the connection is closed.
-const DRAIN_PAST_LIMIT: u64 = 64 * 1024 * 1024;
-
-/// Reads a manifest body of at most `limit` bytes.
+/// Reads a manifest body of at most `limit` bytes. A body that passes the limit is refused at once,
+/// the rest unread: `handle` answers it with `Connection: close`, so hyper closes the connection
+/// after the answer rather than read on, and the lingering close (`server/limits.rs`) keeps a client
+/// still sending from losing the answer to a reset. A client that goes quiet past the limit hears
+/// 413, not a timeout.
 async fn read_capped<B: RequestBody>(mut body: B, limit: u64) -> Result<Bytes> {
     let mut buf = BytesMut::new();
-    let mut seen = 0u64;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             let e: BoxError = e.into();
@@ -127,15 +125,10 @@ async fn read_capped<B: RequestBody>(mut body: B, limit: u64) -> Result<Bytes> {
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        seen += data.len() as u64;
-        if seen <= limit {
-            buf.extend_from_slice(&data);
-        } else if seen > limit + DRAIN_PAST_LIMIT {
-            break;
+        if (buf.len() + data.len()) as u64 > limit {
+            return Err(too_large(limit));
         }
-    }
-    if seen > limit {
-        return Err(too_large(limit));
+        buf.extend_from_slice(&data);
     }
     Ok(buf.freeze())
 }

@@ -6,8 +6,10 @@
 //! no file descriptor while idle); after a restart the next request reopens the ingest (the record of
 //! the session is in the metadata store).
 //!
-//! Sessions are bounded: at most `registry.max_upload_sessions` at once, and the purge drops those idle
-//! for `upload_idle_secs` or older than `upload_ttl_secs` — but never one a request is writing to.
+//! Sessions are bounded: at most `registry.max_upload_sessions` at once, of which one client (the
+//! identity it logged in as, else its address) holds at most `max_upload_sessions_per_client`, so
+//! one client cannot take every session from the others; and the purge drops those idle for
+//! `upload_idle_secs` or older than `upload_ttl_secs` — but never one a request is writing to.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,11 +22,13 @@ use tokio::sync::Notify;
 
 use super::{empty_response, header_str, query_param, unix_now, BoxError, Registry, RequestBody};
 use super::{CONTENT_DIGEST, UPLOAD_UUID};
+use crate::auth::{Caller, Operator};
 use crate::body::Body;
 use crate::digest::Digest;
 use crate::error::{BodyIdle, ErrorCode, RegistryError, Result};
 use crate::lease::Lease;
 use crate::meta::UploadRecord;
+use crate::policy::ClientAddr;
 use crate::range::{parse_content_range, upload_range};
 use crate::reference::RepoName;
 use crate::store::{BlobWriter, IngestRef, StoreError};
@@ -32,6 +36,9 @@ use crate::store::{BlobWriter, IngestRef, StoreError};
 /// One upload session, kept between its requests.
 pub(super) struct Session {
     repo: String,
+    /// Whose session it is, for `max_upload_sessions_per_client` (see [`client_of`]); `None` for
+    /// the operator's, and for sessions recorded before wharf kept it.
+    client: Option<String>,
     /// The writer, released between requests; `None` until a request of this process opens it. Held
     /// (locked) by the request that writes: the purge never expires a session it cannot lock.
     writer: tokio::sync::Mutex<Option<Box<dyn BlobWriter>>>,
@@ -49,9 +56,10 @@ pub(super) struct Session {
 }
 
 impl Session {
-    fn new(repo: &str, touched: u64, received: u64) -> Arc<Session> {
+    fn new(repo: &str, client: Option<String>, touched: u64, received: u64) -> Arc<Session> {
         Arc::new(Session {
             repo: repo.to_owned(),
+            client,
             writer: tokio::sync::Mutex::new(None),
             received: AtomicU64::new(received),
             touched: AtomicU64::new(touched),
@@ -188,6 +196,44 @@ fn too_many_sessions(open: usize, cfg: &crate::config::RegistryConfig) -> Regist
     .with_header(RETRY_AFTER, cfg.upload_purge_secs.max(1))
 }
 
+/// `max_upload_sessions_per_client` is reached by `client`, which holds `mine`.
+fn too_many_for_client(
+    client: &str,
+    mine: usize,
+    cfg: &crate::config::RegistryConfig,
+) -> RegistryError {
+    RegistryError::new(
+        ErrorCode::TooManyRequests,
+        format!(
+            "{client} holds {mine} upload sessions, the most one client may hold \
+             (registry.max_upload_sessions_per_client = {}; a client is the identity it logs in \
+             as, else its address); finish or cancel (DELETE) its unfinished uploads, or retry once \
+             idle ones expire (registry.upload_idle_secs = {}), or raise \
+             registry.max_upload_sessions_per_client",
+            cfg.max_upload_sessions_per_client, cfg.upload_idle_secs
+        ),
+    )
+    .with_header(RETRY_AFTER, cfg.upload_purge_secs.max(1))
+}
+
+/// Whose upload session a request would start: the identity its credential proved, else its
+/// address. The operator (the admin socket: `wharf import`) is held by the global cap alone.
+fn client_of<B>(req: &Request<B>) -> Option<String> {
+    if req.extensions().get::<Operator>().is_some() {
+        return None;
+    }
+    if let Some(id) = req
+        .extensions()
+        .get::<Caller>()
+        .and_then(|c| c.identity.as_deref())
+    {
+        return Some(format!("identity {id}"));
+    }
+    req.extensions()
+        .get::<ClientAddr>()
+        .map(|a| format!("address {}", a.0.ip()))
+}
+
 fn declared_length<B>(req: &Request<B>) -> Option<u64> {
     header_str(req, CONTENT_LENGTH).and_then(|v| v.parse().ok())
 }
@@ -222,38 +268,82 @@ impl Registry {
             let d: Digest = d.parse()?;
             return self.monolithic_upload(repo, &d, req).await;
         }
-        let open = self.sessions.len();
-        if open >= self.cfg.max_upload_sessions {
-            return Err(too_many_sessions(open, &self.cfg));
-        }
         let id = uuid::Uuid::new_v4().simple().to_string();
         let now = unix_now();
-        let lease = self
-            .leases
-            .acquire_labelled(
-                &format!("upload {repo} {id}"),
-                &[("repository", repo.as_str()), ("upload", id.as_str())],
-                std::time::Duration::from_secs(self.cfg.upload_ttl_secs),
-            )
-            .await?;
-        // The session's ingest is named by its id.
-        lease.protect_ingest(&IngestRef::new(id.as_str())?).await?;
-        self.meta
-            .create_upload(
-                &id,
-                UploadRecord {
-                    repo: repo.to_string(),
-                    started: now,
-                },
-            )
-            .await?;
-        let session = Session::new(repo.as_str(), now, 0);
+        let client = client_of(&req);
+        let session = Session::new(repo.as_str(), client.clone(), now, 0);
+        self.admit(&id, session.clone())?;
+        let lease = match self.open_session(repo, &id, now, client).await {
+            Ok(lease) => lease,
+            Err(e) => {
+                self.sessions.remove(&id);
+                return Err(e);
+            }
+        };
         *session.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(lease);
-        self.sessions.insert(id.clone(), session);
         Ok(empty_response(
             StatusCode::ACCEPTED,
             &session_headers(repo, &id, 0),
         ))
+    }
+
+    /// A new session's lease (over its ingest) and record.
+    async fn open_session(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        now: u64,
+        client: Option<String>,
+    ) -> Result<Lease> {
+        let lease = self
+            .leases
+            .acquire_labelled(
+                &format!("upload {repo} {id}"),
+                &[("repository", repo.as_str()), ("upload", id)],
+                std::time::Duration::from_secs(self.cfg.upload_ttl_secs),
+            )
+            .await?;
+        let recorded = async {
+            // The session's ingest is named by its id.
+            lease.protect_ingest(&IngestRef::new(id)?).await?;
+            let rec = UploadRecord {
+                repo: repo.to_string(),
+                started: now,
+                client,
+            };
+            self.meta.create_upload(id, rec).await?;
+            Ok::<_, RegistryError>(())
+        };
+        match recorded.await {
+            Ok(()) => Ok(lease),
+            Err(e) => {
+                lease.release().await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Counts a new session in, unless the registry or its client holds as many as allowed.
+    /// Counting and adding happen under one lock: concurrent starts never pass a cap together.
+    fn admit(&self, id: &str, session: Arc<Session>) -> Result<()> {
+        let _counting = self.admitting.lock().unwrap_or_else(|e| e.into_inner());
+        let open = self.sessions.len();
+        if open >= self.cfg.max_upload_sessions {
+            return Err(too_many_sessions(open, &self.cfg));
+        }
+        if let Some(client) = &session.client {
+            let mine = self
+                .sessions
+                .iter()
+                .filter(|s| s.client.as_ref() == Some(client))
+                .count();
+            if mine >= self.cfg.max_upload_sessions_per_client {
+                tracing::info!(%client, sessions = mine, "upload session refused: the client holds registry.max_upload_sessions_per_client");
+                return Err(too_many_for_client(client, mine, &self.cfg));
+            }
+        }
+        self.sessions.insert(id.to_owned(), session);
+        Ok(())
     }
 
     async fn monolithic_upload<B: RequestBody>(
@@ -341,7 +431,7 @@ impl Registry {
         let s = self
             .sessions
             .entry(id.to_owned())
-            .or_insert_with(|| Session::new(&rec.repo, unix_now(), 0))
+            .or_insert_with(|| Session::new(&rec.repo, rec.client.clone(), unix_now(), 0))
             .clone();
         s.touch();
         Ok(s)
@@ -621,7 +711,12 @@ impl Registry {
                 .or_insert_with(|| {
                     // After a restart: idle since its last write, as far as anyone can tell.
                     let touched = held.map_or(rec.started, |i| i.modified.max(rec.started));
-                    Session::new(&rec.repo, touched, held.map_or(0, |i| i.size))
+                    Session::new(
+                        &rec.repo,
+                        rec.client.clone(),
+                        touched,
+                        held.map_or(0, |i| i.size),
+                    )
                 })
                 .clone();
             let age = now.saturating_sub(rec.started);

@@ -37,7 +37,14 @@ fn lower_nofile(pid: u32, soft: u64) {
 /// refused with 429 TOOMANYREQUESTS and a message naming the key.
 #[test]
 fn abandoned_sessions_hold_no_descriptors_and_are_capped() {
-    let (wharf, api) = start(&[], &[&format!("max_upload_sessions = {SESSIONS}")]);
+    // One client opens them all: its own cap is the global one here.
+    let (wharf, api) = start(
+        &[],
+        &[
+            &format!("max_upload_sessions = {SESSIONS}"),
+            &format!("max_upload_sessions_per_client = {SESSIONS}"),
+        ],
+    );
     lower_nofile(wharf.pid(), NOFILE);
     let mut sessions = Vec::new();
     for i in 0..SESSIONS {
@@ -158,5 +165,121 @@ fn status_and_cancel_answer_at_once_while_a_patch_stalls() {
         Duration::from_secs(5),
         || format!("partial files left: {:?}", files_in(&wharf.ingest_dir())),
         || files_in(&wharf.ingest_dir()).is_empty(),
+    );
+}
+
+/// Starts an upload session as `auth` (an `Authorization` value) would; the answer.
+fn start_session(api: &Api, repo: &str, auth: &str) -> crate::http::Resp {
+    api.request(
+        "POST",
+        &format!("/v2/{repo}/blobs/uploads/"),
+        &[("Authorization", auth)],
+        None,
+    )
+}
+
+/// Proves: one identity holding `registry.max_upload_sessions_per_client` sessions is refused its
+/// next one with 429 TOOMANYREQUESTS, `Retry-After` and a message naming the key and the identity,
+/// while another identity's skopeo push goes through (the global cap is not reached); once the
+/// first cancels one, it may start another.
+#[test]
+fn one_identity_holding_its_session_cap_leaves_room_for_others() {
+    use crate::auth::{basic, start_with, ALICE_PASSWORD, BOB_PASSWORD};
+    const PER_CLIENT: usize = 4;
+    const GLOBAL: usize = 12;
+    let wharf = start_with(
+        crate::harness::WharfOptions {
+            registry_keys: vec![
+                format!("max_upload_sessions = {GLOBAL}"),
+                format!("max_upload_sessions_per_client = {PER_CLIENT}"),
+            ],
+            ..Default::default()
+        },
+        "",
+    );
+    let api = Api::new(wharf.base());
+    let alice = basic("alice", ALICE_PASSWORD);
+    let mut held = Vec::new();
+    for i in 0..GLOBAL {
+        let r = start_session(&api, "team/alice", &alice);
+        if i < PER_CLIENT {
+            r.assert_status(202);
+            held.push(r.need_header("Location").to_owned());
+            continue;
+        }
+        r.assert_error(429, "TOOMANYREQUESTS");
+        assert!(
+            r.header("Retry-After")
+                .is_some_and(|v| v.parse::<u64>().is_ok()),
+            "{}",
+            r.describe()
+        );
+        let text = String::from_utf8_lossy(&r.body);
+        assert!(
+            text.contains("registry.max_upload_sessions_per_client")
+                && text.contains("identity alice"),
+            "the refusal names the limit and whose sessions they are: {text}"
+        );
+        break;
+    }
+    assert_eq!(
+        held.len(),
+        PER_CLIENT,
+        "alice started {} sessions, more than max_upload_sessions_per_client = {PER_CLIENT}",
+        held.len()
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = crate::layout::write_layout(
+        &tmp.path().join("src"),
+        &crate::layout::LayoutSpec::small("v1", 8821),
+    );
+    let w = wharf.host();
+    crate::skopeo::Skopeo::new().copy_with(
+        &["--dest-creds", &format!("bob:{BOB_PASSWORD}")],
+        &layout.skopeo_ref(),
+        &format!("docker://{w}/team/bob:v1"),
+    );
+
+    api.request(
+        "DELETE",
+        &crate::http::path_of(&held[0]),
+        &[("Authorization", &alice)],
+        None,
+    )
+    .assert_status(204);
+    start_session(&api, "team/alice", &alice).assert_status(202);
+}
+
+/// Proves: without a credential, clients are told apart by address: one address holding
+/// `max_upload_sessions_per_client` sessions gets 429 naming its address, while another address
+/// (127.0.0.2, by curl) still starts one.
+#[test]
+fn anonymous_clients_are_held_by_address() {
+    const PER_CLIENT: usize = 2;
+    let cap = format!("max_upload_sessions_per_client = {PER_CLIENT}");
+    let (wharf, api) = start(&[], &[&cap]);
+    for _ in 0..PER_CLIENT {
+        api.start_upload("anon/app");
+    }
+    let r = api.request("POST", "/v2/anon/app/blobs/uploads/", &[], None);
+    r.assert_error(429, "TOOMANYREQUESTS");
+    let text = String::from_utf8_lossy(&r.body);
+    assert!(
+        text.contains("address 127.0.0.1") && text.contains("max_upload_sessions_per_client"),
+        "{text}"
+    );
+    let curl = crate::harness::require_tool("curl", "apt-get install curl");
+    let out = std::process::Command::new(curl)
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(["--interface", "127.0.0.2", "-X", "POST"])
+        .arg(format!("{}/v2/anon/app/blobs/uploads/", wharf.base()))
+        .output()
+        .expect("run curl");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "202",
+        "a POST from 127.0.0.2 while 127.0.0.1 holds its sessions: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
