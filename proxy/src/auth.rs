@@ -306,6 +306,13 @@ impl Auth {
         }
     }
 
+    /// Whether `identity` (`None`: anonymous) may pull `repo` by the rules: what the status page
+    /// shows that caller. `repo` is the routing phase's name (`<registry>/<repository>` for the
+    /// mirror's).
+    pub fn may_pull(&self, identity: Option<&str>, repo: &str) -> bool {
+        rules::decide(&self.cfg, repo, rules::Want::Pull, identity) == rules::Verdict::Allow
+    }
+
     /// `401` with the challenge that sends the client to `/token`.
     fn challenge<B>(
         &self,

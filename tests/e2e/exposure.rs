@@ -1,0 +1,217 @@
+//! What wharf shows to whom (issue 24: 4, 5): the status page shows a repository only to a caller
+//! who may pull it, with the registry's credentials (a real browser logs in through its prompt);
+//! `/metrics` names no repository; a metrics listener beyond loopback needs `[auth]` or an explicit
+//! `allow_anonymous_remote`; and the data directory is private to wharf's user, an old one made so at
+//! start.
+
+use std::fs;
+
+use base64::Engine as _;
+
+use crate::harness::{free_port, Wharf, WharfOptions};
+use crate::http::Api;
+use crate::layout::{write_layout, LayoutSpec};
+use crate::skopeo::Skopeo;
+use crate::status_page::DevTools;
+
+const ALICE_PASSWORD: &str = "alice-pw-5c1e";
+const BOB_PASSWORD: &str = "bob-pw-93aa";
+/// The private image's tag: on the page only for those who may pull it.
+const PRIVATE_TAG: &str = "release-7f3d";
+
+fn basic(user: &str, pass: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
+}
+
+/// A wharf with alice and bob, anonymous pulls off, `private/` pulled by alice only and `pub/` by
+/// anyone, its metrics listener on `metrics`.
+fn start_closed(metrics: &str) -> Wharf {
+    let home = tempfile::tempdir().unwrap().keep();
+    let htpasswd = home.join("htpasswd");
+    let hash = |p: &str| bcrypt::hash(p, 4).unwrap();
+    fs::write(
+        &htpasswd,
+        format!(
+            "alice:{}\nbob:{}\n",
+            hash(ALICE_PASSWORD),
+            hash(BOB_PASSWORD)
+        ),
+    )
+    .unwrap();
+    Wharf::start(WharfOptions {
+        extra_toml: format!(
+            "[metrics]\nlisten = \"{metrics}\"\n\
+             [auth]\nhtpasswd_file = \"{}\"\nanonymous_pull = false\n\
+             [[auth.rule]]\nprefix = \"private\"\npull = [\"alice\"]\npush = [\"alice\"]\n\
+             [[auth.rule]]\nprefix = \"pub\"\npull = [\"anonymous\", \"*\"]\npush = [\"alice\"]\n",
+            htpasswd.display()
+        ),
+        ..Default::default()
+    })
+}
+
+/// The page's HTML as chromium built it, in the page of `session`.
+fn dom(browser: &mut DevTools, session: &str) -> String {
+    browser
+        .evaluate(session, "document.documentElement.outerHTML")
+        .as_str()
+        .expect("the page's HTML")
+        .to_owned()
+}
+
+/// What a private repository shows on the page.
+struct Private {
+    name: &'static str,
+    tag: &'static str,
+    /// The first 12 hex digits of its digest, as the page shows it.
+    digest: String,
+}
+
+impl Private {
+    /// The first of its marks `html` carries.
+    fn shown_in<'a>(&'a self, html: &str) -> Option<&'a str> {
+        [self.name, self.tag, self.digest.as_str()]
+            .into_iter()
+            .find(|m| html.contains(m))
+    }
+}
+
+/// Proves (issue 24, item 4): with `[auth] anonymous_pull = false` and a repository only alice may
+/// pull, the status page seen in chromium without logging in shows no trace of it (name, tag,
+/// digest) but shows what anyone may pull and a way to log in; chromium answering the login prompt
+/// `/ui?login` raises (a `Basic` challenge) as alice gets the page with it, and keeps getting it on
+/// the next visit without another prompt; bob, with the right password, never sees it, nor does an
+/// anonymous token; alice's bearer token from the registry's `/token` does; `/metrics` names no
+/// repository at all.
+#[test]
+fn the_status_page_shows_a_private_repository_only_to_who_may_pull_it() {
+    crate::status_page::chromium();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let wharf = start_closed(&metrics);
+    let home = wharf.scratch("layouts");
+    let skopeo = Skopeo::new();
+    let alice_creds = format!("alice:{ALICE_PASSWORD}");
+    let private_layout = write_layout(&home.join("private"), &LayoutSpec::small(PRIVATE_TAG, 2401));
+    skopeo.copy_with(
+        &["--dest-creds", &alice_creds],
+        &private_layout.skopeo_ref(),
+        &format!("docker://{}/private/app:{PRIVATE_TAG}", wharf.host()),
+    );
+    let public = write_layout(&home.join("public"), &LayoutSpec::small("1.0", 2402));
+    skopeo.copy_with(
+        &["--dest-creds", &alice_creds],
+        &public.skopeo_ref(),
+        &format!("docker://{}/pub/tool:1.0", wharf.host()),
+    );
+    let private = Private {
+        name: "private/app",
+        tag: PRIVATE_TAG,
+        digest: private_layout.index.digest["sha256:".len()..][..12].to_owned(),
+    };
+    let url = format!("http://{metrics}/ui");
+    let page = Api::new(format!("http://{metrics}"));
+
+    // Anonymous, in a browser.
+    crate::status_page::get_page(&url);
+    let profile = tempfile::Builder::new()
+        .prefix("wharf-e2e-chromium-")
+        .tempdir()
+        .unwrap();
+    let mut browser = DevTools::start(profile.path());
+    let tab = browser.open(&url, 1024, 768);
+    let anonymous = dom(&mut browser, &tab);
+    assert_eq!(
+        private.shown_in(&anonymous),
+        None,
+        "an anonymous caller sees the private repository:\n{anonymous}"
+    );
+    assert!(
+        anonymous.contains("pub/tool") && anonymous.contains("href=\"/ui?login\""),
+        "an anonymous caller sees what anyone may pull, and a way to log in:\n{anonymous}"
+    );
+
+    // Alice logs in through the browser's prompt, then comes back.
+    let tab = browser.open_logged_in(&format!("{url}?login"), "alice", ALICE_PASSWORD);
+    let alice = dom(&mut browser, &tab);
+    for mark in [
+        private.name,
+        private.tag,
+        private.digest.as_str(),
+        "Signed in as",
+    ] {
+        assert!(
+            alice.contains(mark),
+            "alice does not see {mark:?}:\n{alice}"
+        );
+    }
+    let tab = browser.open(&url, 1024, 768);
+    let again = dom(&mut browser, &tab);
+    assert!(
+        again.contains(private.name) && again.contains("Signed in as"),
+        "the browser's next visit is alice's without another prompt:\n{again}"
+    );
+    drop(browser);
+
+    // The login asks a caller without a credential, and a wrong password, to log in.
+    for headers in [
+        vec![],
+        vec![("Authorization", basic("alice", "wrong").clone())],
+    ] {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = page.request("GET", "/ui?login", &headers, None);
+        r.assert_status(401);
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some("Basic realm=\"wharf\", charset=\"UTF-8\""),
+            "{}",
+            r.describe()
+        );
+    }
+
+    // Bob may pull what any user may, not private/.
+    let r = page.request(
+        "GET",
+        "/ui",
+        &[("Authorization", &basic("bob", BOB_PASSWORD))],
+        None,
+    );
+    r.assert_status(200);
+    let bob = String::from_utf8_lossy(&r.body).into_owned();
+    assert!(bob.contains("Signed in as <b>bob</b>"), "{bob}");
+    assert_eq!(private.shown_in(&bob), None, "bob sees it:\n{bob}");
+    assert!(bob.contains("pub/tool"), "{bob}");
+
+    // Tokens from the registry's token endpoint: alice's shows it, an anonymous one does not.
+    let registry = Api::new(wharf.base());
+    let token = |auth: Option<String>| {
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        let r = registry.request("GET", "/token?service=wharf", &headers, None);
+        r.assert_status(200);
+        format!("Bearer {}", r.json()["token"].as_str().expect("a token"))
+    };
+    let with = |bearer: &str| {
+        let r = page.request("GET", "/ui", &[("Authorization", bearer)], None);
+        r.assert_status(200);
+        String::from_utf8_lossy(&r.body).into_owned()
+    };
+    let html = with(&token(Some(basic("alice", ALICE_PASSWORD))));
+    assert!(html.contains(private.name), "alice's token:\n{html}");
+    let html = with(&token(None));
+    assert_eq!(private.shown_in(&html), None, "an anonymous token:\n{html}");
+
+    // Prometheus asks for no credential and learns no name.
+    let r = page.get("/metrics");
+    r.assert_status(200);
+    let scraped = String::from_utf8_lossy(&r.body).into_owned();
+    assert!(scraped.contains("wharf_"), "{scraped}");
+    for name in ["private", "pub/tool", PRIVATE_TAG, private.digest.as_str()] {
+        assert!(
+            !scraped.contains(name),
+            "/metrics names {name:?}:\n{scraped}"
+        );
+    }
+}
