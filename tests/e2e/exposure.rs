@@ -5,10 +5,13 @@
 //! start.
 
 use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use base64::Engine as _;
 
-use crate::harness::{free_port, Wharf, WharfOptions};
+use crate::harness::{free_port, wharf_bin, Wharf, WharfOptions};
 use crate::http::Api;
 use crate::layout::{write_layout, LayoutSpec};
 use crate::skopeo::Skopeo;
@@ -214,4 +217,120 @@ fn the_status_page_shows_a_private_repository_only_to_who_may_pull_it() {
             "/metrics names {name:?}:\n{scraped}"
         );
     }
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "exit {}\n--- stdout ---\n{}--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `wharf <args> <config>` to the end, with no `WHARF_*` override from the caller's shell.
+fn wharf_with(args: &[&str], config: &Path) -> Output {
+    let mut cmd = Command::new(wharf_bin());
+    cmd.args(args).arg(config);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("WHARF_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.output().expect("run wharf")
+}
+
+/// `wharf serve --config <config>`, expected to refuse the config: its output once it exits; the
+/// test fails if it is still serving after `within`.
+fn serve_until_it_exits(config: &Path, within: Duration) -> Output {
+    let mut cmd = Command::new(wharf_bin());
+    cmd.args(["serve", "--config"]).arg(config);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("WHARF_") {
+            cmd.env_remove(key);
+        }
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run wharf serve");
+    let end = std::time::Instant::now() + within;
+    while child.try_wait().expect("wait for wharf serve").is_none() {
+        if std::time::Instant::now() >= end {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("wharf serve's output");
+            panic!(
+                "wharf serve accepted the config and was still serving after {within:?}:\n{}",
+                describe(&out)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.wait_with_output().expect("wharf serve's output")
+}
+
+/// Proves (issue 24, item 4): `metrics.listen = "0.0.0.0:0"` with no `[auth]` is refused by `wharf
+/// serve` (exit non-zero) and by `wharf check-config`, each naming `metrics.listen`, why (the status
+/// page) and the fixes; with `[auth] allow_anonymous_remote = true` the check passes and wharf
+/// serves the listener.
+#[test]
+fn a_metrics_listener_beyond_loopback_needs_auth_or_an_explicit_yes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wharf.toml");
+    let base = format!(
+        "[server]\nlisten = \"127.0.0.1:{}\"\n[storage]\ndata_dir = \"{}\"\n\
+         [metrics]\nlisten = \"0.0.0.0:0\"\n",
+        free_port(),
+        dir.path().join("data").display()
+    );
+    fs::write(&config, &base).unwrap();
+
+    let out = serve_until_it_exits(&config, Duration::from_secs(60));
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{}", describe(&out));
+    for part in [
+        "0.0.0.0:0 (metrics.listen)",
+        "status page",
+        "set metrics.listen to a loopback address",
+        "allow_anonymous_remote = true",
+        "htpasswd_file",
+    ] {
+        assert!(
+            said.contains(part),
+            "{part:?} not said:\n{}",
+            describe(&out)
+        );
+    }
+
+    let out = wharf_with(&["check-config"], &config);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.lines().any(|l| l.starts_with(
+            "metrics.listen: 0.0.0.0:0 is reachable from other machines and no client \
+             authentication is configured: anyone could read the status page"
+        ) && l.contains("allow_anonymous_remote = true")),
+        "{}",
+        describe(&out)
+    );
+
+    fs::write(
+        &config,
+        format!("{base}[auth]\nallow_anonymous_remote = true\n"),
+    )
+    .unwrap();
+    let out = wharf_with(&["check-config"], &config);
+    assert!(out.status.success(), "{}", describe(&out));
+    let wharf = Wharf::start(WharfOptions {
+        extra_toml: "[metrics]\nlisten = \"0.0.0.0:0\"\n[auth]\nallow_anonymous_remote = true\n"
+            .into(),
+        ..Default::default()
+    });
+    crate::plugins::wait_for_log(
+        &wharf,
+        &["serving /metrics and the status page", "0.0.0.0:0"],
+        Duration::from_secs(30),
+    );
 }

@@ -1,7 +1,8 @@
 //! The metrics listener (`[metrics] listen`): `GET /metrics` for Prometheus and the status page
 //! (`/ui`, ui.rs), on an address of their own. `/metrics` names no repository (counters by route
 //! kind, upstream host and plugin), so it asks for no credential; the page shows each caller the
-//! repositories `[auth]` lets them pull.
+//! repositories `[auth]` lets them pull. With no `[auth]`, the listener stays on loopback unless
+//! `allow_anonymous_remote` says otherwise (`auth::exposures`).
 
 use std::convert::Infallible;
 use std::net::IpAddr;
