@@ -160,6 +160,14 @@ pub struct Meta {
 
 impl Meta {
     pub fn open(path: &Path) -> Result<Self, MetaError> {
+        // Made 0600 before redb initialises it (redb creates a missing file with the umask's mode,
+        // and takes an empty one as new): it names every repository, tag and push.
+        crate::data_dir::file_options()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| MetaError::Db(e.into()))?;
         let db = Database::create(path)?;
         // Create every table up front so read transactions never meet a missing one.
         let tx = db.begin_write()?;

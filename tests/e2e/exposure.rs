@@ -5,13 +5,14 @@
 //! start.
 
 use std::fs;
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use base64::Engine as _;
 
-use crate::harness::{free_port, wharf_bin, Wharf, WharfOptions};
+use crate::harness::{free_port, require_tool, wharf_bin, Wharf, WharfOptions};
 use crate::http::Api;
 use crate::layout::{write_layout, LayoutSpec};
 use crate::skopeo::Skopeo;
@@ -332,5 +333,173 @@ fn a_metrics_listener_beyond_loopback_needs_auth_or_an_explicit_yes() {
         &wharf,
         &["serving /metrics and the status page", "0.0.0.0:0"],
         Duration::from_secs(30),
+    );
+}
+
+fn mode(p: &Path) -> u32 {
+    fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// Every directory and file below `dir`, with its mode (not following links).
+fn walk(dir: &Path) -> Vec<(PathBuf, bool, u32)> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let kind = e.file_type().unwrap();
+        let path = e.path();
+        if kind.is_dir() {
+            out.push((path.clone(), true, mode(&path)));
+            out.extend(walk(&path));
+        } else if kind.is_file() {
+            out.push((path.clone(), false, mode(&path)));
+        }
+    }
+    out
+}
+
+/// `cat path` as user `nobody`: what it printed, or why it could not.
+fn cat_as_nobody(path: &Path) -> Output {
+    let runuser = require_tool("runuser", "apt-get install util-linux");
+    Command::new(runuser)
+        .args(["-u", "nobody", "--", "cat"])
+        .arg(path)
+        .output()
+        .expect("run runuser")
+}
+
+/// Lets other users reach `wharf`'s data directory's parent (a test's temp dir is 0700), so that
+/// only the data directory's own modes can keep them out; checks that they can.
+fn let_others_reach_the_parent_of(wharf: &Wharf) {
+    let home = wharf.data_dir().parent().unwrap().to_owned();
+    fs::set_permissions(&home, fs::Permissions::from_mode(0o755)).unwrap();
+    let probe = wharf.data_dir().with_file_name("probe.txt");
+    fs::write(&probe, "readable").unwrap();
+    fs::set_permissions(&probe, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = cat_as_nobody(&probe);
+    assert!(
+        out.status.success(),
+        "nobody cannot read a 0644 file beside the data directory, so this test would prove \
+         nothing (is the temp dir, TMPDIR, below a directory other users cannot enter?): {}",
+        describe(&out)
+    );
+}
+
+/// A blob of `layout` in `wharf`'s store.
+fn stored_blob(wharf: &Wharf, digest: &str) -> PathBuf {
+    let hex = &digest["sha256:".len()..];
+    let path = wharf.blobs_dir().join("sha256").join(&hex[..2]).join(hex);
+    assert!(path.is_file(), "{} is not stored", path.display());
+    path
+}
+
+fn assert_denied(out: &Output, what: &str) {
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("Permission denied")
+            && out.stdout.is_empty(),
+        "nobody read {what}: {}",
+        describe(out)
+    );
+}
+
+/// Proves (issue 24, item 5): after skopeo pushes an image, another local user (`nobody`) cannot
+/// read its blobs or `meta.redb` (`Permission denied`), though the data directory's parent lets them
+/// in: every directory wharf keeps is 0700, every file 0600.
+#[test]
+fn a_pushed_image_is_readable_only_by_wharfs_user() {
+    let wharf = Wharf::start(WharfOptions::default());
+    let_others_reach_the_parent_of(&wharf);
+    let layout = write_layout(
+        &wharf.scratch("src").join("layout"),
+        &LayoutSpec::small("v1", 2403),
+    );
+    Skopeo::new().copy(
+        &layout.skopeo_ref(),
+        &format!("docker://{}/team/private:v1", wharf.host()),
+    );
+
+    let data = wharf.data_dir();
+    assert_eq!(mode(&data), 0o700, "{}", data.display());
+    let entries = walk(&data);
+    for (path, dir, m) in &entries {
+        let want = if *dir { 0o700 } else { 0o600 };
+        assert_eq!(*m, want, "{} is {m:04o}", path.display());
+    }
+    assert!(entries.iter().any(|(p, ..)| p.ends_with("meta.redb")));
+
+    let layer = &layout.images[0].layers[0].digest;
+    assert_denied(&cat_as_nobody(&stored_blob(&wharf, layer)), "a layer");
+    assert_denied(&cat_as_nobody(&data.join("meta.redb")), "meta.redb");
+}
+
+/// Proves (issue 24, item 5): a data directory written before (0755 directories, 0644 files, which
+/// `nobody` could read) is made private at the next start, and the log says what changed: the
+/// directories 0700, `meta.redb` 0600; an old blob file keeps 0644 but `nobody` can no longer reach
+/// it; the image still pulls; the start after that changes nothing and says nothing.
+#[test]
+fn an_old_data_dir_is_made_private_at_start() {
+    let mut wharf = Wharf::start(WharfOptions::default());
+    let_others_reach_the_parent_of(&wharf);
+    let layout = write_layout(
+        &wharf.scratch("src").join("layout"),
+        &LayoutSpec::small("v1", 2404),
+    );
+    let skopeo = Skopeo::new();
+    skopeo.copy(
+        &layout.skopeo_ref(),
+        &format!("docker://{}/team/old:v1", wharf.host()),
+    );
+    wharf.stop();
+
+    // As an older wharf left it.
+    let data = wharf.data_dir();
+    for (path, dir, _) in walk(&data).into_iter().chain([(data.clone(), true, 0)]) {
+        let m = if dir { 0o755 } else { 0o644 };
+        fs::set_permissions(&path, fs::Permissions::from_mode(m)).unwrap();
+    }
+    let blob = stored_blob(&wharf, &layout.images[0].layers[0].digest);
+    assert!(
+        cat_as_nobody(&blob).status.success(),
+        "the old layout was readable"
+    );
+
+    wharf.start_again();
+    // The harness made the data directory 0755 before the first start, which said so too.
+    let made_private = [
+        "the data directory was open to other users",
+        "meta.redb (was 0644)",
+    ];
+    let line = crate::plugins::wait_for_log(&wharf, &made_private, Duration::from_secs(30));
+    for part in [
+        "directories now 0700",
+        "(was 0755)",
+        "meta.redb (was 0644)",
+        "no other user can reach them now",
+    ] {
+        assert!(line.contains(part), "{part:?} not in: {line}");
+    }
+    for (path, dir, m) in walk(&data) {
+        if dir {
+            assert_eq!(m, 0o700, "{}", path.display());
+        }
+    }
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("meta.redb")), 0o600);
+    assert_eq!(mode(&blob), 0o644, "blob files are not walked at start");
+    assert_denied(&cat_as_nobody(&blob), "an old blob");
+    assert_denied(&cat_as_nobody(&data.join("meta.redb")), "meta.redb");
+    let back = wharf.scratch("back");
+    skopeo.copy(
+        &format!("docker://{}/team/old:v1", wharf.host()),
+        &format!("oci:{}:v1", back.display()),
+    );
+
+    wharf.stop();
+    wharf.start_again();
+    wharf.stop();
+    assert_eq!(
+        crate::plugins::log_count(&wharf, &[made_private[0]]),
+        2,
+        "a private data directory is left alone, and said nothing of"
     );
 }
