@@ -57,12 +57,19 @@ pub enum AuthError {
         reason: String,
     },
     #[error(
-        "wharf would listen on {listen} with no client authentication: anyone who reaches that \
-         address could push, delete and pull; set [auth] htpasswd_file or tokens_file (see \
-         examples/wharf.toml), listen on a loopback address, or set [auth] allow_anonymous_remote = \
-         true to allow it anyway"
+        "wharf would listen on {listen} ({key}) with no client authentication: anyone who reaches \
+         that address could {could}; set [auth] htpasswd_file or tokens_file (see \
+         examples/wharf.toml), set {key} to a loopback address (\"127.0.0.1:{port}\"), or set [auth] \
+         allow_anonymous_remote = true to allow it anyway",
+        port = listen.port()
     )]
-    Exposed { listen: std::net::SocketAddr },
+    Exposed {
+        /// The config key of the listener.
+        key: &'static str,
+        listen: std::net::SocketAddr,
+        /// What anyone could do there.
+        could: &'static str,
+    },
 }
 
 /// Who is calling.
@@ -110,15 +117,38 @@ pub struct Auth {
     verified: DashMap<[u8; 32], (String, Instant)>,
 }
 
-/// Refuses a listen address others can reach when nothing says who they are.
+/// Refuses a listen address others can reach when nothing says who they are (the first of
+/// [`exposures`]).
 pub fn check_exposure(cfg: &Config) -> Result<(), AuthError> {
-    let ip = cfg.server.listen.ip();
-    if ip.is_loopback() || cfg.auth.enabled() || cfg.auth.allow_anonymous_remote {
-        return Ok(());
+    exposures(cfg).into_iter().next().map_or(Ok(()), Err)
+}
+
+/// Each listener others could reach with no client authentication: the registry's, and the metrics
+/// listener's, whose status page would show them every repository, tag and digest (with `[auth]`,
+/// it shows each caller what that caller may pull; `/metrics` names no repository).
+pub fn exposures(cfg: &Config) -> Vec<AuthError> {
+    if cfg.auth.enabled() || cfg.auth.allow_anonymous_remote {
+        return Vec::new();
     }
-    Err(AuthError::Exposed {
-        listen: cfg.server.listen,
-    })
+    let listeners = [
+        (
+            "server.listen",
+            Some(cfg.server.listen),
+            "push, delete and pull",
+        ),
+        (
+            "metrics.listen",
+            cfg.metrics.listen,
+            "read the status page (/ui): the name, tags, digests and sizes of every repository",
+        ),
+    ];
+    listeners
+        .into_iter()
+        .filter_map(|(key, listen, could)| {
+            let listen = listen.filter(|a| !a.ip().is_loopback())?;
+            Some(AuthError::Exposed { key, listen, could })
+        })
+        .collect()
 }
 
 fn read(key: &'static str, path: &Path) -> Result<String, AuthError> {
@@ -342,6 +372,13 @@ impl Auth {
             Action::Push | Action::Delete => rules::Want::Push,
         };
         rules::decide(&self.cfg, repo, want, identity) == rules::Verdict::Allow
+    }
+
+    /// Whether `identity` (`None`: anonymous) may pull `repo` by the rules: what the status page
+    /// shows that caller. `repo` is the routing phase's name (`<registry>/<repository>` for the
+    /// mirror's).
+    pub fn may_pull(&self, identity: Option<&str>, repo: &str) -> bool {
+        self.allows(identity, repo, Action::Pull)
     }
 
     /// `401` with the challenge that sends the client to `/token` (for `scope`: the repository as

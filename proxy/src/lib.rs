@@ -5,6 +5,7 @@ pub mod archive;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod data_dir;
 pub mod digest;
 pub mod error;
 pub mod fill;

@@ -210,6 +210,14 @@ impl Meta {
     }
 
     fn open_with(path: &Path, check: bool) -> Result<Self, MetaError> {
+        // Made 0600 before redb initialises it (redb creates a missing file with the umask's mode,
+        // and takes an empty one as new): it names every repository, tag and push.
+        crate::data_dir::file_options()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| MetaError::Db(e.into()))?;
         let db = redb::Builder::new()
             .set_check_integrity_on_open(check)
             .create(path)?;

@@ -113,18 +113,14 @@ impl Policy {
         if self.plugins.is_empty() {
             return Ok(());
         }
-        let what = format!(
-            "{} of {}{}",
-            ctx.operation.as_str(),
-            ctx.registry
-                .as_deref()
-                .map(|r| format!("{r}/"))
-                .unwrap_or_default(),
-            ctx.repository
-        );
+        let name = match &ctx.registry {
+            Some(r) => format!("{r}/{}", ctx.repository),
+            None => ctx.repository.clone(),
+        };
+        let what = format!("{} of {name}", ctx.operation.as_str());
         self.plugins.access(ctx).await.map_err(|d| {
             tracing::info!(plugin = %d.plugin, reason = %d.reason, request = %what, "denied by plugin");
-            crate::ui::denied(&d.plugin, &what, &d.reason);
+            crate::ui::denied(&d.plugin, &name, &what, &d.reason);
             RegistryError::new(
                 ErrorCode::Denied,
                 format!("{what} denied by plugin {}: {}", d.plugin, d.reason),

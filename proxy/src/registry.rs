@@ -115,6 +115,12 @@ impl Registry {
         self
     }
 
+    /// The client authentication in force (none: anyone may do anything); the status page shows
+    /// each caller what these rules let them pull.
+    pub fn auth(&self) -> Option<&Arc<Auth>> {
+        self.auth.as_ref()
+    }
+
     /// Delivers pushes to routed repositories through `push`.
     pub fn with_push(mut self, push: Arc<Push>) -> Self {
         self.push = Some(push);

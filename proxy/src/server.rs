@@ -98,7 +98,8 @@ fn meta_failure(path: &str, e: &MetaError) -> String {
 }
 
 /// Opens the data directory: the content store, and the metadata store (locked while it is open:
-/// one wharf per data directory).
+/// one wharf per data directory). A data directory others could read is made private first, and
+/// the log says what changed.
 pub async fn open_storage(cfg: &Config) -> Result<(FsStore, Meta), StartError> {
     open_storage_with(cfg, false).await
 }
@@ -107,6 +108,11 @@ pub async fn open_storage(cfg: &Config) -> Result<(FsStore, Meta), StartError> {
 /// can) before it is used (`wharf fsck`).
 pub async fn open_storage_with(cfg: &Config, check: bool) -> Result<(FsStore, Meta), StartError> {
     let dir = cfg.storage.data_dir.clone();
+    let d = dir.clone();
+    match tokio::task::spawn_blocking(move || crate::data_dir::make_private(&d)).await {
+        Ok(t) => log_tightened(&dir, &t),
+        Err(e) => tracing::warn!(error = %e, "could not check the data directory's permissions"),
+    }
     let store = FsStore::open(&dir).map_err(|source| StartError::DataDir {
         dir: dir.display().to_string(),
         source,
@@ -130,6 +136,26 @@ pub async fn open_storage_with(cfg: &Config, check: bool) -> Result<(FsStore, Me
         source,
     })?;
     Ok((store, meta))
+}
+
+/// Says what `make_private` changed in the data directory `dir`, or could not change and how to.
+fn log_tightened(dir: &std::path::Path, t: &crate::data_dir::Tightened) {
+    if !t.dirs.is_empty() || !t.files.is_empty() {
+        tracing::warn!(
+            data_dir = %dir.display(),
+            "the data directory was open to other users: made it private ({}); blob files \
+             written before keep their mode, but no other user can reach them now",
+            t.summary()
+        );
+    }
+    for (path, mode, e) in &t.failed {
+        tracing::warn!(
+            path = %path.display(), mode = format!("{mode:04o}"), error = %e,
+            "cannot make this part of the data directory private: other users may read it; run \
+             `chmod go= {}` as its owner, or give wharf a data directory its user owns",
+            path.display()
+        );
+    }
 }
 
 /// Opens storage and binds the listener: everything that can fail at startup fails here, with a message

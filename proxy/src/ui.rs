@@ -19,20 +19,25 @@ mod html;
 mod ring;
 #[cfg(test)]
 mod tests;
+mod viewer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::net::IpAddr;
+
 use bytes::Bytes;
-use http::{header, Method, Response, StatusCode, Uri};
+use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
 use crate::admin::Admin;
+use crate::error::ErrorCode;
 pub use crate::meta::{CacheTotals, Sample};
 use crate::meta::{Meta, MetaError, Retention};
 pub use html::{Page, REFRESH_SECS};
 pub use ring::{Denial, Ring};
+pub use viewer::{Audience, Viewer};
 
 /// How often the sampler records the cache counters unless `[metrics] sample_secs` says otherwise.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
@@ -103,8 +108,9 @@ pub async fn current(meta: &Meta) -> Result<Option<Sample>, MetaError> {
         .then(|| continued(base, counters, now())))
 }
 
-/// Records a plugin's denial for the page (called where `Policy::allow` logs it).
-pub fn denied(plugin: &str, request: &str, reason: &str) {
+/// Records a plugin's denial of `request` on `repository` (the name the rules judge) for the page
+/// (called where `Policy::allow` logs it).
+pub fn denied(plugin: &str, repository: &str, request: &str, reason: &str) {
     let clip = |s: &str| match s.char_indices().nth(REASON_CHARS) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_owned(),
@@ -114,6 +120,7 @@ pub fn denied(plugin: &str, request: &str, reason: &str) {
         plugin: clip(plugin),
         request: clip(request),
         reason: clip(reason),
+        repository: repository.to_owned(),
     });
     DENIALS_SEEN.fetch_add(1, Ordering::Relaxed);
 }
@@ -264,9 +271,14 @@ async fn stop_asked() {
     }
 }
 
-/// Answers a request for `/ui` or anything under it: the page for `GET`/`HEAD /ui` (or `/ui/`), a
-/// short 404 or 405 page otherwise.
-pub async fn serve(admin: &Admin, method: &Method, uri: &Uri) -> Response<Full<Bytes>> {
+/// Answers a request for `/ui` or anything under it from `client`: the page for `GET`/`HEAD /ui` (or
+/// `/ui/`) as that caller may see it, `/ui?login` to log in, a short 404 or 405 page otherwise.
+pub async fn serve<B>(
+    admin: &Admin,
+    req: &Request<B>,
+    client: Option<IpAddr>,
+) -> Response<Full<Bytes>> {
+    let method = req.method();
     if method != Method::GET && method != Method::HEAD {
         let mut r = page_response(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -276,18 +288,83 @@ pub async fn serve(admin: &Admin, method: &Method, uri: &Uri) -> Response<Full<B
             .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    if !matches!(uri.path(), "/ui" | "/ui/") {
+    if !matches!(req.uri().path(), "/ui" | "/ui/") {
         return page_response(
             StatusCode::NOT_FOUND,
             notice("No such page: the status page is at /ui."),
         );
     }
-    let page = gather(admin).await;
+    let viewer = match identify(admin, req, client).await {
+        Ok(v) => v,
+        Err(refused) => return refused,
+    };
+    let login = req.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|p| p == "login" || p.starts_with("login="))
+    });
+    if login {
+        return match viewer.audience() {
+            Audience::Anonymous => log_in("Log in to see the repositories you may pull."),
+            // Logged in (or nothing to log in to): the page, at the address its reloads keep.
+            _ => Response::builder()
+                .status(StatusCode::SEE_OTHER)
+                .header(header::LOCATION, "/ui")
+                .header(header::CACHE_CONTROL, "no-store")
+                .body(Full::new(Bytes::new()))
+                .expect("valid response"),
+        };
+    }
+    let page = gather(admin, &viewer).await;
     page_response(StatusCode::OK, html::render(&page))
 }
 
-/// What the page shows, read now.
-pub async fn gather(admin: &Admin) -> Page {
+/// Who the caller is, by the registry's credentials (`Basic`, as a browser sends them, or a bearer
+/// token of wharf's); a wrong credential is asked for again, as the registry would.
+async fn identify<B>(
+    admin: &Admin,
+    req: &Request<B>,
+    client: Option<IpAddr>,
+) -> Result<Viewer, Response<Full<Bytes>>> {
+    let Some(auth) = admin.registry.as_ref().and_then(|r| r.auth()) else {
+        return Ok(Viewer::Anyone);
+    };
+    match auth.identify(req.headers(), client).await {
+        Ok(caller) => Ok(Viewer::Caller {
+            auth: auth.clone(),
+            identity: caller.identity,
+        }),
+        Err(e) if e.code == ErrorCode::TooManyRequests => {
+            let mut r = page_response(StatusCode::TOO_MANY_REQUESTS, notice(&e.message));
+            for (name, value) in e.headers {
+                r.headers_mut().insert(name, value);
+            }
+            Err(r)
+        }
+        Err(_) => Err(log_in(
+            "The user name or password sent is wrong, or the token has expired: log in again.",
+        )),
+    }
+}
+
+/// `401` with a `Basic` challenge: a browser asks for a user name and password, and sends them with
+/// every request to this listener from then on.
+fn log_in(why: &str) -> Response<Full<Bytes>> {
+    let mut r = page_response(
+        StatusCode::UNAUTHORIZED,
+        notice(&format!(
+            "{why} The status page takes the registry's credentials: a user of wharf's htpasswd \
+             file, or a token from its tokens file as the password."
+        )),
+    );
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Basic realm=\"wharf\", charset=\"UTF-8\""),
+    );
+    r
+}
+
+/// What the page shows `viewer`, read now.
+pub async fn gather(admin: &Admin, viewer: &Viewer) -> Page {
     let c = &admin.collector;
     admin.flush_usage().await;
     let images = crate::images::list(c, false)
@@ -306,7 +383,7 @@ pub async fn gather(admin: &Admin) -> Page {
         Err(e) => tracing::warn!(error = %e, "status page: cannot read the cache totals"),
     }
     let every = lock(&SAMPLING).map_or(SAMPLE_EVERY, |s| s.every);
-    Page {
+    let mut page = Page {
         now,
         images,
         pushes,
@@ -314,7 +391,10 @@ pub async fn gather(admin: &Admin) -> Page {
         denials: lock(&DENIALS).to_vec(),
         sample_every: every,
         keep: Retention::DEFAULT,
-    }
+        audience: Audience::Everyone,
+    };
+    viewer.filter(&mut page);
+    page
 }
 
 fn notice(text: &str) -> String {

@@ -131,7 +131,7 @@ listen = "127.0.0.1:5000"
         "upstream[1].ca_file: /nonexistent/wharf-e2e/ca.pem does not exist; create it, or correct \
          the path",
         "server.listen: 0.0.0.0:5000 is reachable from other machines and no client authentication \
-         is configured; ",
+         is configured: anyone could push, delete and pull; ",
         "push[0].target: target \"ftp://registry.example/team\" must be http(s)://host[:port]/\
          repository",
         "metrics.listen: metrics.listen 127.0.0.1:5000 is where wharf serves the registry \

@@ -20,6 +20,7 @@ mod config_env;
 mod crash;
 mod dedupe;
 mod deploy_image;
+mod exposure;
 mod fsck;
 mod gc;
 mod hardening;

@@ -21,7 +21,7 @@ use crate::skopeo::Skopeo;
 const BROWSER_DEADLINE: Duration = Duration::from_secs(120);
 
 /// `chromium`, or the test fails with how to install it.
-fn chromium() -> PathBuf {
+pub(crate) fn chromium() -> PathBuf {
     require_tool("chromium", "apt-get install chromium")
 }
 
@@ -71,16 +71,18 @@ fn run_chromium(profile: &Path, url: &str, args: &[&str]) -> Output {
 /// commands on fd 3 and answers on fd 4, each message a JSON text ended by a NUL byte). An expression
 /// evaluated this way runs whatever the page's CSP says (the page itself may run no script), so a
 /// test can ask for the layout chromium computed.
-struct DevTools {
+pub(crate) struct DevTools {
     child: std::process::Child,
     to: fs::File,
     from: std::sync::mpsc::Receiver<serde_json::Value>,
+    /// Events that arrived while a command waited for its answer, oldest first.
+    events: std::collections::VecDeque<serde_json::Value>,
     next: u64,
     end: Instant,
 }
 
 impl DevTools {
-    fn start(profile: &Path) -> DevTools {
+    pub(crate) fn start(profile: &Path) -> DevTools {
         use std::os::fd::{AsRawFd, OwnedFd};
         use std::os::unix::process::CommandExt;
         let (to_chromium, commands) = std::io::pipe().expect("pipe");
@@ -144,6 +146,7 @@ impl DevTools {
             child,
             to: fs::File::from(OwnedFd::from(commands)),
             from,
+            events: std::collections::VecDeque::new(),
             next: 0,
             end: Instant::now() + BROWSER_DEADLINE,
         }
@@ -168,16 +171,9 @@ impl DevTools {
         params: serde_json::Value,
         session: Option<&str>,
     ) -> serde_json::Value {
-        use std::io::Write;
         self.next += 1;
         let id = self.next;
-        let mut msg = serde_json::json!({"id": id, "method": method, "params": params});
-        if let Some(s) = session {
-            msg["sessionId"] = s.into();
-        }
-        let mut bytes = serde_json::to_vec(&msg).expect("JSON");
-        bytes.push(0);
-        self.to.write_all(&bytes).expect("write to chromium");
+        self.send(id, method, params, session);
         loop {
             let answer = self.receive(method);
             if answer["id"] == id {
@@ -187,12 +183,88 @@ impl DevTools {
                 );
                 return answer["result"].clone();
             }
+            if answer["id"].is_null() {
+                self.events.push_back(answer);
+            }
+        }
+    }
+
+    /// Sends command `id` without waiting for its answer.
+    fn send(&mut self, id: u64, method: &str, params: serde_json::Value, session: Option<&str>) {
+        use std::io::Write;
+        let mut msg = serde_json::json!({"id": id, "method": method, "params": params});
+        if let Some(s) = session {
+            msg["sessionId"] = s.into();
+        }
+        let mut bytes = serde_json::to_vec(&msg).expect("JSON");
+        bytes.push(0);
+        self.to.write_all(&bytes).expect("write to chromium");
+    }
+
+    /// The next event, one that came in meanwhile first.
+    fn event(&mut self, waiting_for: &str) -> serde_json::Value {
+        match self.events.pop_front() {
+            Some(e) => e,
+            None => self.receive(waiting_for),
         }
     }
 
     /// Opens `url` in a new page of `width`×`height` CSS pixels and waits for it to load; returns the
     /// page's session.
-    fn open(&mut self, url: &str, width: u32, height: u32) -> String {
+    pub(crate) fn open(&mut self, url: &str, width: u32, height: u32) -> String {
+        let session = self.blank(width, height);
+        let s = Some(session.as_str());
+        self.call("Page.navigate", serde_json::json!({"url": url}), s);
+        self.loaded(&session);
+        session
+    }
+
+    /// Opens `url` in a new page as a person who answers the browser's login prompt with `user` and
+    /// `password` (the prompt a `401` with a `Basic` challenge brings up), and waits for the page
+    /// to load; returns its session. The browser keeps the credentials, as it would after a prompt,
+    /// for the pages opened after.
+    pub(crate) fn open_logged_in(&mut self, url: &str, user: &str, password: &str) -> String {
+        let session = self.blank(1024, 768);
+        let s = Some(session.as_str());
+        self.call(
+            "Fetch.enable",
+            serde_json::json!({"handleAuthRequests": true, "patterns": [{"urlPattern": "*"}]}),
+            s,
+        );
+        // Not waited for: the navigation's answer comes once its requests, paused below, go on.
+        self.next += 1;
+        let id = self.next;
+        self.send(id, "Page.navigate", serde_json::json!({"url": url}), s);
+        loop {
+            let e = self.event("the login page");
+            let id = &e["params"]["requestId"];
+            match e["method"].as_str() {
+                Some("Fetch.requestPaused") => {
+                    self.call(
+                        "Fetch.continueRequest",
+                        serde_json::json!({"requestId": id}),
+                        s,
+                    );
+                }
+                Some("Fetch.authRequired") => {
+                    self.call(
+                        "Fetch.continueWithAuth",
+                        serde_json::json!({"requestId": id, "authChallengeResponse": {
+                            "response": "ProvideCredentials", "username": user, "password": password
+                        }}),
+                        s,
+                    );
+                }
+                Some("Page.loadEventFired") if e["sessionId"] == session.as_str() => break,
+                _ => {}
+            }
+        }
+        self.call("Fetch.disable", serde_json::json!({}), s);
+        session
+    }
+
+    /// A new blank page of `width`×`height` CSS pixels, its page events on; its session.
+    fn blank(&mut self, width: u32, height: u32) -> String {
         let target = self.call(
             "Target.createTarget",
             serde_json::json!({"url": "about:blank"}),
@@ -213,17 +285,21 @@ impl DevTools {
             s,
         );
         self.call("Page.enable", serde_json::json!({}), s);
-        self.call("Page.navigate", serde_json::json!({"url": url}), s);
+        session
+    }
+
+    /// Waits for the page of `session` to load.
+    fn loaded(&mut self, session: &str) {
         loop {
-            let event = self.receive("Page.loadEventFired");
-            if event["method"] == "Page.loadEventFired" && event["sessionId"] == session.as_str() {
-                return session;
+            let event = self.event("Page.loadEventFired");
+            if event["method"] == "Page.loadEventFired" && event["sessionId"] == session {
+                return;
             }
         }
     }
 
     /// The value of a JavaScript expression in the page of `session`.
-    fn evaluate(&mut self, session: &str, expression: &str) -> serde_json::Value {
+    pub(crate) fn evaluate(&mut self, session: &str, expression: &str) -> serde_json::Value {
         let r = self.call(
             "Runtime.evaluate",
             serde_json::json!({"expression": expression, "returnByValue": true}),

@@ -140,6 +140,35 @@ fn a_remote_listen_needs_auth_or_an_explicit_yes() {
     assert!(check_exposure(&cfg).is_ok());
 }
 
+/// Proves (issue 24): the metrics listener follows the registry's rule: beyond loopback it needs
+/// `[auth]` (its page then shows each caller what they may pull) or `allow_anonymous_remote`, and
+/// the refusal names `metrics.listen` and the fix.
+#[test]
+fn a_remote_metrics_listener_needs_auth_or_an_explicit_yes() {
+    let mut cfg = Config::default();
+    cfg.metrics.listen = Some("127.0.0.1:9090".parse().unwrap());
+    assert!(exposures(&cfg).is_empty());
+    cfg.metrics.listen = Some("0.0.0.0:9090".parse().unwrap());
+    let e = check_exposure(&cfg).unwrap_err().to_string();
+    for said in [
+        "0.0.0.0:9090 (metrics.listen)",
+        "status page",
+        "set metrics.listen to a loopback address (\"127.0.0.1:9090\")",
+        "allow_anonymous_remote = true",
+    ] {
+        assert!(e.contains(said), "{said:?} not in {e}");
+    }
+    cfg.server.listen = "[::]:5000".parse().unwrap();
+    let both: Vec<String> = exposures(&cfg).iter().map(|e| e.to_string()).collect();
+    assert_eq!(both.len(), 2, "{both:?}");
+    assert!(both[0].contains("(server.listen)"), "{both:?}");
+    cfg.auth.allow_anonymous_remote = true;
+    assert!(exposures(&cfg).is_empty());
+    cfg.auth.allow_anonymous_remote = false;
+    cfg.auth.tokens_file = Some("/etc/wharf/tokens".into());
+    assert!(exposures(&cfg).is_empty());
+}
+
 #[tokio::test]
 async fn the_challenge_names_wharfs_token_endpoint_and_the_scope() {
     let a = auth("", "0123456789abcdef0123 ci-robot\n");

@@ -659,15 +659,17 @@ impl Semantic {
                 });
             }
         }
-        if let Err(e) = crate::auth::check_exposure(&self.cfg) {
-            let listen = self.cfg.server.listen;
+        for e in crate::auth::exposures(&self.cfg) {
+            let crate::auth::AuthError::Exposed { key, listen, could } = &e else {
+                continue;
+            };
             let text = e.to_string();
             let fix = text.split_once("; ").map_or("", |(_, f)| f).to_owned();
             self.problems.push(Problem::new(
-                "server.listen",
+                *key,
                 format!(
                     "{listen} is reachable from other machines and no client authentication is \
-                     configured"
+                     configured: anyone could {could}"
                 ),
                 fix,
             ));

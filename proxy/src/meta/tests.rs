@@ -129,6 +129,19 @@ async fn uploads_survive_reopen() {
     assert!(m.uploads().await.unwrap().is_empty());
 }
 
+/// Proves (issue 24): a new metadata file is 0600 from the start (it names every repository and
+/// tag), and reopening it works as before.
+#[tokio::test]
+async fn a_new_metadata_file_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.redb");
+    Meta::open(&path).unwrap().tag("r", "t").await.unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(Meta::open(&path).is_ok());
+}
+
 #[tokio::test]
 async fn cached_misses_and_hits_follow_every_write() {
     let (_dir, m) = open();

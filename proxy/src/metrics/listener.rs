@@ -1,7 +1,11 @@
 //! The metrics listener (`[metrics] listen`): `GET /metrics` for Prometheus and the status page
-//! (`/ui`, ui.rs), on an address of their own.
+//! (`/ui`, ui.rs), on an address of their own. `/metrics` names no repository (counters by route
+//! kind, upstream host and plugin), so it asks for no credential; the page shows each caller the
+//! repositories `[auth]` lets them pull. With no `[auth]`, the listener stays on loopback unless
+//! `allow_anonymous_remote` says otherwise (`auth::exposures`).
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,7 +62,7 @@ struct State {
 async fn serve(listener: tokio::net::TcpListener, admin: Admin) {
     let state = Arc::new(State { admin });
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "metrics: accept failed");
@@ -70,7 +74,7 @@ async fn serve(listener: tokio::net::TcpListener, admin: Admin) {
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                async move { Ok::<_, Infallible>(handle(&state, req, peer.ip()).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -89,10 +93,11 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
         .expect("valid response")
 }
 
-async fn handle<B>(state: &State, req: Request<B>) -> Response<Full<Bytes>> {
+/// `client`: where the request came from, whose failed logins count as on the registry's port.
+async fn handle<B>(state: &State, req: Request<B>, client: IpAddr) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     if path == "/ui" || path.starts_with("/ui/") {
-        return crate::ui::serve(&state.admin, req.method(), req.uri()).await;
+        return crate::ui::serve(&state.admin, &req, Some(client)).await;
     }
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         return text(

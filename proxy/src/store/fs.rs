@@ -3,6 +3,8 @@
 //!
 //! Publishing is write → fsync → rename → fsync(dir): after a crash a file under `blobs/` is either absent
 //! or complete and verified. All file I/O runs on tokio's blocking pool, never on the runtime's workers.
+//! Directories are created 0700 and ingests 0600 (`data_dir.rs`); a rename keeps the mode, so blobs
+//! are 0600 too.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -19,6 +21,7 @@ use super::{
     Blob, BlobSource, BlobWriter, IngestInfo, IngestRef, Ingester, Pace, Provider, Rehashed,
     StoreError, StoredCopy, Sweeper, Verifier,
 };
+use crate::data_dir;
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::range::ByteRange;
 
@@ -132,8 +135,9 @@ impl FsStore {
     /// Opens (creating if needed) a store rooted at `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
-        fs::create_dir_all(root.join("blobs"))?;
-        fs::create_dir_all(root.join("ingest"))?;
+        data_dir::create(&root)?;
+        data_dir::create_dir_all(&root.join("blobs"))?;
+        data_dir::create_dir_all(&root.join("ingest"))?;
         Ok(FsStore {
             root: Arc::new(root),
             small: Arc::default(),
@@ -175,7 +179,7 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 fn publish(tmp: &Path, dest: &Path) -> io::Result<()> {
     let dir = dest.parent().expect("blob paths have a parent");
     if !dir.exists() {
-        fs::create_dir_all(dir)?;
+        data_dir::create_dir_all(dir)?;
         if let Some(parent) = dir.parent() {
             sync_dir(parent)?;
         }
@@ -288,7 +292,10 @@ impl Ingester for FsStore {
         // Held before the file is opened: cleanup never removes an ingest between the two.
         let hold = self.holds.hold(ingest.as_str());
         let w = blocking(move || {
-            let file = OpenOptions::new().create(true).append(true).open(&path)?;
+            let file = data_dir::file_options()
+                .create(true)
+                .append(true)
+                .open(&path)?;
             // Resuming: rebuild the running digest from what is already there. The common case (a fresh
             // ingest) reads nothing.
             let (hasher, offset) = if file.metadata()?.len() > 0 {
@@ -397,7 +404,10 @@ impl Ingester for FsStore {
                 return Ok(());
             }
             let res = (|| {
-                let mut f = File::create(&tmp)?;
+                let mut f = data_dir::file_options()
+                    .write(true)
+                    .create_new(true)
+                    .open(&tmp)?;
                 f.write_all(&bytes)?;
                 f.sync_all()?;
                 publish(&tmp, &dest)

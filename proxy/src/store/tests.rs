@@ -190,3 +190,36 @@ async fn cleanup_leaves_ingests_that_a_writer_holds() {
     drop(w);
     assert!(s.abort_unheld(&r).await.unwrap());
 }
+
+/// Proves (issue 24): what the store writes only its user can read: the store's directories are
+/// 0700, an ingest, a committed blob (the ingest renamed) and a `put` blob 0600, whatever the umask
+/// lets through.
+#[tokio::test]
+async fn directories_and_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let root = parent.path().join("data");
+    let s = FsStore::open(&root).unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    for d in ["", "blobs", "ingest"] {
+        assert_eq!(mode(&root.join(d)), 0o700, "{d:?}");
+    }
+    let data = b"private layer".to_vec();
+    let d = Digest::sha256_of(&data);
+    let w = write_all(&s, "fill-1", &[&data]).await;
+    assert_eq!(mode(&root.join("ingest/fill-1")), 0o600);
+    w.commit(&d, None).await.unwrap();
+    let put = Bytes::from_static(b"{\"a manifest\":1}");
+    let pd = Digest::sha256_of(&put);
+    s.put(&pd, put).await.unwrap();
+    for digest in [&d, &pd] {
+        let file = root
+            .join("blobs/sha256")
+            .join(&digest.hex()[..2])
+            .join(digest.hex());
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+        let shard = file.parent().unwrap();
+        assert_eq!(mode(shard), 0o700);
+        assert_eq!(mode(shard.parent().unwrap()), 0o700);
+    }
+}

@@ -8,6 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use super::chart;
 use super::ring::Denial;
+use super::viewer::Audience;
 use crate::images::Image;
 use crate::meta::{Retention, Sample};
 use crate::push::Status;
@@ -27,6 +28,8 @@ pub struct Page {
     pub denials: Vec<Denial>,
     pub sample_every: Duration,
     pub keep: Retention,
+    /// Whom the lists were kept for (`Viewer::filter`).
+    pub audience: Audience,
 }
 
 /// How often the browser reloads the page on its own (a meta refresh: no script).
@@ -150,8 +153,9 @@ pub fn render(page: &Page) -> String {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <meta http-equiv=\"refresh\" content=\"{REFRESH_SECS}\">\
          <title>wharf status</title><style>{CSS}</style></head><body>\
-         <header><h1>wharf status</h1><p class=\"muted\">{} · reloads every {REFRESH_SECS} s</p></header>",
-        esc(&utc(page.now))
+         <header><h1>wharf status</h1><p class=\"muted\">{} · reloads every {REFRESH_SECS} s</p>{}</header>",
+        esc(&utc(page.now)),
+        audience(&page.audience)
     );
     tiles(&mut s, page);
     history(&mut s, page);
@@ -160,6 +164,21 @@ pub fn render(page: &Page) -> String {
     denials(&mut s, page);
     s.push_str("</body></html>\n");
     s
+}
+
+/// Whom the lists are for, when `[auth]` decides; an anonymous caller is offered to log in (the
+/// browser asks for the registry's credentials on `/ui?login`, and sends them with every reload).
+fn audience(a: &Audience) -> String {
+    match a {
+        Audience::Everyone => String::new(),
+        Audience::Anonymous => "<p id=\"audience\">Showing the repositories anonymous callers may \
+             pull. <a href=\"/ui?login\">Log in</a> to see the ones you may pull.</p>"
+            .into(),
+        Audience::Identity(id) => format!(
+            "<p id=\"audience\">Signed in as <b>{id}</b>: showing the repositories {id} may pull.</p>",
+            id = esc(id)
+        ),
+    }
 }
 
 fn tile(s: &mut String, id: &str, value: &str, what: &str) {

@@ -53,4 +53,21 @@ pub struct Denial {
     /// `pull of ghcr.io/team/app`, as the log line says it.
     pub request: String,
     pub reason: String,
+    /// The name the rules judge (`ghcr.io/team/app`): the page shows the denial to callers who may
+    /// pull it. Empty in records from before it was kept: see [`Denial::repository`].
+    #[serde(default)]
+    pub repository: String,
+}
+
+impl Denial {
+    /// The repository the denied request named. Records written before the name was kept carry it
+    /// only in `request` (`<operation> of <name>`).
+    pub fn repository(&self) -> &str {
+        if !self.repository.is_empty() {
+            return &self.repository;
+        }
+        self.request
+            .split_once(" of ")
+            .map_or("", |(_, name)| name.trim_end_matches('…'))
+    }
 }

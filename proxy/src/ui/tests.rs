@@ -74,6 +74,7 @@ fn empty_page() -> Page {
         denials: Vec::new(),
         sample_every: Duration::from_secs(10),
         keep: Retention::DEFAULT,
+        audience: super::Audience::Everyone,
     }
 }
 
@@ -115,6 +116,7 @@ fn names_from_clients_are_shown_not_run() {
         plugin: HOSTILE.into(),
         request: HOSTILE.into(),
         reason: HOSTILE.into(),
+        repository: HOSTILE.into(),
     }];
     let html = render(&page);
     assert!(!html.contains("<script"), "{html}");
@@ -291,6 +293,7 @@ fn denials_newest_first() {
             plugin: (*plugin).into(),
             request: "pull of ghcr.io/team/app".into(),
             reason: "not on the allow list".into(),
+            repository: "ghcr.io/team/app".into(),
         });
     }
     let html = render(&page);
@@ -442,7 +445,7 @@ fn history_charts_appear_with_two_samples() {
 #[test]
 fn a_denial_is_recorded_clipped() {
     let long = "x".repeat(super::REASON_CHARS * 3);
-    super::denied("gatekeeper-unit-test", "pull of a/b", &long);
+    super::denied("gatekeeper-unit-test", "a/b", "pull of a/b", &long);
     let d = super::lock(&super::DENIALS)
         .to_vec()
         .into_iter()
@@ -585,10 +588,20 @@ fn restored_denials_go_before_this_runs_and_the_ring_stays_bounded() {
     assert_eq!(empty.to_vec(), vec![1, 2]);
 }
 
-/// A registry and the admin state over it, in `dir`, wired as the server wires them (no upstream is
-/// ever asked: the mirrored content below is recorded as the mirror records it).
 fn serving(
     dir: &std::path::Path,
+) -> (
+    std::sync::Arc<crate::registry::Registry>,
+    crate::admin::Admin,
+) {
+    serving_with(dir, None)
+}
+
+/// A registry and the admin state over it, in `dir`, wired as the server wires them (no upstream is
+/// ever asked: the mirrored content below is recorded as the mirror records it), with `auth`.
+fn serving_with(
+    dir: &std::path::Path,
+    auth: Option<std::sync::Arc<crate::auth::Auth>>,
 ) -> (
     std::sync::Arc<crate::registry::Registry>,
     crate::admin::Admin,
@@ -604,13 +617,16 @@ fn serving(
         leases.clone(),
     );
     let mirror = crate::mirror::Mirror::new(&cfg, store.clone(), meta.clone()).unwrap();
-    let registry = Arc::new(crate::registry::Registry::new(
-        store.clone(),
-        meta.clone(),
-        cfg.registry.clone(),
-        mirror,
-        leases.clone(),
-    ));
+    let registry = Arc::new(
+        crate::registry::Registry::new(
+            store.clone(),
+            meta.clone(),
+            cfg.registry.clone(),
+            mirror,
+            leases.clone(),
+        )
+        .with_auth(auth),
+    );
     let policy = crate::policy::Policy::new(
         crate::plugin::Plugins::none(),
         store.clone(),
@@ -771,7 +787,7 @@ async fn a_tag_pushed_now_is_used_now_in_every_view_though_its_image_was_mirrore
     let line = text.lines().find(|l| l.starts_with("ci/app ")).unwrap();
     assert!(line.ends_with(" s ago"), "wharf status: {line}");
 
-    let html = render(&super::gather(&admin).await);
+    let html = render(&super::gather(&admin, &super::Viewer::Anyone).await);
     let table = &html[html
         .find("<h4 title=\"ci/app\">")
         .expect("ci/app on the page")..];
@@ -792,4 +808,185 @@ async fn a_tag_pushed_now_is_used_now_in_every_view_though_its_image_was_mirrore
     );
     let used = meta.snapshot().await.unwrap().last_use;
     assert!(used.of_tag("ci/app", None, &md).is_some(), "{used:?}");
+}
+
+/// `[auth]` with alice and bob (passwords `alice-pw`, `bob-pw`), anonymous pulls off, `private`
+/// pulled by alice only, `pub` by anyone.
+fn closed_auth() -> std::sync::Arc<crate::auth::Auth> {
+    use crate::config::{AuthConfig, AuthRule};
+    let dir = tempfile::tempdir().unwrap().keep();
+    let htpasswd = dir.join("htpasswd");
+    let hash = |p: &str| bcrypt::hash(p, 4).unwrap();
+    std::fs::write(
+        &htpasswd,
+        format!("alice:{}\nbob:{}\n", hash("alice-pw"), hash("bob-pw")),
+    )
+    .unwrap();
+    let rule = |prefix: &str, pull: &[&str]| AuthRule {
+        prefix: prefix.into(),
+        pull: pull.iter().map(|s| (*s).into()).collect(),
+        push: vec!["alice".into()],
+    };
+    let cfg = AuthConfig {
+        htpasswd_file: Some(htpasswd),
+        anonymous_pull: false,
+        rules: vec![
+            rule("private", &["alice"]),
+            rule("pub", &["anonymous", "*"]),
+        ],
+        ..AuthConfig::default()
+    };
+    std::sync::Arc::new(crate::auth::Auth::load(&cfg).unwrap().unwrap())
+}
+
+/// A page naming `private/app` (an image with its own digest, a failed push, a plugin's denial, and
+/// a denial recorded before denials kept their repository), `pub/tool` and a mirrored image.
+fn page_with_a_private_repository() -> Page {
+    let mut page = empty_page();
+    let mut private = image("private/app", "v1", &["linux/amd64"], 0);
+    private.digest = digest('c').parse().unwrap();
+    page.images = Ok(vec![
+        private,
+        image("pub/tool", "1.0", &["linux/amd64"], 0),
+        image("docker.io/library/alpine", "3", &["linux/amd64"], 0),
+    ]);
+    page.pushes = Ok(vec![
+        push(
+            "failed",
+            "private/app",
+            Some("upstream refused private/app"),
+        ),
+        push("pending", "pub/tool", None),
+    ]);
+    let denial = |repository: &str, request: &str| Denial {
+        at: NOW - 5,
+        plugin: "gate".into(),
+        request: request.into(),
+        reason: "no".into(),
+        repository: repository.into(),
+    };
+    page.denials = vec![
+        denial("private/app", "pull of private/app"),
+        denial("", "pull of private/old"),
+        denial("pub/tool", "push of pub/tool"),
+    ];
+    page
+}
+
+fn rendered_for(viewer: &super::Viewer) -> String {
+    let mut page = page_with_a_private_repository();
+    viewer.filter(&mut page);
+    render(&page)
+}
+
+/// Proves (issue 24): with `[auth]`, the page shows a repository (its tags, digests, pushes and
+/// denials) only to a caller the rules let pull it: an anonymous caller sees no private name, tag or
+/// digest, and is offered to log in; bob sees what any user may pull but not `private/`; alice sees
+/// it all, a denial recorded before denials kept their repository included (its name is read from the
+/// request). Without `[auth]` everyone sees everything.
+#[test]
+fn a_caller_sees_only_the_repositories_the_rules_let_them_pull() {
+    use super::Viewer;
+    let auth = closed_auth();
+    let caller = |identity: Option<&str>| Viewer::Caller {
+        auth: auth.clone(),
+        identity: identity.map(str::to_owned),
+    };
+    let private_digest = &digest('c')["sha256:".len()..][..12];
+
+    let anonymous = rendered_for(&caller(None));
+    assert!(!anonymous.contains("private"), "{anonymous}");
+    assert!(!anonymous.contains(private_digest), "{anonymous}");
+    assert!(!anonymous.contains("library/alpine"), "{anonymous}");
+    assert!(anonymous.contains("pub/tool"), "{anonymous}");
+    assert!(
+        anonymous.contains("<a href=\"/ui?login\">Log in</a>"),
+        "{anonymous}"
+    );
+    assert!(
+        anonymous.contains("<div class=\"tile\" id=\"tile-images\"><b>1</b>"),
+        "the count is of what is shown: {anonymous}"
+    );
+
+    let bob = rendered_for(&caller(Some("bob")));
+    assert!(!bob.contains("private"), "{bob}");
+    assert!(!bob.contains(private_digest), "{bob}");
+    assert!(
+        bob.contains("library/alpine") && bob.contains("pub/tool"),
+        "{bob}"
+    );
+    assert!(bob.contains("Signed in as <b>bob</b>"), "{bob}");
+
+    let alice = rendered_for(&caller(Some("alice")));
+    for shown in [
+        "<h4 title=\"private/app\">",
+        private_digest,
+        "upstream refused private/app",
+        "<code>pull of private/app</code>",
+        "<code>pull of private/old</code>",
+    ] {
+        assert!(alice.contains(shown), "{shown} not shown to alice: {alice}");
+    }
+
+    let everyone = rendered_for(&Viewer::Anyone);
+    assert!(everyone.contains("private/old") && !everyone.contains("id=\"audience\""));
+}
+
+/// Proves (issue 24): `/ui` takes the registry's credentials as a browser sends them: `/ui?login`
+/// answers an anonymous caller `401` with a `Basic` challenge (the browser's prompt), and a logged-in
+/// one `303` back to `/ui`, which shows whom it is for; a wrong password is asked again, never shown
+/// the anonymous page. With no `[auth]` there is nothing to log in to.
+#[tokio::test]
+async fn the_page_logs_a_browser_in_with_the_registry_credentials() {
+    use base64::Engine as _;
+    use http::StatusCode;
+    use http_body_util::BodyExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (_registry, admin) = serving_with(dir.path(), Some(closed_auth()));
+    let ip = Some("192.0.2.7".parse().unwrap());
+    let get = |uri: &str, user: Option<(&str, &str)>| {
+        let mut b = http::Request::builder().uri(uri);
+        if let Some((u, p)) = user {
+            let v = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+            b = b.header("authorization", format!("Basic {v}"));
+        }
+        b.body(()).unwrap()
+    };
+    let text = |r: http::Response<http_body_util::Full<bytes::Bytes>>| async move {
+        String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    };
+
+    let r = super::serve(&admin, &get("/ui?login", None), ip).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Basic realm=\"wharf\", charset=\"UTF-8\""
+    );
+    assert!(text(r).await.contains("htpasswd"));
+
+    let r = super::serve(&admin, &get("/ui?login", Some(("alice", "alice-pw"))), ip).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()["location"], "/ui");
+
+    let r = super::serve(&admin, &get("/ui", Some(("alice", "alice-pw"))), ip).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(text(r).await.contains("Signed in as <b>alice</b>"));
+
+    let r = super::serve(&admin, &get("/ui", Some(("alice", "wrong"))), ip).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.headers().contains_key("www-authenticate"));
+    assert!(!text(r).await.contains("wharf status</h1>"));
+
+    let r = super::serve(&admin, &get("/ui", None), ip).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(text(r)
+        .await
+        .contains("Showing the repositories anonymous callers may pull"));
+
+    let open = tempfile::tempdir().unwrap();
+    let (_registry, admin) = serving_with(open.path(), None);
+    let r = super::serve(&admin, &get("/ui?login", None), ip).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let r = super::serve(&admin, &get("/ui", None), ip).await;
+    assert!(!text(r).await.contains("id=\"audience\""));
 }

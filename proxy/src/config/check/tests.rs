@@ -269,4 +269,18 @@ async fn auth_files_and_exposure() {
     let l = find(&problems, "server.listen");
     assert!(l.fix.contains("allow_anonymous_remote = true"), "{l}");
     assert_eq!(problems.len(), 1, "{problems:#?}");
+
+    // The metrics listener too (issue 24): its status page names every repository.
+    let (_d, problems) = check_text("[metrics]\nlisten = \"0.0.0.0:9090\"\n").await;
+    let m = find(&problems, "metrics.listen");
+    assert!(m.problem.contains("status page"), "{m}");
+    assert!(
+        m.fix.contains("set metrics.listen to a loopback address")
+            && m.fix.contains("allow_anonymous_remote = true"),
+        "{m}"
+    );
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    let text = "[metrics]\nlisten = \"0.0.0.0:9090\"\n[auth]\nallow_anonymous_remote = true\n";
+    let (_d, problems) = check_text(text).await;
+    assert!(problems.is_empty(), "{problems:#?}");
 }
