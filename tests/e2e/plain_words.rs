@@ -16,9 +16,10 @@ use crate::skopeo::Skopeo;
 const NOBODY: u32 = 65534;
 
 /// Proves: `wharf gc` run by `nobody` against a server root runs says it is a permission problem,
-/// naming the socket's owner and mode, never "remove the stale socket" (removing it would cut the
-/// running server off from every admin command); with no server running, the metadata file it may
-/// not open is a permission problem too, not "another wharf".
+/// naming the owner and mode of what keeps it out (the private data directory), never "remove the stale socket" (removing it would cut the
+/// running server off from every admin command); with no server running, the private data directory,
+/// or (once opened to others) the metadata file it may not open, is a permission problem too, not
+/// "another wharf".
 #[test]
 fn gc_as_another_user_is_told_it_is_a_permission_problem() {
     let mut wharf = Wharf::start(WharfOptions::default());
@@ -37,13 +38,28 @@ fn gc_as_another_user_is_told_it_is_a_permission_problem() {
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("permission problem"), "{text}");
     assert!(text.contains("admin.sock"), "names the socket: {text}");
+    // The data directory is wharf's alone (0700): that, not the socket's own mode, is what keeps
+    // nobody out, and what the message names.
     assert!(
-        text.contains("root (uid 0)") && text.contains("mode 600"),
+        text.contains("root (uid 0)") && text.contains("mode 700"),
         "says whose it is: {text}"
     );
     assert!(!text.contains("remove the stale socket"), "{text}");
 
     assert!(wharf.stop().success());
+    let out = as_nobody(&wharf);
+    let text = output_text(&out);
+    assert!(!out.status.success(), "{text}");
+    // With no server, the private data directory is still what keeps nobody out: the same
+    // permission problem, never "another wharf" (nor a metadata file wharf could not even see).
+    assert!(
+        text.contains("permission problem") && text.contains("mode 700"),
+        "{text}"
+    );
+    assert!(!text.contains("is another wharf using"), "{text}");
+    // Where the data directory lets nobody in, the file it may not open is named.
+    let data = wharf.data_dir();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = as_nobody(&wharf);
     let text = output_text(&out);
     assert!(!out.status.success(), "{text}");
