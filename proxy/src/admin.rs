@@ -268,7 +268,7 @@ impl Admin {
                         let api = path == "/v2" || path.starts_with("/v2/");
                         Ok::<_, Infallible>(match (&admin.registry, api) {
                             (Some(registry), true) => {
-                                req.extensions_mut().insert(crate::auth::Operator);
+                                req.extensions_mut().insert(wharf_model::request::Operator);
                                 let method = req.method().clone();
                                 let path = crate::server::logged_path(req.uri());
                                 let resp = registry.handle(req).await;
@@ -371,7 +371,7 @@ pub async fn ask(
 }
 
 /// The scrub's settings from the config.
-pub fn scrub_settings(cfg: &crate::config::Config) -> crate::scrub::Settings {
+pub fn scrub_settings(cfg: &wharf_model::config::Config) -> crate::scrub::Settings {
     crate::scrub::Settings {
         max_bytes_per_sec: cfg.scrub.max_bytes_per_sec,
         mirror_hosts: gc_settings(cfg).mirror_hosts,
@@ -379,7 +379,7 @@ pub fn scrub_settings(cfg: &crate::config::Config) -> crate::scrub::Settings {
 }
 
 /// The collector's settings from the config.
-pub fn gc_settings(cfg: &crate::config::Config) -> Settings {
+pub fn gc_settings(cfg: &wharf_model::config::Config) -> Settings {
     Settings {
         grace_secs: cfg.gc.grace_secs,
         max_cache_bytes: cfg.cache.max_bytes,
@@ -394,13 +394,13 @@ pub fn gc_settings(cfg: &crate::config::Config) -> Settings {
 
 /// The admin state over the files, for when no server runs: opening the metadata store fails if a
 /// server holds it.
-pub async fn offline(cfg: &crate::config::Config) -> Result<Admin, AdminError> {
+pub async fn offline(cfg: &wharf_model::config::Config) -> Result<Admin, AdminError> {
     offline_with(cfg, false).await
 }
 
 /// As `offline`; with `check`, the metadata's every page is verified (and repaired where redb can)
 /// before it is used: for `wharf fsck`.
-async fn offline_with(cfg: &crate::config::Config, check: bool) -> Result<Admin, AdminError> {
+async fn offline_with(cfg: &wharf_model::config::Config, check: bool) -> Result<Admin, AdminError> {
     let (store, meta) = crate::server::open_storage_with(cfg, check)
         .await
         .map_err(|e| offline_failure(cfg, e))?;
@@ -440,7 +440,7 @@ async fn offline_with(cfg: &crate::config::Config, check: bool) -> Result<Admin,
 
 /// Why the files could not be opened with no server answering: in use by a wharf that does not
 /// serve the socket (yet), or something only the metadata error says (permissions, damage).
-fn offline_failure(cfg: &crate::config::Config, e: crate::server::StartError) -> AdminError {
+fn offline_failure(cfg: &wharf_model::config::Config, e: crate::server::StartError) -> AdminError {
     use crate::meta::OpenFailure;
     let failure = match &e {
         crate::server::StartError::Meta { source, .. } => Some(source.open_failure()),
@@ -457,7 +457,7 @@ fn offline_failure(cfg: &crate::config::Config, e: crate::server::StartError) ->
 }
 
 /// Runs a collection through the server on the data directory, or on the files when none runs.
-pub async fn gc(cfg: &crate::config::Config, dry_run: bool) -> Result<Report, AdminError> {
+pub async fn gc(cfg: &wharf_model::config::Config, dry_run: bool) -> Result<Report, AdminError> {
     let path = if dry_run { "/gc?dry_run=1" } else { "/gc" };
     match ask(&cfg.storage.data_dir, Method::POST, path).await? {
         Some((StatusCode::OK, body)) => serde_json::from_slice(&body)
@@ -480,7 +480,7 @@ pub async fn gc(cfg: &crate::config::Config, dry_run: bool) -> Result<Report, Ad
 /// A scrub pass (`wharf fsck`) through the server on the data directory, or on the files when none
 /// runs (then the metadata's pages are checked first).
 pub async fn fsck(
-    cfg: &crate::config::Config,
+    cfg: &wharf_model::config::Config,
     max_bytes_per_sec: Option<u64>,
 ) -> Result<crate::scrub::Report, AdminError> {
     let path = match max_bytes_per_sec {
@@ -515,7 +515,7 @@ pub async fn fsck(
 }
 
 /// The live leases, from the server or the files.
-pub async fn leases(cfg: &crate::config::Config) -> Result<Vec<LeaseEntry>, AdminError> {
+pub async fn leases(cfg: &wharf_model::config::Config) -> Result<Vec<LeaseEntry>, AdminError> {
     match ask(&cfg.storage.data_dir, Method::GET, "/leases").await? {
         Some((StatusCode::OK, body)) => serde_json::from_slice(&body)
             .map_err(|e| AdminError::Failed(format!("unreadable answer from the server: {e}"))),
@@ -528,7 +528,10 @@ pub async fn leases(cfg: &crate::config::Config) -> Result<Vec<LeaseEntry>, Admi
 }
 
 /// Ends a lease now.
-pub async fn release_lease(cfg: &crate::config::Config, id: &str) -> Result<bool, AdminError> {
+pub async fn release_lease(
+    cfg: &wharf_model::config::Config,
+    id: &str,
+) -> Result<bool, AdminError> {
     let path = format!("/leases/{id}");
     match ask(&cfg.storage.data_dir, Method::DELETE, &path).await? {
         Some((StatusCode::NO_CONTENT, _)) => Ok(true),
@@ -548,7 +551,7 @@ pub async fn release_lease(cfg: &crate::config::Config, id: &str) -> Result<bool
 
 /// What wharf holds (or, with `dangling`, what no tag reaches), from the server or the files.
 pub async fn images(
-    cfg: &crate::config::Config,
+    cfg: &wharf_model::config::Config,
     dangling: bool,
 ) -> Result<Vec<crate::images::Image>, AdminError> {
     let path = if dangling {
@@ -570,7 +573,9 @@ pub async fn images(
 }
 
 /// `wharf status`: from the server (with its counters), or the files when none runs.
-pub async fn status(cfg: &crate::config::Config) -> Result<crate::status::Status, AdminError> {
+pub async fn status(
+    cfg: &wharf_model::config::Config,
+) -> Result<crate::status::Status, AdminError> {
     match ask(&cfg.storage.data_dir, Method::GET, "/status").await? {
         Some((StatusCode::OK, body)) => serde_json::from_slice(&body)
             .map_err(|e| AdminError::Failed(format!("unreadable answer from the server: {e}"))),
@@ -585,7 +590,9 @@ pub async fn status(cfg: &crate::config::Config) -> Result<crate::status::Status
 }
 
 /// The push journal, from the server or the files.
-pub async fn pushes(cfg: &crate::config::Config) -> Result<Vec<crate::push::Status>, AdminError> {
+pub async fn pushes(
+    cfg: &wharf_model::config::Config,
+) -> Result<Vec<crate::push::Status>, AdminError> {
     match ask(&cfg.storage.data_dir, Method::GET, "/pushes").await? {
         Some((StatusCode::OK, body)) => serde_json::from_slice(&body)
             .map_err(|e| AdminError::Failed(format!("unreadable answer from the server: {e}"))),
@@ -605,7 +612,7 @@ pub async fn pushes(cfg: &crate::config::Config) -> Result<Vec<crate::push::Stat
 /// `wharf push retry ID` (`retry`) or `wharf push drop ID`: the delivery as it is now, `None` when the
 /// journal has no such entry. Without a server, a retried delivery goes at its next start.
 pub async fn push_action(
-    cfg: &crate::config::Config,
+    cfg: &wharf_model::config::Config,
     id: u64,
     retry: bool,
 ) -> Result<Option<crate::push::Status>, AdminError> {

@@ -11,7 +11,7 @@
 //! An export's `index.json` points at the original index, byte for byte as the registry served it:
 //! the children of platforms not chosen are simply absent (containerd's sparse export does the
 //! same). `--reduced` points it at the index reduced to the chosen platforms instead, made by the
-//! mirror's own `platforms::reduce` (so it is the very index wharf serves in `rewritten` mode for the
+//! mirror's own `wharf_model::platform::reduce` (so it is the very index wharf serves in `rewritten` mode for the
 //! same choice), with the original's digest in `dev.wharf.reduced-from`.
 
 use std::collections::HashSet;
@@ -23,12 +23,12 @@ use http::StatusCode;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::config::Config;
-use crate::digest::Digest;
-use crate::manifest::{self, Kind};
-use crate::mirror::platforms::{self, PlatformSpec, REDUCED_FROM};
-use crate::plugin::Platform;
-use crate::reference::{Reference, RepoName, Tag};
+use wharf_model::config::Config;
+use wharf_model::digest::Digest;
+use wharf_model::manifest::{self, Kind};
+use wharf_model::platform::Platform;
+use wharf_model::platform::{PlatformSpec, REDUCED_FROM};
+use wharf_model::reference::{Reference, RepoName, Tag};
 
 pub mod client;
 pub mod docker;
@@ -263,8 +263,12 @@ pub async fn plan(reg: &Registry, r: &ImageRef, choice: &Choice) -> Result<Plan,
             };
             walk_index(reg, r, choice, &mut plan, &mut seen_blobs, original.clone()).await?;
             if choice.reduced {
-                let bytes = platforms::reduce(&original.digest, &original.bytes, &plan.platforms)
-                    .map_err(|e| {
+                let bytes = wharf_model::platform::reduce(
+                    &original.digest,
+                    &original.bytes,
+                    &plan.platforms,
+                )
+                .map_err(|e| {
                     ArchiveError::Invalid(format!(
                         "cannot reduce index {} of {r}: {e}",
                         original.digest
@@ -331,7 +335,7 @@ async fn walk_index(
                 "indexes of {r} nest more than {MAX_DEPTH} deep"
             )));
         }
-        let entries = platforms::entries(&index.bytes).map_err(|e| {
+        let entries = wharf_model::platform::entries(&index.bytes).map_err(|e| {
             ArchiveError::Invalid(format!("index {} cannot be read: {e}", index.digest))
         })?;
         if !plan.manifests.iter().any(|x| x.digest == index.digest) {

@@ -27,19 +27,21 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
 use crate::body::Body;
-use crate::config::{AuthConfig, Config};
 use crate::error::{ErrorCode, RegistryError};
-use crate::plugin::Operation;
-use crate::registry::{json_response, unix_now, RequestBody};
+use crate::registry::{json_response, RequestBody};
+use wharf_model::clock::unix_now;
+use wharf_model::config::{AuthConfig, Config};
+use wharf_model::request::Caller;
+use wharf_model::request::Operation;
 
 pub mod limit;
 pub mod rules;
-pub mod scope;
+
 pub mod token;
 
 use limit::Failures;
-use scope::{Access, Action, Scope};
 use token::Signer;
+use wharf_model::scope::{Access, Action, Scope};
 
 /// The `service` wharf's challenges and tokens name.
 pub const SERVICE: &str = "wharf";
@@ -71,37 +73,6 @@ pub enum AuthError {
         could: &'static str,
     },
 }
-
-/// Who is calling.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Caller {
-    /// The identity a credential proved; `None` for an anonymous caller.
-    pub identity: Option<String>,
-    /// Whether the request carried a valid credential (an anonymous token counts).
-    pub credentialed: bool,
-    /// What the token from wharf's `/token` grants; `None` for a credential that is not scoped (Basic,
-    /// a static token, the operator), which the rules judge by its identity alone.
-    pub access: Option<Arc<Access>>,
-}
-
-impl Caller {
-    /// The identity of a request that came through the admin socket (see [`Operator`]).
-    pub const OPERATOR: &'static str = "wharf-admin";
-
-    pub(crate) fn operator() -> Caller {
-        Caller {
-            identity: Some(Caller::OPERATOR.to_owned()),
-            credentialed: true,
-            access: None,
-        }
-    }
-}
-
-/// Marks a request that reached the registry through the admin socket: whoever can open that socket
-/// (mode 0600 in the data directory) can read and write the data directory itself, so it passes the
-/// rules as the operator. Only wharf inserts it; nothing from the network becomes an extension.
-#[derive(Debug, Clone, Copy)]
-pub struct Operator;
 
 pub struct Auth {
     cfg: AuthConfig,
@@ -516,7 +487,7 @@ impl Auth {
         };
         Ok(TokenRequest {
             identity,
-            scopes: scope::parse_scopes(scopes.iter().map(String::as_str)),
+            scopes: wharf_model::scope::parse_scopes(scopes.iter().map(String::as_str)),
         })
     }
 

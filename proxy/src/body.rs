@@ -335,7 +335,7 @@ mod tests {
     fn blob(file: File, size: u64, start: u64, end: u64) -> Body {
         Body::blob(Blob {
             size,
-            range: crate::range::ByteRange { start, end },
+            range: wharf_model::range::ByteRange { start, end },
             source: BlobSource::File(Arc::new(file)),
         })
     }
@@ -428,7 +428,7 @@ mod tests {
             let b = Body::blob_sent(
                 Blob {
                     size: n,
-                    range: crate::range::ByteRange {
+                    range: wharf_model::range::ByteRange {
                         start: 3,
                         end: n - 4,
                     },

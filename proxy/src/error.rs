@@ -4,10 +4,10 @@
 
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use crate::digest::DigestError;
 use crate::meta::MetaError;
-use crate::reference::{NameError, ReferenceError};
 use crate::store::StoreError;
+use wharf_model::digest::DigestError;
+use wharf_model::reference::{NameError, ReferenceError};
 
 /// The codes of the OCI distribution spec ("Error Codes"), plus `UNKNOWN` for our own failures, as
 /// distribution answers them.
@@ -304,7 +304,7 @@ mod tests {
 
     #[test]
     fn store_errors_map_once() {
-        let d = crate::digest::Digest::sha256_of(b"");
+        let d = wharf_model::digest::Digest::sha256_of(b"");
         let e: RegistryError = StoreError::DigestMismatch {
             expected: d.clone(),
             actual: d,

@@ -18,9 +18,9 @@ use http_body_util::BodyExt;
 use tokio::sync::{mpsc, watch};
 
 use crate::body::{map_chunk, map_if_resident, Body, Sending, MAP_CHUNK};
-use crate::digest::Digest;
 use crate::lease::{Lease, Leases};
 use crate::meta::Meta;
+use wharf_model::digest::Digest;
 
 /// A fill's lease lasts this long unless released (a fill that hangs that long has failed anyway).
 const FILL_LEASE: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -353,7 +353,7 @@ impl Fills {
                 src.upstream.host
             )));
         }
-        if digest.algorithm() == crate::digest::Algorithm::Sha256 {
+        if digest.algorithm() == wharf_model::digest::Algorithm::Sha256 {
             // Verify first and let clients finish; fsync and rename need not delay them.
             let actual = w
                 .sha256()

@@ -24,10 +24,11 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
 use crate::lease::{LeaseError, Leases};
 use crate::meta::{Meta, MetaError, Snapshot};
 use crate::store::{ContentStore, StoreError};
+use wharf_model::digest::Digest;
+use wharf_model::manifest::children_of;
 
 /// Unreachable content is doomed and removed this many digests at a time (one metadata transaction
 /// per batch).
@@ -246,7 +247,8 @@ impl Collector {
                         Err(StoreError::NotFound(_)) | Err(StoreError::TooLarge { .. }) => continue,
                         Err(e) => return Err(e.into()),
                     };
-                    let children = match crate::manifest::parse(Some(&rec.media_type), &bytes) {
+                    let children = match wharf_model::manifest::parse(Some(&rec.media_type), &bytes)
+                    {
                         Ok(m) => children_of(&m),
                         Err(e) => {
                             tracing::warn!(digest = %d, error = %e, "a stored manifest does not parse; its references are not followed");
@@ -275,7 +277,7 @@ impl Collector {
     /// One collection: expire leases, apply the quota, mark, sweep (or, with `dry_run`, say what a
     /// sweep would remove).
     pub async fn collect(&self, dry_run: bool) -> Result<Report, GcError> {
-        self.collect_as_of(dry_run, crate::registry::unix_now())
+        self.collect_as_of(dry_run, wharf_model::clock::unix_now())
             .await
     }
 
@@ -436,16 +438,6 @@ impl Collector {
             }
         }
     }
-}
-
-/// What a manifest refers to: child manifests, config and layers, subject.
-pub fn children_of(m: &crate::manifest::Manifest) -> Vec<Digest> {
-    m.manifests
-        .iter()
-        .chain(m.blobs.iter())
-        .map(|(d, _)| d.clone())
-        .chain(m.subject.clone())
-        .collect()
 }
 
 #[cfg(test)]

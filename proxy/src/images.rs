@@ -8,9 +8,9 @@ use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
 use crate::gc::{mark, Collector, GcError};
-use crate::manifest::{self, Kind};
+use wharf_model::digest::Digest;
+use wharf_model::manifest::{self, Kind};
 
 /// Config blobs and indexes larger than this are not read for platforms.
 const MAX_READ: u64 = 4 << 20;

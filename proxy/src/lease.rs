@@ -27,13 +27,13 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
 use crate::meta::{Meta, MetaError};
-use crate::range::ByteRange;
 use crate::store::{
     Blob, BlobSource, BlobWriter, ContentStore, IngestInfo, IngestRef, Ingester, Pace, Provider,
     Rehashed, StoreError, StoredCopy, Sweeper, Verifier,
 };
+use wharf_model::digest::Digest;
+use wharf_model::range::ByteRange;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
@@ -96,9 +96,7 @@ const PRUNE_EVERY: u64 = 1;
 #[derive(Clone)]
 pub struct Leases(Arc<Inner>);
 
-fn now() -> u64 {
-    crate::registry::unix_now()
-}
+use wharf_model::clock::unix_now as now;
 
 impl Leases {
     /// No leases and no touches (for a store that has none recorded yet).

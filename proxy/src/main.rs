@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use wharf::config::Config;
+use wharf_model::config::Config;
 
 /// A registry-protocol proxy for container images.
 #[derive(Parser)]
@@ -136,7 +136,7 @@ enum Command {
         /// A platform to export (os/arch[/variant]); repeat for more. Default: what wharf's
         /// platform policy keeps (every platform when it has none).
         #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
-        platforms: Vec<wharf::mirror::platforms::PlatformSpec>,
+        platforms: Vec<wharf_model::platform::PlatformSpec>,
         /// Point index.json at an index reduced to the chosen platforms (annotated
         /// dev.wharf.reduced-from) instead of the original index.
         #[arg(long)]
@@ -181,7 +181,7 @@ enum ImagesCommand {
         reference: String,
         /// A platform to fetch; repeat for more. Default: what wharf's platform policy keeps.
         #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
-        platforms: Vec<wharf::mirror::platforms::PlatformSpec>,
+        platforms: Vec<wharf_model::platform::PlatformSpec>,
         #[arg(long, short, env = "WHARF_CONFIG")]
         config: Option<PathBuf>,
         /// Print the report as JSON.
@@ -194,7 +194,7 @@ fn parse_format(s: &str) -> Result<wharf::archive::Format, String> {
     s.parse()
 }
 
-fn parse_platform(s: &str) -> Result<wharf::mirror::platforms::PlatformSpec, String> {
+fn parse_platform(s: &str) -> Result<wharf_model::platform::PlatformSpec, String> {
     s.parse()
 }
 
@@ -349,7 +349,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let Some(file) = file.or(config) else {
                 unreachable!("clap requires one of them")
             };
-            let problems = local_runtime()?.block_on(wharf::config::check::check_file(&file));
+            let problems = local_runtime()?.block_on(wharf::check_config::check_file(&file));
             log.flush();
             if problems.is_empty() {
                 outln!("ok: {}", file.display())?;
@@ -360,7 +360,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             anyhow::bail!(
                 "{} in {}",
-                wharf::config::problem_count(&problems),
+                wharf_model::config::problem_count(&problems),
                 file.display()
             )
         }
@@ -785,7 +785,7 @@ fn pushes_text(list: &[wharf::push::Status]) -> String {
     if list.is_empty() {
         return "no deliveries\n".into();
     }
-    let short = |d: &wharf::digest::Digest| {
+    let short = |d: &wharf_model::digest::Digest| {
         let s = d.to_string();
         s.get(..19).unwrap_or(&s).to_owned()
     };

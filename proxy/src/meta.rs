@@ -16,7 +16,8 @@ use dashmap::DashMap;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
+use wharf_model::digest::Digest;
+use wharf_model::manifest::Descriptor;
 
 /// (repo, tag) → manifest digest
 const TAGS: TableDefinition<(&str, &str), &str> = TableDefinition::new("tags");
@@ -110,19 +111,6 @@ pub struct ManifestRecord {
     /// The manifest's `subject`, so deleting it can drop its referrers entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<Digest>,
-}
-
-/// An OCI descriptor as the referrers API lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Descriptor {
-    pub media_type: String,
-    pub digest: Digest,
-    pub size: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub artifact_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub annotations: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

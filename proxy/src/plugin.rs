@@ -21,8 +21,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
-use crate::config::{FailPolicy, PluginConfig};
 use crate::metrics::PluginCall;
+use wharf_model::config::{FailPolicy, PluginConfig};
+use wharf_model::platform::Platform;
+use wharf_model::request::Operation;
+use wharf_model::request::RequestCtx;
 
 mod host;
 #[cfg(test)]
@@ -37,73 +40,6 @@ mod templates;
 pub const WIT_PACKAGE: &str = "wharf:policy@0.1.0";
 /// The text of `wit/policy.wit`, for `wharf plugins new` and the frozen-interface test.
 pub const WIT_TEXT: &str = include_str!("../../wit/policy.wit");
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Operation {
-    Pull,
-    Push,
-    Delete,
-    List,
-}
-
-impl Operation {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::Pull => "pull",
-            Operation::Push => "push",
-            Operation::Delete => "delete",
-            Operation::List => "list",
-        }
-    }
-}
-
-impl std::str::FromStr for Operation {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "pull" => Ok(Operation::Pull),
-            "push" => Ok(Operation::Push),
-            "delete" => Ok(Operation::Delete),
-            "list" => Ok(Operation::List),
-            other => Err(format!(
-                "{other:?} is not an operation; use pull, push, delete or list"
-            )),
-        }
-    }
-}
-
-/// What a plugin is told about a request (the WIT `request` record).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestCtx {
-    pub operation: Operation,
-    /// The upstream host for mirrored content; none for wharf's own repositories.
-    pub registry: Option<String>,
-    pub repository: String,
-    pub reference: Option<String>,
-    pub client_address: String,
-    pub identity: Option<String>,
-    pub user_agent: Option<String>,
-}
-
-/// One platform of a multi-platform image (the WIT `platform` record).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-    pub os_version: Option<String>,
-    pub os_features: Vec<String>,
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
 
 /// Why a plugin could not be loaded or did not answer. Never a decision.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -257,7 +193,7 @@ impl PluginSet {
             }));
         }
         let rewrite_key = (!key.is_empty()).then(|| {
-            let d = crate::digest::Digest::sha256_of(key.as_bytes());
+            let d = wharf_model::digest::Digest::sha256_of(key.as_bytes());
             d.hex()[..16].to_owned()
         });
         Ok(PluginSet {

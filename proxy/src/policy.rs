@@ -12,7 +12,6 @@ mod servable;
 #[cfg(test)]
 mod tests;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,19 +19,17 @@ use dashmap::DashMap;
 use http::header::USER_AGENT;
 use http::Request;
 
-use crate::digest::Digest;
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::inflight::Flights;
-use crate::manifest;
 use crate::meta::{ManifestPut, ManifestRecord, Meta};
-use crate::plugin::{Denial, Operation, Plugins, RequestCtx, Rewritten};
+use crate::plugin::{Denial, Plugins, Rewritten};
 use crate::store::ContentStore;
+use wharf_model::digest::Digest;
+use wharf_model::manifest;
+use wharf_model::request::{Operation, RequestCtx};
 
 pub use servable::{Repo, Servable, Unservable};
-
-/// The client's address, put on each request by the server.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub SocketAddr);
+use wharf_model::request::ClientAddr;
 
 type Served = (Digest, ManifestRecord);
 
@@ -98,7 +95,7 @@ impl Policy {
                 .map_or_else(String::new, |c| c.0.to_string()),
             identity: req
                 .extensions()
-                .get::<crate::auth::Caller>()
+                .get::<wharf_model::request::Caller>()
                 .and_then(|c| c.identity.clone()),
             user_agent: req
                 .headers()

@@ -22,19 +22,21 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::config::{Config, DeliveryConfig, PushMode};
-use crate::digest::Digest;
 use crate::error::{ErrorCode, RegistryError};
 use crate::inflight::Flights;
 use crate::lease::Leases;
-use crate::manifest::{self, Kind};
-use crate::meta::{Descriptor, ManifestPut, ManifestRecord, Meta};
-use crate::mirror::platforms as platform_sel;
-use crate::plugin::{Operation, Platform, RequestCtx, Rewritten};
+use crate::meta::{ManifestPut, ManifestRecord, Meta};
+use crate::plugin::Rewritten;
 use crate::policy::{Policy, Repo};
-use crate::registry::unix_now;
 use crate::store::ContentStore;
 use crate::upstream::UpstreamError;
+use wharf_model::clock::unix_now;
+use wharf_model::config::{Config, DeliveryConfig, PushMode};
+use wharf_model::digest::Digest;
+use wharf_model::manifest::Descriptor;
+use wharf_model::manifest::{self, Kind};
+use wharf_model::platform::Platform;
+use wharf_model::request::{Operation, RequestCtx};
 
 pub mod deliver;
 pub mod journal;
@@ -44,8 +46,8 @@ pub mod route;
 use deliver::{DeliverError, Sender};
 use journal::{Delivery, State};
 use progress::Progress;
+pub use route::Route;
 use route::{config_err, under};
-pub use route::{de_push_platforms, Route};
 
 /// A delivery's lease lasts this long between attempts (renewed at each); a failed one keeps it until
 /// it is retried or dropped.
@@ -766,7 +768,7 @@ impl Push {
             .read_all(&rec.digest, record.size)
             .await
             .map_err(|e| DeliverError::local(format!("cannot read index {}: {e}", rec.digest)))?;
-        let entries = platform_sel::entries(&bytes).map_err(|e| {
+        let entries = wharf_model::platform::entries(&bytes).map_err(|e| {
             DeliverError::local(format!("index {} cannot be read: {e}", rec.digest))
         })?;
         let by_route = |p: &Platform| {
@@ -809,9 +811,11 @@ impl Push {
                     .join(", ")
             )));
         }
-        let reduced = Bytes::from(platform_sel::reduce(&rec.digest, &bytes, &chosen).map_err(
-            |e| DeliverError::local(format!("cannot reduce index {}: {e}", rec.digest)),
-        )?);
+        let reduced = Bytes::from(
+            wharf_model::platform::reduce(&rec.digest, &bytes, &chosen).map_err(|e| {
+                DeliverError::local(format!("cannot reduce index {}: {e}", rec.digest))
+            })?,
+        );
         // Leased before its first byte is written: the delivery's lease holds it from here until the
         // upstream has it.
         if let Some(lease) = &rec.lease {
@@ -826,7 +830,7 @@ impl Push {
                 Repo::Local(&rec.repository),
                 rec.digest.clone(),
                 record.clone(),
-                platform_sel::chosen_key(&chosen),
+                wharf_model::platform::chosen_key(&chosen),
                 "index reduced to the push route's platforms",
                 move |_, _, _| async move { Ok(Rewritten::made(reduced)) },
             )
@@ -966,11 +970,7 @@ impl Pushed {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use wharf_model::clock::unix_now_ms as now_ms;
 
 /// A write-through delivery's failure as the client's error. The upstream's refusal (a 4xx but 408
 /// and 429) passes on with its status and code; an upstream that failed (unreachable, silent, 5xx,

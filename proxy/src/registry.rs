@@ -5,7 +5,6 @@
 //! responses in one place (`error_response`), through the mapping in `crate::error`.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -14,18 +13,20 @@ use http::header::{
 };
 use http::{Method, Request, Response, StatusCode};
 
-use crate::auth::{self, Auth, Operator};
+use crate::auth::Auth;
 use crate::body::Body;
-use crate::config::RegistryConfig;
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::lease::Leases;
 use crate::meta::Meta;
 use crate::mirror::{Mirror, Target};
-use crate::plugin::Operation;
-use crate::policy::{ClientAddr, Policy};
+use crate::policy::Policy;
 use crate::push::Push;
-use crate::reference::RepoName;
 use crate::store::ContentStore;
+use wharf_model::config::RegistryConfig;
+use wharf_model::reference::RepoName;
+use wharf_model::request::ClientAddr;
+use wharf_model::request::Operation;
+use wharf_model::request::Operator;
 
 mod blobs;
 mod grant;
@@ -188,7 +189,7 @@ impl Registry {
         // calling; with auth off, no one is.
         if let Some(auth) = &self.auth {
             let caller = if req.extensions().get::<Operator>().is_some() {
-                auth::Caller::operator()
+                wharf_model::request::Caller::operator()
             } else {
                 auth.identify(req.headers(), client).await?
             };
@@ -239,7 +240,10 @@ impl Registry {
     ) -> Result<()> {
         let op = operation(&routed.route, req.method());
         let name = routed.place.as_ref().map(Place::name);
-        if let (Some(auth), Some(caller)) = (&self.auth, req.extensions().get::<auth::Caller>()) {
+        if let (Some(auth), Some(caller)) = (
+            &self.auth,
+            req.extensions().get::<wharf_model::request::Caller>(),
+        ) {
             if req.extensions().get::<Operator>().is_none() {
                 let scope = client_name.map(RepoName::as_str).or(name);
                 auth.authorize(caller, op.as_ref().map(|o| o.0), name, scope, req)?;
@@ -412,7 +416,7 @@ impl Registry {
     }
 
     /// A blob now in `repo`: a push route starts sending it upstream.
-    fn blob_linked(&self, repo: &RepoName, d: &crate::digest::Digest, size: u64) {
+    fn blob_linked(&self, repo: &RepoName, d: &wharf_model::digest::Digest, size: u64) {
         if let Some(p) = &self.push {
             p.blob_committed(repo.as_str(), d, size);
         }
@@ -461,12 +465,6 @@ fn operation(route: &Route, method: &Method) -> Option<(Operation, Option<String
         (Route::Tags(_), _) => (Operation::List, None),
         (Route::Referrers(_, d), _) => (Operation::Pull, Some(d.to_string())),
     })
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 pub fn error_response(e: RegistryError, head_only: bool) -> Response<Body> {

@@ -29,10 +29,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
 use crate::lease::Leases;
 use crate::meta::{Inventory, Meta, MetaError};
 use crate::store::{ContentStore, Pace, StoreError};
+use wharf_model::digest::Digest;
 
 /// How often a running pass records how far it got (and logs it).
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
@@ -317,7 +317,7 @@ impl Scrubber {
         let clock = Instant::now();
         let rate = max_bytes_per_sec.unwrap_or(self.settings.max_bytes_per_sec);
         let pace = Pace::new(rate);
-        let now = crate::registry::unix_now();
+        let now = wharf_model::clock::unix_now();
         let resumed: Option<Progress> = self.meta.scrub_progress().await?;
         let mut report = Report {
             started: now,
@@ -393,7 +393,7 @@ impl Scrubber {
             verified: r.verified,
             verified_bytes: r.verified_bytes,
             damaged: r.damaged.clone(),
-            at: crate::registry::unix_now(),
+            at: wharf_model::clock::unix_now(),
         };
         Ok(self.meta.save_scrub_progress(&p).await?)
     }
@@ -476,7 +476,7 @@ impl Scrubber {
                 Err(StoreError::NotFound(_)) | Err(StoreError::TooLarge { .. }) => continue,
                 Err(e) => return Err(e.into()),
             };
-            match crate::manifest::parse(Some(&rec.media_type), &bytes) {
+            match wharf_model::manifest::parse(Some(&rec.media_type), &bytes) {
                 Ok(m) => {
                     let c = m.manifests.iter().chain(&m.blobs).map(|(c, _)| c.clone());
                     children.insert(d.clone(), c.collect());

@@ -27,7 +27,6 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::admin::Admin;
-use crate::config::{Config, ServerConfig};
 use crate::gc::Collector;
 use crate::lease::{Leases, Touching};
 use crate::meta::{Meta, MetaError};
@@ -38,6 +37,7 @@ use crate::push::Push;
 use crate::registry::Registry;
 use crate::store::{ContentStore, FsStore, StoreError};
 use crate::tls::{HeadTimeout, Tls};
+use wharf_model::config::{Config, ServerConfig};
 
 mod access_log;
 mod limits;

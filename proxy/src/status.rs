@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::admin::Admin;
-use crate::digest::Digest;
 use crate::gc::{mark, GcError};
+use wharf_model::digest::Digest;
 
 /// Where cached content of a repository came from, by its name: a mirror caches `<host>/<remote>`,
 /// and a first component is a host when it has a dot or a port or is `localhost` (Docker's rule).
@@ -229,7 +229,7 @@ pub fn human_bytes(n: u64) -> String {
 /// `wharf status` as a text table.
 pub fn text(s: &Status) -> String {
     use std::fmt::Write;
-    let now = crate::registry::unix_now();
+    let now = wharf_model::clock::unix_now();
     let mut out = String::new();
     let _ = writeln!(
         out,

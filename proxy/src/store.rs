@@ -15,8 +15,8 @@ use std::io;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::digest::Digest;
-use crate::range::ByteRange;
+use wharf_model::digest::Digest;
+use wharf_model::range::ByteRange;
 
 pub mod fs;
 mod hashing;

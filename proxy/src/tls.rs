@@ -24,7 +24,7 @@ use tokio::time::Sleep;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::TlsConfig;
+use wharf_model::config::TlsConfig;
 
 /// ALPN identifiers, in the server's order of preference.
 const ALPN_H2: &[u8] = b"h2";

@@ -23,7 +23,7 @@ mod viewer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use std::net::IpAddr;
 
@@ -61,12 +61,7 @@ struct Sampling {
     every: Duration,
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use wharf_model::clock::unix_now as now;
 
 /// A poisoned lock only means a panic elsewhere mid-push; the ring is still a ring.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

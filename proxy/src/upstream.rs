@@ -22,7 +22,7 @@ use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
-use crate::config::UpstreamConfig;
+use wharf_model::config::UpstreamConfig;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ClientBody = BoxBody<Bytes, BoxError>;

@@ -26,9 +26,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::UnixStream;
 
-use crate::config::Config;
-use crate::digest::Digest;
-use crate::manifest::{self, MANIFEST_TYPES};
+use wharf_model::config::Config;
+use wharf_model::digest::Digest;
+use wharf_model::manifest::{self, MANIFEST_TYPES};
 
 use super::{ArchiveError, ImageRef};
 

@@ -22,9 +22,9 @@
 use serde_json::json;
 
 use super::{ArchiveError, ImageRef, Plan};
-use crate::digest::Digest;
-use crate::manifest::{self, Kind};
-use crate::reference::Reference;
+use wharf_model::digest::Digest;
+use wharf_model::manifest::{self, Kind};
+use wharf_model::reference::Reference;
 
 /// Config media types of container images (a Helm chart or another artifact has one of its own).
 const IMAGE_CONFIGS: [&str; 2] = [

@@ -6,7 +6,7 @@
 //! A sparse archive (an original index whose unchosen children are absent, as `wharf export` and
 //! containerd write by default) cannot be stored as is: wharf, like distribution, refuses an index
 //! whose children it does not have. Such an index is stored reduced to the children present
-//! (`platforms::reduce`, annotated with the original digest), and the import says so.
+//! (`wharf_model::platform::reduce`, annotated with the original digest), and the import says so.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -15,11 +15,10 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::config::Config;
-use crate::digest::Digest;
-use crate::manifest::{self, Kind};
-use crate::mirror::platforms;
-use crate::reference::{Reference, RepoName, Tag};
+use wharf_model::config::Config;
+use wharf_model::digest::Digest;
+use wharf_model::manifest::{self, Kind};
+use wharf_model::reference::{Reference, RepoName, Tag};
 
 use super::client::{ReaderBody, Registry};
 use super::tarball::{self, blob_path, Region};
@@ -213,7 +212,7 @@ impl Importer<'_> {
                 Ok(stored(bytes))
             }
             Kind::Index => {
-                let entries = platforms::entries(&bytes).map_err(|e| {
+                let entries = wharf_model::platform::entries(&bytes).map_err(|e| {
                     ArchiveError::Invalid(format!("index {d} in the archive cannot be read: {e}"))
                 })?;
                 let mut present = Vec::new();
@@ -240,7 +239,7 @@ impl Importer<'_> {
                         refusal,
                     ));
                 }
-                let reduced = platforms::reduce(d, &bytes, &present)
+                let reduced = wharf_model::platform::reduce(d, &bytes, &present)
                     .map_err(|e| ArchiveError::Invalid(format!("cannot reduce index {d}: {e}")))?;
                 let reduced = Bytes::from(reduced);
                 let rd = Digest::sha256_of(&reduced);
@@ -262,7 +261,7 @@ impl Importer<'_> {
                             .map_or_else(|| e.digest.to_string(), ToString::to_string))
                         .collect::<Vec<_>>()
                         .join(", "),
-                    platforms::REDUCED_FROM
+                    wharf_model::platform::REDUCED_FROM
                 ));
                 Ok(Stored {
                     digest: rd,

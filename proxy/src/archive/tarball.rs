@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
 
-use crate::digest::Digest;
+use wharf_model::digest::Digest;
 
 use super::ArchiveError;
 

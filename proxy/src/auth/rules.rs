@@ -2,7 +2,7 @@
 //! decides), else the defaults (pulls as `anonymous_pull` says, pushes and deletes by any
 //! authenticated caller). A pure function of the config and the caller.
 
-use crate::config::{AuthConfig, AuthRule};
+use wharf_model::config::{AuthConfig, AuthRule};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Want {

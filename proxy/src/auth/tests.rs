@@ -1,4 +1,5 @@
 use super::*;
+use wharf_model::request::Caller;
 
 const HASH_OF_SECRET: &str = "$2y$04$Z3JtS5GMKLGmHkMLMvM0xO0N2dpLUdzBWv0O2XkUdYQ1Hp0v5i5Jm";
 
@@ -226,7 +227,7 @@ fn a_pull_token_cannot_push_and_its_refusal_names_the_scope_to_ask() {
         .body(())
         .unwrap();
     let mut access = Access::default();
-    access.grant("ci/bob", scope::Actions::parse("pull"));
+    access.grant("ci/bob", wharf_model::scope::Actions::parse("pull"));
     let bob = Caller {
         identity: Some("bob".into()),
         credentialed: true,

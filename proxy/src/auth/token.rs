@@ -9,7 +9,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use super::scope::{Access, Entry};
+use wharf_model::scope::{Access, Entry};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -91,8 +91,8 @@ impl Signer {
 
 #[cfg(test)]
 mod tests {
-    use super::super::scope::Actions;
     use super::*;
+    use wharf_model::scope::Actions;
 
     #[test]
     fn tokens_verify_until_they_expire_and_only_with_their_key() {

@@ -14,8 +14,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
 use super::*;
-use crate::config::UpstreamConfig;
 use crate::store::FsStore;
+use wharf_model::config::UpstreamConfig;
 
 #[derive(Clone, Copy)]
 enum Behaviour {

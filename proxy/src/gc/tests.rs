@@ -111,7 +111,7 @@ impl Fixture {
         let desc = |d: &Digest| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d.to_string(), "size": 1});
         let body = serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2,
-            "mediaType": crate::manifest::OCI_MANIFEST,
+            "mediaType": wharf_model::manifest::OCI_MANIFEST,
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": layers[0].to_string(), "size": 1},
             "layers": layers[1..].iter().map(|d| desc(d)).collect::<Vec<_>>(),
         }))
@@ -124,7 +124,7 @@ impl Fixture {
                 repo,
                 digest: &digest,
                 record: ManifestRecord {
-                    media_type: crate::manifest::OCI_MANIFEST.into(),
+                    media_type: wharf_model::manifest::OCI_MANIFEST.into(),
                     size,
                     subject: None,
                 },
@@ -224,7 +224,7 @@ async fn leases_and_recent_touches_protect_unreferenced_content() {
 
     // Released, and with a grace window that the touch is older than: both go.
     lease.release().await.unwrap();
-    let later = crate::registry::unix_now() + 2;
+    let later = wharf_model::clock::unix_now() + 2;
     let r = f.collector(0).collect_as_of(false, later).await.unwrap();
     assert_eq!(r.removed.len(), 2, "{r:?}");
     assert!(f.leases.list().is_empty());
@@ -252,7 +252,7 @@ async fn nothing_is_collected_within_a_grace_window_of_a_start() {
 async fn a_touch_of_doomed_content_waits_until_it_is_gone() {
     let f = Fixture::new(true).await;
     let b = f.blob("r", b"doomed").await;
-    let since = crate::registry::unix_now() + 1;
+    let since = wharf_model::clock::unix_now() + 1;
     assert!(f.leases.doom(&b, since));
     let leases = f.leases.clone();
     let b2 = b.clone();
@@ -268,7 +268,7 @@ async fn a_touch_of_doomed_content_waits_until_it_is_gone() {
     // And the other way round: touched first, it cannot be doomed.
     let c = f.blob("r", b"touched first").await;
     f.leases.touch(std::slice::from_ref(&c)).await;
-    assert!(!f.leases.doom(&c, crate::registry::unix_now()));
+    assert!(!f.leases.doom(&c, wharf_model::clock::unix_now()));
 }
 
 /// Content committed after the collector listed the store is never among what it removes: the commit

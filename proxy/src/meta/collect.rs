@@ -10,8 +10,8 @@ use super::{
     Known, ManifestRecord, Meta, MetaError, BLOBS, MANIFESTS, MIRROR_REFERRERS, REFERRERS,
     REWRITES, TAGS,
 };
-use crate::digest::Digest;
 use crate::lease::LeaseRecord;
+use wharf_model::digest::Digest;
 
 /// lease id → LeaseRecord (JSON)
 pub(super) const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");

@@ -6,7 +6,7 @@
 use redb::{ReadableDatabase, TableDefinition};
 
 use super::{Meta, MetaError};
-use crate::digest::Digest;
+use wharf_model::digest::Digest;
 
 /// (cache repo, child manifest digest) → digest of an index of that repository listing it
 pub(super) const INDEX_CHILDREN: TableDefinition<(&str, &str), &str> =

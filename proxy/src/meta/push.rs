@@ -5,8 +5,8 @@
 use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{Meta, MetaError};
-use crate::digest::Digest;
 use crate::push::journal::Delivery;
+use wharf_model::digest::Digest;
 
 /// delivery id (increasing, in push order) → Delivery (JSON)
 pub(super) const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("push_journal");

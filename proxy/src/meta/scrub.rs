@@ -8,7 +8,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use super::stats::STATUS_RECORDS;
 use super::{Known, ManifestRecord, Meta, MetaError, BLOBS, MANIFESTS, REFERRERS, TAGS};
-use crate::digest::Digest;
+use wharf_model::digest::Digest;
 
 /// Where an interrupted pass stopped (the last digest verified), so the next one goes on from there.
 const PROGRESS: &str = "scrub_progress";

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::{Meta, MetaError, BLOBS};
-use crate::digest::Digest;
+use wharf_model::digest::Digest;
 
 /// (digest, upstream host) → (): that upstream sent bytes that verified against the digest. Keyed
 /// digest first, so forgetting a digest is one range per digest.

@@ -1,4 +1,5 @@
 use super::*;
+use wharf_model::manifest::Descriptor;
 
 fn d(n: u8) -> Digest {
     Digest::sha256_of(&[n])
@@ -12,7 +13,7 @@ fn open() -> (tempfile::TempDir, Meta) {
 
 fn rec(subject: Option<Digest>) -> ManifestRecord {
     ManifestRecord {
-        media_type: crate::manifest::OCI_MANIFEST.into(),
+        media_type: wharf_model::manifest::OCI_MANIFEST.into(),
         size: 10,
         subject,
     }
@@ -71,7 +72,7 @@ async fn tags_paginate_in_order_and_stay_in_their_repo() {
 async fn deleting_a_manifest_drops_its_tags_and_referrer_entry() {
     let (_dir, m) = open();
     let desc = Descriptor {
-        media_type: crate::manifest::OCI_MANIFEST.into(),
+        media_type: wharf_model::manifest::OCI_MANIFEST.into(),
         digest: d(2),
         size: 10,
         artifact_type: Some("application/x.sig".into()),

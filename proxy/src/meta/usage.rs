@@ -19,13 +19,12 @@
 //! grace window, whoever touched it, and is never shown.
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 
 use super::{Meta, MetaError, TAGS};
-use crate::digest::Digest;
+use wharf_model::digest::Digest;
 
 /// (repository, tag or digest) → unix seconds of its last use there. A tag never contains `:`, a
 /// digest always does, so the two never collide.
@@ -36,11 +35,7 @@ pub(super) const LAST_USE: TableDefinition<(&str, &str), u64> = TableDefinition:
 /// Read once at open into `LAST_USE`, then dropped.
 const LEGACY_LAST_USED: TableDefinition<&str, u64> = TableDefinition::new("last_used");
 
-pub(super) fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub(super) use wharf_model::clock::unix_now as now;
 
 /// Uses noted since the last flush: repository → reference → unix seconds. Nested so a repeated use
 /// (the common case: the same tag pulled again) allocates nothing.

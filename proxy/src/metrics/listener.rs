@@ -14,13 +14,13 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
 use crate::admin::Admin;
-use crate::config::MetricsConfig;
+use wharf_model::config::MetricsConfig;
 
 use super::scrape;
 
 /// Why `[metrics] listen` cannot work beside `server.listen`: the same port on a shared address
 /// (a wildcard address shares every one of its family's).
-pub fn collides(cfg: &crate::config::Config) -> Option<String> {
+pub fn collides(cfg: &wharf_model::config::Config) -> Option<String> {
     let (m, s) = (cfg.metrics.listen?, cfg.server.listen);
     let shared = m.ip() == s.ip()
         || (m.is_ipv4() == s.is_ipv4() && (m.ip().is_unspecified() || s.ip().is_unspecified()));

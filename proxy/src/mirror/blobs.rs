@@ -7,10 +7,10 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
 use super::{Failure, Mirror, Target};
 use crate::body::Body;
-use crate::digest::Digest;
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::fill::{Phase, Source};
 use crate::registry::{blob_head, blob_response, CONTENT_DIGEST};
+use wharf_model::digest::Digest;
 
 impl Mirror {
     pub async fn blob<B>(

@@ -8,11 +8,11 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use super::{read_limited, stale, Failure, Fetcher, Mirror, Target};
 use crate::body::Body;
-use crate::digest::Digest;
 use crate::error::{ErrorCode, Result};
-use crate::manifest;
-use crate::meta::Descriptor;
-use crate::registry::unix_now;
+use wharf_model::clock::unix_now;
+use wharf_model::digest::Digest;
+use wharf_model::manifest;
+use wharf_model::manifest::Descriptor;
 
 /// Referrers of a subject as the mirror knows them, and the `Warning` to add when they come from the
 /// cache because the upstream failed.

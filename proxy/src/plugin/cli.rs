@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::host::block_on;
 use super::{Host, Operation, Platform, PluginError, RequestCtx, WIT_PACKAGE, WIT_TEXT};
-use crate::config::PluginConfig;
+use wharf_model::config::PluginConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -28,7 +28,7 @@ fn host() -> Result<Host, CliError> {
     // running a large Python or JS component again does not compile it again.
     let dir = cache_dir();
     // Offline there is no server's config: its default bounds what a plugin may hand back.
-    let max_answer = crate::config::RegistryConfig::default().max_manifest_bytes;
+    let max_answer = wharf_model::config::RegistryConfig::default().max_manifest_bytes;
     Host::new(&dir, max_answer).map_err(CliError::Usage)
 }
 
@@ -153,7 +153,7 @@ pub fn run(args: &RunArgs) -> Result<String, CliError> {
                 })?;
                 let media_type = match &args.media_type {
                     Some(m) => m.clone(),
-                    None => crate::manifest::parse(None, &bytes)
+                    None => wharf_model::manifest::parse(None, &bytes)
                         .map(|m| m.media_type)
                         .map_err(|e| {
                             CliError::Usage(format!(
@@ -170,7 +170,7 @@ pub fn run(args: &RunArgs) -> Result<String, CliError> {
                         let _ = writeln!(out, "manifests: unchanged ({us} µs)");
                     }
                     Some(b) => {
-                        let d = crate::digest::Digest::sha256_of(&b);
+                        let d = wharf_model::digest::Digest::sha256_of(&b);
                         let _ = writeln!(out, "manifests: rewritten to {d} ({us} µs):");
                         out.push_str(&String::from_utf8_lossy(&b));
                         out.push('\n');

@@ -27,8 +27,8 @@ use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::{Operation, Platform, PluginError, RequestCtx};
-use crate::config::PluginConfig;
-use crate::digest::Digest;
+use wharf_model::config::PluginConfig;
+use wharf_model::digest::Digest;
 
 wasmtime::component::bindgen!({
     path: "../wit",

@@ -1,4 +1,7 @@
 use super::*;
+use wharf_model::platform::Platform;
+use wharf_model::request::Operation;
+use wharf_model::request::RequestCtx;
 
 /// What the tests' plugins may hand back (wharf's default `registry.max_manifest_bytes`).
 const MAX_ANSWER: u64 = 4 << 20;
@@ -16,7 +19,7 @@ impl RewriteCheck for Accept {
 /// never change. A new capability is a new interface in a new version (see wit/README.md).
 #[test]
 fn wit_is_frozen() {
-    let digest = crate::digest::Digest::sha256_of(WIT_TEXT.as_bytes());
+    let digest = wharf_model::digest::Digest::sha256_of(WIT_TEXT.as_bytes());
     assert_eq!(
         digest.hex(),
         "616e2967a372752e26e1607214ef98030bead69d08d6f9970f63a2ea9faa14eb",

@@ -57,7 +57,7 @@ impl Fixture {
     /// Stores `bytes` and records them for `repo`.
     async fn manifest(&self, repo: &str, bytes: &[u8]) -> (Digest, ManifestRecord) {
         let digest = Digest::sha256_of(bytes);
-        let m = crate::manifest::parse(None, bytes).unwrap();
+        let m = wharf_model::manifest::parse(None, bytes).unwrap();
         let record = ManifestRecord {
             media_type: m.media_type,
             size: bytes.len() as u64,

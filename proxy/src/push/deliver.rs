@@ -14,10 +14,10 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::body::{Body, Sending};
-use crate::digest::Digest;
 use crate::meta::Meta;
 use crate::store::ContentStore;
 use crate::upstream::{BoxError, ClientBody, Payload, Upstream, UpstreamError};
+use wharf_model::digest::Digest;
 
 use super::progress::Progress;
 

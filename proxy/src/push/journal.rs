@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{DeliveryConfig, PushMode};
-use crate::digest::Digest;
+use wharf_model::config::{DeliveryConfig, PushMode};
+use wharf_model::digest::Digest;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

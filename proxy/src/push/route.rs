@@ -1,19 +1,12 @@
 //! `[[push]]` routes: a local repository prefix and the upstream repository it is delivered to, both
 //! ways (a local name → the upstream's; the name a client gave for the upstream → the local one).
 
-use serde::Deserializer;
-
 use super::PushError;
-use crate::config::{PushConfig, PushMode, UpstreamConfig};
-use crate::mirror::platforms::{self as platform_sel, PlatformSpec};
-use crate::reference::RepoName;
 use crate::upstream::{Upstream, UpstreamError};
 use std::sync::Arc;
-
-/// `deserialize_with` for `[[push]] platforms`.
-pub fn de_push_platforms<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PlatformSpec>, D::Error> {
-    platform_sel::parse_list(d, "push.platforms")
-}
+use wharf_model::config::{PushConfig, PushMode, UpstreamConfig};
+use wharf_model::platform::PlatformSpec;
+use wharf_model::reference::RepoName;
 
 /// One `[[push]]` route.
 pub struct Route {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::config::{PushConfig, UpstreamConfig};
+use wharf_model::config::{PushConfig, UpstreamConfig};
 
 fn route(prefix: &str, target: &str, upstreams: &[UpstreamConfig]) -> Result<Route, PushError> {
     let cfg: PushConfig = toml::from_str(&format!(

@@ -5,11 +5,11 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 
 use super::{empty_response, header_str, Registry, CONTENT_DIGEST};
 use crate::body::Body;
-use crate::digest::Digest;
 use crate::error::{ErrorCode, RegistryError, Result};
-use crate::range::{parse_range, ByteRange, RangeRequest};
-use crate::reference::RepoName;
 use crate::store::ContentStore;
+use wharf_model::digest::Digest;
+use wharf_model::range::{parse_range, ByteRange, RangeRequest};
+use wharf_model::reference::RepoName;
 
 pub(super) fn blob_unknown(repo: &RepoName, d: &Digest) -> RegistryError {
     RegistryError::new(

@@ -11,9 +11,9 @@ use http::Method;
 use super::place::Routed;
 use super::route::Route;
 use super::Registry;
-use crate::auth::scope::{Access, Action, Actions, Scope};
 use crate::auth::Auth;
-use crate::reference::RepoName;
+use wharf_model::reference::RepoName;
+use wharf_model::scope::{Access, Action, Actions, Scope};
 
 impl Registry {
     pub(super) async fn grant(

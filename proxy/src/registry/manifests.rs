@@ -14,16 +14,16 @@ use super::{
     empty_response, header_str, BoxError, Registry, RequestBody, CONTENT_DIGEST, OCI_SUBJECT,
 };
 use crate::body::Body;
-use crate::digest::Digest;
 use crate::error::{BodyIdle, ErrorCode, RegistryError, Result};
-use crate::manifest::{self, bare_media_type, MANIFEST_TYPES};
 use crate::meta::{ManifestPut, ManifestRecord};
 use crate::mirror::Target;
-use crate::plugin::Operation;
 use crate::policy::{adopt_manifest, Policy, Repo};
 use crate::push::{Push, Pushed};
-use crate::reference::{Reference, RepoName};
 use crate::store::ContentStore;
+use wharf_model::digest::Digest;
+use wharf_model::manifest::{self, bare_media_type, MANIFEST_TYPES};
+use wharf_model::reference::{Reference, RepoName};
+use wharf_model::request::Operation;
 
 fn manifest_unknown(repo: &RepoName, r: &Reference) -> RegistryError {
     RegistryError::new(
@@ -231,7 +231,7 @@ impl Registry {
         // has removed it already and the check says it is missing. Never a tag on content that is
         // about to go.
         self.leases
-            .record_edges(&digest, crate::gc::children_of(&m));
+            .record_edges(&digest, wharf_model::manifest::children_of(&m));
         self.leases.touch(std::slice::from_ref(&digest)).await;
         let missing = self
             .meta

@@ -10,7 +10,7 @@ use super::route::Route;
 use super::Registry;
 use crate::error::Result;
 use crate::mirror::Target;
-use crate::reference::RepoName;
+use wharf_model::reference::RepoName;
 
 /// Where a request's repository lives.
 pub(crate) enum Place {

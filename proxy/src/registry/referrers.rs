@@ -13,10 +13,10 @@ use http::{HeaderValue, Request, Response, StatusCode};
 
 use super::{json_response, query_param, Registry, OCI_FILTERS_APPLIED};
 use crate::body::Body;
-use crate::digest::Digest;
 use crate::error::{ErrorCode, RegistryError, Result};
-use crate::manifest::OCI_INDEX;
-use crate::meta::Descriptor;
+use wharf_model::digest::Digest;
+use wharf_model::manifest::Descriptor;
+use wharf_model::manifest::OCI_INDEX;
 
 /// Largest referrers page, as encoded JSON. Clients read a referrers response with the cap they use
 /// for manifests and tag lists (oras-go's `MaxMetadataBytes`: 4 MiB); a quarter of that keeps every
@@ -159,7 +159,7 @@ mod tests {
 
     fn desc(i: u32, artifact_type: &str) -> Descriptor {
         Descriptor {
-            media_type: crate::manifest::OCI_MANIFEST.into(),
+            media_type: wharf_model::manifest::OCI_MANIFEST.into(),
             digest: Digest::sha256_of(&i.to_be_bytes()),
             size: 500 + u64::from(i),
             artifact_type: Some(artifact_type.into()),

@@ -3,9 +3,9 @@
 
 use http::Method;
 
-use crate::digest::Digest;
 use crate::error::{ErrorCode, RegistryError};
-use crate::reference::{Reference, ReferenceError, RepoName};
+use wharf_model::digest::Digest;
+use wharf_model::reference::{Reference, ReferenceError, RepoName};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {

@@ -6,7 +6,7 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use super::{json_response, query_param, Registry};
 use crate::body::Body;
 use crate::error::{ErrorCode, RegistryError, Result};
-use crate::reference::RepoName;
+use wharf_model::reference::RepoName;
 
 impl Registry {
     pub(super) async fn list_tags<B>(

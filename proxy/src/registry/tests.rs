@@ -8,17 +8,17 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 use super::*;
-use crate::config::RegistryConfig;
-use crate::digest::Digest;
 use crate::meta::Meta;
 use crate::store::FsStore;
+use wharf_model::config::RegistryConfig;
+use wharf_model::digest::Digest;
 
 fn open(dir: &std::path::Path, cfg: RegistryConfig) -> Registry {
     let meta = Meta::open(&dir.join("meta.redb")).unwrap();
     let leases = crate::lease::Leases::new(meta.clone());
     let store = crate::lease::Touching::wrap(Arc::new(FsStore::open(dir).unwrap()), leases.clone());
     // No default upstream: these tests are about the local registry alone.
-    let mut full = crate::config::Config::default();
+    let mut full = wharf_model::config::Config::default();
     full.mirror.default_upstream = String::new();
     let mirror = crate::mirror::Mirror::new(&full, store.clone(), meta.clone()).unwrap();
     Registry::new(store, meta, cfg, mirror, leases)
@@ -187,7 +187,7 @@ async fn mount_links_without_copying_and_falls_back_to_a_session() {
 fn image_manifest(config: &Digest, clen: usize, layer: &Digest, llen: usize) -> String {
     format!(
         r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{clen}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":{llen}}}]}}"#,
-        crate::manifest::OCI_MANIFEST
+        wharf_model::manifest::OCI_MANIFEST
     )
 }
 
@@ -204,7 +204,7 @@ async fn manifests_round_trip_and_honour_accept() {
     let c = push_blob(&r, "app", b"{}").await;
     let l = push_blob(&r, "app", b"layer").await;
     let m = image_manifest(&c, 2, &l, 5);
-    let oci = crate::manifest::OCI_MANIFEST;
+    let oci = wharf_model::manifest::OCI_MANIFEST;
     let (s, h, _) = call(
         &r,
         Method::PUT,
@@ -226,7 +226,7 @@ async fn manifests_round_trip_and_honour_accept() {
     .await;
     assert_eq!((s, &body[..]), (StatusCode::OK, m.as_bytes()));
     assert_eq!(h["content-type"], oci);
-    let docker_only = [("accept", crate::manifest::DOCKER_MANIFEST)];
+    let docker_only = [("accept", wharf_model::manifest::DOCKER_MANIFEST)];
     let (s, _, body) = call(&r, Method::GET, "/v2/app/manifests/v1", &docker_only, b"").await;
     assert_eq!(
         (s, code(&body).as_str()),

@@ -20,18 +20,19 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::sync::Notify;
 
-use super::{empty_response, header_str, query_param, unix_now, BoxError, Registry, RequestBody};
+use super::{empty_response, header_str, query_param, BoxError, Registry, RequestBody};
 use super::{CONTENT_DIGEST, UPLOAD_UUID};
-use crate::auth::{Caller, Operator};
 use crate::body::Body;
-use crate::digest::Digest;
 use crate::error::{BodyIdle, ErrorCode, RegistryError, Result};
 use crate::lease::Lease;
 use crate::meta::UploadRecord;
-use crate::policy::ClientAddr;
-use crate::range::{parse_content_range, upload_range};
-use crate::reference::RepoName;
 use crate::store::{BlobWriter, IngestRef, StoreError};
+use wharf_model::clock::unix_now;
+use wharf_model::digest::Digest;
+use wharf_model::range::{parse_content_range, upload_range};
+use wharf_model::reference::RepoName;
+use wharf_model::request::ClientAddr;
+use wharf_model::request::{Caller, Operator};
 
 /// One upload session, kept between its requests.
 pub(super) struct Session {
@@ -182,7 +183,7 @@ fn session_headers(repo: &RepoName, id: &str, offset: u64) -> [(http::HeaderName
     ]
 }
 
-fn too_many_sessions(open: usize, cfg: &crate::config::RegistryConfig) -> RegistryError {
+fn too_many_sessions(open: usize, cfg: &wharf_model::config::RegistryConfig) -> RegistryError {
     RegistryError::new(
         ErrorCode::TooManyRequests,
         format!(
@@ -200,7 +201,7 @@ fn too_many_sessions(open: usize, cfg: &crate::config::RegistryConfig) -> Regist
 fn too_many_for_client(
     client: &str,
     mine: usize,
-    cfg: &crate::config::RegistryConfig,
+    cfg: &wharf_model::config::RegistryConfig,
 ) -> RegistryError {
     RegistryError::new(
         ErrorCode::TooManyRequests,

@@ -8,7 +8,7 @@ fn d(n: u8) -> Digest {
 
 fn rec() -> ManifestRecord {
     ManifestRecord {
-        media_type: crate::manifest::OCI_INDEX.into(),
+        media_type: wharf_model::manifest::OCI_INDEX.into(),
         size: 1,
         subject: None,
     }
@@ -269,7 +269,7 @@ async fn missing_files_are_reported_against_their_records() {
     let desc = |dg: &Digest, n: usize| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": dg.to_string(), "size": n});
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": crate::manifest::OCI_MANIFEST,
+        "mediaType": wharf_model::manifest::OCI_MANIFEST,
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.to_string(), "size": 2},
         "layers": [desc(&layer, 5)],
     }))
@@ -285,7 +285,7 @@ async fn missing_files_are_reported_against_their_records() {
                 repo,
                 digest: &m,
                 record: ManifestRecord {
-                    media_type: crate::manifest::OCI_MANIFEST.into(),
+                    media_type: wharf_model::manifest::OCI_MANIFEST.into(),
                     size: manifest.len() as u64,
                     subject: None,
                 },

@@ -14,8 +14,8 @@ use hyper::body::Incoming;
 
 use crate::body::Body;
 use crate::error::Refused;
-use crate::policy::ClientAddr;
 use crate::registry::Registry;
+use wharf_model::request::ClientAddr;
 
 use super::IdleBody;
 

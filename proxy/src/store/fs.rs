@@ -22,8 +22,8 @@ use super::{
     StoreError, StoredCopy, Sweeper, Verifier,
 };
 use crate::data_dir;
-use crate::digest::{Algorithm, Digest, Hasher};
-use crate::range::ByteRange;
+use wharf_model::digest::{Algorithm, Digest, Hasher};
+use wharf_model::range::ByteRange;
 
 /// Writes reach the disk in pieces of this size: large enough that a write syscall and a hash call are
 /// cheap per byte, small enough to bound memory per upload.

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use crate::digest::Hasher;
+use wharf_model::digest::Hasher;
 
 pub struct HashQueue {
     state: Mutex<State>,
@@ -108,7 +108,7 @@ impl HashQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::digest::Algorithm;
+    use wharf_model::digest::Algorithm;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn hashes_batches_in_order_whatever_the_timing() {

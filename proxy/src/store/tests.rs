@@ -1,7 +1,7 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::digest::{Algorithm, Digest};
+use wharf_model::digest::{Algorithm, Digest};
 
 fn store() -> (tempfile::TempDir, FsStore) {
     let dir = tempfile::tempdir().unwrap();
@@ -115,7 +115,7 @@ async fn open_ranges_and_missing() {
     let d = Digest::sha256_of(b"0123456789");
     s.put(&d, Bytes::from_static(b"0123456789")).await.unwrap();
     let b = s
-        .open(&d, Some(crate::range::ByteRange { start: 2, end: 4 }))
+        .open(&d, Some(wharf_model::range::ByteRange { start: 2, end: 4 }))
         .await
         .unwrap();
     assert_eq!((b.size, b.range.start, b.range.end), (10, 2, 4));

@@ -607,7 +607,7 @@ fn serving_with(
     crate::admin::Admin,
 ) {
     use std::sync::Arc;
-    let mut cfg = crate::config::Config::default();
+    let mut cfg = wharf_model::config::Config::default();
     cfg.storage.data_dir = dir.to_owned();
     cfg.mirror.default_upstream = String::new();
     let meta = crate::meta::Meta::open(&dir.join("meta.redb")).unwrap();
@@ -684,8 +684,8 @@ async fn call(
 /// mirror's old pull is written as the mirror notes it, with the time it had then.
 #[tokio::test]
 async fn a_tag_pushed_now_is_used_now_in_every_view_though_its_image_was_mirrored_long_ago() {
-    use crate::digest::Digest;
     use http::{Method, StatusCode};
+    use wharf_model::digest::Digest;
     let dir = tempfile::tempdir().unwrap();
     let (registry, admin) = serving(dir.path());
     let (meta, store) = (admin.collector.meta.clone(), admin.collector.store.clone());
@@ -696,14 +696,14 @@ async fn a_tag_pushed_now_is_used_now_in_every_view_though_its_image_was_mirrore
     let (cd, ld) = (Digest::sha256_of(config), Digest::sha256_of(layer));
     let manifest = format!(
         r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cd}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{ld}","size":{}}}]}}"#,
-        crate::manifest::OCI_MANIFEST,
+        wharf_model::manifest::OCI_MANIFEST,
         config.len(),
         layer.len()
     );
     let md = Digest::sha256_of(manifest.as_bytes());
 
     // Mirrored three days ago, and pulled then, by tag and by digest.
-    let long_ago = crate::registry::unix_now() - 3 * 86_400;
+    let long_ago = wharf_model::clock::unix_now() - 3 * 86_400;
     let cache = "docker.io/library/app";
     for (d, bytes) in [(&cd, &config[..]), (&ld, &layer[..])] {
         store
@@ -717,7 +717,7 @@ async fn a_tag_pushed_now_is_used_now_in_every_view_though_its_image_was_mirrore
         .await
         .unwrap();
     let record = crate::meta::ManifestRecord {
-        media_type: crate::manifest::OCI_MANIFEST.into(),
+        media_type: wharf_model::manifest::OCI_MANIFEST.into(),
         size: manifest.len() as u64,
         subject: None,
     };
@@ -729,7 +729,7 @@ async fn a_tag_pushed_now_is_used_now_in_every_view_though_its_image_was_mirrore
     meta.flush_uses().await.unwrap();
 
     // Pushed now, through the registry API.
-    let before = crate::registry::unix_now();
+    let before = wharf_model::clock::unix_now();
     for (d, bytes) in [(&cd, &config[..]), (&ld, &layer[..])] {
         let uri = format!("/v2/ci/app/blobs/uploads/?digest={d}");
         let s = call(
@@ -746,12 +746,12 @@ async fn a_tag_pushed_now_is_used_now_in_every_view_though_its_image_was_mirrore
         &registry,
         Method::PUT,
         "/v2/ci/app/manifests/v1",
-        crate::manifest::OCI_MANIFEST,
+        wharf_model::manifest::OCI_MANIFEST,
         manifest.as_bytes(),
     )
     .await;
     assert_eq!(s, StatusCode::CREATED);
-    let after = crate::registry::unix_now();
+    let after = wharf_model::clock::unix_now();
 
     let images = crate::images::list(&admin.collector, false).await.unwrap();
     let row = |repo: &str| {
@@ -813,7 +813,7 @@ async fn a_tag_pushed_now_is_used_now_in_every_view_though_its_image_was_mirrore
 /// `[auth]` with alice and bob (passwords `alice-pw`, `bob-pw`), anonymous pulls off, `private`
 /// pulled by alice only, `pub` by anyone.
 fn closed_auth() -> std::sync::Arc<crate::auth::Auth> {
-    use crate::config::{AuthConfig, AuthRule};
+    use wharf_model::config::{AuthConfig, AuthRule};
     let dir = tempfile::tempdir().unwrap().keep();
     let htpasswd = dir.join("htpasswd");
     let hash = |p: &str| bcrypt::hash(p, 4).unwrap();

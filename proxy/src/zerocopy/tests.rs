@@ -64,7 +64,7 @@ async fn blob_bodies_go_out_with_sendfile_and_arrive_intact() {
             let body = Body::blob_sent(
                 Blob {
                     size: n,
-                    range: crate::range::ByteRange { start, end },
+                    range: wharf_model::range::ByteRange { start, end },
                     source: BlobSource::File(served.clone()),
                 },
                 Some(Sending::Zerocopy),
@@ -108,7 +108,7 @@ async fn mapped_chunks_read_as_ordinary_bytes_elsewhere() {
     let file = file_with(&data);
     let body = Body::blob(Blob {
         size: data.len() as u64,
-        range: crate::range::ByteRange {
+        range: wharf_model::range::ByteRange {
             start: 0,
             end: data.len() as u64 - 1,
         },

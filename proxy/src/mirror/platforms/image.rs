@@ -19,15 +19,18 @@ use std::sync::{Arc, Weak};
 
 use serde_json::Value;
 
-use super::{platform_of, Entry, LeftOut, PlatformPolicy};
-use crate::digest::Digest;
+use super::{LeftOut, PlatformPolicy};
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::fill::{Phase, Source};
-use crate::manifest;
 use crate::meta::ManifestRecord;
 use crate::mirror::{Failure, Target};
-use crate::plugin::{Platform, PluginSet, RequestCtx};
+use crate::plugin::PluginSet;
 use crate::policy::Policy;
+use wharf_model::digest::Digest;
+use wharf_model::manifest;
+use wharf_model::platform::Platform;
+use wharf_model::platform::{platform_of, Entry};
+use wharf_model::request::RequestCtx;
 
 /// The config media types of container images (OCI, Docker schema 2).
 const IMAGE_CONFIGS: [&str; 2] = [

@@ -4,11 +4,18 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::config::Config;
 use crate::meta::{ManifestPut, ManifestRecord, Meta};
-use crate::plugin::{Operation, Plugins, RequestCtx};
+use crate::plugin::Plugins;
 use crate::store::{ContentStore, FsStore};
 use crate::upstream::Upstream;
+use wharf_model::config::Config;
+use wharf_model::platform::chosen_key;
+use wharf_model::platform::entries;
+use wharf_model::platform::reduce;
+use wharf_model::platform::PlatformMode;
+use wharf_model::platform::PlatformSpec;
+use wharf_model::platform::REDUCED_FROM;
+use wharf_model::request::{Operation, RequestCtx};
 
 fn platform(os: &str, arch: &str, variant: Option<&str>) -> Platform {
     Platform {
@@ -164,7 +171,7 @@ fn reduce_keeps_chosen_entries_and_the_rest() {
     );
     assert_eq!(v["annotations"][REDUCED_FROM], original.to_string());
     // What wharf stores must be a valid index.
-    let m = crate::manifest::parse(None, &out).unwrap();
+    let m = wharf_model::manifest::parse(None, &out).unwrap();
     assert_eq!(m.manifests.len(), 2);
 
     // An index without annotations gets them.
@@ -212,7 +219,7 @@ async fn put(
     bytes: Vec<u8>,
 ) -> (Digest, ManifestRecord) {
     let digest = Digest::sha256_of(&bytes);
-    let m = crate::manifest::parse(None, &bytes).unwrap();
+    let m = wharf_model::manifest::parse(None, &bytes).unwrap();
     let record = ManifestRecord {
         media_type: m.media_type,
         size: bytes.len() as u64,
@@ -278,7 +285,7 @@ impl Fixture {
             .unwrap(),
         )
         .await;
-        let mut up = crate::config::UpstreamConfig::docker_hub();
+        let mut up = wharf_model::config::UpstreamConfig::docker_hub();
         up.host = "up.test".into();
         up.endpoint = "http://127.0.0.1:9".into();
         up.insecure = true;

@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::plugin::Operation;
+use crate::request::Operation;
 
 /// Scopes read from one token request, at most; clients ask for one or two (a push with a mount
 /// source). More would only make a token too large to send back.
@@ -146,7 +146,7 @@ pub struct Access {
 
 /// The `access` claim's entry, as the token spec writes it.
 #[derive(Serialize, Deserialize)]
-pub(super) struct Entry {
+pub struct Entry {
     #[serde(rename = "type")]
     kind: String,
     name: String,
@@ -191,7 +191,7 @@ impl Access {
         }
     }
 
-    pub(super) fn to_entries(&self) -> Vec<Entry> {
+    pub fn to_entries(&self) -> Vec<Entry> {
         self.grants
             .iter()
             .map(|g| Entry {
@@ -202,7 +202,7 @@ impl Access {
             .collect()
     }
 
-    pub(super) fn from_entries(entries: Vec<Entry>) -> Access {
+    pub fn from_entries(entries: Vec<Entry>) -> Access {
         let mut access = Access::default();
         for e in entries.into_iter().filter(|e| e.kind == "repository") {
             access.grant(&e.name, Actions::parse(&e.actions.join(",")));

@@ -124,21 +124,6 @@ fn syntax_error_names_the_line() {
     assert!(p.problems[0].problem.starts_with("not valid TOML"));
 }
 
-#[test]
-fn suggestions() {
-    let known: Vec<String> = ["listen", "data_dir", "upstream", "delete_enabled"]
-        .map(String::from)
-        .to_vec();
-    assert_eq!(closest("lsiten", &known), Some("listen"));
-    assert_eq!(closest("Data-Dir", &known), Some("data_dir"));
-    assert_eq!(closest("delete", &known), None);
-    assert_eq!(closest("zzz", &known), None);
-    assert_eq!(seconds_of("\"90s\""), Some(90));
-    assert_eq!(seconds_of("\"5 min\""), Some(300));
-    assert_eq!(seconds_of("\"2d\""), Some(172800));
-    assert_eq!(seconds_of("\"soon\""), None);
-}
-
 /// Proves: the checks the server runs at start are run, on every entry, with the file's indices:
 /// files that are not there, an upstream `Upstream::new` refuses, routes `Push::new` refuses alone
 /// and together, a default upstream no entry names, a plugin file that is missing.

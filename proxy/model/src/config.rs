@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::mirror::platforms::{PlatformMode, PlatformSpec};
+use crate::platform::{PlatformMode, PlatformSpec};
 
-pub mod check;
+pub mod schema;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -26,7 +26,7 @@ pub enum ConfigError {
     )]
     Invalid {
         path: PathBuf,
-        problems: Vec<check::Problem>,
+        problems: Vec<schema::Problem>,
     },
     /// What the TOML parser said, if the checker found nothing to say (it finds what the parser does).
     #[error("config file {path} is invalid: {reason}")]
@@ -45,7 +45,7 @@ pub enum ConfigError {
 }
 
 /// "1 problem", "3 problems": as `wharf check-config` counts them.
-pub fn problem_count(problems: &[check::Problem]) -> String {
+pub fn problem_count(problems: &[schema::Problem]) -> String {
     match problems.len() {
         1 => "1 problem".to_owned(),
         n => format!("{n} problems"),
@@ -407,7 +407,7 @@ pub struct PushConfig {
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "crate::push::route::de_push_platforms"
+        deserialize_with = "crate::platform::de_push_platforms"
     )]
     pub platforms: Vec<PlatformSpec>,
     /// Allow a plain `http://` target.
@@ -500,7 +500,7 @@ pub struct MirrorConfig {
     /// without its own list; the others are never fetched. Empty: every platform.
     #[serde(
         skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "crate::mirror::platforms::de_mirror_platforms"
+        deserialize_with = "crate::platform::de_mirror_platforms"
     )]
     pub platforms: Vec<PlatformSpec>,
     /// What a tag of a platform-reduced index serves: `sparse` (the original index) or `rewritten`
@@ -555,7 +555,7 @@ pub struct UpstreamConfig {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::mirror::platforms::de_upstream_platforms"
+        deserialize_with = "crate::platform::de_upstream_platforms"
     )]
     pub platforms: Option<Vec<PlatformSpec>>,
 }
@@ -656,7 +656,7 @@ impl Config {
         let mut cfg: Config = toml::from_str(&text).map_err(|reason| {
             // The checker's words (every mistake, each with its fix; "did you mean") rather than the
             // parser's first error: `wharf serve` and `wharf check-config` say the same.
-            let problems = check::parse(&text).problems;
+            let problems = schema::parse(&text).problems;
             if problems.is_empty() {
                 ConfigError::Parse {
                     path: path.to_owned(),
@@ -727,7 +727,7 @@ mod tests {
 
     #[test]
     fn example_config_documents_the_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wharf.toml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/wharf.toml");
         let mut cfg = Config::parse_file(&path).unwrap();
         // The example names a data dir so it is copy-paste ready, and shows an upstream entry;
         // everything else must equal the defaults.

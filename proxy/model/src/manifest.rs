@@ -8,8 +8,9 @@ use std::collections::HashMap;
 
 use oci_spec::image::{Descriptor as OciDescriptor, ImageIndex, ImageManifest};
 
+use serde::{Deserialize, Serialize};
+
 use crate::digest::Digest;
-use crate::meta::Descriptor;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -216,6 +217,29 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<Manifest, Manif
             })
         }
     }
+}
+
+/// An OCI descriptor as the referrers API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// What a manifest refers to: child manifests, config and layers, subject.
+pub fn children_of(m: &Manifest) -> Vec<Digest> {
+    m.manifests
+        .iter()
+        .chain(m.blobs.iter())
+        .map(|(d, _)| d.clone())
+        .chain(m.subject.clone())
+        .collect()
 }
 
 #[cfg(test)]
