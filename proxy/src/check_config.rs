@@ -132,7 +132,7 @@ impl Semantic {
         self.tls().await;
         let upstreams_ok = self.upstreams();
         self.auth();
-        if let Some(why) = crate::metrics::collides(&self.cfg) {
+        if let Some(why) = crate::metrics_listener::collides(&self.cfg) {
             let (problem, fix) = why.split_once("; ").unwrap_or((&why, ""));
             self.problems
                 .push(Problem::new("metrics.listen", problem, fix.to_owned()));

@@ -145,7 +145,7 @@ impl Fills {
             .entry((digest.clone(), source.upstream.host.clone()))
         {
             Entry::Occupied(e) => {
-                crate::metrics::joined(crate::metrics::Flight::Fill);
+                wharf_metrics::joined(wharf_metrics::Flight::Fill);
                 e.get().clone()
             }
             Entry::Vacant(e) => {
@@ -207,7 +207,7 @@ impl Fills {
         let end = match outcome {
             Ok(size) => {
                 tracing::info!(upstream = %src.upstream.host, repo = %src.remote, %digest, size, "blob cached");
-                crate::metrics::fetched(&src.upstream.host, size);
+                wharf_metrics::fetched(&src.upstream.host, size);
                 Progress {
                     phase: Phase::Done,
                     size: Some(size),

@@ -394,7 +394,7 @@ impl Collector {
         }
         report.millis = started.elapsed().as_millis() as u64;
         if !dry_run {
-            crate::metrics::gc_done(&report);
+            wharf_metrics::gc_done(report.removed.len(), report.removed_bytes, report.started);
             crate::status::record_gc(&self.meta, &report).await;
             tracing::info!(
                 removed = report.removed.len(),

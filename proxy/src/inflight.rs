@@ -50,7 +50,7 @@ where
     {
         let mut rx = match self.running.entry(key.clone()) {
             Entry::Occupied(e) => {
-                crate::metrics::joined(crate::metrics::Flight::Fetch);
+                wharf_metrics::joined(wharf_metrics::Flight::Fetch);
                 e.get().clone()
             }
             Entry::Vacant(e) => {

@@ -14,7 +14,7 @@ pub mod inflight;
 pub mod lease;
 pub mod logbuf;
 pub mod meta;
-pub mod metrics;
+pub mod metrics_listener;
 pub mod mirror;
 pub mod output;
 pub mod plugin;

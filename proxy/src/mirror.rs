@@ -27,13 +27,13 @@ use crate::fill::Fills;
 use crate::inflight::Flights;
 use crate::lease::Leases;
 use crate::meta::{ManifestPut, ManifestRecord, Meta};
-use crate::metrics::Kind;
 use crate::plugin::Plugins;
 use crate::policy::{adopt_manifest, Policy, Repo};
 use crate::registry::{accepts, not_acceptable, tag_list, tag_page, CONTENT_DIGEST};
 use crate::registry::{json_response, manifest_response};
 use crate::store::ContentStore;
 use crate::upstream::{Upstream, UpstreamError};
+use wharf_metrics::Kind;
 use wharf_model::clock::unix_now;
 use wharf_model::config::{Config, MirrorConfig};
 use wharf_model::digest::Digest;
@@ -405,14 +405,14 @@ impl Mirror {
                 });
                 let f = match meta.manifest(&t.cache, d).await? {
                     Some(rec) => {
-                        crate::metrics::cache_hit(Kind::Manifest, req.method(), rec.size);
+                        wharf_metrics::cache_hit(Kind::Manifest, req.method(), rec.size);
                         Fetched {
                             digest: d.clone(),
                             record: rec,
                         }
                     }
                     None => {
-                        crate::metrics::cache_miss(Kind::Manifest);
+                        wharf_metrics::cache_miss(Kind::Manifest);
                         if let Some(ctx) = &judged {
                             self.platforms
                                 .check_child(t, ctx.clone(), &self.policy, d)
@@ -466,7 +466,7 @@ impl Mirror {
                     let checked = meta.tag_checked(&t.cache, tag.as_str()).await?.unwrap_or(0);
                     if unix_now().saturating_sub(checked) < self.cfg.tag_ttl_secs {
                         self.pulled(t, tag.as_str());
-                        crate::metrics::cache_hit(Kind::Manifest, req.method(), c.record.size);
+                        wharf_metrics::cache_hit(Kind::Manifest, req.method(), c.record.size);
                         if !self.policy.rewrites() && !self.platforms.active(t, &self.policy) {
                             return manifest_response(store, &c.digest, &c.record, head).await;
                         }
@@ -483,7 +483,7 @@ impl Mirror {
                     .collect::<Vec<_>>()
                     .join(",");
                 let key = format!("{}|{}|{tag}|{accept_key}", t.upstream.host, t.remote);
-                crate::metrics::cache_miss(Kind::Manifest);
+                wharf_metrics::cache_miss(Kind::Manifest);
                 let (fetcher, t2, tag2) = (self.fetcher.clone(), t.clone(), tag.to_string());
                 let res = self
                     .flights
@@ -748,7 +748,7 @@ impl Fetcher {
                 t.upstream.host
             ))
         })?;
-        crate::metrics::fetched(&t.upstream.host, bytes.len() as u64);
+        wharf_metrics::fetched(&t.upstream.host, bytes.len() as u64);
         let want = expected.cloned().or(named);
         let digest = match &want {
             Some(w) => {

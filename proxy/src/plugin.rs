@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
-use crate::metrics::PluginCall;
+use wharf_metrics::PluginCall;
 use wharf_model::config::{FailPolicy, PluginConfig};
 use wharf_model::platform::Platform;
 use wharf_model::request::Operation;
@@ -141,7 +141,7 @@ impl Plugin {
 
     fn failed(&self, e: &PluginError, what: &str, policy: FailPolicy) {
         let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        crate::metrics::plugin_error(&self.name);
+        wharf_metrics::plugin_error(&self.name);
         tracing::warn!(
             plugin = %self.name, error = %e, failures = n,
             fail = ?policy, "{what} failed"
@@ -208,12 +208,11 @@ impl PluginSet {
                 continue;
             }
             let policy = p.fail.unwrap_or(FailPolicy::Closed);
-            match crate::metrics::plugin_call(&p.name, PluginCall::Access, p.loaded.check(ctx))
-                .await
+            match wharf_metrics::plugin_call(&p.name, PluginCall::Access, p.loaded.check(ctx)).await
             {
                 Ok(None) => {}
                 Ok(Some(reason)) => {
-                    crate::metrics::plugin_denied(&p.name);
+                    wharf_metrics::plugin_denied(&p.name);
                     return Err(Denial {
                         plugin: p.name.clone(),
                         reason,
@@ -242,7 +241,7 @@ impl PluginSet {
                 continue;
             }
             let policy = p.fail.unwrap_or(FailPolicy::Open);
-            match crate::metrics::plugin_call(
+            match wharf_metrics::plugin_call(
                 &p.name,
                 PluginCall::Platforms,
                 p.loaded.select(ctx, available),
@@ -278,7 +277,7 @@ impl PluginSet {
             }
             let policy = p.fail.unwrap_or(FailPolicy::Open);
             let input = current.as_deref().unwrap_or(manifest);
-            let out = match crate::metrics::plugin_call(
+            let out = match wharf_metrics::plugin_call(
                 &p.name,
                 PluginCall::Manifests,
                 p.loaded.rewrite(ctx, media_type, input),

@@ -363,7 +363,7 @@ impl Scrubber {
         self.check_records(&mut report).await?;
         report.millis = clock.elapsed().as_millis() as u64;
         self.meta.scrub_finished(&LastScrub::from(&report)).await?;
-        crate::metrics::scrub_done(&report);
+        wharf_metrics::scrub_done(report.verified_bytes);
         if report.clean() {
             tracing::info!(
                 verified = report.verified,
@@ -412,7 +412,7 @@ impl Scrubber {
             return Ok(Some((found.size, None)));
         }
         tracing::error!(digest = %d, actual = %found.actual, size = found.size, "scrub: stored content is damaged: its bytes no longer hash to its digest; quarantining it");
-        crate::metrics::scrub_damaged();
+        wharf_metrics::scrub_damaged();
         let mut damaged = Damaged {
             digest: d.clone(),
             size: found.size,

@@ -212,7 +212,7 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
         .map_err(StartError::Push)?,
     );
     crate::auth::check_exposure(cfg).map_err(StartError::Auth)?;
-    if let Some(why) = crate::metrics::collides(cfg) {
+    if let Some(why) = crate::metrics_listener::collides(cfg) {
         return Err(StartError::Metrics(why));
     }
     let auth = crate::auth::Auth::load(&cfg.auth)
@@ -300,7 +300,7 @@ pub fn housekeeping(admin: Admin, cfg: &Config) -> Housekeeping {
         tokio::spawn(admin.clone().serve(cfg.storage.data_dir.clone())),
         tokio::spawn(admin.push.clone().run()),
     ];
-    tasks.extend(crate::metrics::spawn(&cfg.metrics, &admin));
+    tasks.extend(crate::metrics_listener::spawn(&cfg.metrics, &admin));
     // With or without a metrics listener: `wharf status` shows the history it records.
     let sampler = tokio::spawn(crate::ui::sampler(
         admin.collector.meta.clone(),

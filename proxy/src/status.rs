@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::admin::Admin;
 use crate::gc::{mark, GcError};
+use crate::push::journal::State;
 use wharf_model::digest::Digest;
 
 /// Where cached content of a repository came from, by its name: a mirror caches `<host>/<remote>`,
@@ -90,7 +91,7 @@ pub struct Status {
     pub repositories: Vec<Repository>,
     /// The server's cache counters since it started, by blob and manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache: Option<crate::metrics::Snapshot>,
+    pub cache: Option<wharf_metrics::Snapshot>,
     /// The cache totals counted across restarts (since `since`), as of `at`; `None`: never counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_totals: Option<crate::meta::Sample>,
@@ -178,11 +179,11 @@ pub async fn collect(admin: &Admin, server: bool) -> Result<Status, GcError> {
     match admin.push.status().await {
         Ok(list) => {
             for s in list {
-                match crate::metrics::state_name(&s.state) {
-                    "pending" => pushes.pending += 1,
-                    "delivering" => pushes.delivering += 1,
-                    "delivered" => pushes.delivered += 1,
-                    _ => pushes.failed += 1,
+                match s.state {
+                    State::Pending => pushes.pending += 1,
+                    State::Delivering => pushes.delivering += 1,
+                    State::Delivered => pushes.delivered += 1,
+                    State::Failed => pushes.failed += 1,
                 }
             }
         }
@@ -192,7 +193,7 @@ pub async fn collect(admin: &Admin, server: bool) -> Result<Status, GcError> {
     let last_scrub = c.meta.last_scrub().await?;
     let scrub_progress = c.meta.scrub_progress().await?;
     let cache_totals = crate::ui::current(&c.meta).await?;
-    let cache = server.then(crate::metrics::snapshot);
+    let cache = server.then(wharf_metrics::snapshot);
     Ok(Status {
         server,
         contents: sizes.len(),
@@ -435,7 +436,7 @@ mod tests {
                 bytes: 2048,
                 last_used: None,
             }],
-            cache: Some(crate::metrics::Snapshot {
+            cache: Some(wharf_metrics::Snapshot {
                 blob_hits: 1,
                 blob_misses: 1,
                 ..Default::default()

@@ -70,7 +70,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The cache counters of this process (the metrics module's, cumulative since start).
 fn counters() -> CacheTotals {
-    crate::metrics::cache_totals()
+    let s = wharf_metrics::snapshot();
+    CacheTotals {
+        hits: s.blob_hits + s.manifest_hits,
+        misses: s.blob_misses + s.manifest_misses,
+        bytes_from_cache: s.bytes_from_cache,
+        bytes_from_upstream: s.bytes_from_upstream,
+    }
 }
 
 /// The totals `base` (the previous runs') and this process's `counters` make at `at`.

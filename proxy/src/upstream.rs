@@ -263,7 +263,7 @@ impl Upstream {
         // The answer to a request with a body comes after the body: allow for sending it at 1 MiB/s.
         let limit = self.timeout + Duration::from_secs(payload.map_or(0, |p| p.len() >> 20));
         let sent = tokio::time::timeout(limit, self.client.request(req));
-        match crate::metrics::upstream_timed(&self.host, sent).await {
+        match wharf_metrics::upstream_timed(&self.host, sent).await {
             Err(_) => Err(UpstreamError::Timeout {
                 host: self.host.clone(),
                 url: url.to_owned(),

@@ -44,7 +44,7 @@ impl Mirror {
         if let Some(size) = stored {
             if linked {
                 return (blob_response(&**store, d, size, req, unknown).await)
-                    .map(|r| crate::metrics::blob_hit(req.method(), r));
+                    .map(|r| wharf_metrics::blob_hit(req.method(), r));
             }
             // Stored once, whoever brought it; but another repository's blob (pushed to wharf,
             // mirrored from elsewhere) is served under this name only once this upstream confirms
@@ -56,7 +56,7 @@ impl Mirror {
                 self.confirm_blob(t, d).await?;
                 meta.link_blob(&t.cache, d, size).await?;
                 return (blob_response(&**store, d, size, req, unknown).await)
-                    .map(|r| crate::metrics::blob_hit(req.method(), r));
+                    .map(|r| wharf_metrics::blob_hit(req.method(), r));
             }
             // Not sent by this upstream: answered as if not stored, so nothing about the stored
             // copy shows. A `GET` fetches the bytes (the commit of what is already stored adds
@@ -85,7 +85,7 @@ impl Mirror {
             }
             return Ok(out);
         }
-        crate::metrics::cache_miss(crate::metrics::Kind::Blob);
+        wharf_metrics::cache_miss(wharf_metrics::Kind::Blob);
         // The fill seen above even if it has ended since: a fresh one would fetch the blob again.
         let fill = ours.unwrap_or_else(|| {
             self.fills.get(

@@ -22,6 +22,18 @@ pub enum State {
     Failed,
 }
 
+impl State {
+    /// The journal's word for it, as `wharf push status`, the status page and metrics print it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Delivering => "delivering",
+            State::Delivered => "delivered",
+            State::Failed => "failed",
+        }
+    }
+}
+
 /// One routed push to deliver.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Delivery {

@@ -215,7 +215,7 @@ impl RequestLog {
         let micros = self.start.elapsed().as_micros() as u64;
         let (peer, method, path, status) =
             (&self.peer, &self.method, &self.path, self.status.as_u16());
-        crate::metrics::request(method, path, status, bytes, micros);
+        wharf_metrics::request(method, path, status, bytes, micros);
         match &self.refused {
             None => {
                 tracing::info!(%peer, %method, %path, status, bytes, micros, complete, client_gone, "request")

@@ -31,12 +31,6 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
-use crate::admin::Admin;
-
-mod listener;
-
-pub use listener::{collides, spawn};
-
 /// What a cache lookup was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -578,20 +572,20 @@ pub async fn upstream_timed<B, E, T>(
     r
 }
 
-/// A garbage collection that ran (not a dry run).
-pub fn gc_done(report: &crate::gc::Report) {
+/// A garbage collection that ran (not a dry run): what it removed, and when it started (unix seconds).
+pub fn gc_done(removed: usize, removed_bytes: u64, started: u64) {
     let m = m();
     m.gc_runs.inc();
-    m.gc_removed.inc_by(report.removed.len() as u64);
-    m.gc_reclaimed.inc_by(report.removed_bytes);
-    m.gc_last.set(report.started as i64);
+    m.gc_removed.inc_by(removed as u64);
+    m.gc_reclaimed.inc_by(removed_bytes);
+    m.gc_last.set(started as i64);
 }
 
-/// A scrub pass finished.
-pub fn scrub_done(report: &crate::scrub::Report) {
+/// A scrub pass finished, having read this many bytes.
+pub fn scrub_done(verified_bytes: u64) {
     let m = m();
     m.scrub_runs.inc();
-    m.scrub_verified_bytes.inc_by(report.verified_bytes);
+    m.scrub_verified_bytes.inc_by(verified_bytes);
 }
 
 /// The scrub found damaged content.
@@ -678,57 +672,33 @@ pub fn snapshot() -> Snapshot {
     }
 }
 
-/// Cumulative mirror totals for the status page's history (`ui.rs` samples them).
-pub fn cache_totals() -> crate::ui::CacheTotals {
-    let s = snapshot();
-    crate::ui::CacheTotals {
-        hits: s.blob_hits + s.manifest_hits,
-        misses: s.blob_misses + s.manifest_misses,
-        bytes_from_cache: s.bytes_from_cache,
-        bytes_from_upstream: s.bytes_from_upstream,
+/// Live leases, read when a scrape arrives.
+pub fn set_leases(n: usize) {
+    m().leases.set(n as i64);
+}
+
+/// Deliveries in the push journal in one state (`pending`, …), read when a scrape arrives.
+pub fn set_pushes(state: &'static str, n: usize) {
+    m().pushes
+        .get_or_create(&StateLabel { state })
+        .set(n as i64);
+}
+
+/// The last scrub pass (which may have run before this process started, or in `wharf fsck`): when it
+/// started and what it found, by kind (`damaged`, `missing_content`, …).
+pub fn set_last_scrub(started: u64, found: &[(&'static str, u64)]) {
+    let m = m();
+    m.scrub_last.set(started as i64);
+    for &(kind, n) in found {
+        m.scrub_found
+            .get_or_create(&KindLabel { kind })
+            .set(n as i64);
     }
 }
 
-/// Sets what is read at scrape time (leases, the push journal, hit ratios) and encodes everything.
-pub async fn scrape(admin: &Admin) -> String {
+/// Everything, in the Prometheus text format (the hit ratios computed now).
+pub fn encode() -> String {
     let m = m();
-    m.leases.set(admin.leases.list().len() as i64);
-    match admin.push.status().await {
-        Ok(list) => {
-            for state in ["pending", "delivering", "delivered", "failed"] {
-                let n = list
-                    .iter()
-                    .filter(|s| state_name(&s.state) == state)
-                    .count();
-                m.pushes.get_or_create(&StateLabel { state }).set(n as i64);
-            }
-        }
-        Err(e) => tracing::warn!(error = %e.message, "metrics: cannot read the push journal"),
-    }
-    // From the metadata: the last pass may have run before this process started, or in `wharf
-    // fsck` on the files.
-    match admin
-        .collector
-        .meta
-        .last_scrub::<crate::scrub::LastScrub>()
-        .await
-    {
-        Ok(Some(s)) => {
-            m.scrub_last.set(s.started as i64);
-            for (kind, n) in [
-                ("damaged", s.damaged),
-                ("missing_content", s.missing_content),
-                ("missing_child", s.missing_children),
-                ("dangling_tag", s.dangling_tags),
-            ] {
-                m.scrub_found
-                    .get_or_create(&KindLabel { kind })
-                    .set(n as i64);
-            }
-        }
-        Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e, "metrics: cannot read the last scrub"),
-    }
     for kind in [Kind::Blob, Kind::Manifest] {
         if let Some(r) = ratio(m.lookups(kind, "hit"), m.lookups(kind, "miss")) {
             m.hit_ratio
@@ -743,17 +713,6 @@ pub async fn scrape(admin: &Admin) -> String {
         tracing::warn!(error = %e, "metrics: cannot encode");
     }
     out
-}
-
-/// The journal's name for a delivery state (as `wharf push status` prints it).
-pub fn state_name(s: &crate::push::journal::State) -> &'static str {
-    use crate::push::journal::State;
-    match s {
-        State::Pending => "pending",
-        State::Delivering => "delivering",
-        State::Delivered => "delivered",
-        State::Failed => "failed",
-    }
 }
 
 #[cfg(test)]

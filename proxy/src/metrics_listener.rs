@@ -14,9 +14,8 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
 use crate::admin::Admin;
+use crate::push::journal::State;
 use wharf_model::config::MetricsConfig;
-
-use super::scrape;
 
 /// Why `[metrics] listen` cannot work beside `server.listen`: the same port on a shared address
 /// (a wildcard address shares every one of its family's).
@@ -55,12 +54,12 @@ pub fn spawn(cfg: &MetricsConfig, admin: &Admin) -> Option<tokio::task::JoinHand
 }
 
 /// What the listener serves from.
-struct State {
+struct ListenerState {
     admin: Admin,
 }
 
 async fn serve(listener: tokio::net::TcpListener, admin: Admin) {
-    let state = Arc::new(State { admin });
+    let state = Arc::new(ListenerState { admin });
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -94,7 +93,11 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 }
 
 /// `client`: where the request came from, whose failed logins count as on the registry's port.
-async fn handle<B>(state: &State, req: Request<B>, client: IpAddr) -> Response<Full<Bytes>> {
+async fn handle<B>(
+    state: &ListenerState,
+    req: Request<B>,
+    client: IpAddr,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     if path == "/ui" || path.starts_with("/ui/") {
         return crate::ui::serve(&state.admin, &req, Some(client)).await;
@@ -123,4 +126,44 @@ async fn handle<B>(state: &State, req: Request<B>, client: IpAddr) -> Response<F
             format!("nothing at {path} here: this listener serves /metrics and /ui\n"),
         ),
     }
+}
+
+/// Sets what is read at scrape time (leases, the push journal, the last scrub) and encodes everything.
+pub async fn scrape(admin: &Admin) -> String {
+    wharf_metrics::set_leases(admin.leases.list().len());
+    match admin.push.status().await {
+        Ok(list) => {
+            for state in [
+                State::Pending,
+                State::Delivering,
+                State::Delivered,
+                State::Failed,
+            ] {
+                let n = list.iter().filter(|s| s.state == state).count();
+                wharf_metrics::set_pushes(state.as_str(), n);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e.message, "metrics: cannot read the push journal"),
+    }
+    // From the metadata: the last pass may have run before this process started, or in `wharf
+    // fsck` on the files.
+    match admin
+        .collector
+        .meta
+        .last_scrub::<crate::scrub::LastScrub>()
+        .await
+    {
+        Ok(Some(s)) => wharf_metrics::set_last_scrub(
+            s.started,
+            &[
+                ("damaged", s.damaged as u64),
+                ("missing_content", s.missing_content as u64),
+                ("missing_child", s.missing_children as u64),
+                ("dangling_tag", s.dangling_tags as u64),
+            ],
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot read the last scrub"),
+    }
+    wharf_metrics::encode()
 }
