@@ -26,9 +26,10 @@ use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
-use crate::gc::{Collector, Report, Settings};
-use crate::lease::{LeaseRecord, Leases};
-use crate::store::ContentStore;
+use wharf_storage::gc::{Collector, Report, Settings};
+use wharf_storage::lease::Leases;
+use wharf_storage::meta::LeaseRecord;
+use wharf_storage::store::ContentStore;
 
 pub const SOCKET: &str = "admin.sock";
 
@@ -110,7 +111,7 @@ pub struct LeaseEntry {
 #[derive(Clone)]
 pub struct Admin {
     pub collector: Arc<Collector>,
-    pub scrub: Arc<crate::scrub::Scrubber>,
+    pub scrub: Arc<wharf_storage::scrub::Scrubber>,
     pub leases: Leases,
     pub push: Arc<crate::push::Push>,
     /// The registry a server serves; `None` for the offline admin state.
@@ -174,7 +175,7 @@ impl Admin {
             (&Method::GET, "/leases") => json(StatusCode::OK, &self.lease_entries()),
             (&Method::GET, "/images") => {
                 self.flush_usage().await;
-                match crate::images::list(&self.collector, dangling).await {
+                match wharf_storage::images::list(&self.collector, dangling).await {
                     Ok(list) => json(StatusCode::OK, &list),
                     Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
                 }
@@ -371,8 +372,8 @@ pub async fn ask(
 }
 
 /// The scrub's settings from the config.
-pub fn scrub_settings(cfg: &wharf_model::config::Config) -> crate::scrub::Settings {
-    crate::scrub::Settings {
+pub fn scrub_settings(cfg: &wharf_model::config::Config) -> wharf_storage::scrub::Settings {
+    wharf_storage::scrub::Settings {
         max_bytes_per_sec: cfg.scrub.max_bytes_per_sec,
         mirror_hosts: gc_settings(cfg).mirror_hosts,
     }
@@ -417,7 +418,7 @@ async fn offline_with(cfg: &wharf_model::config::Config, check: bool) -> Result<
     );
     let push = crate::push::Push::new(cfg, store.clone(), meta.clone(), leases.clone(), policy)
         .map_err(|e| AdminError::Failed(e.to_string()))?;
-    let scrub = Arc::new(crate::scrub::Scrubber::new(
+    let scrub = Arc::new(wharf_storage::scrub::Scrubber::new(
         meta.clone(),
         store.clone(),
         leases.clone(),
@@ -441,7 +442,7 @@ async fn offline_with(cfg: &wharf_model::config::Config, check: bool) -> Result<
 /// Why the files could not be opened with no server answering: in use by a wharf that does not
 /// serve the socket (yet), or something only the metadata error says (permissions, damage).
 fn offline_failure(cfg: &wharf_model::config::Config, e: crate::server::StartError) -> AdminError {
-    use crate::meta::OpenFailure;
+    use wharf_storage::meta::OpenFailure;
     let failure = match &e {
         crate::server::StartError::Meta { source, .. } => Some(source.open_failure()),
         _ => None,
@@ -482,7 +483,7 @@ pub async fn gc(cfg: &wharf_model::config::Config, dry_run: bool) -> Result<Repo
 pub async fn fsck(
     cfg: &wharf_model::config::Config,
     max_bytes_per_sec: Option<u64>,
-) -> Result<crate::scrub::Report, AdminError> {
+) -> Result<wharf_storage::scrub::Report, AdminError> {
     let path = match max_bytes_per_sec {
         Some(n) => format!("/fsck?max_bytes_per_sec={n}"),
         None => "/fsck".to_owned(),
@@ -553,7 +554,7 @@ pub async fn release_lease(
 pub async fn images(
     cfg: &wharf_model::config::Config,
     dangling: bool,
-) -> Result<Vec<crate::images::Image>, AdminError> {
+) -> Result<Vec<wharf_storage::images::Image>, AdminError> {
     let path = if dangling {
         "/images?dangling=1"
     } else {
@@ -566,7 +567,7 @@ pub async fn images(
             "the server refused ({status}): {}",
             String::from_utf8_lossy(&body)
         ))),
-        None => crate::images::list(&offline(cfg).await?.collector, dangling)
+        None => wharf_storage::images::list(&offline(cfg).await?.collector, dangling)
             .await
             .map_err(|e| AdminError::Failed(e.to_string())),
     }

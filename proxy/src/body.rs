@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use tokio::task::JoinHandle;
 
-use crate::store::{Blob, BlobSource};
+use wharf_storage::store::{Blob, BlobSource};
 
 pub enum Body {
     Empty,

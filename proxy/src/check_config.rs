@@ -311,7 +311,7 @@ impl Semantic {
                 return;
             }
         };
-        let leases = match crate::lease::Leases::load_offline(meta.clone()).await {
+        let leases = match wharf_storage::lease::Leases::load_offline(meta.clone()).await {
             Ok(l) => l,
             Err(e) => {
                 self.problems.push(Problem::new(
@@ -322,7 +322,7 @@ impl Semantic {
                 return;
             }
         };
-        let store: Arc<dyn crate::store::ContentStore> = Arc::new(store);
+        let store: Arc<dyn wharf_storage::store::ContentStore> = Arc::new(store);
         // Routes do not depend on the plugins (loaded and checked above).
         let policy = crate::policy::Policy::new(
             crate::plugin::Plugins::none(),

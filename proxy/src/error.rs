@@ -4,10 +4,10 @@
 
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use crate::meta::MetaError;
-use crate::store::StoreError;
 use wharf_model::digest::DigestError;
 use wharf_model::reference::{NameError, ReferenceError};
+use wharf_storage::meta::MetaError;
+use wharf_storage::store::StoreError;
 
 /// The codes of the OCI distribution spec ("Error Codes"), plus `UNKNOWN` for our own failures, as
 /// distribution answers them.
@@ -221,10 +221,10 @@ impl From<MetaError> for RegistryError {
     }
 }
 
-impl From<crate::lease::LeaseError> for RegistryError {
-    fn from(e: crate::lease::LeaseError) -> Self {
+impl From<wharf_storage::lease::LeaseError> for RegistryError {
+    fn from(e: wharf_storage::lease::LeaseError) -> Self {
         match e {
-            crate::lease::LeaseError::Meta(m) => m.into(),
+            wharf_storage::lease::LeaseError::Meta(m) => m.into(),
         }
     }
 }

@@ -18,14 +18,14 @@ use http_body_util::BodyExt;
 use tokio::sync::{mpsc, watch};
 
 use crate::body::{map_chunk, map_if_resident, Body, Sending, MAP_CHUNK};
-use crate::lease::{Lease, Leases};
-use crate::meta::Meta;
 use wharf_model::digest::Digest;
+use wharf_storage::lease::{Lease, Leases};
+use wharf_storage::meta::Meta;
 
 /// A fill's lease lasts this long unless released (a fill that hangs that long has failed anyway).
 const FILL_LEASE: std::time::Duration = std::time::Duration::from_secs(3600);
-use crate::store::{BlobSource, ContentStore, IngestRef};
 use crate::upstream::{Upstream, UpstreamError};
+use wharf_storage::store::{BlobSource, ContentStore, IngestRef};
 
 /// How long an upstream may pause before what it has sent so far is written out for readers.
 const IDLE_FLUSH: std::time::Duration = std::time::Duration::from_millis(50);
@@ -127,7 +127,7 @@ impl Fills {
                 .await?;
             l.protect(std::slice::from_ref(digest)).await?;
             l.protect_ingest(ingest).await?;
-            Ok::<_, crate::lease::LeaseError>(l)
+            Ok::<_, wharf_storage::lease::LeaseError>(l)
         };
         match taken.await {
             Ok(l) => Some(l),

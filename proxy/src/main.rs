@@ -703,7 +703,7 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-fn gc_text(r: &wharf::gc::Report) -> String {
+fn gc_text(r: &wharf_storage::gc::Report) -> String {
     use std::fmt::Write as _;
     let verb = if r.dry_run { "would remove" } else { "removed" };
     let mut out = String::new();
@@ -737,7 +737,7 @@ fn gc_text(r: &wharf::gc::Report) -> String {
     out
 }
 
-fn fsck_text(r: &wharf::scrub::Report) -> String {
+fn fsck_text(r: &wharf_storage::scrub::Report) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     for d in &r.damaged {
@@ -851,7 +851,7 @@ fn leases_text(list: &[wharf::admin::LeaseEntry]) -> String {
     out
 }
 
-fn images_text(list: &[wharf::images::Image]) -> String {
+fn images_text(list: &[wharf_storage::images::Image]) -> String {
     use std::fmt::Write as _;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

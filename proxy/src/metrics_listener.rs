@@ -150,7 +150,7 @@ pub async fn scrape(admin: &Admin) -> String {
     match admin
         .collector
         .meta
-        .last_scrub::<crate::scrub::LastScrub>()
+        .last_scrub::<wharf_storage::scrub::LastScrub>()
         .await
     {
         Ok(Some(s)) => wharf_metrics::set_last_scrub(

@@ -24,14 +24,10 @@ use http_body_util::{BodyExt, Limited};
 use crate::body::Body;
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::fill::Fills;
-use crate::inflight::Flights;
-use crate::lease::Leases;
-use crate::meta::{ManifestPut, ManifestRecord, Meta};
 use crate::plugin::Plugins;
 use crate::policy::{adopt_manifest, Policy, Repo};
 use crate::registry::{accepts, not_acceptable, tag_list, tag_page, CONTENT_DIGEST};
 use crate::registry::{json_response, manifest_response};
-use crate::store::ContentStore;
 use crate::upstream::{Upstream, UpstreamError};
 use wharf_metrics::Kind;
 use wharf_model::clock::unix_now;
@@ -41,6 +37,10 @@ use wharf_model::manifest::Descriptor;
 use wharf_model::manifest::{self, bare_media_type};
 use wharf_model::reference::Reference;
 use wharf_model::request::{Operation, RequestCtx};
+use wharf_storage::inflight::Flights;
+use wharf_storage::lease::Leases;
+use wharf_storage::meta::{ManifestPut, ManifestRecord, Meta};
+use wharf_storage::store::ContentStore;
 
 mod blobs;
 pub mod platforms;
@@ -871,8 +871,9 @@ mod tests {
 
     #[test]
     fn addressing() {
-        let store: Arc<dyn ContentStore> =
-            Arc::new(crate::store::FsStore::open(tempfile::tempdir().unwrap().keep()).unwrap());
+        let store: Arc<dyn ContentStore> = Arc::new(
+            wharf_storage::store::FsStore::open(tempfile::tempdir().unwrap().keep()).unwrap(),
+        );
         let dir = tempfile::tempdir().unwrap();
         let meta = Meta::open(&dir.path().join("m.redb")).unwrap();
         let mut cfg = Config::default();

@@ -20,13 +20,13 @@ use http::header::USER_AGENT;
 use http::Request;
 
 use crate::error::{ErrorCode, RegistryError, Result};
-use crate::inflight::Flights;
-use crate::meta::{ManifestPut, ManifestRecord, Meta};
 use crate::plugin::{Denial, Plugins, Rewritten};
-use crate::store::ContentStore;
 use wharf_model::digest::Digest;
 use wharf_model::manifest;
 use wharf_model::request::{Operation, RequestCtx};
+use wharf_storage::inflight::Flights;
+use wharf_storage::meta::{ManifestPut, ManifestRecord, Meta};
+use wharf_storage::store::ContentStore;
 
 pub use servable::{Repo, Servable, Unservable};
 use wharf_model::request::ClientAddr;
@@ -357,8 +357,8 @@ pub enum Refusal {
     Registry(RegistryError),
 }
 
-impl From<crate::meta::MetaError> for Refusal {
-    fn from(e: crate::meta::MetaError) -> Self {
+impl From<wharf_storage::meta::MetaError> for Refusal {
+    fn from(e: wharf_storage::meta::MetaError) -> Self {
         Refusal::Registry(e.into())
     }
 }

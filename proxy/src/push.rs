@@ -23,12 +23,8 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::error::{ErrorCode, RegistryError};
-use crate::inflight::Flights;
-use crate::lease::Leases;
-use crate::meta::{ManifestPut, ManifestRecord, Meta};
 use crate::plugin::Rewritten;
 use crate::policy::{Policy, Repo};
-use crate::store::ContentStore;
 use crate::upstream::UpstreamError;
 use wharf_model::clock::unix_now;
 use wharf_model::config::{Config, DeliveryConfig, PushMode};
@@ -37,6 +33,10 @@ use wharf_model::manifest::Descriptor;
 use wharf_model::manifest::{self, Kind};
 use wharf_model::platform::Platform;
 use wharf_model::request::{Operation, RequestCtx};
+use wharf_storage::inflight::Flights;
+use wharf_storage::lease::Leases;
+use wharf_storage::meta::{ManifestPut, ManifestRecord, Meta};
+use wharf_storage::store::ContentStore;
 
 pub mod deliver;
 pub mod journal;

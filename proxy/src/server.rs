@@ -27,17 +27,17 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::admin::Admin;
-use crate::gc::Collector;
-use crate::lease::{Leases, Touching};
-use crate::meta::{Meta, MetaError};
 use crate::mirror::Mirror;
 use crate::plugin::Plugins;
 use crate::policy::Policy;
 use crate::push::Push;
 use crate::registry::Registry;
-use crate::store::{ContentStore, FsStore, StoreError};
 use crate::tls::{HeadTimeout, Tls};
 use wharf_model::config::{Config, ServerConfig};
+use wharf_storage::gc::Collector;
+use wharf_storage::lease::{Leases, Touching};
+use wharf_storage::meta::{Meta, MetaError};
+use wharf_storage::store::{ContentStore, FsStore, StoreError};
 
 mod access_log;
 mod limits;
@@ -77,7 +77,7 @@ pub enum StartError {
 /// What a metadata store that would not open means, and what to do: another wharf holding it, a
 /// permission problem and a damaged file each need something else.
 fn meta_failure(path: &str, e: &MetaError) -> String {
-    use crate::meta::OpenFailure;
+    use wharf_storage::meta::OpenFailure;
     match e.open_failure() {
         OpenFailure::InUse => format!(
             "cannot open metadata {path}: another wharf is using this data directory ({e}); stop \
@@ -109,7 +109,7 @@ pub async fn open_storage(cfg: &Config) -> Result<(FsStore, Meta), StartError> {
 pub async fn open_storage_with(cfg: &Config, check: bool) -> Result<(FsStore, Meta), StartError> {
     let dir = cfg.storage.data_dir.clone();
     let d = dir.clone();
-    match tokio::task::spawn_blocking(move || crate::data_dir::make_private(&d)).await {
+    match tokio::task::spawn_blocking(move || wharf_storage::data_dir::make_private(&d)).await {
         Ok(t) => log_tightened(&dir, &t),
         Err(e) => tracing::warn!(error = %e, "could not check the data directory's permissions"),
     }
@@ -139,7 +139,7 @@ pub async fn open_storage_with(cfg: &Config, check: bool) -> Result<(FsStore, Me
 }
 
 /// Says what `make_private` changed in the data directory `dir`, or could not change and how to.
-fn log_tightened(dir: &std::path::Path, t: &crate::data_dir::Tightened) {
+fn log_tightened(dir: &std::path::Path, t: &wharf_storage::data_dir::Tightened) {
     if !t.dirs.is_empty() || !t.files.is_empty() {
         tracing::warn!(
             data_dir = %dir.display(),
@@ -169,7 +169,7 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
         .map_err(|e| StartError::Meta {
             path: meta_path.display().to_string(),
             source: match e {
-                crate::lease::LeaseError::Meta(m) => m,
+                wharf_storage::lease::LeaseError::Meta(m) => m,
             },
         })?;
     leases.set_grace(cfg.gc.grace_secs);
@@ -233,7 +233,7 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
     // Before the status page can be asked for them.
     crate::ui::restore_denials(&meta).await;
     let reg = registry.clone();
-    let flush_usage: crate::gc::BeforeHook = Box::new(move || {
+    let flush_usage: wharf_storage::gc::BeforeHook = Box::new(move || {
         let reg = reg.clone();
         Box::pin(async move {
             if let Err(e) = reg.mirror().flush_usage().await {
@@ -242,7 +242,7 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
         })
     });
     let admin = Admin {
-        scrub: Arc::new(crate::scrub::Scrubber::new(
+        scrub: Arc::new(wharf_storage::scrub::Scrubber::new(
             meta.clone(),
             store.clone(),
             leases.clone(),

@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::admin::Admin;
-use crate::gc::{mark, GcError};
 use crate::push::journal::State;
 use wharf_model::digest::Digest;
+use wharf_storage::gc::{mark, GcError};
 
 /// Where cached content of a repository came from, by its name: a mirror caches `<host>/<remote>`,
 /// and a first component is a host when it has a dot or a port or is `localhost` (Docker's rule).
@@ -49,27 +49,7 @@ pub struct Upstream {
 }
 
 /// The last garbage collection (recorded in the metadata, so it outlives the server that ran it).
-pub use crate::meta::LastGc;
-
-impl From<&crate::gc::Report> for LastGc {
-    fn from(r: &crate::gc::Report) -> LastGc {
-        LastGc {
-            started: r.started,
-            millis: r.millis,
-            removed: r.removed.len(),
-            removed_bytes: r.removed_bytes,
-            evicted: r.evicted.len(),
-        }
-    }
-}
-
-/// Records a finished collection for `wharf status` (the collector's one hook; a failure is logged:
-/// the collection itself went through).
-pub async fn record_gc(meta: &crate::meta::Meta, report: &crate::gc::Report) {
-    if let Err(e) = meta.record_gc(&LastGc::from(report)).await {
-        tracing::warn!(error = %e, "could not record the collection for `wharf status`");
-    }
-}
+pub use wharf_storage::meta::LastGc;
 
 /// Deliveries in the push journal by state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,7 +74,7 @@ pub struct Status {
     pub cache: Option<wharf_metrics::Snapshot>,
     /// The cache totals counted across restarts (since `since`), as of `at`; `None`: never counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache_totals: Option<crate::meta::Sample>,
+    pub cache_totals: Option<wharf_storage::meta::Sample>,
     /// hits / (hits + misses) of `cache_totals`, blobs and manifests together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hit_ratio: Option<f64>,
@@ -102,10 +82,10 @@ pub struct Status {
     pub last_gc: Option<LastGc>,
     /// The last finished scrub pass (`wharf fsck`, `[scrub] interval_secs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_scrub: Option<crate::scrub::LastScrub>,
+    pub last_scrub: Option<wharf_storage::scrub::LastScrub>,
     /// Where a scrub pass that stopped (or is running now) got to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scrub_progress: Option<crate::scrub::Progress>,
+    pub scrub_progress: Option<wharf_storage::scrub::Progress>,
     pub pushes: Pushes,
     pub leases: usize,
 }
@@ -348,7 +328,7 @@ pub fn text(s: &Status) -> String {
 }
 
 /// The status line of the last finished scrub pass.
-fn scrub_line(now: u64, last: Option<&crate::scrub::LastScrub>) -> String {
+fn scrub_line(now: u64, last: Option<&wharf_storage::scrub::LastScrub>) -> String {
     let Some(l) = last else {
         return "last fsck: none recorded (`wharf fsck`, or [scrub] interval_secs)".to_owned();
     };
@@ -441,10 +421,10 @@ mod tests {
                 blob_misses: 1,
                 ..Default::default()
             }),
-            cache_totals: Some(crate::meta::Sample {
+            cache_totals: Some(wharf_storage::meta::Sample {
                 at: 1_800_000_000,
                 since: 1_700_000_000,
-                totals: crate::meta::CacheTotals {
+                totals: wharf_storage::meta::CacheTotals {
                     hits: 1,
                     misses: 1,
                     ..Default::default()

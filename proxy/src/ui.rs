@@ -33,11 +33,11 @@ use http_body_util::Full;
 
 use crate::admin::Admin;
 use crate::error::ErrorCode;
-pub use crate::meta::{CacheTotals, Sample};
-use crate::meta::{Meta, MetaError, Retention};
 pub use html::{Page, REFRESH_SECS};
 pub use ring::{Denial, Ring};
 pub use viewer::{Audience, Viewer};
+pub use wharf_storage::meta::{CacheTotals, Sample};
+use wharf_storage::meta::{Meta, MetaError, Retention};
 
 /// How often the sampler records the cache counters unless `[metrics] sample_secs` says otherwise.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
@@ -368,7 +368,7 @@ fn log_in(why: &str) -> Response<Full<Bytes>> {
 pub async fn gather(admin: &Admin, viewer: &Viewer) -> Page {
     let c = &admin.collector;
     admin.flush_usage().await;
-    let images = crate::images::list(c, false)
+    let images = wharf_storage::images::list(c, false)
         .await
         .map_err(|e| e.to_string());
     let pushes = admin.push.status().await.map_err(|e| e.message);

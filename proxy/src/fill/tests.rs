@@ -14,8 +14,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
 use super::*;
-use crate::store::FsStore;
 use wharf_model::config::UpstreamConfig;
+use wharf_storage::store::FsStore;
 
 #[derive(Clone, Copy)]
 enum Behaviour {

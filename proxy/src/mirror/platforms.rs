@@ -25,16 +25,16 @@ use dashmap::DashMap;
 
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::fill::Fills;
-use crate::lease::Leases;
-use crate::meta::{ManifestRecord, Meta};
 use crate::plugin::{PluginSet, Rewritten};
 use crate::policy::{Policy, Repo};
-use crate::store::ContentStore;
 use wharf_model::config::{MirrorConfig, UpstreamConfig};
 use wharf_model::digest::Digest;
 use wharf_model::manifest::{self, Kind};
 use wharf_model::platform::Platform;
 use wharf_model::request::RequestCtx;
+use wharf_storage::lease::Leases;
+use wharf_storage::meta::{ManifestRecord, Meta};
+use wharf_storage::store::ContentStore;
 
 use super::Target;
 use wharf_model::platform::chosen_key;

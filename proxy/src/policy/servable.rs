@@ -11,9 +11,9 @@
 
 use std::collections::HashSet;
 
-use crate::meta::{Meta, MetaError};
 use wharf_model::digest::Digest;
 use wharf_model::manifest::{self, Manifest, ManifestError};
+use wharf_storage::meta::{Meta, MetaError};
 
 /// A repository a tag's manifest is served from, and so where its content comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,8 +4,8 @@ use bytes::Bytes;
 use serde_json::json;
 
 use super::*;
-use crate::meta::{ManifestPut, ManifestRecord, Meta};
-use crate::store::{ContentStore, FsStore};
+use wharf_storage::meta::{ManifestPut, ManifestRecord, Meta};
+use wharf_storage::store::{ContentStore, FsStore};
 
 const IMAGE: &str = "application/vnd.oci.image.manifest.v1+json";
 const INDEX: &str = "application/vnd.oci.image.index.v1+json";

@@ -14,10 +14,10 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::body::{Body, Sending};
-use crate::meta::Meta;
-use crate::store::ContentStore;
 use crate::upstream::{BoxError, ClientBody, Payload, Upstream, UpstreamError};
 use wharf_model::digest::Digest;
+use wharf_storage::meta::Meta;
+use wharf_storage::store::ContentStore;
 
 use super::progress::Progress;
 

@@ -5,80 +5,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use wharf_model::config::{DeliveryConfig, PushMode};
-use wharf_model::digest::Digest;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum State {
-    /// Waiting for its next try (or its first).
-    Pending,
-    /// Being sent now (after a crash: pending again).
-    Delivering,
-    Delivered,
-    /// Refused, or failed `max_attempts` times: kept with its lease until retried or dropped.
-    Failed,
-}
-
-impl State {
-    /// The journal's word for it, as `wharf push status`, the status page and metrics print it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Pending => "pending",
-            State::Delivering => "delivering",
-            State::Delivered => "delivered",
-            State::Failed => "failed",
-        }
-    }
-}
-
-/// One routed push to deliver.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Delivery {
-    pub state: State,
-    pub mode: PushMode,
-    /// The route's local prefix.
-    pub route: String,
-    /// The local repository and the reference pushed (a tag, or the digest).
-    pub repository: String,
-    pub reference: String,
-    /// Whether `reference` is a tag.
-    pub tagged: bool,
-    /// The manifest the client pushed.
-    pub digest: Digest,
-    /// The upstream endpoint and repository.
-    pub target: String,
-    pub upstream_repository: String,
-    /// What was delivered as the top manifest (the reduced or rewritten one, if so).
-    pub upstream_digest: Option<Digest>,
-    /// The kept platforms, when the index was reduced.
-    pub platforms: Option<Vec<String>>,
-    pub attempts: u32,
-    pub last_error: Option<String>,
-    /// Unix milliseconds of the next try.
-    pub next_try_ms: Option<u64>,
-    /// Unix seconds.
-    pub created: u64,
-    pub delivered_at: Option<u64>,
-    /// The lease over everything the delivery sends, until it is delivered or dropped.
-    pub lease: Option<String>,
-    /// Whether the local tag names the pushed manifest yet (write-through commits it after the
-    /// upstream accepted the image).
-    pub committed: bool,
-}
-
-impl Delivery {
-    /// Deliveries of one upstream tag go one at a time, in push order.
-    pub fn tag_key(&self) -> (String, String, String) {
-        (
-            self.target.clone(),
-            self.upstream_repository.clone(),
-            self.reference.clone(),
-        )
-    }
-}
+use wharf_model::config::DeliveryConfig;
+pub use wharf_storage::meta::push::{Delivery, State};
 
 /// How long to wait after `attempts` failed tries: `retry_initial_ms` doubling, at most
 /// `retry_max_secs`, and no less than the upstream's `Retry-After` (itself capped).
@@ -148,6 +76,8 @@ pub fn surplus_delivered(entries: &[(u64, Delivery)], keep: usize) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wharf_model::config::PushMode;
+    use wharf_model::digest::Digest;
 
     fn entry(reference: &str, state: State, next: Option<u64>) -> Delivery {
         Delivery {

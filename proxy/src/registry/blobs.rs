@@ -6,10 +6,10 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use super::{empty_response, header_str, Registry, CONTENT_DIGEST};
 use crate::body::Body;
 use crate::error::{ErrorCode, RegistryError, Result};
-use crate::store::ContentStore;
 use wharf_model::digest::Digest;
 use wharf_model::range::{parse_range, ByteRange, RangeRequest};
 use wharf_model::reference::RepoName;
+use wharf_storage::store::ContentStore;
 
 pub(super) fn blob_unknown(repo: &RepoName, d: &Digest) -> RegistryError {
     RegistryError::new(
@@ -32,7 +32,7 @@ pub(crate) async fn blob_response<B>(
         return Ok(resp);
     }
     let blob = store.open(d, range).await.map_err(|e| match e {
-        crate::store::StoreError::NotFound(_) => unknown(),
+        wharf_storage::store::StoreError::NotFound(_) => unknown(),
         e => e.into(),
     })?;
     *resp.body_mut() = Body::blob(blob);

@@ -15,15 +15,15 @@ use super::{
 };
 use crate::body::Body;
 use crate::error::{BodyIdle, ErrorCode, RegistryError, Result};
-use crate::meta::{ManifestPut, ManifestRecord};
 use crate::mirror::Target;
 use crate::policy::{adopt_manifest, Policy, Repo};
 use crate::push::{Push, Pushed};
-use crate::store::ContentStore;
 use wharf_model::digest::Digest;
 use wharf_model::manifest::{self, bare_media_type, MANIFEST_TYPES};
 use wharf_model::reference::{Reference, RepoName};
 use wharf_model::request::Operation;
+use wharf_storage::meta::{ManifestPut, ManifestRecord};
+use wharf_storage::store::ContentStore;
 
 fn manifest_unknown(repo: &RepoName, r: &Reference) -> RegistryError {
     RegistryError::new(

@@ -8,15 +8,16 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 use super::*;
-use crate::meta::Meta;
-use crate::store::FsStore;
 use wharf_model::config::RegistryConfig;
 use wharf_model::digest::Digest;
+use wharf_storage::meta::Meta;
+use wharf_storage::store::FsStore;
 
 fn open(dir: &std::path::Path, cfg: RegistryConfig) -> Registry {
     let meta = Meta::open(&dir.join("meta.redb")).unwrap();
-    let leases = crate::lease::Leases::new(meta.clone());
-    let store = crate::lease::Touching::wrap(Arc::new(FsStore::open(dir).unwrap()), leases.clone());
+    let leases = wharf_storage::lease::Leases::new(meta.clone());
+    let store =
+        wharf_storage::lease::Touching::wrap(Arc::new(FsStore::open(dir).unwrap()), leases.clone());
     // No default upstream: these tests are about the local registry alone.
     let mut full = wharf_model::config::Config::default();
     full.mirror.default_upstream = String::new();

@@ -24,15 +24,15 @@ use super::{empty_response, header_str, query_param, BoxError, Registry, Request
 use super::{CONTENT_DIGEST, UPLOAD_UUID};
 use crate::body::Body;
 use crate::error::{BodyIdle, ErrorCode, RegistryError, Result};
-use crate::lease::Lease;
-use crate::meta::UploadRecord;
-use crate::store::{BlobWriter, IngestRef, StoreError};
 use wharf_model::clock::unix_now;
 use wharf_model::digest::Digest;
 use wharf_model::range::{parse_content_range, upload_range};
 use wharf_model::reference::RepoName;
 use wharf_model::request::ClientAddr;
 use wharf_model::request::{Caller, Operator};
+use wharf_storage::lease::Lease;
+use wharf_storage::meta::UploadRecord;
+use wharf_storage::store::{BlobWriter, IngestRef, StoreError};
 
 /// One upload session, kept between its requests.
 pub(super) struct Session {
@@ -695,7 +695,7 @@ impl Registry {
     pub(super) async fn purge(&self) -> Result<Purged> {
         let now = unix_now();
         let records = self.meta.uploads().await?;
-        let ingests: HashMap<String, crate::store::IngestInfo> = self
+        let ingests: HashMap<String, wharf_storage::store::IngestInfo> = self
             .store
             .ingests()
             .await?

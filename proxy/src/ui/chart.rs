@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::html::{duration, esc};
-use crate::meta::Sample;
+use wharf_storage::meta::Sample;
 
 /// A value per moment (unix seconds); `None` is a gap (nothing to say for that interval).
 pub type Points = Vec<(u64, Option<f64>)>;

@@ -9,9 +9,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use super::chart;
 use super::ring::Denial;
 use super::viewer::Audience;
-use crate::images::Image;
-use crate::meta::{Retention, Sample};
 use crate::push::Status;
+use wharf_storage::images::Image;
+use wharf_storage::meta::{Retention, Sample};
 
 /// Everything one rendering shows, gathered before any HTML is written.
 pub struct Page {

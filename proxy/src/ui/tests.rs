@@ -5,9 +5,9 @@ use serde_json::json;
 use super::chart;
 use super::html::{bytes, esc, render, upstream_of, Page};
 use super::ring::{Denial, Ring};
-use crate::images::Image;
-use crate::meta::{CacheTotals, Retention, Sample};
 use crate::push::Status;
+use wharf_storage::images::Image;
+use wharf_storage::meta::{CacheTotals, Retention, Sample};
 
 const NOW: u64 = 1_800_000_000;
 const HOSTILE: &str = "<script>alert('x')</script>\"&";
@@ -476,7 +476,7 @@ fn totals(hits: u64, misses: u64, from_cache: u64) -> CacheTotals {
 async fn the_sampler_counts_on_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("meta.redb");
-    let meta = crate::meta::Meta::open(&path).unwrap();
+    let meta = wharf_storage::meta::Meta::open(&path).unwrap();
     let mut first = super::Sampler::start(meta.clone(), Retention::DEFAULT, NOW)
         .await
         .unwrap();
@@ -487,7 +487,7 @@ async fn the_sampler_counts_on_across_a_restart() {
         .unwrap();
     drop((first, meta));
 
-    let meta = crate::meta::Meta::open(&path).unwrap();
+    let meta = wharf_storage::meta::Meta::open(&path).unwrap();
     let mut second = super::Sampler::start(meta.clone(), Retention::DEFAULT, NOW)
         .await
         .unwrap();
@@ -540,7 +540,7 @@ fn the_history_says_since_when_it_counts() {
 #[tokio::test]
 async fn an_idle_sampler_writes_nothing_until_a_change() {
     let dir = tempfile::tempdir().unwrap();
-    let meta = crate::meta::Meta::open(&dir.path().join("meta.redb")).unwrap();
+    let meta = wharf_storage::meta::Meta::open(&dir.path().join("meta.redb")).unwrap();
     let mut s = super::Sampler::start(meta.clone(), Retention::DEFAULT, NOW)
         .await
         .unwrap();
@@ -610,10 +610,10 @@ fn serving_with(
     let mut cfg = wharf_model::config::Config::default();
     cfg.storage.data_dir = dir.to_owned();
     cfg.mirror.default_upstream = String::new();
-    let meta = crate::meta::Meta::open(&dir.join("meta.redb")).unwrap();
-    let leases = crate::lease::Leases::new(meta.clone());
-    let store = crate::lease::Touching::wrap(
-        Arc::new(crate::store::FsStore::open(dir).unwrap()),
+    let meta = wharf_storage::meta::Meta::open(&dir.join("meta.redb")).unwrap();
+    let leases = wharf_storage::lease::Leases::new(meta.clone());
+    let store = wharf_storage::lease::Touching::wrap(
+        Arc::new(wharf_storage::store::FsStore::open(dir).unwrap()),
         leases.clone(),
     );
     let mirror = crate::mirror::Mirror::new(&cfg, store.clone(), meta.clone()).unwrap();
@@ -636,13 +636,13 @@ fn serving_with(
     let push =
         crate::push::Push::new(&cfg, store.clone(), meta.clone(), leases.clone(), policy).unwrap();
     let admin = crate::admin::Admin {
-        scrub: Arc::new(crate::scrub::Scrubber::new(
+        scrub: Arc::new(wharf_storage::scrub::Scrubber::new(
             meta.clone(),
             store.clone(),
             leases.clone(),
             crate::admin::scrub_settings(&cfg),
         )),
-        collector: Arc::new(crate::gc::Collector::new(
+        collector: Arc::new(wharf_storage::gc::Collector::new(
             meta,
             store,
             leases.clone(),
@@ -716,7 +716,7 @@ async fn a_tag_pushed_now_is_used_now_in_every_view_though_its_image_was_mirrore
         .put(&md, bytes::Bytes::from(manifest.clone()))
         .await
         .unwrap();
-    let record = crate::meta::ManifestRecord {
+    let record = wharf_storage::meta::ManifestRecord {
         media_type: wharf_model::manifest::OCI_MANIFEST.into(),
         size: manifest.len() as u64,
         subject: None,
@@ -753,7 +753,9 @@ async fn a_tag_pushed_now_is_used_now_in_every_view_though_its_image_was_mirrore
     assert_eq!(s, StatusCode::CREATED);
     let after = wharf_model::clock::unix_now();
 
-    let images = crate::images::list(&admin.collector, false).await.unwrap();
+    let images = wharf_storage::images::list(&admin.collector, false)
+        .await
+        .unwrap();
     let row = |repo: &str| {
         images
             .iter()

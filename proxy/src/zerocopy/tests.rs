@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
 use crate::body::{map_chunk, map_if_resident, Body, Sending, MAP_CHUNK};
-use crate::store::{Blob, BlobSource};
+use wharf_storage::store::{Blob, BlobSource};
 
 fn file_with(data: &[u8]) -> Arc<File> {
     let mut f = tempfile::tempfile().unwrap();

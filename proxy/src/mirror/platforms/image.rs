@@ -22,7 +22,6 @@ use serde_json::Value;
 use super::{LeftOut, PlatformPolicy};
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::fill::{Phase, Source};
-use crate::meta::ManifestRecord;
 use crate::mirror::{Failure, Target};
 use crate::plugin::PluginSet;
 use crate::policy::Policy;
@@ -31,6 +30,7 @@ use wharf_model::manifest;
 use wharf_model::platform::Platform;
 use wharf_model::platform::{platform_of, Entry};
 use wharf_model::request::RequestCtx;
+use wharf_storage::meta::ManifestRecord;
 
 /// The config media types of container images (OCI, Docker schema 2).
 const IMAGE_CONFIGS: [&str; 2] = [

@@ -4,9 +4,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::meta::{ManifestPut, ManifestRecord, Meta};
 use crate::plugin::Plugins;
-use crate::store::{ContentStore, FsStore};
 use crate::upstream::Upstream;
 use wharf_model::config::Config;
 use wharf_model::platform::chosen_key;
@@ -16,6 +14,8 @@ use wharf_model::platform::PlatformMode;
 use wharf_model::platform::PlatformSpec;
 use wharf_model::platform::REDUCED_FROM;
 use wharf_model::request::{Operation, RequestCtx};
+use wharf_storage::meta::{ManifestPut, ManifestRecord, Meta};
+use wharf_storage::store::{ContentStore, FsStore};
 
 fn platform(os: &str, arch: &str, variant: Option<&str>) -> Platform {
     Platform {
@@ -456,7 +456,7 @@ async fn the_reduced_index_lease_is_released() {
     let f = Fixture::new().await;
     let (mut pp, policy) =
         f.policy("[mirror]\nplatforms = [\"linux/amd64\"]\nplatform_mode = \"rewritten\"\n");
-    let leases = crate::lease::Leases::new(f.meta.clone());
+    let leases = wharf_storage::lease::Leases::new(f.meta.clone());
     pp.set_leases(leases.clone());
     let (reduced, _) = pp
         .tag_manifest(

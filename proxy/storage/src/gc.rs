@@ -25,7 +25,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::lease::{LeaseError, Leases};
-use crate::meta::{Meta, MetaError, Snapshot};
+use crate::meta::{LastGc, Meta, MetaError, Snapshot};
 use crate::store::{ContentStore, StoreError};
 use wharf_model::digest::Digest;
 use wharf_model::manifest::children_of;
@@ -191,8 +191,8 @@ pub fn mirrored(hosts: &[String], repo: &str) -> bool {
 
 /// Runs collections, one at a time.
 pub struct Collector {
-    pub(crate) meta: Meta,
-    pub(crate) store: Arc<dyn ContentStore>,
+    pub meta: Meta,
+    pub store: Arc<dyn ContentStore>,
     leases: Leases,
     settings: Settings,
     running: tokio::sync::Mutex<Option<Report>>,
@@ -395,7 +395,10 @@ impl Collector {
         report.millis = started.elapsed().as_millis() as u64;
         if !dry_run {
             wharf_metrics::gc_done(report.removed.len(), report.removed_bytes, report.started);
-            crate::status::record_gc(&self.meta, &report).await;
+            // For `wharf status` (it outlives this process); the collection itself went through.
+            if let Err(e) = self.meta.record_gc(&LastGc::from(&report)).await {
+                tracing::warn!(error = %e, "could not record the collection for `wharf status`");
+            }
             tracing::info!(
                 removed = report.removed.len(),
                 bytes = report.removed_bytes,
@@ -442,3 +445,15 @@ impl Collector {
 
 #[cfg(test)]
 mod tests;
+
+impl From<&Report> for LastGc {
+    fn from(r: &Report) -> LastGc {
+        LastGc {
+            started: r.started,
+            millis: r.millis,
+            removed: r.removed.len(),
+            removed_bytes: r.removed_bytes,
+            evicted: r.evicted.len(),
+        }
+    }
+}

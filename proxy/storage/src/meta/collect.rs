@@ -1,17 +1,35 @@
 //! The metadata the collector and the leases need: lease records, one consistent snapshot of the
 //! reference graph's metadata edges, and removing every record of collected content.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
 
 use super::usage::{self, LastUse, LAST_USE};
 use super::{
     Known, ManifestRecord, Meta, MetaError, BLOBS, MANIFESTS, MIRROR_REFERRERS, REFERRERS,
     REWRITES, TAGS,
 };
-use crate::lease::LeaseRecord;
 use wharf_model::digest::Digest;
+
+/// A lease as stored and listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    /// What took it (`upload team/app`, `fill docker.io/library/alpine`, …), for `wharf leases`.
+    pub purpose: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// Unix seconds; renewable.
+    pub expires: u64,
+    /// What the lease is about (`repository`, `upload`, `digest`, …), for listing and for tools.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    pub digests: Vec<Digest>,
+    /// Ingests (writes in progress) it protects from the upload purge.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingests: Vec<String>,
+}
 
 /// lease id → LeaseRecord (JSON)
 pub(super) const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");

@@ -1,12 +1,85 @@
-//! What the push gateway records (`push.rs`): the journal of deliveries, and which upstream repository
+//! What the push gateway records (`push.rs` in wharf): the journal of deliveries (the record and its
+//! state are defined here, with the table that holds them), and which upstream repository
 //! wharf delivered each blob to (so the next repository of that upstream mounts it instead of
 //! uploading it again).
 
 use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
 
 use super::{Meta, MetaError};
-use crate::push::journal::Delivery;
+use wharf_model::config::PushMode;
 use wharf_model::digest::Digest;
+
+/// A delivery's state in the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// Waiting for its next try (or its first).
+    Pending,
+    /// Being sent now (after a crash: pending again).
+    Delivering,
+    Delivered,
+    /// Refused, or failed `max_attempts` times: kept with its lease until retried or dropped.
+    Failed,
+}
+
+impl State {
+    /// The journal's word for it, as `wharf push status`, the status page and metrics print it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Delivering => "delivering",
+            State::Delivered => "delivered",
+            State::Failed => "failed",
+        }
+    }
+}
+
+/// One routed push to deliver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub state: State,
+    pub mode: PushMode,
+    /// The route's local prefix.
+    pub route: String,
+    /// The local repository and the reference pushed (a tag, or the digest).
+    pub repository: String,
+    pub reference: String,
+    /// Whether `reference` is a tag.
+    pub tagged: bool,
+    /// The manifest the client pushed.
+    pub digest: Digest,
+    /// The upstream endpoint and repository.
+    pub target: String,
+    pub upstream_repository: String,
+    /// What was delivered as the top manifest (the reduced or rewritten one, if so).
+    pub upstream_digest: Option<Digest>,
+    /// The kept platforms, when the index was reduced.
+    pub platforms: Option<Vec<String>>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// Unix milliseconds of the next try.
+    pub next_try_ms: Option<u64>,
+    /// Unix seconds.
+    pub created: u64,
+    pub delivered_at: Option<u64>,
+    /// The lease over everything the delivery sends, until it is delivered or dropped.
+    pub lease: Option<String>,
+    /// Whether the local tag names the pushed manifest yet (write-through commits it after the
+    /// upstream accepted the image).
+    pub committed: bool,
+}
+
+impl Delivery {
+    /// Deliveries of one upstream tag go one at a time, in push order.
+    pub fn tag_key(&self) -> (String, String, String) {
+        (
+            self.target.clone(),
+            self.upstream_repository.clone(),
+            self.reference.clone(),
+        )
+    }
+}
 
 /// delivery id (increasing, in push order) → Delivery (JSON)
 pub(super) const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("push_journal");

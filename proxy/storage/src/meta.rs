@@ -782,10 +782,10 @@ fn next_key<V: redb::Value + 'static>(
 }
 
 mod collect;
-pub use collect::{Forgotten, Snapshot};
+pub use collect::{Forgotten, LeaseRecord, Snapshot};
 
 mod platforms;
-mod push;
+pub mod push;
 mod scrub;
 pub use scrub::Inventory;
 mod sent;

@@ -18,16 +18,15 @@
 //! the touch and spared it, or the caller sees it gone (and the client uploads it again). Never a
 //! reference to content that is about to disappear.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use dashmap::DashMap;
-use serde::{Deserialize, Serialize};
 
-use crate::meta::{Meta, MetaError};
+use crate::meta::{LeaseRecord, Meta, MetaError};
 use crate::store::{
     Blob, BlobSource, BlobWriter, ContentStore, IngestInfo, IngestRef, Ingester, Pace, Provider,
     Rehashed, StoreError, StoredCopy, Sweeper, Verifier,
@@ -39,24 +38,6 @@ use wharf_model::range::ByteRange;
 pub enum LeaseError {
     #[error(transparent)]
     Meta(#[from] MetaError),
-}
-
-/// A lease as stored and listed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeaseRecord {
-    /// What took it (`upload team/app`, `fill docker.io/library/alpine`, …), for `wharf leases`.
-    pub purpose: String,
-    /// Unix seconds.
-    pub created: u64,
-    /// Unix seconds; renewable.
-    pub expires: u64,
-    /// What the lease is about (`repository`, `upload`, `digest`, …), for listing and for tools.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
-    pub digests: Vec<Digest>,
-    /// Ingests (writes in progress) it protects from the upload purge.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ingests: Vec<String>,
 }
 
 #[derive(Default)]
@@ -253,7 +234,7 @@ impl Leases {
         })
     }
 
-    pub(crate) async fn protect(&self, id: &str, digests: &[Digest]) -> Result<(), LeaseError> {
+    pub async fn protect(&self, id: &str, digests: &[Digest]) -> Result<(), LeaseError> {
         let rec = self
             .when_not_doomed(digests, |s| {
                 let rec = s.leases.get_mut(id)?;
@@ -301,7 +282,7 @@ impl Leases {
             .any(|r| r.ingests.iter().any(|i| i == name))
     }
 
-    pub(crate) async fn renew(&self, id: &str, ttl: Duration) -> Result<(), LeaseError> {
+    pub async fn renew(&self, id: &str, ttl: Duration) -> Result<(), LeaseError> {
         let rec = {
             let mut s = self.lock();
             s.leases.get_mut(id).map(|r| {
