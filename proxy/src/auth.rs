@@ -26,13 +26,13 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, RETRY_AFTER, WWW_AUTHENTIC
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
-use crate::body::Body;
-use crate::error::{ErrorCode, RegistryError};
-use crate::registry::{json_response, RequestBody};
 use wharf_model::clock::unix_now;
 use wharf_model::config::{AuthConfig, Config};
 use wharf_model::request::Caller;
 use wharf_model::request::Operation;
+use wharf_protocol::body::Body;
+use wharf_protocol::error::{ErrorCode, RegistryError};
+use wharf_protocol::respond::{json_response, RequestBody};
 
 pub mod limit;
 pub mod rules;
@@ -675,7 +675,7 @@ async fn read_form<B: RequestBody>(
 }
 
 fn form_decode(s: &str) -> String {
-    crate::registry::route::percent_decode(&s.replace('+', " "))
+    wharf_protocol::route::percent_decode(&s.replace('+', " "))
 }
 
 #[cfg(test)]

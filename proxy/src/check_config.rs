@@ -194,10 +194,10 @@ impl Semantic {
                 failed.push(u.host.clone());
                 continue;
             }
-            if let Err(e) = crate::upstream::Upstream::new(u) {
+            if let Err(e) = wharf_protocol::upstream::Upstream::new(u) {
                 failed.push(u.host.clone());
                 let reason = match e {
-                    crate::upstream::UpstreamError::Config { reason, .. } => reason,
+                    wharf_protocol::upstream::UpstreamError::Config { reason, .. } => reason,
                     e => e.to_string(),
                 };
                 let field = field_of(
@@ -339,7 +339,7 @@ impl Semantic {
         if !default.is_empty() && !failed_upstreams.contains(&default) {
             if let Err(e) = crate::mirror::Mirror::new(&tmp, store.clone(), meta.clone()) {
                 let reason = match e {
-                    crate::upstream::UpstreamError::Config { reason, .. } => reason,
+                    wharf_protocol::upstream::UpstreamError::Config { reason, .. } => reason,
                     e => e.to_string(),
                 };
                 self.problems.push(Problem::new(

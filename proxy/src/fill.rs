@@ -17,14 +17,14 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
 use tokio::sync::{mpsc, watch};
 
-use crate::body::{map_chunk, map_if_resident, Body, Sending, MAP_CHUNK};
 use wharf_model::digest::Digest;
+use wharf_protocol::body::{map_chunk, map_if_resident, Body, Sending, MAP_CHUNK};
 use wharf_storage::lease::{Lease, Leases};
 use wharf_storage::meta::Meta;
 
 /// A fill's lease lasts this long unless released (a fill that hangs that long has failed anyway).
 const FILL_LEASE: std::time::Duration = std::time::Duration::from_secs(3600);
-use crate::upstream::{Upstream, UpstreamError};
+use wharf_protocol::upstream::{Upstream, UpstreamError};
 use wharf_storage::store::{BlobSource, ContentStore, IngestRef};
 
 /// How long an upstream may pause before what it has sent so far is written out for readers.

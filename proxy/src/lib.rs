@@ -3,9 +3,7 @@
 pub mod admin;
 pub mod archive;
 pub mod auth;
-pub mod body;
 pub mod check_config;
-pub mod error;
 pub mod fill;
 pub mod logbuf;
 pub mod metrics_listener;
@@ -19,5 +17,3 @@ pub mod server;
 pub mod status;
 pub mod tls;
 pub mod ui;
-pub mod upstream;
-pub mod zerocopy;

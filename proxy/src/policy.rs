@@ -19,11 +19,11 @@ use dashmap::DashMap;
 use http::header::USER_AGENT;
 use http::Request;
 
-use crate::error::{ErrorCode, RegistryError, Result};
 use crate::plugin::{Denial, Plugins, Rewritten};
 use wharf_model::digest::Digest;
 use wharf_model::manifest;
 use wharf_model::request::{Operation, RequestCtx};
+use wharf_protocol::error::{ErrorCode, RegistryError, Result};
 use wharf_storage::inflight::Flights;
 use wharf_storage::meta::{ManifestPut, ManifestRecord, Meta};
 use wharf_storage::store::ContentStore;

@@ -2,20 +2,16 @@
 //!
 //! `Registry::handle` is the whole HTTP surface: it routes, checks, and answers. Endpoint groups live in
 //! submodules (`blobs`, `uploads`, `manifests`, `tags`, `referrers`); errors from all of them become
-//! responses in one place (`error_response`), through the mapping in `crate::error`.
+//! responses in one place (`error_response`), through the mapping in `wharf_protocol::error`.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use http::header::{
-    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING,
-};
+use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{Method, Request, Response, StatusCode};
 
 use crate::auth::Auth;
-use crate::body::Body;
-use crate::error::{ErrorCode, RegistryError, Result};
 use crate::mirror::{Mirror, Target};
 use crate::policy::Policy;
 use crate::push::Push;
@@ -24,6 +20,14 @@ use wharf_model::reference::RepoName;
 use wharf_model::request::ClientAddr;
 use wharf_model::request::Operation;
 use wharf_model::request::Operator;
+use wharf_protocol::body::Body;
+use wharf_protocol::error::{ErrorCode, RegistryError, Result};
+use wharf_protocol::respond::blob_head;
+use wharf_protocol::respond::error_response;
+use wharf_protocol::respond::header_str;
+use wharf_protocol::respond::json_response;
+use wharf_protocol::respond::query_param;
+use wharf_protocol::respond::API_VERSION;
 use wharf_storage::lease::Leases;
 use wharf_storage::meta::Meta;
 use wharf_storage::store::ContentStore;
@@ -33,7 +37,6 @@ mod grant;
 mod manifests;
 mod place;
 mod referrers;
-pub mod route;
 mod tags;
 mod uploads;
 
@@ -41,30 +44,9 @@ mod uploads;
 mod tests;
 
 use place::{Place, Routed};
-use route::Route;
-
-pub(crate) use blobs::{blob_head, blob_response};
-pub(crate) use manifests::{accepts, manifest_response, not_acceptable};
-pub(crate) use referrers::referrers_response;
-pub(crate) use tags::{tag_list, tag_page};
-
-pub const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
-pub const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
-pub const UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
-pub const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
-pub const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// A request body wharf can read: hyper's, or any other `http_body::Body` (tests).
-pub trait RequestBody:
-    http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static
-{
-}
-impl<B> RequestBody for B where
-    B: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static
-{
-}
+use wharf_protocol::referrers::referrers_response;
+use wharf_protocol::respond::RequestBody;
+use wharf_protocol::route::{self, Route};
 
 pub use uploads::Purged;
 
@@ -465,69 +447,4 @@ fn operation(route: &Route, method: &Method) -> Option<(Operation, Option<String
         (Route::Tags(_), _) => (Operation::List, None),
         (Route::Referrers(_, d), _) => (Operation::Pull, Some(d.to_string())),
     })
-}
-
-pub fn error_response(e: RegistryError, head_only: bool) -> Response<Body> {
-    if e.is_failure() {
-        tracing::warn!(error = %e, "request failed");
-    }
-    let body = e.body();
-    // For the request's log line: refusals are logged with their code (and, at debug, the message).
-    let refused = crate::error::Refused {
-        code: e.code.as_str(),
-        message: e.message.clone(),
-    };
-    let mut b = Response::builder()
-        .status(e.status)
-        .header(CONTENT_TYPE, "application/json")
-        .header(CONTENT_LENGTH, body.len())
-        .extension(refused);
-    for (k, v) in e.headers {
-        b = b.header(k, v);
-    }
-    let body = if head_only {
-        Body::Empty
-    } else {
-        Body::full(body)
-    };
-    b.body(body).unwrap_or_else(|_| Response::new(Body::Empty))
-}
-
-pub fn json_response(status: StatusCode, body: Bytes) -> Response<Body> {
-    let mut r = Response::new(Body::Empty);
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-    *r.body_mut() = Body::full(body);
-    r
-}
-
-/// An empty response with the given headers: what most write endpoints answer.
-pub fn empty_response(status: StatusCode, headers: &[(HeaderName, String)]) -> Response<Body> {
-    let mut r = Response::new(Body::Empty);
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(CONTENT_LENGTH, HeaderValue::from(0));
-    for (k, v) in headers {
-        if let Ok(v) = HeaderValue::from_str(v) {
-            h.insert(k.clone(), v);
-        }
-    }
-    r
-}
-
-/// The decoded value of query parameter `key`.
-pub fn query_param(req: &Request<impl Sized>, key: &str) -> Option<String> {
-    req.uri().query()?.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == key).then(|| route::percent_decode(v))
-    })
-}
-
-pub fn header_str(
-    req: &Request<impl Sized>,
-    name: impl http::header::AsHeaderName,
-) -> Option<&str> {
-    req.headers().get(name).and_then(|v| v.to_str().ok())
 }

@@ -55,7 +55,7 @@ pub enum StartError {
     #[error("{}", meta_failure(path, source))]
     Meta { path: String, source: MetaError },
     #[error("{0}")]
-    Upstream(crate::upstream::UpstreamError),
+    Upstream(wharf_protocol::upstream::UpstreamError),
     #[error("{0}")]
     Plugin(crate::plugin::PluginError),
     #[error("{0}")]
@@ -387,7 +387,7 @@ pub async fn serve_with(
                     })
                 };
                 let Some(tls) = &tls else {
-                    let io = ClientStream::new(crate::zerocopy::Stream::new(stream), write_idle);
+                    let io = ClientStream::new(wharf_protocol::zerocopy::Stream::new(stream), write_idle);
                     let conn = http1::Builder::new()
                         .timer(TokioTimer::new())
                         .header_read_timeout(header_timeout)

@@ -32,10 +32,10 @@ use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
 use crate::admin::Admin;
-use crate::error::ErrorCode;
 pub use html::{Page, REFRESH_SECS};
 pub use ring::{Denial, Ring};
 pub use viewer::{Audience, Viewer};
+use wharf_protocol::error::ErrorCode;
 pub use wharf_storage::meta::{CacheTotals, Sample};
 use wharf_storage::meta::{Meta, MetaError, Retention};
 

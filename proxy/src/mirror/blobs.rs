@@ -6,11 +6,11 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
 use super::{Failure, Mirror, Target};
-use crate::body::Body;
-use crate::error::{ErrorCode, RegistryError, Result};
 use crate::fill::{Phase, Source};
-use crate::registry::{blob_head, blob_response, CONTENT_DIGEST};
 use wharf_model::digest::Digest;
+use wharf_protocol::body::Body;
+use wharf_protocol::error::{ErrorCode, RegistryError, Result};
+use wharf_protocol::respond::{blob_head, blob_response, CONTENT_DIGEST};
 
 impl Mirror {
     pub async fn blob<B>(

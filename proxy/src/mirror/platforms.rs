@@ -23,7 +23,6 @@ use std::sync::{Arc, Weak};
 use bytes::Bytes;
 use dashmap::DashMap;
 
-use crate::error::{ErrorCode, RegistryError, Result};
 use crate::fill::Fills;
 use crate::plugin::{PluginSet, Rewritten};
 use crate::policy::{Policy, Repo};
@@ -32,6 +31,7 @@ use wharf_model::digest::Digest;
 use wharf_model::manifest::{self, Kind};
 use wharf_model::platform::Platform;
 use wharf_model::request::RequestCtx;
+use wharf_protocol::error::{ErrorCode, RegistryError, Result};
 use wharf_storage::lease::Leases;
 use wharf_storage::meta::{ManifestRecord, Meta};
 use wharf_storage::store::ContentStore;

@@ -7,12 +7,12 @@ use http::header::{ACCEPT, LINK, WARNING};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use super::{read_limited, stale, Failure, Fetcher, Mirror, Target};
-use crate::body::Body;
-use crate::error::{ErrorCode, Result};
 use wharf_model::clock::unix_now;
 use wharf_model::digest::Digest;
 use wharf_model::manifest;
 use wharf_model::manifest::Descriptor;
+use wharf_protocol::body::Body;
+use wharf_protocol::error::{ErrorCode, Result};
 
 /// Referrers of a subject as the mirror knows them, and the `Warning` to add when they come from the
 /// cache because the upstream failed.

@@ -13,9 +13,9 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::body::{Body, Sending};
-use crate::upstream::{BoxError, ClientBody, Payload, Upstream, UpstreamError};
 use wharf_model::digest::Digest;
+use wharf_protocol::body::{Body, Sending};
+use wharf_protocol::upstream::{BoxError, ClientBody, Payload, Upstream, UpstreamError};
 use wharf_storage::meta::Meta;
 use wharf_storage::store::ContentStore;
 
@@ -285,7 +285,7 @@ impl Sender {
         }
         let said = resp
             .headers()
-            .get(crate::registry::CONTENT_DIGEST)
+            .get(wharf_protocol::respond::CONTENT_DIGEST)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<Digest>().ok());
         drain(resp).await;

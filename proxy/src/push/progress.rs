@@ -18,7 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 
-use crate::upstream::{BoxError, ClientBody};
+use wharf_protocol::upstream::{BoxError, ClientBody};
 
 pub struct Progress {
     origin: Instant,

@@ -2,11 +2,11 @@
 //! ways (a local name → the upstream's; the name a client gave for the upstream → the local one).
 
 use super::PushError;
-use crate::upstream::{Upstream, UpstreamError};
 use std::sync::Arc;
 use wharf_model::config::{PushConfig, PushMode, UpstreamConfig};
 use wharf_model::platform::PlatformSpec;
 use wharf_model::reference::RepoName;
+use wharf_protocol::upstream::{Upstream, UpstreamError};
 
 /// One `[[push]]` route.
 pub struct Route {

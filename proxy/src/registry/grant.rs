@@ -9,11 +9,11 @@
 use http::Method;
 
 use super::place::Routed;
-use super::route::Route;
 use super::Registry;
 use crate::auth::Auth;
 use wharf_model::reference::RepoName;
 use wharf_model::scope::{Access, Action, Actions, Scope};
+use wharf_protocol::route::Route;
 
 impl Registry {
     pub(super) async fn grant(

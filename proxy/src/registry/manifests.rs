@@ -4,26 +4,29 @@
 //! for, and a tag's digest on `HEAD` is one a `GET` by digest then serves.
 
 use bytes::{Bytes, BytesMut};
-use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, ETAG, LOCATION};
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
 use super::place::{Place, Routed};
-use super::route::Route;
-use super::{
-    empty_response, header_str, BoxError, Registry, RequestBody, CONTENT_DIGEST, OCI_SUBJECT,
-};
-use crate::body::Body;
-use crate::error::{BodyIdle, ErrorCode, RegistryError, Result};
+use super::Registry;
 use crate::mirror::Target;
 use crate::policy::{adopt_manifest, Policy, Repo};
 use crate::push::{Push, Pushed};
 use wharf_model::digest::Digest;
-use wharf_model::manifest::{self, bare_media_type, MANIFEST_TYPES};
+use wharf_model::manifest::{self};
 use wharf_model::reference::{Reference, RepoName};
 use wharf_model::request::Operation;
+use wharf_protocol::body::Body;
+use wharf_protocol::error::{BodyIdle, ErrorCode, RegistryError, Result};
+use wharf_protocol::respond::accepts;
+use wharf_protocol::respond::manifest_response;
+use wharf_protocol::respond::not_acceptable;
+use wharf_protocol::respond::{
+    empty_response, header_str, BoxError, RequestBody, CONTENT_DIGEST, OCI_SUBJECT,
+};
+use wharf_protocol::route::Route;
 use wharf_storage::meta::{ManifestPut, ManifestRecord};
-use wharf_storage::store::ContentStore;
 
 fn manifest_unknown(repo: &RepoName, r: &Reference) -> RegistryError {
     RegistryError::new(
@@ -40,64 +43,6 @@ fn too_large(limit: u64) -> RegistryError {
         ),
     )
     .with_status(StatusCode::PAYLOAD_TOO_LARGE)
-}
-
-/// Whether the request's `Accept` allows `media_type`. A request that names no manifest type at all
-/// (no `Accept`, `*/*`, `application/json`) takes whatever is stored; one that names some takes only
-/// those, as distribution does, so a client is never handed a format it said it cannot read.
-pub(crate) fn accepts(headers: &http::HeaderMap, media_type: &str) -> bool {
-    let mut names_manifest_types = false;
-    for v in headers.get_all(ACCEPT) {
-        for part in v.to_str().unwrap_or("").split(',') {
-            let t = bare_media_type(part);
-            if t == media_type || t == "*/*" {
-                return true;
-            }
-            names_manifest_types |= MANIFEST_TYPES.contains(&t);
-        }
-    }
-    !names_manifest_types
-}
-
-pub(crate) fn not_acceptable(repo: &str, r: &Reference, media_type: &str) -> RegistryError {
-    RegistryError::new(
-        ErrorCode::ManifestUnknown,
-        format!(
-            "manifest {r} in {repo} is a {media_type}, which this request's Accept header does not list; \
-             add that media type to Accept"
-        ),
-    )
-}
-
-/// A manifest as stored: its exact bytes, media type and digest.
-pub(crate) async fn manifest_response(
-    store: &dyn ContentStore,
-    d: &Digest,
-    rec: &ManifestRecord,
-    head_only: bool,
-) -> Result<Response<Body>> {
-    let mut resp = Response::new(Body::Empty);
-    let h = resp.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_str(&rec.media_type)
-            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
-    );
-    h.insert(CONTENT_LENGTH, HeaderValue::from(rec.size));
-    h.insert(
-        CONTENT_DIGEST,
-        HeaderValue::from_str(&d.to_string()).expect("ASCII"),
-    );
-    h.insert(
-        ETAG,
-        HeaderValue::from_str(&format!("\"{d}\"")).expect("ASCII"),
-    );
-    if head_only {
-        return Ok(resp);
-    }
-    let bytes = store.read_all(d, rec.size).await?;
-    *resp.body_mut() = Body::full(bytes);
-    Ok(resp)
 }
 
 /// Reads a manifest body of at most `limit` bytes. A body that passes the limit is refused at once,

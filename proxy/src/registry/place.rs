@@ -6,11 +6,11 @@
 
 use http::Method;
 
-use super::route::Route;
 use super::Registry;
-use crate::error::Result;
 use crate::mirror::Target;
 use wharf_model::reference::RepoName;
+use wharf_protocol::error::Result;
+use wharf_protocol::route::Route;
 
 /// Where a request's repository lives.
 pub(crate) enum Place {

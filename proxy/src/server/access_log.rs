@@ -12,10 +12,10 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::body::Body;
-use crate::error::Refused;
 use crate::registry::Registry;
 use wharf_model::request::ClientAddr;
+use wharf_protocol::body::Body;
+use wharf_protocol::error::Refused;
 
 use super::IdleBody;
 
@@ -103,9 +103,9 @@ pub(super) async fn handle_logged(
     });
     let resp = rx.await.unwrap_or_else(|_| {
         // The handler panicked; its task is gone.
-        crate::registry::error_response(
-            crate::error::RegistryError::new(
-                crate::error::ErrorCode::Unknown,
+        wharf_protocol::respond::error_response(
+            wharf_protocol::error::RegistryError::new(
+                wharf_protocol::error::ErrorCode::Unknown,
                 "internal error while answering this request; see wharf's log",
             ),
             false,

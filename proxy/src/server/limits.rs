@@ -11,8 +11,8 @@ use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-use crate::error::BodyIdle;
-use crate::registry::BoxError;
+use wharf_protocol::error::BodyIdle;
+use wharf_protocol::respond::BoxError;
 
 /// A request body that fails once nothing arrives for `idle`: a peer that stops sending (a stalled
 /// `PATCH`, a `PUT` that declared a length and sent nothing) would otherwise hold its request, its

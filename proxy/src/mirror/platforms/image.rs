@@ -20,7 +20,6 @@ use std::sync::{Arc, Weak};
 use serde_json::Value;
 
 use super::{LeftOut, PlatformPolicy};
-use crate::error::{ErrorCode, RegistryError, Result};
 use crate::fill::{Phase, Source};
 use crate::mirror::{Failure, Target};
 use crate::plugin::PluginSet;
@@ -30,6 +29,7 @@ use wharf_model::manifest;
 use wharf_model::platform::Platform;
 use wharf_model::platform::{platform_of, Entry};
 use wharf_model::request::RequestCtx;
+use wharf_protocol::error::{ErrorCode, RegistryError, Result};
 use wharf_storage::meta::ManifestRecord;
 
 /// The config media types of container images (OCI, Docker schema 2).

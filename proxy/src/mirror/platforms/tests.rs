@@ -5,7 +5,6 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::plugin::Plugins;
-use crate::upstream::Upstream;
 use wharf_model::config::Config;
 use wharf_model::platform::chosen_key;
 use wharf_model::platform::entries;
@@ -14,6 +13,7 @@ use wharf_model::platform::PlatformMode;
 use wharf_model::platform::PlatformSpec;
 use wharf_model::platform::REDUCED_FROM;
 use wharf_model::request::{Operation, RequestCtx};
+use wharf_protocol::upstream::Upstream;
 use wharf_storage::meta::{ManifestPut, ManifestRecord, Meta};
 use wharf_storage::store::{ContentStore, FsStore};
 
