@@ -116,6 +116,8 @@ pub struct Admin {
     pub push: Arc<crate::push::Push>,
     /// The registry a server serves; `None` for the offline admin state.
     pub registry: Option<Arc<crate::registry::Registry>>,
+    /// The status page's memory: the sampler's base and the policy's denials.
+    pub history: Arc<crate::ui::History>,
 }
 
 fn json<T: Serialize>(status: StatusCode, v: &T) -> Response<Full<Bytes>> {
@@ -410,8 +412,8 @@ async fn offline_with(cfg: &wharf_model::config::Config, check: bool) -> Result<
         .await
         .map_err(|e| AdminError::Failed(e.to_string()))?;
     let store: Arc<dyn ContentStore> = Arc::new(store);
-    let policy = crate::policy::Policy::new(
-        crate::plugin::Plugins::none(),
+    let policy = wharf_policy::policy::Policy::new(
+        wharf_policy::plugin::Plugins::none(),
         store.clone(),
         meta.clone(),
         cfg.registry.max_manifest_bytes,
@@ -436,6 +438,7 @@ async fn offline_with(cfg: &wharf_model::config::Config, check: bool) -> Result<
         leases,
         push: Arc::new(push),
         registry: None,
+        history: Arc::default(),
     })
 }
 

@@ -226,19 +226,21 @@ impl Semantic {
         let files_ok = self.file("auth.htpasswd_file".into(), a.htpasswd_file.as_deref())
             & self.file("auth.tokens_file".into(), a.tokens_file.as_deref());
         if files_ok {
-            if let Err(e) = crate::auth::Auth::load(&a) {
+            if let Err(e) = wharf_policy::auth::Auth::load(&a) {
                 self.problems.push(match e {
-                    crate::auth::AuthError::File { key, path, reason } => Problem::from_reason(
-                        format!("auth.{key}"),
-                        &format!("{path}: {reason}"),
-                        "see [auth] in examples/wharf.toml",
-                    ),
+                    wharf_policy::auth::AuthError::File { key, path, reason } => {
+                        Problem::from_reason(
+                            format!("auth.{key}"),
+                            &format!("{path}: {reason}"),
+                            "see [auth] in examples/wharf.toml",
+                        )
+                    }
                     e => Problem::new("auth", e.to_string(), ""),
                 });
             }
         }
-        for e in crate::auth::exposures(&self.cfg) {
-            let crate::auth::AuthError::Exposed { key, listen, could } = &e else {
+        for e in wharf_policy::auth::exposures(&self.cfg) {
+            let wharf_policy::auth::AuthError::Exposed { key, listen, could } = &e else {
                 continue;
             };
             let text = e.to_string();
@@ -270,10 +272,10 @@ impl Semantic {
             let one = vec![p.clone()];
             let max_answer = self.cfg.registry.max_manifest_bytes;
             let loaded = tokio::task::spawn_blocking(move || {
-                crate::plugin::Plugins::load(&one, &cache, max_answer).map(|_| ())
+                wharf_policy::plugin::Plugins::load(&one, &cache, max_answer).map(|_| ())
             })
             .await;
-            use crate::plugin::PluginError as E;
+            use wharf_policy::plugin::PluginError as E;
             match loaded {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
@@ -324,8 +326,8 @@ impl Semantic {
         };
         let store: Arc<dyn wharf_storage::store::ContentStore> = Arc::new(store);
         // Routes do not depend on the plugins (loaded and checked above).
-        let policy = crate::policy::Policy::new(
-            crate::plugin::Plugins::none(),
+        let policy = wharf_policy::policy::Policy::new(
+            wharf_policy::plugin::Plugins::none(),
             store.clone(),
             meta.clone(),
             self.cfg.registry.max_manifest_bytes,

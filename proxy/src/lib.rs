@@ -2,15 +2,13 @@
 
 pub mod admin;
 pub mod archive;
-pub mod auth;
 pub mod check_config;
 pub mod fill;
 pub mod logbuf;
 pub mod metrics_listener;
 pub mod mirror;
 pub mod output;
-pub mod plugin;
-pub mod policy;
+pub mod plugins_cli;
 pub mod push;
 pub mod registry;
 pub mod server;

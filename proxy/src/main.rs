@@ -569,7 +569,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Plugins { command } => {
-            use wharf::plugin::cli;
+            use wharf::plugins_cli as cli;
             let out = match command {
                 PluginsCommand::Check { file } => cli::check(&file),
                 PluginsCommand::Run {

@@ -22,8 +22,6 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
 use crate::fill::Fills;
-use crate::plugin::Plugins;
-use crate::policy::{adopt_manifest, Policy, Repo};
 use wharf_metrics::Kind;
 use wharf_model::clock::unix_now;
 use wharf_model::config::{Config, MirrorConfig};
@@ -32,6 +30,8 @@ use wharf_model::manifest::Descriptor;
 use wharf_model::manifest::{self, bare_media_type};
 use wharf_model::reference::Reference;
 use wharf_model::request::{Operation, RequestCtx};
+use wharf_policy::plugin::Plugins;
+use wharf_policy::policy::{adopt_manifest, Policy, Repo};
 use wharf_protocol::body::Body;
 use wharf_protocol::error::{ErrorCode, RegistryError, Result};
 use wharf_protocol::respond::{accepts, not_acceptable, tag_list, tag_page, CONTENT_DIGEST};

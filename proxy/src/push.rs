@@ -22,8 +22,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::plugin::Rewritten;
-use crate::policy::{Policy, Repo};
 use wharf_model::clock::unix_now;
 use wharf_model::config::{Config, DeliveryConfig, PushMode};
 use wharf_model::digest::Digest;
@@ -31,6 +29,8 @@ use wharf_model::manifest::Descriptor;
 use wharf_model::manifest::{self, Kind};
 use wharf_model::platform::Platform;
 use wharf_model::request::{Operation, RequestCtx};
+use wharf_policy::plugin::Rewritten;
+use wharf_policy::policy::{Policy, Repo};
 use wharf_protocol::error::{ErrorCode, RegistryError};
 use wharf_protocol::upstream::UpstreamError;
 use wharf_storage::inflight::Flights;

@@ -11,15 +11,15 @@ use dashmap::DashMap;
 use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{Method, Request, Response, StatusCode};
 
-use crate::auth::Auth;
 use crate::mirror::{Mirror, Target};
-use crate::policy::Policy;
 use crate::push::Push;
 use wharf_model::config::RegistryConfig;
 use wharf_model::reference::RepoName;
 use wharf_model::request::ClientAddr;
 use wharf_model::request::Operation;
 use wharf_model::request::Operator;
+use wharf_policy::auth::Auth;
+use wharf_policy::policy::Policy;
 use wharf_protocol::body::Body;
 use wharf_protocol::error::{ErrorCode, RegistryError, Result};
 use wharf_protocol::respond::blob_head;

@@ -28,12 +28,12 @@ use tokio::net::TcpListener;
 
 use crate::admin::Admin;
 use crate::mirror::Mirror;
-use crate::plugin::Plugins;
-use crate::policy::Policy;
 use crate::push::Push;
 use crate::registry::Registry;
 use crate::tls::{HeadTimeout, Tls};
 use wharf_model::config::{Config, ServerConfig};
+use wharf_policy::plugin::Plugins;
+use wharf_policy::policy::Policy;
 use wharf_storage::gc::Collector;
 use wharf_storage::lease::{Leases, Touching};
 use wharf_storage::meta::{Meta, MetaError};
@@ -57,11 +57,11 @@ pub enum StartError {
     #[error("{0}")]
     Upstream(wharf_protocol::upstream::UpstreamError),
     #[error("{0}")]
-    Plugin(crate::plugin::PluginError),
+    Plugin(wharf_policy::plugin::PluginError),
     #[error("{0}")]
     Push(crate::push::PushError),
     #[error("{0}")]
-    Auth(crate::auth::AuthError),
+    Auth(wharf_policy::auth::AuthError),
     #[error(
         "cannot listen on {addr}: {source} (set server.listen in the config, or WHARF_LISTEN, to a free \
          address)"
@@ -181,7 +181,7 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
         tokio::task::spawn_blocking(move || Plugins::load(&cfgs, &cache, max_answer))
             .await
             .map_err(|e| {
-                StartError::Plugin(crate::plugin::PluginError::Trap {
+                StartError::Plugin(wharf_policy::plugin::PluginError::Trap {
                     plugin: "(loading)".into(),
                     reason: e.to_string(),
                 })
@@ -211,11 +211,11 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
         )
         .map_err(StartError::Push)?,
     );
-    crate::auth::check_exposure(cfg).map_err(StartError::Auth)?;
+    wharf_policy::auth::check_exposure(cfg).map_err(StartError::Auth)?;
     if let Some(why) = crate::metrics_listener::collides(cfg) {
         return Err(StartError::Metrics(why));
     }
-    let auth = crate::auth::Auth::load(&cfg.auth)
+    let auth = wharf_policy::auth::Auth::load(&cfg.auth)
         .map_err(StartError::Auth)?
         .map(|a| Arc::new(a.secure(cfg.server.tls.is_some())));
     let registry = Arc::new(
@@ -231,7 +231,7 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
     );
     purge_uploads(&registry).await;
     // Before the status page can be asked for them.
-    crate::ui::restore_denials(&meta).await;
+    registry.policy().denials().restore(&meta).await;
     let reg = registry.clone();
     let flush_usage: wharf_storage::gc::BeforeHook = Box::new(move || {
         let reg = reg.clone();
@@ -254,6 +254,7 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
         ),
         leases,
         push,
+        history: Arc::new(crate::ui::History::new(registry.policy().denials().clone())),
         registry: Some(registry.clone()),
     };
     let listener = TcpListener::bind(cfg.server.listen)
@@ -305,6 +306,7 @@ pub fn housekeeping(admin: Admin, cfg: &Config) -> Housekeeping {
     let sampler = tokio::spawn(crate::ui::sampler(
         admin.collector.meta.clone(),
         Duration::from_secs(cfg.metrics.sample_secs),
+        admin.history.clone(),
     ));
     if cfg.scrub.interval_secs > 0 {
         tasks.push(tokio::spawn(

@@ -172,7 +172,7 @@ pub async fn collect(admin: &Admin, server: bool) -> Result<Status, GcError> {
     let last_gc = c.meta.last_gc().await?;
     let last_scrub = c.meta.last_scrub().await?;
     let scrub_progress = c.meta.scrub_progress().await?;
-    let cache_totals = crate::ui::current(&c.meta).await?;
+    let cache_totals = admin.history.current(&c.meta).await?;
     let cache = server.then(wharf_metrics::snapshot);
     Ok(Status {
         server,

@@ -10,19 +10,18 @@
 //! The history is in the metadata (`meta::Sample`, thinned to a week there): the sampler records the
 //! cache counters every `[metrics] sample_secs`, counting on from the last sample of the previous run,
 //! so the chart, the hit ratio and the bytes saved carry over a restart (Prometheus' counters reset
-//! as counters do: only this view adds the recorded base). The denials are a ring in memory (a
-//! static: they are fed from places that hold no handle to the server, by one line each), which the
-//! sampler writes to the metadata when it changed and puts back after a restart.
+//! as counters do: only this view adds the recorded base). The denials are the policy's
+//! (`wharf_policy::denials`), which the sampler writes to the metadata when they changed; the server
+//! puts them back after a restart. Both live in one `History` per server (held by `Admin`), not in
+//! process-wide statics, so the server and an offline command each see their own.
 
 mod chart;
 mod html;
-mod ring;
 #[cfg(test)]
 mod tests;
 mod viewer;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use std::net::IpAddr;
@@ -33,26 +32,21 @@ use http_body_util::Full;
 
 use crate::admin::Admin;
 pub use html::{Page, REFRESH_SECS};
-pub use ring::{Denial, Ring};
 pub use viewer::{Audience, Viewer};
+use wharf_policy::denials::Denials;
 use wharf_protocol::error::ErrorCode;
 pub use wharf_storage::meta::{CacheTotals, Sample};
 use wharf_storage::meta::{Meta, MetaError, Retention};
 
 /// How often the sampler records the cache counters unless `[metrics] sample_secs` says otherwise.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
-/// Denials kept.
-pub const DENIALS_KEPT: usize = 50;
-/// A plugin's reason is shown up to this many characters (a plugin may say a lot).
-const REASON_CHARS: usize = 400;
-
-static DENIALS: Mutex<Ring<Denial>> = Mutex::new(Ring::new(DENIALS_KEPT));
-/// Denials recorded by this process: the sampler writes the ring to the metadata when it moved.
-static DENIALS_SEEN: AtomicU64 = AtomicU64::new(0);
-/// The status record the ring is kept under.
-const DENIALS_RECORD: &str = "recent_denials";
-/// This process's sampler, once it has read where the previous run left the totals.
-static SAMPLING: Mutex<Option<Sampling>> = Mutex::new(None);
+/// The status page's memory in one process: where the sampler's count began (once it has read
+/// where the previous run left the totals) and the policy's recent denials.
+#[derive(Debug, Default)]
+pub struct History {
+    sampling: Mutex<Option<Sampling>>,
+    denials: Arc<Denials>,
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Sampling {
@@ -95,57 +89,36 @@ pub fn continued(base: Option<Sample>, counters: CacheTotals, at: u64) -> Sample
     }
 }
 
-/// The cache totals now, counted across restarts (`None`: nothing counted yet, ever). In the server,
-/// its sampler's base; elsewhere (the CLI with no server) the last recorded sample, as this process
-/// counted nothing.
-pub async fn current(meta: &Meta) -> Result<Option<Sample>, MetaError> {
-    let sampling = *lock(&SAMPLING);
-    let base = match sampling {
-        Some(s) => Some(s.base),
-        None => meta.last_sample().await?,
-    };
-    let counters = counters();
-    Ok((base.is_some() || counters != CacheTotals::default())
-        .then(|| continued(base, counters, now())))
-}
-
-/// Records a plugin's denial of `request` on `repository` (the name the rules judge) for the page
-/// (called where `Policy::allow` logs it).
-pub fn denied(plugin: &str, repository: &str, request: &str, reason: &str) {
-    let clip = |s: &str| match s.char_indices().nth(REASON_CHARS) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
-    };
-    lock(&DENIALS).push(Denial {
-        at: now(),
-        plugin: clip(plugin),
-        request: clip(request),
-        reason: clip(reason),
-        repository: repository.to_owned(),
-    });
-    DENIALS_SEEN.fetch_add(1, Ordering::Relaxed);
-}
-
-/// Puts the denials a previous run recorded before this run's (at start, before serving).
-pub async fn restore_denials(meta: &Meta) {
-    match meta.status_record::<Vec<Denial>>(DENIALS_RECORD).await {
-        Ok(Some(older)) => lock(&DENIALS).restore_older(older),
-        Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e, "status page: cannot read the recent denials"),
+impl History {
+    /// A server's history: the denials are its policy's.
+    pub fn new(denials: Arc<Denials>) -> History {
+        History {
+            sampling: Mutex::new(None),
+            denials,
+        }
     }
-}
 
-/// Writes the denials when some were added since `*saved` (the count then); one small write per
-/// sample interval at most, none while plugins deny nothing.
-async fn save_denials(meta: &Meta, saved: &mut u64) {
-    let seen = DENIALS_SEEN.load(Ordering::Relaxed);
-    if seen == *saved {
-        return;
+    pub fn denials(&self) -> &Denials {
+        &self.denials
     }
-    let list = lock(&DENIALS).to_vec();
-    match meta.put_status_record(DENIALS_RECORD, &list).await {
-        Ok(()) => *saved = seen,
-        Err(e) => tracing::warn!(error = %e, "status page: cannot record the recent denials"),
+
+    /// The cache totals now, counted across restarts (`None`: nothing counted yet, ever). In the
+    /// server, its sampler's base; elsewhere (the CLI with no server) the last recorded sample, as
+    /// this process counted nothing.
+    pub async fn current(&self, meta: &Meta) -> Result<Option<Sample>, MetaError> {
+        let sampling = *lock(&self.sampling);
+        let base = match sampling {
+            Some(s) => Some(s.base),
+            None => meta.last_sample().await?,
+        };
+        let counters = counters();
+        Ok((base.is_some() || counters != CacheTotals::default())
+            .then(|| continued(base, counters, now())))
+    }
+
+    /// How often the sampler records (its setting once it runs).
+    fn every(&self) -> Duration {
+        lock(&self.sampling).map_or(SAMPLE_EVERY, |s| s.every)
     }
 }
 
@@ -219,7 +192,7 @@ impl Sampler {
 /// asked for (SIGTERM or SIGINT: the housekeeping tasks are aborted after the server drains, and the
 /// counts since the last tick would be lost), until aborted. Off the request path: at most one small
 /// write per interval (none while idle), on the blocking pool.
-pub async fn sampler(meta: Meta, every: Duration) {
+pub async fn sampler(meta: Meta, every: Duration, history: Arc<History>) {
     let every = every.max(Duration::from_secs(1));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -233,7 +206,7 @@ pub async fn sampler(meta: Meta, every: Duration) {
             }
         }
     };
-    *lock(&SAMPLING) = Some(Sampling {
+    *lock(&history.sampling) = Some(Sampling {
         base: s.base,
         every,
     });
@@ -245,7 +218,7 @@ pub async fn sampler(meta: Meta, every: Duration) {
         if let Err(e) = s.record(counters(), now(), durable).await {
             tracing::warn!(error = %e, "status history: cannot record the cache counters");
         }
-        save_denials(&meta, &mut denials_saved).await;
+        history.denials.save(&meta, &mut denials_saved).await;
         if durable {
             return;
         }
@@ -378,18 +351,18 @@ pub async fn gather(admin: &Admin, viewer: &Viewer) -> Page {
         Vec::new()
     });
     // The page always ends at this moment, however long ago the last sample was taken.
-    match current(&c.meta).await {
+    match admin.history.current(&c.meta).await {
         Ok(Some(s)) if samples.last().is_none_or(|l| l.at < s.at) => samples.push(s),
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "status page: cannot read the cache totals"),
     }
-    let every = lock(&SAMPLING).map_or(SAMPLE_EVERY, |s| s.every);
+    let every = admin.history.every();
     let mut page = Page {
         now,
         images,
         pushes,
         samples,
-        denials: lock(&DENIALS).to_vec(),
+        denials: admin.history.denials.list(),
         sample_every: every,
         keep: Retention::DEFAULT,
         audience: Audience::Everyone,

@@ -87,7 +87,7 @@ fn assert_no_secret_logged(wharf: &mut Wharf) {
 
 /// Fails if any secret is in the log at `path`: the passwords, the `Basic` credentials they make,
 /// and any token wharf signed (every one starts with the base64 of its version tag `w1|`:
-/// proxy/src/auth/token.rs).
+/// proxy/policy/src/auth/token.rs).
 fn assert_no_secret_in(path: &Path) {
     let log = fs::read_to_string(path).unwrap();
     assert!(

@@ -24,13 +24,13 @@ use bytes::Bytes;
 use dashmap::DashMap;
 
 use crate::fill::Fills;
-use crate::plugin::{PluginSet, Rewritten};
-use crate::policy::{Policy, Repo};
 use wharf_model::config::{MirrorConfig, UpstreamConfig};
 use wharf_model::digest::Digest;
 use wharf_model::manifest::{self, Kind};
 use wharf_model::platform::Platform;
 use wharf_model::request::RequestCtx;
+use wharf_policy::plugin::{PluginSet, Rewritten};
+use wharf_policy::policy::{Policy, Repo};
 use wharf_protocol::error::{ErrorCode, RegistryError, Result};
 use wharf_storage::lease::Leases;
 use wharf_storage::meta::{ManifestRecord, Meta};

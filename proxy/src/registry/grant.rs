@@ -10,9 +10,9 @@ use http::Method;
 
 use super::place::Routed;
 use super::Registry;
-use crate::auth::Auth;
 use wharf_model::reference::RepoName;
 use wharf_model::scope::{Access, Action, Actions, Scope};
+use wharf_policy::auth::Auth;
 use wharf_protocol::route::Route;
 
 impl Registry {

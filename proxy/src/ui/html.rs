@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::chart;
-use super::ring::Denial;
 use super::viewer::Audience;
 use crate::push::Status;
+use wharf_policy::denials::{DeniedRequest, DENIALS_KEPT};
 use wharf_storage::images::Image;
 use wharf_storage::meta::{Retention, Sample};
 
@@ -25,7 +25,7 @@ pub struct Page {
     /// rendering.
     pub samples: Vec<Sample>,
     /// Oldest first.
-    pub denials: Vec<Denial>,
+    pub denials: Vec<DeniedRequest>,
     pub sample_every: Duration,
     pub keep: Retention,
     /// Whom the lists were kept for (`Viewer::filter`).
@@ -465,7 +465,7 @@ fn last_error(e: Option<&str>) -> String {
 fn denials(s: &mut String, page: &Page) {
     s.push_str(&format!(
         "<section id=\"denials\"><h2>Recent plugin denials <small class=\"muted\">(the last {})</small></h2>",
-        super::DENIALS_KEPT
+        DENIALS_KEPT
     ));
     if page.denials.is_empty() {
         s.push_str("<p class=\"empty\">No request was denied by a plugin lately.</p></section>");

@@ -4,8 +4,8 @@ use serde_json::json;
 
 use super::chart;
 use super::html::{bytes, esc, render, upstream_of, Page};
-use super::ring::{Denial, Ring};
 use crate::push::Status;
+use wharf_policy::denials::DeniedRequest;
 use wharf_storage::images::Image;
 use wharf_storage::meta::{CacheTotals, Retention, Sample};
 
@@ -111,7 +111,7 @@ fn names_from_clients_are_shown_not_run() {
         0,
     )]);
     page.pushes = Ok(vec![push("failed", HOSTILE, Some(HOSTILE))]);
-    page.denials = vec![Denial {
+    page.denials = vec![DeniedRequest {
         at: NOW - 5,
         plugin: HOSTILE.into(),
         request: HOSTILE.into(),
@@ -288,7 +288,7 @@ fn a_long_push_error_is_clipped_with_the_whole_text_in_a_details() {
 fn denials_newest_first() {
     let mut page = empty_page();
     for (i, plugin) in ["older", "newer"].iter().enumerate() {
-        page.denials.push(Denial {
+        page.denials.push(DeniedRequest {
             at: NOW - 100 + i as u64,
             plugin: (*plugin).into(),
             request: "pull of ghcr.io/team/app".into(),
@@ -316,18 +316,6 @@ fn bytes_are_human() {
     assert_eq!(bytes(1023), "1023 B");
     assert_eq!(bytes(1536), "1.5 KiB");
     assert_eq!(bytes(5 << 30), "5.0 GiB");
-}
-
-#[test]
-fn ring_keeps_the_newest() {
-    let mut r = Ring::new(3);
-    for i in 0..10 {
-        r.push(i);
-    }
-    assert_eq!(r.to_vec(), vec![7, 8, 9]);
-    let mut none = Ring::new(0);
-    none.push(1);
-    assert!(none.to_vec().is_empty());
 }
 
 #[test]
@@ -440,19 +428,6 @@ fn history_charts_appear_with_two_samples() {
     assert_eq!(html.matches("<svg ").count(), 2);
     assert!(html.contains("id=\"tile-hit-ratio\"><b>80 %</b>"), "{html}");
     assert!(html.contains("id=\"tile-saved\"><b>2.0 KiB</b>"), "{html}");
-}
-
-#[test]
-fn a_denial_is_recorded_clipped() {
-    let long = "x".repeat(super::REASON_CHARS * 3);
-    super::denied("gatekeeper-unit-test", "a/b", "pull of a/b", &long);
-    let d = super::lock(&super::DENIALS)
-        .to_vec()
-        .into_iter()
-        .find(|d| d.plugin == "gatekeeper-unit-test")
-        .expect("recorded");
-    assert_eq!(d.reason.chars().count(), super::REASON_CHARS + 1);
-    assert!(d.reason.ends_with('…'));
 }
 
 #[test]
@@ -572,22 +547,6 @@ async fn an_idle_sampler_writes_nothing_until_a_change() {
     assert_eq!(times().await, vec![NOW, NOW + 50, NOW + 60, NOW + 70]);
 }
 
-#[test]
-fn restored_denials_go_before_this_runs_and_the_ring_stays_bounded() {
-    let mut r = Ring::new(3);
-    r.push(10);
-    r.push(11);
-    r.restore_older(vec![1, 2, 3]);
-    assert_eq!(
-        r.to_vec(),
-        vec![3, 10, 11],
-        "the newest three, oldest first"
-    );
-    let mut empty = Ring::new(3);
-    empty.restore_older(vec![1, 2]);
-    assert_eq!(empty.to_vec(), vec![1, 2]);
-}
-
 fn serving(
     dir: &std::path::Path,
 ) -> (
@@ -601,7 +560,7 @@ fn serving(
 /// ever asked: the mirrored content below is recorded as the mirror records it), with `auth`.
 fn serving_with(
     dir: &std::path::Path,
-    auth: Option<std::sync::Arc<crate::auth::Auth>>,
+    auth: Option<std::sync::Arc<wharf_policy::auth::Auth>>,
 ) -> (
     std::sync::Arc<crate::registry::Registry>,
     crate::admin::Admin,
@@ -627,8 +586,8 @@ fn serving_with(
         )
         .with_auth(auth),
     );
-    let policy = crate::policy::Policy::new(
-        crate::plugin::Plugins::none(),
+    let policy = wharf_policy::policy::Policy::new(
+        wharf_policy::plugin::Plugins::none(),
         store.clone(),
         meta.clone(),
         4 << 20,
@@ -650,6 +609,7 @@ fn serving_with(
         )),
         leases,
         push: Arc::new(push),
+        history: Arc::new(super::History::new(registry.policy().denials().clone())),
         registry: Some(registry.clone()),
     };
     (registry, admin)
@@ -814,7 +774,7 @@ async fn a_tag_pushed_now_is_used_now_in_every_view_though_its_image_was_mirrore
 
 /// `[auth]` with alice and bob (passwords `alice-pw`, `bob-pw`), anonymous pulls off, `private`
 /// pulled by alice only, `pub` by anyone.
-fn closed_auth() -> std::sync::Arc<crate::auth::Auth> {
+fn closed_auth() -> std::sync::Arc<wharf_policy::auth::Auth> {
     use wharf_model::config::{AuthConfig, AuthRule};
     let dir = tempfile::tempdir().unwrap().keep();
     let htpasswd = dir.join("htpasswd");
@@ -838,7 +798,7 @@ fn closed_auth() -> std::sync::Arc<crate::auth::Auth> {
         ],
         ..AuthConfig::default()
     };
-    std::sync::Arc::new(crate::auth::Auth::load(&cfg).unwrap().unwrap())
+    std::sync::Arc::new(wharf_policy::auth::Auth::load(&cfg).unwrap().unwrap())
 }
 
 /// A page naming `private/app` (an image with its own digest, a failed push, a plugin's denial, and
@@ -860,7 +820,7 @@ fn page_with_a_private_repository() -> Page {
         ),
         push("pending", "pub/tool", None),
     ]);
-    let denial = |repository: &str, request: &str| Denial {
+    let denial = |repository: &str, request: &str| DeniedRequest {
         at: NOW - 5,
         plugin: "gate".into(),
         request: request.into(),

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use super::html::Page;
-use crate::auth::Auth;
+use wharf_policy::auth::Auth;
 
 /// Whom the page was rendered for, as its header says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -22,13 +22,13 @@ use serde_json::Value;
 use super::{LeftOut, PlatformPolicy};
 use crate::fill::{Phase, Source};
 use crate::mirror::{Failure, Target};
-use crate::plugin::PluginSet;
-use crate::policy::Policy;
 use wharf_model::digest::Digest;
 use wharf_model::manifest;
 use wharf_model::platform::Platform;
 use wharf_model::platform::{platform_of, Entry};
 use wharf_model::request::RequestCtx;
+use wharf_policy::plugin::PluginSet;
+use wharf_policy::policy::Policy;
 use wharf_protocol::error::{ErrorCode, RegistryError, Result};
 use wharf_storage::meta::ManifestRecord;
 

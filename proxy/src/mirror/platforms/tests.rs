@@ -4,7 +4,6 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::plugin::Plugins;
 use wharf_model::config::Config;
 use wharf_model::platform::chosen_key;
 use wharf_model::platform::entries;
@@ -13,6 +12,7 @@ use wharf_model::platform::PlatformMode;
 use wharf_model::platform::PlatformSpec;
 use wharf_model::platform::REDUCED_FROM;
 use wharf_model::request::{Operation, RequestCtx};
+use wharf_policy::plugin::Plugins;
 use wharf_protocol::upstream::Upstream;
 use wharf_storage::meta::{ManifestPut, ManifestRecord, Meta};
 use wharf_storage::store::{ContentStore, FsStore};

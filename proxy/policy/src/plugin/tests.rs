@@ -85,7 +85,7 @@ use std::os::unix::fs::MetadataExt;
 /// A component from `plugins/target/wasm32-wasip2/release/`; a missing one fails the test (never skips).
 fn component(stem: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../plugins/target/wasm32-wasip2/release")
+        .join("../../plugins/target/wasm32-wasip2/release")
         .join(format!("{stem}.wasm"));
     assert!(
         p.is_file(),

@@ -31,7 +31,7 @@ use wharf_model::config::PluginConfig;
 use wharf_model::digest::Digest;
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "../../wit",
     world: "policy",
     // Exports are called on a fiber (see the module comment); `log` stays a plain host function.
     exports: { default: async },

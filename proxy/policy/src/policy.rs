@@ -19,6 +19,7 @@ use dashmap::DashMap;
 use http::header::USER_AGENT;
 use http::Request;
 
+use crate::denials::Denials;
 use crate::plugin::{Denial, Plugins, Rewritten};
 use wharf_model::digest::Digest;
 use wharf_model::manifest;
@@ -48,6 +49,8 @@ pub struct Policy {
     rewrites: Arc<DashMap<DerivedKey, Digest>>,
     /// `Err`: a plugin that fails closed failed; the tag is refused.
     flights: Arc<Flights<DerivedKey, std::result::Result<Option<Digest>, Denial>>>,
+    /// What plugins denied lately, for the status page to read.
+    denials: Arc<Denials>,
 }
 
 impl Policy {
@@ -64,7 +67,13 @@ impl Policy {
             max_manifest,
             rewrites: Arc::new(DashMap::new()),
             flights: Arc::new(Flights::default()),
+            denials: Arc::new(Denials::default()),
         }
+    }
+
+    /// The requests plugins denied lately (the status page shows them).
+    pub fn denials(&self) -> &Arc<Denials> {
+        &self.denials
     }
 
     pub fn plugins(&self) -> &Plugins {
@@ -117,7 +126,7 @@ impl Policy {
         let what = format!("{} of {name}", ctx.operation.as_str());
         self.plugins.access(ctx).await.map_err(|d| {
             tracing::info!(plugin = %d.plugin, reason = %d.reason, request = %what, "denied by plugin");
-            crate::ui::denied(&d.plugin, &name, &what, &d.reason);
+            self.denials.record(&d.plugin, &name, &what, &d.reason);
             RegistryError::new(
                 ErrorCode::Denied,
                 format!("{what} denied by plugin {}: {}", d.plugin, d.reason),
@@ -377,7 +386,7 @@ impl From<Refusal> for RegistryError {
 
 /// Records manifest `d`, already in the content store, for `repo` (content that came in under another
 /// name); `None` when it is not there or not a manifest.
-pub(crate) async fn adopt_manifest(
+pub async fn adopt_manifest(
     store: &dyn ContentStore,
     meta: &Meta,
     repo: &str,

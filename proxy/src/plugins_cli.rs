@@ -1,13 +1,17 @@
 //! `wharf plugins …`: the plugin author's tools. `check` says whether wharf can load a component and
 //! what it exports; `run` evaluates one call offline; `new` writes a ready-to-build project.
 
+mod templates;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::host::block_on;
-use super::{Host, Operation, Platform, PluginError, RequestCtx, WIT_PACKAGE, WIT_TEXT};
 use wharf_model::config::PluginConfig;
+use wharf_model::platform::Platform;
+use wharf_model::request::{Operation, RequestCtx};
+use wharf_policy::plugin::block_on;
+use wharf_policy::plugin::{Host, PluginError, WIT_PACKAGE, WIT_TEXT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -251,9 +255,9 @@ pub fn context(
 /// Plugin project templates: (path in the project, contents with `{{name}}`).
 fn template(lang: &str) -> Option<&'static [(&'static str, &'static str)]> {
     match lang {
-        "rust" => Some(super::templates::RUST),
-        "python" => Some(super::templates::PYTHON),
-        "js" => Some(super::templates::JS),
+        "rust" => Some(templates::RUST),
+        "python" => Some(templates::PYTHON),
+        "js" => Some(templates::JS),
         _ => None,
     }
 }

@@ -31,15 +31,12 @@ mod host;
 #[cfg(test)]
 mod tests;
 
-pub use host::{Capabilities, Host, Inspection, Loaded};
-
-pub mod cli;
-mod templates;
+pub use host::{block_on, Capabilities, Host, Inspection, Loaded};
 
 /// The WIT package every plugin is built against; frozen (see `wit/README.md`).
 pub const WIT_PACKAGE: &str = "wharf:policy@0.1.0";
 /// The text of `wit/policy.wit`, for `wharf plugins new` and the frozen-interface test.
-pub const WIT_TEXT: &str = include_str!("../../wit/policy.wit");
+pub const WIT_TEXT: &str = include_str!("../../../wit/policy.wit");
 
 /// Why a plugin could not be loaded or did not answer. Never a decision.
 #[derive(Debug, Clone, thiserror::Error)]
