@@ -29,7 +29,6 @@ use serde::{Deserialize, Serialize};
 use wharf_storage::gc::{Collector, Report, Settings};
 use wharf_storage::lease::Leases;
 use wharf_storage::meta::LeaseRecord;
-use wharf_storage::store::ContentStore;
 
 pub const SOCKET: &str = "admin.sock";
 
@@ -409,14 +408,14 @@ async fn offline_with(cfg: &wharf_model::config::Config, check: bool) -> Result<
     let leases = Leases::load_offline(meta.clone())
         .await
         .map_err(|e| AdminError::Failed(e.to_string()))?;
-    let store: Arc<dyn ContentStore> = Arc::new(store);
+    let store = wharf_storage::lease::Touching::wrap(Arc::new(store), leases.clone());
     let policy = crate::policy::Policy::new(
         crate::plugin::Plugins::none(),
         store.clone(),
         meta.clone(),
         cfg.registry.max_manifest_bytes,
     );
-    let push = crate::push::Push::new(cfg, store.clone(), meta.clone(), leases.clone(), policy)
+    let push = crate::push::Push::new(cfg, store.clone(), meta.clone(), policy)
         .map_err(|e| AdminError::Failed(e.to_string()))?;
     let scrub = Arc::new(wharf_storage::scrub::Scrubber::new(
         meta.clone(),

@@ -322,7 +322,7 @@ impl Semantic {
                 return;
             }
         };
-        let store: Arc<dyn wharf_storage::store::ContentStore> = Arc::new(store);
+        let store = wharf_storage::lease::Touching::wrap(Arc::new(store), leases);
         // Routes do not depend on the plugins (loaded and checked above).
         let policy = crate::policy::Policy::new(
             crate::plugin::Plugins::none(),
@@ -337,7 +337,9 @@ impl Semantic {
             .retain(|u| !failed_upstreams.iter().any(|h| h == &u.host));
         let default = tmp.mirror.default_upstream.clone();
         if !default.is_empty() && !failed_upstreams.contains(&default) {
-            if let Err(e) = crate::mirror::Mirror::new(&tmp, store.clone(), meta.clone()) {
+            if let Err(e) =
+                crate::mirror::Mirror::new(&tmp, store.clone(), meta.clone(), policy.clone())
+            {
                 let reason = match e {
                     crate::upstream::UpstreamError::Config { reason, .. } => reason,
                     e => e.to_string(),
@@ -358,14 +360,7 @@ impl Semantic {
                 pushes,
                 ..base.clone()
             };
-            crate::push::Push::new(
-                &cfg,
-                store.clone(),
-                meta.clone(),
-                leases.clone(),
-                policy.clone(),
-            )
-            .map(|_| ())
+            crate::push::Push::new(&cfg, store.clone(), meta.clone(), policy.clone()).map(|_| ())
         };
         let routes = self.cfg.pushes.clone();
         let mut all_ok = true;

@@ -24,7 +24,6 @@ use http_body_util::{BodyExt, Limited};
 use crate::body::Body;
 use crate::error::{ErrorCode, RegistryError, Result};
 use crate::fill::Fills;
-use crate::plugin::Plugins;
 use crate::policy::{adopt_manifest, Policy, Repo};
 use crate::registry::{accepts, not_acceptable, tag_list, tag_page, CONTENT_DIGEST};
 use crate::registry::{json_response, manifest_response};
@@ -38,7 +37,7 @@ use wharf_model::manifest::{self, bare_media_type};
 use wharf_model::reference::Reference;
 use wharf_model::request::{Operation, RequestCtx};
 use wharf_storage::inflight::Flights;
-use wharf_storage::lease::Leases;
+use wharf_storage::lease::Touching;
 use wharf_storage::meta::{ManifestPut, ManifestRecord, Meta};
 use wharf_storage::store::ContentStore;
 
@@ -195,10 +194,13 @@ pub struct Mirror {
 const MAX_UNCONFIGURED_SEEN: usize = 256;
 
 impl Mirror {
+    /// A mirror that caches into `store`, fills and reduces indexes under its leases, and serves
+    /// tags through `policy` (the same plugins as local repositories').
     pub fn new(
         cfg: &Config,
-        store: Arc<dyn ContentStore>,
+        store: Arc<Touching>,
         meta: Meta,
+        policy: Policy,
     ) -> std::result::Result<Self, UpstreamError> {
         let upstreams = cfg
             .effective_upstreams()
@@ -239,35 +241,17 @@ impl Mirror {
                 &cfg.mirror,
                 &cfg.effective_upstreams(),
                 store.clone(),
-                meta.clone(),
+                meta,
                 fills,
                 cfg.registry.max_manifest_bytes,
             ),
-            policy: Policy::new(
-                Plugins::none(),
-                store,
-                meta,
-                cfg.registry.max_manifest_bytes,
-            ),
+            policy,
         })
     }
 
     /// The policy (plugins) that tags served through the mirror go through.
-    pub fn with_policy(mut self, policy: Policy) -> Self {
-        self.policy = policy;
-        self
-    }
-
     pub fn policy(&self) -> &Policy {
         &self.policy
-    }
-
-    /// Leases over what the mirror builds (reduced indexes) and fetches (blob fills) until a root
-    /// holds it.
-    pub fn with_leases(mut self, leases: Leases) -> Self {
-        self.fills.set_leases(leases.clone());
-        self.platforms.set_leases(leases);
-        self
     }
 
     pub fn upstreams(&self) -> &[Arc<Upstream>] {
@@ -871,11 +855,18 @@ mod tests {
 
     #[test]
     fn addressing() {
-        let store: Arc<dyn ContentStore> = Arc::new(
-            wharf_storage::store::FsStore::open(tempfile::tempdir().unwrap().keep()).unwrap(),
-        );
         let dir = tempfile::tempdir().unwrap();
         let meta = Meta::open(&dir.path().join("m.redb")).unwrap();
+        let store = Touching::wrap(
+            Arc::new(wharf_storage::store::FsStore::open(dir.path().join("s")).unwrap()),
+            wharf_storage::lease::Leases::new(meta.clone()),
+        );
+        let policy = Policy::new(
+            crate::plugin::Plugins::none(),
+            store.clone(),
+            meta.clone(),
+            1 << 20,
+        );
         let mut cfg = Config::default();
         let mut up = wharf_model::config::UpstreamConfig::docker_hub();
         up.host = "127.0.0.1:5001".into();
@@ -883,7 +874,7 @@ mod tests {
         up.insecure = true;
         up.prefix = Some("local".into());
         cfg.upstreams.push(up);
-        let m = Mirror::new(&cfg, store, meta).unwrap();
+        let m = Mirror::new(&cfg, store, meta, policy).unwrap();
         let t = m.explicit("alpine", Some("docker.io")).unwrap();
         assert_eq!(
             (t.remote.as_str(), t.cache.as_str()),

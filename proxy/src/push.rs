@@ -34,7 +34,7 @@ use wharf_model::manifest::{self, Kind};
 use wharf_model::platform::Platform;
 use wharf_model::request::{Operation, RequestCtx};
 use wharf_storage::inflight::Flights;
-use wharf_storage::lease::Leases;
+use wharf_storage::lease::{Leases, Touching};
 use wharf_storage::meta::{ManifestPut, ManifestRecord, Meta};
 use wharf_storage::store::ContentStore;
 
@@ -185,11 +185,12 @@ pub struct Push {
 }
 
 impl Push {
+    /// The routes of `cfg`, delivering from `store` under its leases; reduced indexes are stored
+    /// through `policy`.
     pub fn new(
         cfg: &Config,
-        store: Arc<dyn ContentStore>,
+        store: Arc<Touching>,
         meta: Meta,
-        leases: Leases,
         policy: Policy,
     ) -> Result<Push, PushError> {
         let upstreams = cfg.effective_upstreams();
@@ -211,9 +212,9 @@ impl Push {
         }
         Ok(Push {
             routes,
+            leases: store.leases().clone(),
             store,
             meta,
-            leases,
             policy,
             cfg: cfg.delivery.clone(),
             wake: tokio::sync::Notify::new(),

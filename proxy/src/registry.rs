@@ -24,7 +24,7 @@ use wharf_model::reference::RepoName;
 use wharf_model::request::ClientAddr;
 use wharf_model::request::Operation;
 use wharf_model::request::Operator;
-use wharf_storage::lease::Leases;
+use wharf_storage::lease::{Leases, Touching};
 use wharf_storage::meta::Meta;
 use wharf_storage::store::ContentStore;
 
@@ -87,15 +87,10 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// `store` should be the `lease::Touching` view of the content store over `leases`.
-    pub fn new(
-        store: Arc<dyn ContentStore>,
-        meta: Meta,
-        cfg: RegistryConfig,
-        mirror: Mirror,
-        leases: Leases,
-    ) -> Self {
+    /// Serves from `store`: its touches protect what requests name, its leases hold upload sessions.
+    pub fn new(store: Arc<Touching>, meta: Meta, cfg: RegistryConfig, mirror: Mirror) -> Self {
         let policy = mirror.policy().clone();
+        let leases = store.leases().clone();
         Registry {
             store,
             meta,

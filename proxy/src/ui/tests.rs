@@ -616,25 +616,19 @@ fn serving_with(
         Arc::new(wharf_storage::store::FsStore::open(dir).unwrap()),
         leases.clone(),
     );
-    let mirror = crate::mirror::Mirror::new(&cfg, store.clone(), meta.clone()).unwrap();
-    let registry = Arc::new(
-        crate::registry::Registry::new(
-            store.clone(),
-            meta.clone(),
-            cfg.registry.clone(),
-            mirror,
-            leases.clone(),
-        )
-        .with_auth(auth),
-    );
     let policy = crate::policy::Policy::new(
         crate::plugin::Plugins::none(),
         store.clone(),
         meta.clone(),
         4 << 20,
     );
-    let push =
-        crate::push::Push::new(&cfg, store.clone(), meta.clone(), leases.clone(), policy).unwrap();
+    let mirror =
+        crate::mirror::Mirror::new(&cfg, store.clone(), meta.clone(), policy.clone()).unwrap();
+    let registry = Arc::new(
+        crate::registry::Registry::new(store.clone(), meta.clone(), cfg.registry.clone(), mirror)
+            .with_auth(auth),
+    );
+    let push = crate::push::Push::new(&cfg, store.clone(), meta.clone(), policy).unwrap();
     let admin = crate::admin::Admin {
         scrub: Arc::new(wharf_storage::scrub::Scrubber::new(
             meta.clone(),
