@@ -28,7 +28,7 @@ use wharf_model::digest::Digest;
 use wharf_model::manifest::{self, Kind};
 use wharf_model::platform::Platform;
 use wharf_model::platform::{PlatformSpec, REDUCED_FROM};
-use wharf_model::reference::{Reference, RepoName, Tag};
+use wharf_model::reference::{split_registry_host, Reference, RepoName, Tag};
 
 pub mod client;
 pub mod docker;
@@ -87,18 +87,14 @@ pub enum ArchiveError {
 }
 
 /// What a client would pull from wharf: `docker.io/library/alpine:3`, `team/app:v1`,
-/// `ghcr.io/org/app@sha256:…`. A first component with a dot or a port, or `localhost`, is a registry
-/// host (Docker's rule): it is sent as containerd's `?ns=`, which the mirror routes by.
+/// `ghcr.io/org/app@sha256:…`. A first component that is a registry host by Docker's rule
+/// (`reference::is_registry_host`) is sent as containerd's `?ns=`, which the mirror routes by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRef {
     pub host: Option<String>,
     /// The repository on that host (or in wharf, without a host).
     pub name: String,
     pub reference: Reference,
-}
-
-fn is_host(first: &str) -> bool {
-    first.contains('.') || first.contains(':') || first == "localhost"
 }
 
 impl std::str::FromStr for ImageRef {
@@ -131,9 +127,9 @@ impl std::str::FromStr for ImageRef {
                 }
             }
         };
-        let (host, name) = match rest.split_once('/') {
-            Some((first, name)) if is_host(first) => (Some(first.to_owned()), name),
-            _ => (None, rest),
+        let (host, name) = match split_registry_host(rest) {
+            Some((first, name)) => (Some(first.to_owned()), name),
+            None => (None, rest),
         };
         name.parse::<RepoName>().map_err(|e| bad(e.to_string()))?;
         Ok(ImageRef {

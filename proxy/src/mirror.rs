@@ -313,11 +313,8 @@ impl Mirror {
                 h
             }
             None => {
-                // Docker's rule for the first component of a reference: a host has a dot or a
-                // port, or is localhost.
-                let (first, _) = name.split_once('/')?;
-                let hostlike = first.contains('.') || first.contains(':') || first == "localhost";
-                if !hostlike || self.explicit(name, None).is_some() {
+                let (first, _) = wharf_model::reference::split_registry_host(name)?;
+                if self.explicit(name, None).is_some() {
                     return None;
                 }
                 first

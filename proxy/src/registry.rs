@@ -392,8 +392,8 @@ impl Registry {
         if let Some(ns) = ns {
             return (!self.mirror.names_self(ns)).then(|| (ns.to_owned(), name.to_owned()));
         }
-        let (first, rest) = name.split_once('/')?;
-        (first.contains('.') || first == "localhost").then(|| (first.to_owned(), rest.to_owned()))
+        let (first, rest) = wharf_model::reference::split_registry_host(name)?;
+        Some((first.to_owned(), rest.to_owned()))
     }
 
     /// A write naming registry `host` that no push route covers.

@@ -14,11 +14,9 @@ use wharf_model::digest::Digest;
 use wharf_storage::gc::{mark, GcError};
 
 /// Where cached content of a repository came from, by its name: a mirror caches `<host>/<remote>`,
-/// and a first component is a host when it has a dot or a port or is `localhost` (Docker's rule).
-/// Anything else was pushed to wharf.
+/// with a first component that is a host by Docker's rule. Anything else was pushed to wharf.
 pub fn upstream_of(repository: &str) -> Option<&str> {
-    let (first, _) = repository.split_once('/')?;
-    (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
+    wharf_model::reference::split_registry_host(repository).map(|(host, _)| host)
 }
 
 /// One repository's share of the store.

@@ -90,12 +90,11 @@ fn when(now: u64, t: u64) -> String {
     )
 }
 
-/// The registry a cached repository came from: the first path component when it names a host (the
-/// rule docker uses: a dot, a port or `localhost`), as the mirror names its cache repositories
-/// `<upstream host>/<repository>`. `None`: pushed here.
+/// The registry a cached repository came from: the first path component when it names a host
+/// (Docker's rule), as the mirror names its cache repositories `<upstream host>/<repository>`.
+/// `None`: pushed here.
 pub fn upstream_of(repository: &str) -> Option<&str> {
-    let (first, _) = repository.split_once('/')?;
-    (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
+    wharf_model::reference::split_registry_host(repository).map(|(host, _)| host)
 }
 
 fn serde_name<T: serde::Serialize>(v: &T) -> String {
