@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::admin::Admin;
 use crate::push::journal::State;
 use wharf_model::digest::Digest;
+use wharf_model::units::human_bytes;
 use wharf_storage::gc::{mark, GcError};
 
 /// Where cached content of a repository came from, by its name: a mirror caches `<host>/<remote>`,
@@ -187,22 +188,6 @@ pub async fn collect(admin: &Admin, server: bool) -> Result<Status, GcError> {
         pushes,
         leases: admin.leases.list().len(),
     })
-}
-
-/// Bytes as people read them (binary units).
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 /// `wharf status` as a text table.
@@ -385,13 +370,6 @@ mod tests {
         assert_eq!(upstream_of("localhost/x"), Some("localhost"));
         assert_eq!(upstream_of("ci/app"), None);
         assert_eq!(upstream_of("alpine"), None);
-    }
-
-    #[test]
-    fn bytes_read_as_people_read_them() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
     }
 
     #[test]

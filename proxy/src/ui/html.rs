@@ -10,6 +10,7 @@ use super::chart;
 use super::ring::Denial;
 use super::viewer::Audience;
 use crate::push::Status;
+use wharf_model::units::human_bytes;
 use wharf_storage::images::Image;
 use wharf_storage::meta::{Retention, Sample};
 
@@ -53,21 +54,6 @@ pub fn esc(s: &str) -> String {
 
 /// `42 s`, `5 min`, `3 h`, `2 days`, as the command line writes them too.
 pub use crate::status::duration;
-
-/// `512 B`, `1.5 KiB`, `12.0 MiB`.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
 
 fn ago(now: u64, t: u64) -> String {
     if t > now {
@@ -202,7 +188,7 @@ fn tiles(s: &mut String, page: &Page) {
     tile(
         s,
         "saved",
-        &bytes(totals.bytes_from_cache),
+        &human_bytes(totals.bytes_from_cache),
         "served from cache",
     );
     if let Ok(list) = &page.images {
@@ -265,7 +251,7 @@ fn history(s: &mut String, page: &Page) {
         s,
         "<figure id=\"chart-bytes-saved\"><figcaption>Bytes saved</figcaption>{}\
          <p class=\"muted\">served from the cache instead of an upstream</p></figure>",
-        chart::svg("Bytes served from the cache", &saved, 0.0, |v| bytes(
+        chart::svg("Bytes served from the cache", &saved, 0.0, |v| human_bytes(
             v as u64
         )),
     );
@@ -372,7 +358,7 @@ fn image_row(s: &mut String, now: u64, img: &Image) {
          <td data-label=\"Size\">{}</td><td data-label=\"Last use\">{last}</td>\
          <td data-label=\"Digest\"><code title=\"{}\">{}</code></td></tr>",
         esc(img.tag.as_deref().unwrap_or("<none>")),
-        esc(&bytes(img.size)),
+        esc(&human_bytes(img.size)),
         esc(&img.digest.to_string()),
         esc(&img.digest.hex()[..12.min(img.digest.hex().len())]),
     );

@@ -3,7 +3,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::chart;
-use super::html::{bytes, esc, render, upstream_of, Page};
+use super::html::{esc, render, upstream_of, Page};
 use super::ring::{Denial, Ring};
 use crate::push::Status;
 use wharf_storage::images::Image;
@@ -311,14 +311,6 @@ fn upstream_is_the_host_part_of_a_cache_repository() {
 }
 
 #[test]
-fn bytes_are_human() {
-    assert_eq!(bytes(0), "0 B");
-    assert_eq!(bytes(1023), "1023 B");
-    assert_eq!(bytes(1536), "1.5 KiB");
-    assert_eq!(bytes(5 << 30), "5.0 GiB");
-}
-
-#[test]
 fn ring_keeps_the_newest() {
     let mut r = Ring::new(3);
     for i in 0..10 {
@@ -424,7 +416,9 @@ fn chart_svg_of_flat_or_odd_values_is_finite() {
         ],
         vec![],
     ] {
-        let svg = chart::svg("t", &points, 0.0, |v| bytes(v as u64));
+        let svg = chart::svg("t", &points, 0.0, |v| {
+            wharf_model::units::human_bytes(v as u64)
+        });
         assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
         assert!(svg.ends_with("</svg>"));
     }
