@@ -592,7 +592,7 @@ pub async fn status(
 /// The push journal, from the server or the files.
 pub async fn pushes(
     cfg: &wharf_model::config::Config,
-) -> Result<Vec<crate::push::Status>, AdminError> {
+) -> Result<Vec<crate::push::DeliveryStatus>, AdminError> {
     match ask(&cfg.storage.data_dir, Method::GET, "/pushes").await? {
         Some((StatusCode::OK, body)) => serde_json::from_slice(&body)
             .map_err(|e| AdminError::Failed(format!("unreadable answer from the server: {e}"))),
@@ -615,7 +615,7 @@ pub async fn push_action(
     cfg: &wharf_model::config::Config,
     id: u64,
     retry: bool,
-) -> Result<Option<crate::push::Status>, AdminError> {
+) -> Result<Option<crate::push::DeliveryStatus>, AdminError> {
     let (method, path) = if retry {
         (Method::POST, format!("/pushes/{id}/retry"))
     } else {

@@ -38,7 +38,7 @@ pub mod tarball;
 #[cfg(test)]
 mod tests;
 
-pub use client::{Fetched, Refusal, Registry};
+pub use client::{Fetched, Refusal, WharfApi};
 pub use import::{import, import_with, ImportReport};
 
 /// The annotation of `index.json` that names an image (OCI image layout).
@@ -224,7 +224,7 @@ fn refused(what: impl Into<String>) -> impl FnOnce(Refusal) -> ArchiveError {
 }
 
 /// Fetches the manifests of what `r` names that `choice` keeps, and lists their blobs.
-pub async fn plan(reg: &Registry, r: &ImageRef, choice: &Choice) -> Result<Plan, ArchiveError> {
+pub async fn plan(reg: &WharfApi, r: &ImageRef, choice: &Choice) -> Result<Plan, ArchiveError> {
     let served = reg
         .manifest(r, &r.reference.to_string())
         .await?
@@ -317,7 +317,7 @@ fn reduced_from(index: &[u8]) -> Option<Digest> {
 
 /// The index and the children `choice` keeps (nested indexes too), in index order.
 async fn walk_index(
-    reg: &Registry,
+    reg: &WharfApi,
     r: &ImageRef,
     choice: &Choice,
     plan: &mut Plan,
@@ -482,7 +482,7 @@ impl Report {
 /// Writes `r`'s chosen platforms to `out` as a tar in `format` (through `out.partial`, renamed once
 /// complete: a failed export leaves no archive).
 pub async fn export_with(
-    reg: &Registry,
+    reg: &WharfApi,
     r: &ImageRef,
     choice: &Choice,
     format: Format,
@@ -526,7 +526,7 @@ pub async fn export_with(
 }
 
 async fn write_archive(
-    reg: &Registry,
+    reg: &WharfApi,
     r: &ImageRef,
     plan: &Plan,
     path: &Path,
@@ -548,7 +548,7 @@ async fn write_archive(
 }
 
 async fn write_docker_archive(
-    reg: &Registry,
+    reg: &WharfApi,
     r: &ImageRef,
     image: &docker::Image,
     path: &Path,
@@ -573,7 +573,7 @@ pub async fn export(
     format: Format,
     out: &Path,
 ) -> Result<Report, ArchiveError> {
-    let reg = Registry::connect(cfg).await?;
+    let reg = WharfApi::connect(cfg).await?;
     let res = export_with(&reg, r, choice, format, out).await;
     reg.close().await;
     res
@@ -582,7 +582,7 @@ pub async fn export(
 /// Fetches every blob of the plan through wharf, verifying each, writing nothing: the mirror fills
 /// its cache on the way.
 pub async fn pull_with(
-    reg: &Registry,
+    reg: &WharfApi,
     r: &ImageRef,
     choice: &Choice,
 ) -> Result<Report, ArchiveError> {
@@ -620,7 +620,7 @@ pub async fn pull_with(
 
 /// `wharf images pull`.
 pub async fn pull(cfg: &Config, r: &ImageRef, choice: &Choice) -> Result<Report, ArchiveError> {
-    let reg = Registry::connect(cfg).await?;
+    let reg = WharfApi::connect(cfg).await?;
     let res = pull_with(&reg, r, choice).await;
     reg.close().await;
     res

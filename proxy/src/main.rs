@@ -766,7 +766,7 @@ fn fsck_text(r: &wharf_storage::scrub::Report) -> String {
     out
 }
 
-fn pushes_text(list: &[wharf::push::Status]) -> String {
+fn pushes_text(list: &[wharf::push::DeliveryStatus]) -> String {
     use std::fmt::Write as _;
     if list.is_empty() {
         return "no deliveries\n".into();

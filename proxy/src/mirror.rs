@@ -28,7 +28,7 @@ use crate::policy::{adopt_manifest, Policy, Repo};
 use crate::registry::{accepts, not_acceptable, tag_list, tag_page, CONTENT_DIGEST};
 use crate::registry::{json_response, manifest_response};
 use crate::upstream::{Upstream, UpstreamError};
-use wharf_metrics::Kind;
+use wharf_metrics::Lookup;
 use wharf_model::clock::unix_now;
 use wharf_model::config::{Config, MirrorConfig};
 use wharf_model::digest::Digest;
@@ -386,14 +386,14 @@ impl Mirror {
                 });
                 let f = match meta.manifest(&t.cache, d).await? {
                     Some(rec) => {
-                        wharf_metrics::cache_hit(Kind::Manifest, req.method(), rec.size);
+                        wharf_metrics::cache_hit(Lookup::Manifest, req.method(), rec.size);
                         Fetched {
                             digest: d.clone(),
                             record: rec,
                         }
                     }
                     None => {
-                        wharf_metrics::cache_miss(Kind::Manifest);
+                        wharf_metrics::cache_miss(Lookup::Manifest);
                         if let Some(ctx) = &judged {
                             self.platforms
                                 .check_child(t, ctx.clone(), &self.policy, d)
@@ -447,7 +447,7 @@ impl Mirror {
                     let checked = meta.tag_checked(&t.cache, tag.as_str()).await?.unwrap_or(0);
                     if unix_now().saturating_sub(checked) < self.cfg.tag_ttl_secs {
                         self.pulled(t, tag.as_str());
-                        wharf_metrics::cache_hit(Kind::Manifest, req.method(), c.record.size);
+                        wharf_metrics::cache_hit(Lookup::Manifest, req.method(), c.record.size);
                         if !self.policy.rewrites() && !self.platforms.active(t, &self.policy) {
                             return manifest_response(store, &c.digest, &c.record, head).await;
                         }
@@ -464,7 +464,7 @@ impl Mirror {
                     .collect::<Vec<_>>()
                     .join(",");
                 let key = format!("{}|{}|{tag}|{accept_key}", t.upstream.host, t.remote);
-                wharf_metrics::cache_miss(Kind::Manifest);
+                wharf_metrics::cache_miss(Lookup::Manifest);
                 let (fetcher, t2, tag2) = (self.fetcher.clone(), t.clone(), tag.to_string());
                 let res = self
                     .flights

@@ -70,7 +70,7 @@ pub struct Status {
     pub repositories: Vec<Repository>,
     /// The server's cache counters since it started, by blob and manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache: Option<wharf_metrics::Snapshot>,
+    pub cache: Option<wharf_metrics::CacheCounts>,
     /// The cache totals counted across restarts (since `since`), as of `at`; `None`: never counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_totals: Option<wharf_storage::meta::Sample>,
@@ -172,7 +172,7 @@ pub async fn collect(admin: &Admin, server: bool) -> Result<Status, GcError> {
     let last_scrub = c.meta.last_scrub().await?;
     let scrub_progress = c.meta.scrub_progress().await?;
     let cache_totals = crate::ui::current(&c.meta).await?;
-    let cache = server.then(wharf_metrics::snapshot);
+    let cache = server.then(wharf_metrics::cache_counts);
     Ok(Status {
         server,
         contents: sizes.len(),
@@ -392,7 +392,7 @@ mod tests {
                 bytes: 2048,
                 last_used: None,
             }],
-            cache: Some(wharf_metrics::Snapshot {
+            cache: Some(wharf_metrics::CacheCounts {
                 blob_hits: 1,
                 blob_misses: 1,
                 ..Default::default()

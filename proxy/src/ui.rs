@@ -34,7 +34,7 @@ use http_body_util::Full;
 use crate::admin::Admin;
 use crate::error::ErrorCode;
 pub use html::{Page, REFRESH_SECS};
-pub use ring::{Denial, Ring};
+pub use ring::{DeniedRequest, Ring};
 pub use viewer::{Audience, Viewer};
 pub use wharf_storage::meta::{CacheTotals, Sample};
 use wharf_storage::meta::{Meta, MetaError, Retention};
@@ -46,7 +46,7 @@ pub const DENIALS_KEPT: usize = 50;
 /// A plugin's reason is shown up to this many characters (a plugin may say a lot).
 const REASON_CHARS: usize = 400;
 
-static DENIALS: Mutex<Ring<Denial>> = Mutex::new(Ring::new(DENIALS_KEPT));
+static DENIALS: Mutex<Ring<DeniedRequest>> = Mutex::new(Ring::new(DENIALS_KEPT));
 /// Denials recorded by this process: the sampler writes the ring to the metadata when it moved.
 static DENIALS_SEEN: AtomicU64 = AtomicU64::new(0);
 /// The status record the ring is kept under.
@@ -70,7 +70,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The cache counters of this process (the metrics module's, cumulative since start).
 fn counters() -> CacheTotals {
-    let s = wharf_metrics::snapshot();
+    let s = wharf_metrics::cache_counts();
     CacheTotals {
         hits: s.blob_hits + s.manifest_hits,
         misses: s.blob_misses + s.manifest_misses,
@@ -116,7 +116,7 @@ pub fn denied(plugin: &str, repository: &str, request: &str, reason: &str) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_owned(),
     };
-    lock(&DENIALS).push(Denial {
+    lock(&DENIALS).push(DeniedRequest {
         at: now(),
         plugin: clip(plugin),
         request: clip(request),
@@ -128,7 +128,10 @@ pub fn denied(plugin: &str, repository: &str, request: &str, reason: &str) {
 
 /// Puts the denials a previous run recorded before this run's (at start, before serving).
 pub async fn restore_denials(meta: &Meta) {
-    match meta.status_record::<Vec<Denial>>(DENIALS_RECORD).await {
+    match meta
+        .status_record::<Vec<DeniedRequest>>(DENIALS_RECORD)
+        .await
+    {
         Ok(Some(older)) => lock(&DENIALS).restore_older(older),
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "status page: cannot read the recent denials"),

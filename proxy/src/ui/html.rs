@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::chart;
-use super::ring::Denial;
+use super::ring::DeniedRequest;
 use super::viewer::Audience;
-use crate::push::Status;
+use crate::push::DeliveryStatus;
 use wharf_model::units::human_bytes;
 use wharf_storage::images::Image;
 use wharf_storage::meta::{Retention, Sample};
@@ -21,12 +21,12 @@ pub struct Page {
     /// Tagged images, or why they could not be listed.
     pub images: Result<Vec<Image>, String>,
     /// The push journal, or why it could not be read.
-    pub pushes: Result<Vec<Status>, String>,
+    pub pushes: Result<Vec<DeliveryStatus>, String>,
     /// Oldest first (the recorded history, thinned as `keep` says); the last one is taken for this
     /// rendering.
     pub samples: Vec<Sample>,
     /// Oldest first.
-    pub denials: Vec<Denial>,
+    pub denials: Vec<DeniedRequest>,
     pub sample_every: Duration,
     pub keep: Retention,
     /// Whom the lists were kept for (`Viewer::filter`).
@@ -377,7 +377,7 @@ fn pushes(s: &mut String, page: &Page) {
             return;
         }
     };
-    let open: Vec<&Status> = list
+    let open: Vec<&DeliveryStatus> = list
         .iter()
         .filter(|p| serde_name(&p.state) != "delivered")
         .collect();

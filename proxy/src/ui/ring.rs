@@ -46,7 +46,7 @@ impl<T: Clone> Ring<T> {
 
 /// A request a plugin's access check refused.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Denial {
+pub struct DeniedRequest {
     /// Unix seconds.
     pub at: u64,
     pub plugin: String,
@@ -54,12 +54,12 @@ pub struct Denial {
     pub request: String,
     pub reason: String,
     /// The name the rules judge (`ghcr.io/team/app`): the page shows the denial to callers who may
-    /// pull it. Empty in records from before it was kept: see [`Denial::repository`].
+    /// pull it. Empty in records from before it was kept: see [`DeniedRequest::repository`].
     #[serde(default)]
     pub repository: String,
 }
 
-impl Denial {
+impl DeniedRequest {
     /// The repository the denied request named. Records written before the name was kept carry it
     /// only in `request` (`<operation> of <name>`).
     pub fn repository(&self) -> &str {

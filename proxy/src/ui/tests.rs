@@ -4,8 +4,8 @@ use serde_json::json;
 
 use super::chart;
 use super::html::{esc, render, upstream_of, Page};
-use super::ring::{Denial, Ring};
-use crate::push::Status;
+use super::ring::{DeniedRequest, Ring};
+use crate::push::DeliveryStatus;
 use wharf_storage::images::Image;
 use wharf_storage::meta::{CacheTotals, Retention, Sample};
 
@@ -30,7 +30,7 @@ fn image(repository: &str, tag: &str, platforms: &[&str], absent: usize) -> Imag
     .expect("an images::Image")
 }
 
-fn push(state: &str, repository: &str, error: Option<&str>) -> Status {
+fn push(state: &str, repository: &str, error: Option<&str>) -> DeliveryStatus {
     serde_json::from_value(json!({
         "id": 7,
         "state": state,
@@ -49,7 +49,7 @@ fn push(state: &str, repository: &str, error: Option<&str>) -> Status {
         "delivered_at": null,
         "lease": null,
     }))
-    .expect("a push::Status")
+    .expect("a push::DeliveryStatus")
 }
 
 fn sample(at: u64, hits: u64, misses: u64, from_cache: u64) -> Sample {
@@ -111,7 +111,7 @@ fn names_from_clients_are_shown_not_run() {
         0,
     )]);
     page.pushes = Ok(vec![push("failed", HOSTILE, Some(HOSTILE))]);
-    page.denials = vec![Denial {
+    page.denials = vec![DeniedRequest {
         at: NOW - 5,
         plugin: HOSTILE.into(),
         request: HOSTILE.into(),
@@ -288,7 +288,7 @@ fn a_long_push_error_is_clipped_with_the_whole_text_in_a_details() {
 fn denials_newest_first() {
     let mut page = empty_page();
     for (i, plugin) in ["older", "newer"].iter().enumerate() {
-        page.denials.push(Denial {
+        page.denials.push(DeniedRequest {
             at: NOW - 100 + i as u64,
             plugin: (*plugin).into(),
             request: "pull of ghcr.io/team/app".into(),
@@ -848,7 +848,7 @@ fn page_with_a_private_repository() -> Page {
         ),
         push("pending", "pub/tool", None),
     ]);
-    let denial = |repository: &str, request: &str| Denial {
+    let denial = |repository: &str, request: &str| DeniedRequest {
         at: NOW - 5,
         plugin: "gate".into(),
         request: request.into(),
