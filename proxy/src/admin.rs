@@ -29,7 +29,6 @@ use serde::{Deserialize, Serialize};
 use wharf_storage::gc::{Collector, Report, Settings};
 use wharf_storage::lease::Leases;
 use wharf_storage::meta::LeaseRecord;
-use wharf_storage::store::ContentStore;
 
 pub const SOCKET: &str = "admin.sock";
 
@@ -411,14 +410,14 @@ async fn offline_with(cfg: &wharf_model::config::Config, check: bool) -> Result<
     let leases = Leases::load_offline(meta.clone())
         .await
         .map_err(|e| AdminError::Failed(e.to_string()))?;
-    let store: Arc<dyn ContentStore> = Arc::new(store);
+    let store = wharf_storage::lease::Touching::wrap(Arc::new(store), leases.clone());
     let policy = wharf_policy::policy::Policy::new(
         wharf_policy::plugin::Plugins::none(),
         store.clone(),
         meta.clone(),
         cfg.registry.max_manifest_bytes,
     );
-    let push = crate::push::Push::new(cfg, store.clone(), meta.clone(), leases.clone(), policy)
+    let push = crate::push::Push::new(cfg, store.clone(), meta.clone(), policy)
         .map_err(|e| AdminError::Failed(e.to_string()))?;
     let scrub = Arc::new(wharf_storage::scrub::Scrubber::new(
         meta.clone(),
@@ -596,7 +595,7 @@ pub async fn status(
 /// The push journal, from the server or the files.
 pub async fn pushes(
     cfg: &wharf_model::config::Config,
-) -> Result<Vec<crate::push::Status>, AdminError> {
+) -> Result<Vec<crate::push::DeliveryStatus>, AdminError> {
     match ask(&cfg.storage.data_dir, Method::GET, "/pushes").await? {
         Some((StatusCode::OK, body)) => serde_json::from_slice(&body)
             .map_err(|e| AdminError::Failed(format!("unreadable answer from the server: {e}"))),
@@ -619,7 +618,7 @@ pub async fn push_action(
     cfg: &wharf_model::config::Config,
     id: u64,
     retry: bool,
-) -> Result<Option<crate::push::Status>, AdminError> {
+) -> Result<Option<crate::push::DeliveryStatus>, AdminError> {
     let (method, path) = if retry {
         (Method::POST, format!("/pushes/{id}/retry"))
     } else {

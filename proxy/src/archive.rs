@@ -28,7 +28,7 @@ use wharf_model::digest::Digest;
 use wharf_model::manifest::{self, Kind};
 use wharf_model::platform::Platform;
 use wharf_model::platform::{PlatformSpec, REDUCED_FROM};
-use wharf_model::reference::{Reference, RepoName, Tag};
+use wharf_model::reference::{split_registry_host, Reference, RepoName, Tag};
 
 pub mod client;
 pub mod docker;
@@ -38,7 +38,7 @@ pub mod tarball;
 #[cfg(test)]
 mod tests;
 
-pub use client::{Fetched, Refusal, Registry};
+pub use client::{Fetched, Refusal, WharfApi};
 pub use import::{import, import_with, ImportReport};
 
 /// The annotation of `index.json` that names an image (OCI image layout).
@@ -87,18 +87,14 @@ pub enum ArchiveError {
 }
 
 /// What a client would pull from wharf: `docker.io/library/alpine:3`, `team/app:v1`,
-/// `ghcr.io/org/app@sha256:…`. A first component with a dot or a port, or `localhost`, is a registry
-/// host (Docker's rule): it is sent as containerd's `?ns=`, which the mirror routes by.
+/// `ghcr.io/org/app@sha256:…`. A first component that is a registry host by Docker's rule
+/// (`reference::is_registry_host`) is sent as containerd's `?ns=`, which the mirror routes by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRef {
     pub host: Option<String>,
     /// The repository on that host (or in wharf, without a host).
     pub name: String,
     pub reference: Reference,
-}
-
-fn is_host(first: &str) -> bool {
-    first.contains('.') || first.contains(':') || first == "localhost"
 }
 
 impl std::str::FromStr for ImageRef {
@@ -131,9 +127,9 @@ impl std::str::FromStr for ImageRef {
                 }
             }
         };
-        let (host, name) = match rest.split_once('/') {
-            Some((first, name)) if is_host(first) => (Some(first.to_owned()), name),
-            _ => (None, rest),
+        let (host, name) = match split_registry_host(rest) {
+            Some((first, name)) => (Some(first.to_owned()), name),
+            None => (None, rest),
         };
         name.parse::<RepoName>().map_err(|e| bad(e.to_string()))?;
         Ok(ImageRef {
@@ -228,7 +224,7 @@ fn refused(what: impl Into<String>) -> impl FnOnce(Refusal) -> ArchiveError {
 }
 
 /// Fetches the manifests of what `r` names that `choice` keeps, and lists their blobs.
-pub async fn plan(reg: &Registry, r: &ImageRef, choice: &Choice) -> Result<Plan, ArchiveError> {
+pub async fn plan(reg: &WharfApi, r: &ImageRef, choice: &Choice) -> Result<Plan, ArchiveError> {
     let served = reg
         .manifest(r, &r.reference.to_string())
         .await?
@@ -321,7 +317,7 @@ fn reduced_from(index: &[u8]) -> Option<Digest> {
 
 /// The index and the children `choice` keeps (nested indexes too), in index order.
 async fn walk_index(
-    reg: &Registry,
+    reg: &WharfApi,
     r: &ImageRef,
     choice: &Choice,
     plan: &mut Plan,
@@ -486,7 +482,7 @@ impl Report {
 /// Writes `r`'s chosen platforms to `out` as a tar in `format` (through `out.partial`, renamed once
 /// complete: a failed export leaves no archive).
 pub async fn export_with(
-    reg: &Registry,
+    reg: &WharfApi,
     r: &ImageRef,
     choice: &Choice,
     format: Format,
@@ -530,7 +526,7 @@ pub async fn export_with(
 }
 
 async fn write_archive(
-    reg: &Registry,
+    reg: &WharfApi,
     r: &ImageRef,
     plan: &Plan,
     path: &Path,
@@ -552,7 +548,7 @@ async fn write_archive(
 }
 
 async fn write_docker_archive(
-    reg: &Registry,
+    reg: &WharfApi,
     r: &ImageRef,
     image: &docker::Image,
     path: &Path,
@@ -577,7 +573,7 @@ pub async fn export(
     format: Format,
     out: &Path,
 ) -> Result<Report, ArchiveError> {
-    let reg = Registry::connect(cfg).await?;
+    let reg = WharfApi::connect(cfg).await?;
     let res = export_with(&reg, r, choice, format, out).await;
     reg.close().await;
     res
@@ -586,7 +582,7 @@ pub async fn export(
 /// Fetches every blob of the plan through wharf, verifying each, writing nothing: the mirror fills
 /// its cache on the way.
 pub async fn pull_with(
-    reg: &Registry,
+    reg: &WharfApi,
     r: &ImageRef,
     choice: &Choice,
 ) -> Result<Report, ArchiveError> {
@@ -624,7 +620,7 @@ pub async fn pull_with(
 
 /// `wharf images pull`.
 pub async fn pull(cfg: &Config, r: &ImageRef, choice: &Choice) -> Result<Report, ArchiveError> {
-    let reg = Registry::connect(cfg).await?;
+    let reg = WharfApi::connect(cfg).await?;
     let res = pull_with(&reg, r, choice).await;
     reg.close().await;
     res

@@ -324,7 +324,7 @@ impl Semantic {
                 return;
             }
         };
-        let store: Arc<dyn wharf_storage::store::ContentStore> = Arc::new(store);
+        let store = wharf_storage::lease::Touching::wrap(Arc::new(store), leases);
         // Routes do not depend on the plugins (loaded and checked above).
         let policy = wharf_policy::policy::Policy::new(
             wharf_policy::plugin::Plugins::none(),
@@ -339,7 +339,9 @@ impl Semantic {
             .retain(|u| !failed_upstreams.iter().any(|h| h == &u.host));
         let default = tmp.mirror.default_upstream.clone();
         if !default.is_empty() && !failed_upstreams.contains(&default) {
-            if let Err(e) = crate::mirror::Mirror::new(&tmp, store.clone(), meta.clone()) {
+            if let Err(e) =
+                crate::mirror::Mirror::new(&tmp, store.clone(), meta.clone(), policy.clone())
+            {
                 let reason = match e {
                     wharf_protocol::upstream::UpstreamError::Config { reason, .. } => reason,
                     e => e.to_string(),
@@ -360,14 +362,7 @@ impl Semantic {
                 pushes,
                 ..base.clone()
             };
-            crate::push::Push::new(
-                &cfg,
-                store.clone(),
-                meta.clone(),
-                leases.clone(),
-                policy.clone(),
-            )
-            .map(|_| ())
+            crate::push::Push::new(&cfg, store.clone(), meta.clone(), policy.clone()).map(|_| ())
         };
         let routes = self.cfg.pushes.clone();
         let mut all_ok = true;

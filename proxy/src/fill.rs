@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 
 use wharf_model::digest::Digest;
 use wharf_protocol::body::{map_chunk, map_if_resident, Body, Sending, MAP_CHUNK};
-use wharf_storage::lease::{Lease, Leases};
+use wharf_storage::lease::{Lease, Leases, Touching};
 use wharf_storage::meta::Meta;
 
 /// A fill's lease lasts this long unless released (a fill that hangs that long has failed anyway).
@@ -93,27 +93,24 @@ pub struct Fills {
     meta: Meta,
     /// Each fill holds a lease on its blob from before its first byte until it is linked to its cache
     /// repository (`wharf leases` lists fills in progress).
-    leases: Option<Leases>,
+    leases: Leases,
 }
 
 impl Fills {
-    pub fn new(store: Arc<dyn ContentStore>, meta: Meta) -> Self {
+    /// Fills into `store`, each under a lease from its leases.
+    pub fn new(store: Arc<Touching>, meta: Meta) -> Self {
         Fills {
             running: Arc::new(DashMap::new()),
+            leases: store.leases().clone(),
             store,
             meta,
-            leases: None,
         }
-    }
-
-    pub fn set_leases(&mut self, leases: Leases) {
-        self.leases = Some(leases);
     }
 
     /// A lease on `digest` for one fill; a fill goes on without one if the metadata store refuses
     /// (the grace window after its commit still protects the blob).
     async fn lease(&self, digest: &Digest, ingest: &IngestRef, src: &Source) -> Option<Lease> {
-        let leases = self.leases.as_ref()?;
+        let leases = &self.leases;
         let purpose = format!("fill {} {digest}", src.cache_repo);
         let taken = async {
             let d = digest.to_string();

@@ -4,6 +4,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use wharf_model::config::Config;
+use wharf_model::units::human_bytes;
 
 /// A registry-protocol proxy for container images.
 #[derive(Parser)]
@@ -688,21 +689,6 @@ fn local_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 fn gc_text(r: &wharf_storage::gc::Report) -> String {
     use std::fmt::Write as _;
     let verb = if r.dry_run { "would remove" } else { "removed" };
@@ -780,7 +766,7 @@ fn fsck_text(r: &wharf_storage::scrub::Report) -> String {
     out
 }
 
-fn pushes_text(list: &[wharf::push::Status]) -> String {
+fn pushes_text(list: &[wharf::push::DeliveryStatus]) -> String {
     use std::fmt::Write as _;
     if list.is_empty() {
         return "no deliveries\n".into();

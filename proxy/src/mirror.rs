@@ -22,7 +22,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
 use crate::fill::Fills;
-use wharf_metrics::Kind;
+use wharf_metrics::Lookup;
 use wharf_model::clock::unix_now;
 use wharf_model::config::{Config, MirrorConfig};
 use wharf_model::digest::Digest;
@@ -30,7 +30,6 @@ use wharf_model::manifest::Descriptor;
 use wharf_model::manifest::{self, bare_media_type};
 use wharf_model::reference::Reference;
 use wharf_model::request::{Operation, RequestCtx};
-use wharf_policy::plugin::Plugins;
 use wharf_policy::policy::{adopt_manifest, Policy, Repo};
 use wharf_protocol::body::Body;
 use wharf_protocol::error::{ErrorCode, RegistryError, Result};
@@ -38,7 +37,7 @@ use wharf_protocol::respond::{accepts, not_acceptable, tag_list, tag_page, CONTE
 use wharf_protocol::respond::{json_response, manifest_response};
 use wharf_protocol::upstream::{Upstream, UpstreamError};
 use wharf_storage::inflight::Flights;
-use wharf_storage::lease::Leases;
+use wharf_storage::lease::Touching;
 use wharf_storage::meta::{ManifestPut, ManifestRecord, Meta};
 use wharf_storage::store::ContentStore;
 
@@ -195,10 +194,13 @@ pub struct Mirror {
 const MAX_UNCONFIGURED_SEEN: usize = 256;
 
 impl Mirror {
+    /// A mirror that caches into `store`, fills and reduces indexes under its leases, and serves
+    /// tags through `policy` (the same plugins as local repositories').
     pub fn new(
         cfg: &Config,
-        store: Arc<dyn ContentStore>,
+        store: Arc<Touching>,
         meta: Meta,
+        policy: Policy,
     ) -> std::result::Result<Self, UpstreamError> {
         let upstreams = cfg
             .effective_upstreams()
@@ -239,35 +241,17 @@ impl Mirror {
                 &cfg.mirror,
                 &cfg.effective_upstreams(),
                 store.clone(),
-                meta.clone(),
+                meta,
                 fills,
                 cfg.registry.max_manifest_bytes,
             ),
-            policy: Policy::new(
-                Plugins::none(),
-                store,
-                meta,
-                cfg.registry.max_manifest_bytes,
-            ),
+            policy,
         })
     }
 
     /// The policy (plugins) that tags served through the mirror go through.
-    pub fn with_policy(mut self, policy: Policy) -> Self {
-        self.policy = policy;
-        self
-    }
-
     pub fn policy(&self) -> &Policy {
         &self.policy
-    }
-
-    /// Leases over what the mirror builds (reduced indexes) and fetches (blob fills) until a root
-    /// holds it.
-    pub fn with_leases(mut self, leases: Leases) -> Self {
-        self.fills.set_leases(leases.clone());
-        self.platforms.set_leases(leases);
-        self
     }
 
     pub fn upstreams(&self) -> &[Arc<Upstream>] {
@@ -329,11 +313,8 @@ impl Mirror {
                 h
             }
             None => {
-                // Docker's rule for the first component of a reference: a host has a dot or a
-                // port, or is localhost.
-                let (first, _) = name.split_once('/')?;
-                let hostlike = first.contains('.') || first.contains(':') || first == "localhost";
-                if !hostlike || self.explicit(name, None).is_some() {
+                let (first, _) = wharf_model::reference::split_registry_host(name)?;
+                if self.explicit(name, None).is_some() {
                     return None;
                 }
                 first
@@ -405,14 +386,14 @@ impl Mirror {
                 });
                 let f = match meta.manifest(&t.cache, d).await? {
                     Some(rec) => {
-                        wharf_metrics::cache_hit(Kind::Manifest, req.method(), rec.size);
+                        wharf_metrics::cache_hit(Lookup::Manifest, req.method(), rec.size);
                         Fetched {
                             digest: d.clone(),
                             record: rec,
                         }
                     }
                     None => {
-                        wharf_metrics::cache_miss(Kind::Manifest);
+                        wharf_metrics::cache_miss(Lookup::Manifest);
                         if let Some(ctx) = &judged {
                             self.platforms
                                 .check_child(t, ctx.clone(), &self.policy, d)
@@ -466,7 +447,7 @@ impl Mirror {
                     let checked = meta.tag_checked(&t.cache, tag.as_str()).await?.unwrap_or(0);
                     if unix_now().saturating_sub(checked) < self.cfg.tag_ttl_secs {
                         self.pulled(t, tag.as_str());
-                        wharf_metrics::cache_hit(Kind::Manifest, req.method(), c.record.size);
+                        wharf_metrics::cache_hit(Lookup::Manifest, req.method(), c.record.size);
                         if !self.policy.rewrites() && !self.platforms.active(t, &self.policy) {
                             return manifest_response(store, &c.digest, &c.record, head).await;
                         }
@@ -483,7 +464,7 @@ impl Mirror {
                     .collect::<Vec<_>>()
                     .join(",");
                 let key = format!("{}|{}|{tag}|{accept_key}", t.upstream.host, t.remote);
-                wharf_metrics::cache_miss(Kind::Manifest);
+                wharf_metrics::cache_miss(Lookup::Manifest);
                 let (fetcher, t2, tag2) = (self.fetcher.clone(), t.clone(), tag.to_string());
                 let res = self
                     .flights
@@ -871,11 +852,18 @@ mod tests {
 
     #[test]
     fn addressing() {
-        let store: Arc<dyn ContentStore> = Arc::new(
-            wharf_storage::store::FsStore::open(tempfile::tempdir().unwrap().keep()).unwrap(),
-        );
         let dir = tempfile::tempdir().unwrap();
         let meta = Meta::open(&dir.path().join("m.redb")).unwrap();
+        let store = Touching::wrap(
+            Arc::new(wharf_storage::store::FsStore::open(dir.path().join("s")).unwrap()),
+            wharf_storage::lease::Leases::new(meta.clone()),
+        );
+        let policy = Policy::new(
+            wharf_policy::plugin::Plugins::none(),
+            store.clone(),
+            meta.clone(),
+            1 << 20,
+        );
         let mut cfg = Config::default();
         let mut up = wharf_model::config::UpstreamConfig::docker_hub();
         up.host = "127.0.0.1:5001".into();
@@ -883,7 +871,7 @@ mod tests {
         up.insecure = true;
         up.prefix = Some("local".into());
         cfg.upstreams.push(up);
-        let m = Mirror::new(&cfg, store, meta).unwrap();
+        let m = Mirror::new(&cfg, store, meta, policy).unwrap();
         let t = m.explicit("alpine", Some("docker.io")).unwrap();
         assert_eq!(
             (t.remote.as_str(), t.cache.as_str()),

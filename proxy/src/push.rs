@@ -34,7 +34,7 @@ use wharf_policy::policy::{Policy, Repo};
 use wharf_protocol::error::{ErrorCode, RegistryError};
 use wharf_protocol::upstream::UpstreamError;
 use wharf_storage::inflight::Flights;
-use wharf_storage::lease::Leases;
+use wharf_storage::lease::{Leases, Touching};
 use wharf_storage::meta::{ManifestPut, ManifestRecord, Meta};
 use wharf_storage::store::ContentStore;
 
@@ -46,7 +46,7 @@ pub mod route;
 use deliver::{DeliverError, Sender};
 use journal::{Delivery, State};
 use progress::Progress;
-pub use route::Route;
+pub use route::PushRoute;
 use route::{config_err, under};
 
 /// A delivery's lease lasts this long between attempts (renewed at each); a failed one keeps it until
@@ -78,7 +78,7 @@ pub struct Pushed {
 
 /// One delivery as `wharf push status` lists it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Status {
+pub struct DeliveryStatus {
     pub id: u64,
     pub state: State,
     pub mode: PushMode,
@@ -98,9 +98,9 @@ pub struct Status {
     pub lease: Option<String>,
 }
 
-impl Status {
-    fn of(id: u64, d: Delivery) -> Status {
-        Status {
+impl DeliveryStatus {
+    fn of(id: u64, d: Delivery) -> DeliveryStatus {
+        DeliveryStatus {
             id,
             state: d.state,
             mode: d.mode,
@@ -167,7 +167,7 @@ impl Watch {
 
 /// The push phase and the delivery worker. Cheap to share (`Arc`).
 pub struct Push {
-    routes: Vec<Route>,
+    routes: Vec<PushRoute>,
     store: Arc<dyn ContentStore>,
     meta: Meta,
     leases: Leases,
@@ -185,18 +185,19 @@ pub struct Push {
 }
 
 impl Push {
+    /// The routes of `cfg`, delivering from `store` under its leases; reduced indexes are stored
+    /// through `policy`.
     pub fn new(
         cfg: &Config,
-        store: Arc<dyn ContentStore>,
+        store: Arc<Touching>,
         meta: Meta,
-        leases: Leases,
         policy: Policy,
     ) -> Result<Push, PushError> {
         let upstreams = cfg.effective_upstreams();
         let mut routes = Vec::new();
         for p in &cfg.pushes {
-            let r = Route::new(p, &upstreams)?;
-            if let Some(other) = routes.iter().find(|o: &&Route| {
+            let r = PushRoute::new(p, &upstreams)?;
+            if let Some(other) = routes.iter().find(|o: &&PushRoute| {
                 under(&r.prefix, &o.prefix).is_some() || under(&o.prefix, &r.prefix).is_some()
             }) {
                 return Err(config_err(
@@ -211,9 +212,9 @@ impl Push {
         }
         Ok(Push {
             routes,
+            leases: store.leases().clone(),
             store,
             meta,
-            leases,
             policy,
             cfg: cfg.delivery.clone(),
             wake: tokio::sync::Notify::new(),
@@ -233,7 +234,7 @@ impl Push {
             .clone()
     }
 
-    fn sender(&self, route: &Route, repo: String) -> Sender {
+    fn sender(&self, route: &PushRoute, repo: String) -> Sender {
         Sender {
             progress: self.progress(&route.endpoint, &repo),
             upstream: route.upstream.clone(),
@@ -247,12 +248,12 @@ impl Push {
         self.routes.is_empty()
     }
 
-    fn route(&self, prefix: &str) -> Option<&Route> {
+    fn route(&self, prefix: &str) -> Option<&PushRoute> {
         self.routes.iter().find(|r| r.prefix == prefix)
     }
 
     /// The route of local repository `repo` and the upstream repository it is delivered to.
-    pub fn route_of(&self, repo: &str) -> Option<(&Route, String)> {
+    pub fn route_of(&self, repo: &str) -> Option<(&PushRoute, String)> {
         self.routes
             .iter()
             .find_map(|r| r.remote_of(repo).map(|remote| (r, remote)))
@@ -280,7 +281,7 @@ impl Push {
                 "the push routes are: {}",
                 self.routes
                     .iter()
-                    .map(Route::describe)
+                    .map(PushRoute::describe)
                     .collect::<Vec<_>>()
                     .join("; ")
             )
@@ -663,7 +664,7 @@ impl Push {
 
     /// What goes upstream for `rec`: the top manifest (reduced to the chosen platforms, then as the
     /// rewriting plugins leave it), its children and all their blobs.
-    async fn plan(&self, route: &Route, rec: &Delivery) -> Result<Plan, DeliverError> {
+    async fn plan(&self, route: &PushRoute, rec: &Delivery) -> Result<Plan, DeliverError> {
         let store_err = |e: &dyn std::fmt::Display| {
             DeliverError::local(format!("cannot read what to deliver: {e}"))
         };
@@ -758,7 +759,7 @@ impl Push {
     /// and mapped from the original (`Policy::derived`); `None` when every platform is kept.
     async fn reduce(
         &self,
-        route: &Route,
+        route: &PushRoute,
         rec: &Delivery,
         record: &ManifestRecord,
         ctx: RequestCtx,
@@ -899,7 +900,7 @@ impl Push {
     }
 
     /// Every delivery in the journal, in push order.
-    pub async fn status(&self) -> Result<Vec<Status>, RegistryError> {
+    pub async fn status(&self) -> Result<Vec<DeliveryStatus>, RegistryError> {
         let entries = self.meta.deliveries().await?;
         let running = self.running.lock().unwrap().clone();
         Ok(entries
@@ -909,13 +910,13 @@ impl Push {
                 if running.contains(&id) {
                     d.state = State::Delivering;
                 }
-                Status::of(id, d)
+                DeliveryStatus::of(id, d)
             })
             .collect())
     }
 
     /// `wharf push retry`: a failed or waiting delivery is tried now, with its attempts counted afresh.
-    pub async fn retry(&self, id: u64) -> Result<Option<Status>, RegistryError> {
+    pub async fn retry(&self, id: u64) -> Result<Option<DeliveryStatus>, RegistryError> {
         let Some(mut rec) = self.meta.delivery(id).await? else {
             return Ok(None);
         };
@@ -941,11 +942,11 @@ impl Push {
             self.meta.put_delivery(id, &rec).await?;
             self.wake.notify_one();
         }
-        Ok(Some(Status::of(id, rec)))
+        Ok(Some(DeliveryStatus::of(id, rec)))
     }
 
     /// `wharf push drop`: forgets a delivery and releases its lease (a running one is refused).
-    pub async fn drop_delivery(&self, id: u64) -> Result<Option<Status>, RegistryError> {
+    pub async fn drop_delivery(&self, id: u64) -> Result<Option<DeliveryStatus>, RegistryError> {
         if self.running.lock().unwrap().contains(&id) {
             return Err(RegistryError::new(
                 ErrorCode::Denied,
@@ -959,7 +960,7 @@ impl Push {
         if let Some(lease) = &rec.lease {
             self.leases.release(lease).await?;
         }
-        Ok(Some(Status::of(id, rec)))
+        Ok(Some(DeliveryStatus::of(id, rec)))
     }
 }
 

@@ -28,7 +28,7 @@ use wharf_protocol::respond::header_str;
 use wharf_protocol::respond::json_response;
 use wharf_protocol::respond::query_param;
 use wharf_protocol::respond::API_VERSION;
-use wharf_storage::lease::Leases;
+use wharf_storage::lease::{Leases, Touching};
 use wharf_storage::meta::Meta;
 use wharf_storage::store::ContentStore;
 
@@ -69,15 +69,10 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// `store` should be the `lease::Touching` view of the content store over `leases`.
-    pub fn new(
-        store: Arc<dyn ContentStore>,
-        meta: Meta,
-        cfg: RegistryConfig,
-        mirror: Mirror,
-        leases: Leases,
-    ) -> Self {
+    /// Serves from `store`: its touches protect what requests name, its leases hold upload sessions.
+    pub fn new(store: Arc<Touching>, meta: Meta, cfg: RegistryConfig, mirror: Mirror) -> Self {
         let policy = mirror.policy().clone();
+        let leases = store.leases().clone();
         Registry {
             store,
             meta,
@@ -379,8 +374,8 @@ impl Registry {
         if let Some(ns) = ns {
             return (!self.mirror.names_self(ns)).then(|| (ns.to_owned(), name.to_owned()));
         }
-        let (first, rest) = name.split_once('/')?;
-        (first.contains('.') || first == "localhost").then(|| (first.to_owned(), rest.to_owned()))
+        let (first, rest) = wharf_model::reference::split_registry_host(name)?;
+        Some((first.to_owned(), rest.to_owned()))
     }
 
     /// A write naming registry `host` that no push route covers.

@@ -37,7 +37,7 @@ use wharf_policy::policy::Policy;
 use wharf_storage::gc::Collector;
 use wharf_storage::lease::{Leases, Touching};
 use wharf_storage::meta::{Meta, MetaError};
-use wharf_storage::store::{ContentStore, FsStore, StoreError};
+use wharf_storage::store::{FsStore, StoreError};
 
 mod access_log;
 mod limits;
@@ -173,7 +173,7 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
             },
         })?;
     leases.set_grace(cfg.gc.grace_secs);
-    let store: Arc<dyn ContentStore> = Touching::wrap(Arc::new(store), leases.clone());
+    let store = Touching::wrap(Arc::new(store), leases.clone());
     let plugins = {
         let cache = (cfg.storage.plugin_cache_dir.clone()).unwrap_or_else(|| dir.join("plugins"));
         let cfgs = cfg.plugins.clone();
@@ -194,22 +194,14 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
         meta.clone(),
         cfg.registry.max_manifest_bytes,
     );
-    let mirror = Mirror::new(cfg, store.clone(), meta.clone())
-        .map_err(StartError::Upstream)?
-        .with_policy(policy)
-        .with_leases(leases.clone());
+    let mirror =
+        Mirror::new(cfg, store.clone(), meta.clone(), policy).map_err(StartError::Upstream)?;
     for u in mirror.upstreams() {
         tracing::info!(host = %u.host, prefix = %u.prefix, endpoint = %u.endpoint(), "mirroring upstream");
     }
     let push = Arc::new(
-        Push::new(
-            cfg,
-            store.clone(),
-            meta.clone(),
-            leases.clone(),
-            mirror.policy().clone(),
-        )
-        .map_err(StartError::Push)?,
+        Push::new(cfg, store.clone(), meta.clone(), mirror.policy().clone())
+            .map_err(StartError::Push)?,
     );
     wharf_policy::auth::check_exposure(cfg).map_err(StartError::Auth)?;
     if let Some(why) = crate::metrics_listener::collides(cfg) {
@@ -219,15 +211,9 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
         .map_err(StartError::Auth)?
         .map(|a| Arc::new(a.secure(cfg.server.tls.is_some())));
     let registry = Arc::new(
-        Registry::new(
-            store.clone(),
-            meta.clone(),
-            cfg.registry.clone(),
-            mirror,
-            leases.clone(),
-        )
-        .with_push(push.clone())
-        .with_auth(auth),
+        Registry::new(store.clone(), meta.clone(), cfg.registry.clone(), mirror)
+            .with_push(push.clone())
+            .with_auth(auth),
     );
     purge_uploads(&registry).await;
     // Before the status page can be asked for them.

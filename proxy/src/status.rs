@@ -11,14 +11,13 @@ use serde::{Deserialize, Serialize};
 use crate::admin::Admin;
 use crate::push::journal::State;
 use wharf_model::digest::Digest;
+use wharf_model::units::human_bytes;
 use wharf_storage::gc::{mark, GcError};
 
 /// Where cached content of a repository came from, by its name: a mirror caches `<host>/<remote>`,
-/// and a first component is a host when it has a dot or a port or is `localhost` (Docker's rule).
-/// Anything else was pushed to wharf.
+/// with a first component that is a host by Docker's rule. Anything else was pushed to wharf.
 pub fn upstream_of(repository: &str) -> Option<&str> {
-    let (first, _) = repository.split_once('/')?;
-    (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
+    wharf_model::reference::split_registry_host(repository).map(|(host, _)| host)
 }
 
 /// One repository's share of the store.
@@ -71,7 +70,7 @@ pub struct Status {
     pub repositories: Vec<Repository>,
     /// The server's cache counters since it started, by blob and manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache: Option<wharf_metrics::Snapshot>,
+    pub cache: Option<wharf_metrics::CacheCounts>,
     /// The cache totals counted across restarts (since `since`), as of `at`; `None`: never counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_totals: Option<wharf_storage::meta::Sample>,
@@ -173,7 +172,7 @@ pub async fn collect(admin: &Admin, server: bool) -> Result<Status, GcError> {
     let last_scrub = c.meta.last_scrub().await?;
     let scrub_progress = c.meta.scrub_progress().await?;
     let cache_totals = admin.history.current(&c.meta).await?;
-    let cache = server.then(wharf_metrics::snapshot);
+    let cache = server.then(wharf_metrics::cache_counts);
     Ok(Status {
         server,
         contents: sizes.len(),
@@ -189,22 +188,6 @@ pub async fn collect(admin: &Admin, server: bool) -> Result<Status, GcError> {
         pushes,
         leases: admin.leases.list().len(),
     })
-}
-
-/// Bytes as people read them (binary units).
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 /// `wharf status` as a text table.
@@ -390,13 +373,6 @@ mod tests {
     }
 
     #[test]
-    fn bytes_read_as_people_read_them() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
-    }
-
-    #[test]
     fn text_names_each_repository() {
         let s = Status {
             server: true,
@@ -416,7 +392,7 @@ mod tests {
                 bytes: 2048,
                 last_used: None,
             }],
-            cache: Some(wharf_metrics::Snapshot {
+            cache: Some(wharf_metrics::CacheCounts {
                 blob_hits: 1,
                 blob_misses: 1,
                 ..Default::default()

@@ -64,7 +64,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The cache counters of this process (the metrics module's, cumulative since start).
 fn counters() -> CacheTotals {
-    let s = wharf_metrics::snapshot();
+    let s = wharf_metrics::cache_counts();
     CacheTotals {
         hits: s.blob_hits + s.manifest_hits,
         misses: s.blob_misses + s.manifest_misses,

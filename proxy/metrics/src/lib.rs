@@ -33,16 +33,16 @@ use serde::{Deserialize, Serialize};
 
 /// What a cache lookup was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub enum Lookup {
     Blob,
     Manifest,
 }
 
-impl Kind {
+impl Lookup {
     fn as_str(self) -> &'static str {
         match self {
-            Kind::Blob => "blob",
-            Kind::Manifest => "manifest",
+            Lookup::Blob => "blob",
+            Lookup::Manifest => "manifest",
         }
     }
 }
@@ -399,7 +399,7 @@ impl Metrics {
             .downgrade()
     }
 
-    fn lookups(&self, kind: Kind, result: &'static str) -> u64 {
+    fn lookups(&self, kind: Lookup, result: &'static str) -> u64 {
         self.cache
             .get(&CacheLabels {
                 kind: kind.as_str(),
@@ -483,7 +483,7 @@ pub fn request(method: &Method, path: &str, status: u16, bytes: u64, micros: u64
 }
 
 /// A mirror request the cache answered. For a `GET`, `bytes` were served from the cache.
-pub fn cache_hit(kind: Kind, method: &Method, bytes: u64) {
+pub fn cache_hit(kind: Lookup, method: &Method, bytes: u64) {
     let m = m();
     m.cache
         .get_or_create(&CacheLabels {
@@ -506,13 +506,13 @@ pub fn blob_hit<B>(method: &Method, resp: Response<B>) -> Response<B> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        cache_hit(Kind::Blob, method, len);
+        cache_hit(Lookup::Blob, method, len);
     }
     resp
 }
 
 /// A mirror request that had to ask the upstream.
-pub fn cache_miss(kind: Kind) {
+pub fn cache_miss(kind: Lookup) {
     m().cache
         .get_or_create(&CacheLabels {
             kind: kind.as_str(),
@@ -616,7 +616,7 @@ pub fn plugin_error(plugin: &str) {
 
 /// The cache's counters since this process started, for `wharf status` and the status page.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Snapshot {
+pub struct CacheCounts {
     pub blob_hits: u64,
     pub blob_misses: u64,
     pub manifest_hits: u64,
@@ -628,7 +628,7 @@ pub struct Snapshot {
     pub single_flight_joins: u64,
 }
 
-impl Snapshot {
+impl CacheCounts {
     /// hits / (hits + misses) over blobs and manifests; `None` before any mirror request.
     pub fn hit_ratio(&self) -> Option<f64> {
         ratio(
@@ -643,8 +643,8 @@ fn ratio(hits: u64, misses: u64) -> Option<f64> {
     (all > 0).then(|| hits as f64 / all as f64)
 }
 
-/// The counters as they are now.
-pub fn snapshot() -> Snapshot {
+/// The cache's counters as they are now.
+pub fn cache_counts() -> CacheCounts {
     let m = m();
     let mut fetched = 0;
     let mut joins = 0;
@@ -661,11 +661,11 @@ pub fn snapshot() -> Snapshot {
     for kind in ["fill", "fetch"] {
         joins += m.joins.get(&KindLabel { kind }).map_or(0, |c| c.get());
     }
-    Snapshot {
-        blob_hits: m.lookups(Kind::Blob, "hit"),
-        blob_misses: m.lookups(Kind::Blob, "miss"),
-        manifest_hits: m.lookups(Kind::Manifest, "hit"),
-        manifest_misses: m.lookups(Kind::Manifest, "miss"),
+    CacheCounts {
+        blob_hits: m.lookups(Lookup::Blob, "hit"),
+        blob_misses: m.lookups(Lookup::Blob, "miss"),
+        manifest_hits: m.lookups(Lookup::Manifest, "hit"),
+        manifest_misses: m.lookups(Lookup::Manifest, "miss"),
         bytes_from_cache: m.served_from_cache.get(),
         bytes_from_upstream: fetched,
         single_flight_joins: joins,
@@ -699,7 +699,7 @@ pub fn set_last_scrub(started: u64, found: &[(&'static str, u64)]) {
 /// Everything, in the Prometheus text format (the hit ratios computed now).
 pub fn encode() -> String {
     let m = m();
-    for kind in [Kind::Blob, Kind::Manifest] {
+    for kind in [Lookup::Blob, Lookup::Manifest] {
         if let Some(r) = ratio(m.lookups(kind, "hit"), m.lookups(kind, "miss")) {
             m.hit_ratio
                 .get_or_create(&KindLabel {
@@ -747,7 +747,7 @@ mod tests {
 
     #[test]
     fn hit_ratio_needs_lookups() {
-        let mut s = Snapshot::default();
+        let mut s = CacheCounts::default();
         assert_eq!(s.hit_ratio(), None);
         s.blob_hits = 3;
         s.manifest_misses = 1;
@@ -758,8 +758,8 @@ mod tests {
     fn counters_reach_the_text_format() {
         // The process-wide registry: other tests may count too, so look for names and lower bounds.
         request(&Method::GET, "/v2/a/blobs/sha256:ab", 200, 10, 1500);
-        cache_hit(Kind::Blob, &Method::GET, 10);
-        cache_miss(Kind::Manifest);
+        cache_hit(Lookup::Blob, &Method::GET, 10);
+        cache_miss(Lookup::Manifest);
         joined(Flight::Fill);
         plugin_denied("deny-all");
         let mut out = String::new();
@@ -775,7 +775,7 @@ mod tests {
         ] {
             assert!(out.contains(want), "{want} missing from\n{out}");
         }
-        let s = snapshot();
+        let s = cache_counts();
         assert!(s.blob_hits >= 1 && s.manifest_misses >= 1 && s.bytes_from_cache >= 10);
     }
 }

@@ -175,9 +175,52 @@ impl fmt::Display for Reference {
     }
 }
 
+/// Whether `component`, the first component of an image name, is a registry host rather than the
+/// start of a path on the default registry: it has a `.` (a domain, an IP address) or a `:` (a port),
+/// or it is `localhost`. This is Docker's rule, which clients follow when they read `host/name`:
+/// docker/distribution's `reference.ParseNormalizedNamed` (its `splitDockerDomain`, in
+/// `reference/normalize.go`). Newer versions also count a component with capitals as a host;
+/// repository names are lowercase, and wharf keeps to the three checks.
+pub fn is_registry_host(component: &str) -> bool {
+    component.contains(['.', ':']) || component == "localhost"
+}
+
+/// The registry host `name` starts with, and the rest (`ghcr.io/team/app` → `ghcr.io`, `team/app`);
+/// `None` when its first component is not a host by [`is_registry_host`] (`team/app`, `alpine`).
+pub fn split_registry_host(name: &str) -> Option<(&str, &str)> {
+    name.split_once('/')
+        .filter(|(first, _)| is_registry_host(first))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_first_component_is_a_host_by_dockers_rule() {
+        for (name, split) in [
+            (
+                "docker.io/library/alpine",
+                Some(("docker.io", "library/alpine")),
+            ),
+            (
+                "127.0.0.1:5000/team/app",
+                Some(("127.0.0.1:5000", "team/app")),
+            ),
+            ("registry:5000/app", Some(("registry:5000", "app"))),
+            ("localhost/app", Some(("localhost", "app"))),
+            ("[::1]:5000/app", Some(("[::1]:5000", "app"))),
+            ("team/app", None),
+            ("localhostx/app", None),
+            ("ci/docker.io/app", None),
+            ("alpine", None),
+            ("docker.io", None),
+        ] {
+            assert_eq!(split_registry_host(name), split, "{name:?}");
+        }
+        assert!(is_registry_host("ghcr.io") && is_registry_host("host:80"));
+        assert!(is_registry_host("localhost") && !is_registry_host("library"));
+    }
 
     #[test]
     fn accepts_spec_names() {

@@ -26,6 +26,7 @@ use wharf_model::manifest;
 use wharf_model::request::{Operation, RequestCtx};
 use wharf_protocol::error::{ErrorCode, RegistryError, Result};
 use wharf_storage::inflight::Flights;
+use wharf_storage::lease::Touching;
 use wharf_storage::meta::{ManifestPut, ManifestRecord, Meta};
 use wharf_storage::store::ContentStore;
 
@@ -54,12 +55,7 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub fn new(
-        plugins: Plugins,
-        store: Arc<dyn ContentStore>,
-        meta: Meta,
-        max_manifest: u64,
-    ) -> Policy {
+    pub fn new(plugins: Plugins, store: Arc<Touching>, meta: Meta, max_manifest: u64) -> Policy {
         Policy {
             plugins,
             store,

@@ -62,14 +62,14 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// A wharf started by this command, stopped by `Registry::close`.
+/// A wharf started by this command, stopped by `WharfApi::close`.
 struct InProcess {
     registry: Arc<crate::registry::Registry>,
     socket: tokio::task::JoinHandle<()>,
 }
 
 /// wharf's registry API, through the admin socket.
-pub struct Registry {
+pub struct WharfApi {
     base: String,
     http: Client<Dial, ReqBody>,
     max_manifest: u64,
@@ -103,12 +103,12 @@ fn full(b: Bytes) -> ReqBody {
     Full::new(b).map_err(|never| match never {}).boxed()
 }
 
-impl Registry {
+impl WharfApi {
     /// The wharf serving `cfg`'s data directory, or one started in this process when none does.
-    pub async fn connect(cfg: &Config) -> Result<Registry, ArchiveError> {
+    pub async fn connect(cfg: &Config) -> Result<WharfApi, ArchiveError> {
         let data_dir = &cfg.storage.data_dir;
         let dial = Dial(Arc::new(data_dir.join(crate::admin::SOCKET)));
-        let mut reg = Registry {
+        let mut reg = WharfApi {
             base: "http://wharf".to_owned(),
             http: Client::builder(TokioExecutor::new()).build(dial),
             max_manifest: cfg.registry.max_manifest_bytes,

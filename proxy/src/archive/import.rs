@@ -20,7 +20,7 @@ use wharf_model::digest::Digest;
 use wharf_model::manifest::{self, Kind};
 use wharf_model::reference::{Reference, RepoName, Tag};
 
-use super::client::{ReaderBody, Registry};
+use super::client::{ReaderBody, WharfApi};
 use super::tarball::{self, blob_path, Region};
 use super::{ArchiveError, ImageRef, CONTAINERD_NAME, REF_NAME};
 
@@ -85,7 +85,7 @@ fn named(annotations: Option<&Value>) -> Result<Named, ArchiveError> {
 }
 
 struct Importer<'a> {
-    reg: &'a Registry,
+    reg: &'a WharfApi,
     file: PathBuf,
     entries: HashMap<String, Region>,
     max_manifest: u64,
@@ -277,7 +277,7 @@ impl Importer<'_> {
 /// Imports the archive at `file` through `reg`. `tag`: `REPO[:TAG]` for the image (an archive of
 /// one image); without it each image takes the name the archive gives it.
 pub async fn import_with(
-    reg: &Registry,
+    reg: &WharfApi,
     file: &Path,
     tag: Option<&str>,
     max_manifest: u64,
@@ -401,7 +401,7 @@ pub async fn import(
     file: &Path,
     tag: Option<&str>,
 ) -> Result<ImportReport, ArchiveError> {
-    let reg = Registry::connect(cfg).await?;
+    let reg = WharfApi::connect(cfg).await?;
     let res = import_with(&reg, file, tag, cfg.registry.max_manifest_bytes).await;
     reg.close().await;
     res

@@ -105,8 +105,11 @@ struct Setup {
 
 async fn setup(endpoint: String) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn ContentStore> = Arc::new(FsStore::open(dir.path()).unwrap());
     let meta = Meta::open(&dir.path().join("meta.redb")).unwrap();
+    let store = Touching::wrap(
+        Arc::new(FsStore::open(dir.path()).unwrap()),
+        Leases::new(meta.clone()),
+    );
     let mut cfg = UpstreamConfig::docker_hub();
     cfg.host = "test-upstream".into();
     cfg.endpoint = endpoint;

@@ -85,7 +85,7 @@ impl Mirror {
             }
             return Ok(out);
         }
-        wharf_metrics::cache_miss(wharf_metrics::Kind::Blob);
+        wharf_metrics::cache_miss(wharf_metrics::Lookup::Blob);
         // The fill seen above even if it has ended since: a fresh one would fetch the blob again.
         let fill = ours.unwrap_or_else(|| {
             self.fills.get(

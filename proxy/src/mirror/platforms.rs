@@ -32,7 +32,7 @@ use wharf_model::request::RequestCtx;
 use wharf_policy::plugin::{PluginSet, Rewritten};
 use wharf_policy::policy::{Policy, Repo};
 use wharf_protocol::error::{ErrorCode, RegistryError, Result};
-use wharf_storage::lease::Leases;
+use wharf_storage::lease::{Leases, Touching};
 use wharf_storage::meta::{ManifestRecord, Meta};
 use wharf_storage::store::ContentStore;
 
@@ -103,9 +103,8 @@ pub struct PlatformPolicy {
     /// The mirror's fills: a single-platform image's config is fetched through them, so a client's
     /// request for the same blob joins that one upstream GET.
     fills: Fills,
-    /// Protection from the collector while a reduced index is built (none in tests that run no
-    /// collector).
-    leases: Option<Leases>,
+    /// Protection from the collector while a reduced index is built.
+    leases: Leases,
 }
 
 fn configured(key: String, setting: String, specs: &[PlatformSpec]) -> Option<Configured> {
@@ -128,7 +127,7 @@ impl PlatformPolicy {
     pub fn new(
         cfg: &MirrorConfig,
         upstreams: &[UpstreamConfig],
-        store: Arc<dyn ContentStore>,
+        store: Arc<Touching>,
         meta: Meta,
         fills: Fills,
         max_manifest: u64,
@@ -150,20 +149,14 @@ impl PlatformPolicy {
                     Some((u.host.clone(), configured(key, setting, specs)))
                 })
                 .collect(),
+            leases: store.leases().clone(),
             store,
             meta,
             max_manifest,
             known: DashMap::new(),
             images: DashMap::new(),
             fills,
-            leases: None,
         }
-    }
-
-    /// Builds reduced indexes, and fetches configs, under a lease from `leases`.
-    pub fn set_leases(&mut self, leases: Leases) {
-        self.fills.set_leases(leases.clone());
-        self.leases = Some(leases);
     }
 
     fn configured(&self, t: &Target) -> Option<&Configured> {
@@ -444,18 +437,13 @@ impl PlatformPolicy {
         // Until the mapping original → reduced is recorded, no tag reaches the reduced index (nor,
         // through it, the kept children): one lease holds them all from before its first byte is
         // written until then. The nerdctl push bug was a reduced image collected in that gap.
-        let lease = match &self.leases {
-            None => None,
-            Some(leases) => {
-                let lease = leases
-                    .acquire(&format!("reduce {}@{d}", t.cache), REDUCE_LEASE)
-                    .await?;
-                let mut held = vec![d.clone(), Digest::sha256_of(&out)];
-                held.extend(sel.kept.iter().cloned());
-                lease.protect(&held).await?;
-                Some(lease)
-            }
-        };
+        let lease = self
+            .leases
+            .acquire(&format!("reduce {}@{d}", t.cache), REDUCE_LEASE)
+            .await?;
+        let mut held = vec![d.clone(), Digest::sha256_of(&out)];
+        held.extend(sel.kept.iter().cloned());
+        lease.protect(&held).await?;
         let served = policy
             .derived(
                 Repo::Mirror(&t.cache),
@@ -467,10 +455,8 @@ impl PlatformPolicy {
             )
             .await
             .map_err(RegistryError::from);
-        if let Some(lease) = lease {
-            if let Err(e) = lease.release().await {
-                tracing::warn!(repo = %t.cache, original = %d, error = %e, "cannot release the lease over a reduced index; it expires on its own");
-            }
+        if let Err(e) = lease.release().await {
+            tracing::warn!(repo = %t.cache, original = %d, error = %e, "cannot release the lease over a reduced index; it expires on its own");
         }
         served
     }

@@ -9,7 +9,7 @@ use wharf_model::reference::RepoName;
 use wharf_protocol::upstream::{Upstream, UpstreamError};
 
 /// One `[[push]]` route.
-pub struct Route {
+pub struct PushRoute {
     /// The local repository prefix.
     pub prefix: String,
     /// `scheme://host:port` of the target.
@@ -37,8 +37,11 @@ fn authority_of(url: &str) -> Option<(&str, &str)> {
     Some((scheme, &rest[..end]))
 }
 
-impl Route {
-    pub(super) fn new(cfg: &PushConfig, upstreams: &[UpstreamConfig]) -> Result<Route, PushError> {
+impl PushRoute {
+    pub(super) fn new(
+        cfg: &PushConfig,
+        upstreams: &[UpstreamConfig],
+    ) -> Result<PushRoute, PushError> {
         let p = &cfg.prefix;
         p.parse::<RepoName>().map_err(|e| {
             config_err(
@@ -118,7 +121,7 @@ impl Route {
             names.push(u.host.clone());
             names.extend(u.prefix.clone());
         }
-        Ok(Route {
+        Ok(PushRoute {
             prefix: p.clone(),
             endpoint,
             repo,

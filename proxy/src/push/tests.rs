@@ -1,12 +1,12 @@
 use super::*;
 use wharf_model::config::{PushConfig, UpstreamConfig};
 
-fn route(prefix: &str, target: &str, upstreams: &[UpstreamConfig]) -> Result<Route, PushError> {
+fn route(prefix: &str, target: &str, upstreams: &[UpstreamConfig]) -> Result<PushRoute, PushError> {
     let cfg: PushConfig = toml::from_str(&format!(
         "prefix = \"{prefix}\"\ntarget = \"{target}\"\ninsecure = true\n"
     ))
     .unwrap();
-    Route::new(&cfg, upstreams)
+    PushRoute::new(&cfg, upstreams)
 }
 
 #[test]
@@ -58,7 +58,7 @@ fn bad_routes_say_what_to_write() {
     assert!(e.contains("prefix is not a repository name"), "{e}");
     let cfg: PushConfig =
         toml::from_str("prefix = \"a\"\ntarget = \"http://r.example/x\"\n").unwrap();
-    let e = Route::new(&cfg, &[]).err().unwrap().to_string();
+    let e = PushRoute::new(&cfg, &[]).err().unwrap().to_string();
     assert!(e.contains("insecure = true"), "{e}");
 }
 

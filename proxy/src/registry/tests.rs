@@ -16,13 +16,18 @@ use wharf_storage::store::FsStore;
 fn open(dir: &std::path::Path, cfg: RegistryConfig) -> Registry {
     let meta = Meta::open(&dir.join("meta.redb")).unwrap();
     let leases = wharf_storage::lease::Leases::new(meta.clone());
-    let store =
-        wharf_storage::lease::Touching::wrap(Arc::new(FsStore::open(dir).unwrap()), leases.clone());
+    let store = wharf_storage::lease::Touching::wrap(Arc::new(FsStore::open(dir).unwrap()), leases);
     // No default upstream: these tests are about the local registry alone.
     let mut full = wharf_model::config::Config::default();
     full.mirror.default_upstream = String::new();
-    let mirror = crate::mirror::Mirror::new(&full, store.clone(), meta.clone()).unwrap();
-    Registry::new(store, meta, cfg, mirror, leases)
+    let policy = Policy::new(
+        wharf_policy::plugin::Plugins::none(),
+        store.clone(),
+        meta.clone(),
+        full.registry.max_manifest_bytes,
+    );
+    let mirror = crate::mirror::Mirror::new(&full, store.clone(), meta.clone(), policy).unwrap();
+    Registry::new(store, meta, cfg, mirror)
 }
 
 async fn call(

@@ -8,7 +8,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use super::chart;
 use super::viewer::Audience;
-use crate::push::Status;
+use crate::push::DeliveryStatus;
+use wharf_model::units::human_bytes;
 use wharf_policy::denials::{DeniedRequest, DENIALS_KEPT};
 use wharf_storage::images::Image;
 use wharf_storage::meta::{Retention, Sample};
@@ -20,7 +21,7 @@ pub struct Page {
     /// Tagged images, or why they could not be listed.
     pub images: Result<Vec<Image>, String>,
     /// The push journal, or why it could not be read.
-    pub pushes: Result<Vec<Status>, String>,
+    pub pushes: Result<Vec<DeliveryStatus>, String>,
     /// Oldest first (the recorded history, thinned as `keep` says); the last one is taken for this
     /// rendering.
     pub samples: Vec<Sample>,
@@ -54,21 +55,6 @@ pub fn esc(s: &str) -> String {
 /// `42 s`, `5 min`, `3 h`, `2 days`, as the command line writes them too.
 pub use crate::status::duration;
 
-/// `512 B`, `1.5 KiB`, `12.0 MiB`.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
-
 fn ago(now: u64, t: u64) -> String {
     if t > now {
         format!("in {}", duration(t - now))
@@ -90,12 +76,11 @@ fn when(now: u64, t: u64) -> String {
     )
 }
 
-/// The registry a cached repository came from: the first path component when it names a host (the
-/// rule docker uses: a dot, a port or `localhost`), as the mirror names its cache repositories
-/// `<upstream host>/<repository>`. `None`: pushed here.
+/// The registry a cached repository came from: the first path component when it names a host
+/// (Docker's rule), as the mirror names its cache repositories `<upstream host>/<repository>`.
+/// `None`: pushed here.
 pub fn upstream_of(repository: &str) -> Option<&str> {
-    let (first, _) = repository.split_once('/')?;
-    (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
+    wharf_model::reference::split_registry_host(repository).map(|(host, _)| host)
 }
 
 fn serde_name<T: serde::Serialize>(v: &T) -> String {
@@ -203,7 +188,7 @@ fn tiles(s: &mut String, page: &Page) {
     tile(
         s,
         "saved",
-        &bytes(totals.bytes_from_cache),
+        &human_bytes(totals.bytes_from_cache),
         "served from cache",
     );
     if let Ok(list) = &page.images {
@@ -266,7 +251,7 @@ fn history(s: &mut String, page: &Page) {
         s,
         "<figure id=\"chart-bytes-saved\"><figcaption>Bytes saved</figcaption>{}\
          <p class=\"muted\">served from the cache instead of an upstream</p></figure>",
-        chart::svg("Bytes served from the cache", &saved, 0.0, |v| bytes(
+        chart::svg("Bytes served from the cache", &saved, 0.0, |v| human_bytes(
             v as u64
         )),
     );
@@ -373,7 +358,7 @@ fn image_row(s: &mut String, now: u64, img: &Image) {
          <td data-label=\"Size\">{}</td><td data-label=\"Last use\">{last}</td>\
          <td data-label=\"Digest\"><code title=\"{}\">{}</code></td></tr>",
         esc(img.tag.as_deref().unwrap_or("<none>")),
-        esc(&bytes(img.size)),
+        esc(&human_bytes(img.size)),
         esc(&img.digest.to_string()),
         esc(&img.digest.hex()[..12.min(img.digest.hex().len())]),
     );
@@ -392,7 +377,7 @@ fn pushes(s: &mut String, page: &Page) {
             return;
         }
     };
-    let open: Vec<&Status> = list
+    let open: Vec<&DeliveryStatus> = list
         .iter()
         .filter(|p| serde_name(&p.state) != "delivered")
         .collect();

@@ -3,8 +3,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::chart;
-use super::html::{bytes, esc, render, upstream_of, Page};
-use crate::push::Status;
+use super::html::{esc, render, upstream_of, Page};
+use crate::push::DeliveryStatus;
 use wharf_policy::denials::DeniedRequest;
 use wharf_storage::images::Image;
 use wharf_storage::meta::{CacheTotals, Retention, Sample};
@@ -30,7 +30,7 @@ fn image(repository: &str, tag: &str, platforms: &[&str], absent: usize) -> Imag
     .expect("an images::Image")
 }
 
-fn push(state: &str, repository: &str, error: Option<&str>) -> Status {
+fn push(state: &str, repository: &str, error: Option<&str>) -> DeliveryStatus {
     serde_json::from_value(json!({
         "id": 7,
         "state": state,
@@ -49,7 +49,7 @@ fn push(state: &str, repository: &str, error: Option<&str>) -> Status {
         "delivered_at": null,
         "lease": null,
     }))
-    .expect("a push::Status")
+    .expect("a push::DeliveryStatus")
 }
 
 fn sample(at: u64, hits: u64, misses: u64, from_cache: u64) -> Sample {
@@ -311,14 +311,6 @@ fn upstream_is_the_host_part_of_a_cache_repository() {
 }
 
 #[test]
-fn bytes_are_human() {
-    assert_eq!(bytes(0), "0 B");
-    assert_eq!(bytes(1023), "1023 B");
-    assert_eq!(bytes(1536), "1.5 KiB");
-    assert_eq!(bytes(5 << 30), "5.0 GiB");
-}
-
-#[test]
 fn hit_ratio_per_interval_with_gaps() {
     let samples = [
         sample(100, 0, 0, 0),
@@ -412,7 +404,9 @@ fn chart_svg_of_flat_or_odd_values_is_finite() {
         ],
         vec![],
     ] {
-        let svg = chart::svg("t", &points, 0.0, |v| bytes(v as u64));
+        let svg = chart::svg("t", &points, 0.0, |v| {
+            wharf_model::units::human_bytes(v as u64)
+        });
         assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
         assert!(svg.ends_with("</svg>"));
     }
@@ -575,25 +569,19 @@ fn serving_with(
         Arc::new(wharf_storage::store::FsStore::open(dir).unwrap()),
         leases.clone(),
     );
-    let mirror = crate::mirror::Mirror::new(&cfg, store.clone(), meta.clone()).unwrap();
-    let registry = Arc::new(
-        crate::registry::Registry::new(
-            store.clone(),
-            meta.clone(),
-            cfg.registry.clone(),
-            mirror,
-            leases.clone(),
-        )
-        .with_auth(auth),
-    );
     let policy = wharf_policy::policy::Policy::new(
         wharf_policy::plugin::Plugins::none(),
         store.clone(),
         meta.clone(),
         4 << 20,
     );
-    let push =
-        crate::push::Push::new(&cfg, store.clone(), meta.clone(), leases.clone(), policy).unwrap();
+    let mirror =
+        crate::mirror::Mirror::new(&cfg, store.clone(), meta.clone(), policy.clone()).unwrap();
+    let registry = Arc::new(
+        crate::registry::Registry::new(store.clone(), meta.clone(), cfg.registry.clone(), mirror)
+            .with_auth(auth),
+    );
+    let push = crate::push::Push::new(&cfg, store.clone(), meta.clone(), policy).unwrap();
     let admin = crate::admin::Admin {
         scrub: Arc::new(wharf_storage::scrub::Scrubber::new(
             meta.clone(),

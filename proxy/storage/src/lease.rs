@@ -471,14 +471,23 @@ impl Drop for Lease {
 /// The content store as the request path sees it: `stat` (a `HEAD`, a mount), `put` and `commit` touch
 /// what they name first, so the collector spares it for its grace window, and never removes it between
 /// the answer and the reference the client makes next.
+///
+/// The parts that hand out references to content (the registry, the mirror with its fills and
+/// reduced indexes, pushes) take this type in their constructors, not any `ContentStore`, and take
+/// their `Leases` from it: one built over the bare store, or without leases, does not compile.
 pub struct Touching {
     inner: Arc<dyn ContentStore>,
     leases: Leases,
 }
 
 impl Touching {
-    pub fn wrap(inner: Arc<dyn ContentStore>, leases: Leases) -> Arc<dyn ContentStore> {
+    pub fn wrap(inner: Arc<dyn ContentStore>, leases: Leases) -> Arc<Touching> {
         Arc::new(Touching { inner, leases })
+    }
+
+    /// The leases this view touches in.
+    pub fn leases(&self) -> &Leases {
+        &self.leases
     }
 }
 

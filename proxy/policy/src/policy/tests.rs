@@ -4,8 +4,9 @@ use bytes::Bytes;
 use serde_json::json;
 
 use super::*;
+use wharf_storage::lease::{Leases, Touching};
 use wharf_storage::meta::{ManifestPut, ManifestRecord, Meta};
-use wharf_storage::store::{ContentStore, FsStore};
+use wharf_storage::store::{FsStore, Ingester};
 
 const IMAGE: &str = "application/vnd.oci.image.manifest.v1+json";
 const INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -38,15 +39,18 @@ fn index(children: &[&Digest]) -> Vec<u8> {
 
 struct Fixture {
     _dir: tempfile::TempDir,
-    store: Arc<dyn ContentStore>,
+    store: Arc<Touching>,
     meta: Meta,
 }
 
 impl Fixture {
     fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn ContentStore> = Arc::new(FsStore::open(dir.path().join("s")).unwrap());
         let meta = Meta::open(&dir.path().join("m.redb")).unwrap();
+        let store = Touching::wrap(
+            Arc::new(FsStore::open(dir.path().join("s")).unwrap()),
+            Leases::new(meta.clone()),
+        );
         Fixture {
             _dir: dir,
             store,

@@ -14,8 +14,9 @@ use wharf_model::platform::REDUCED_FROM;
 use wharf_model::request::{Operation, RequestCtx};
 use wharf_policy::plugin::Plugins;
 use wharf_protocol::upstream::Upstream;
+use wharf_storage::lease::{Leases, Touching};
 use wharf_storage::meta::{ManifestPut, ManifestRecord, Meta};
-use wharf_storage::store::{ContentStore, FsStore};
+use wharf_storage::store::{FsStore, Ingester, Provider, Sweeper};
 
 fn platform(os: &str, arch: &str, variant: Option<&str>) -> Platform {
     Platform {
@@ -203,7 +204,7 @@ fn entries_and_keys() {
 /// A cache with the index and its amd64 child, and a policy over it.
 struct Fixture {
     _dir: tempfile::TempDir,
-    store: Arc<dyn ContentStore>,
+    store: Arc<Touching>,
     meta: Meta,
     target: Target,
     index: (Digest, ManifestRecord),
@@ -213,11 +214,7 @@ struct Fixture {
 
 const REPO: &str = "up.test/team/app";
 
-async fn put(
-    store: &Arc<dyn ContentStore>,
-    meta: &Meta,
-    bytes: Vec<u8>,
-) -> (Digest, ManifestRecord) {
+async fn put(store: &Touching, meta: &Meta, bytes: Vec<u8>) -> (Digest, ManifestRecord) {
     let digest = Digest::sha256_of(&bytes);
     let m = wharf_model::manifest::parse(None, &bytes).unwrap();
     let record = ManifestRecord {
@@ -241,8 +238,11 @@ async fn put(
 impl Fixture {
     async fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn ContentStore> = Arc::new(FsStore::open(dir.path().join("s")).unwrap());
         let meta = Meta::open(&dir.path().join("m.redb")).unwrap();
+        let store = Touching::wrap(
+            Arc::new(FsStore::open(dir.path().join("s")).unwrap()),
+            Leases::new(meta.clone()),
+        );
         let mut images = Vec::new();
         let mut listed = Vec::new();
         for (n, p) in [
@@ -449,15 +449,14 @@ async fn rewritten_serves_a_reduced_index() {
     assert!(e.message.contains("linux/arm64"), "{}", e.message);
 }
 
-/// Proves: building a reduced index under a lease (the server's case) works, and the lease is
-/// released once the mapping is recorded, not left to expire.
+/// Proves: a reduced index is built under a lease, and the lease is released once the mapping is
+/// recorded, not left to expire.
 #[tokio::test]
 async fn the_reduced_index_lease_is_released() {
     let f = Fixture::new().await;
-    let (mut pp, policy) =
+    let (pp, policy) =
         f.policy("[mirror]\nplatforms = [\"linux/amd64\"]\nplatform_mode = \"rewritten\"\n");
-    let leases = wharf_storage::lease::Leases::new(f.meta.clone());
-    pp.set_leases(leases.clone());
+    let leases = f.store.leases();
     let (reduced, _) = pp
         .tag_manifest(
             &f.target,

@@ -1,7 +1,7 @@
 use super::*;
 use crate::lease::Leases;
 use crate::meta::{ManifestPut, ManifestRecord};
-use crate::store::FsStore;
+use crate::store::{FsStore, Ingester};
 
 fn d(n: u8) -> Digest {
     Digest::sha256_of(&[n])

@@ -109,12 +109,10 @@ impl LastUse {
     }
 }
 
-/// Whether `repo` is one of the mirror's cache repositories, `<upstream host>/<name>` (Docker's rule
-/// for a host: a dot, a port, or `localhost`).
+/// Whether `repo` is one of the mirror's cache repositories, `<upstream host>/<name>` (a host by
+/// Docker's rule).
 fn mirrored(repo: &str) -> bool {
-    repo.split_once('/').is_some_and(|(first, _)| {
-        first.contains('.') || first.contains(':') || first == "localhost"
-    })
+    wharf_model::reference::split_registry_host(repo).is_some()
 }
 
 /// At open: carries the old per-digest times over to the mirrored tags that name those digests (the
