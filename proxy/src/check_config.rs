@@ -302,7 +302,7 @@ impl Semantic {
         let mut tmp = self.cfg.clone();
         tmp.storage.data_dir = scratch.to_owned();
         tmp.storage.plugin_cache_dir = None;
-        let (store, meta) = match crate::server::open_storage(&tmp).await {
+        let (store, meta) = match crate::app::open_storage(&tmp).await {
             Ok(s) => s,
             Err(e) => {
                 self.problems.push(Problem::new(

@@ -1,6 +1,9 @@
 //! wharf: a registry-protocol proxy for container images. See ARCHITECTURE.md for the map.
 
 pub mod admin;
+pub mod admin_client;
+pub mod admin_socket;
+pub mod app;
 pub mod archive;
 pub mod check_config;
 pub mod fill;

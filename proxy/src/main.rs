@@ -376,7 +376,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => {
             let cfg = Config::load(config.as_deref())?;
-            let report = local_runtime()?.block_on(wharf::admin::gc(&cfg, dry_run))?;
+            let report = local_runtime()?.block_on(wharf::admin_client::gc(&cfg, dry_run))?;
             log.flush();
             if json {
                 outln!("{}", serde_json::to_string_pretty(&report)?)?;
@@ -391,7 +391,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => {
             let cfg = Config::load(config.as_deref())?;
-            let report = local_runtime()?.block_on(wharf::admin::fsck(&cfg, max_bytes_per_sec))?;
+            let report =
+                local_runtime()?.block_on(wharf::admin_client::fsck(&cfg, max_bytes_per_sec))?;
             log.flush();
             if json {
                 outln!("{}", serde_json::to_string_pretty(&report)?)?;
@@ -408,7 +409,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Status { config, json } => {
             let cfg = Config::load(config.as_deref())?;
-            let status = local_runtime()?.block_on(wharf::admin::status(&cfg))?;
+            let status = local_runtime()?.block_on(wharf::admin_client::status(&cfg))?;
             log.flush();
             if json {
                 outln!("{}", serde_json::to_string_pretty(&status)?)?;
@@ -422,7 +423,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let rt = local_runtime()?;
             let (id, retry) = match command {
                 PushCommand::Status { json } => {
-                    let list = rt.block_on(wharf::admin::pushes(&cfg))?;
+                    let list = rt.block_on(wharf::admin_client::pushes(&cfg))?;
                     log.flush();
                     if json {
                         outln!("{}", serde_json::to_string_pretty(&list)?)?;
@@ -434,7 +435,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 PushCommand::Retry { id } => (id, true),
                 PushCommand::Drop { id } => (id, false),
             };
-            let done = rt.block_on(wharf::admin::push_action(&cfg, id, retry))?;
+            let done = rt.block_on(wharf::admin_client::push_action(&cfg, id, retry))?;
             log.flush();
             let Some(s) = done else {
                 anyhow::bail!(
@@ -464,13 +465,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = Config::load(config.as_deref())?;
             let rt = local_runtime()?;
             if let Some(id) = release {
-                let had = rt.block_on(wharf::admin::release_lease(&cfg, &id))?;
+                let had = rt.block_on(wharf::admin_client::release_lease(&cfg, &id))?;
                 log.flush();
                 anyhow::ensure!(had, "no lease {id} (list them with `wharf leases`)");
                 outln!("released lease {id}")?;
                 return Ok(());
             }
-            let list = rt.block_on(wharf::admin::leases(&cfg))?;
+            let list = rt.block_on(wharf::admin_client::leases(&cfg))?;
             log.flush();
             if json {
                 outln!("{}", serde_json::to_string_pretty(&list)?)?;
@@ -560,7 +561,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             command: None,
         } => {
             let cfg = Config::load(config.as_deref())?;
-            let list = local_runtime()?.block_on(wharf::admin::images(&cfg, dangling))?;
+            let list = local_runtime()?.block_on(wharf::admin_client::images(&cfg, dangling))?;
             log.flush();
             if json {
                 outln!("{}", serde_json::to_string_pretty(&list)?)?;
@@ -611,8 +612,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         Some(files) => Some(wharf::tls::Tls::load(files).await?),
         None => None,
     };
-    let (registry, admin, listener) = wharf::server::start(&cfg).await?;
-    let housekeeping = wharf::server::housekeeping(admin, &cfg);
+    let (registry, admin, listener) = wharf::app::start(&cfg).await?;
+    let housekeeping = wharf::app::housekeeping(admin, &cfg);
     tracing::info!(
         listen = %listener.local_addr()?,
         data_dir = %cfg.storage.data_dir.display(),

@@ -107,7 +107,7 @@ impl WharfApi {
     /// The wharf serving `cfg`'s data directory, or one started in this process when none does.
     pub async fn connect(cfg: &Config) -> Result<WharfApi, ArchiveError> {
         let data_dir = &cfg.storage.data_dir;
-        let dial = Dial(Arc::new(data_dir.join(crate::admin::SOCKET)));
+        let dial = Dial(Arc::new(data_dir.join(crate::admin_socket::SOCKET)));
         let mut reg = WharfApi {
             base: "http://wharf".to_owned(),
             http: Client::builder(TokioExecutor::new()).build(dial),
@@ -122,10 +122,10 @@ impl WharfApi {
         // admin socket.
         let mut own = cfg.clone();
         own.server.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-        let (registry, admin, _unused) = crate::server::start(&own)
+        let (registry, admin, _unused) = crate::app::start(&own)
             .await
             .map_err(|e| ArchiveError::Start(e.to_string()))?;
-        let socket = crate::admin::bind(data_dir).map_err(|(_, e)| ArchiveError::Io(e))?;
+        let socket = crate::admin_socket::bind(data_dir).map_err(|(_, e)| ArchiveError::Io(e))?;
         tracing::info!(
             data_dir = %data_dir.display(),
             "no wharf serves the data directory; serving the registry API in this process"
