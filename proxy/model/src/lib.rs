@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod digest;
 pub mod manifest;
+pub mod operation;
 pub mod platform;
 pub mod range;
 pub mod reference;

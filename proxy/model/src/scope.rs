@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::request::Operation;
+use crate::operation::Operation;
 
 /// Scopes read from one token request, at most; clients ask for one or two (a push with a mount
 /// source). More would only make a token too large to send back.

@@ -18,7 +18,7 @@ use serde::Deserialize as _;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use super::Config;
+use super::settings::Config;
 
 /// Beyond this many, the rest of the file is not looked at: such a file is better rewritten from
 /// `examples/wharf.toml`.

@@ -26,9 +26,12 @@ use wasmtime::component::{Component, HasSelf, Instance, InstancePre, Linker, Res
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::{Operation, Platform, PluginError, RequestCtx};
+use super::error::PluginError;
+use super::wit::WIT_PACKAGE;
 use wharf_model::config::PluginConfig;
 use wharf_model::digest::Digest;
+use wharf_model::platform::Platform;
+use wharf_model::request::{Operation, RequestCtx};
 
 wasmtime::component::bindgen!({
     path: "../../wit",
@@ -317,7 +320,7 @@ impl Host {
                     "it exports {other:?}, built against a version of wharf:policy this wharf does \
                      not know (it knows {}); use a newer wharf or rebuild the plugin against \
                      wit/policy.wit",
-                    super::WIT_PACKAGE
+                    WIT_PACKAGE
                 )));
             }
             return Err(PluginError::NoCapability {

@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::usage::{self, LastUse, LAST_USE};
-use super::{
+use super::db::{
     Known, ManifestRecord, Meta, MetaError, BLOBS, MANIFESTS, MIRROR_REFERRERS, REFERRERS,
     REWRITES, TAGS,
 };
+use super::usage::{self, LastUse, LAST_USE};
 use wharf_model::digest::Digest;
 
 /// A lease as stored and listed.

@@ -5,7 +5,7 @@
 
 use redb::{ReadableDatabase, TableDefinition};
 
-use super::{Meta, MetaError};
+use super::db::{Meta, MetaError};
 use wharf_model::digest::Digest;
 
 /// (cache repo, child manifest digest) → digest of an index of that repository listing it

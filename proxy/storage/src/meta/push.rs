@@ -6,7 +6,7 @@
 use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::{Meta, MetaError};
+use super::db::{Meta, MetaError};
 use wharf_model::config::PushMode;
 use wharf_model::digest::Digest;
 

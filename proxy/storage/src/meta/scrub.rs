@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{de::DeserializeOwned, Serialize};
 
+use super::db::{Known, ManifestRecord, Meta, MetaError, BLOBS, MANIFESTS, REFERRERS, TAGS};
 use super::stats::STATUS_RECORDS;
-use super::{Known, ManifestRecord, Meta, MetaError, BLOBS, MANIFESTS, REFERRERS, TAGS};
 use wharf_model::digest::Digest;
 
 /// Where an interrupted pass stopped (the last digest verified), so the next one goes on from there.

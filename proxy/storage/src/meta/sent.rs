@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
-use super::{Meta, MetaError, BLOBS};
+use super::db::{Meta, MetaError, BLOBS};
 use wharf_model::digest::Digest;
 
 /// (digest, upstream host) → (): that upstream sent bytes that verified against the digest. Keyed

@@ -11,7 +11,7 @@
 use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::{Meta, MetaError};
+use super::db::{Meta, MetaError};
 
 /// unix seconds → (counting since, hits, misses, bytes from cache, bytes from upstream)
 pub(super) const CACHE_SAMPLES: TableDefinition<u64, (u64, u64, u64, u64, u64)> =

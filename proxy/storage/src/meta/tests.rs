@@ -1,4 +1,6 @@
+use super::db::TAGS;
 use super::*;
+use wharf_model::digest::Digest;
 use wharf_model::manifest::Descriptor;
 
 fn d(n: u8) -> Digest {

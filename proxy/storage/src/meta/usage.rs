@@ -20,10 +20,10 @@
 
 use std::collections::HashMap;
 
-use dashmap::DashMap;
 use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 
-use super::{Meta, MetaError, TAGS};
+use super::db::{Meta, MetaError, TAGS};
+use super::pending::Pending;
 use wharf_model::digest::Digest;
 
 /// (repository, tag or digest) → unix seconds of its last use there. A tag never contains `:`, a
@@ -36,44 +36,6 @@ pub(super) const LAST_USE: TableDefinition<(&str, &str), u64> = TableDefinition:
 const LEGACY_LAST_USED: TableDefinition<&str, u64> = TableDefinition::new("last_used");
 
 pub(super) use wharf_model::clock::unix_now as now;
-
-/// Uses noted since the last flush: repository → reference → unix seconds. Nested so a repeated use
-/// (the common case: the same tag pulled again) allocates nothing.
-#[derive(Default)]
-pub(super) struct Pending(DashMap<String, HashMap<String, u64>>);
-
-impl Pending {
-    fn note(&self, repo: &str, reference: &str, at: u64) {
-        let mut refs = match self.0.get_mut(repo) {
-            Some(r) => r,
-            None => self.0.entry(repo.to_owned()).or_default(),
-        };
-        match refs.get_mut(reference) {
-            Some(t) => *t = (*t).max(at),
-            None => {
-                refs.insert(reference.to_owned(), at);
-            }
-        }
-    }
-
-    /// Everything noted, removed from here.
-    fn take(&self) -> Vec<(String, HashMap<String, u64>)> {
-        let repos: Vec<String> = self.0.iter().map(|e| e.key().clone()).collect();
-        repos
-            .into_iter()
-            .filter_map(|r| self.0.remove(&r))
-            .collect()
-    }
-
-    /// Puts back what a failed flush took (keeping any later use noted meanwhile).
-    fn put_back(&self, taken: Vec<(String, HashMap<String, u64>)>) {
-        for (repo, refs) in taken {
-            for (reference, at) in refs {
-                self.note(&repo, &reference, at);
-            }
-        }
-    }
-}
 
 /// Last uses by repository and reference (tag or digest), as of one read.
 #[derive(Debug, Default, Clone)]

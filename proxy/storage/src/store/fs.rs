@@ -17,9 +17,10 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 
 use super::hashing::HashQueue;
-use super::{
-    Blob, BlobSource, BlobWriter, IngestInfo, IngestRef, Ingester, Pace, Provider, Rehashed,
-    StoreError, StoredCopy, Sweeper, Verifier,
+use super::pace::Pace;
+use super::roles::{
+    Blob, BlobSource, BlobWriter, IngestInfo, IngestRef, Ingester, Provider, Rehashed, StoreError,
+    StoredCopy, Sweeper, Verifier,
 };
 use crate::data_dir;
 use wharf_model::digest::{Algorithm, Digest, Hasher};

@@ -1,0 +1,191 @@
+//! The metadata database as every part of `meta` shares it: the handle (`Meta`) and how work runs on
+//! it, its errors, the registry's tables and records, and the read cache on the pull path.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use redb::{Database, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use super::pending::Pending;
+use wharf_model::digest::Digest;
+
+/// (repo, tag) → manifest digest
+pub(super) const TAGS: TableDefinition<(&str, &str), &str> = TableDefinition::new("tags");
+/// (repo, manifest digest) → ManifestRecord (JSON)
+pub(super) const MANIFESTS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("manifests");
+/// (repo, blob digest) → size
+pub(super) const BLOBS: TableDefinition<(&str, &str), u64> = TableDefinition::new("blobs");
+/// (repo, subject digest, referrer digest) → Descriptor (JSON)
+pub(super) const REFERRERS: TableDefinition<(&str, &str, &str), &[u8]> =
+    TableDefinition::new("referrers");
+/// upload id → UploadRecord (JSON)
+pub(super) const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
+/// (cache repo, tag) → unix seconds the mirror last confirmed the tag with its upstream
+pub(super) const TAG_CHECKED: TableDefinition<(&str, &str), u64> =
+    TableDefinition::new("tag_checked");
+/// (cache repo, subject digest) → (digest of the referrers index the mirror cached, unix seconds the
+/// upstream last confirmed it)
+pub(super) const MIRROR_REFERRERS: TableDefinition<(&str, &str), (&str, u64)> =
+    TableDefinition::new("mirror_referrers");
+/// (original manifest digest, rewriting plugin set) → digest of the rewritten manifest (the original's
+/// own digest when the plugins left it as it was). The provenance of every rewrite; the collector keeps
+/// both ends of a mapping together.
+pub(super) const REWRITES: TableDefinition<(&str, &str), &str> = TableDefinition::new("rewrites");
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("metadata store failed: {0}")]
+    Db(#[from] redb::Error),
+    #[error("metadata record is unreadable: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    #[error("metadata task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Why the metadata store would not open, as an operator acts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenFailure {
+    /// Another process holds it: a wharf serving this data directory.
+    InUse,
+    /// This user may not read or write it.
+    Denied,
+    /// It is not a sound database (truncated, overwritten, corrupted).
+    Damaged,
+    Other,
+}
+
+impl MetaError {
+    /// What kind of failure opening the store met (redb's error kinds, and its panics on files it
+    /// cannot make sense of).
+    pub fn open_failure(&self) -> OpenFailure {
+        use std::io::ErrorKind;
+        match self {
+            MetaError::Db(redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch) => {
+                OpenFailure::InUse
+            }
+            MetaError::Db(redb::Error::Corrupted(_)) | MetaError::Corrupt(_) => {
+                OpenFailure::Damaged
+            }
+            MetaError::Db(redb::Error::Io(e)) => match e.kind() {
+                ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => OpenFailure::Denied,
+                // redb's "not a database", and a file shorter than its own header says.
+                ErrorKind::InvalidData | ErrorKind::UnexpectedEof => OpenFailure::Damaged,
+                _ => OpenFailure::Other,
+            },
+            MetaError::Task(e) if e.is_panic() => OpenFailure::Damaged,
+            _ => OpenFailure::Other,
+        }
+    }
+}
+
+macro_rules! db_error_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for MetaError {
+            fn from(e: $t) -> Self {
+                MetaError::Db(e.into())
+            }
+        }
+    )*};
+}
+db_error_from!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestRecord {
+    pub media_type: String,
+    pub size: u64,
+    /// The manifest's `subject`, so deleting it can drop its referrers entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Digest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    pub repo: String,
+    /// Unix seconds; sessions older than the configured TTL are purged.
+    pub started: u64,
+    /// Whose session it is (`identity <name>` or `address <ip>`), so that
+    /// `max_upload_sessions_per_client` counts it after a restart too. Absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+}
+
+/// Read-through cache of the lookups on the pull path (tag → digest, manifest records, blob links,
+/// tag check times), so a warm pull touches no disk and no blocking thread.
+///
+/// Kept correct under concurrency by one rule: writers always overwrite an entry after their commit
+/// (with `None` for what they removed), readers only fill an entry that is absent. A reader that read
+/// the old value before a commit can therefore never replace the writer's newer one.
+/// (With several replicas on a shared database this cache needs invalidation; that backend brings it.)
+#[derive(Default)]
+pub(super) struct ReadCache {
+    pub(super) tags: DashMap<(String, String), Option<Digest>>,
+    pub(super) manifests: DashMap<(String, Digest), Option<ManifestRecord>>,
+    pub(super) blobs: DashMap<(String, Digest), Option<u64>>,
+    pub(super) checked: DashMap<(String, String), Option<u64>>,
+    /// Whether a repository has any tag, manifest or blob: the routing phase asks it of every
+    /// host-less name (is it ours, or the default upstream's?), so it must cost no blocking thread.
+    pub(super) repos: DashMap<String, Known>,
+}
+
+/// What the read cache knows of a repository's existence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Known {
+    Exists,
+    Absent,
+    /// Something was removed from it: whether anything is left is read from the database each time
+    /// (removals are rare; a reader's older answer must never be filled in over a removal).
+    Unsure,
+}
+
+impl ReadCache {
+    /// After a commit that added to `repo`. An `Unsure` stays so: this write and a concurrent removal
+    /// may reach the cache in either order.
+    pub(super) fn exists(&self, repo: &str) {
+        let mut k = self.repos.entry(repo.to_owned()).or_insert(Known::Exists);
+        if *k == Known::Absent {
+            *k = Known::Exists;
+        }
+    }
+}
+
+pub(super) fn fill<K: Eq + std::hash::Hash, V: Clone>(m: &DashMap<K, V>, k: K, v: V) -> V {
+    m.entry(k).or_insert(v).clone()
+}
+
+#[derive(Clone)]
+pub struct Meta {
+    pub(super) db: Arc<Database>,
+    pub(super) cache: Arc<ReadCache>,
+    /// Tag and digest uses noted on the request path, not written yet (`usage.rs`).
+    pub(super) uses: Arc<Pending>,
+}
+
+impl Meta {
+    /// Runs a write on the blocking pool, handing it the read cache to update after its commit: once
+    /// started it finishes, cache included, even if the request that asked for it is dropped.
+    pub(super) async fn run_write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database, &ReadCache) -> Result<T, MetaError> + Send + 'static,
+    ) -> Result<T, MetaError> {
+        let (db, cache) = (self.db.clone(), self.cache.clone());
+        tokio::task::spawn_blocking(move || f(&db, &cache)).await?
+    }
+
+    /// Runs `f` on the blocking pool: redb reads may touch the disk and commits fsync.
+    pub(super) async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, MetaError> + Send + 'static,
+    ) -> Result<T, MetaError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db)).await?
+    }
+}
