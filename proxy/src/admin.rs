@@ -6,7 +6,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 
 use wharf_storage::gc::Collector;

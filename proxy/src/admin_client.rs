@@ -9,7 +9,6 @@ use crate::app::offline;
 use crate::app::offline_with;
 use http::Method;
 use http::StatusCode;
-use http_body_util::BodyExt;
 use wharf_storage::gc::Report;
 
 /// Runs a collection through the server on the data directory, or on the files when none runs.

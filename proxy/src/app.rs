@@ -11,7 +11,6 @@ use crate::mirror::Mirror;
 use crate::push::Push;
 use crate::registry::Registry;
 use crate::server::purge_uploads;
-use http_body_util::BodyExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
