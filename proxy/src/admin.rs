@@ -96,7 +96,7 @@ pub struct Admin {
     /// The registry a server serves; `None` for the offline admin state.
     pub registry: Option<Arc<crate::registry::Registry>>,
     /// The status page's memory: the sampler's base and the policy's denials.
-    pub history: Arc<crate::ui::History>,
+    pub history: Arc<crate::history::History>,
 }
 
 impl Admin {

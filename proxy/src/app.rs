@@ -221,7 +221,9 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
         ),
         leases,
         push,
-        history: Arc::new(crate::ui::History::new(registry.policy().denials().clone())),
+        history: Arc::new(crate::history::History::new(
+            registry.policy().denials().clone(),
+        )),
         registry: Some(registry.clone()),
     };
     let listener = TcpListener::bind(cfg.server.listen)
@@ -270,7 +272,7 @@ pub fn housekeeping(admin: Admin, cfg: &Config) -> Housekeeping {
     ];
     tasks.extend(crate::metrics_listener::spawn(&cfg.metrics, &admin));
     // With or without a metrics listener: `wharf status` shows the history it records.
-    let sampler = tokio::spawn(crate::ui::sampler(
+    let sampler = tokio::spawn(crate::history::sampler(
         admin.collector.meta.clone(),
         Duration::from_secs(cfg.metrics.sample_secs),
         admin.history.clone(),

@@ -15,7 +15,6 @@
 //! same choice), with the original's digest in `dev.wharf.reduced-from`.
 
 use std::collections::HashSet;
-use std::fmt;
 use std::path::Path;
 
 use bytes::Bytes;
@@ -26,138 +25,29 @@ use serde_json::{json, Value};
 use wharf_model::config::Config;
 use wharf_model::digest::Digest;
 use wharf_model::manifest::{self, Kind};
-use wharf_model::platform::Platform;
 use wharf_model::platform::{PlatformSpec, REDUCED_FROM};
-use wharf_model::reference::{split_registry_host, Reference, RepoName, Tag};
+use wharf_model::reference::Reference;
 
 pub mod client;
 pub mod docker;
+mod error;
+mod image_ref;
 pub mod import;
+mod plan;
 pub mod tarball;
 
 #[cfg(test)]
 mod tests;
 
-pub use client::{Fetched, Refusal, WharfApi};
+pub use client::{Fetched, WharfApi};
+pub use error::{ArchiveError, Refusal};
+pub use image_ref::{ImageRef, CONTAINERD_NAME, REF_NAME};
 pub use import::{import, import_with, ImportReport};
+pub use plan::Plan;
 
-/// The annotation of `index.json` that names an image (OCI image layout).
-pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
-/// containerd's: the full image name (what `ctr images import` names the image).
-pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 /// How deep indexes may nest (an index of indexes); real images have one level.
 const MAX_DEPTH: usize = 4;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ArchiveError {
-    #[error("{0}")]
-    Ref(String),
-    #[error("cannot start wharf in this process: {0}")]
-    Start(String),
-    #[error("{0}")]
-    Io(std::io::Error),
-    #[error("{path}: {source}")]
-    File {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("request to wharf failed: {0}")]
-    Http(String),
-    #[error("wharf refused {what}: {refusal}")]
-    Refused { what: String, refusal: Refusal },
-    #[error("{what} has digest {actual}, not {expected}: it was not written")]
-    DigestMismatch {
-        what: String,
-        expected: Digest,
-        actual: Digest,
-    },
-    #[error(
-        "{what} is {actual} bytes, not the {expected} its descriptor says: it was not written"
-    )]
-    SizeMismatch {
-        what: String,
-        expected: u64,
-        actual: u64,
-    },
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    Platforms(String),
-}
-
-/// What a client would pull from wharf: `docker.io/library/alpine:3`, `team/app:v1`,
-/// `ghcr.io/org/app@sha256:…`. A first component that is a registry host by Docker's rule
-/// (`reference::is_registry_host`) is sent as containerd's `?ns=`, which the mirror routes by.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageRef {
-    pub host: Option<String>,
-    /// The repository on that host (or in wharf, without a host).
-    pub name: String,
-    pub reference: Reference,
-}
-
-impl std::str::FromStr for ImageRef {
-    type Err = ArchiveError;
-
-    fn from_str(s: &str) -> Result<ImageRef, ArchiveError> {
-        let bad = |why: String| {
-            ArchiveError::Ref(format!(
-                "{s:?} is not an image reference ({why}); write [host/]repository[:tag|@digest], \
-                 e.g. docker.io/library/alpine:3 or team/app@sha256:…"
-            ))
-        };
-        let (rest, reference) = match s.split_once('@') {
-            Some((rest, d)) => (
-                rest,
-                Reference::Digest(d.parse().map_err(|e| bad(format!("{e}")))?),
-            ),
-            None => {
-                let slash = s.rfind('/').map_or(0, |i| i + 1);
-                match s[slash..].rfind(':') {
-                    Some(i) => (
-                        &s[..slash + i],
-                        Reference::Tag(
-                            s[slash + i + 1..]
-                                .parse::<Tag>()
-                                .map_err(|e| bad(e.to_string()))?,
-                        ),
-                    ),
-                    None => (s, Reference::Tag("latest".parse().expect("valid tag"))),
-                }
-            }
-        };
-        let (host, name) = match split_registry_host(rest) {
-            Some((first, name)) => (Some(first.to_owned()), name),
-            None => (None, rest),
-        };
-        name.parse::<RepoName>().map_err(|e| bad(e.to_string()))?;
-        Ok(ImageRef {
-            host,
-            name: name.to_owned(),
-            reference,
-        })
-    }
-}
-
-impl ImageRef {
-    /// The name without tag or digest, with its host.
-    pub fn repository(&self) -> String {
-        match &self.host {
-            Some(h) => format!("{h}/{}", self.name),
-            None => self.name.clone(),
-        }
-    }
-}
-
-impl fmt::Display for ImageRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.reference {
-            Reference::Tag(t) => write!(f, "{}:{t}", self.repository()),
-            Reference::Digest(d) => write!(f, "{}@{d}", self.repository()),
-        }
-    }
-}
 
 /// The layout `wharf export` writes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -193,29 +83,6 @@ pub struct Choice {
     pub platforms: Vec<PlatformSpec>,
     /// Point `index.json` at the index reduced to the chosen platforms.
     pub reduced: bool,
-}
-
-/// What an export writes or a warm-up fetches.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    /// The manifest `index.json` names.
-    pub top: Fetched,
-    /// Every manifest to include, the top one first, each once.
-    pub manifests: Vec<Fetched>,
-    /// The configs and layers of the chosen platforms' manifests, each once, with their sizes.
-    pub blobs: Vec<(Digest, u64)>,
-    /// The platforms taken.
-    pub platforms: Vec<Platform>,
-    /// Entries left out, and why.
-    pub left_out: Vec<String>,
-    /// When `top` is a reduced index: the original's digest.
-    pub reduced_from: Option<Digest>,
-}
-
-impl Plan {
-    pub fn blob_bytes(&self) -> u64 {
-        self.blobs.iter().map(|(_, s)| s).sum()
-    }
 }
 
 fn refused(what: impl Into<String>) -> impl FnOnce(Refusal) -> ArchiveError {

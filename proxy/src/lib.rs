@@ -7,6 +7,7 @@ pub mod app;
 pub mod archive;
 pub mod check_config;
 pub mod fill;
+pub mod history;
 pub mod logbuf;
 pub mod metrics_listener;
 pub mod mirror;

@@ -32,18 +32,19 @@ use wharf_model::request::{Operation, RequestCtx};
 use wharf_policy::plugin::Rewritten;
 use wharf_policy::policy::{Policy, Repo};
 use wharf_protocol::error::{ErrorCode, RegistryError};
-use wharf_protocol::upstream::UpstreamError;
 use wharf_storage::inflight::Flights;
 use wharf_storage::lease::{Leases, Touching};
 use wharf_storage::meta::{ManifestPut, ManifestRecord, Meta};
 use wharf_storage::store::ContentStore;
 
 pub mod deliver;
+mod error;
 pub mod journal;
 pub mod progress;
 pub mod route;
 
 use deliver::{DeliverError, Sender};
+pub use error::PushError;
 use journal::{Delivery, State};
 use progress::Progress;
 pub use route::PushRoute;
@@ -56,14 +57,6 @@ const PUSH_LEASE: Duration = Duration::from_secs(30 * 24 * 3600);
 const KEEP_DELIVERED: usize = 1000;
 /// Blob uploads of one delivery in flight at once.
 const BLOBS_AT_ONCE: usize = 4;
-
-#[derive(Debug, thiserror::Error)]
-pub enum PushError {
-    #[error("[[push]] with prefix = {prefix:?}: {reason}")]
-    Config { prefix: String, reason: String },
-    #[error(transparent)]
-    Upstream(#[from] UpstreamError),
-}
 
 /// A manifest a client pushed to a routed repository, checked and stored, not yet recorded.
 pub struct Pushed {

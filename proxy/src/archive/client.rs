@@ -30,7 +30,8 @@ use wharf_model::config::Config;
 use wharf_model::digest::Digest;
 use wharf_model::manifest::{self, MANIFEST_TYPES};
 
-use super::{ArchiveError, ImageRef};
+use super::error::{ArchiveError, Refusal};
+use super::image_ref::ImageRef;
 
 pub type ReqBody = BoxBody<Bytes, std::io::Error>;
 
@@ -43,23 +44,6 @@ pub struct Fetched {
     pub digest: Digest,
     pub media_type: String,
     pub bytes: Bytes,
-}
-
-/// An error answer of the registry, with the spec's code when the body had one.
-#[derive(Debug, Clone)]
-pub struct Refusal {
-    pub status: StatusCode,
-    pub code: Option<String>,
-    pub message: String,
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.code {
-            Some(c) => write!(f, "{} {c}: {}", self.status, self.message),
-            None => write!(f, "{}: {}", self.status, self.message),
-        }
-    }
 }
 
 /// A wharf started by this command, stopped by `WharfApi::close`.

@@ -21,7 +21,9 @@
 
 use serde_json::json;
 
-use super::{ArchiveError, ImageRef, Plan};
+use super::error::ArchiveError;
+use super::image_ref::ImageRef;
+use super::plan::Plan;
 use wharf_model::digest::Digest;
 use wharf_model::manifest::{self, Kind};
 use wharf_model::reference::Reference;

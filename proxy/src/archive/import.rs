@@ -21,8 +21,9 @@ use wharf_model::manifest::{self, Kind};
 use wharf_model::reference::{Reference, RepoName, Tag};
 
 use super::client::{ReaderBody, WharfApi};
+use super::error::ArchiveError;
+use super::image_ref::{ImageRef, CONTAINERD_NAME, REF_NAME};
 use super::tarball::{self, blob_path, Region};
-use super::{ArchiveError, ImageRef, CONTAINERD_NAME, REF_NAME};
 
 /// What one image of the archive became.
 #[derive(Debug, Clone, Serialize)]

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
 
 use wharf_model::digest::Digest;
 
-use super::ArchiveError;
+use super::error::ArchiveError;
 
 const BLOCK: u64 = 512;
 

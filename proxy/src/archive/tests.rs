@@ -6,6 +6,7 @@ use http_body_util::Full;
 
 use super::tarball::{self, TarWriter};
 use super::*;
+use wharf_model::platform::Platform;
 
 fn digest(bytes: &[u8]) -> Digest {
     Digest::sha256_of(bytes)

@@ -1,7 +1,7 @@
 //! `[[push]]` routes: a local repository prefix and the upstream repository it is delivered to, both
 //! ways (a local name → the upstream's; the name a client gave for the upstream → the local one).
 
-use super::PushError;
+use super::error::PushError;
 use std::sync::Arc;
 use wharf_model::config::{PushConfig, PushMode, UpstreamConfig};
 use wharf_model::platform::PlatformSpec;

@@ -4,7 +4,8 @@
 
 use std::fmt::Write as _;
 
-use super::html::{duration, esc};
+use super::escape::esc;
+use crate::status::duration;
 use wharf_storage::meta::Sample;
 
 /// A value per moment (unix seconds); `None` is a gap (nothing to say for that interval).

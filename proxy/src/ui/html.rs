@@ -7,53 +7,18 @@ use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::chart;
-use super::viewer::Audience;
+use super::escape::esc;
+use super::page::{Audience, Page};
 use crate::push::DeliveryStatus;
 use wharf_model::units::human_bytes;
-use wharf_policy::denials::{DeniedRequest, DENIALS_KEPT};
+use wharf_policy::denials::DENIALS_KEPT;
 use wharf_storage::images::Image;
-use wharf_storage::meta::{Retention, Sample};
-
-/// Everything one rendering shows, gathered before any HTML is written.
-pub struct Page {
-    /// Unix seconds.
-    pub now: u64,
-    /// Tagged images, or why they could not be listed.
-    pub images: Result<Vec<Image>, String>,
-    /// The push journal, or why it could not be read.
-    pub pushes: Result<Vec<DeliveryStatus>, String>,
-    /// Oldest first (the recorded history, thinned as `keep` says); the last one is taken for this
-    /// rendering.
-    pub samples: Vec<Sample>,
-    /// Oldest first.
-    pub denials: Vec<DeniedRequest>,
-    pub sample_every: Duration,
-    pub keep: Retention,
-    /// Whom the lists were kept for (`Viewer::filter`).
-    pub audience: Audience,
-}
 
 /// How often the browser reloads the page on its own (a meta refresh: no script).
 pub const REFRESH_SECS: u64 = 30;
 
-/// Text made safe for HTML content and quoted attribute values.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// `42 s`, `5 min`, `3 h`, `2 days`, as the command line writes them too.
-pub use crate::status::duration;
+use crate::status::duration;
 
 fn ago(now: u64, t: u64) -> String {
     if t > now {

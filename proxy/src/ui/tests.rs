@@ -3,7 +3,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::chart;
-use super::html::{esc, render, upstream_of, Page};
+use super::escape::esc;
+use super::html::{render, upstream_of};
+use super::page::Page;
 use crate::push::DeliveryStatus;
 use wharf_policy::denials::DeniedRequest;
 use wharf_storage::images::Image;
@@ -446,7 +448,7 @@ async fn the_sampler_counts_on_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("meta.redb");
     let meta = wharf_storage::meta::Meta::open(&path).unwrap();
-    let mut first = super::Sampler::start(meta.clone(), Retention::DEFAULT, NOW)
+    let mut first = crate::history::Sampler::start(meta.clone(), Retention::DEFAULT, NOW)
         .await
         .unwrap();
     first.record(totals(0, 0, 0), NOW, false).await.unwrap();
@@ -457,7 +459,7 @@ async fn the_sampler_counts_on_across_a_restart() {
     drop((first, meta));
 
     let meta = wharf_storage::meta::Meta::open(&path).unwrap();
-    let mut second = super::Sampler::start(meta.clone(), Retention::DEFAULT, NOW)
+    let mut second = crate::history::Sampler::start(meta.clone(), Retention::DEFAULT, NOW)
         .await
         .unwrap();
     let s = second
@@ -487,7 +489,7 @@ async fn the_sampler_counts_on_across_a_restart() {
 
 #[test]
 fn with_nothing_recorded_the_totals_start_now() {
-    let s = super::continued(None, totals(1, 0, 5), NOW);
+    let s = crate::history::continued(None, totals(1, 0, 5), NOW);
     assert_eq!((s.at, s.since, s.totals.hits), (NOW, NOW, 1));
 }
 
@@ -510,7 +512,7 @@ fn the_history_says_since_when_it_counts() {
 async fn an_idle_sampler_writes_nothing_until_a_change() {
     let dir = tempfile::tempdir().unwrap();
     let meta = wharf_storage::meta::Meta::open(&dir.path().join("meta.redb")).unwrap();
-    let mut s = super::Sampler::start(meta.clone(), Retention::DEFAULT, NOW)
+    let mut s = crate::history::Sampler::start(meta.clone(), Retention::DEFAULT, NOW)
         .await
         .unwrap();
     let times = || async {
@@ -597,7 +599,9 @@ fn serving_with(
         )),
         leases,
         push: Arc::new(push),
-        history: Arc::new(super::History::new(registry.policy().denials().clone())),
+        history: Arc::new(crate::history::History::new(
+            registry.policy().denials().clone(),
+        )),
         registry: Some(registry.clone()),
     };
     (registry, admin)

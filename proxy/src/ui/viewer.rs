@@ -12,20 +12,8 @@
 
 use std::sync::Arc;
 
-use super::html::Page;
+use super::page::{Audience, Page};
 use wharf_policy::auth::Auth;
-
-/// Whom the page was rendered for, as its header says.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Audience {
-    /// No client authentication: the whole page.
-    #[default]
-    Everyone,
-    /// A caller without a credential: what anonymous callers may pull.
-    Anonymous,
-    /// What this identity may pull.
-    Identity(String),
-}
 
 /// The caller a page is rendered for.
 pub enum Viewer {
