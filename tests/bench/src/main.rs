@@ -179,7 +179,11 @@ fn main() -> Result<()> {
                 );
             }
             Some(report::Baseline {
-                path: path.display().to_string(),
+                // Absolute: the report should still say which build it was when read later.
+                path: std::fs::canonicalize(path)
+                    .unwrap_or_else(|_| path.clone())
+                    .display()
+                    .to_string(),
                 version: version_of(path)?,
                 wharf_version: version_of(&args.wharf)?,
                 cases,
