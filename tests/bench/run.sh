@@ -6,7 +6,7 @@
 # upstream paced at 1 and 10 Gbit/s (tc, from iproute2); without root those are skipped.
 #   tests/bench/run.sh            full run (1 GiB blobs, about 15 minutes on 2 cores)
 #   tests/bench/run.sh --quick    smoke run (128 MiB blobs, fewer repetitions, under 2 minutes)
-# Other arguments go to the driver (wharf-bench --help), e.g. --only 3 or --keep.
+# Other arguments go to the driver (wharf-bench --help), e.g. --only 3, --keep or --baseline PATH.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

@@ -1,5 +1,7 @@
 //! The cases of issue 5, each run against wharf, nginx and distribution in the same run, servers
-//! interleaved within each repetition so that a noisy moment hurts all three alike.
+//! interleaved within each repetition so that a noisy moment hurts all three alike. With
+//! `--baseline`, cases 1, 2, 3 and 7 also measure a second wharf (an older build), interleaved
+//! the same way, for a before/after of one change from one run.
 
 use std::cell::RefCell;
 use std::fs;
@@ -34,6 +36,46 @@ const GB: f64 = 1e9;
 
 /// One list of samples per server, in `SERVERS` order.
 type PerServer = [Vec<f64>; 3];
+
+/// The baseline wharf's slot in [`Env::lineup`], after the three of `SERVERS`.
+const BASELINE: usize = 3;
+/// How the baseline wharf is named in errors and notes.
+pub const BASELINE_NAME: &str = "wharf (baseline)";
+
+/// A metric's samples for each server of [`Env::lineup`]: the three columns, and the baseline
+/// wharf's (empty without `--baseline`).
+#[derive(Default)]
+struct Samples {
+    servers: PerServer,
+    baseline: Vec<f64>,
+}
+
+impl Samples {
+    fn push(&mut self, slot: usize, v: f64) {
+        match self.servers.get_mut(slot) {
+            Some(s) => s.push(v),
+            None => self.baseline.push(v),
+        }
+    }
+
+    /// A server's figure, where it was measured (case 7 measures only the wharfs).
+    fn stat(v: Vec<f64>, stat: fn(Vec<f64>) -> Stat) -> Option<Stat> {
+        (!v.is_empty()).then(|| stat(v))
+    }
+
+    fn metric(self, name: &str, unit: &str, stat: fn(Vec<f64>) -> Stat) -> Metric {
+        Metric::new(name, unit, self.servers.map(|v| Self::stat(v, stat)))
+            .with_baseline(Self::stat(self.baseline, stat))
+    }
+
+    fn medians(self, name: &str, unit: &str) -> Metric {
+        self.metric(name, unit, Stat::median)
+    }
+
+    fn peaks(self) -> Metric {
+        self.metric("peak RSS, max", "MiB", Stat::max)
+    }
+}
 
 /// How much work each case does (`--quick` or full).
 #[derive(Debug, Clone)]
@@ -112,8 +154,12 @@ impl Settings {
 pub struct Env {
     pub s: Settings,
     pub wharf_bin: PathBuf,
+    /// `--baseline`: an older wharf that cases 1, 2, 3 and 7 measure beside `wharf_bin`.
+    pub baseline_bin: Option<PathBuf>,
     pub root: PathBuf,
     pub servers: [Server; 3],
+    /// The baseline wharf of cases 1–3, seeded like `servers[0]` (started only for them).
+    pub baseline: Option<Server>,
     pub upstream: Server,
     pub image: Image,
     /// Every measured run's cost, for the machine-noise summary.
@@ -155,10 +201,21 @@ impl Env {
         &self.image.layers[0]
     }
 
+    /// The servers of cases 1–3 in the order each repetition measures them, with their slot
+    /// (`SERVERS` index, or [`BASELINE`]): the baseline wharf right after wharf, so that the two
+    /// builds meet the most similar moments of this noisy machine.
+    fn lineup(&self) -> Vec<(usize, &Server)> {
+        let [wharf, nginx, dist] = &self.servers;
+        let mut v = vec![(0, wharf)];
+        v.extend(self.baseline.iter().map(|b| (BASELINE, b)));
+        v.extend([(1, nginx), (2, dist)]);
+        v
+    }
+
     /// The blob is whole on every server (and now in the page cache: the cases are "warm").
     fn warm_up(&self) -> Result<()> {
         let path = blob_path(REPO, self.big());
-        for s in &self.servers {
+        for (_, s) in self.lineup() {
             let (h, n) = http::get_discard(s.addr, &path)?;
             ensure!(
                 h.status == 200 && n == self.big().len,
@@ -208,25 +265,25 @@ pub fn blob_one_stream(env: &Env) -> Result<CaseResult> {
     env.warm_up()?;
     let big = env.big();
     let path = blob_path(REPO, big);
-    let [mut rate, mut cpu, mut rss]: [PerServer; 3] = Default::default();
+    let [mut rate, mut cpu, mut rss]: [Samples; 3] = Default::default();
     for _ in 0..env.s.reps {
-        for (i, s) in env.servers.iter().enumerate() {
+        for (i, s) in env.lineup() {
             let ((h, n), c) = env.measure(s.pids(), vec![], || http::get_discard(s.addr, &path))?;
             ensure!(h.status == 200 && n == big.len, "{}: short read", s.name);
-            rate[i].push(gb(n) / c.wall_s);
-            cpu[i].push(c.cpu_s / gb(n));
-            rss[i].push(c.peak_rss_mib);
+            rate.push(i, gb(n) / c.wall_s);
+            cpu.push(i, c.cpu_s / gb(n));
+            rss.push(i, c.peak_rss_mib);
         }
     }
-    let tput = medians("throughput", "GB/s", rate);
+    let tput = rate.medians("throughput", "GB/s");
     let met = at_least(&tput, 1, 1.0);
     Ok(CaseResult {
         id: "1".into(),
         title: format!("warm blob GET, {}, one stream", size_label(big.len)),
         metrics: vec![
             tput.with_target("≥ 1.0× nginx", met),
-            medians("server CPU", "s per GB", cpu),
-            peaks(rss),
+            cpu.medians("server CPU", "s per GB"),
+            rss.peaks(),
         ],
         notes: vec!["client: the driver's own HTTP reader (1 MiB reads, body discarded)".into()],
     })
@@ -274,23 +331,23 @@ pub fn blob_concurrent(env: &Env) -> Result<CaseResult> {
     let big = env.big();
     let path = blob_path(REPO, big);
     let n = env.s.streams;
-    let [mut rate, mut cpu, mut rss]: [PerServer; 3] = Default::default();
+    let [mut rate, mut cpu, mut rss]: [Samples; 3] = Default::default();
     for _ in 0..env.s.reps_parallel {
-        for (i, s) in env.servers.iter().enumerate() {
+        for (i, s) in env.lineup() {
             let ((ok, bytes), c) = env.measure(s.pids(), vec![], || {
                 concurrent_gets(s.addr, &path, n, big.len)
             })?;
             ensure!(ok == n, "{}: only {ok} of {n} streams completed", s.name);
-            rate[i].push(gb(bytes) / c.wall_s);
-            cpu[i].push(c.cpu_s / gb(bytes));
-            rss[i].push(c.peak_rss_mib);
+            rate.push(i, gb(bytes) / c.wall_s);
+            cpu.push(i, c.cpu_s / gb(bytes));
+            rss.push(i, c.peak_rss_mib);
         }
     }
-    let tput = medians("aggregate throughput", "GB/s", rate);
+    let tput = rate.medians("aggregate throughput", "GB/s");
     let met = at_least(&tput, 1, 1.0);
-    let cpu = medians("server CPU", "s per GB", cpu);
+    let cpu = cpu.medians("server CPU", "s per GB");
     let cpu_met = cpu.ratio(1).map(|r| r <= 2.0);
-    let rss = peaks(rss);
+    let rss = rss.peaks();
     let rss_met = rss.value(0).map(|v| v <= 64.0);
     Ok(CaseResult {
         id: "2".into(),
@@ -343,7 +400,7 @@ pub fn request_rates(env: &Env) -> Result<Vec<CaseResult>> {
             &env.big().digest
         };
         // One request first: the load tools count only statuses, so check the answer is right.
-        for s in &env.servers {
+        for (_, s) in env.lineup() {
             let (h, _) = http::call(s.addr, method, path, headers, None)?;
             ensure!(
                 h.status == 200 && h.header("docker-content-digest") == Some(want_digest),
@@ -358,10 +415,10 @@ pub fn request_rates(env: &Env) -> Result<Vec<CaseResult>> {
                 s.name
             );
         }
-        let [mut rps, mut cpu, mut rss]: [PerServer; 3] = Default::default();
-        let mut errors = [0u64; 3];
+        let [mut rps, mut cpu, mut rss]: [Samples; 3] = Default::default();
+        let mut errors = [0u64; BASELINE + 1];
         for _ in 0..env.s.reps {
-            for (i, s) in env.servers.iter().enumerate() {
+            for (i, s) in env.lineup() {
                 let (l, c) = env.measure(s.pids(), vec![], || match tool {
                     Tool::Wrk => load::wrk(s.addr, path, headers, env.s.conns, env.s.load_secs),
                     Tool::Head => load::head_load(
@@ -373,18 +430,18 @@ pub fn request_rates(env: &Env) -> Result<Vec<CaseResult>> {
                     ),
                 })?;
                 ensure!(l.requests > 0, "{}: no request succeeded", s.name);
-                rps[i].push(l.rps());
-                cpu[i].push(c.cpu_s / l.requests as f64 * 1e6);
-                rss[i].push(c.peak_rss_mib);
+                rps.push(i, l.rps());
+                cpu.push(i, c.cpu_s / l.requests as f64 * 1e6);
+                rss.push(i, c.peak_rss_mib);
                 errors[i] += l.errors;
             }
         }
-        let rps = medians("requests", "req/s", rps);
+        let rps = rps.medians("requests", "req/s");
         let rps_met = match (at_least(&rps, 1, 0.5), at_least(&rps, 2, 5.0)) {
             (Some(a), Some(b)) => Some(a && b),
             _ => None,
         };
-        let cpu = medians("server CPU", "µs per req", cpu);
+        let cpu = cpu.medians("server CPU", "µs per req");
         let cpu_met = cpu.value(0).map(|v| v <= 30.0);
         let mut notes = vec![match tool {
             Tool::Wrk => format!("wrk -t2 -c{} -d{}s", env.s.conns, env.s.load_secs),
@@ -394,11 +451,11 @@ pub fn request_rates(env: &Env) -> Result<Vec<CaseResult>> {
                 env.s.conns, env.s.load_secs
             ),
         }];
-        for (i, e) in errors.iter().enumerate() {
-            if *e > 0 {
+        for (i, s) in env.lineup() {
+            if errors[i] > 0 {
                 notes.push(format!(
-                    "{}: {e} errors (non-2xx or socket) over all runs",
-                    crate::report::SERVERS[i]
+                    "{}: {} errors (non-2xx or socket) over all runs",
+                    s.name, errors[i]
                 ));
             }
         }
@@ -408,7 +465,7 @@ pub fn request_rates(env: &Env) -> Result<Vec<CaseResult>> {
             metrics: vec![
                 rps.with_target("≥ 0.5× nginx and ≥ 5× distrib.", rps_met),
                 cpu.with_target("wharf ≤ 30 µs", cpu_met),
-                peaks(rss),
+                rss.peaks(),
             ],
             notes,
         });
@@ -1037,11 +1094,19 @@ fn plugin_configs() -> Vec<(&'static str, Option<String>)> {
 
 /// Case 7: what an access plugin costs per request: manifest GET by tag (wrk, 64 connections) on a
 /// wharf with no plugin, the Rust `allow-list`, the Python and the JS example policies, interleaved
-/// within each repetition. Every request goes through the plugin's `access.check`.
+/// within each repetition. Every request goes through the plugin's `access.check`. With a baseline
+/// wharf, each configuration also runs on it (the same components: the WIT is shared), right after
+/// the checkout's.
 pub fn plugins_case(env: &Env) -> Result<Vec<CaseResult>> {
     let image = Image::new(vec![Blob::random(7, 4096)]);
+    let builds: Vec<(bool, &Path)> = [(false, env.wharf_bin.as_path())]
+        .into_iter()
+        .chain(env.baseline_bin.as_deref().map(|b| (true, b)))
+        .collect();
+    let configs = plugin_configs();
+    // (configuration, is the baseline, server), in the order each repetition measures them.
     let mut servers = Vec::new();
-    for (i, (label, plugin)) in plugin_configs().into_iter().enumerate() {
+    for (i, (label, plugin)) in configs.iter().enumerate() {
         if let Some(toml) = &plugin {
             let path = toml
                 .lines()
@@ -1053,28 +1118,38 @@ pub fn plugins_case(env: &Env) -> Result<Vec<CaseResult>> {
                 "{label}: no component at {path}; build the plugins with plugins/build.sh"
             );
         }
-        let w = servers::start_wharf_with(
-            &env.wharf_bin,
-            &env.root.join(format!("plugins-{i}")),
-            &[],
-            plugin.as_deref().unwrap_or(""),
-        )?;
-        seed::push_image(w.addr, UploadStyle::MonolithicPost, REPO, &[TAG], &image)?;
-        let (h, _) = http::call(w.addr, "GET", &manifest_path(), &[("Accept", ACCEPT)], None)?;
-        ensure!(
-            h.status == 200 && h.header("docker-content-digest") == Some(&image.manifest.digest),
-            "{label}: GET {} answered {}",
-            manifest_path(),
-            h.status
-        );
-        servers.push((label, w));
+        for &(is_base, bin) in &builds {
+            let suffix = if is_base { "-baseline" } else { "" };
+            let mut w = servers::start_wharf_with(
+                bin,
+                &env.root.join(format!("plugins-{i}{suffix}")),
+                &[],
+                plugin.as_deref().unwrap_or(""),
+            )
+            .with_context(|| format!("{label}: start {}", bin.display()))?;
+            if is_base {
+                w.name = BASELINE_NAME;
+            }
+            seed::push_image(w.addr, UploadStyle::MonolithicPost, REPO, &[TAG], &image)?;
+            let (h, _) = http::call(w.addr, "GET", &manifest_path(), &[("Accept", ACCEPT)], None)?;
+            ensure!(
+                h.status == 200
+                    && h.header("docker-content-digest") == Some(&image.manifest.digest),
+                "{}, {label}: GET {} answered {}",
+                w.name,
+                manifest_path(),
+                h.status
+            );
+            servers.push((i, is_base, w));
+        }
     }
-    let n = servers.len();
-    let mut rps = vec![Vec::new(); n];
-    let mut cpu_us = vec![Vec::new(); n];
-    let mut errors = vec![0u64; n];
+    let n = configs.len();
+    // Per configuration: the checkout's samples (slot 0) and the baseline's.
+    let mut rps: Vec<Samples> = (0..n).map(|_| Samples::default()).collect();
+    let mut cpu_us: Vec<Samples> = (0..n).map(|_| Samples::default()).collect();
+    let mut errors = vec![[0u64; 2]; n];
     for _ in 0..env.s.reps {
-        for (i, (_, w)) in servers.iter().enumerate() {
+        for (i, is_base, w) in &servers {
             let (l, c) = env.measure(w.pids(), vec![], || {
                 load::wrk(
                     w.addr,
@@ -1084,22 +1159,27 @@ pub fn plugins_case(env: &Env) -> Result<Vec<CaseResult>> {
                     env.s.load_secs,
                 )
             })?;
-            errors[i] += l.errors;
-            rps[i].push(l.rps());
-            cpu_us[i].push(c.cpu_s / l.requests.max(1) as f64 * 1e6);
+            let slot = if *is_base { BASELINE } else { 0 };
+            errors[*i][usize::from(*is_base)] += l.errors;
+            rps[*i].push(slot, l.rps());
+            cpu_us[*i].push(slot, c.cpu_s / l.requests.max(1) as f64 * 1e6);
         }
     }
-    let base = report::median(&cpu_us[0]);
+    let base = report::median(&cpu_us[0].servers[0]);
+    let base_of_baseline = report::median(&cpu_us[0].baseline);
     let mut out = Vec::new();
-    for (i, (label, _)) in servers.iter().enumerate() {
-        let cpu = Stat::median(cpu_us[i].clone());
-        let added = cpu.value - base;
+    for (i, ((label, _), (rps, cpu_us))) in
+        configs.iter().zip(rps.into_iter().zip(cpu_us)).enumerate()
+    {
+        let cpu = cpu_us.medians("server CPU", "µs/request");
+        let cpu_value = cpu.value(0).unwrap_or(f64::NAN);
+        let added = cpu_value - base;
         let (target, met) = match i {
             0 => (None, None),
             1 => (Some("adds ≤ 20 µs"), Some(added <= 20.0)),
             _ => (Some("adds ≤ 200 µs"), Some(added <= 200.0)),
         };
-        let mut cpu_metric = Metric::new("server CPU", "µs/request", [Some(cpu), None, None]);
+        let mut cpu_metric = cpu;
         if let Some(t) = target {
             cpu_metric = cpu_metric.with_target(t, met);
         }
@@ -1108,21 +1188,23 @@ pub fn plugins_case(env: &Env) -> Result<Vec<CaseResult>> {
             notes.push(format!(
                 "{added:+.1} µs of server CPU per request against no plugin"
             ));
+            if let Some(b) = cpu_metric.baseline_value() {
+                notes.push(format!(
+                    "{BASELINE_NAME}: {:+.1} µs against its own run with no plugin",
+                    b - base_of_baseline
+                ));
+            }
         }
-        if errors[i] > 0 {
-            notes.push(format!("{} requests failed", errors[i]));
+        let whose = [String::new(), format!("{BASELINE_NAME}: ")];
+        for (e, who) in errors[i].iter().zip(whose) {
+            if *e > 0 {
+                notes.push(format!("{who}{e} requests failed"));
+            }
         }
         out.push(CaseResult {
             id: format!("7{}", ["a", "b", "c", "d"][i]),
             title: format!("manifest GET by tag, {label}"),
-            metrics: vec![
-                Metric::new(
-                    "requests",
-                    "req/s",
-                    [Some(Stat::median(rps[i].clone())), None, None],
-                ),
-                cpu_metric,
-            ],
+            metrics: vec![rps.medians("requests", "req/s"), cpu_metric],
             notes,
         });
     }
@@ -1130,8 +1212,15 @@ pub fn plugins_case(env: &Env) -> Result<Vec<CaseResult>> {
 }
 
 /// Starts the servers and seeds the same image into wharf and distribution, the cold blob into the
-/// upstream; nginx then serves wharf's own files.
-pub fn setup(s: Settings, wharf_bin: PathBuf, root: PathBuf) -> Result<Env> {
+/// upstream; nginx then serves wharf's own files. `serve_baseline`: cases 1–3 will run, so the
+/// baseline wharf (if any) is started too, with a data dir of its own seeded like wharf's.
+pub fn setup(
+    s: Settings,
+    wharf_bin: PathBuf,
+    baseline_bin: Option<PathBuf>,
+    serve_baseline: bool,
+    root: PathBuf,
+) -> Result<Env> {
     let t = Instant::now();
     eprintln!(
         "generating a {} blob (random bytes) …",
@@ -1153,6 +1242,17 @@ pub fn setup(s: Settings, wharf_bin: PathBuf, root: PathBuf) -> Result<Env> {
         &image,
     )
     .context("seed wharf")?;
+    let baseline = match baseline_bin.as_deref().filter(|_| serve_baseline) {
+        Some(bin) => {
+            let mut b = servers::start_wharf(bin, &root.join("wharf-baseline"), &[])
+                .with_context(|| format!("start the baseline wharf {}", bin.display()))?;
+            b.name = BASELINE_NAME;
+            seed::push_image(b.addr, UploadStyle::MonolithicPost, REPO, &[TAG], &image)
+                .context("seed the baseline wharf")?;
+            Some(b)
+        }
+        None => None,
+    };
     seed::push_image(dist.addr, UploadStyle::PostThenPut, REPO, &[TAG], &image)
         .context("seed distribution")?;
     seed::upload_blob(
@@ -1188,8 +1288,10 @@ pub fn setup(s: Settings, wharf_bin: PathBuf, root: PathBuf) -> Result<Env> {
     Ok(Env {
         s,
         wharf_bin,
+        baseline_bin,
         root,
         servers: [wharf, nginx, dist],
+        baseline,
         upstream,
         image,
         costs: RefCell::new(Vec::new()),

@@ -25,13 +25,19 @@ use report::{CaseResult, Machine, Report};
 const USAGE: &str =
     "usage: wharf-bench [--quick] [--only 1,2,3,4,5,6,7,8,9,10,11 (or one link: 4-1g, 10-10g)] \
 [--blob-mib N] \
-[--wharf PATH] [--out DIR] [--docs FILE] [--keep]";
+[--wharf PATH] [--baseline PATH] [--out DIR] [--docs FILE] [--keep]
+  --baseline PATH  a second wharf binary (an older build) measured beside --wharf in cases 1, 2, 3
+                   and 7, interleaved; the table adds its column and wharf ÷ baseline (w/base)";
+
+/// The cases that measure the baseline wharf.
+const BASELINE_CASES: [&str; 4] = ["1", "2", "3", "7"];
 
 struct Args {
     quick: bool,
     only: Option<Vec<String>>,
     blob_mib: Option<u64>,
     wharf: PathBuf,
+    baseline: Option<PathBuf>,
     out: PathBuf,
     docs: Option<PathBuf>,
     keep: bool,
@@ -45,6 +51,7 @@ fn parse_args() -> Result<Args> {
         only: None,
         blob_mib: None,
         wharf: repo.join("target/release/wharf"),
+        baseline: None,
         out: crate_dir.join("out"),
         docs: Some(repo.join("docs/bench.svg")),
         keep: false,
@@ -60,6 +67,7 @@ fn parse_args() -> Result<Args> {
             "--only" => a.only = Some(value()?.split(',').map(str::to_owned).collect()),
             "--blob-mib" => a.blob_mib = Some(value()?.parse()?),
             "--wharf" => a.wharf = value()?.into(),
+            "--baseline" => a.baseline = Some(value()?.into()),
             "--out" => a.out = value()?.into(),
             "--docs" => a.docs = Some(value()?.into()),
             "--keep" => a.keep = true,
@@ -85,6 +93,22 @@ fn require_tools() -> Result<()> {
     Ok(())
 }
 
+/// What `wharf --version` prints, to tell the two builds apart in the report.
+fn version_of(bin: &Path) -> Result<String> {
+    let out = std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("run {} --version", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} --version failed ({}): is it a wharf binary?",
+            bin.display(),
+            out.status
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
 fn main() -> Result<()> {
     let args = parse_args()?;
     // /usr/sbin is where Debian puts nginx and tc; a non-root PATH may lack it.
@@ -99,6 +123,15 @@ fn main() -> Result<()> {
             "no wharf binary at {} (cargo build --release -p wharf)",
             args.wharf.display()
         );
+    }
+    if let Some(b) = &args.baseline {
+        if !b.is_file() {
+            bail!(
+                "--baseline: no wharf binary at {} (give the path of an older release build, e.g. \
+                 <its checkout>/target/release/wharf)",
+                b.display()
+            );
+        }
     }
     // Before any thread or socket: the whole run moves to a loopback of its own, which the paced
     // cases shape. Without root the run stays on the machine's loopback and skips them.
@@ -132,9 +165,41 @@ fn main() -> Result<()> {
         "machine: {cpus} CPUs, load average {loadavg}, other processes using {background:.2} CPUs"
     );
 
+    let baseline = match &args.baseline {
+        Some(path) => {
+            let cases: Vec<String> = BASELINE_CASES
+                .iter()
+                .filter(|c| wants(c))
+                .map(|c| c.to_string())
+                .collect();
+            if cases.is_empty() {
+                eprintln!(
+                    "--baseline: none of the cases that measure it ({}) is selected",
+                    BASELINE_CASES.join(", ")
+                );
+            }
+            Some(report::Baseline {
+                // Absolute: the report should still say which build it was when read later.
+                path: std::fs::canonicalize(path)
+                    .unwrap_or_else(|_| path.clone())
+                    .display()
+                    .to_string(),
+                version: version_of(path)?,
+                wharf_version: version_of(&args.wharf)?,
+                cases,
+            })
+        }
+        None => None,
+    };
     let settings = cases::Settings::new(args.quick, args.blob_mib);
     let tmp = tempfile::Builder::new().prefix("wharf-bench-").tempdir()?;
-    let env = cases::setup(settings.clone(), args.wharf.clone(), tmp.path().to_owned())?;
+    let env = cases::setup(
+        settings.clone(),
+        args.wharf.clone(),
+        args.baseline.clone(),
+        ["1", "2", "3"].iter().any(|c| wants(c)),
+        tmp.path().to_owned(),
+    )?;
 
     let mut results: Vec<CaseResult> = Vec::new();
     // A case that fails is reported as such; the others still run.
@@ -247,6 +312,7 @@ fn main() -> Result<()> {
         unix_time: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
+        baseline,
         machine: Machine {
             cpus,
             loadavg_at_start: loadavg,
@@ -286,6 +352,16 @@ fn main() -> Result<()> {
         report.machine.background_cpus_during_runs,
         report.machine.steal_cpus_during_runs
     );
+    if let Some(b) = &report.baseline {
+        println!(
+            "baseline: {} ({}), measured beside this wharf ({}) in cases {}, each with its own data \
+             dir seeded the same way, interleaved within each repetition; w/base = wharf ÷ baseline.",
+            b.path,
+            b.version,
+            b.wharf_version,
+            b.cases.join(", ")
+        );
+    }
     println!();
     print!("{}", report::table(&report));
 

@@ -58,6 +58,9 @@ pub struct Metric {
     pub unit: String,
     /// Per server (`SERVERS` order); None where the server has no such figure.
     pub values: [Option<Stat>; 3],
+    /// The baseline wharf's figure (`--baseline`), in the cases that measure it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Stat>,
     pub target: Option<Target>,
 }
 
@@ -67,8 +70,14 @@ impl Metric {
             name: name.into(),
             unit: unit.into(),
             values,
+            baseline: None,
             target: None,
         }
+    }
+
+    pub fn with_baseline(mut self, baseline: Option<Stat>) -> Metric {
+        self.baseline = baseline;
+        self
     }
 
     pub fn with_target(mut self, text: &str, met: Option<bool>) -> Metric {
@@ -90,6 +99,21 @@ impl Metric {
     pub fn ratio(&self, other: usize) -> Option<f64> {
         match (self.value(0), self.value(other)) {
             (Some(w), Some(o)) if o != 0.0 => Some(w / o),
+            _ => None,
+        }
+    }
+
+    pub fn baseline_value(&self) -> Option<f64> {
+        self.baseline
+            .as_ref()
+            .map(|s| s.value)
+            .filter(|v| v.is_finite())
+    }
+
+    /// wharf ÷ the baseline wharf: the before/after of one change, measured in one run.
+    pub fn baseline_ratio(&self) -> Option<f64> {
+        match (self.value(0), self.baseline_value()) {
+            (Some(w), Some(b)) if b != 0.0 => Some(w / b),
             _ => None,
         }
     }
@@ -115,6 +139,17 @@ pub struct Machine {
     pub steal_cpus_during_runs: f64,
 }
 
+/// The second wharf of `--baseline`: an older build measured beside the checkout's.
+#[derive(Debug, Clone, Serialize)]
+pub struct Baseline {
+    pub path: String,
+    /// What `--version` printed, for each binary (`wharf` the checkout's).
+    pub version: String,
+    pub wharf_version: String,
+    /// The cases that measured it.
+    pub cases: Vec<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub quick: bool,
@@ -124,6 +159,8 @@ pub struct Report {
     pub connections: u32,
     pub unix_time: u64,
     pub machine: Machine,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Baseline>,
     pub cases: Vec<CaseResult>,
 }
 
@@ -168,15 +205,26 @@ fn ratio(v: Option<f64>) -> String {
         .unwrap_or_else(|| "—".into())
 }
 
-/// The whole table, ready to print: a heading line per case, its metrics below.
+/// The whole table, ready to print: a heading line per case, its metrics below. With a baseline
+/// wharf its figures and wharf ÷ baseline stand beside wharf's.
 pub fn table(r: &Report) -> String {
-    let mut out = String::new();
-    let w = [34, 10, 10, 10, 8, 8, 32, 7];
-    let row = |out: &mut String, cells: [&str; 8]| {
+    let with_base = r.baseline.is_some();
+    let mut head = vec![("case / metric", 34), ("wharf", 10)];
+    if with_base {
+        head.push(("baseline", 10));
+    }
+    head.extend([("nginx", 10), ("distrib.", 10)]);
+    if with_base {
+        head.push(("w/base", 8));
+    }
+    head.extend([("w/nginx", 8), ("w/dist", 8), ("target", 32), ("met", 7)]);
+    let w: Vec<usize> = head.iter().map(|(_, w)| *w).collect();
+    // Text columns (the first and the last two) left, figures right.
+    let figures = 1..w.len() - 2;
+    let row = |out: &mut String, cells: &[&str]| {
         let mut line = String::new();
-        for (i, (c, width)) in cells.iter().zip(w).enumerate() {
-            // Text columns left, figures right.
-            if (1..=5).contains(&i) {
+        for (i, (c, &width)) in cells.iter().zip(&w).enumerate() {
+            if figures.contains(&i) {
                 let _ = write!(line, "{c:>width$} ");
             } else {
                 let _ = write!(line, "{c:<width$} ");
@@ -184,19 +232,9 @@ pub fn table(r: &Report) -> String {
         }
         let _ = writeln!(out, "{}", line.trim_end());
     };
-    row(
-        &mut out,
-        [
-            "case / metric",
-            "wharf",
-            "nginx",
-            "distrib.",
-            "w/nginx",
-            "w/dist",
-            "target",
-            "met",
-        ],
-    );
+    let mut out = String::new();
+    let names: Vec<&str> = head.iter().map(|(n, _)| *n).collect();
+    row(&mut out, &names);
     let rule = "-".repeat(w.iter().sum::<usize>() + w.len());
     for c in &r.cases {
         let _ = writeln!(out, "{rule}");
@@ -214,19 +252,17 @@ pub fn table(r: &Report) -> String {
                 ),
                 None => (String::new(), ""),
             };
-            row(
-                &mut out,
-                [
-                    &name,
-                    &opt(m.value(0), &m.unit),
-                    &opt(m.value(1), &m.unit),
-                    &opt(m.value(2), &m.unit),
-                    &ratio(m.ratio(1)),
-                    &ratio(m.ratio(2)),
-                    &ttext,
-                    met,
-                ],
-            );
+            let mut cells = vec![name, opt(m.value(0), &m.unit)];
+            if with_base {
+                cells.push(opt(m.baseline_value(), &m.unit));
+            }
+            cells.extend([opt(m.value(1), &m.unit), opt(m.value(2), &m.unit)]);
+            if with_base {
+                cells.push(ratio(m.baseline_ratio()));
+            }
+            cells.extend([ratio(m.ratio(1)), ratio(m.ratio(2)), ttext, met.into()]);
+            let cells: Vec<&str> = cells.iter().map(String::as_str).collect();
+            row(&mut out, &cells);
         }
         // A case without figures (not implemented, or failed) says why on its own line.
         let prefix = if c.metrics.is_empty() { "" } else { "note: " };
@@ -252,5 +288,96 @@ mod tests {
         assert_eq!(num(41.26), "41.3");
         assert_eq!(num(2.468), "2.47");
         assert_eq!(num(0.0834), "0.083");
+    }
+
+    fn report(baseline: Option<Baseline>, metric: Metric) -> Report {
+        Report {
+            quick: true,
+            blob_bytes: 1,
+            reps: 1,
+            load_secs: 1,
+            connections: 1,
+            unix_time: 0,
+            machine: Machine {
+                cpus: 2,
+                loadavg_at_start: String::new(),
+                background_cpus_at_start: 0.0,
+                background_cpus_during_runs: 0.0,
+                steal_cpus_during_runs: 0.0,
+            },
+            baseline,
+            cases: vec![CaseResult {
+                id: "3a".into(),
+                title: "manifest GET by tag (wrk)".into(),
+                metrics: vec![metric],
+                notes: vec![],
+            }],
+        }
+    }
+
+    fn one(v: f64) -> Option<Stat> {
+        Some(Stat::median(vec![v]))
+    }
+
+    /// Without `--baseline` the table and the JSON are what they were before the flag existed.
+    #[test]
+    fn no_baseline_no_change() {
+        let m = Metric::new(
+            "requests",
+            "req/s",
+            [one(30000.0), one(40000.0), one(900.0)],
+        );
+        let r = report(None, m);
+        let t = table(&r);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[0],
+            "case / metric                           wharf      nginx   distrib.  w/nginx   w/dist \
+             target                           met"
+        );
+        assert_eq!(
+            lines[3],
+            "  requests (req/s)                     30,000     40,000        900    0.75×    33.3×"
+        );
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(!json.contains("baseline"), "{json}");
+    }
+
+    #[test]
+    fn baseline_column_and_ratio() {
+        let m = Metric::new(
+            "requests",
+            "req/s",
+            [one(30000.0), one(40000.0), one(900.0)],
+        )
+        .with_baseline(one(25000.0));
+        let b = Baseline {
+            path: "/old/wharf".into(),
+            version: "wharf 0.1.0".into(),
+            wharf_version: "wharf 0.1.0".into(),
+            cases: vec!["3".into()],
+        };
+        let r = report(Some(b), m);
+        let t = table(&r);
+        let lines: Vec<&str> = t.lines().collect();
+        let head: Vec<&str> = lines[0].split_whitespace().collect();
+        assert_eq!(
+            head,
+            [
+                "case", "/", "metric", "wharf", "baseline", "nginx", "distrib.", "w/base",
+                "w/nginx", "w/dist", "target", "met"
+            ]
+        );
+        let row: Vec<&str> = lines[3].split_whitespace().collect();
+        assert_eq!(
+            row,
+            [
+                "requests", "(req/s)", "30,000", "25,000", "40,000", "900", "1.20×", "0.75×",
+                "33.3×"
+            ]
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["baseline"]["path"], "/old/wharf");
+        assert_eq!(json["cases"][0]["metrics"][0]["baseline"]["value"], 25000.0);
     }
 }
