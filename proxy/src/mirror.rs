@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use http::header::{ACCEPT, CONTENT_TYPE, LINK, RETRY_AFTER, WARNING};
+use http::header::{ACCEPT, CONTENT_TYPE, LINK};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
@@ -32,7 +32,7 @@ use wharf_model::reference::Reference;
 use wharf_model::request::{Operation, RequestCtx};
 use wharf_policy::policy::{adopt_manifest, Policy, Repo};
 use wharf_protocol::body::Body;
-use wharf_protocol::error::{ErrorCode, RegistryError, Result};
+use wharf_protocol::error::{ErrorCode, Result};
 use wharf_protocol::respond::{accepts, not_acceptable, tag_list, tag_page, CONTENT_DIGEST};
 use wharf_protocol::respond::{json_response, manifest_response};
 use wharf_protocol::upstream::{Upstream, UpstreamError};
@@ -44,9 +44,12 @@ use wharf_storage::store::ContentStore;
 mod blobs;
 pub mod platforms;
 mod referrers;
+mod target;
 
 use platforms::PlatformPolicy;
 pub use referrers::MirroredReferrers;
+pub use target::Target;
+use target::{stale, Failure};
 
 /// What clients accept when they do not say: every manifest type, so the upstream never converts.
 const DEFAULT_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
@@ -54,109 +57,6 @@ const DEFAULT_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.oci.image.manifest.v1+json, \
     application/vnd.docker.distribution.manifest.v2+json";
 const MAX_TAG_LIST: usize = 4 * 1024 * 1024;
-
-/// A repository on an upstream, and where the mirror caches it.
-#[derive(Clone)]
-pub struct Target {
-    pub upstream: Arc<Upstream>,
-    /// Name on the upstream (`library/alpine`).
-    pub remote: String,
-    /// Name the cache records it under (`docker.io/library/alpine`).
-    pub cache: String,
-}
-
-impl Target {
-    fn scope(&self) -> String {
-        format!("repository:{}:pull", self.remote)
-    }
-}
-
-/// Why an upstream could not provide something.
-#[derive(Debug, Clone)]
-enum Failure {
-    NotFound(String),
-    Denied(String),
-    /// 429, with the upstream's `Retry-After` to pass on.
-    RateLimited(String, Option<HeaderValue>),
-    /// 5xx, unreachable, timed out, inconsistent, or sent bad bytes: the cases stale-if-error covers.
-    Unavailable(String),
-}
-
-impl Failure {
-    fn from_status(
-        status: StatusCode,
-        retry_after: Option<&HeaderValue>,
-        t: &Target,
-        what: &str,
-    ) -> Failure {
-        let host = &t.upstream.host;
-        match status {
-            StatusCode::NOT_FOUND => {
-                Failure::NotFound(format!("upstream {host} has no {what} in {}", t.remote))
-            }
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Failure::Denied(format!(
-                "upstream {host} refused access to {} ({status}); give wharf credentials for it \
-                 ([[upstream]] username and password_env or password_file)",
-                t.remote
-            )),
-            StatusCode::TOO_MANY_REQUESTS => Failure::RateLimited(
-                format!(
-                    "upstream {host} is rate-limiting requests (429) and {what} of {} is not cached{}",
-                    t.remote,
-                    retry_after
-                        .and_then(|v| v.to_str().ok())
-                        .map(|v| format!("; it asks to retry after {v} s"))
-                        .unwrap_or_default()
-                ),
-                retry_after.cloned(),
-            ),
-            s => Failure::Unavailable(format!(
-                "upstream {host} answered {s} for {what} of {}",
-                t.remote
-            )),
-        }
-    }
-
-    /// The failure of an upstream response that was not 200.
-    fn from_response<B>(resp: &Response<B>, t: &Target, what: &str) -> Failure {
-        Failure::from_status(resp.status(), resp.headers().get(RETRY_AFTER), t, what)
-    }
-
-    fn into_error(self, unknown: ErrorCode) -> RegistryError {
-        match self {
-            Failure::NotFound(m) => RegistryError::new(unknown, m),
-            Failure::Denied(m) => RegistryError::new(ErrorCode::Denied, m),
-            Failure::RateLimited(m, retry_after) => {
-                let e = RegistryError::new(ErrorCode::TooManyRequests, m);
-                match retry_after.as_ref().and_then(|v| v.to_str().ok()) {
-                    Some(v) => e.with_header(RETRY_AFTER, v),
-                    None => e,
-                }
-            }
-            Failure::Unavailable(m) => RegistryError::new(ErrorCode::Unavailable, m),
-        }
-    }
-
-    /// Whether a cached copy may stand in (`mirror.stale_if_error`): the upstream failed, it did
-    /// not say "no".
-    fn allows_stale(&self) -> bool {
-        matches!(self, Failure::Unavailable(_) | Failure::RateLimited(..))
-    }
-}
-
-impl From<UpstreamError> for Failure {
-    fn from(e: UpstreamError) -> Self {
-        match e {
-            // Wrong credentials are a refusal, not an outage: no stale copy, no retry hint.
-            UpstreamError::TokenDenied { .. } => Failure::Denied(e.to_string()),
-            UpstreamError::Unreachable { ref host, .. } => Failure::Unavailable(format!(
-                "{e}; check that this machine reaches it (DNS, firewall, proxy), or give {host} \
-                 another endpoint in an [[upstream]] entry; what is cached already is still served"
-            )),
-            e => Failure::Unavailable(e.to_string()),
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 struct Fetched {
@@ -592,19 +492,6 @@ impl Mirror {
         }
         Ok(out)
     }
-}
-
-/// Marks a response served from the cache because the upstream failed (RFC 7234's "110 Response
-/// is Stale"), naming the upstream.
-fn stale(mut resp: Response<Body>, t: &Target) -> Response<Body> {
-    let warning = format!(
-        "110 wharf \"Response is Stale: upstream {} failed\"",
-        t.upstream.host
-    );
-    if let Ok(v) = HeaderValue::from_str(&warning) {
-        resp.headers_mut().insert(WARNING, v);
-    }
-    resp
 }
 
 impl Fetcher {

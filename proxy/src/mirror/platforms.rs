@@ -36,7 +36,7 @@ use wharf_storage::lease::{Leases, Touching};
 use wharf_storage::meta::{ManifestRecord, Meta};
 use wharf_storage::store::ContentStore;
 
-use super::Target;
+use super::target::Target;
 use wharf_model::platform::chosen_key;
 use wharf_model::platform::entries;
 use wharf_model::platform::reduce;

@@ -6,7 +6,8 @@ use bytes::Bytes;
 use http::header::{ACCEPT, LINK, WARNING};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
-use super::{read_limited, stale, Failure, Fetcher, Mirror, Target};
+use super::target::{stale, Failure, Target};
+use super::{read_limited, Fetcher, Mirror};
 use wharf_model::clock::unix_now;
 use wharf_model::digest::Digest;
 use wharf_model::manifest;

@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use super::{LeftOut, PlatformPolicy};
 use crate::fill::{Phase, Source};
-use crate::mirror::{Failure, Target};
+use crate::mirror::target::{Failure, Target};
 use wharf_model::digest::Digest;
 use wharf_model::manifest;
 use wharf_model::platform::Platform;
