@@ -6,8 +6,9 @@ use bytes::Bytes;
 use http::header::{ACCEPT, LINK, WARNING};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
+use super::fetch::{read_limited, Fetcher};
 use super::target::{stale, Failure, Target};
-use super::{read_limited, Fetcher, Mirror};
+use super::Mirror;
 use wharf_model::clock::unix_now;
 use wharf_model::digest::Digest;
 use wharf_model::manifest;
