@@ -15,16 +15,12 @@
 
 use std::sync::Arc;
 
-use dashmap::DashMap;
 use http::header::{ACCEPT, LINK};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
-use crate::fill::Fills;
 use wharf_metrics::Lookup;
 use wharf_model::clock::unix_now;
-use wharf_model::config::{Config, MirrorConfig};
 use wharf_model::digest::Digest;
-use wharf_model::manifest::Descriptor;
 use wharf_model::reference::Reference;
 use wharf_model::request::{Operation, RequestCtx};
 use wharf_policy::policy::{Policy, Repo};
@@ -32,20 +28,19 @@ use wharf_protocol::body::Body;
 use wharf_protocol::error::{ErrorCode, Result};
 use wharf_protocol::respond::{accepts, not_acceptable, tag_list, tag_page};
 use wharf_protocol::respond::{json_response, manifest_response};
-use wharf_protocol::upstream::{Upstream, UpstreamError};
-use wharf_storage::inflight::Flights;
-use wharf_storage::lease::Touching;
-use wharf_storage::meta::{ManifestRecord, Meta};
+use wharf_protocol::upstream::Upstream;
+use wharf_storage::meta::ManifestRecord;
 
 mod blobs;
 mod fetch;
 pub mod platforms;
 mod referrers;
+mod state;
 mod target;
 
-use fetch::{read_limited, Fetched, Fetcher};
-use platforms::PlatformPolicy;
+use fetch::{read_limited, Fetched};
 pub use referrers::MirroredReferrers;
+pub use state::Mirror;
 pub use target::Target;
 use target::{stale, Failure};
 
@@ -56,92 +51,10 @@ const DEFAULT_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.docker.distribution.manifest.v2+json";
 const MAX_TAG_LIST: usize = 4 * 1024 * 1024;
 
-pub struct Mirror {
-    upstreams: Vec<Arc<Upstream>>,
-    default: Option<Arc<Upstream>>,
-    cfg: MirrorConfig,
-    fetcher: Fetcher,
-    fills: Fills,
-    flights: Flights<String, std::result::Result<Fetched, Failure>>,
-    referrer_flights: Flights<String, std::result::Result<Vec<Descriptor>, Failure>>,
-    /// wharf's own listen port: an `ns=` naming wharf itself is a local request, not a missing upstream.
-    own_port: u16,
-    /// Hosts that requests named but no `[[upstream]]` configures, each logged once.
-    unconfigured_seen: DashMap<String, ()>,
-    /// What a tag serves after the manifest plugins (the same policy as local repositories').
-    policy: Policy,
-    /// Which platforms of an index are fetched, and what its tag serves.
-    platforms: PlatformPolicy,
-}
-
 /// How many unconfigured hosts are remembered (and logged): clients choose `ns=`, so the set is bounded.
 const MAX_UNCONFIGURED_SEEN: usize = 256;
 
 impl Mirror {
-    /// A mirror that caches into `store`, fills and reduces indexes under its leases, and serves
-    /// tags through `policy` (the same plugins as local repositories').
-    pub fn new(
-        cfg: &Config,
-        store: Arc<Touching>,
-        meta: Meta,
-        policy: Policy,
-    ) -> std::result::Result<Self, UpstreamError> {
-        let upstreams = cfg
-            .effective_upstreams()
-            .iter()
-            .map(|u| Upstream::new(u).map(Arc::new))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let default = match cfg.mirror.default_upstream.as_str() {
-            "" => None,
-            host => Some(
-                upstreams
-                    .iter()
-                    .find(|u| u.host == host)
-                    .cloned()
-                    .ok_or_else(|| UpstreamError::Config {
-                        host: host.to_owned(),
-                        reason:
-                            "mirror.default_upstream names it but no [[upstream]] has that host"
-                                .into(),
-                    })?,
-            ),
-        };
-        let fills = Fills::new(store.clone(), meta.clone());
-        Ok(Mirror {
-            upstreams,
-            default,
-            cfg: cfg.mirror.clone(),
-            fills: fills.clone(),
-            fetcher: Fetcher {
-                store: store.clone(),
-                meta: meta.clone(),
-                max_manifest: cfg.registry.max_manifest_bytes,
-            },
-            flights: Flights::default(),
-            referrer_flights: Flights::default(),
-            own_port: cfg.server.listen.port(),
-            unconfigured_seen: DashMap::new(),
-            platforms: PlatformPolicy::new(
-                &cfg.mirror,
-                &cfg.effective_upstreams(),
-                store.clone(),
-                meta,
-                fills,
-                cfg.registry.max_manifest_bytes,
-            ),
-            policy,
-        })
-    }
-
-    /// The policy (plugins) that tags served through the mirror go through.
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
-    pub fn upstreams(&self) -> &[Arc<Upstream>] {
-        &self.upstreams
-    }
-
     fn target(up: &Arc<Upstream>, remote: &str) -> Target {
         // Docker Hub's official images live under library/; clients often leave it out.
         let remote = if up.host == "docker.io" && !remote.contains('/') {
@@ -506,6 +419,9 @@ fn strip_ns(query: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wharf_model::config::Config;
+    use wharf_storage::lease::Touching;
+    use wharf_storage::meta::Meta;
 
     #[test]
     fn ns_is_not_forwarded() {

@@ -7,8 +7,8 @@ use http::header::{ACCEPT, LINK, WARNING};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use super::fetch::{read_limited, Fetcher};
+use super::state::Mirror;
 use super::target::{stale, Failure, Target};
-use super::Mirror;
 use wharf_model::clock::unix_now;
 use wharf_model::digest::Digest;
 use wharf_model::manifest;
