@@ -37,6 +37,7 @@ mod grant;
 mod manifests;
 mod place;
 mod referrers;
+mod session;
 mod tags;
 mod uploads;
 
@@ -55,7 +56,7 @@ pub struct Registry {
     meta: Meta,
     cfg: RegistryConfig,
     /// Upload sessions open now (all of them: the startup purge loads those from before a restart).
-    sessions: DashMap<String, Arc<uploads::Session>>,
+    sessions: DashMap<String, Arc<session::Session>>,
     /// Held while a new session is counted against the caps and added.
     admitting: std::sync::Mutex<()>,
     mirror: Mirror,
