@@ -19,8 +19,8 @@ use http::header::{CONTENT_LENGTH, LOCATION, RANGE, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
+use super::services::Registry;
 use super::session::Session;
-use super::Registry;
 use wharf_model::clock::unix_now;
 use wharf_model::digest::Digest;
 use wharf_model::range::{parse_content_range, upload_range};
