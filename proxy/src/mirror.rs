@@ -15,38 +15,34 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use dashmap::DashMap;
-use http::header::{ACCEPT, CONTENT_TYPE, LINK, RETRY_AFTER, WARNING};
+use http::header::{ACCEPT, LINK};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 
-use crate::fill::Fills;
 use wharf_metrics::Lookup;
 use wharf_model::clock::unix_now;
-use wharf_model::config::{Config, MirrorConfig};
 use wharf_model::digest::Digest;
-use wharf_model::manifest::Descriptor;
-use wharf_model::manifest::{self, bare_media_type};
 use wharf_model::reference::Reference;
 use wharf_model::request::{Operation, RequestCtx};
-use wharf_policy::policy::{adopt_manifest, Policy, Repo};
+use wharf_policy::policy::{Policy, Repo};
 use wharf_protocol::body::Body;
-use wharf_protocol::error::{ErrorCode, RegistryError, Result};
-use wharf_protocol::respond::{accepts, not_acceptable, tag_list, tag_page, CONTENT_DIGEST};
+use wharf_protocol::error::{ErrorCode, Result};
+use wharf_protocol::respond::{accepts, not_acceptable, tag_list, tag_page};
 use wharf_protocol::respond::{json_response, manifest_response};
-use wharf_protocol::upstream::{Upstream, UpstreamError};
-use wharf_storage::inflight::Flights;
-use wharf_storage::lease::Touching;
-use wharf_storage::meta::{ManifestPut, ManifestRecord, Meta};
-use wharf_storage::store::ContentStore;
+use wharf_protocol::upstream::Upstream;
+use wharf_storage::meta::ManifestRecord;
 
 mod blobs;
+mod fetch;
 pub mod platforms;
 mod referrers;
+mod state;
+mod target;
 
-use platforms::PlatformPolicy;
+use fetch::{read_limited, Fetched};
 pub use referrers::MirroredReferrers;
+pub use state::Mirror;
+pub use target::Target;
+use target::{stale, Failure};
 
 /// What clients accept when they do not say: every manifest type, so the upstream never converts.
 const DEFAULT_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
@@ -55,209 +51,10 @@ const DEFAULT_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.docker.distribution.manifest.v2+json";
 const MAX_TAG_LIST: usize = 4 * 1024 * 1024;
 
-/// A repository on an upstream, and where the mirror caches it.
-#[derive(Clone)]
-pub struct Target {
-    pub upstream: Arc<Upstream>,
-    /// Name on the upstream (`library/alpine`).
-    pub remote: String,
-    /// Name the cache records it under (`docker.io/library/alpine`).
-    pub cache: String,
-}
-
-impl Target {
-    fn scope(&self) -> String {
-        format!("repository:{}:pull", self.remote)
-    }
-}
-
-/// Why an upstream could not provide something.
-#[derive(Debug, Clone)]
-enum Failure {
-    NotFound(String),
-    Denied(String),
-    /// 429, with the upstream's `Retry-After` to pass on.
-    RateLimited(String, Option<HeaderValue>),
-    /// 5xx, unreachable, timed out, inconsistent, or sent bad bytes: the cases stale-if-error covers.
-    Unavailable(String),
-}
-
-impl Failure {
-    fn from_status(
-        status: StatusCode,
-        retry_after: Option<&HeaderValue>,
-        t: &Target,
-        what: &str,
-    ) -> Failure {
-        let host = &t.upstream.host;
-        match status {
-            StatusCode::NOT_FOUND => {
-                Failure::NotFound(format!("upstream {host} has no {what} in {}", t.remote))
-            }
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Failure::Denied(format!(
-                "upstream {host} refused access to {} ({status}); give wharf credentials for it \
-                 ([[upstream]] username and password_env or password_file)",
-                t.remote
-            )),
-            StatusCode::TOO_MANY_REQUESTS => Failure::RateLimited(
-                format!(
-                    "upstream {host} is rate-limiting requests (429) and {what} of {} is not cached{}",
-                    t.remote,
-                    retry_after
-                        .and_then(|v| v.to_str().ok())
-                        .map(|v| format!("; it asks to retry after {v} s"))
-                        .unwrap_or_default()
-                ),
-                retry_after.cloned(),
-            ),
-            s => Failure::Unavailable(format!(
-                "upstream {host} answered {s} for {what} of {}",
-                t.remote
-            )),
-        }
-    }
-
-    /// The failure of an upstream response that was not 200.
-    fn from_response<B>(resp: &Response<B>, t: &Target, what: &str) -> Failure {
-        Failure::from_status(resp.status(), resp.headers().get(RETRY_AFTER), t, what)
-    }
-
-    fn into_error(self, unknown: ErrorCode) -> RegistryError {
-        match self {
-            Failure::NotFound(m) => RegistryError::new(unknown, m),
-            Failure::Denied(m) => RegistryError::new(ErrorCode::Denied, m),
-            Failure::RateLimited(m, retry_after) => {
-                let e = RegistryError::new(ErrorCode::TooManyRequests, m);
-                match retry_after.as_ref().and_then(|v| v.to_str().ok()) {
-                    Some(v) => e.with_header(RETRY_AFTER, v),
-                    None => e,
-                }
-            }
-            Failure::Unavailable(m) => RegistryError::new(ErrorCode::Unavailable, m),
-        }
-    }
-
-    /// Whether a cached copy may stand in (`mirror.stale_if_error`): the upstream failed, it did
-    /// not say "no".
-    fn allows_stale(&self) -> bool {
-        matches!(self, Failure::Unavailable(_) | Failure::RateLimited(..))
-    }
-}
-
-impl From<UpstreamError> for Failure {
-    fn from(e: UpstreamError) -> Self {
-        match e {
-            // Wrong credentials are a refusal, not an outage: no stale copy, no retry hint.
-            UpstreamError::TokenDenied { .. } => Failure::Denied(e.to_string()),
-            UpstreamError::Unreachable { ref host, .. } => Failure::Unavailable(format!(
-                "{e}; check that this machine reaches it (DNS, firewall, proxy), or give {host} \
-                 another endpoint in an [[upstream]] entry; what is cached already is still served"
-            )),
-            e => Failure::Unavailable(e.to_string()),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Fetched {
-    digest: Digest,
-    record: ManifestRecord,
-}
-
-/// What fetching needs, cheap to clone into a single-flight task.
-#[derive(Clone)]
-struct Fetcher {
-    store: Arc<dyn ContentStore>,
-    meta: Meta,
-    max_manifest: u64,
-}
-
-pub struct Mirror {
-    upstreams: Vec<Arc<Upstream>>,
-    default: Option<Arc<Upstream>>,
-    cfg: MirrorConfig,
-    fetcher: Fetcher,
-    fills: Fills,
-    flights: Flights<String, std::result::Result<Fetched, Failure>>,
-    referrer_flights: Flights<String, std::result::Result<Vec<Descriptor>, Failure>>,
-    /// wharf's own listen port: an `ns=` naming wharf itself is a local request, not a missing upstream.
-    own_port: u16,
-    /// Hosts that requests named but no `[[upstream]]` configures, each logged once.
-    unconfigured_seen: DashMap<String, ()>,
-    /// What a tag serves after the manifest plugins (the same policy as local repositories').
-    policy: Policy,
-    /// Which platforms of an index are fetched, and what its tag serves.
-    platforms: PlatformPolicy,
-}
-
 /// How many unconfigured hosts are remembered (and logged): clients choose `ns=`, so the set is bounded.
 const MAX_UNCONFIGURED_SEEN: usize = 256;
 
 impl Mirror {
-    /// A mirror that caches into `store`, fills and reduces indexes under its leases, and serves
-    /// tags through `policy` (the same plugins as local repositories').
-    pub fn new(
-        cfg: &Config,
-        store: Arc<Touching>,
-        meta: Meta,
-        policy: Policy,
-    ) -> std::result::Result<Self, UpstreamError> {
-        let upstreams = cfg
-            .effective_upstreams()
-            .iter()
-            .map(|u| Upstream::new(u).map(Arc::new))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let default = match cfg.mirror.default_upstream.as_str() {
-            "" => None,
-            host => Some(
-                upstreams
-                    .iter()
-                    .find(|u| u.host == host)
-                    .cloned()
-                    .ok_or_else(|| UpstreamError::Config {
-                        host: host.to_owned(),
-                        reason:
-                            "mirror.default_upstream names it but no [[upstream]] has that host"
-                                .into(),
-                    })?,
-            ),
-        };
-        let fills = Fills::new(store.clone(), meta.clone());
-        Ok(Mirror {
-            upstreams,
-            default,
-            cfg: cfg.mirror.clone(),
-            fills: fills.clone(),
-            fetcher: Fetcher {
-                store: store.clone(),
-                meta: meta.clone(),
-                max_manifest: cfg.registry.max_manifest_bytes,
-            },
-            flights: Flights::default(),
-            referrer_flights: Flights::default(),
-            own_port: cfg.server.listen.port(),
-            unconfigured_seen: DashMap::new(),
-            platforms: PlatformPolicy::new(
-                &cfg.mirror,
-                &cfg.effective_upstreams(),
-                store.clone(),
-                meta,
-                fills,
-                cfg.registry.max_manifest_bytes,
-            ),
-            policy,
-        })
-    }
-
-    /// The policy (plugins) that tags served through the mirror go through.
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
-    pub fn upstreams(&self) -> &[Arc<Upstream>] {
-        &self.upstreams
-    }
-
     fn target(up: &Arc<Upstream>, remote: &str) -> Target {
         // Docker Hub's official images live under library/; clients often leave it out.
         let remote = if up.host == "docker.io" && !remote.contains('/') {
@@ -594,214 +391,6 @@ impl Mirror {
     }
 }
 
-/// Marks a response served from the cache because the upstream failed (RFC 7234's "110 Response
-/// is Stale"), naming the upstream.
-fn stale(mut resp: Response<Body>, t: &Target) -> Response<Body> {
-    let warning = format!(
-        "110 wharf \"Response is Stale: upstream {} failed\"",
-        t.upstream.host
-    );
-    if let Ok(v) = HeaderValue::from_str(&warning) {
-        resp.headers_mut().insert(WARNING, v);
-    }
-    resp
-}
-
-impl Fetcher {
-    /// A manifest by digest that the cache repository does not record. Bytes already in the content
-    /// store that this upstream sent before (through another of its repositories) are recorded for
-    /// it once the upstream confirms that repository has them; otherwise they are fetched, as
-    /// `blobs.rs` does with blobs: a `HEAD`'s word never lets out a manifest pushed here privately.
-    async fn by_digest(
-        &self,
-        t: &Target,
-        d: &Digest,
-        accept: &HeaderMap,
-    ) -> std::result::Result<Fetched, Failure> {
-        if self.sent_here(t, d).await {
-            manifest_request(t, Method::HEAD, &d.to_string(), accept).await?;
-            if let Some(f) = self.adopt(&t.cache, d).await {
-                return Ok(f);
-            }
-        }
-        self.get(t, &d.to_string(), Some(d), accept).await
-    }
-
-    /// Whether manifest `d` is in the content store and `t`'s upstream has sent it (a verified
-    /// `GET`, through any of its repositories): only then may its word stand in for a fetch. A
-    /// metadata error reads as "not sent", which costs a fetch, never a leak.
-    async fn sent_here(&self, t: &Target, d: &Digest) -> bool {
-        self.store.stat(d).await.ok().flatten().is_some()
-            && self
-                .meta
-                .upstream_sent(&t.upstream.host, d)
-                .await
-                .unwrap_or(false)
-    }
-
-    /// Manifest bytes already in the content store that the upstream sent before, through another of
-    /// its repositories, are recorded for `cache` instead of fetched again (`sent_here` first).
-    async fn adopt(&self, cache: &str, d: &Digest) -> Option<Fetched> {
-        let record = adopt_manifest(&*self.store, &self.meta, cache, d, self.max_manifest).await?;
-        Some(Fetched {
-            digest: d.clone(),
-            record,
-        })
-    }
-
-    /// `adopt` for `t`'s cache repository, if `t`'s upstream sent `d`.
-    async fn adopt_sent(&self, t: &Target, d: &Digest) -> Option<Fetched> {
-        if !self.sent_here(t, d).await {
-            return None;
-        }
-        self.adopt(&t.cache, d).await
-    }
-
-    /// Revalidates a tag: `HEAD` upstream (cheap, and not counted by Docker Hub's pull limits), and a
-    /// `GET` only if the digest is one the cache does not hold.
-    async fn refresh_tag(
-        &self,
-        t: &Target,
-        tag: &str,
-        accept: &HeaderMap,
-    ) -> std::result::Result<Fetched, Failure> {
-        let resp = manifest_request(t, Method::HEAD, tag, accept).await?;
-        let f = match named_digest(&resp) {
-            Some(d) => match self.meta.manifest(&t.cache, &d).await.ok().flatten() {
-                Some(rec) if self.store.stat(&d).await.ok().flatten().is_some() => Fetched {
-                    digest: d,
-                    record: rec,
-                },
-                // A tag's `HEAD` may name any digest: stored bytes stand in for a fetch only when
-                // this upstream sent them, never one pushed here (the tag would serve it).
-                _ => match self.adopt_sent(t, &d).await {
-                    Some(f) => f,
-                    None => self
-                        .get(t, &d.to_string(), Some(&d), accept)
-                        .await
-                        .map_err(|f| match f {
-                            // The tag names a digest the upstream then denies having: an upstream
-                            // fault (a lying digest header, a half-replicated registry), not an
-                            // answer about what the client asked for.
-                            Failure::NotFound(_) => Failure::Unavailable(format!(
-                                "upstream {} is inconsistent: its HEAD of {}:{tag} named {d}, but \
-                                 a GET of {d} answered 404",
-                                t.upstream.host, t.remote
-                            )),
-                            f => f,
-                        })?,
-                },
-            },
-            None => self.get(t, tag, None, accept).await?,
-        };
-        self.meta
-            .mirror_tag(&t.cache, tag, &f.digest, None, unix_now())
-            .await
-            .map_err(|e| Failure::Unavailable(format!("cannot record the cached tag: {e}")))?;
-        Ok(f)
-    }
-
-    /// `GET`s a manifest, verifies it (against `expected`, else the upstream's digest header), stores
-    /// its exact bytes and records it for the cache repository.
-    async fn get(
-        &self,
-        t: &Target,
-        reference: &str,
-        expected: Option<&Digest>,
-        accept: &HeaderMap,
-    ) -> std::result::Result<Fetched, Failure> {
-        let resp = manifest_request(t, Method::GET, reference, accept).await?;
-        let content_type = resp
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| bare_media_type(v).to_owned());
-        let named = named_digest(&resp);
-        let bytes = read_limited(
-            resp.into_body(),
-            self.max_manifest as usize,
-            t.upstream.timeout,
-        )
-        .await
-        .map_err(|e| {
-            Failure::Unavailable(format!(
-                "upstream {} manifest {reference}: {e}",
-                t.upstream.host
-            ))
-        })?;
-        wharf_metrics::fetched(&t.upstream.host, bytes.len() as u64);
-        let want = expected.cloned().or(named);
-        let digest = match &want {
-            Some(w) => {
-                let actual = Digest::of(w.algorithm(), &bytes);
-                if &actual != w {
-                    return Err(Failure::Unavailable(format!(
-                        "upstream {} sent manifest bytes with digest {actual} for {w}; not cached",
-                        t.upstream.host
-                    )));
-                }
-                actual
-            }
-            None => Digest::sha256_of(&bytes),
-        };
-        let parsed = manifest::parse(content_type.as_deref(), &bytes).ok();
-        let record = ManifestRecord {
-            media_type: parsed
-                .as_ref()
-                .map(|m| m.media_type.clone())
-                .or(content_type)
-                .unwrap_or_else(|| manifest::OCI_MANIFEST.to_owned()),
-            size: bytes.len() as u64,
-            subject: parsed.and_then(|m| m.subject),
-        };
-        let cache_err = |e: String| Failure::Unavailable(format!("cannot cache manifest: {e}"));
-        self.store
-            .put(&digest, bytes)
-            .await
-            .map_err(|e| cache_err(e.to_string()))?;
-        // The bytes hash to `digest`: the upstream sent them, whatever else the store held before.
-        let put = ManifestPut {
-            repo: &t.cache,
-            digest: &digest,
-            record: record.clone(),
-            tag: None,
-            referrer: None,
-        };
-        self.meta
-            .put_sent_manifest(put, &t.upstream.host)
-            .await
-            .map_err(|e| cache_err(e.to_string()))?;
-        Ok(Fetched { digest, record })
-    }
-}
-
-/// `HEAD`/`GET /v2/<remote>/manifests/<reference>` upstream; anything but 200 is a `Failure`.
-async fn manifest_request(
-    t: &Target,
-    method: Method,
-    reference: &str,
-    accept: &HeaderMap,
-) -> std::result::Result<Response<hyper::body::Incoming>, Failure> {
-    let path = format!("/v2/{}/manifests/{reference}", t.remote);
-    let resp = t.upstream.send(method, &path, accept, &t.scope()).await?;
-    if resp.status() != StatusCode::OK {
-        return Err(Failure::from_response(
-            &resp,
-            t,
-            &format!("manifest {reference}"),
-        ));
-    }
-    Ok(resp)
-}
-
-/// The upstream's `Docker-Content-Digest`, if it sent a valid one.
-fn named_digest<B>(resp: &Response<B>) -> Option<Digest> {
-    resp.headers()
-        .get(CONTENT_DIGEST)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-}
-
 /// The client's `Accept` values, all of them, unchanged; the manifest types if it sent none.
 fn forward_accept(h: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::new();
@@ -827,21 +416,12 @@ fn strip_ns(query: &str) -> String {
     }
 }
 
-async fn read_limited(
-    body: hyper::body::Incoming,
-    limit: usize,
-    timeout: std::time::Duration,
-) -> std::result::Result<Bytes, String> {
-    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
-        Err(_) => Err(format!("no complete body within {} s", timeout.as_secs())),
-        Ok(Err(e)) => Err(format!("body unreadable or over {limit} bytes: {e}")),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wharf_model::config::Config;
+    use wharf_storage::lease::Touching;
+    use wharf_storage::meta::Meta;
 
     #[test]
     fn ns_is_not_forwarded() {

@@ -4,21 +4,15 @@
 //! submodules (`blobs`, `uploads`, `manifests`, `tags`, `referrers`); errors from all of them become
 //! responses in one place (`error_response`), through the mapping in `wharf_protocol::error`.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
-use dashmap::DashMap;
 use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{Method, Request, Response, StatusCode};
 
-use crate::mirror::{Mirror, Target};
-use crate::push::Push;
-use wharf_model::config::RegistryConfig;
+use crate::mirror::Target;
 use wharf_model::reference::RepoName;
 use wharf_model::request::ClientAddr;
 use wharf_model::request::Operation;
 use wharf_model::request::Operator;
-use wharf_policy::auth::Auth;
 use wharf_policy::policy::Policy;
 use wharf_protocol::body::Body;
 use wharf_protocol::error::{ErrorCode, RegistryError, Result};
@@ -28,15 +22,14 @@ use wharf_protocol::respond::header_str;
 use wharf_protocol::respond::json_response;
 use wharf_protocol::respond::query_param;
 use wharf_protocol::respond::API_VERSION;
-use wharf_storage::lease::{Leases, Touching};
-use wharf_storage::meta::Meta;
-use wharf_storage::store::ContentStore;
 
 mod blobs;
 mod grant;
 mod manifests;
 mod place;
 mod referrers;
+mod services;
+mod session;
 mod tags;
 mod uploads;
 
@@ -48,79 +41,10 @@ use wharf_protocol::referrers::referrers_response;
 use wharf_protocol::respond::RequestBody;
 use wharf_protocol::route::{self, Route};
 
+pub use services::Registry;
 pub use uploads::Purged;
 
-pub struct Registry {
-    store: Arc<dyn ContentStore>,
-    meta: Meta,
-    cfg: RegistryConfig,
-    /// Upload sessions open now (all of them: the startup purge loads those from before a restart).
-    sessions: DashMap<String, Arc<uploads::Session>>,
-    /// Held while a new session is counted against the caps and added.
-    admitting: std::sync::Mutex<()>,
-    mirror: Mirror,
-    policy: Policy,
-    /// Protection from the collector: upload sessions' leases, touches of what a request names.
-    leases: Leases,
-    /// Push routes and their delivery (none: every push stays here).
-    push: Option<Arc<Push>>,
-    /// Client authentication and rules (none: anyone may do anything).
-    auth: Option<Arc<Auth>>,
-}
-
 impl Registry {
-    /// Serves from `store`: its touches protect what requests name, its leases hold upload sessions.
-    pub fn new(store: Arc<Touching>, meta: Meta, cfg: RegistryConfig, mirror: Mirror) -> Self {
-        let policy = mirror.policy().clone();
-        let leases = store.leases().clone();
-        Registry {
-            store,
-            meta,
-            cfg,
-            sessions: DashMap::new(),
-            admitting: std::sync::Mutex::new(()),
-            mirror,
-            policy,
-            leases,
-            push: None,
-            auth: None,
-        }
-    }
-
-    /// Identifies callers and applies `[auth]`'s rules.
-    pub fn with_auth(mut self, auth: Option<Arc<Auth>>) -> Self {
-        self.auth = auth;
-        self
-    }
-
-    /// The client authentication in force (none: anyone may do anything); the status page shows
-    /// each caller what these rules let them pull.
-    pub fn auth(&self) -> Option<&Arc<Auth>> {
-        self.auth.as_ref()
-    }
-
-    /// Delivers pushes to routed repositories through `push`.
-    pub fn with_push(mut self, push: Arc<Push>) -> Self {
-        self.push = Some(push);
-        self
-    }
-
-    pub fn push(&self) -> Option<&Arc<Push>> {
-        self.push.as_ref()
-    }
-
-    pub fn leases(&self) -> &Leases {
-        &self.leases
-    }
-
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
-    pub fn mirror(&self) -> &Mirror {
-        &self.mirror
-    }
-
     /// Answers one request. Never fails: errors become spec-shaped error responses.
     pub async fn handle<B: RequestBody>(&self, req: Request<B>) -> Response<Body> {
         let head_only = req.method() == Method::HEAD;

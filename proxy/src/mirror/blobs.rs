@@ -5,7 +5,8 @@
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
-use super::{Failure, Mirror, Target};
+use super::state::Mirror;
+use super::target::{Failure, Target};
 use crate::fill::{Phase, Source};
 use wharf_model::digest::Digest;
 use wharf_protocol::body::Body;

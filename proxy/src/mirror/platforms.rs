@@ -21,10 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
-use dashmap::DashMap;
 
-use crate::fill::Fills;
-use wharf_model::config::{MirrorConfig, UpstreamConfig};
 use wharf_model::digest::Digest;
 use wharf_model::manifest::{self, Kind};
 use wharf_model::platform::Platform;
@@ -32,133 +29,28 @@ use wharf_model::request::RequestCtx;
 use wharf_policy::plugin::{PluginSet, Rewritten};
 use wharf_policy::policy::{Policy, Repo};
 use wharf_protocol::error::{ErrorCode, RegistryError, Result};
-use wharf_storage::lease::{Leases, Touching};
-use wharf_storage::meta::{ManifestRecord, Meta};
-use wharf_storage::store::ContentStore;
+use wharf_storage::meta::ManifestRecord;
 
-use super::Target;
+use super::target::Target;
 use wharf_model::platform::chosen_key;
 use wharf_model::platform::entries;
 use wharf_model::platform::reduce;
 use wharf_model::platform::Entry;
 use wharf_model::platform::PlatformMode;
-use wharf_model::platform::PlatformSpec;
 
+mod decisions;
 mod image;
+mod state;
 
-use image::{Judged, PlatformFrom};
+use decisions::{LeftOut, PlatformFrom, Selection};
+use state::Configured;
+pub use state::PlatformPolicy;
 
 /// How long the lease over building a reduced index lasts unless released: building takes a store
 /// write and two metadata commits, so this only matters when a crash leaves the lease behind.
 const REDUCE_LEASE: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// Why an entry was left out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum LeftOut {
-    /// Not in the configured list.
-    Config,
-    /// The platform plugins did not keep it.
-    Plugins,
-    /// The entry says no platform, so no platform policy can keep it.
-    NoPlatform,
-}
-
-/// What the policy keeps of one index.
-#[derive(Debug)]
-struct Selection {
-    /// The kept platforms.
-    chosen: Vec<Platform>,
-    /// The kept children, in index order.
-    kept: Vec<Digest>,
-    left_out: HashMap<Digest, (Option<Platform>, LeftOut)>,
-    /// What a tag of this index serves (rewritten mode); `None` in sparse mode.
-    served: Option<(Digest, ManifestRecord)>,
-    /// The plugin set the choice was made with: a reload chooses again.
-    plugins: Weak<PluginSet>,
-}
-
-/// The configured platforms of one upstream, and the setting that says so (for messages).
-#[derive(Debug, Clone)]
-struct Configured {
-    /// Where the list is: `mirror.platforms`, or the `[[upstream]]` entry's.
-    key: String,
-    /// The setting as written: `mirror.platforms = ["linux/amd64"]`.
-    setting: String,
-    specs: Vec<PlatformSpec>,
-}
-
-/// The mirror's platform policy: the configuration, and what it decided per cache repository and index.
-pub struct PlatformPolicy {
-    mode: PlatformMode,
-    default: Option<Configured>,
-    /// Upstream host → its own setting (`None` inside: an empty list, every platform).
-    per_upstream: HashMap<String, Option<Configured>>,
-    store: Arc<dyn ContentStore>,
-    meta: Meta,
-    max_manifest: u64,
-    /// (cache repo, index digest) → the selection, once made (its children recorded in the metadata).
-    known: DashMap<(String, Digest), Arc<Selection>>,
-    /// (cache repo, image manifest digest) → the decision about it, once made.
-    images: DashMap<(String, Digest), Arc<Judged>>,
-    /// The mirror's fills: a single-platform image's config is fetched through them, so a client's
-    /// request for the same blob joins that one upstream GET.
-    fills: Fills,
-    /// Protection from the collector while a reduced index is built.
-    leases: Leases,
-}
-
-fn configured(key: String, setting: String, specs: &[PlatformSpec]) -> Option<Configured> {
-    (!specs.is_empty()).then(|| Configured {
-        key,
-        setting,
-        specs: specs.to_vec(),
-    })
-}
-
-fn list(specs: &[PlatformSpec]) -> String {
-    specs
-        .iter()
-        .map(|s| format!("\"{s}\""))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 impl PlatformPolicy {
-    pub fn new(
-        cfg: &MirrorConfig,
-        upstreams: &[UpstreamConfig],
-        store: Arc<Touching>,
-        meta: Meta,
-        fills: Fills,
-        max_manifest: u64,
-    ) -> PlatformPolicy {
-        PlatformPolicy {
-            mode: cfg.platform_mode,
-            default: configured(
-                "mirror.platforms".into(),
-                format!("mirror.platforms = [{}]", list(&cfg.platforms)),
-                &cfg.platforms,
-            ),
-            per_upstream: upstreams
-                .iter()
-                .filter_map(|u| {
-                    let specs = u.platforms.as_ref()?;
-                    let entry = format!("the [[upstream]] with host = \"{}\"", u.host);
-                    let key = format!("the platforms of {entry}");
-                    let setting = format!("platforms = [{}] of {entry}", list(specs));
-                    Some((u.host.clone(), configured(key, setting, specs)))
-                })
-                .collect(),
-            leases: store.leases().clone(),
-            store,
-            meta,
-            max_manifest,
-            known: DashMap::new(),
-            images: DashMap::new(),
-            fills,
-        }
-    }
-
     fn configured(&self, t: &Target) -> Option<&Configured> {
         match self.per_upstream.get(&t.upstream.host) {
             Some(own) => own.as_ref(),

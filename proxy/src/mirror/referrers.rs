@@ -6,7 +6,9 @@ use bytes::Bytes;
 use http::header::{ACCEPT, LINK, WARNING};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
-use super::{read_limited, stale, Failure, Fetcher, Mirror, Target};
+use super::fetch::{read_limited, Fetcher};
+use super::state::Mirror;
+use super::target::{stale, Failure, Target};
 use wharf_model::clock::unix_now;
 use wharf_model::digest::Digest;
 use wharf_model::manifest;

@@ -2,7 +2,7 @@
 
 use http::{Method, Request, Response, StatusCode};
 
-use super::Registry;
+use super::services::Registry;
 use wharf_model::digest::Digest;
 use wharf_model::reference::RepoName;
 use wharf_protocol::body::Body;

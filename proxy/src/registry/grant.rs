@@ -9,7 +9,7 @@
 use http::Method;
 
 use super::place::Routed;
-use super::Registry;
+use super::services::Registry;
 use wharf_model::reference::RepoName;
 use wharf_model::scope::{Access, Action, Actions, Scope};
 use wharf_policy::auth::Auth;

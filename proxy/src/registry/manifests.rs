@@ -9,7 +9,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
 use super::place::{Place, Routed};
-use super::Registry;
+use super::services::Registry;
 use crate::mirror::Target;
 use crate::push::{Push, Pushed};
 use wharf_model::digest::Digest;

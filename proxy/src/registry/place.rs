@@ -6,7 +6,7 @@
 
 use http::Method;
 
-use super::Registry;
+use super::services::Registry;
 use crate::mirror::Target;
 use wharf_model::reference::RepoName;
 use wharf_protocol::error::Result;

@@ -3,7 +3,7 @@
 
 use http::{Request, Response};
 
-use super::Registry;
+use super::services::Registry;
 use wharf_model::digest::Digest;
 use wharf_protocol::body::Body;
 use wharf_protocol::error::Result;

@@ -2,7 +2,7 @@
 
 use http::{Request, Response};
 
-use super::Registry;
+use super::services::Registry;
 use wharf_model::reference::RepoName;
 use wharf_protocol::body::Body;
 use wharf_protocol::error::{ErrorCode, RegistryError, Result};

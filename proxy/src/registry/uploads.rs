@@ -12,15 +12,15 @@
 //! `upload_idle_secs` or older than `upload_ttl_secs` — but never one a request is writing to.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use http::header::{CONTENT_LENGTH, LOCATION, RANGE, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use tokio::sync::Notify;
 
-use super::Registry;
+use super::services::Registry;
+use super::session::Session;
 use wharf_model::clock::unix_now;
 use wharf_model::digest::Digest;
 use wharf_model::range::{parse_content_range, upload_range};
@@ -34,73 +34,6 @@ use wharf_protocol::respond::{CONTENT_DIGEST, UPLOAD_UUID};
 use wharf_storage::lease::Lease;
 use wharf_storage::meta::UploadRecord;
 use wharf_storage::store::{BlobWriter, IngestRef, StoreError};
-
-/// One upload session, kept between its requests.
-pub(super) struct Session {
-    repo: String,
-    /// Whose session it is, for `max_upload_sessions_per_client` (see [`client_of`]); `None` for
-    /// the operator's, and for sessions recorded before wharf kept it.
-    client: Option<String>,
-    /// The writer, released between requests; `None` until a request of this process opens it. Held
-    /// (locked) by the request that writes: the purge never expires a session it cannot lock.
-    writer: tokio::sync::Mutex<Option<Box<dyn BlobWriter>>>,
-    /// Bytes surely in the ingest: what the last request acknowledged, or what the request writing
-    /// now has written. A status request answers with it instead of waiting for a stalled PATCH.
-    received: AtomicU64,
-    /// Unix seconds when a request last began or ended on this session.
-    touched: AtomicU64,
-    /// Set once the session was committed, cancelled or expired; wakes a request still writing to it.
-    closed: AtomicBool,
-    closing: Notify,
-    /// Keeps what this session commits from the collector until the session ends (a session loaded
-    /// after a restart has none: its earlier lease stays recorded until it expires).
-    lease: std::sync::Mutex<Option<Lease>>,
-}
-
-impl Session {
-    fn new(repo: &str, client: Option<String>, touched: u64, received: u64) -> Arc<Session> {
-        Arc::new(Session {
-            repo: repo.to_owned(),
-            client,
-            writer: tokio::sync::Mutex::new(None),
-            received: AtomicU64::new(received),
-            touched: AtomicU64::new(touched),
-            closed: AtomicBool::new(false),
-            closing: Notify::new(),
-            lease: std::sync::Mutex::new(None),
-        })
-    }
-
-    fn take_lease(&self) -> Option<Lease> {
-        self.lease.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-
-    fn touch(&self) {
-        self.touched.store(unix_now(), Ordering::Relaxed);
-    }
-
-    fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
-        self.closing.notify_waiters();
-    }
-
-    fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::SeqCst)
-    }
-
-    /// Resolves once the session is closed.
-    async fn closed(&self) {
-        loop {
-            let woken = self.closing.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            if self.is_closed() {
-                return;
-            }
-            woken.await;
-        }
-    }
-}
 
 /// What one purge removed, and what it left because a transfer held it.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

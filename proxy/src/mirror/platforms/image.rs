@@ -19,9 +19,10 @@ use std::sync::{Arc, Weak};
 
 use serde_json::Value;
 
-use super::{LeftOut, PlatformPolicy};
+use super::decisions::{Judged, LeftOutImage, PlatformFrom};
+use super::state::PlatformPolicy;
 use crate::fill::{Phase, Source};
-use crate::mirror::{Failure, Target};
+use crate::mirror::target::{Failure, Target};
 use wharf_model::digest::Digest;
 use wharf_model::manifest;
 use wharf_model::platform::Platform;
@@ -37,32 +38,6 @@ const IMAGE_CONFIGS: [&str; 2] = [
     "application/vnd.oci.image.config.v1+json",
     "application/vnd.docker.container.image.v1+json",
 ];
-
-/// What told the policy which platform a manifest is for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum PlatformFrom {
-    /// The entry of this index (cached for the same repository) that lists it.
-    Index(Digest),
-    /// Its own config blob.
-    Config(Digest),
-}
-
-/// Why an image manifest is left out, for the refusal.
-#[derive(Debug, Clone)]
-pub(super) struct LeftOutImage {
-    pub(super) platform: Option<Platform>,
-    pub(super) why: LeftOut,
-    pub(super) from: PlatformFrom,
-}
-
-/// The policy's decision about one image manifest of a cache repository.
-#[derive(Debug)]
-pub(super) struct Judged {
-    /// `None`: kept (its blobs are recorded as fetchable).
-    left_out: Option<LeftOutImage>,
-    /// The plugin set the decision was made with: a reload decides again.
-    plugins: Weak<PluginSet>,
-}
 
 /// The platform an image config names: its `os` and `architecture` (and `variant`, `os.version`,
 /// `os.features`, the same fields an index entry's platform has); `None` when it is not JSON or
