@@ -13,6 +13,7 @@ use wharf_model::reference::RepoName;
 use wharf_model::request::ClientAddr;
 use wharf_model::request::Operation;
 use wharf_model::request::Operator;
+use wharf_policy::auth::Auth;
 use wharf_policy::policy::Policy;
 use wharf_protocol::body::Body;
 use wharf_protocol::error::{ErrorCode, RegistryError, Result};
@@ -68,46 +69,74 @@ impl Registry {
         resp
     }
 
-    /// The phases of a request, in order: route (where its repository lives: `place.rs`), identify
-    /// (who is calling), access (the rules, then the plugins, on the one name the routing phase
-    /// chose), serve (wharf's own repositories, or the mirror).
+    /// The phases of a request, in order: the token endpoint (when `[auth]` is on), route (where
+    /// its repository lives: `place.rs`), identify (who is calling), access (the rules, then the
+    /// plugins, on the one name the routing phase chose), serve (wharf's own repositories, or the
+    /// mirror). A phase with nothing configured (no `[auth]`, no plugin) costs a branch.
     async fn dispatch<B: RequestBody>(&self, mut req: Request<B>) -> Result<Response<Body>> {
-        let client = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
         if let Some(auth) = &self.auth {
             if req.uri().path() == "/token" {
-                let asked = auth.token_request(req, client).await?;
-                let access = self
-                    .grant(auth, asked.identity.as_deref(), &asked.scopes)
-                    .await;
-                return Ok(auth.issue(asked.identity.as_deref(), &access));
+                return self.token_endpoint(auth, req).await;
             }
         }
         let route = route::route(req.method(), req.uri().path())?;
         let client_name = route.repo().cloned();
         let ns = query_param(&req, "ns");
         let mut routed = self.place(route, ns.as_deref(), req.method()).await?;
-        // The identify phase: before anything is read or written. Every later phase sees who is
-        // calling; with auth off, no one is.
-        if let Some(auth) = &self.auth {
-            let caller = if req.extensions().get::<Operator>().is_some() {
-                wharf_model::request::Caller::operator()
-            } else {
-                auth.identify(req.headers(), client).await?
-            };
-            req.extensions_mut().insert(caller);
-        }
+        self.identify(&mut req).await?;
         match self.access(&routed, client_name.as_ref(), &req).await {
             Ok(()) => {}
             // A push probing for a blob under a name that is not yet a repository here, which its
             // caller may not read from the default upstream: the answer is this registry's own ("not
             // here"), so the client uploads it rather than fail on a 403 it cannot act on.
             Err(e) if e.code == ErrorCode::Denied && routed.is_fallback_blob() => {
-                if let Some(name) = client_name.clone() {
+                if let Some(name) = client_name {
                     routed.place = Some(Place::Local(name));
                 }
             }
             Err(e) => return Err(e),
         }
+        self.serve(routed, req).await
+    }
+
+    /// `/token`: the identity the request proves, granted what the rules allow of the scopes it asks.
+    async fn token_endpoint<B: RequestBody>(
+        &self,
+        auth: &Auth,
+        req: Request<B>,
+    ) -> Result<Response<Body>> {
+        let client = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+        let asked = auth.token_request(req, client).await?;
+        let access = self
+            .grant(auth, asked.identity.as_deref(), &asked.scopes)
+            .await;
+        Ok(auth.issue(asked.identity.as_deref(), &access))
+    }
+
+    /// The identify phase: before anything is read or written. Every later phase sees who is
+    /// calling (the request's `Caller`); with auth off, no one is. The admin socket's requests are
+    /// the operator's.
+    async fn identify<B>(&self, req: &mut Request<B>) -> Result<()> {
+        let Some(auth) = &self.auth else {
+            return Ok(());
+        };
+        let caller = if req.extensions().get::<Operator>().is_some() {
+            wharf_model::request::Caller::operator()
+        } else {
+            let client = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+            auth.identify(req.headers(), client).await?
+        };
+        req.extensions_mut().insert(caller);
+        Ok(())
+    }
+
+    /// The serve phase: the mirror for a mirrored repository, else wharf's own; a 404 for a name
+    /// whose host is no configured upstream says how to mirror it.
+    async fn serve<B: RequestBody>(
+        &self,
+        routed: Routed,
+        req: Request<B>,
+    ) -> Result<Response<Body>> {
         let Routed {
             route,
             place,

@@ -17,7 +17,7 @@
 //!   or a manifest/referrers/rewrite computation in flight), so no second upstream request was made.
 
 use std::future::Future;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -713,6 +713,35 @@ pub fn encode() -> String {
         tracing::warn!(error = %e, "metrics: cannot encode");
     }
     out
+}
+
+/// Blob streams being served now (the body decides between `sendfile` and copying by it).
+static BLOB_STREAMS: AtomicUsize = AtomicUsize::new(0);
+/// Bytes sent with `sendfile` since start: the tests read it to see that the zero-copy path ran.
+static SENDFILE_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// A blob stream began; [`blob_stream_ended`] when it ends.
+pub fn blob_stream_started() {
+    BLOB_STREAMS.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn blob_stream_ended() {
+    BLOB_STREAMS.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Blob streams being served now.
+pub fn blob_streams() -> usize {
+    BLOB_STREAMS.load(Ordering::Relaxed)
+}
+
+/// `n` bytes left by `sendfile`.
+pub fn sendfile_sent(n: u64) {
+    SENDFILE_BYTES.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Bytes left by `sendfile` since start.
+pub fn sendfile_bytes() -> u64 {
+    SENDFILE_BYTES.load(Ordering::Relaxed)
 }
 
 #[cfg(test)]

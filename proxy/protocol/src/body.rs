@@ -9,7 +9,6 @@ use std::fs::File;
 use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 
@@ -75,21 +74,18 @@ pub enum Sending {
     Copy,
 }
 
-/// Blob streams being served now.
-static ACTIVE: AtomicUsize = AtomicUsize::new(0);
-
 struct Active;
 
 impl Active {
     fn new() -> Active {
-        ACTIVE.fetch_add(1, Ordering::Relaxed);
+        wharf_metrics::blob_stream_started();
         Active
     }
 }
 
 impl Drop for Active {
     fn drop(&mut self) {
-        ACTIVE.fetch_sub(1, Ordering::Relaxed);
+        wharf_metrics::blob_stream_ended();
     }
 }
 
@@ -238,7 +234,7 @@ impl FileStream {
         let want = self.remaining.min(MAP_CHUNK);
         let how = self
             .how
-            .unwrap_or_else(|| sending_for(ACTIVE.load(Ordering::Relaxed), cpus()));
+            .unwrap_or_else(|| sending_for(wharf_metrics::blob_streams(), cpus()));
         let res = match &mut self.pending {
             Some(handle) => {
                 let res = ready!(Pin::new(handle).poll(cx));

@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{ready, Context, Poll};
 
@@ -26,11 +25,10 @@ struct Region {
     offset: u64,
 }
 
-/// Live mappings by start address.
+/// Live mappings by start address. Process-wide by necessity, and the one mutable static outside
+/// the metrics crate: a mapped chunk leaves the body as plain `Bytes`, passes through hyper, and
+/// reaches the connection's stream with nothing but its pointer, so the stream looks it up here.
 static MAPPINGS: RwLock<BTreeMap<usize, Region>> = RwLock::new(BTreeMap::new());
-
-/// Bytes sent with `sendfile` since start: the tests read it to see that the zero-copy path ran.
-pub static SENT: AtomicU64 = AtomicU64::new(0);
 
 /// Owner of a mapped chunk: registered while alive, so a socket can send it from the file.
 pub struct Mapped {
@@ -176,7 +174,7 @@ impl AsyncWrite for Stream {
                         offset,
                         len
                     )))?;
-                    SENT.fetch_add(n as u64, Ordering::Relaxed);
+                    wharf_metrics::sendfile_sent(n as u64);
                     Poll::Ready(Ok(n))
                 }
                 Some((k, _)) => this.poll_io(cx, || sys::send_more(&this.inner, &bufs[..k])),

@@ -1,5 +1,4 @@
 use std::io::Write as _;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use http_body_util::BodyExt as _;
@@ -76,7 +75,7 @@ async fn blob_bodies_go_out_with_sendfile_and_arrive_intact() {
             .await
             .unwrap();
     });
-    let before = SENT.load(Ordering::Relaxed);
+    let before = wharf_metrics::sendfile_bytes();
     let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
     c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
@@ -93,7 +92,7 @@ async fn blob_bodies_go_out_with_sendfile_and_arrive_intact() {
         "{head}"
     );
     assert!(&got[head_end..] == want, "body differs from the file");
-    let sent = SENT.load(Ordering::Relaxed) - before;
+    let sent = wharf_metrics::sendfile_bytes() - before;
     assert!(
         sent >= want.len() as u64,
         "only {sent} of {} body bytes went out with sendfile",
