@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use wharf_model::config::schema::{parse, Parsed, Problem};
 use wharf_model::config::Config;
@@ -138,15 +137,9 @@ impl Semantic {
                 .push(Problem::new("metrics.listen", problem, fix.to_owned()));
         }
         self.plugins().await;
-        // Push routes and the default upstream are checked by the constructors the server runs,
-        // which want a store and metadata: a scratch data directory, removed afterwards.
-        let scratch = std::env::temp_dir().join(format!(
-            "wharf-check-config-{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        ));
-        self.with_storage(&scratch, upstreams_ok).await;
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(scratch)).await;
+        // Push routes and the default upstream, by the same functions the server's constructors
+        // call (`push::routes`, `mirror::upstreams`): nothing is opened or built.
+        self.routes_and_default(upstreams_ok);
         self.problems
     }
 
@@ -298,50 +291,15 @@ impl Semantic {
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(scratch)).await;
     }
 
-    async fn with_storage(&mut self, scratch: &Path, failed_upstreams: Vec<String>) {
+    fn routes_and_default(&mut self, failed_upstreams: Vec<String>) {
         let mut tmp = self.cfg.clone();
-        tmp.storage.data_dir = scratch.to_owned();
-        tmp.storage.plugin_cache_dir = None;
-        let (store, meta) = match crate::app::open_storage(&tmp).await {
-            Ok(s) => s,
-            Err(e) => {
-                self.problems.push(Problem::new(
-                    "(check-config)",
-                    format!("cannot make a scratch data directory to check push routes: {e}"),
-                    "set TMPDIR to a writable directory",
-                ));
-                return;
-            }
-        };
-        let leases = match wharf_storage::lease::Leases::load_offline(meta.clone()).await {
-            Ok(l) => l,
-            Err(e) => {
-                self.problems.push(Problem::new(
-                    "(check-config)",
-                    format!("cannot open scratch metadata: {e}"),
-                    "",
-                ));
-                return;
-            }
-        };
-        let store = wharf_storage::lease::Touching::wrap(Arc::new(store), leases);
-        // Routes do not depend on the plugins (loaded and checked above).
-        let policy = wharf_policy::policy::Policy::new(
-            wharf_policy::plugin::Plugins::none(),
-            store.clone(),
-            meta.clone(),
-            self.cfg.registry.max_manifest_bytes,
-        );
-
         // The default upstream must name a configured one (the upstreams that failed above are
         // left out: they were reported).
         tmp.upstreams
             .retain(|u| !failed_upstreams.iter().any(|h| h == &u.host));
         let default = tmp.mirror.default_upstream.clone();
         if !default.is_empty() && !failed_upstreams.contains(&default) {
-            if let Err(e) =
-                crate::mirror::Mirror::new(&tmp, store.clone(), meta.clone(), policy.clone())
-            {
+            if let Err(e) = crate::mirror::upstreams(&tmp) {
                 let reason = match e {
                     wharf_protocol::upstream::UpstreamError::Config { reason, .. } => reason,
                     e => e.to_string(),
@@ -362,7 +320,7 @@ impl Semantic {
                 pushes,
                 ..base.clone()
             };
-            crate::push::Push::new(&cfg, store.clone(), meta.clone(), policy.clone()).map(|_| ())
+            crate::push::routes(&cfg).map(|_| ())
         };
         let routes = self.cfg.pushes.clone();
         let mut all_ok = true;

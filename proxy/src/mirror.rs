@@ -40,7 +40,7 @@ mod target;
 
 use fetch::{read_limited, Fetched};
 pub use referrers::MirroredReferrers;
-pub use state::Mirror;
+pub use state::{upstreams, Mirror};
 pub use target::Target;
 use target::{stale, Failure};
 

@@ -177,6 +177,29 @@ pub struct Push {
     progress: Mutex<HashMap<(String, String), Arc<Progress>>>,
 }
 
+/// The `[[push]]` routes of `cfg`, each checked alone and against the others (no two prefixes may
+/// overlap). Pure: `wharf check-config` asks it without building anything.
+pub fn routes(cfg: &Config) -> Result<Vec<PushRoute>, PushError> {
+    let upstreams = cfg.effective_upstreams();
+    let mut routes = Vec::new();
+    for p in &cfg.pushes {
+        let r = PushRoute::new(p, &upstreams)?;
+        if let Some(other) = routes.iter().find(|o: &&PushRoute| {
+            under(&r.prefix, &o.prefix).is_some() || under(&o.prefix, &r.prefix).is_some()
+        }) {
+            return Err(config_err(
+                &r.prefix,
+                format!(
+                    "overlaps {}; give each route a prefix of its own",
+                    other.describe()
+                ),
+            ));
+        }
+        routes.push(r);
+    }
+    Ok(routes)
+}
+
 impl Push {
     /// The routes of `cfg`, delivering from `store` under its leases; reduced indexes are stored
     /// through `policy`.
@@ -186,23 +209,7 @@ impl Push {
         meta: Meta,
         policy: Policy,
     ) -> Result<Push, PushError> {
-        let upstreams = cfg.effective_upstreams();
-        let mut routes = Vec::new();
-        for p in &cfg.pushes {
-            let r = PushRoute::new(p, &upstreams)?;
-            if let Some(other) = routes.iter().find(|o: &&PushRoute| {
-                under(&r.prefix, &o.prefix).is_some() || under(&o.prefix, &r.prefix).is_some()
-            }) {
-                return Err(config_err(
-                    &r.prefix,
-                    format!(
-                        "overlaps {}; give each route a prefix of its own",
-                        other.describe()
-                    ),
-                ));
-            }
-            routes.push(r);
-        }
+        let routes = routes(cfg)?;
         Ok(Push {
             routes,
             leases: store.leases().clone(),

@@ -35,6 +35,33 @@ pub struct Mirror {
     pub(super) platforms: PlatformPolicy,
 }
 
+/// The upstream clients of `cfg` and the default one (`mirror.default_upstream`, which must name
+/// one of them). Builds no storage: `wharf check-config` asks it too.
+pub fn upstreams(
+    cfg: &Config,
+) -> std::result::Result<(Vec<Arc<Upstream>>, Option<Arc<Upstream>>), UpstreamError> {
+    let upstreams = cfg
+        .effective_upstreams()
+        .iter()
+        .map(|u| Upstream::new(u).map(Arc::new))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let default = match cfg.mirror.default_upstream.as_str() {
+        "" => None,
+        host => Some(
+            upstreams
+                .iter()
+                .find(|u| u.host == host)
+                .cloned()
+                .ok_or_else(|| UpstreamError::Config {
+                    host: host.to_owned(),
+                    reason: "mirror.default_upstream names it but no [[upstream]] has that host"
+                        .into(),
+                })?,
+        ),
+    };
+    Ok((upstreams, default))
+}
+
 impl Mirror {
     /// A mirror that caches into `store`, fills and reduces indexes under its leases, and serves
     /// tags through `policy` (the same plugins as local repositories').
@@ -44,26 +71,7 @@ impl Mirror {
         meta: Meta,
         policy: Policy,
     ) -> std::result::Result<Self, UpstreamError> {
-        let upstreams = cfg
-            .effective_upstreams()
-            .iter()
-            .map(|u| Upstream::new(u).map(Arc::new))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let default = match cfg.mirror.default_upstream.as_str() {
-            "" => None,
-            host => Some(
-                upstreams
-                    .iter()
-                    .find(|u| u.host == host)
-                    .cloned()
-                    .ok_or_else(|| UpstreamError::Config {
-                        host: host.to_owned(),
-                        reason:
-                            "mirror.default_upstream names it but no [[upstream]] has that host"
-                                .into(),
-                    })?,
-            ),
-        };
+        let (upstreams, default) = upstreams(cfg)?;
         let fills = Fills::new(store.clone(), meta.clone());
         Ok(Mirror {
             upstreams,
