@@ -35,11 +35,12 @@ pub struct Mirror {
     pub(super) platforms: PlatformPolicy,
 }
 
+/// Every upstream client, and the default one.
+pub type Upstreams = (Vec<Arc<Upstream>>, Option<Arc<Upstream>>);
+
 /// The upstream clients of `cfg` and the default one (`mirror.default_upstream`, which must name
 /// one of them). Builds no storage: `wharf check-config` asks it too.
-pub fn upstreams(
-    cfg: &Config,
-) -> std::result::Result<(Vec<Arc<Upstream>>, Option<Arc<Upstream>>), UpstreamError> {
+pub fn upstreams(cfg: &Config) -> std::result::Result<Upstreams, UpstreamError> {
     let upstreams = cfg
         .effective_upstreams()
         .iter()
