@@ -84,6 +84,11 @@ impl Registry {
         let ns = query_param(&req, "ns");
         let mut routed = self.place(route, ns.as_deref(), req.method()).await?;
         self.identify(&mut req).await?;
+        // What the plugins see of the sender, read once for every check of this request.
+        if !self.policy.plugins().is_empty() {
+            let sender = Policy::sender(&req);
+            req.extensions_mut().insert(sender);
+        }
         match self.access(&routed, client_name.as_ref(), &req).await {
             Ok(()) => {}
             // A push probing for a blob under a name that is not yet a repository here, which its

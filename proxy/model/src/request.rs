@@ -54,3 +54,13 @@ pub struct Operator;
 /// The client's address, put on each request by the server.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub SocketAddr);
+
+/// Who sent a request, as the plugins see it: read once per request, after the identify phase, and
+/// put on the request so every policy check of it (access, rewrites, platform choice, pushes) builds
+/// its `RequestCtx` from the same facts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sender {
+    pub client_address: String,
+    pub identity: Option<String>,
+    pub user_agent: Option<String>,
+}

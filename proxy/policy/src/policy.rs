@@ -31,7 +31,7 @@ use wharf_storage::meta::{ManifestPut, ManifestRecord, Meta};
 use wharf_storage::store::ContentStore;
 
 pub use servable::{Repo, Servable, Unservable};
-use wharf_model::request::ClientAddr;
+use wharf_model::request::{ClientAddr, Sender};
 
 type Served = (Digest, ManifestRecord);
 
@@ -89,11 +89,25 @@ impl Policy {
         reference: Option<String>,
         req: &Request<B>,
     ) -> RequestCtx {
+        let sender = match req.extensions().get::<Sender>() {
+            Some(s) => s.clone(),
+            None => Policy::sender(req),
+        };
         RequestCtx {
             operation,
             registry: registry.map(str::to_owned),
             repository: repository.to_owned(),
             reference,
+            client_address: sender.client_address,
+            identity: sender.identity,
+            user_agent: sender.user_agent,
+        }
+    }
+
+    /// Who sent `req`, read from it: its address, the identified caller, its user agent. The
+    /// registry reads it once per request and puts it on the request (`Sender`).
+    pub fn sender<B>(req: &Request<B>) -> Sender {
+        Sender {
             client_address: req
                 .extensions()
                 .get::<ClientAddr>()
