@@ -213,6 +213,12 @@ impl From<ReferenceError> for RegistryError {
 
 impl From<MetaError> for RegistryError {
     fn from(e: MetaError) -> Self {
+        if let MetaError::Unavailable { endpoint, .. } = &e {
+            tracing::warn!(backend = "postgres", endpoint = %endpoint, error = %e, "metadata backend unavailable: answering 503");
+            return backend_unavailable(format!(
+                "wharf's metadata database ({endpoint}) is unavailable; nothing was changed: retry                  shortly"
+            ));
+        }
         tracing::error!(error = %e, "metadata store failure");
         RegistryError::new(
             ErrorCode::Unknown,
@@ -259,6 +265,19 @@ impl From<StoreError> for RegistryError {
             StoreError::InvalidArgument(m) => {
                 RegistryError::new(ErrorCode::Unknown, format!("internal error: {m}"))
             }
+            StoreError::Unavailable { endpoint, detail } => {
+                tracing::warn!(backend = "s3", endpoint = %endpoint, error = %detail, "content backend unavailable: answering 503");
+                backend_unavailable(format!(
+                    "wharf's object store ({endpoint}) is unavailable; nothing was stored: retry                      shortly"
+                ))
+            }
+            StoreError::Refused { endpoint, detail } => {
+                tracing::error!(backend = "s3", endpoint = %endpoint, error = %detail, "content backend refused wharf");
+                RegistryError::new(
+                    ErrorCode::Unknown,
+                    format!("wharf's object store ({endpoint}) refused: {detail}; see wharf's log"),
+                )
+            }
             StoreError::Io(io) => {
                 tracing::error!(error = %io, "content store I/O failure");
                 RegistryError::new(
@@ -268,6 +287,17 @@ impl From<StoreError> for RegistryError {
             }
         }
     }
+}
+
+/// Seconds a client is asked to wait when a shared backend is out of reach.
+pub const BACKEND_RETRY_AFTER_SECS: u64 = 5;
+
+/// 503 with a `Retry-After`: wharf's own storage is out of reach for now (not an upstream's, which is
+/// 424). Clients retry a 503; nothing half-written is visible meanwhile.
+fn backend_unavailable(message: String) -> RegistryError {
+    RegistryError::new(ErrorCode::Unavailable, message)
+        .with_status(StatusCode::SERVICE_UNAVAILABLE)
+        .with_header(http::header::RETRY_AFTER, BACKEND_RETRY_AFTER_SECS)
 }
 
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;

@@ -12,6 +12,7 @@ mod collect;
 mod db;
 mod open;
 mod pending;
+mod pg;
 mod platforms;
 pub mod push;
 mod repos;
@@ -22,10 +23,11 @@ mod usage;
 
 pub use collect::{Forgotten, LeaseRecord, Snapshot};
 pub use db::{ManifestRecord, Meta, MetaError, OpenFailure, UploadRecord};
+pub use pg::{endpoint_of as postgres_endpoint, Pg};
 pub use repos::ManifestPut;
 pub use scrub::Inventory;
 pub use stats::{CacheTotals, LastGc, Retention, Sample};
 pub use usage::LastUse;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

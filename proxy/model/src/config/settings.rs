@@ -13,6 +13,7 @@ use crate::platform::{PlatformMode, PlatformSpec};
 pub struct Config {
     pub server: ServerConfig,
     pub storage: StorageConfig,
+    pub metadata: MetadataConfig,
     pub registry: RegistryConfig,
     pub mirror: MirrorConfig,
     pub gc: GcConfig,
@@ -190,8 +191,14 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// Where blobs (`blobs/`), uploads in progress (`ingest/`) and metadata (`meta.redb`) live.
+    /// Where content lives: `fs` (files under `data_dir`, the default) or `s3` (an S3-compatible
+    /// object store, `[storage.s3]`, shared by every wharf that points at it).
+    pub backend: StorageBackend,
+    /// Where blobs (`blobs/`), uploads in progress (`ingest/`) and metadata (`meta.redb`) live. With
+    /// the `s3` backend: the ingest spool and the hot-blob cache (still local).
     pub data_dir: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Config>,
     /// Where compiled plugins are kept, by the digest of the component (default: `<data_dir>/plugins`).
     /// Several wharfs may share one: entries are written atomically and never change.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -201,10 +208,83 @@ pub struct StorageConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
+            backend: StorageBackend::Fs,
             data_dir: default_data_dir(),
+            s3: None,
             plugin_cache_dir: None,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    #[default]
+    Fs,
+    S3,
+}
+
+/// `[storage.s3]`: the bucket content lives in. Credentials only from the environment or a file,
+/// never in the config file itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// `http(s)://host:port` of the S3 API (Garage's is port 3900; MinIO's 9000).
+    pub endpoint: String,
+    pub bucket: String,
+    /// The region the store signs requests for (Garage: its `s3_region`, often `garage`).
+    #[serde(default = "default_s3_region")]
+    pub region: String,
+    /// Put before every key (`prod/` → `prod/blobs/sha256/…`): several wharf deployments in one bucket.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Hot blobs kept on local disk (under `data_dir`) so a warm GET leaves by `sendfile`, least
+    /// recently used out first; 0 keeps none.
+    #[serde(default = "default_s3_cache_max_bytes")]
+    pub cache_max_bytes: u64,
+}
+
+fn default_s3_region() -> String {
+    "us-east-1".into()
+}
+
+fn default_s3_cache_max_bytes() -> u64 {
+    20 << 30
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetadataBackend {
+    #[default]
+    Redb,
+    Postgres,
+}
+
+/// `[metadata]`: where tags, links, leases and the rest of the records live.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetadataConfig {
+    /// `redb` (a file in the data directory, the default) or `postgres` (shared by every wharf that
+    /// points at it).
+    pub backend: MetadataBackend,
+    /// `postgres://user@host:port/db` (no password here: `password_env` or `password_file`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// An environment variable holding the whole URL, password included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url_env: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
 }
 
 /// `$XDG_DATA_HOME/wharf`, else `~/.local/share/wharf`, else `./wharf-data`.

@@ -1,6 +1,7 @@
 //! The metadata database as every part of `meta` shares it: the handle (`Meta`) and how work runs on
 //! it, its errors, the registry's tables and records, and the read cache on the pull path.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -8,6 +9,7 @@ use redb::{Database, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::pending::Pending;
+use super::pg::Pg;
 use wharf_model::digest::Digest;
 
 /// (repo, tag) → manifest digest
@@ -42,6 +44,20 @@ pub enum MetaError {
     Corrupt(#[from] serde_json::Error),
     #[error("metadata task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("postgres metadata failed: {0}")]
+    Pg(#[source] tokio_postgres::Error),
+    /// The shared database cannot be reached now (down, restarting, out of connections): the
+    /// registry answers 503 with a `Retry-After`.
+    #[error("the metadata database {endpoint} is unavailable: {detail}")]
+    Unavailable { endpoint: String, detail: String },
+    #[error("the metadata database {endpoint} has schema version {found}, newer than this wharf knows ({known}): run the wharf release that upgraded it, or a newer one")]
+    Schema {
+        endpoint: String,
+        found: i32,
+        known: i32,
+    },
+    #[error("{detail}")]
+    Config { detail: String },
 }
 
 /// Why the metadata store would not open, as an operator acts on it.
@@ -57,6 +73,12 @@ pub enum OpenFailure {
 }
 
 impl MetaError {
+    /// The backend is out of reach for now (a shared database down or restarting): worth a retry,
+    /// and nothing was written.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, MetaError::Unavailable { .. })
+    }
+
     /// What kind of failure opening the store met (redb's error kinds, and its panics on files it
     /// cannot make sense of).
     pub fn open_failure(&self) -> OpenFailure {
@@ -124,9 +146,13 @@ pub struct UploadRecord {
 /// Kept correct under concurrency by one rule: writers always overwrite an entry after their commit
 /// (with `None` for what they removed), readers only fill an entry that is absent. A reader that read
 /// the old value before a commit can therefore never replace the writer's newer one.
-/// (With several replicas on a shared database this cache needs invalidation; that backend brings it.)
-#[derive(Default)]
+/// On a shared database (Postgres) other processes write too: their commits arrive as notifications
+/// that remove what they touched (`invalidate`), and a read that one overtook is not cached (`stamp`).
 pub(super) struct ReadCache {
+    /// Bumped by every invalidation.
+    pub(super) epoch: AtomicU64,
+    /// Whether invalidations are being received (always, for a database only this process opens).
+    pub(super) live: AtomicBool,
     pub(super) tags: DashMap<(String, String), Option<Digest>>,
     pub(super) manifests: DashMap<(String, Digest), Option<ManifestRecord>>,
     pub(super) blobs: DashMap<(String, Digest), Option<u64>>,
@@ -134,6 +160,20 @@ pub(super) struct ReadCache {
     /// Whether a repository has any tag, manifest or blob: the routing phase asks it of every
     /// host-less name (is it ours, or the default upstream's?), so it must cost no blocking thread.
     pub(super) repos: DashMap<String, Known>,
+}
+
+impl Default for ReadCache {
+    fn default() -> Self {
+        ReadCache {
+            epoch: AtomicU64::new(0),
+            live: AtomicBool::new(true),
+            tags: DashMap::new(),
+            manifests: DashMap::new(),
+            blobs: DashMap::new(),
+            checked: DashMap::new(),
+            repos: DashMap::new(),
+        }
+    }
 }
 
 /// What the read cache knows of a repository's existence.
@@ -157,13 +197,95 @@ impl ReadCache {
     }
 }
 
-pub(super) fn fill<K: Eq + std::hash::Hash, V: Clone>(m: &DashMap<K, V>, k: K, v: V) -> V {
-    m.entry(k).or_insert(v).clone()
+impl ReadCache {
+    /// Taken before a read from the database, handed to `fill` after it: a read that another
+    /// process's write overtook meanwhile (`pg.rs` invalidates on its notification) is not cached.
+    /// `None` while the invalidations cannot be trusted (the listener is reconnecting): nothing is
+    /// cached then.
+    pub(super) fn stamp(&self) -> Option<u64> {
+        self.live
+            .load(Ordering::Acquire)
+            .then(|| self.epoch.load(Ordering::Acquire))
+    }
+
+    /// Caches `v`, read from the database since `stamp`, unless an entry is there already (a writer's,
+    /// newer) or an invalidation came in since. Returns what the caller should answer: `v`, or the
+    /// newer entry.
+    pub(super) fn fill<K: Eq + std::hash::Hash, V: Clone>(
+        &self,
+        m: &DashMap<K, V>,
+        stamp: Option<u64>,
+        k: K,
+        v: V,
+    ) -> V {
+        if stamp.is_none() || stamp != self.stamp() {
+            return v;
+        }
+        m.entry(k).or_insert(v).clone()
+    }
+
+    /// Another process changed `repo` (a notification from the shared database): what is cached of
+    /// it may be stale. Forgotten, and readers in flight are told not to cache what they read.
+    pub(super) fn invalidate(&self, kind: Invalidate, repo: &str, key: &str) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        match kind {
+            Invalidate::Tag => {
+                self.tags.remove(&(repo.to_owned(), key.to_owned()));
+            }
+            Invalidate::Checked => {
+                self.checked.remove(&(repo.to_owned(), key.to_owned()));
+            }
+            Invalidate::Manifest => {
+                if let Ok(d) = key.parse() {
+                    self.manifests.remove(&(repo.to_owned(), d));
+                }
+            }
+            Invalidate::Blob => {
+                if let Ok(d) = key.parse() {
+                    self.blobs.remove(&(repo.to_owned(), d));
+                }
+            }
+        }
+        self.repos.remove(repo);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Everything may be stale (the listener lost its connection): forget it all, and cache nothing
+    /// until `live` is set again.
+    pub(super) fn clear(&self, live: bool) {
+        self.live.store(false, Ordering::Release);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.tags.clear();
+        self.manifests.clear();
+        self.blobs.clear();
+        self.checked.clear();
+        self.repos.clear();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.live.store(live, Ordering::Release);
+    }
+}
+
+/// Which cached lookup another process's write touched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Invalidate {
+    Tag,
+    Manifest,
+    Blob,
+    Checked,
+}
+
+/// Where the records live.
+#[derive(Clone)]
+pub(super) enum Backend {
+    /// An embedded file only this process opens (the default).
+    Redb(Arc<Database>),
+    /// A Postgres database several wharf processes may share (`pg.rs`).
+    Pg(Arc<Pg>),
 }
 
 #[derive(Clone)]
 pub struct Meta {
-    pub(super) db: Arc<Database>,
+    pub(super) backend: Backend,
     pub(super) cache: Arc<ReadCache>,
     /// Tag and digest uses noted on the request path, not written yet (`usage.rs`).
     pub(super) uses: Arc<Pending>,
@@ -176,7 +298,7 @@ impl Meta {
         &self,
         f: impl FnOnce(&Database, &ReadCache) -> Result<T, MetaError> + Send + 'static,
     ) -> Result<T, MetaError> {
-        let (db, cache) = (self.db.clone(), self.cache.clone());
+        let (db, cache) = (self.redb(), self.cache.clone());
         tokio::task::spawn_blocking(move || f(&db, &cache)).await?
     }
 
@@ -185,7 +307,32 @@ impl Meta {
         &self,
         f: impl FnOnce(&Database) -> Result<T, MetaError> + Send + 'static,
     ) -> Result<T, MetaError> {
-        let db = self.db.clone();
+        let db = self.redb();
         tokio::task::spawn_blocking(move || f(&db)).await?
+    }
+
+    /// The redb database, for the code paths written against it. Every public method answers the
+    /// Postgres backend before it reaches one (the metadata tests run on both).
+    pub(super) fn redb(&self) -> Arc<Database> {
+        match &self.backend {
+            Backend::Redb(db) => db.clone(),
+            Backend::Pg(_) => unreachable!("a redb code path was reached on the postgres backend"),
+        }
+    }
+
+    /// The Postgres backend, if that is where the records live.
+    pub(super) fn pg(&self) -> Option<&Arc<Pg>> {
+        match &self.backend {
+            Backend::Pg(pg) => Some(pg),
+            Backend::Redb(_) => None,
+        }
+    }
+
+    /// Which backend holds the records, as `wharf status` names it.
+    pub fn backend_name(&self) -> &'static str {
+        match &self.backend {
+            Backend::Redb(_) => "redb",
+            Backend::Pg(_) => "postgres",
+        }
     }
 }

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::db::{
-    Meta, MetaError, BLOBS, MANIFESTS, MIRROR_REFERRERS, REFERRERS, REWRITES, TAGS, TAG_CHECKED,
-    UPLOADS,
+    Backend, Meta, MetaError, BLOBS, MANIFESTS, MIRROR_REFERRERS, REFERRERS, REWRITES, TAGS,
+    TAG_CHECKED, UPLOADS,
 };
 use super::{collect, platforms, push, sent, stats, usage};
 
@@ -55,7 +55,7 @@ impl Meta {
         tx.open_table(sent::UPSTREAM_SENT)?;
         tx.commit()?;
         Ok(Meta {
-            db: Arc::new(db),
+            backend: Backend::Redb(Arc::new(db)),
             cache: Arc::default(),
             uses: Arc::default(),
         })

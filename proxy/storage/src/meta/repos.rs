@@ -6,7 +6,7 @@ use std::ops::Bound;
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::db::{
-    fill, Known, ManifestRecord, Meta, MetaError, UploadRecord, BLOBS, MANIFESTS, MIRROR_REFERRERS,
+    Known, ManifestRecord, Meta, MetaError, UploadRecord, BLOBS, MANIFESTS, MIRROR_REFERRERS,
     REFERRERS, REWRITES, TAGS, TAG_CHECKED, UPLOADS,
 };
 use super::{sent, usage};
@@ -27,6 +27,16 @@ pub struct ManifestPut<'a> {
 impl Meta {
     pub async fn link_blob(&self, repo: &str, digest: &Digest, size: u64) -> Result<(), MetaError> {
         let (r, d) = (repo.to_owned(), digest.clone());
+        if self.pg().is_some() {
+            return self
+                .pg_write(move |pg, cache| async move {
+                    pg.link_blob(&r, &d.to_string(), size).await?;
+                    cache.exists(&r);
+                    cache.blobs.insert((r, d), Some(size));
+                    Ok(())
+                })
+                .await;
+        }
         self.run_write(move |db, cache| {
             let tx = db.begin_write()?;
             tx.open_table(BLOBS)?
@@ -45,14 +55,19 @@ impl Meta {
         if let Some(v) = self.cache.blobs.get(&key) {
             return Ok(*v);
         }
+        let stamp = self.cache.stamp();
         let (r, d) = (repo.to_owned(), digest.to_string());
-        let v = self
-            .run(move |db| {
-                let t = db.begin_read()?.open_table(BLOBS)?;
-                Ok(t.get((r.as_str(), d.as_str()))?.map(|v| v.value()))
-            })
-            .await?;
-        Ok(fill(&self.cache.blobs, key, v))
+        let v = match self.pg() {
+            Some(pg) => pg.blob(&r, &d).await?,
+            None => {
+                self.run(move |db| {
+                    let t = db.begin_read()?.open_table(BLOBS)?;
+                    Ok(t.get((r.as_str(), d.as_str()))?.map(|v| v.value()))
+                })
+                .await?
+            }
+        };
+        Ok(self.cache.fill(&self.cache.blobs, stamp, key, v))
     }
 
     pub async fn unlink_blob(&self, repo: &str, digest: &Digest) -> Result<bool, MetaError> {
@@ -166,6 +181,7 @@ impl Meta {
         if let Some(v) = self.cache.manifests.get(&key) {
             return Ok(v.clone());
         }
+        let stamp = self.cache.stamp();
         let (r, d) = (repo.to_owned(), digest.to_string());
         let v = self
             .run(move |db| {
@@ -174,7 +190,7 @@ impl Meta {
                 Ok(v.map(|v| serde_json::from_slice(v.value())).transpose()?)
             })
             .await?;
-        Ok(fill(&self.cache.manifests, key, v))
+        Ok(self.cache.fill(&self.cache.manifests, stamp, key, v))
     }
 
     pub async fn tag(&self, repo: &str, tag: &str) -> Result<Option<Digest>, MetaError> {
@@ -182,15 +198,20 @@ impl Meta {
         if let Some(v) = self.cache.tags.get(&key) {
             return Ok(v.clone());
         }
+        let stamp = self.cache.stamp();
         let (r, t) = key.clone();
-        let v = self
-            .run(move |db| {
-                let table = db.begin_read()?.open_table(TAGS)?;
-                let v = table.get((r.as_str(), t.as_str()))?;
-                Ok(v.and_then(|v| v.value().parse().ok()))
-            })
-            .await?;
-        Ok(fill(&self.cache.tags, key, v))
+        let v = match self.pg() {
+            Some(pg) => pg.tag(&r, &t).await?,
+            None => {
+                self.run(move |db| {
+                    let table = db.begin_read()?.open_table(TAGS)?;
+                    let v = table.get((r.as_str(), t.as_str()))?;
+                    Ok(v.and_then(|v| v.value().parse().ok()))
+                })
+                .await?
+            }
+        };
+        Ok(self.cache.fill(&self.cache.tags, stamp, key, v))
     }
 
     /// Removes a manifest from `repo`, with the tags that point at it and its referrers entry. Returns
@@ -302,6 +323,7 @@ impl Meta {
             Some(Known::Absent) => return Ok(false),
             Some(Known::Unsure) | None => {}
         }
+        let stamp = self.cache.stamp();
         let repo = repo.to_owned();
         let key = repo.clone();
         let exists = self
@@ -320,7 +342,7 @@ impl Meta {
             .await?;
         if known.is_none() {
             let seen = if exists { Known::Exists } else { Known::Absent };
-            fill(&self.cache.repos, key, seen);
+            self.cache.fill(&self.cache.repos, stamp, key, seen);
         }
         Ok(exists)
     }
@@ -389,6 +411,7 @@ impl Meta {
         if let Some(v) = self.cache.checked.get(&key) {
             return Ok(*v);
         }
+        let stamp = self.cache.stamp();
         let (r, t) = key.clone();
         let v = self
             .run(move |db| {
@@ -396,7 +419,7 @@ impl Meta {
                 Ok(table.get((r.as_str(), t.as_str()))?.map(|v| v.value()))
             })
             .await?;
-        Ok(fill(&self.cache.checked, key, v))
+        Ok(self.cache.fill(&self.cache.checked, stamp, key, v))
     }
 
     /// Records the referrers index the mirror fetched for `subject` in cache repository `repo` (its

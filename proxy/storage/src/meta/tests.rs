@@ -13,6 +13,60 @@ fn open() -> (tempfile::TempDir, Meta) {
     (dir, m)
 }
 
+/// What keeps a test's backend alive: its redb file, or its Postgres cluster.
+#[allow(dead_code)]
+pub(crate) enum Held {
+    Redb(tempfile::TempDir),
+    Pg(wharf_test_servers::Postgres),
+}
+
+/// A fresh metadata store on `backend` ("redb" or "postgres"), for tests that run on both.
+pub(crate) async fn open_on(backend: &str) -> (Held, Meta) {
+    match backend {
+        "redb" => {
+            let (dir, m) = open();
+            (Held::Redb(dir), m)
+        }
+        "postgres" => {
+            let pg = tokio::task::spawn_blocking(wharf_test_servers::Postgres::start)
+                .await
+                .unwrap();
+            let m = Meta::open_postgres(&pg.url()).await.unwrap();
+            m.wait_listening().await;
+            (Held::Pg(pg), m)
+        }
+        other => panic!("no backend {other}"),
+    }
+}
+
+/// Runs one test body on each metadata backend: `on_both!(name, |m| async move { ... })`.
+#[macro_export]
+macro_rules! on_both {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redb() {
+                let (_held, m) = $crate::meta::tests::open_on("redb").await;
+                ($body)(m).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let (_held, m) = $crate::meta::tests::open_on("postgres").await;
+                ($body)(m).await;
+            }
+        }
+    };
+}
+
+on_both!(a_blob_link_and_a_tag_read_back, |m: Meta| async move {
+    m.link_blob("a", &d(1), 5).await.unwrap();
+    assert_eq!(m.blob("a", &d(1)).await.unwrap(), Some(5));
+    assert_eq!(m.blob("b", &d(1)).await.unwrap(), None);
+    assert_eq!(m.tag("a", "latest").await.unwrap(), None);
+});
+
 fn rec(subject: Option<Digest>) -> ManifestRecord {
     ManifestRecord {
         media_type: wharf_model::manifest::OCI_MANIFEST.into(),
@@ -311,7 +365,7 @@ fn an_old_data_dir_keeps_its_mirrored_tags_last_use() {
         None
     );
     {
-        let tx = m.db.begin_write().unwrap();
+        let tx = m.redb().begin_write().unwrap();
         assert!(
             !tx.list_tables()
                 .unwrap()

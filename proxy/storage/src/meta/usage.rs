@@ -128,7 +128,7 @@ impl Meta {
             return Ok(());
         }
         let uses = self.uses.clone();
-        let (db, batch) = (self.db.clone(), taken);
+        let (db, batch) = (self.redb(), taken);
         let res = tokio::task::spawn_blocking(move || {
             let write = || -> Result<(), MetaError> {
                 let tx = db.begin_write()?;

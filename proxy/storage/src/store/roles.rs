@@ -29,6 +29,23 @@ pub enum StoreError {
 
     #[error("storage I/O failed: {0}")]
     Io(#[from] io::Error),
+
+    /// A shared backend (an object store) cannot be reached now, or failed transiently: worth a
+    /// retry; nothing was published. The registry answers 503 with a `Retry-After`.
+    #[error("the object store {endpoint} is unavailable: {detail}")]
+    Unavailable { endpoint: String, detail: String },
+
+    /// A shared backend refused us for a reason a retry will not fix (wrong credentials, no such
+    /// bucket): `detail` says what to change.
+    #[error("the object store {endpoint} refused: {detail}")]
+    Refused { endpoint: String, detail: String },
+}
+
+impl StoreError {
+    /// Worth a retry: the backend is out of reach for now.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
 }
 
 /// Names an ingest (an in-progress write). Built by wharf, never from client input, from characters that

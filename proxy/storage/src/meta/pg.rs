@@ -1,0 +1,325 @@
+//! The metadata on Postgres: for several wharf processes sharing one cache (`[metadata] backend =
+//! "postgres"`). The same records as the embedded redb backend, one table each
+//! (`migrations/*.sql`), written in the same transactions.
+//!
+//! What differs from redb, and why:
+//! - Other processes write too. Every write to something the read cache holds (tags, manifests,
+//!   blob links, tag checks) sends a notification in its transaction (`pg_notify`, delivered at
+//!   commit, in commit order); a listener connection here removes what it names from the cache. While
+//!   the listener is not connected, nothing is cached: a stale tag is never served.
+//! - The database may go away while wharf runs: such failures are `MetaError::Unavailable`, which the
+//!   registry answers with 503 and a `Retry-After`, never with a half-written record (each write is
+//!   one transaction).
+//! - The schema is versioned; migrations run at start under an advisory lock, so replicas starting
+//!   together apply each once. A database newer than this wharf is refused.
+
+mod collect;
+mod platforms;
+mod push;
+mod repos;
+mod scrub;
+mod sent;
+mod stats;
+mod usage;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures::StreamExt;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use super::db::{Backend, Invalidate, Meta, MetaError, ReadCache};
+
+/// The channel cache invalidations travel on.
+const CHANNEL: &str = "wharf_cache";
+
+/// The migrations, in order: the schema's version is how many have run.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+
+/// Any fixed number: the advisory lock replicas take to migrate one at a time.
+const MIGRATION_LOCK: i64 = 0x7768_6172_665f_6d31; // "wharf_m1"
+
+pub struct Pg {
+    pub(super) pool: Pool,
+    /// `user@host:port/db`, never the password: what messages name.
+    endpoint: String,
+}
+
+impl std::fmt::Debug for Pg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pg")
+            .field("endpoint", &self.endpoint)
+            .finish()
+    }
+}
+
+/// `user@host:port/db` of a connection string, for messages.
+pub fn endpoint_of(cfg: &tokio_postgres::Config) -> String {
+    let host = match cfg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    let user = cfg.get_user().unwrap_or("?");
+    let db = cfg.get_dbname().unwrap_or(user);
+    format!("{user}@{host}:{port}/{db}")
+}
+
+impl Meta {
+    /// Opens the metadata on the Postgres database `url` (a libpq connection string or
+    /// `postgres://` URL, password included if one is needed): checks it is reachable, brings its
+    /// schema up to date and starts listening for other processes' writes.
+    pub async fn open_postgres(url: &str) -> Result<Meta, MetaError> {
+        let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| MetaError::Config {
+            detail: format!("the postgres URL does not parse: {e}"),
+        })?;
+        if cfg.get_connect_timeout().is_none() {
+            cfg.connect_timeout(Duration::from_secs(5));
+        }
+        if cfg.get_application_name().is_none() {
+            cfg.application_name("wharf");
+        }
+        let endpoint = endpoint_of(&cfg);
+        let mgr = Manager::from_config(
+            cfg.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(32)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| MetaError::Config {
+                detail: format!("cannot build the postgres pool: {e}"),
+            })?;
+        let pg = Arc::new(Pg { pool, endpoint });
+        pg.migrate().await?;
+        let cache = Arc::new(ReadCache::default());
+        // Nothing is cached until the listener is connected (`listen` sets it live).
+        cache.clear(false);
+        tokio::spawn(listen(cfg, pg.endpoint.clone(), Arc::downgrade(&cache)));
+        Ok(Meta {
+            backend: Backend::Pg(pg),
+            cache,
+            uses: Arc::default(),
+        })
+    }
+}
+
+impl Pg {
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// A pooled connection.
+    pub(super) async fn client(&self) -> Result<deadpool_postgres::Object, MetaError> {
+        self.pool.get().await.map_err(|e| self.pool_error(e))
+    }
+
+    fn pool_error(&self, e: deadpool_postgres::PoolError) -> MetaError {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => self.error(e),
+            other => MetaError::Unavailable {
+                endpoint: self.endpoint.clone(),
+                detail: other.to_string(),
+            },
+        }
+    }
+
+    /// Sorts a driver error: the connection's (the database is unreachable, restarting, out of
+    /// connections) make the backend unavailable; the rest are the database's answers.
+    pub(super) fn error(&self, e: tokio_postgres::Error) -> MetaError {
+        classify(&self.endpoint, e)
+    }
+
+    async fn migrate(&self) -> Result<(), MetaError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(|e| self.error(e))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(|e| self.error(e))?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS wharf_schema (version integer NOT NULL);
+             INSERT INTO wharf_schema SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM wharf_schema)",
+        )
+        .await
+        .map_err(|e| self.error(e))?;
+        let found: i32 = tx
+            .query_one("SELECT version FROM wharf_schema", &[])
+            .await
+            .map_err(|e| self.error(e))?
+            .get(0);
+        let known = MIGRATIONS.len() as i32;
+        if found > known {
+            return Err(MetaError::Schema {
+                endpoint: self.endpoint.clone(),
+                found,
+                known,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            tx.batch_execute(sql).await.map_err(|e| self.error(e))?;
+            tx.execute("UPDATE wharf_schema SET version = $1", &[&(i as i32 + 1)])
+                .await
+                .map_err(|e| self.error(e))?;
+        }
+        tx.commit().await.map_err(|e| self.error(e))?;
+        if found < known {
+            tracing::info!(endpoint = %self.endpoint, from = found, to = known, "postgres metadata schema migrated");
+        }
+        Ok(())
+    }
+}
+
+/// Tells the other processes (and this one's listener) that `repo`'s `key` changed, when `tx` commits.
+pub(super) async fn notify(
+    tx: &tokio_postgres::Transaction<'_>,
+    kind: Invalidate,
+    repo: &str,
+    key: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let k = match kind {
+        Invalidate::Tag => "t",
+        Invalidate::Manifest => "m",
+        Invalidate::Blob => "b",
+        Invalidate::Checked => "c",
+    };
+    let payload = format!("{k}\t{repo}\t{key}");
+    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
+        .await?;
+    Ok(())
+}
+
+fn parse_payload(p: &str) -> Option<(Invalidate, &str, &str)> {
+    let mut it = p.splitn(3, '\t');
+    let kind = match it.next()? {
+        "t" => Invalidate::Tag,
+        "m" => Invalidate::Manifest,
+        "b" => Invalidate::Blob,
+        "c" => Invalidate::Checked,
+        _ => return None,
+    };
+    Some((kind, it.next()?, it.next()?))
+}
+
+pub(super) fn classify(endpoint: &str, e: tokio_postgres::Error) -> MetaError {
+    let unavailable = match e.as_db_error() {
+        // No answer from the database at all: connecting failed, or the connection broke.
+        None => e.code().is_none(),
+        // Connection exceptions, an administrator's shutdown, "the database system is starting up",
+        // too many connections.
+        Some(db) => {
+            let code = db.code().code();
+            code.starts_with("08") || code.starts_with("57P") || code == "53300"
+        }
+    };
+    if unavailable {
+        MetaError::Unavailable {
+            endpoint: endpoint.to_owned(),
+            detail: e.to_string(),
+        }
+    } else {
+        MetaError::Pg(e)
+    }
+}
+
+/// Keeps a connection listening for invalidations, reconnecting after a loss. Ends when the
+/// metadata handle is dropped.
+async fn listen(cfg: tokio_postgres::Config, endpoint: String, cache: std::sync::Weak<ReadCache>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let Some(c) = cache.upgrade() else { return };
+        match listen_once(&cfg, &c).await {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(e) => {
+                tracing::warn!(endpoint = %endpoint, error = %e, "postgres: the cache invalidation listener lost its connection; not caching metadata until it is back");
+            }
+        }
+        // Whatever was missed while disconnected could be stale.
+        c.clear(false);
+        drop(c);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn listen_once(
+    cfg: &tokio_postgres::Config,
+    cache: &Arc<ReadCache>,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut conn) = cfg.connect(NoTls).await?;
+    let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+    let handle = |m: AsyncMessage| {
+        if let AsyncMessage::Notification(n) = m {
+            if let Some((kind, repo, key)) = parse_payload(n.payload()) {
+                cache.invalidate(kind, repo, key);
+            }
+        }
+    };
+    {
+        let sql = format!("LISTEN {CHANNEL}");
+        let listening = client.batch_execute(&sql);
+        tokio::pin!(listening);
+        loop {
+            tokio::select! {
+                r = &mut listening => { r?; break; }
+                m = messages.next() => match m {
+                    Some(Ok(m)) => handle(m),
+                    Some(Err(e)) => return Err(e),
+                    None => return Ok(()),
+                },
+            }
+        }
+    }
+    // Listening from now on: what was cached before may have missed a write, so start afresh.
+    cache.clear(true);
+    loop {
+        tokio::select! {
+            m = messages.next() => match m {
+                Some(Ok(m)) => handle(m),
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            },
+            // The handle was dropped: stop listening.
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                if Arc::strong_count(cache) <= 1 {
+                    drop(client);
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+impl Meta {
+    /// Waits until the invalidation listener is connected (at most ten seconds), so that what is read
+    /// next is cached: for tests, and for a start that wants a warm cache at once.
+    pub async fn wait_listening(&self) {
+        for _ in 0..400 {
+            if self.cache.stamp().is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Runs a Postgres write as its own task, handing it the read cache to update after its commit:
+    /// once started it finishes, cache included, even if the request that asked for it is dropped
+    /// (as `run_write` does for redb).
+    pub(super) async fn pg_write<T, F, Fut>(&self, f: F) -> Result<T, MetaError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Pg>, Arc<ReadCache>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, MetaError>> + Send + 'static,
+    {
+        let pg = self.pg().expect("pg_write on the postgres backend").clone();
+        tokio::spawn(f(pg, self.cache.clone())).await?
+    }
+}

@@ -1,0 +1,5 @@
+//! `collect.rs` on Postgres.
+
+use super::Pg;
+
+impl Pg {}

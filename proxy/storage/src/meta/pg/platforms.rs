@@ -1,0 +1,5 @@
+//! `platforms.rs` on Postgres.
+
+use super::Pg;
+
+impl Pg {}

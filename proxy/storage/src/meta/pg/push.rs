@@ -1,0 +1,5 @@
+//! `push.rs` on Postgres.
+
+use super::Pg;
+
+impl Pg {}

@@ -1,0 +1,5 @@
+//! `scrub.rs` on Postgres.
+
+use super::Pg;
+
+impl Pg {}

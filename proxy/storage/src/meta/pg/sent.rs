@@ -1,0 +1,5 @@
+//! `sent.rs` on Postgres.
+
+use super::Pg;
+
+impl Pg {}

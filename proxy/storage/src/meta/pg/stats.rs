@@ -1,0 +1,5 @@
+//! `stats.rs` on Postgres.
+
+use super::Pg;
+
+impl Pg {}

@@ -1,0 +1,5 @@
+//! `usage.rs` on Postgres.
+
+use super::Pg;
+
+impl Pg {}
