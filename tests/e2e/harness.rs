@@ -381,6 +381,8 @@ impl WharfOptions {
 /// same data dir, which is how the restart and crash tests look at what survived.
 pub struct Wharf {
     child: Option<Child>,
+    /// With `WHARF_E2E_BACKENDS=shared`: this wharf's own Postgres and Garage, stopped after it.
+    shared: Option<SharedBackends>,
     addr: SocketAddr,
     /// With `via_env`, the listen address in the config file, which wharf must not use.
     decoy_addr: Option<SocketAddr>,
@@ -397,6 +399,7 @@ impl Wharf {
         fs::create_dir_all(home.path().join("data")).expect("create data dir");
         let mut wharf = Wharf {
             child: None,
+            shared: SharedBackends::wanted().then(SharedBackends::start),
             addr: "127.0.0.1:0".parse().unwrap(),
             decoy_addr: None,
             options,
@@ -446,6 +449,11 @@ impl Wharf {
             for (k, v) in &self.options.env {
                 cmd.env(k, v);
             }
+            if let Some(b) = &self.shared {
+                for (k, v) in b.env() {
+                    cmd.env(k, v);
+                }
+            }
             cmd.stdin(Stdio::null())
                 .stdout(out.try_clone().expect("dup log"))
                 .stderr(out)
@@ -461,14 +469,15 @@ impl Wharf {
         // seconds to compile in a debug build, once.
         let plugin_cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-plugin-cache");
         let mut toml = format!(
-            "[server]\nlisten = \"{listen}\"\n{}\n[storage]\ndata_dir = \"{}\"\nplugin_cache_dir = \"{}\"\n\n[registry]\n",
+            "[server]\nlisten = \"{listen}\"\n{}\n[storage]\ndata_dir = \"{}\"\nplugin_cache_dir = \"{}\"\n{}\n[registry]\n",
             self.options
                 .server_keys
                 .iter()
                 .map(|k| format!("{k}\n"))
                 .collect::<String>(),
             data_dir.display(),
-            plugin_cache.display()
+            plugin_cache.display(),
+            self.shared.as_ref().map(SharedBackends::toml).unwrap_or_default()
         );
         for k in &self.options.registry_keys {
             toml += &format!("{k}\n");
@@ -535,6 +544,15 @@ impl Wharf {
         self.home.path().join("data")
     }
 
+    /// This wharf's Postgres and Garage, when the suite runs on the shared backends.
+    pub fn shared(&self) -> Option<&SharedBackends> {
+        self.shared.as_ref()
+    }
+
+    pub fn shared_mut(&mut self) -> Option<&mut SharedBackends> {
+        self.shared.as_mut()
+    }
+
     pub fn decoy_addr(&self) -> Option<SocketAddr> {
         self.decoy_addr
     }
@@ -585,6 +603,59 @@ impl Drop for Wharf {
                 let _ = child.wait();
             }
         }
+    }
+}
+
+/// The suite's second backend pair: content on Garage (S3), metadata on Postgres, each a real server
+/// started for one wharf. Chosen by `WHARF_E2E_BACKENDS=shared` (`tests/run.sh` runs the suite once
+/// on the default files + redb, then once so); `fs` or unset: the default pair.
+pub struct SharedBackends {
+    pub postgres: wharf_test_servers::Postgres,
+    pub garage: wharf_test_servers::Garage,
+}
+
+/// Where the shared pass's credentials reach wharf: the environment, as the README tells users.
+const PG_PASSWORD_ENV: &str = "E2E_PG_PASSWORD";
+const S3_KEY_ID_ENV: &str = "E2E_S3_KEY_ID";
+const S3_SECRET_ENV: &str = "E2E_S3_SECRET";
+
+impl SharedBackends {
+    pub fn wanted() -> bool {
+        match std::env::var("WHARF_E2E_BACKENDS").as_deref() {
+            Ok("shared") => true,
+            Ok("fs") | Ok("") | Err(_) => false,
+            Ok(other) => panic!("WHARF_E2E_BACKENDS={other}: use fs (the default) or shared"),
+        }
+    }
+
+    pub fn start() -> SharedBackends {
+        SharedBackends {
+            postgres: wharf_test_servers::Postgres::start(),
+            garage: wharf_test_servers::Garage::start(),
+        }
+    }
+
+    /// The `[storage]` keys (inside that table) and the `[metadata]` table.
+    fn toml(&self) -> String {
+        let g = &self.garage;
+        format!(
+            "backend = \"s3\"\n[storage.s3]\nendpoint = {}\nbucket = {}\nregion = {}\n\
+             access_key_id_env = \"{S3_KEY_ID_ENV}\"\nsecret_access_key_env = \"{S3_SECRET_ENV}\"\n\
+             \n[metadata]\nbackend = \"postgres\"\nurl = {}\npassword_env = \"{PG_PASSWORD_ENV}\"\n",
+            toml_str(&g.endpoint()),
+            toml_str(&g.bucket()),
+            toml_str(&g.region()),
+            toml_str(&self.postgres.url_without_password()),
+        )
+    }
+
+    /// The secrets the config names, for every wharf command run on this config.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (PG_PASSWORD_ENV, wharf_test_servers::postgres::PASSWORD.to_owned()),
+            (S3_KEY_ID_ENV, self.garage.access_key_id()),
+            (S3_SECRET_ENV, self.garage.secret_access_key()),
+        ]
     }
 }
 

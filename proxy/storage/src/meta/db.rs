@@ -328,6 +328,11 @@ impl Meta {
         }
     }
 
+    /// Where a shared backend is (`user@host:port/db`), for messages and `wharf status`.
+    pub fn backend_endpoint(&self) -> Option<String> {
+        self.pg().map(|pg| pg.endpoint().to_owned())
+    }
+
     /// Which backend holds the records, as `wharf status` names it.
     pub fn backend_name(&self) -> &'static str {
         match &self.backend {

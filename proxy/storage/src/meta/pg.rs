@@ -67,6 +67,51 @@ pub fn endpoint_of(cfg: &tokio_postgres::Config) -> String {
     format!("{user}@{host}:{port}/{db}")
 }
 
+/// Whether a connection string carries a password (the config file must not).
+pub fn url_has_password(url: &str) -> Result<bool, String> {
+    let cfg: tokio_postgres::Config = url.parse().map_err(|e| format!("{e}"))?;
+    Ok(cfg.get_password().is_some())
+}
+
+/// Checks that the database at `url` answers, takes these credentials, and holds a schema this wharf
+/// can use (none yet, or not newer): for `wharf check-config`, which changes nothing.
+pub async fn probe(url: &str) -> Result<(), MetaError> {
+    let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| MetaError::Config {
+        detail: format!("the postgres URL does not parse: {e}"),
+    })?;
+    if cfg.get_connect_timeout().is_none() {
+        cfg.connect_timeout(Duration::from_secs(5));
+    }
+    let endpoint = endpoint_of(&cfg);
+    let (client, conn) = cfg
+        .connect(NoTls)
+        .await
+        .map_err(|e| classify(&endpoint, e))?;
+    let driver = tokio::spawn(conn);
+    let row = client
+        .query_one("SELECT to_regclass('wharf_schema') IS NOT NULL", &[])
+        .await
+        .map_err(|e| classify(&endpoint, e))?;
+    if row.get::<_, bool>(0) {
+        let found: i32 = client
+            .query_one("SELECT version FROM wharf_schema", &[])
+            .await
+            .map_err(|e| classify(&endpoint, e))?
+            .get(0);
+        let known = MIGRATIONS.len() as i32;
+        if found > known {
+            return Err(MetaError::Schema {
+                endpoint,
+                found,
+                known,
+            });
+        }
+    }
+    drop(client);
+    let _ = driver.await;
+    Ok(())
+}
+
 impl Meta {
     /// Opens the metadata on the Postgres database `url` (a libpq connection string or
     /// `postgres://` URL, password included if one is needed): checks it is reachable, brings its
