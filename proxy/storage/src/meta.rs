@@ -10,6 +10,7 @@
 
 mod collect;
 mod db;
+mod dump;
 mod open;
 mod pending;
 mod pg;
@@ -23,6 +24,7 @@ mod usage;
 
 pub use collect::{Forgotten, LeaseRecord, Snapshot};
 pub use db::{ManifestRecord, Meta, MetaError, OpenFailure, UploadRecord};
+pub use dump::{Dump, Imported, TableCount};
 pub use pg::{endpoint_of as postgres_endpoint, probe as probe_postgres, url_has_password, Pg};
 pub use repos::ManifestPut;
 pub use scrub::Inventory;

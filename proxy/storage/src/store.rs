@@ -10,14 +10,18 @@
 //! - partially written content is never visible through a `Provider`, not even after a crash;
 //! - committing content that already exists is a no-op that succeeds (that is the deduplication).
 
+mod copy;
 pub mod fs;
 mod hashing;
 mod pace;
+mod read;
 mod roles;
 pub mod s3;
 
+pub use copy::copy_blob;
 pub use fs::FsStore;
 pub use pace::Pace;
+pub use read::chunks;
 pub use roles::{
     Blob, BlobSource, BlobWriter, ContentStore, IngestInfo, IngestRef, Ingester, Provider,
     Rehashed, StoreError, StoredCopy, Sweeper, Verifier,

@@ -14,6 +14,7 @@
 //!   together apply each once. A database newer than this wharf is refused.
 
 mod collect;
+mod dump;
 mod platforms;
 mod push;
 mod repos;
