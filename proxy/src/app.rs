@@ -107,7 +107,9 @@ pub async fn open_storage_with(
     Ok((store, meta))
 }
 
-async fn open_content(cfg: &Config) -> Result<Arc<dyn ContentStore>, StartError> {
+/// The content store alone (`storage copy` opens a side's halves apart when the other side shares
+/// one of them).
+pub(crate) async fn open_content(cfg: &Config) -> Result<Arc<dyn ContentStore>, StartError> {
     let dir = cfg.storage.data_dir.clone();
     let data_dir_error = |source| StartError::DataDir {
         dir: dir.display().to_string(),
@@ -130,7 +132,8 @@ async fn open_content(cfg: &Config) -> Result<Arc<dyn ContentStore>, StartError>
     }
 }
 
-async fn open_meta(cfg: &Config, check: bool) -> Result<Meta, StartError> {
+/// The metadata store alone; `check` as in `open_storage_with`.
+pub(crate) async fn open_meta(cfg: &Config, check: bool) -> Result<Meta, StartError> {
     if cfg.metadata.backend == MetadataBackend::Postgres {
         let url = crate::backends::postgres_url(cfg).map_err(StartError::Backend)?;
         let meta = Meta::open_postgres(&url)

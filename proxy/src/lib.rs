@@ -18,5 +18,6 @@ pub mod push;
 pub mod registry;
 pub mod server;
 pub mod status;
+pub mod storage_copy;
 pub mod tls;
 pub mod ui;

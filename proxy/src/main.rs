@@ -166,10 +166,35 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Move a cache between storage backends.
+    Storage {
+        #[command(subcommand)]
+        command: StorageCommand,
+    },
     /// Tools for plugin authors: check a component, run one call offline, start a project.
     Plugins {
         #[command(subcommand)]
         command: PluginsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StorageCommand {
+    /// Copy the content and the metadata of one wharf's storage into another's (files + redb to S3 +
+    /// Postgres, or back, or any pair), verifying every digest. Content the destination holds is
+    /// skipped and records are upserted in one transaction: a copy that stopped is run again. Upload
+    /// sessions in progress are not copied. Stop the wharf serving a files/redb side first. Each side
+    /// is what its file says (WHARF_* overrides are not read).
+    Copy {
+        /// The config of the storage to copy from.
+        #[arg(long)]
+        from: PathBuf,
+        /// The config of the storage to copy into.
+        #[arg(long)]
+        to: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -323,7 +348,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // info (ready, loaded) is the server's business, not their output. Warnings still show, and
     // WHARF_LOG=info shows the rest.
     let default_filter = match cli.command {
-        Command::CheckConfig { .. } | Command::Plugins { .. } => "warn",
+        // storage copy says what it does itself: the backends' start lines would only repeat it.
+        Command::CheckConfig { .. } | Command::Plugins { .. } | Command::Storage { .. } => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -569,6 +595,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 out!("{}", images_text(&list))?;
             }
             Ok(())
+        }
+        Command::Storage {
+            command: StorageCommand::Copy { from, to, json },
+        } => {
+            use wharf::storage_copy::{self, Side};
+            let (from_cfg, to_cfg) = (Config::parse_file(&from)?, Config::parse_file(&to)?);
+            let report = archive_runtime()?.block_on(storage_copy::copy(
+                Side {
+                    path: &from,
+                    cfg: &from_cfg,
+                },
+                Side {
+                    path: &to,
+                    cfg: &to_cfg,
+                },
+            ));
+            log.flush();
+            let report = report?;
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&report)?)?;
+            } else {
+                out!("{}", storage_copy::text(&report))?;
+            }
+            match report.failure(&from) {
+                Some(why) => anyhow::bail!(why),
+                None => Ok(()),
+            }
         }
         Command::Plugins { command } => {
             use wharf::plugins_cli as cli;
