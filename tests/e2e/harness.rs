@@ -652,7 +652,10 @@ impl SharedBackends {
     /// The secrets the config names, for every wharf command run on this config.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
-            (PG_PASSWORD_ENV, wharf_test_servers::postgres::PASSWORD.to_owned()),
+            (
+                PG_PASSWORD_ENV,
+                wharf_test_servers::postgres::PASSWORD.to_owned(),
+            ),
             (S3_KEY_ID_ENV, self.garage.access_key_id()),
             (S3_SECRET_ENV, self.garage.secret_access_key()),
         ]
