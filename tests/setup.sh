@@ -24,7 +24,7 @@ fi
 install_garage() {
     local version=2.5.0
     local root="${WHARF_TOOLS_DIR:-$HOME/.cache/wharf-tools}/garage"
-    if "$root/bin/garage" --version 2>/dev/null | grep -q "v$version"; then
+    if "$root/bin/garage" --version 2>/dev/null | grep -q "[:v]$version "; then
         return 0
     fi
     echo "tests/setup.sh: building garage $version (once; about 12 minutes on 2 cores)" >&2
