@@ -30,9 +30,10 @@ impl Meta {
         if self.pg().is_some() {
             return self
                 .pg_write(move |pg, cache| async move {
+                    let stamp = cache.stamp();
                     pg.link_blob(&r, &d.to_string(), size).await?;
-                    cache.exists(&r);
-                    cache.blobs.insert((r, d), Some(size));
+                    cache.exists_since(stamp, &r);
+                    cache.put(&cache.blobs, stamp, (r, d), Some(size));
                     Ok(())
                 })
                 .await;

@@ -501,3 +501,34 @@ async fn open_failures_say_what_kind_they_are() {
     )));
     assert_eq!(denied.open_failure(), OpenFailure::Denied);
 }
+
+// --- Postgres: repos, sent, platforms, usage ---
+
+/// Proves (issue 26): a write's update of this process's read cache, after its commit, is dropped if a
+/// notification was handled meanwhile. Another process may have committed over the write and its
+/// notification already removed the entry: caching the older value then would serve it until some
+/// later invalidation. Likewise while the listener is down, when nothing may be cached.
+#[test]
+fn a_write_overtaken_by_a_notification_is_not_cached() {
+    use super::db::{Invalidate, Known, ReadCache};
+    let cache = ReadCache::default();
+    let key = ("r".to_owned(), "t".to_owned());
+    let stamp = cache.stamp();
+    cache.put(&cache.tags, stamp, key.clone(), Some(d(1)));
+    cache.exists_since(stamp, "r");
+    assert_eq!(cache.tags.get(&key).map(|v| v.clone()), Some(Some(d(1))));
+    assert_eq!(cache.repos.get("r").map(|v| *v), Some(Known::Exists));
+
+    // This process commits d(2); another commits d(3), and its notification is handled before this
+    // writer reaches its cache.
+    let stamp = cache.stamp();
+    cache.invalidate(Invalidate::Tag, "r", "t");
+    cache.put(&cache.tags, stamp, key.clone(), Some(d(2)));
+    cache.exists_since(stamp, "r");
+    assert!(cache.tags.get(&key).is_none(), "the older value was cached");
+    assert!(cache.repos.get("r").is_none());
+
+    cache.clear(false);
+    cache.put(&cache.tags, cache.stamp(), key.clone(), Some(d(2)));
+    assert!(cache.tags.get(&key).is_none(), "cached while not listening");
+}
