@@ -532,3 +532,32 @@ fn a_write_overtaken_by_a_notification_is_not_cached() {
     cache.put(&cache.tags, cache.stamp(), key.clone(), Some(d(2)));
     assert!(cache.tags.get(&key).is_none(), "cached while not listening");
 }
+
+on_both!(
+    platform_records_name_index_and_kept_manifest,
+    |m: Meta| async move {
+        assert_eq!(m.index_listing("up.io/a", &d(2)).await.unwrap(), None);
+        // A repeated child (an index may list one manifest twice) is recorded once.
+        m.record_index_children("up.io/a", &d(1), vec![d(3), d(2), d(3)])
+            .await
+            .unwrap();
+        m.record_index_children("up.io/a", &d(9), vec![])
+            .await
+            .unwrap();
+        assert_eq!(m.index_listing("up.io/a", &d(2)).await.unwrap(), Some(d(1)));
+        assert_eq!(m.index_listing("up.io/a", &d(3)).await.unwrap(), Some(d(1)));
+        assert_eq!(m.index_listing("up.io/b", &d(2)).await.unwrap(), None);
+        m.record_index_children("up.io/a", &d(4), vec![d(2)])
+            .await
+            .unwrap();
+        assert_eq!(m.index_listing("up.io/a", &d(2)).await.unwrap(), Some(d(4)));
+
+        assert!(!m.blob_allowed("up.io/a", &d(7)).await.unwrap());
+        m.allow_blobs("up.io/a", &d(2), vec![d(7), d(8), d(7)])
+            .await
+            .unwrap();
+        assert!(m.blob_allowed("up.io/a", &d(7)).await.unwrap());
+        assert!(m.blob_allowed("up.io/a", &d(8)).await.unwrap());
+        assert!(!m.blob_allowed("up.io/b", &d(7)).await.unwrap());
+    }
+);
