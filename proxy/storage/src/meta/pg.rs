@@ -22,6 +22,9 @@ mod sent;
 mod stats;
 mod usage;
 
+pub(super) use repos::PutRows;
+pub(super) use usage::recorded as recorded_uses;
+
 use std::sync::Arc;
 use std::time::Duration;
 
