@@ -13,12 +13,32 @@ else
     packages+=(buildah podman runc file)
     # htpasswd (apache2-utils): the auth test reads a user file written by the tool operators use.
     packages+=(apache2-utils)
+    # The shared backends' metadata database (tests start throw-away clusters of it, never the
+    # package's own service).
+    packages+=(postgresql)
 fi
+
+# Garage, the S3-compatible store the shared-backend tests run wharf on: not packaged by Debian, so
+# built from crates.io once (about 12 minutes on 2 cores) into a cache outside the checkout, and
+# reused while its version is the one pinned here.
+install_garage() {
+    local version=2.5.0
+    local root="${WHARF_TOOLS_DIR:-$HOME/.cache/wharf-tools}/garage"
+    if "$root/bin/garage" --version 2>/dev/null | grep -q "[:v]$version "; then
+        return 0
+    fi
+    echo "tests/setup.sh: building garage $version (once; about 12 minutes on 2 cores)" >&2
+    cargo install --quiet --locked garage --version "$version" --root "$root"
+}
 
 # containerd unpacks layers through mounts, so the containerd tests (mirror::containerd) need root; the
 # Docker daemon test (mirror::docker_daemon) runs dockerd in a private network namespace, which needs root.
 if [ "$#" -eq 0 ] && [ "$(id -u)" -ne 0 ]; then
     echo "tests/setup.sh: note: the containerd and Docker daemon end-to-end tests need root and fail without it" >&2
+fi
+
+if [ "$#" -eq 0 ]; then
+    install_garage
 fi
 
 missing=()

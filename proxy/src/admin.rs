@@ -97,6 +97,8 @@ pub struct Admin {
     pub registry: Option<Arc<crate::registry::Registry>>,
     /// The status page's memory: the sampler's base and the policy's denials.
     pub history: Arc<crate::history::History>,
+    /// Where content and metadata live, as `wharf status` names them.
+    pub backends: crate::status::Backends,
 }
 
 impl Admin {

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use wharf_model::config::Config;
+use wharf_model::config::{MetadataBackend, StorageBackend};
 use wharf_policy::plugin::Plugins;
 use wharf_policy::policy::Policy;
 use wharf_storage::gc::Collector;
@@ -24,8 +25,8 @@ use wharf_storage::lease::Leases;
 use wharf_storage::lease::Touching;
 use wharf_storage::meta::Meta;
 use wharf_storage::meta::MetaError;
-use wharf_storage::store::FsStore;
 use wharf_storage::store::StoreError;
+use wharf_storage::store::{ContentStore, FsStore, S3Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -53,6 +54,9 @@ pub enum StartError {
     },
     #[error("{0}")]
     Metrics(String),
+    /// A shared backend (object store, database) that is unreachable, refuses us, or is misconfigured.
+    #[error("{0}")]
+    Backend(String),
 }
 
 /// What a metadata store that would not open means, and what to do: another wharf holding it, a
@@ -80,27 +84,64 @@ fn meta_failure(path: &str, e: &MetaError) -> String {
 
 /// Opens the data directory: the content store, and the metadata store (locked while it is open:
 /// one wharf per data directory). A data directory others could read is made private first, and
-/// the log says what changed.
-pub async fn open_storage(cfg: &Config) -> Result<(FsStore, Meta), StartError> {
+/// the log says what changed. With shared backends (`[storage] backend = "s3"`, `[metadata] backend
+/// = "postgres"`) each is reached once here: an unreachable one refuses the start, naming it.
+pub async fn open_storage(cfg: &Config) -> Result<(Arc<dyn ContentStore>, Meta), StartError> {
     open_storage_with(cfg, false).await
 }
 
 /// As `open_storage`; with `check`, every page of the metadata is verified (and repaired where redb
 /// can) before it is used (`wharf fsck`).
-pub async fn open_storage_with(cfg: &Config, check: bool) -> Result<(FsStore, Meta), StartError> {
+pub async fn open_storage_with(
+    cfg: &Config,
+    check: bool,
+) -> Result<(Arc<dyn ContentStore>, Meta), StartError> {
     let dir = cfg.storage.data_dir.clone();
     let d = dir.clone();
     match tokio::task::spawn_blocking(move || wharf_storage::data_dir::make_private(&d)).await {
         Ok(t) => log_tightened(&dir, &t),
         Err(e) => tracing::warn!(error = %e, "could not check the data directory's permissions"),
     }
-    let store = FsStore::open(&dir).map_err(|source| StartError::DataDir {
+    let store = open_content(cfg).await?;
+    let meta = open_meta(cfg, check).await?;
+    Ok((store, meta))
+}
+
+async fn open_content(cfg: &Config) -> Result<Arc<dyn ContentStore>, StartError> {
+    let dir = cfg.storage.data_dir.clone();
+    let data_dir_error = |source| StartError::DataDir {
         dir: dir.display().to_string(),
         source,
-    })?;
-    let meta_path = dir.join("meta.redb");
+    };
+    match cfg.storage.backend {
+        StorageBackend::Fs => Ok(Arc::new(FsStore::open(&dir).map_err(data_dir_error)?)),
+        StorageBackend::S3 => {
+            let settings = crate::backends::s3_settings(cfg).map_err(StartError::Backend)?;
+            let endpoint = format!("{} (bucket {})", settings.endpoint, settings.bucket);
+            let store: S3Store = wharf_storage::store::s3::open_placeholder(settings, &dir)
+                .await
+                .map_err(|e| match e {
+                    StoreError::Io(_) => data_dir_error(e),
+                    e => StartError::Backend(crate::backends::s3_refusal(&endpoint, &e)),
+                })?;
+            tracing::info!(endpoint = %endpoint, "content on S3");
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+async fn open_meta(cfg: &Config, check: bool) -> Result<Meta, StartError> {
+    if cfg.metadata.backend == MetadataBackend::Postgres {
+        let url = crate::backends::postgres_url(cfg).map_err(StartError::Backend)?;
+        let meta = Meta::open_postgres(&url)
+            .await
+            .map_err(|e| StartError::Backend(crate::backends::postgres_refusal(&e)))?;
+        tracing::info!(endpoint = %meta.backend_endpoint().unwrap_or_default(), "metadata on postgres");
+        return Ok(meta);
+    }
+    let meta_path = cfg.storage.data_dir.join("meta.redb");
     let p = meta_path.clone();
-    let meta = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         if check {
             Meta::open_checked(&p)
         } else {
@@ -115,8 +156,7 @@ pub async fn open_storage_with(cfg: &Config, check: bool) -> Result<(FsStore, Me
     .map_err(|source| StartError::Meta {
         path: meta_path.display().to_string(),
         source,
-    })?;
-    Ok((store, meta))
+    })
 }
 
 /// Says what `make_private` changed in the data directory `dir`, or could not change and how to.
@@ -154,7 +194,7 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
             },
         })?;
     leases.set_grace(cfg.gc.grace_secs);
-    let store = Touching::wrap(Arc::new(store), leases.clone());
+    let store = Touching::wrap(store, leases.clone());
     let plugins = {
         let cache = (cfg.storage.plugin_cache_dir.clone()).unwrap_or_else(|| dir.join("plugins"));
         let cfgs = cfg.plugins.clone();
@@ -209,6 +249,7 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
         })
     });
     let admin = Admin {
+        backends: crate::status::Backends::of(cfg),
         scrub: Arc::new(wharf_storage::scrub::Scrubber::new(
             meta.clone(),
             store.clone(),
@@ -337,7 +378,7 @@ pub(crate) async fn offline_with(
     let leases = Leases::load_offline(meta.clone())
         .await
         .map_err(|e| AdminError::Failed(e.to_string()))?;
-    let store = wharf_storage::lease::Touching::wrap(Arc::new(store), leases.clone());
+    let store = wharf_storage::lease::Touching::wrap(store, leases.clone());
     let policy = wharf_policy::policy::Policy::new(
         wharf_policy::plugin::Plugins::none(),
         store.clone(),
@@ -365,6 +406,7 @@ pub(crate) async fn offline_with(
         push: Arc::new(push),
         registry: None,
         history: Arc::default(),
+        backends: crate::status::Backends::of(cfg),
     })
 }
 

@@ -128,6 +128,7 @@ impl Semantic {
 
     async fn check(mut self) -> Vec<Problem> {
         self.storage();
+        self.backends().await;
         self.tls().await;
         let upstreams_ok = self.upstreams();
         self.auth();
@@ -151,6 +152,44 @@ impl Semantic {
                 format!("{} exists and is not a directory", dir.display()),
                 "point it at a directory (wharf creates it when it is missing)",
             ));
+        }
+    }
+
+    /// Shared backends: their credentials read as the server reads them, then each reached once (the
+    /// object store's bucket listed, the database connected and its schema version read); nothing is
+    /// written.
+    async fn backends(&mut self) {
+        use wharf_model::config::{MetadataBackend, StorageBackend};
+        #[allow(unused_imports)]
+        use wharf_storage::store::s3::ProbePlaceholder;
+        if self.cfg.storage.backend == StorageBackend::S3 {
+            match crate::backends::s3_settings(&self.cfg) {
+                Err(why) => self
+                    .problems
+                    .push(Problem::from_reason("storage.s3".into(), &why, "")),
+                Ok(settings) => {
+                    let endpoint = format!("{} (bucket {})", settings.endpoint, settings.bucket);
+                    if let Err(e) = wharf_storage::store::S3Store::probe(&settings).await {
+                        let why = crate::backends::s3_refusal(&endpoint, &e);
+                        self.problems
+                            .push(Problem::from_reason("storage.s3".into(), &why, ""));
+                    }
+                }
+            }
+        }
+        if self.cfg.metadata.backend == MetadataBackend::Postgres {
+            match crate::backends::postgres_url(&self.cfg) {
+                Err(why) => self
+                    .problems
+                    .push(Problem::from_reason("metadata".into(), &why, "")),
+                Ok(url) => {
+                    if let Err(e) = wharf_storage::meta::probe_postgres(&url).await {
+                        let why = crate::backends::postgres_refusal(&e);
+                        self.problems
+                            .push(Problem::from_reason("metadata".into(), &why, ""));
+                    }
+                }
+            }
         }
     }
 

@@ -5,6 +5,7 @@ pub mod admin_client;
 pub mod admin_socket;
 pub mod app;
 pub mod archive;
+pub mod backends;
 pub mod check_config;
 pub mod fill;
 pub mod history;

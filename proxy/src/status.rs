@@ -59,8 +59,25 @@ pub struct Pushes {
     pub failed: usize,
 }
 
+/// Where content and metadata live: `files in <dir>` or `s3 <endpoint> bucket <b>`; `redb <file>` or
+/// `postgres <url>` (never a password).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Backends {
+    pub content: String,
+    pub metadata: String,
+}
+
+impl Backends {
+    pub fn of(cfg: &wharf_model::config::Config) -> Backends {
+        let (content, metadata) = crate::backends::describe(cfg);
+        Backends { content, metadata }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
+    #[serde(default)]
+    pub backends: Backends,
     /// Whether a running server answered (else the files were read, and `cache` is unknown).
     pub server: bool,
     /// Content in the store: blobs and manifests, and their bytes.
@@ -174,6 +191,7 @@ pub async fn collect(admin: &Admin, server: bool) -> Result<Status, GcError> {
     let cache_totals = admin.history.current(&c.meta).await?;
     let cache = server.then(wharf_metrics::cache_counts);
     Ok(Status {
+        backends: admin.backends.clone(),
         server,
         contents: sizes.len(),
         bytes: sizes.values().sum(),
@@ -201,6 +219,13 @@ pub fn text(s: &Status) -> String {
         s.contents,
         human_bytes(s.bytes)
     );
+    if !s.backends.content.is_empty() {
+        let _ = writeln!(
+            out,
+            "backends: content: {}; metadata: {}",
+            s.backends.content, s.backends.metadata
+        );
+    }
     match &s.cache_totals {
         Some(t) => {
             let ratio = s
@@ -375,6 +400,7 @@ mod tests {
     #[test]
     fn text_names_each_repository() {
         let s = Status {
+            backends: Backends::default(),
             server: true,
             contents: 3,
             bytes: 2048,

@@ -77,6 +77,7 @@ pub fn cli_command(wharf: &Wharf, args: &[&str]) -> Command {
             cmd.env_remove(key);
         }
     }
+    cmd.envs(wharf.backend_env());
     cmd
 }
 

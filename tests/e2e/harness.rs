@@ -101,6 +101,38 @@ fn wait_with_deadline(child: &mut Child, deadline: Duration) -> Option<ExitStatu
     }
 }
 
+/// Waits for a child with piped output to exit within `deadline` (killed otherwise: `None`).
+pub fn wait_output_within(mut child: Child, deadline: Duration) -> Option<std::process::Output> {
+    // The pipes are drained while waiting, so a chatty child cannot block on a full pipe.
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let out_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(s) = stdout.as_mut() {
+            let _ = std::io::Read::read_to_end(s, &mut v);
+        }
+        v
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(s) = stderr.as_mut() {
+            let _ = std::io::Read::read_to_end(s, &mut v);
+        }
+        v
+    });
+    let status = wait_with_deadline(&mut child, deadline);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let (stdout, stderr) = (out_reader.join().unwrap(), err_reader.join().unwrap());
+    status.map(|status| std::process::Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
 /// What answer to `GET http://addr/v2/` means "up": wharf must say 200; a peer that wants TLS (Go answers
 /// plain HTTP with 400) or a token (401) is up as soon as it answers at all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -381,6 +413,11 @@ impl WharfOptions {
 /// same data dir, which is how the restart and crash tests look at what survived.
 pub struct Wharf {
     child: Option<Child>,
+    /// With `WHARF_E2E_BACKENDS=shared` (or `start_shared`): this wharf's own Postgres and Garage,
+    /// stopped after it.
+    shared: Option<SharedBackends>,
+    /// The shared backends this wharf's config names (its own, or another wharf's: `start_sharing`).
+    backends: Option<BackendConf>,
     addr: SocketAddr,
     /// With `via_env`, the listen address in the config file, which wharf must not use.
     decoy_addr: Option<SocketAddr>,
@@ -390,6 +427,33 @@ pub struct Wharf {
 
 impl Wharf {
     pub fn start(options: WharfOptions) -> Wharf {
+        Wharf::start_on(
+            options,
+            SharedBackends::wanted().then(SharedBackends::start),
+            None,
+        )
+    }
+
+    /// On its own Postgres and Garage, whatever `WHARF_E2E_BACKENDS` says (the shared backends' own
+    /// tests).
+    pub fn start_shared(options: WharfOptions) -> Wharf {
+        Wharf::start_on(options, Some(SharedBackends::start()), None)
+    }
+
+    /// A second wharf on `other`'s Postgres and Garage (a replica: one cache, two processes).
+    pub fn start_sharing(options: WharfOptions, other: &Wharf) -> Wharf {
+        let conf = other
+            .backends
+            .clone()
+            .expect("start_sharing: the other wharf runs on no shared backends");
+        Wharf::start_on(options, None, Some(conf))
+    }
+
+    fn start_on(
+        options: WharfOptions,
+        shared: Option<SharedBackends>,
+        conf: Option<BackendConf>,
+    ) -> Wharf {
         let home = tempfile::Builder::new()
             .prefix("wharf-e2e-")
             .tempdir()
@@ -397,6 +461,8 @@ impl Wharf {
         fs::create_dir_all(home.path().join("data")).expect("create data dir");
         let mut wharf = Wharf {
             child: None,
+            backends: conf.or_else(|| shared.as_ref().map(SharedBackends::conf)),
+            shared,
             addr: "127.0.0.1:0".parse().unwrap(),
             decoy_addr: None,
             options,
@@ -446,6 +512,9 @@ impl Wharf {
             for (k, v) in &self.options.env {
                 cmd.env(k, v);
             }
+            if let Some(b) = &self.backends {
+                cmd.envs(b.env.iter().cloned());
+            }
             cmd.stdin(Stdio::null())
                 .stdout(out.try_clone().expect("dup log"))
                 .stderr(out)
@@ -461,14 +530,15 @@ impl Wharf {
         // seconds to compile in a debug build, once.
         let plugin_cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-plugin-cache");
         let mut toml = format!(
-            "[server]\nlisten = \"{listen}\"\n{}\n[storage]\ndata_dir = \"{}\"\nplugin_cache_dir = \"{}\"\n\n[registry]\n",
+            "[server]\nlisten = \"{listen}\"\n{}\n[storage]\ndata_dir = \"{}\"\nplugin_cache_dir = \"{}\"\n{}\n[registry]\n",
             self.options
                 .server_keys
                 .iter()
                 .map(|k| format!("{k}\n"))
                 .collect::<String>(),
             data_dir.display(),
-            plugin_cache.display()
+            plugin_cache.display(),
+            self.backends.as_ref().map(|b| b.toml.clone()).unwrap_or_default()
         );
         for k in &self.options.registry_keys {
             toml += &format!("{k}\n");
@@ -535,6 +605,23 @@ impl Wharf {
         self.home.path().join("data")
     }
 
+    /// This wharf's Postgres and Garage, when the suite runs on the shared backends.
+    pub fn shared(&self) -> Option<&SharedBackends> {
+        self.shared.as_ref()
+    }
+
+    pub fn shared_mut(&mut self) -> Option<&mut SharedBackends> {
+        self.shared.as_mut()
+    }
+
+    /// The environment a `wharf` command run on this config needs (the shared backends' secrets).
+    pub fn backend_env(&self) -> Vec<(&'static str, String)> {
+        self.backends
+            .as_ref()
+            .map(|b| b.env.clone())
+            .unwrap_or_default()
+    }
+
     pub fn decoy_addr(&self) -> Option<SocketAddr> {
         self.decoy_addr
     }
@@ -586,6 +673,76 @@ impl Drop for Wharf {
             }
         }
     }
+}
+
+/// The suite's second backend pair: content on Garage (S3), metadata on Postgres, each a real server
+/// started for one wharf. Chosen by `WHARF_E2E_BACKENDS=shared` (`tests/run.sh` runs the suite once
+/// on the default files + redb, then once so); `fs` or unset: the default pair.
+pub struct SharedBackends {
+    pub postgres: wharf_test_servers::Postgres,
+    pub garage: wharf_test_servers::Garage,
+}
+
+/// Where the shared pass's credentials reach wharf: the environment, as the README tells users.
+const PG_PASSWORD_ENV: &str = "E2E_PG_PASSWORD";
+const S3_KEY_ID_ENV: &str = "E2E_S3_KEY_ID";
+const S3_SECRET_ENV: &str = "E2E_S3_SECRET";
+
+impl SharedBackends {
+    pub fn wanted() -> bool {
+        match std::env::var("WHARF_E2E_BACKENDS").as_deref() {
+            Ok("shared") => true,
+            Ok("fs") | Ok("") | Err(_) => false,
+            Ok(other) => panic!("WHARF_E2E_BACKENDS={other}: use fs (the default) or shared"),
+        }
+    }
+
+    pub fn start() -> SharedBackends {
+        SharedBackends {
+            postgres: wharf_test_servers::Postgres::start(),
+            garage: wharf_test_servers::Garage::start(),
+        }
+    }
+
+    fn conf(&self) -> BackendConf {
+        BackendConf {
+            toml: self.toml(),
+            env: self.env(),
+        }
+    }
+
+    /// The `[storage]` keys (inside that table) and the `[metadata]` table.
+    pub fn toml(&self) -> String {
+        let g = &self.garage;
+        format!(
+            "backend = \"s3\"\n[storage.s3]\nendpoint = {}\nbucket = {}\nregion = {}\n\
+             access_key_id_env = \"{S3_KEY_ID_ENV}\"\nsecret_access_key_env = \"{S3_SECRET_ENV}\"\n\
+             \n[metadata]\nbackend = \"postgres\"\nurl = {}\npassword_env = \"{PG_PASSWORD_ENV}\"\n",
+            toml_str(&g.endpoint()),
+            toml_str(&g.bucket()),
+            toml_str(&g.region()),
+            toml_str(&self.postgres.url_without_password()),
+        )
+    }
+
+    /// The secrets the config names, for every wharf command run on this config.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                PG_PASSWORD_ENV,
+                wharf_test_servers::postgres::PASSWORD.to_owned(),
+            ),
+            (S3_KEY_ID_ENV, self.garage.access_key_id().to_string()),
+            (S3_SECRET_ENV, self.garage.secret_access_key().to_string()),
+        ]
+    }
+}
+
+/// What a wharf's config and environment say of its shared backends.
+#[derive(Clone, Debug)]
+struct BackendConf {
+    toml: String,
+    env: Vec<(&'static str, String)>,
 }
 
 /// How a `docker-registry` is set up beyond plain http on a free port.

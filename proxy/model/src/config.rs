@@ -8,6 +8,7 @@ mod settings;
 pub use load::{problem_count, ConfigError};
 pub use settings::{
     default_data_dir, AuthConfig, AuthRule, CacheConfig, Config, DeliveryConfig, FailPolicy,
-    GcConfig, MetricsConfig, MirrorConfig, PluginConfig, PushConfig, PushMode, RegistryConfig,
-    ScrubConfig, ServerConfig, StorageConfig, TlsConfig, UpstreamConfig,
+    GcConfig, MetadataBackend, MetadataConfig, MetricsConfig, MirrorConfig, PluginConfig,
+    PushConfig, PushMode, RegistryConfig, S3Config, ScrubConfig, ServerConfig, StorageBackend,
+    StorageConfig, TlsConfig, UpstreamConfig,
 };

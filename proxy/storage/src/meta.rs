@@ -23,7 +23,7 @@ mod usage;
 
 pub use collect::{Forgotten, LeaseRecord, Snapshot};
 pub use db::{ManifestRecord, Meta, MetaError, OpenFailure, UploadRecord};
-pub use pg::{endpoint_of as postgres_endpoint, Pg};
+pub use pg::{endpoint_of as postgres_endpoint, probe as probe_postgres, url_has_password, Pg};
 pub use repos::ManifestPut;
 pub use scrub::Inventory;
 pub use stats::{CacheTotals, LastGc, Retention, Sample};

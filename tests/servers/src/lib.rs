@@ -3,7 +3,7 @@
 //! stops when dropped. A missing server fails the test with how to install it; nothing is skipped.
 
 mod garage;
-mod postgres;
+pub mod postgres;
 mod util;
 
 pub use garage::Garage;

@@ -22,12 +22,33 @@ mod sent;
 mod stats;
 mod usage;
 
+pub(super) use repos::PutRows;
+pub(super) use usage::recorded as recorded_uses;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures::StreamExt;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// TLS for connections whose URL asks for it (`sslmode=require`; the default `prefer` uses it when
+/// the server offers it), verified against the Mozilla roots (webpki-roots), on ring like every other
+/// TLS client in wharf.
+fn tls() -> MakeRustlsConnect {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    MakeRustlsConnect::new(config)
+}
 
 use super::db::{Backend, Invalidate, Meta, MetaError, ReadCache};
 
@@ -67,6 +88,51 @@ pub fn endpoint_of(cfg: &tokio_postgres::Config) -> String {
     format!("{user}@{host}:{port}/{db}")
 }
 
+/// Whether a connection string carries a password (the config file must not).
+pub fn url_has_password(url: &str) -> Result<bool, String> {
+    let cfg: tokio_postgres::Config = url.parse().map_err(|e| format!("{e}"))?;
+    Ok(cfg.get_password().is_some())
+}
+
+/// Checks that the database at `url` answers, takes these credentials, and holds a schema this wharf
+/// can use (none yet, or not newer): for `wharf check-config`, which changes nothing.
+pub async fn probe(url: &str) -> Result<(), MetaError> {
+    let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| MetaError::Config {
+        detail: format!("the postgres URL does not parse: {e}"),
+    })?;
+    if cfg.get_connect_timeout().is_none() {
+        cfg.connect_timeout(Duration::from_secs(5));
+    }
+    let endpoint = endpoint_of(&cfg);
+    let (client, conn) = cfg
+        .connect(tls())
+        .await
+        .map_err(|e| classify(&endpoint, e))?;
+    let driver = tokio::spawn(conn);
+    let row = client
+        .query_one("SELECT to_regclass('wharf_schema') IS NOT NULL", &[])
+        .await
+        .map_err(|e| classify(&endpoint, e))?;
+    if row.get::<_, bool>(0) {
+        let found: i32 = client
+            .query_one("SELECT version FROM wharf_schema", &[])
+            .await
+            .map_err(|e| classify(&endpoint, e))?
+            .get(0);
+        let known = MIGRATIONS.len() as i32;
+        if found > known {
+            return Err(MetaError::Schema {
+                endpoint,
+                found,
+                known,
+            });
+        }
+    }
+    drop(client);
+    let _ = driver.await;
+    Ok(())
+}
+
 impl Meta {
     /// Opens the metadata on the Postgres database `url` (a libpq connection string or
     /// `postgres://` URL, password included if one is needed): checks it is reachable, brings its
@@ -84,7 +150,7 @@ impl Meta {
         let endpoint = endpoint_of(&cfg);
         let mgr = Manager::from_config(
             cfg.clone(),
-            NoTls,
+            tls(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -254,7 +320,7 @@ async fn listen_once(
     cfg: &tokio_postgres::Config,
     cache: &Arc<ReadCache>,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut conn) = cfg.connect(NoTls).await?;
+    let (client, mut conn) = cfg.connect(tls()).await?;
     let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
     let handle = |m: AsyncMessage| {
         if let AsyncMessage::Notification(n) = m {
