@@ -197,12 +197,13 @@ impl Meta {
             return self
                 .pg_write(move |pg, cache| async move {
                     let names: Vec<String> = gone.iter().map(|d| d.to_string()).collect();
+                    let stamp = cache.stamp();
                     let removed = pg.forget(&names).await?;
                     let out = Forgotten {
                         blob_links: removed.blobs.len(),
                         manifest_records: removed.manifests.len(),
                     };
-                    forgotten(&cache, removed.blobs, removed.manifests);
+                    forgotten(&cache, stamp, removed.blobs, removed.manifests);
                     Ok(out)
                 })
                 .await;
@@ -307,26 +308,33 @@ impl Meta {
             tx.commit()?;
             out.blob_links = blob_keys.len();
             out.manifest_records = manifest_keys.len();
-            forgotten(cache, blob_keys, manifest_keys);
+            // Nothing invalidates a redb cache: `put` is an insert here.
+            forgotten(cache, cache.stamp(), blob_keys, manifest_keys);
             Ok(out)
         })
         .await
     }
 }
 
-/// After `forget` committed: what the read cache holds of the removed links and records goes.
-fn forgotten(cache: &ReadCache, blobs: Vec<(String, String)>, manifests: Vec<(String, String)>) {
+/// After `forget` committed: the read cache records the removed links and records as absent
+/// (`stamp` taken before the transaction, for `ReadCache::put`).
+pub(super) fn forgotten(
+    cache: &ReadCache,
+    stamp: Option<u64>,
+    blobs: Vec<(String, String)>,
+    manifests: Vec<(String, String)>,
+) {
     for (r, _) in blobs.iter().chain(&manifests) {
         cache.repos.insert(r.clone(), Known::Unsure);
     }
     for (r, d) in blobs {
         if let Ok(d) = d.parse() {
-            cache.blobs.insert((r, d), None);
+            cache.put(&cache.blobs, stamp, (r, d), None);
         }
     }
     for (r, d) in manifests {
         if let Ok(d) = d.parse() {
-            cache.manifests.insert((r, d), None);
+            cache.put(&cache.manifests, stamp, (r, d), None);
         }
     }
 }

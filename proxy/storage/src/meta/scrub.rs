@@ -102,10 +102,12 @@ impl Meta {
         if self.pg().is_some() {
             return self
                 .pg_write(move |pg, cache| async move {
+                    let stamp = cache.stamp();
                     let (blob_repos, manifest_repos) =
                         pg.forget_damaged(&digest.to_string()).await?;
                     Ok(damaged_forgotten(
                         &cache,
+                        stamp,
                         &digest,
                         blob_repos,
                         manifest_repos,
@@ -159,8 +161,10 @@ impl Meta {
                 }
             }
             tx.commit()?;
+            // Nothing invalidates a redb cache: `put` is an insert here.
             Ok(damaged_forgotten(
                 cache,
+                cache.stamp(),
                 &digest,
                 blob_repos,
                 manifest_repos,
@@ -212,10 +216,12 @@ impl Meta {
     }
 }
 
-/// After `forget_damaged` committed: what the read cache holds of the removed links and records
-/// goes. Returns the repositories that held `d`.
-fn damaged_forgotten(
+/// After `forget_damaged` committed: the read cache records the removed links and records as absent
+/// (`stamp` taken before the transaction, for `ReadCache::put`). Returns the repositories that held
+/// `d`.
+pub(super) fn damaged_forgotten(
     cache: &ReadCache,
+    stamp: Option<u64>,
     d: &Digest,
     blob_repos: Vec<String>,
     manifest_repos: Vec<String>,
@@ -224,10 +230,10 @@ fn damaged_forgotten(
         cache.repos.insert(r.clone(), Known::Unsure);
     }
     for r in &blob_repos {
-        cache.blobs.insert((r.clone(), d.clone()), None);
+        cache.put(&cache.blobs, stamp, (r.clone(), d.clone()), None);
     }
     for r in &manifest_repos {
-        cache.manifests.insert((r.clone(), d.clone()), None);
+        cache.put(&cache.manifests, stamp, (r.clone(), d.clone()), None);
     }
     blob_repos.into_iter().chain(manifest_repos).collect()
 }
