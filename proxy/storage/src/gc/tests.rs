@@ -201,10 +201,7 @@ async fn untagging_an_image_reclaims_exactly_its_unique_content(backend: &str) {
     // Nothing left to do.
     assert!(gc.collect(false).await.unwrap().removed.is_empty());
 }
-crate::each_backend!(
-    untagging_an_image_reclaims_exactly_its_unique_content,
-    ignore = "needs put_manifest and the other writes of branch pga on postgres"
-);
+crate::each_backend!(untagging_an_image_reclaims_exactly_its_unique_content);
 
 /// Leased content and content touched within the grace window survive a collection; content touched
 /// before it does not.
@@ -335,7 +332,4 @@ async fn images_lists_tags_and_dangling_images(backend: &str) {
     assert_eq!(dangling[0].digest, other);
     assert_eq!(dangling[0].tag, None);
 }
-crate::each_backend!(
-    images_lists_tags_and_dangling_images,
-    ignore = "needs put_manifest and the other writes of branch pga on postgres"
-);
+crate::each_backend!(images_lists_tags_and_dangling_images);

@@ -984,42 +984,18 @@ macro_rules! on_both_again {
 }
 
 /// Runs `async fn name(backend: &str)` once per metadata backend, as `name::redb` and
-/// `name::postgres` (for fixtures that build more than a `Meta`: the collector's, the scrub's). An
-/// attribute after the name goes on the Postgres run.
+/// `name::postgres` (for fixtures that build more than a `Meta`: the collector's, the scrub's).
 #[macro_export]
 macro_rules! each_backend {
-    ($name:ident $(, $pg:meta)?) => {
+    ($name:ident) => {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn redb() {
                 super::$name("redb").await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            $(#[$pg])?
             async fn postgres() {
                 super::$name("postgres").await
-            }
-        }
-    };
-}
-
-/// `on_both!` for a test that writes its records through methods not on Postgres yet (put_manifest
-/// and the others of branch pga): its Postgres half runs once they are.
-macro_rules! on_both_after_pga {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redb() {
-                let (_held, m) = $crate::meta::tests::open_on("redb").await;
-                ($body)(m).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            #[ignore = "needs put_manifest and the other writes of branch pga on postgres"]
-            async fn postgres() {
-                let (_held, m) = $crate::meta::tests::open_on("postgres").await;
-                ($body)(m).await;
             }
         }
     };
@@ -1313,7 +1289,7 @@ fn referrer_of(n: u8) -> Descriptor {
     }
 }
 
-on_both_after_pga!(
+on_both!(
     the_snapshot_holds_every_edge_and_forget_drops_them,
     |m: Meta| async move {
         m.link_sent_blob("up.io/a", "up.io", &d(1), 5)
@@ -1392,7 +1368,7 @@ on_both_after_pga!(
     }
 );
 
-on_both_after_pga!(
+on_both!(
     damaged_manifests_lose_their_records_and_keep_their_tags,
     |m: Meta| async move {
         m.put_manifest(put("b", Some("v1"), &d(2))).await.unwrap();

@@ -317,7 +317,4 @@ async fn missing_files_are_reported_against_their_records(backend: &str) {
     let last: LastScrub = f.meta.last_scrub().await.unwrap().unwrap();
     assert_eq!((last.missing_content, last.missing_children), (1, 1));
 }
-crate::each_backend!(
-    missing_files_are_reported_against_their_records,
-    ignore = "needs put_manifest and the other writes of branch pga on postgres"
-);
+crate::each_backend!(missing_files_are_reported_against_their_records);
