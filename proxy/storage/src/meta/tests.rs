@@ -342,9 +342,7 @@ on_both!(
         let used = m.last_use().await.unwrap();
         assert_eq!(used.get("r", "v1"), None);
         assert!(used.get("r", "v2").is_some());
-        // `forget` (collect.rs) on Postgres comes with its own branch: until it does, redb only.
-        let collects = m.backend_name() == "redb";
-        if collects {
+        {
             // Noted before the delete, written after: the next collection drops it.
             m.note_use("r", "v1", 8);
             m.flush_uses().await.unwrap();
@@ -357,7 +355,7 @@ on_both!(
         assert!(m.delete_manifest("r", &d(1)).await.unwrap());
         let used = m.last_use().await.unwrap();
         assert_eq!((used.get("r", "v2"), used.get("r", "v3")), (None, None));
-        if collects {
+        {
             assert_eq!(used.of_repository("r"), None);
         }
     }
@@ -489,8 +487,7 @@ on_both!(
             .await
             .unwrap();
         assert!(m.upstream_sent("other.io", &d(1)).await.unwrap());
-        // `forget` (collect.rs) on Postgres comes with its own branch: until it does, redb only.
-        if m.backend_name() == "redb" {
+        {
             m.forget([d(1)].into_iter().collect()).await.unwrap();
             assert!(!m.upstream_sent("up.io", &d(1)).await.unwrap());
             assert!(!m.upstream_sent("other.io", &d(1)).await.unwrap());
@@ -929,3 +926,492 @@ fn a_write_overtaken_by_a_notification_is_not_cached() {
     cache.put(&cache.tags, cache.stamp(), key.clone(), Some(d(2)));
     assert!(cache.tags.get(&key).is_none(), "cached while not listening");
 }
+// --- Postgres: collect, push, stats, scrub ---
+
+/// How a test opens its store once more: the same redb file as a restarted process would (the test
+/// drops its handle first), or the same Postgres database as a second process beside the first.
+#[derive(Clone)]
+pub(crate) enum Again {
+    Redb(std::path::PathBuf),
+    Pg(String),
+}
+
+impl Held {
+    pub(crate) fn again(&self) -> Again {
+        match self {
+            Held::Redb(dir) => Again::Redb(dir.path().join("meta.redb")),
+            Held::Pg(pg) => Again::Pg(pg.url()),
+        }
+    }
+}
+
+impl Again {
+    pub(crate) async fn open(&self) -> Meta {
+        match self {
+            Again::Redb(path) => Meta::open(path).unwrap(),
+            Again::Pg(url) => {
+                let m = Meta::open_postgres(url).await.unwrap();
+                m.wait_listening().await;
+                m
+            }
+        }
+    }
+}
+
+/// `on_both!` for a test that opens its store again: `|m: Meta, again: Again| async move { ... }`.
+#[macro_export]
+macro_rules! on_both_again {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redb() {
+                let (held, m) = $crate::meta::tests::open_on("redb").await;
+                ($body)(m, held.again()).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let (held, m) = $crate::meta::tests::open_on("postgres").await;
+                ($body)(m, held.again()).await;
+            }
+        }
+    };
+}
+
+/// Runs `async fn name(backend: &str)` once per metadata backend, as `name::redb` and
+/// `name::postgres` (for fixtures that build more than a `Meta`: the collector's, the scrub's). An
+/// attribute after the name goes on the Postgres run.
+#[macro_export]
+macro_rules! each_backend {
+    ($name:ident $(, $pg:meta)?) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redb() {
+                super::$name("redb").await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            $(#[$pg])?
+            async fn postgres() {
+                super::$name("postgres").await
+            }
+        }
+    };
+}
+
+fn lease(purpose: &str, digests: &[Digest]) -> LeaseRecord {
+    LeaseRecord {
+        purpose: purpose.into(),
+        created: 10,
+        expires: 20,
+        labels: [("repository".to_owned(), "team/app".to_owned())].into(),
+        digests: digests.to_vec(),
+        ingests: vec!["abc".into()],
+    }
+}
+
+on_both!(leases_are_put_listed_and_deleted, |m: Meta| async move {
+    assert!(m.leases().await.unwrap().is_empty());
+    m.put_lease("b", &lease("two", &[d(2)])).await.unwrap();
+    m.put_lease("a", &lease("one", &[d(1)])).await.unwrap();
+    m.put_lease("b", &lease("two again", &[d(2), d(3)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        m.leases().await.unwrap(),
+        vec![
+            ("a".to_owned(), lease("one", &[d(1)])),
+            ("b".to_owned(), lease("two again", &[d(2), d(3)])),
+        ]
+    );
+    m.delete_lease("a").await.unwrap();
+    m.delete_lease("a").await.unwrap();
+    let ids: Vec<String> = m.leases().await.unwrap().into_iter().map(|l| l.0).collect();
+    assert_eq!(ids, ["b"]);
+});
+
+fn delivery(reference: &str) -> push::Delivery {
+    push::Delivery {
+        state: push::State::Pending,
+        mode: wharf_model::config::PushMode::StoreAndForward,
+        route: "ci".into(),
+        repository: "ci/app".into(),
+        reference: reference.into(),
+        tagged: true,
+        digest: d(1),
+        target: "up.io".into(),
+        upstream_repository: "team/app".into(),
+        upstream_digest: None,
+        platforms: None,
+        attempts: 0,
+        last_error: None,
+        next_try_ms: None,
+        created: 5,
+        delivered_at: None,
+        lease: Some("l".into()),
+        committed: false,
+    }
+}
+
+on_both!(the_push_journal_keeps_push_order, |m: Meta| async move {
+    assert!(m.deliveries().await.unwrap().is_empty());
+    let mut ids = Vec::new();
+    for r in ["v1", "v2", "v3"] {
+        ids.push(m.create_delivery(&delivery(r)).await.unwrap());
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    let mut done = delivery("v2");
+    done.state = push::State::Delivered;
+    done.attempts = 2;
+    done.upstream_digest = Some(d(9));
+    done.platforms = Some(vec!["linux/amd64".into()]);
+    done.delivered_at = Some(8);
+    m.put_delivery(ids[1], &done).await.unwrap();
+    assert_eq!(m.delivery(ids[1]).await.unwrap(), Some(done.clone()));
+    assert!(m.delete_delivery(ids[0]).await.unwrap());
+    assert!(!m.delete_delivery(ids[0]).await.unwrap());
+    assert_eq!(m.delivery(ids[0]).await.unwrap(), None);
+    let next = m.create_delivery(&delivery("v4")).await.unwrap();
+    assert!(next > ids[2]);
+    let list = m.deliveries().await.unwrap();
+    let order: Vec<(u64, &str)> = list
+        .iter()
+        .map(|(id, r)| (*id, r.reference.as_str()))
+        .collect();
+    assert_eq!(order, vec![(ids[1], "v2"), (ids[2], "v3"), (next, "v4")]);
+    assert_eq!(list[0].1, done);
+});
+
+on_both!(
+    delivered_blobs_are_remembered_per_endpoint,
+    |m: Meta| async move {
+        assert_eq!(m.delivered_blob("up.io", &d(1)).await.unwrap(), None);
+        m.record_delivered_blob("up.io", &d(1), "team/a")
+            .await
+            .unwrap();
+        m.record_delivered_blob("other.io", &d(1), "x/y")
+            .await
+            .unwrap();
+        m.record_delivered_blob("up.io", &d(1), "team/b")
+            .await
+            .unwrap();
+        assert_eq!(
+            m.delivered_blob("up.io", &d(1)).await.unwrap().as_deref(),
+            Some("team/b")
+        );
+        assert_eq!(
+            m.delivered_blob("other.io", &d(1))
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("x/y")
+        );
+        assert_eq!(m.delivered_blob("up.io", &d(2)).await.unwrap(), None);
+    }
+);
+
+/// Two wharf processes on one database add deliveries: each id is greater than every id given
+/// before it, whichever process asked, and both list the same journal in that order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_add_deliveries_in_push_order() {
+    let (held, a) = open_on("postgres").await;
+    let b = held.again().open().await;
+    let mut last = 0;
+    for i in 0..6 {
+        let m = if i % 2 == 0 { &a } else { &b };
+        let id = m
+            .create_delivery(&delivery(&format!("v{i}")))
+            .await
+            .unwrap();
+        assert!(id > last, "{id} after {last}");
+        last = id;
+    }
+    let many = |m: Meta, p: &'static str| async move {
+        let mut ids = Vec::new();
+        for i in 0..20 {
+            ids.push(
+                m.create_delivery(&delivery(&format!("{p}{i}")))
+                    .await
+                    .unwrap(),
+            );
+        }
+        ids
+    };
+    let (x, y) = tokio::join!(
+        tokio::spawn(many(a.clone(), "a")),
+        tokio::spawn(many(b.clone(), "b"))
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert!(x.windows(2).all(|w| w[0] < w[1]), "{x:?}");
+    assert!(y.windows(2).all(|w| w[0] < w[1]), "{y:?}");
+    let listed: Vec<u64> = a.deliveries().await.unwrap().iter().map(|e| e.0).collect();
+    assert_eq!(listed.len(), 46);
+    assert!(listed.windows(2).all(|w| w[0] < w[1]), "{listed:?}");
+    let seen: Vec<u64> = b.deliveries().await.unwrap().iter().map(|e| e.0).collect();
+    assert_eq!(listed, seen);
+}
+
+on_both_again!(
+    status_records_are_kept_by_name,
+    |m: Meta, again: Again| async move {
+        assert_eq!(
+            m.status_record::<Vec<String>>("denials").await.unwrap(),
+            None
+        );
+        m.put_status_record("denials", &vec!["a".to_owned()])
+            .await
+            .unwrap();
+        m.put_status_record("denials", &vec!["a".to_owned(), "b".to_owned()])
+            .await
+            .unwrap();
+        let gc = LastGc {
+            started: 42,
+            millis: 7,
+            removed: 3,
+            removed_bytes: 1234,
+            evicted: 1,
+        };
+        m.record_gc(&gc).await.unwrap();
+        drop(m);
+        let m = again.open().await;
+        assert_eq!(
+            m.status_record::<Vec<String>>("denials").await.unwrap(),
+            Some(vec!["a".to_owned(), "b".to_owned()])
+        );
+        assert_eq!(m.last_gc().await.unwrap(), Some(gc));
+        // A record that no longer reads as the type asked for is an error, not a panic.
+        assert!(matches!(
+            m.status_record::<u64>("denials").await,
+            Err(MetaError::Corrupt(_))
+        ));
+    }
+);
+
+on_both!(
+    a_scrub_pass_keeps_its_progress_until_it_finishes,
+    |m: Meta| async move {
+        assert_eq!(m.scrub_progress::<u64>().await.unwrap(), None);
+        m.save_scrub_progress(&3u64).await.unwrap();
+        m.save_scrub_progress(&5u64).await.unwrap();
+        assert_eq!(m.scrub_progress::<u64>().await.unwrap(), Some(5));
+        assert_eq!(m.last_scrub::<String>().await.unwrap(), None);
+        m.scrub_finished(&"all sound".to_owned()).await.unwrap();
+        assert_eq!(m.scrub_progress::<u64>().await.unwrap(), None);
+        assert_eq!(
+            m.last_scrub::<String>().await.unwrap().as_deref(),
+            Some("all sound")
+        );
+    }
+);
+
+on_both!(
+    damaged_content_loses_its_links_everywhere,
+    |m: Meta| async move {
+        m.link_blob("b", &d(1), 5).await.unwrap();
+        m.link_blob("a", &d(1), 5).await.unwrap();
+        m.link_blob("a", &d(2), 6).await.unwrap();
+        assert_eq!(
+            m.holders(&d(1)).await.unwrap(),
+            ["a".to_owned(), "b".to_owned()].into()
+        );
+        // Cached now: the forgetting must replace it.
+        assert_eq!(m.blob("a", &d(1)).await.unwrap(), Some(5));
+        assert_eq!(
+            m.forget_damaged(&d(1)).await.unwrap(),
+            ["a".to_owned(), "b".to_owned()].into()
+        );
+        assert_eq!(m.blob("a", &d(1)).await.unwrap(), None);
+        assert_eq!(m.blob("b", &d(1)).await.unwrap(), None);
+        assert_eq!(m.blob("a", &d(2)).await.unwrap(), Some(6));
+        assert!(m.holders(&d(1)).await.unwrap().is_empty());
+        assert!(m.forget_damaged(&d(1)).await.unwrap().is_empty());
+        assert_eq!(
+            m.inventory().await.unwrap().blob_links,
+            vec![("a".into(), d(2))]
+        );
+        // Forgotten with the digest by the collector too.
+        m.link_blob("c", &d(3), 1).await.unwrap();
+        assert_eq!(m.blob("c", &d(3)).await.unwrap(), Some(1));
+        let gone = m.forget([d(2), d(3)].into_iter().collect()).await.unwrap();
+        assert_eq!(
+            gone,
+            Forgotten {
+                blob_links: 2,
+                manifest_records: 0
+            }
+        );
+        assert_eq!(m.blob("c", &d(3)).await.unwrap(), None);
+        assert!(m.inventory().await.unwrap().blob_links.is_empty());
+    }
+);
+
+/// Whatever one process forgets (a collection, a scrub), another stops serving from its cache as
+/// soon as the notification arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_stops_serving_forgotten_links() {
+    let (held, a) = open_on("postgres").await;
+    let b = held.again().open().await;
+    a.link_blob("r", &d(1), 5).await.unwrap();
+    a.link_blob("r", &d(2), 6).await.unwrap();
+    // Read until cached (a read that the notifications of these links overtake is not).
+    for n in [1, 2] {
+        let key = ("r".to_owned(), d(n));
+        for _ in 0..200 {
+            assert!(b.blob("r", &d(n)).await.unwrap().is_some());
+            if b.cache.blobs.contains_key(&key) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        assert!(b.cache.blobs.contains_key(&key), "link {n} is cached");
+    }
+    a.forget([d(1)].into_iter().collect()).await.unwrap();
+    a.forget_damaged(&d(2)).await.unwrap();
+    for n in [1, 2] {
+        let mut waited = 0;
+        while b.blob("r", &d(n)).await.unwrap().is_some() {
+            assert!(waited < 200, "the other process still serves link {n}");
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            waited += 1;
+        }
+    }
+}
+
+fn referrer_of(n: u8) -> Descriptor {
+    Descriptor {
+        media_type: wharf_model::manifest::OCI_MANIFEST.into(),
+        digest: d(n),
+        size: 10,
+        artifact_type: Some("application/x.sig".into()),
+        annotations: None,
+    }
+}
+
+on_both!(
+    the_snapshot_holds_every_edge_and_forget_drops_them,
+    |m: Meta| async move {
+        m.link_sent_blob("up.io/a", "up.io", &d(1), 5)
+            .await
+            .unwrap();
+        m.link_blob("b", &d(1), 5).await.unwrap();
+        m.put_manifest(put("b", Some("v1"), &d(2))).await.unwrap();
+        m.put_manifest(ManifestPut {
+            repo: "b",
+            digest: &d(3),
+            record: rec(Some(d(2))),
+            tag: None,
+            referrer: Some(referrer_of(3)),
+        })
+        .await
+        .unwrap();
+        m.put_manifest(put("a", None, &d(2))).await.unwrap();
+        m.record_rewrite(&d(2), "plugins:x", &d(4)).await.unwrap();
+        m.mirror_referrers("up.io/a", &d(2), &d(5), 9)
+            .await
+            .unwrap();
+        m.note_use("b", &d(3).to_string(), 7);
+        m.flush_uses().await.unwrap();
+        m.note_use("b", "v1", u64::MAX / 2);
+
+        let s = m.snapshot().await.unwrap();
+        assert_eq!(s.tags, vec![("b".into(), "v1".into(), d(2))]);
+        let mut manifests: Vec<&Digest> = s.manifests.keys().collect();
+        manifests.sort();
+        let mut want = [d(2), d(3)];
+        want.sort();
+        assert_eq!(manifests, want.iter().collect::<Vec<_>>());
+        assert_eq!(s.referrers, vec![(d(2), d(3))]);
+        assert_eq!(s.rewrites, vec![(d(2), "plugins:x".into(), d(4))]);
+        assert_eq!(s.mirror_referrers, vec![(d(2), d(5))]);
+        assert_eq!(s.last_use.get("b", &d(3).to_string()), Some(7));
+        assert_eq!(
+            s.last_use.get("b", "v1"),
+            Some(u64::MAX / 2),
+            "not written yet"
+        );
+        assert_eq!(m.manifest_repos().await.unwrap(), {
+            let mut v = vec![
+                ("a".to_owned(), d(2)),
+                ("b".into(), d(2)),
+                ("b".into(), d(3)),
+            ];
+            v.sort_by(|x, y| (&x.0, x.1.to_string()).cmp(&(&y.0, y.1.to_string())));
+            v
+        });
+
+        assert_eq!(m.manifest("b", &d(3)).await.unwrap(), Some(rec(Some(d(2)))));
+        let gone = m
+            .forget([d(1), d(3), d(4), d(5)].into_iter().collect())
+            .await
+            .unwrap();
+        assert_eq!(
+            gone,
+            Forgotten {
+                blob_links: 2,
+                manifest_records: 1
+            }
+        );
+        assert_eq!(m.blob("up.io/a", &d(1)).await.unwrap(), None);
+        assert_eq!(m.blob("b", &d(1)).await.unwrap(), None);
+        assert_eq!(m.manifest("b", &d(3)).await.unwrap(), None);
+        assert!(!m.upstream_sent("up.io", &d(1)).await.unwrap());
+        assert!(m.referrers("b", &d(2)).await.unwrap().is_empty());
+        assert_eq!(m.rewrite_of(&d(2), "plugins:x").await.unwrap(), None);
+        assert_eq!(m.mirrored_referrers("up.io/a", &d(2)).await.unwrap(), None);
+        let s = m.snapshot().await.unwrap();
+        assert_eq!(s.tags, vec![("b".into(), "v1".into(), d(2))]);
+        assert!(s.referrers.is_empty() && s.rewrites.is_empty() && s.mirror_referrers.is_empty());
+        assert_eq!(s.last_use.get("b", &d(3).to_string()), None);
+        assert_eq!(m.manifest_repos().await.unwrap().len(), 2);
+    }
+);
+
+on_both!(
+    damaged_manifests_lose_their_records_and_keep_their_tags,
+    |m: Meta| async move {
+        m.put_manifest(put("b", Some("v1"), &d(2))).await.unwrap();
+        m.put_manifest(put("a", Some("v1"), &d(2))).await.unwrap();
+        m.put_manifest(ManifestPut {
+            repo: "b",
+            digest: &d(3),
+            record: rec(Some(d(1))),
+            tag: None,
+            referrer: Some(referrer_of(3)),
+        })
+        .await
+        .unwrap();
+        m.link_blob("b", &d(4), 1).await.unwrap();
+        let inv = m.inventory().await.unwrap();
+        assert_eq!(inv.blob_links, vec![("b".into(), d(4))]);
+        let mut want = vec![
+            ("a".to_owned(), d(2), rec(None)),
+            ("b".into(), d(2), rec(None)),
+            ("b".into(), d(3), rec(Some(d(1)))),
+        ];
+        want.sort_by(|x, y| (&x.0, x.1.to_string()).cmp(&(&y.0, y.1.to_string())));
+        assert_eq!(inv.manifests, want);
+        assert_eq!(
+            inv.tags,
+            vec![
+                ("a".into(), "v1".into(), d(2)),
+                ("b".into(), "v1".into(), d(2))
+            ]
+        );
+        assert_eq!(
+            m.holders(&d(2)).await.unwrap(),
+            ["a".to_owned(), "b".to_owned()].into()
+        );
+        assert!(m.manifest("a", &d(2)).await.unwrap().is_some());
+        assert_eq!(
+            m.forget_damaged(&d(2)).await.unwrap(),
+            ["a".to_owned(), "b".to_owned()].into()
+        );
+        assert_eq!(m.manifest("a", &d(2)).await.unwrap(), None);
+        assert_eq!(m.tag("a", "v1").await.unwrap(), Some(d(2)), "tags stay");
+        m.forget_damaged(&d(3)).await.unwrap();
+        assert!(m.referrers("b", &d(1)).await.unwrap().is_empty());
+        let inv = m.inventory().await.unwrap();
+        assert!(inv.manifests.is_empty());
+        assert_eq!(inv.tags.len(), 2);
+    }
+);

@@ -43,7 +43,7 @@ pub(super) use wharf_model::clock::unix_now as now;
 pub struct LastUse(HashMap<String, HashMap<String, u64>>);
 
 impl LastUse {
-    fn merge(&mut self, repo: &str, reference: &str, at: u64) {
+    pub(super) fn merge(&mut self, repo: &str, reference: &str, at: u64) {
         let t = self
             .0
             .entry(repo.to_owned())
