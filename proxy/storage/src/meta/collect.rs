@@ -196,8 +196,8 @@ impl Meta {
         if self.pg().is_some() {
             return self
                 .pg_write(move |pg, cache| async move {
-                    let names: Vec<String> = gone.iter().map(|d| d.to_string()).collect();
                     let stamp = cache.stamp();
+                    let names: Vec<String> = gone.iter().map(|d| d.to_string()).collect();
                     let removed = pg.forget(&names).await?;
                     let out = Forgotten {
                         blob_links: removed.blobs.len(),
@@ -308,7 +308,6 @@ impl Meta {
             tx.commit()?;
             out.blob_links = blob_keys.len();
             out.manifest_records = manifest_keys.len();
-            // Nothing invalidates a redb cache: `put` is an insert here.
             forgotten(cache, cache.stamp(), blob_keys, manifest_keys);
             Ok(out)
         })
@@ -316,9 +315,9 @@ impl Meta {
     }
 }
 
-/// After `forget` committed: the read cache records the removed links and records as absent
-/// (`stamp` taken before the transaction, for `ReadCache::put`).
-pub(super) fn forgotten(
+/// After `forget` committed (`stamp` taken before it began): what the read cache holds of the removed
+/// links and records goes.
+fn forgotten(
     cache: &ReadCache,
     stamp: Option<u64>,
     blobs: Vec<(String, String)>,

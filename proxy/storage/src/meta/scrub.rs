@@ -161,7 +161,6 @@ impl Meta {
                 }
             }
             tx.commit()?;
-            // Nothing invalidates a redb cache: `put` is an insert here.
             Ok(damaged_forgotten(
                 cache,
                 cache.stamp(),
@@ -216,10 +215,9 @@ impl Meta {
     }
 }
 
-/// After `forget_damaged` committed: the read cache records the removed links and records as absent
-/// (`stamp` taken before the transaction, for `ReadCache::put`). Returns the repositories that held
-/// `d`.
-pub(super) fn damaged_forgotten(
+/// After `forget_damaged` committed: what the read cache holds of the removed links and records
+/// goes. Returns the repositories that held `d`.
+fn damaged_forgotten(
     cache: &ReadCache,
     stamp: Option<u64>,
     d: &Digest,
