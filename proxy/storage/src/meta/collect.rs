@@ -317,7 +317,7 @@ impl Meta {
 
 /// After `forget` committed (`stamp` taken before it began): what the read cache holds of the removed
 /// links and records goes.
-fn forgotten(
+pub(super) fn forgotten(
     cache: &ReadCache,
     stamp: Option<u64>,
     blobs: Vec<(String, String)>,

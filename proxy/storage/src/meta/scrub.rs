@@ -217,7 +217,7 @@ impl Meta {
 
 /// After `forget_damaged` committed: what the read cache holds of the removed links and records
 /// goes. Returns the repositories that held `d`.
-fn damaged_forgotten(
+pub(super) fn damaged_forgotten(
     cache: &ReadCache,
     stamp: Option<u64>,
     d: &Digest,

@@ -1415,3 +1415,30 @@ on_both!(
         assert_eq!(inv.tags.len(), 2);
     }
 );
+
+/// Proves (issue 26): forgetting collected or damaged content records it as absent in this process's
+/// cache only if no notification came in since its transaction began: another process may have
+/// linked the digest again meanwhile, and caching the absence over that would hide the new link
+/// until some later invalidation.
+#[test]
+fn a_forget_overtaken_by_a_notification_caches_no_absence() {
+    use super::db::{Invalidate, ReadCache};
+    let cache = ReadCache::default();
+    let key = ("r".to_owned(), d(1));
+    let stamp = cache.stamp();
+    collect::forgotten(&cache, stamp, vec![("r".into(), d(1).to_string())], vec![]);
+    assert_eq!(cache.blobs.get(&key).map(|v| *v), Some(None));
+
+    let stamp = cache.stamp();
+    cache.invalidate(Invalidate::Blob, "r", &d(1).to_string());
+    collect::forgotten(&cache, stamp, vec![("r".into(), d(1).to_string())], vec![]);
+    assert!(cache.blobs.get(&key).is_none(), "forget cached an absence");
+    let stamp = cache.stamp();
+    cache.invalidate(Invalidate::Manifest, "r", &d(1).to_string());
+    scrub::damaged_forgotten(&cache, stamp, &d(1), vec!["r".into()], vec!["r".into()]);
+    assert!(
+        cache.blobs.get(&key).is_none(),
+        "forget_damaged cached an absence"
+    );
+    assert!(cache.manifests.get(&key).is_none());
+}
