@@ -32,6 +32,23 @@ trap 'rm -f "$log"' EXIT
 # --no-fail-fast: a failing unit test must not hide the end-to-end results (the exit code still fails).
 status=0
 cargo test --workspace --no-fail-fast "$@" | tee "$log" || status=${PIPESTATUS[0]}
+# The end-to-end suite again, every wharf on its own Postgres and Garage instead of files + redb (the
+# shared backends, README). Left out, each for a reason: the shared backends' own tests (they ran above,
+# on those backends already) and the tests of what only the embedded backends have (listed in
+# FS_ONLY below, with why).
+FS_ONLY=(
+    # they start the shared backends themselves
+    shared_backends::
+)
+if [ "$#" -eq 0 ]; then
+    shared_args=(--)
+    for t in "${FS_ONLY[@]}"; do shared_args+=(--skip "$t"); done
+else
+    shared_args=("$@")
+fi
+echo "tests/run.sh: the end-to-end suite on the shared backends (Garage + Postgres)" >&2
+WHARF_E2E_BACKENDS=shared cargo test -p wharf-e2e --test e2e --no-fail-fast "${shared_args[@]}" |
+    tee -a "$log" || status=${PIPESTATUS[0]}
 # The first-party plugins' own unit tests (config parsing, globs, rewrites), on the host target: their
 # workspace is separate from wharf's (it builds for wasm32-wasip2).
 if [ "$#" -eq 0 ] && [ -f plugins/Cargo.toml ]; then

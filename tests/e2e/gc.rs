@@ -77,9 +77,7 @@ pub fn cli_command(wharf: &Wharf, args: &[&str]) -> Command {
             cmd.env_remove(key);
         }
     }
-    if let Some(b) = wharf.shared() {
-        cmd.envs(b.env());
-    }
+    cmd.envs(wharf.backend_env());
     cmd
 }
 

@@ -101,6 +101,38 @@ fn wait_with_deadline(child: &mut Child, deadline: Duration) -> Option<ExitStatu
     }
 }
 
+/// Waits for a child with piped output to exit within `deadline` (killed otherwise: `None`).
+pub fn wait_output_within(mut child: Child, deadline: Duration) -> Option<std::process::Output> {
+    // The pipes are drained while waiting, so a chatty child cannot block on a full pipe.
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let out_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(s) = stdout.as_mut() {
+            let _ = std::io::Read::read_to_end(s, &mut v);
+        }
+        v
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(s) = stderr.as_mut() {
+            let _ = std::io::Read::read_to_end(s, &mut v);
+        }
+        v
+    });
+    let status = wait_with_deadline(&mut child, deadline);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let (stdout, stderr) = (out_reader.join().unwrap(), err_reader.join().unwrap());
+    status.map(|status| std::process::Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
 /// What answer to `GET http://addr/v2/` means "up": wharf must say 200; a peer that wants TLS (Go answers
 /// plain HTTP with 400) or a token (401) is up as soon as it answers at all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -381,8 +413,11 @@ impl WharfOptions {
 /// same data dir, which is how the restart and crash tests look at what survived.
 pub struct Wharf {
     child: Option<Child>,
-    /// With `WHARF_E2E_BACKENDS=shared`: this wharf's own Postgres and Garage, stopped after it.
+    /// With `WHARF_E2E_BACKENDS=shared` (or `start_shared`): this wharf's own Postgres and Garage,
+    /// stopped after it.
     shared: Option<SharedBackends>,
+    /// The shared backends this wharf's config names (its own, or another wharf's: `start_sharing`).
+    backends: Option<BackendConf>,
     addr: SocketAddr,
     /// With `via_env`, the listen address in the config file, which wharf must not use.
     decoy_addr: Option<SocketAddr>,
@@ -392,6 +427,33 @@ pub struct Wharf {
 
 impl Wharf {
     pub fn start(options: WharfOptions) -> Wharf {
+        Wharf::start_on(
+            options,
+            SharedBackends::wanted().then(SharedBackends::start),
+            None,
+        )
+    }
+
+    /// On its own Postgres and Garage, whatever `WHARF_E2E_BACKENDS` says (the shared backends' own
+    /// tests).
+    pub fn start_shared(options: WharfOptions) -> Wharf {
+        Wharf::start_on(options, Some(SharedBackends::start()), None)
+    }
+
+    /// A second wharf on `other`'s Postgres and Garage (a replica: one cache, two processes).
+    pub fn start_sharing(options: WharfOptions, other: &Wharf) -> Wharf {
+        let conf = other
+            .backends
+            .clone()
+            .expect("start_sharing: the other wharf runs on no shared backends");
+        Wharf::start_on(options, None, Some(conf))
+    }
+
+    fn start_on(
+        options: WharfOptions,
+        shared: Option<SharedBackends>,
+        conf: Option<BackendConf>,
+    ) -> Wharf {
         let home = tempfile::Builder::new()
             .prefix("wharf-e2e-")
             .tempdir()
@@ -399,7 +461,8 @@ impl Wharf {
         fs::create_dir_all(home.path().join("data")).expect("create data dir");
         let mut wharf = Wharf {
             child: None,
-            shared: SharedBackends::wanted().then(SharedBackends::start),
+            backends: conf.or_else(|| shared.as_ref().map(SharedBackends::conf)),
+            shared,
             addr: "127.0.0.1:0".parse().unwrap(),
             decoy_addr: None,
             options,
@@ -449,10 +512,8 @@ impl Wharf {
             for (k, v) in &self.options.env {
                 cmd.env(k, v);
             }
-            if let Some(b) = &self.shared {
-                for (k, v) in b.env() {
-                    cmd.env(k, v);
-                }
+            if let Some(b) = &self.backends {
+                cmd.envs(b.env.iter().cloned());
             }
             cmd.stdin(Stdio::null())
                 .stdout(out.try_clone().expect("dup log"))
@@ -477,7 +538,7 @@ impl Wharf {
                 .collect::<String>(),
             data_dir.display(),
             plugin_cache.display(),
-            self.shared.as_ref().map(SharedBackends::toml).unwrap_or_default()
+            self.backends.as_ref().map(|b| b.toml.clone()).unwrap_or_default()
         );
         for k in &self.options.registry_keys {
             toml += &format!("{k}\n");
@@ -551,6 +612,14 @@ impl Wharf {
 
     pub fn shared_mut(&mut self) -> Option<&mut SharedBackends> {
         self.shared.as_mut()
+    }
+
+    /// The environment a `wharf` command run on this config needs (the shared backends' secrets).
+    pub fn backend_env(&self) -> Vec<(&'static str, String)> {
+        self.backends
+            .as_ref()
+            .map(|b| b.env.clone())
+            .unwrap_or_default()
     }
 
     pub fn decoy_addr(&self) -> Option<SocketAddr> {
@@ -635,8 +704,15 @@ impl SharedBackends {
         }
     }
 
+    fn conf(&self) -> BackendConf {
+        BackendConf {
+            toml: self.toml(),
+            env: self.env(),
+        }
+    }
+
     /// The `[storage]` keys (inside that table) and the `[metadata]` table.
-    fn toml(&self) -> String {
+    pub fn toml(&self) -> String {
         let g = &self.garage;
         format!(
             "backend = \"s3\"\n[storage.s3]\nendpoint = {}\nbucket = {}\nregion = {}\n\
@@ -652,11 +728,21 @@ impl SharedBackends {
     /// The secrets the config names, for every wharf command run on this config.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
-            (PG_PASSWORD_ENV, wharf_test_servers::postgres::PASSWORD.to_owned()),
-            (S3_KEY_ID_ENV, self.garage.access_key_id()),
-            (S3_SECRET_ENV, self.garage.secret_access_key()),
+            (
+                PG_PASSWORD_ENV,
+                wharf_test_servers::postgres::PASSWORD.to_owned(),
+            ),
+            (S3_KEY_ID_ENV, self.garage.access_key_id().to_string()),
+            (S3_SECRET_ENV, self.garage.secret_access_key().to_string()),
         ]
     }
+}
+
+/// What a wharf's config and environment say of its shared backends.
+#[derive(Clone, Debug)]
+struct BackendConf {
+    toml: String,
+    env: Vec<(&'static str, String)>,
 }
 
 /// How a `docker-registry` is set up beyond plain http on a free port.

@@ -37,6 +37,7 @@ mod reference_peer;
 mod registry_api;
 mod restart;
 mod retag;
+mod shared_backends;
 mod skopeo_roundtrip;
 mod status_page;
 mod test_runner;

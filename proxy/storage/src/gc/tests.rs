@@ -1,5 +1,6 @@
 use super::*;
 use crate::lease::Leases;
+use crate::meta::tests::{open_on, Held};
 use crate::meta::{ManifestPut, ManifestRecord};
 use crate::store::{FsStore, Ingester};
 
@@ -54,18 +55,19 @@ fn eviction_drops_the_least_recently_used_mirrored_tags_until_the_rest_fits() {
     assert_eq!(evictions(&g, &sizes, &mirrored, &pinned, 0), vec![2, 0, 1]);
 }
 
-/// A small registry on disk: content in an `FsStore`, records in `Meta`.
+/// A small registry: content in an `FsStore`, records in `Meta` on `backend` ("redb" or "postgres").
 struct Fixture {
     _dir: tempfile::TempDir,
+    _held: Held,
     meta: Meta,
     store: Arc<dyn ContentStore>,
     leases: Leases,
 }
 
 impl Fixture {
-    async fn new(offline: bool) -> Fixture {
+    async fn new(backend: &str, offline: bool) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let meta = Meta::open(&dir.path().join("meta.redb")).unwrap();
+        let (held, meta) = open_on(backend).await;
         let store: Arc<dyn ContentStore> = Arc::new(FsStore::open(dir.path()).unwrap());
         let leases = if offline {
             Leases::load_offline(meta.clone()).await.unwrap()
@@ -74,6 +76,7 @@ impl Fixture {
         };
         Fixture {
             _dir: dir,
+            _held: held,
             meta,
             store,
             leases,
@@ -146,9 +149,8 @@ use bytes::Bytes;
 /// Two images share a base layer; untagging one and collecting removes exactly its manifest, config
 /// and own layer, and the records of them; the other image is whole. A dry run first says the same
 /// and removes nothing.
-#[tokio::test]
-async fn untagging_an_image_reclaims_exactly_its_unique_content() {
-    let f = Fixture::new(true).await;
+async fn untagging_an_image_reclaims_exactly_its_unique_content(backend: &str) {
+    let f = Fixture::new(backend, true).await;
     let base = f.blob("team/a", b"shared base layer").await;
     f.meta.link_blob("team/b", &base, 17).await.unwrap();
     let (ca, la) = (
@@ -199,12 +201,12 @@ async fn untagging_an_image_reclaims_exactly_its_unique_content() {
     // Nothing left to do.
     assert!(gc.collect(false).await.unwrap().removed.is_empty());
 }
+crate::each_backend!(untagging_an_image_reclaims_exactly_its_unique_content);
 
 /// Leased content and content touched within the grace window survive a collection; content touched
 /// before it does not.
-#[tokio::test]
-async fn leases_and_recent_touches_protect_unreferenced_content() {
-    let f = Fixture::new(true).await;
+async fn leases_and_recent_touches_protect_unreferenced_content(backend: &str) {
+    let f = Fixture::new(backend, true).await;
     let leased = f.blob("r", b"leased").await;
     let touched = f.blob("r", b"touched").await;
     let old = f.blob("r", b"old").await;
@@ -229,12 +231,12 @@ async fn leases_and_recent_touches_protect_unreferenced_content() {
     assert_eq!(r.removed.len(), 2, "{r:?}");
     assert!(f.leases.list().is_empty());
 }
+crate::each_backend!(leases_and_recent_touches_protect_unreferenced_content);
 
 /// A server that just started protects everything for a grace window: touches of the previous process
 /// are lost with it.
-#[tokio::test]
-async fn nothing_is_collected_within_a_grace_window_of_a_start() {
-    let f = Fixture::new(false).await;
+async fn nothing_is_collected_within_a_grace_window_of_a_start(backend: &str) {
+    let f = Fixture::new(backend, false).await;
     let stray = f.blob("r", b"unreferenced").await;
     let r = f.collector(3600).collect(false).await.unwrap();
     assert!(r.removed.is_empty());
@@ -244,13 +246,13 @@ async fn nothing_is_collected_within_a_grace_window_of_a_start() {
     );
     assert!(f.stored(&stray).await);
 }
+crate::each_backend!(nothing_is_collected_within_a_grace_window_of_a_start);
 
 /// The race the leases module exists for, made deterministic: the sweeper has doomed a blob; a touch
 /// of it (a `HEAD` before a manifest push) waits until it is gone, so the caller's next check sees it
 /// missing instead of referring to content that disappears.
-#[tokio::test]
-async fn a_touch_of_doomed_content_waits_until_it_is_gone() {
-    let f = Fixture::new(true).await;
+async fn a_touch_of_doomed_content_waits_until_it_is_gone(backend: &str) {
+    let f = Fixture::new(backend, true).await;
     let b = f.blob("r", b"doomed").await;
     let since = wharf_model::clock::unix_now() + 1;
     assert!(f.leases.doom(&b, since));
@@ -270,12 +272,12 @@ async fn a_touch_of_doomed_content_waits_until_it_is_gone() {
     f.leases.touch(std::slice::from_ref(&c)).await;
     assert!(!f.leases.doom(&c, wharf_model::clock::unix_now()));
 }
+crate::each_backend!(a_touch_of_doomed_content_waits_until_it_is_gone);
 
 /// Content committed after the collector listed the store is never among what it removes: the commit
 /// touched it (through `Touching`) before it existed.
-#[tokio::test]
-async fn content_written_during_a_collection_is_kept() {
-    let f = Fixture::new(true).await;
+async fn content_written_during_a_collection_is_kept(backend: &str) {
+    let f = Fixture::new(backend, true).await;
     let touching = crate::lease::Touching::wrap(f.store.clone(), f.leases.clone());
     let gc = f.collector(3600);
     for i in 0..50u8 {
@@ -287,12 +289,12 @@ async fn content_written_during_a_collection_is_kept() {
         assert!(f.stored(&d).await, "round {i}: a fresh write was collected");
     }
 }
+crate::each_backend!(content_written_during_a_collection_is_kept);
 
 /// `wharf images`: one row per tag (two tags, one image ID), the size counts each blob once, and an
 /// untagged image is listed only as dangling.
-#[tokio::test]
-async fn images_lists_tags_and_dangling_images() {
-    let f = Fixture::new(true).await;
+async fn images_lists_tags_and_dangling_images(backend: &str) {
+    let f = Fixture::new(backend, true).await;
     let base = f.blob("team/a", b"base").await;
     let config = br#"{"os":"linux","architecture":"arm64"}"#;
     let cfg = f.blob("team/a", config).await;
@@ -330,3 +332,4 @@ async fn images_lists_tags_and_dangling_images() {
     assert_eq!(dangling[0].digest, other);
     assert_eq!(dangling[0].tag, None);
 }
+crate::each_backend!(images_lists_tags_and_dangling_images);

@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::meta::tests::open_on;
 
 fn d(n: u8) -> Digest {
     Digest::sha256_of(&[n])
@@ -8,10 +9,8 @@ fn d(n: u8) -> Digest {
 
 /// A lease is data in the metadata store: a restarted server (a new `Leases` over the same store)
 /// still honours a live one, and forgets an expired one.
-#[tokio::test]
-async fn leases_outlive_the_process_until_they_expire() {
-    let dir = tempfile::tempdir().unwrap();
-    let meta = Meta::open(&dir.path().join("meta.redb")).unwrap();
+async fn leases_outlive_the_process_until_they_expire(backend: &str) {
+    let (_held, meta) = open_on(backend).await;
     let leases = Leases::new(meta.clone());
     let live = leases
         .acquire("push team/app", Duration::from_secs(600))
@@ -51,12 +50,11 @@ async fn leases_outlive_the_process_until_they_expire() {
     assert!(again.list().is_empty());
     assert!(meta.leases().await.unwrap().is_empty());
 }
+crate::each_backend!(leases_outlive_the_process_until_they_expire);
 
 /// Expiry in a running process: `expire` drops what is past its time and unprotects its digests.
-#[tokio::test]
-async fn expired_leases_stop_protecting() {
-    let dir = tempfile::tempdir().unwrap();
-    let meta = Meta::open(&dir.path().join("meta.redb")).unwrap();
+async fn expired_leases_stop_protecting(backend: &str) {
+    let (_held, meta) = open_on(backend).await;
     let leases = Leases::load_offline(meta).await.unwrap();
     let l = leases.acquire("x", Duration::from_secs(1)).await.unwrap();
     l.protect(&[d(7)]).await.unwrap();
@@ -67,14 +65,13 @@ async fn expired_leases_stop_protecting() {
     assert!(!leases.protected(&d(7), now() + 10));
     assert!(leases.doom(&d(7), now() + 10));
 }
+crate::each_backend!(expired_leases_stop_protecting);
 
 /// A released lease hands its content to the grace window in the same step: a sweep whose cutoff
 /// is before the release (its snapshot predates the tag that now holds the content) cannot doom it.
 /// A push delivery releases its lease right after recording the local tag.
-#[tokio::test]
-async fn a_released_lease_leaves_its_content_touched() {
-    let dir = tempfile::tempdir().unwrap();
-    let meta = Meta::open(&dir.path().join("meta.redb")).unwrap();
+async fn a_released_lease_leaves_its_content_touched(backend: &str) {
+    let (_held, meta) = open_on(backend).await;
     let leases = Leases::load_offline(meta).await.unwrap();
     let l = leases
         .acquire("push", Duration::from_secs(600))
@@ -88,13 +85,12 @@ async fn a_released_lease_leaves_its_content_touched() {
     // Once the grace window has passed the release, it goes.
     assert!(leases.doom(&d(8), now() + 1));
 }
+crate::each_backend!(a_released_lease_leaves_its_content_touched);
 
 /// Touches are forgotten once older than the grace window even when no collection runs: the map of
 /// touches stays bounded by what was used within the window.
-#[tokio::test]
-async fn old_touches_are_forgotten_without_a_collection() {
-    let dir = tempfile::tempdir().unwrap();
-    let meta = Meta::open(&dir.path().join("meta.redb")).unwrap();
+async fn old_touches_are_forgotten_without_a_collection(backend: &str) {
+    let (_held, meta) = open_on(backend).await;
     let leases = Leases::load_offline(meta).await.unwrap();
     leases.set_grace(0);
     let many: Vec<Digest> = (0..=PRUNE_ABOVE as u32)
@@ -110,13 +106,12 @@ async fn old_touches_are_forgotten_without_a_collection() {
     leases.touch(&[d(1)]).await;
     assert_eq!(leases.lock().touched.len(), 1, "older touches forgotten");
 }
+crate::each_backend!(old_touches_are_forgotten_without_a_collection);
 
 /// A lease can carry labels and protect ingests (writes in progress) from the upload purge, and the
 /// record says so after a restart.
-#[tokio::test]
-async fn labels_and_ingests_are_part_of_the_record() {
-    let dir = tempfile::tempdir().unwrap();
-    let meta = Meta::open(&dir.path().join("meta.redb")).unwrap();
+async fn labels_and_ingests_are_part_of_the_record(backend: &str) {
+    let (_held, meta) = open_on(backend).await;
     let leases = Leases::new(meta.clone());
     let l = leases
         .acquire_labelled(
@@ -142,3 +137,4 @@ async fn labels_and_ingests_are_part_of_the_record() {
     l.release().await.unwrap();
     assert!(!leases.protects_ingest("abc"));
 }
+crate::each_backend!(labels_and_ingests_are_part_of_the_record);

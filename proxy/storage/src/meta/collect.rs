@@ -7,8 +7,8 @@ use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::db::{
-    Known, ManifestRecord, Meta, MetaError, BLOBS, MANIFESTS, MIRROR_REFERRERS, REFERRERS,
-    REWRITES, TAGS,
+    Known, ManifestRecord, Meta, MetaError, ReadCache, BLOBS, MANIFESTS, MIRROR_REFERRERS,
+    REFERRERS, REWRITES, TAGS,
 };
 use super::usage::{self, LastUse, LAST_USE};
 use wharf_model::digest::Digest;
@@ -64,6 +64,12 @@ impl Meta {
     /// commit (an upload, a tag), and what a dead process leased is protected by the restart's grace
     /// window anyway; a lease costs no fsync.
     pub async fn put_lease(&self, id: &str, rec: &LeaseRecord) -> Result<(), MetaError> {
+        if self.pg().is_some() {
+            let (id, rec) = (id.to_owned(), rec.clone());
+            return self
+                .pg_write(move |pg, _| async move { pg.put_lease(&id, &rec).await })
+                .await;
+        }
         let (id, v) = (id.to_owned(), serde_json::to_vec(rec)?);
         self.run(move |db| {
             let mut tx = db.begin_write()?;
@@ -77,6 +83,11 @@ impl Meta {
 
     pub async fn delete_lease(&self, id: &str) -> Result<(), MetaError> {
         let id = id.to_owned();
+        if self.pg().is_some() {
+            return self
+                .pg_write(move |pg, _| async move { pg.delete_lease(&id).await })
+                .await;
+        }
         self.run(move |db| {
             let mut tx = db.begin_write()?;
             tx.set_durability(Durability::None)?;
@@ -88,6 +99,9 @@ impl Meta {
     }
 
     pub async fn leases(&self) -> Result<Vec<(String, LeaseRecord)>, MetaError> {
+        if let Some(pg) = self.pg() {
+            return pg.leases().await;
+        }
         self.run(|db| {
             let t = db.begin_read()?.open_table(LEASES)?;
             let mut out = Vec::new();
@@ -103,6 +117,9 @@ impl Meta {
     /// Tags, manifest records, referrer, rewrite and mirror-referrer edges, and last-use times, as of
     /// one moment (with the uses noted since the last flush).
     pub async fn snapshot(&self) -> Result<Snapshot, MetaError> {
+        if let Some(pg) = self.pg() {
+            return pg.snapshot(&self.uses).await;
+        }
         let pending = self.uses.clone();
         self.run(move |db| {
             let tx = db.begin_read()?;
@@ -150,6 +167,9 @@ impl Meta {
 
     /// Every (repository, manifest digest) recorded.
     pub async fn manifest_repos(&self) -> Result<Vec<(String, Digest)>, MetaError> {
+        if let Some(pg) = self.pg() {
+            return pg.manifest_repos().await;
+        }
         self.run(|db| {
             let t = db.begin_read()?.open_table(MANIFESTS)?;
             let mut out = Vec::new();
@@ -172,6 +192,21 @@ impl Meta {
     pub async fn forget(&self, gone: HashSet<Digest>) -> Result<Forgotten, MetaError> {
         if gone.is_empty() {
             return Ok(Forgotten::default());
+        }
+        if self.pg().is_some() {
+            return self
+                .pg_write(move |pg, cache| async move {
+                    let stamp = cache.stamp();
+                    let names: Vec<String> = gone.iter().map(|d| d.to_string()).collect();
+                    let removed = pg.forget(&names).await?;
+                    let out = Forgotten {
+                        blob_links: removed.blobs.len(),
+                        manifest_records: removed.manifests.len(),
+                    };
+                    forgotten(&cache, stamp, removed.blobs, removed.manifests);
+                    Ok(out)
+                })
+                .await;
         }
         self.run_write(move |db, cache| {
             let names: HashSet<String> = gone.iter().map(|d| d.to_string()).collect();
@@ -273,21 +308,32 @@ impl Meta {
             tx.commit()?;
             out.blob_links = blob_keys.len();
             out.manifest_records = manifest_keys.len();
-            for (r, _) in blob_keys.iter().chain(&manifest_keys) {
-                cache.repos.insert(r.clone(), Known::Unsure);
-            }
-            for (r, d) in blob_keys {
-                if let Ok(d) = d.parse() {
-                    cache.blobs.insert((r, d), None);
-                }
-            }
-            for (r, d) in manifest_keys {
-                if let Ok(d) = d.parse() {
-                    cache.manifests.insert((r, d), None);
-                }
-            }
+            forgotten(cache, cache.stamp(), blob_keys, manifest_keys);
             Ok(out)
         })
         .await
+    }
+}
+
+/// After `forget` committed (`stamp` taken before it began): what the read cache holds of the removed
+/// links and records goes.
+pub(super) fn forgotten(
+    cache: &ReadCache,
+    stamp: Option<u64>,
+    blobs: Vec<(String, String)>,
+    manifests: Vec<(String, String)>,
+) {
+    for (r, _) in blobs.iter().chain(&manifests) {
+        cache.repos.insert(r.clone(), Known::Unsure);
+    }
+    for (r, d) in blobs {
+        if let Ok(d) = d.parse() {
+            cache.put(&cache.blobs, stamp, (r, d), None);
+        }
+    }
+    for (r, d) in manifests {
+        if let Ok(d) = d.parse() {
+            cache.put(&cache.manifests, stamp, (r, d), None);
+        }
     }
 }

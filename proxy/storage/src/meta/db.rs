@@ -224,6 +224,39 @@ impl ReadCache {
         m.entry(k).or_insert(v).clone()
     }
 
+    /// After a commit on a shared database, with `stamp` taken before its transaction: sets `k` to what
+    /// the writer wrote. Unless a notification came in since (or the listener is down): then another
+    /// process may have committed over it after this write, and its notification may already be
+    /// handled, so which value is newer is unknown here. The entry is dropped instead; the next read
+    /// fetches it. Checked again after the insert, for a notification handled in between.
+    pub(super) fn put<K: Eq + std::hash::Hash + Clone, V>(
+        &self,
+        m: &DashMap<K, V>,
+        stamp: Option<u64>,
+        k: K,
+        v: V,
+    ) {
+        if stamp.is_some() && stamp == self.stamp() {
+            m.insert(k.clone(), v);
+            if stamp == self.stamp() {
+                return;
+            }
+        }
+        m.remove(&k);
+    }
+
+    /// `exists` after a commit on a shared database, as `put` guards its entries: another process may
+    /// have removed what this write added.
+    pub(super) fn exists_since(&self, stamp: Option<u64>, repo: &str) {
+        if stamp.is_some() && stamp == self.stamp() {
+            self.exists(repo);
+            if stamp == self.stamp() {
+                return;
+            }
+        }
+        self.repos.remove(repo);
+    }
+
     /// Another process changed `repo` (a notification from the shared database): what is cached of
     /// it may be stale. Forgotten, and readers in flight are told not to cache what they read.
     pub(super) fn invalidate(&self, kind: Invalidate, repo: &str, key: &str) {

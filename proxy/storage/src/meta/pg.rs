@@ -23,12 +23,33 @@ mod sent;
 mod stats;
 mod usage;
 
+pub(super) use repos::PutRows;
+pub(super) use usage::recorded as recorded_uses;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures::StreamExt;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// TLS for connections whose URL asks for it (`sslmode=require`; the default `prefer` uses it when
+/// the server offers it), verified against the Mozilla roots (webpki-roots), on ring like every other
+/// TLS client in wharf.
+fn tls() -> MakeRustlsConnect {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    MakeRustlsConnect::new(config)
+}
 
 use super::db::{Backend, Invalidate, Meta, MetaError, ReadCache};
 
@@ -85,7 +106,7 @@ pub async fn probe(url: &str) -> Result<(), MetaError> {
     }
     let endpoint = endpoint_of(&cfg);
     let (client, conn) = cfg
-        .connect(NoTls)
+        .connect(tls())
         .await
         .map_err(|e| classify(&endpoint, e))?;
     let driver = tokio::spawn(conn);
@@ -130,7 +151,7 @@ impl Meta {
         let endpoint = endpoint_of(&cfg);
         let mgr = Manager::from_config(
             cfg.clone(),
-            NoTls,
+            tls(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -300,7 +321,7 @@ async fn listen_once(
     cfg: &tokio_postgres::Config,
     cache: &Arc<ReadCache>,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut conn) = cfg.connect(NoTls).await?;
+    let (client, mut conn) = cfg.connect(tls()).await?;
     let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
     let handle = |m: AsyncMessage| {
         if let AsyncMessage::Notification(n) = m {

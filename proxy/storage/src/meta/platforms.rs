@@ -24,6 +24,14 @@ impl Meta {
         children: Vec<Digest>,
     ) -> Result<(), MetaError> {
         let (r, i) = (repo.to_owned(), index.to_string());
+        if self.pg().is_some() {
+            let children = sorted_names(&children);
+            return self
+                .pg_write(
+                    move |pg, _| async move { pg.record_index_children(&r, &i, &children).await },
+                )
+                .await;
+        }
         self.run(move |db| {
             let tx = db.begin_write()?;
             {
@@ -45,6 +53,10 @@ impl Meta {
         child: &Digest,
     ) -> Result<Option<Digest>, MetaError> {
         let (r, c) = (repo.to_owned(), child.to_string());
+        if let Some(pg) = self.pg() {
+            // A record this module wrote holds a valid digest; anything else reads as absent.
+            return Ok(pg.index_listing(&r, &c).await?.and_then(|v| v.parse().ok()));
+        }
         self.run(move |db| {
             let t = db.begin_read()?.open_table(INDEX_CHILDREN)?;
             let v = t.get((r.as_str(), c.as_str()))?;
@@ -62,6 +74,12 @@ impl Meta {
         blobs: Vec<Digest>,
     ) -> Result<(), MetaError> {
         let (r, m) = (repo.to_owned(), manifest.to_string());
+        if self.pg().is_some() {
+            let blobs = sorted_names(&blobs);
+            return self
+                .pg_write(move |pg, _| async move { pg.allow_blobs(&r, &m, &blobs).await })
+                .await;
+        }
         self.run(move |db| {
             let tx = db.begin_write()?;
             {
@@ -79,10 +97,19 @@ impl Meta {
     /// Whether a kept manifest of `repo` references `blob`.
     pub async fn blob_allowed(&self, repo: &str, blob: &Digest) -> Result<bool, MetaError> {
         let (r, b) = (repo.to_owned(), blob.to_string());
+        if let Some(pg) = self.pg() {
+            return pg.blob_allowed(&r, &b).await;
+        }
         self.run(move |db| {
             let t = db.begin_read()?.open_table(KEPT_BLOBS)?;
             Ok(t.get((r.as_str(), b.as_str()))?.is_some())
         })
         .await
     }
+}
+
+/// Digests as the Postgres statements take them: sorted, each once (`pg/platforms.rs`).
+fn sorted_names(ds: &[Digest]) -> Vec<String> {
+    let set: std::collections::BTreeSet<String> = ds.iter().map(Digest::to_string).collect();
+    set.into_iter().collect()
 }

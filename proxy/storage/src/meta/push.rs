@@ -90,6 +90,12 @@ pub(super) const DELIVERED_BLOBS: TableDefinition<(&str, &str), &str> =
 impl Meta {
     /// Adds a delivery to the journal, durably, and returns its id (the next in push order).
     pub async fn create_delivery(&self, rec: &Delivery) -> Result<u64, MetaError> {
+        if self.pg().is_some() {
+            let rec = rec.clone();
+            return self
+                .pg_write(move |pg, _| async move { pg.create_delivery(&rec).await })
+                .await;
+        }
         let v = serde_json::to_vec(rec)?;
         self.run(move |db| {
             let tx = db.begin_write()?;
@@ -107,6 +113,12 @@ impl Meta {
 
     /// Replaces a delivery's record, durably.
     pub async fn put_delivery(&self, id: u64, rec: &Delivery) -> Result<(), MetaError> {
+        if self.pg().is_some() {
+            let rec = rec.clone();
+            return self
+                .pg_write(move |pg, _| async move { pg.put_delivery(id, &rec).await })
+                .await;
+        }
         let v = serde_json::to_vec(rec)?;
         self.run(move |db| {
             let tx = db.begin_write()?;
@@ -118,6 +130,11 @@ impl Meta {
     }
 
     pub async fn delete_delivery(&self, id: u64) -> Result<bool, MetaError> {
+        if self.pg().is_some() {
+            return self
+                .pg_write(move |pg, _| async move { pg.delete_delivery(id).await })
+                .await;
+        }
         self.run(move |db| {
             let tx = db.begin_write()?;
             let gone = tx.open_table(JOURNAL)?.remove(id)?.is_some();
@@ -129,6 +146,9 @@ impl Meta {
 
     /// Every delivery, in push order.
     pub async fn deliveries(&self) -> Result<Vec<(u64, Delivery)>, MetaError> {
+        if let Some(pg) = self.pg() {
+            return pg.deliveries().await;
+        }
         self.run(|db| {
             let t = db.begin_read()?.open_table(JOURNAL)?;
             let mut out = Vec::new();
@@ -142,6 +162,9 @@ impl Meta {
     }
 
     pub async fn delivery(&self, id: u64) -> Result<Option<Delivery>, MetaError> {
+        if let Some(pg) = self.pg() {
+            return pg.delivery(id).await;
+        }
         self.run(move |db| {
             let t = db.begin_read()?.open_table(JOURNAL)?;
             let v = t.get(id)?;
@@ -162,6 +185,11 @@ impl Meta {
         repo: &str,
     ) -> Result<(), MetaError> {
         let (e, d, r) = (endpoint.to_owned(), d.to_string(), repo.to_owned());
+        if self.pg().is_some() {
+            return self
+                .pg_write(move |pg, _| async move { pg.record_delivered_blob(&e, &d, &r).await })
+                .await;
+        }
         self.run(move |db| {
             let mut tx = db.begin_write()?;
             tx.set_durability(Durability::None)?;
@@ -180,6 +208,9 @@ impl Meta {
         d: &Digest,
     ) -> Result<Option<String>, MetaError> {
         let (e, d) = (endpoint.to_owned(), d.to_string());
+        if let Some(pg) = self.pg() {
+            return pg.delivered_blob(&e, &d).await;
+        }
         self.run(move |db| {
             let t = db.begin_read()?.open_table(DELIVERED_BLOBS)?;
             let v = t.get((e.as_str(), d.as_str()))?;

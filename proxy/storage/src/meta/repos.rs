@@ -9,6 +9,7 @@ use super::db::{
     Known, ManifestRecord, Meta, MetaError, UploadRecord, BLOBS, MANIFESTS, MIRROR_REFERRERS,
     REFERRERS, REWRITES, TAGS, TAG_CHECKED, UPLOADS,
 };
+use super::pg::PutRows;
 use super::{sent, usage};
 use wharf_model::digest::Digest;
 use wharf_model::manifest::Descriptor;
@@ -30,9 +31,10 @@ impl Meta {
         if self.pg().is_some() {
             return self
                 .pg_write(move |pg, cache| async move {
+                    let stamp = cache.stamp();
                     pg.link_blob(&r, &d.to_string(), size).await?;
-                    cache.exists(&r);
-                    cache.blobs.insert((r, d), Some(size));
+                    cache.exists_since(stamp, &r);
+                    cache.put(&cache.blobs, stamp, (r, d), Some(size));
                     Ok(())
                 })
                 .await;
@@ -72,6 +74,17 @@ impl Meta {
 
     pub async fn unlink_blob(&self, repo: &str, digest: &Digest) -> Result<bool, MetaError> {
         let (r, d) = (repo.to_owned(), digest.clone());
+        if self.pg().is_some() {
+            return self
+                .pg_write(move |pg, cache| async move {
+                    let stamp = cache.stamp();
+                    let removed = pg.unlink_blob(&r, &d.to_string()).await?;
+                    cache.repos.insert(r.clone(), Known::Unsure);
+                    cache.put(&cache.blobs, stamp, (r, d), None);
+                    Ok(removed)
+                })
+                .await;
+        }
         self.run_write(move |db, cache| {
             let tx = db.begin_write()?;
             let removed = tx
@@ -93,6 +106,9 @@ impl Meta {
         blobs: Vec<Digest>,
         manifests: Vec<Digest>,
     ) -> Result<Vec<Digest>, MetaError> {
+        if let Some(pg) = self.pg() {
+            return pg.missing(repo, blobs, manifests).await;
+        }
         let repo = repo.to_owned();
         self.run(move |db| {
             let tx = db.begin_read()?;
@@ -136,6 +152,34 @@ impl Meta {
         let repo = put.repo.to_owned();
         let digest = put.digest.clone();
         let tag = put.tag.map(str::to_owned);
+        if self.pg().is_some() {
+            let record = put.record;
+            let referrer = match (&record.subject, put.referrer) {
+                (Some(s), Some(r)) => Some((s.to_string(), r)),
+                _ => None,
+            };
+            return self
+                .pg_write(move |pg, cache| async move {
+                    let stamp = cache.stamp();
+                    pg.put_manifest(PutRows {
+                        repo: &repo,
+                        digest: &digest.to_string(),
+                        record: &record,
+                        tag: tag.as_deref(),
+                        referrer: referrer.as_ref().map(|(s, r)| (s.clone(), r)),
+                        sent_by: sent_by.as_deref(),
+                    })
+                    .await?;
+                    cache.exists_since(stamp, &repo);
+                    if let Some(tag) = tag {
+                        let key = (repo.clone(), tag);
+                        cache.put(&cache.tags, stamp, key, Some(digest.clone()));
+                    }
+                    cache.put(&cache.manifests, stamp, (repo, digest), Some(record));
+                    Ok(())
+                })
+                .await;
+        }
         let encoded = serde_json::to_vec(&put.record)?;
         let record = put.record;
         let referrer = match (&record.subject, &put.referrer) {
@@ -183,13 +227,17 @@ impl Meta {
         }
         let stamp = self.cache.stamp();
         let (r, d) = (repo.to_owned(), digest.to_string());
-        let v = self
-            .run(move |db| {
-                let t = db.begin_read()?.open_table(MANIFESTS)?;
-                let v = t.get((r.as_str(), d.as_str()))?;
-                Ok(v.map(|v| serde_json::from_slice(v.value())).transpose()?)
-            })
-            .await?;
+        let v = match self.pg() {
+            Some(pg) => pg.manifest(&r, &d).await?,
+            None => {
+                self.run(move |db| {
+                    let t = db.begin_read()?.open_table(MANIFESTS)?;
+                    let v = t.get((r.as_str(), d.as_str()))?;
+                    Ok(v.map(|v| serde_json::from_slice(v.value())).transpose()?)
+                })
+                .await?
+            }
+        };
         Ok(self.cache.fill(&self.cache.manifests, stamp, key, v))
     }
 
@@ -218,6 +266,22 @@ impl Meta {
     /// whether it was there. The bytes stay in the content store for the collector.
     pub async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<bool, MetaError> {
         let (repo, digest) = (repo.to_owned(), digest.clone());
+        if self.pg().is_some() {
+            return self
+                .pg_write(move |pg, cache| async move {
+                    let stamp = cache.stamp();
+                    let Some(doomed) = pg.delete_manifest(&repo, &digest.to_string()).await? else {
+                        return Ok(false);
+                    };
+                    cache.repos.insert(repo.clone(), Known::Unsure);
+                    for t in doomed {
+                        cache.put(&cache.tags, stamp, (repo.clone(), t), None);
+                    }
+                    cache.put(&cache.manifests, stamp, (repo, digest), None);
+                    Ok(true)
+                })
+                .await;
+        }
         self.run_write(move |db, cache| {
             let d = digest.to_string();
             let tx = db.begin_write()?;
@@ -268,6 +332,17 @@ impl Meta {
 
     pub async fn delete_tag(&self, repo: &str, tag: &str) -> Result<bool, MetaError> {
         let (r, t) = (repo.to_owned(), tag.to_owned());
+        if self.pg().is_some() {
+            return self
+                .pg_write(move |pg, cache| async move {
+                    let stamp = cache.stamp();
+                    let removed = pg.delete_tag(&r, &t).await?;
+                    cache.repos.insert(r.clone(), Known::Unsure);
+                    cache.put(&cache.tags, stamp, (r, t), None);
+                    Ok(removed)
+                })
+                .await;
+        }
         self.run_write(move |db, cache| {
             let tx = db.begin_write()?;
             let removed = tx
@@ -291,6 +366,9 @@ impl Meta {
         last: Option<&str>,
         n: usize,
     ) -> Result<(Vec<String>, bool), MetaError> {
+        if let Some(pg) = self.pg() {
+            return pg.tags(repo, last, n).await;
+        }
         let (repo, last) = (repo.to_owned(), last.map(str::to_owned));
         self.run(move |db| {
             let t = db.begin_read()?.open_table(TAGS)?;
@@ -326,25 +404,31 @@ impl Meta {
         let stamp = self.cache.stamp();
         let repo = repo.to_owned();
         let key = repo.clone();
-        let exists = self
-            .run(move |db| {
-                let tx = db.begin_read()?;
-                let first = |r: Option<(String, String)>| r.is_some_and(|(k, _)| k == repo);
-                let tags = tx.open_table(TAGS)?;
-                let manifests = tx.open_table(MANIFESTS)?;
-                let blobs = tx.open_table(BLOBS)?;
-                let probe = |k: (&str, &str)| (k.0.to_owned(), k.1.to_owned());
-                let from = (repo.as_str(), "");
-                Ok(first(next_key(&tags, from, probe)?)
-                    || first(next_key(&manifests, from, probe)?)
-                    || first(next_key(&blobs, from, probe)?))
-            })
-            .await?;
+        let exists = match self.pg() {
+            Some(pg) => pg.repo_exists(&repo).await?,
+            None => self.repo_exists_redb(repo).await?,
+        };
         if known.is_none() {
             let seen = if exists { Known::Exists } else { Known::Absent };
             self.cache.fill(&self.cache.repos, stamp, key, seen);
         }
         Ok(exists)
+    }
+
+    async fn repo_exists_redb(&self, repo: String) -> Result<bool, MetaError> {
+        self.run(move |db| {
+            let tx = db.begin_read()?;
+            let first = |r: Option<(String, String)>| r.is_some_and(|(k, _)| k == repo);
+            let tags = tx.open_table(TAGS)?;
+            let manifests = tx.open_table(MANIFESTS)?;
+            let blobs = tx.open_table(BLOBS)?;
+            let probe = |k: (&str, &str)| (k.0.to_owned(), k.1.to_owned());
+            let from = (repo.as_str(), "");
+            Ok(first(next_key(&tags, from, probe)?)
+                || first(next_key(&manifests, from, probe)?)
+                || first(next_key(&blobs, from, probe)?))
+        })
+        .await
     }
 
     pub async fn referrers(
@@ -353,6 +437,9 @@ impl Meta {
         subject: &Digest,
     ) -> Result<Vec<Descriptor>, MetaError> {
         let (repo, s) = (repo.to_owned(), subject.to_string());
+        if let Some(pg) = self.pg() {
+            return pg.referrers(&repo, &s).await;
+        }
         self.run(move |db| {
             let t = db.begin_read()?.open_table(REFERRERS)?;
             let mut out = Vec::new();
@@ -379,6 +466,25 @@ impl Meta {
         checked: u64,
     ) -> Result<(), MetaError> {
         let (repo, tag, digest) = (repo.to_owned(), tag.to_owned(), digest.clone());
+        if self.pg().is_some() {
+            return self
+                .pg_write(move |pg, cache| async move {
+                    let stamp = cache.stamp();
+                    let d = digest.to_string();
+                    pg.mirror_tag(&repo, &tag, &d, record.as_ref(), checked)
+                        .await?;
+                    cache.exists_since(stamp, &repo);
+                    if let Some(rec) = record {
+                        let key = (repo.clone(), digest.clone());
+                        cache.put(&cache.manifests, stamp, key, Some(rec));
+                    }
+                    let key = (repo.clone(), tag.clone());
+                    cache.put(&cache.tags, stamp, key, Some(digest));
+                    cache.put(&cache.checked, stamp, (repo, tag), Some(checked));
+                    Ok(())
+                })
+                .await;
+        }
         let encoded = record.as_ref().map(serde_json::to_vec).transpose()?;
         self.run_write(move |db, cache| {
             let d = digest.to_string();
@@ -413,12 +519,16 @@ impl Meta {
         }
         let stamp = self.cache.stamp();
         let (r, t) = key.clone();
-        let v = self
-            .run(move |db| {
-                let table = db.begin_read()?.open_table(TAG_CHECKED)?;
-                Ok(table.get((r.as_str(), t.as_str()))?.map(|v| v.value()))
-            })
-            .await?;
+        let v = match self.pg() {
+            Some(pg) => pg.tag_checked(&r, &t).await?,
+            None => {
+                self.run(move |db| {
+                    let table = db.begin_read()?.open_table(TAG_CHECKED)?;
+                    Ok(table.get((r.as_str(), t.as_str()))?.map(|v| v.value()))
+                })
+                .await?
+            }
+        };
         Ok(self.cache.fill(&self.cache.checked, stamp, key, v))
     }
 
@@ -432,6 +542,13 @@ impl Meta {
         checked: u64,
     ) -> Result<(), MetaError> {
         let (r, s, i) = (repo.to_owned(), subject.to_string(), index.to_string());
+        if self.pg().is_some() {
+            return self
+                .pg_write(
+                    move |pg, _| async move { pg.mirror_referrers(&r, &s, &i, checked).await },
+                )
+                .await;
+        }
         self.run(move |db| {
             let tx = db.begin_write()?;
             tx.open_table(MIRROR_REFERRERS)?
@@ -449,6 +566,9 @@ impl Meta {
         subject: &Digest,
     ) -> Result<Option<(Digest, u64)>, MetaError> {
         let (r, s) = (repo.to_owned(), subject.to_string());
+        if let Some(pg) = self.pg() {
+            return pg.mirrored_referrers(&r, &s).await;
+        }
         self.run(move |db| {
             let t = db.begin_read()?.open_table(MIRROR_REFERRERS)?;
             let Some(v) = t.get((r.as_str(), s.as_str()))? else {
@@ -468,6 +588,9 @@ impl Meta {
         key: &str,
     ) -> Result<Option<Digest>, MetaError> {
         let (o, k) = (original.to_string(), key.to_owned());
+        if let Some(pg) = self.pg() {
+            return pg.rewrite_of(&o, &k).await;
+        }
         self.run(move |db| {
             let t = db.begin_read()?.open_table(REWRITES)?;
             let v = t.get((o.as_str(), k.as_str()))?;
@@ -486,6 +609,11 @@ impl Meta {
         rewritten: &Digest,
     ) -> Result<(), MetaError> {
         let (o, k, r) = (original.to_string(), key.to_owned(), rewritten.to_string());
+        if self.pg().is_some() {
+            return self
+                .pg_write(move |pg, _| async move { pg.record_rewrite(&o, &k, &r).await })
+                .await;
+        }
         self.run(move |db| {
             let tx = db.begin_write()?;
             tx.open_table(REWRITES)?
@@ -498,6 +626,11 @@ impl Meta {
 
     pub async fn create_upload(&self, id: &str, rec: UploadRecord) -> Result<(), MetaError> {
         let id = id.to_owned();
+        if self.pg().is_some() {
+            return self
+                .pg_write(move |pg, _| async move { pg.create_upload(&id, &rec).await })
+                .await;
+        }
         let rec = serde_json::to_vec(&rec)?;
         self.run(move |db| {
             let tx = db.begin_write()?;
@@ -510,6 +643,9 @@ impl Meta {
     }
 
     pub async fn upload(&self, id: &str) -> Result<Option<UploadRecord>, MetaError> {
+        if let Some(pg) = self.pg() {
+            return pg.upload(id).await;
+        }
         let id = id.to_owned();
         self.run(move |db| {
             let t = db.begin_read()?.open_table(UPLOADS)?;
@@ -521,6 +657,11 @@ impl Meta {
 
     pub async fn remove_upload(&self, id: &str) -> Result<(), MetaError> {
         let id = id.to_owned();
+        if self.pg().is_some() {
+            return self
+                .pg_write(move |pg, _| async move { pg.remove_upload(&id).await })
+                .await;
+        }
         self.run(move |db| {
             let tx = db.begin_write()?;
             tx.open_table(UPLOADS)?.remove(id.as_str())?;
@@ -531,6 +672,9 @@ impl Meta {
     }
 
     pub async fn uploads(&self) -> Result<Vec<(String, UploadRecord)>, MetaError> {
+        if let Some(pg) = self.pg() {
+            return pg.uploads().await;
+        }
         self.run(move |db| {
             let t = db.begin_read()?.open_table(UPLOADS)?;
             let mut out = Vec::new();

@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::db::{Known, ManifestRecord, Meta, MetaError, BLOBS, MANIFESTS, REFERRERS, TAGS};
+use super::db::{
+    Known, ManifestRecord, Meta, MetaError, ReadCache, BLOBS, MANIFESTS, REFERRERS, TAGS,
+};
 use super::stats::STATUS_RECORDS;
 use wharf_model::digest::Digest;
 
@@ -29,6 +31,9 @@ pub struct Inventory {
 impl Meta {
     /// Blob links, manifest records and tags, in one read transaction.
     pub async fn inventory(&self) -> Result<Inventory, MetaError> {
+        if let Some(pg) = self.pg() {
+            return pg.inventory().await;
+        }
         self.run(|db| {
             let tx = db.begin_read()?;
             let mut inv = Inventory::default();
@@ -62,6 +67,9 @@ impl Meta {
     /// The repositories that link `d` as a blob or record it as a manifest.
     pub async fn holders(&self, d: &Digest) -> Result<BTreeSet<String>, MetaError> {
         let d = d.to_string();
+        if let Some(pg) = self.pg() {
+            return pg.holders(&d).await;
+        }
         self.run(move |db| {
             let tx = db.begin_read()?;
             let mut out = BTreeSet::new();
@@ -91,6 +99,22 @@ impl Meta {
     /// reports it until the image is pushed again.
     pub async fn forget_damaged(&self, d: &Digest) -> Result<BTreeSet<String>, MetaError> {
         let digest = d.clone();
+        if self.pg().is_some() {
+            return self
+                .pg_write(move |pg, cache| async move {
+                    let stamp = cache.stamp();
+                    let (blob_repos, manifest_repos) =
+                        pg.forget_damaged(&digest.to_string()).await?;
+                    Ok(damaged_forgotten(
+                        &cache,
+                        stamp,
+                        &digest,
+                        blob_repos,
+                        manifest_repos,
+                    ))
+                })
+                .await;
+        }
         self.run_write(move |db, cache| {
             let d = digest.to_string();
             let tx = db.begin_write()?;
@@ -137,16 +161,13 @@ impl Meta {
                 }
             }
             tx.commit()?;
-            for r in blob_repos.iter().chain(&manifest_repos) {
-                cache.repos.insert(r.clone(), Known::Unsure);
-            }
-            for r in &blob_repos {
-                cache.blobs.insert((r.clone(), digest.clone()), None);
-            }
-            for r in &manifest_repos {
-                cache.manifests.insert((r.clone(), digest.clone()), None);
-            }
-            Ok(blob_repos.into_iter().chain(manifest_repos).collect())
+            Ok(damaged_forgotten(
+                cache,
+                cache.stamp(),
+                &digest,
+                blob_repos,
+                manifest_repos,
+            ))
         })
         .await
     }
@@ -166,6 +187,12 @@ impl Meta {
 
     /// Records a finished pass and forgets its progress, in one transaction.
     pub async fn scrub_finished<T: Serialize>(&self, last: &T) -> Result<(), MetaError> {
+        if self.pg().is_some() {
+            let v = serde_json::to_value(last)?;
+            return self
+                .pg_write(move |pg, _| async move { pg.scrub_finished(LAST, &v, PROGRESS).await })
+                .await;
+        }
         let v = serde_json::to_vec(last)?;
         self.run(move |db| {
             let tx = db.begin_write()?;
@@ -186,4 +213,25 @@ impl Meta {
     ) -> Result<Option<T>, MetaError> {
         self.status_record(LAST).await
     }
+}
+
+/// After `forget_damaged` committed: what the read cache holds of the removed links and records
+/// goes. Returns the repositories that held `d`.
+pub(super) fn damaged_forgotten(
+    cache: &ReadCache,
+    stamp: Option<u64>,
+    d: &Digest,
+    blob_repos: Vec<String>,
+    manifest_repos: Vec<String>,
+) -> BTreeSet<String> {
+    for r in blob_repos.iter().chain(&manifest_repos) {
+        cache.repos.insert(r.clone(), Known::Unsure);
+    }
+    for r in &blob_repos {
+        cache.put(&cache.blobs, stamp, (r.clone(), d.clone()), None);
+    }
+    for r in &manifest_repos {
+        cache.put(&cache.manifests, stamp, (r.clone(), d.clone()), None);
+    }
+    blob_repos.into_iter().chain(manifest_repos).collect()
 }

@@ -57,6 +57,17 @@ impl Meta {
         size: u64,
     ) -> Result<(), MetaError> {
         let (r, u, d) = (repo.to_owned(), upstream.to_owned(), digest.clone());
+        if self.pg().is_some() {
+            return self
+                .pg_write(move |pg, cache| async move {
+                    let stamp = cache.stamp();
+                    pg.link_sent_blob(&r, &u, &d.to_string(), size).await?;
+                    cache.exists_since(stamp, &r);
+                    cache.put(&cache.blobs, stamp, (r, d), Some(size));
+                    Ok(())
+                })
+                .await;
+        }
         self.run_write(move |db, cache| {
             let name = d.to_string();
             let tx = db.begin_write()?;
@@ -74,6 +85,9 @@ impl Meta {
     /// Whether `upstream` has sent `digest` (through any of its repositories) in bytes that verified.
     pub async fn upstream_sent(&self, upstream: &str, digest: &Digest) -> Result<bool, MetaError> {
         let (u, d) = (upstream.to_owned(), digest.to_string());
+        if let Some(pg) = self.pg() {
+            return pg.upstream_sent(&u, &d).await;
+        }
         self.run(move |db| {
             let t = db.begin_read()?.open_table(UPSTREAM_SENT)?;
             Ok(t.get((d.as_str(), u.as_str()))?.is_some())

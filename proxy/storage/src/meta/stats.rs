@@ -125,6 +125,13 @@ impl Meta {
         thinned_to: u64,
         durable: bool,
     ) -> Result<u64, MetaError> {
+        if self.pg().is_some() {
+            return self
+                .pg_write(move |pg, _| async move {
+                    pg.record_sample(s, keep, thinned_to, durable).await
+                })
+                .await;
+        }
         self.run(move |db| {
             let mut tx = db.begin_write()?;
             if !durable {
@@ -173,6 +180,9 @@ impl Meta {
 
     /// The history kept, oldest first.
     pub async fn samples(&self) -> Result<Vec<Sample>, MetaError> {
+        if let Some(pg) = self.pg() {
+            return pg.samples().await;
+        }
         self.run(|db| {
             let t = db.begin_read()?.open_table(CACHE_SAMPLES)?;
             let mut out = Vec::new();
@@ -187,6 +197,9 @@ impl Meta {
 
     /// The newest sample: the totals the next run counts on from.
     pub async fn last_sample(&self) -> Result<Option<Sample>, MetaError> {
+        if let Some(pg) = self.pg() {
+            return pg.last_sample().await;
+        }
         self.run(|db| {
             let t = db.begin_read()?.open_table(CACHE_SAMPLES)?;
             let last = t.last()?;
@@ -197,15 +210,7 @@ impl Meta {
 
     /// Records the outcome of a collection, durably (a stop right after it must not lose it).
     pub async fn record_gc(&self, gc: &LastGc) -> Result<(), MetaError> {
-        let v = serde_json::to_vec(gc)?;
-        self.run(move |db| {
-            let tx = db.begin_write()?;
-            tx.open_table(STATUS_RECORDS)?
-                .insert(LAST_GC, v.as_slice())?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.put_status_record(LAST_GC, gc).await
     }
 
     /// Records `value` (JSON) under `name` among the status records, durably.
@@ -214,6 +219,12 @@ impl Meta {
         name: &'static str,
         value: &T,
     ) -> Result<(), MetaError> {
+        if self.pg().is_some() {
+            let v = serde_json::to_value(value)?;
+            return self
+                .pg_write(move |pg, _| async move { pg.put_status_record(name, &v).await })
+                .await;
+        }
         let v = serde_json::to_vec(value)?;
         self.run(move |db| {
             let tx = db.begin_write()?;
@@ -229,6 +240,9 @@ impl Meta {
         &self,
         name: &'static str,
     ) -> Result<Option<T>, MetaError> {
+        if let Some(pg) = self.pg() {
+            return pg.status_record(name).await;
+        }
         self.run(move |db| {
             let t = db.begin_read()?.open_table(STATUS_RECORDS)?;
             let v = t.get(name)?;
@@ -238,12 +252,7 @@ impl Meta {
     }
 
     pub async fn last_gc(&self) -> Result<Option<LastGc>, MetaError> {
-        self.run(|db| {
-            let t = db.begin_read()?.open_table(STATUS_RECORDS)?;
-            let v = t.get(LAST_GC)?;
-            Ok(v.map(|v| serde_json::from_slice(v.value())).transpose()?)
-        })
-        .await
+        self.status_record(LAST_GC).await
     }
 }
 
@@ -266,13 +275,8 @@ fn sample(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn open() -> (tempfile::TempDir, std::path::PathBuf, Meta) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("meta.redb");
-        let meta = Meta::open(&path).unwrap();
-        (dir, path, meta)
-    }
+    use crate::meta::tests::Again;
+    use crate::{on_both, on_both_again};
 
     fn at(t: u64, hits: u64) -> Sample {
         Sample {
@@ -301,11 +305,9 @@ mod tests {
         assert!(thinned(&[], Some(3), 20).is_empty());
     }
 
-    /// A sample a second for ten minutes: the last minute at full resolution, one per 20 s before,
-    /// nothing older than five minutes, and the counters of what is kept still read in order.
-    #[tokio::test]
-    async fn history_is_bounded_and_thinned() {
-        let (_dir, _, meta) = open();
+    // A sample a second for ten minutes: the last minute at full resolution, one per 20 s before,
+    // nothing older than five minutes, and the counters of what is kept still read in order.
+    on_both!(history_is_bounded_and_thinned, |meta: Meta| async move {
         let mut thinned_to = 0;
         for t in 1000..1600 {
             thinned_to = meta
@@ -326,46 +328,48 @@ mod tests {
         assert!(coarse.len() <= 300 / 20 + 1, "{coarse:?}");
         assert!(kept.windows(2).all(|w| w[0].totals.hits < w[1].totals.hits));
         assert_eq!(meta.last_sample().await.unwrap(), Some(at(1599, 1599)));
-    }
+    });
 
-    /// A run that stopped with its last minute unthinned: the next run's first write thins it.
-    #[tokio::test]
-    async fn a_restart_thins_what_the_previous_run_left() {
-        let (_dir, path, meta) = open();
-        let mut thinned_to = 0;
-        for t in 1000..1060 {
-            thinned_to = meta
-                .record_sample(at(t, t), SMALL, thinned_to, false)
+    // A run that stopped with its last minute unthinned: the next run's first write thins it.
+    on_both_again!(
+        a_restart_thins_what_the_previous_run_left,
+        |meta: Meta, again: Again| async move {
+            let mut thinned_to = 0;
+            for t in 1000..1060 {
+                thinned_to = meta
+                    .record_sample(at(t, t), SMALL, thinned_to, false)
+                    .await
+                    .unwrap();
+            }
+            meta.record_sample(at(1060, 1060), SMALL, thinned_to, true)
                 .await
                 .unwrap();
+            drop(meta);
+            let meta = again.open().await;
+            assert_eq!(meta.last_sample().await.unwrap(), Some(at(1060, 1060)));
+            meta.record_sample(at(1200, 1061), SMALL, 0, false)
+                .await
+                .unwrap();
+            let times: Vec<u64> = meta.samples().await.unwrap().iter().map(|s| s.at).collect();
+            assert_eq!(times, vec![1000, 1020, 1040, 1060, 1200]);
         }
-        meta.record_sample(at(1060, 1060), SMALL, thinned_to, true)
-            .await
-            .unwrap();
-        drop(meta);
-        let meta = Meta::open(&path).unwrap();
-        assert_eq!(meta.last_sample().await.unwrap(), Some(at(1060, 1060)));
-        meta.record_sample(at(1200, 1061), SMALL, 0, false)
-            .await
-            .unwrap();
-        let times: Vec<u64> = meta.samples().await.unwrap().iter().map(|s| s.at).collect();
-        assert_eq!(times, vec![1000, 1020, 1040, 1060, 1200]);
-    }
+    );
 
-    #[tokio::test]
-    async fn the_last_collection_survives_a_reopen() {
-        let (_dir, path, meta) = open();
-        assert_eq!(meta.last_gc().await.unwrap(), None);
-        let gc = LastGc {
-            started: 42,
-            millis: 7,
-            removed: 3,
-            removed_bytes: 1234,
-            evicted: 1,
-        };
-        meta.record_gc(&gc).await.unwrap();
-        drop(meta);
-        let meta = Meta::open(&path).unwrap();
-        assert_eq!(meta.last_gc().await.unwrap(), Some(gc));
-    }
+    on_both_again!(
+        the_last_collection_survives_a_reopen,
+        |meta: Meta, again: Again| async move {
+            assert_eq!(meta.last_gc().await.unwrap(), None);
+            let gc = LastGc {
+                started: 42,
+                millis: 7,
+                removed: 3,
+                removed_bytes: 1234,
+                evicted: 1,
+            };
+            meta.record_gc(&gc).await.unwrap();
+            drop(meta);
+            let meta = again.open().await;
+            assert_eq!(meta.last_gc().await.unwrap(), Some(gc));
+        }
+    );
 }

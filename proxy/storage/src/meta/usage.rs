@@ -24,6 +24,7 @@ use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 
 use super::db::{Meta, MetaError, TAGS};
 use super::pending::Pending;
+use super::pg::{recorded_uses, Pg};
 use wharf_model::digest::Digest;
 
 /// (repository, tag or digest) → unix seconds of its last use there. A tag never contains `:`, a
@@ -42,7 +43,7 @@ pub(super) use wharf_model::clock::unix_now as now;
 pub struct LastUse(HashMap<String, HashMap<String, u64>>);
 
 impl LastUse {
-    fn merge(&mut self, repo: &str, reference: &str, at: u64) {
+    pub(super) fn merge(&mut self, repo: &str, reference: &str, at: u64) {
         let t = self
             .0
             .entry(repo.to_owned())
@@ -127,6 +128,28 @@ impl Meta {
         if taken.is_empty() {
             return Ok(());
         }
+        if let Some(pg) = self.pg() {
+            let pg = pg.clone();
+            let uses = self.uses.clone();
+            // Its own task, as the redb write's blocking one: a flush that started finishes, or
+            // puts its batch back, even if the caller is dropped.
+            return tokio::spawn(async move {
+                let mut rows: Vec<(&str, &str, i64)> = taken
+                    .iter()
+                    .flat_map(|(repo, refs)| {
+                        refs.iter()
+                            .map(move |(r, at)| (repo.as_str(), r.as_str(), *at as i64))
+                    })
+                    .collect();
+                rows.sort_unstable();
+                let res = pg.flush_uses(&rows).await;
+                if res.is_err() {
+                    uses.put_back(taken);
+                }
+                res
+            })
+            .await?;
+        }
         let uses = self.uses.clone();
         let (db, batch) = (self.redb(), taken);
         let res = tokio::task::spawn_blocking(move || {
@@ -169,12 +192,52 @@ pub(super) fn read(
         let (repo, reference) = k.value();
         out.merge(repo, reference, v.value());
     }
+    merge_pending(&mut out, pending);
+    Ok(out)
+}
+
+/// `read` on Postgres: every use recorded, read inside `tx` (the caller's snapshot), with the uses
+/// not written yet merged in. Its caller in the server is `snapshot` (`collect.rs`), whose Postgres
+/// side is written apart from this file.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(super) async fn read_pg(
+    pg: &Pg,
+    tx: &tokio_postgres::Transaction<'_>,
+    pending: &Pending,
+) -> Result<LastUse, MetaError> {
+    let mut out = LastUse::default();
+    for (repo, reference, at) in recorded_uses(tx).await.map_err(|e| pg.error(e))? {
+        out.merge(&repo, &reference, at);
+    }
+    merge_pending(&mut out, pending);
+    Ok(out)
+}
+
+fn merge_pending(out: &mut LastUse, pending: &Pending) {
     for e in pending.0.iter() {
         for (reference, at) in e.value() {
             out.merge(e.key(), reference, *at);
         }
     }
-    Ok(out)
+}
+
+#[cfg(test)]
+impl Meta {
+    /// Every last use as `snapshot` reads it, on either backend.
+    pub(super) async fn last_use(&self) -> Result<LastUse, MetaError> {
+        let Some(pg) = self.pg() else {
+            let pending = self.uses.clone();
+            return self
+                .run(move |db| {
+                    use redb::ReadableDatabase;
+                    read(&db.begin_read()?.open_table(LAST_USE)?, &pending)
+                })
+                .await;
+        };
+        let mut c = pg.client().await?;
+        let tx = c.transaction().await.map_err(|e| pg.error(e))?;
+        read_pg(pg, &tx, &self.uses).await
+    }
 }
 
 /// Records a push of `repo:tag` now, in the transaction that sets the tag.

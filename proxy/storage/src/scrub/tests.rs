@@ -1,4 +1,5 @@
 use super::*;
+use crate::meta::tests::{open_on, Held};
 use crate::meta::{ManifestPut, ManifestRecord};
 use crate::store::FsStore;
 
@@ -93,22 +94,24 @@ fn missing_children_count_for_pushed_manifests_only() {
     assert!(referring(&inv, &children, &d(99)).is_empty());
 }
 
-/// A small registry on disk.
+/// A small registry: content in an `FsStore` (in `dir`), records in `Meta` on `backend`.
 struct Fixture {
     dir: tempfile::TempDir,
+    _held: Held,
     meta: Meta,
     store: Arc<dyn ContentStore>,
     leases: Leases,
 }
 
 impl Fixture {
-    async fn new() -> Fixture {
+    async fn new(backend: &str) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let meta = Meta::open(&dir.path().join("meta.redb")).unwrap();
+        let (held, meta) = open_on(backend).await;
         let store: Arc<dyn ContentStore> = Arc::new(FsStore::open(dir.path()).unwrap());
         let leases = Leases::load_offline(meta.clone()).await.unwrap();
         Fixture {
             dir,
+            _held: held,
             meta,
             store,
             leases,
@@ -165,9 +168,8 @@ impl Fixture {
 /// hold it, moved to quarantine/ and out of the store (no cache serves it: not even the small
 /// content cache that had read it before), and its records are dropped, so it reads as absent;
 /// content next to it is untouched.
-#[tokio::test]
-async fn rotten_content_is_quarantined_and_reads_as_absent() {
-    let f = Fixture::new().await;
+async fn rotten_content_is_quarantined_and_reads_as_absent(backend: &str) {
+    let f = Fixture::new(backend).await;
     let good = f.blob("team/app", &[7u8; 4096]).await;
     let bytes: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
     let rotten = f.blob("team/app", &bytes).await;
@@ -210,12 +212,12 @@ async fn rotten_content_is_quarantined_and_reads_as_absent() {
     assert_eq!(last.verified, 2);
     assert_eq!(last.damaged, 0);
 }
+crate::each_backend!(rotten_content_is_quarantined_and_reads_as_absent);
 
 /// Proves: a pass that stopped goes on after the last digest it recorded, verifying only the rest,
 /// and its report counts the whole pass, what the stopped part found included.
-#[tokio::test]
-async fn a_stopped_pass_goes_on_from_its_recorded_progress() {
-    let f = Fixture::new().await;
+async fn a_stopped_pass_goes_on_from_its_recorded_progress(backend: &str) {
+    let f = Fixture::new(backend).await;
     let mut all = Vec::new();
     for n in 0..6u8 {
         all.push(f.blob("team/app", &[n; 1000]).await);
@@ -258,12 +260,12 @@ async fn a_stopped_pass_goes_on_from_its_recorded_progress() {
     let found: Vec<&Digest> = next.damaged.iter().map(|x| &x.digest).collect();
     assert_eq!(found, vec![&all[0], &all[1]]);
 }
+crate::each_backend!(a_stopped_pass_goes_on_from_its_recorded_progress);
 
 /// Proves: a manifest pushed here whose child is gone, and a link whose file is gone, are reported;
 /// the same manifest in a mirror's cache repository is not missing anything.
-#[tokio::test]
-async fn missing_files_are_reported_against_their_records() {
-    let f = Fixture::new().await;
+async fn missing_files_are_reported_against_their_records(backend: &str) {
+    let f = Fixture::new(backend).await;
     let layer = f.blob("team/app", b"layer").await;
     let config = f.blob("team/app", b"{}").await;
     let desc = |dg: &Digest, n: usize| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": dg.to_string(), "size": n});
@@ -315,3 +317,4 @@ async fn missing_files_are_reported_against_their_records() {
     let last: LastScrub = f.meta.last_scrub().await.unwrap().unwrap();
     assert_eq!((last.missing_content, last.missing_children), (1, 1));
 }
+crate::each_backend!(missing_files_are_reported_against_their_records);
