@@ -131,8 +131,7 @@ impl Report {
         if !damaged.is_empty() {
             let names: Vec<String> = damaged.iter().map(|d| d.digest.to_string()).collect();
             why.push(format!(
-                "{} in --from do not match their digests and were not copied: {}",
-                plural(damaged.len() as u64, "blob"),
+                "not copied, as their bytes in --from do not match their digests: {}",
                 names.join(", ")
             ));
         }
@@ -257,8 +256,8 @@ pub async fn copy(from: Side<'_>, to: Side<'_>) -> Result<Report, CopyError> {
         .collect();
     if !not_copied.is_empty() {
         report.metadata.skipped = Some(format!(
-            "--from's records name {} that did not arrive ({}), and records must never name \
-             content the destination lacks",
+            "its records name {} that did not arrive ({}), and the destination's records must \
+             never name content it lacks",
             plural(not_copied.len() as u64, "blob"),
             not_copied.into_iter().collect::<Vec<_>>().join(", ")
         ));

@@ -40,5 +40,6 @@ mod retag;
 mod shared_backends;
 mod skopeo_roundtrip;
 mod status_page;
+mod storage_copy;
 mod test_runner;
 mod tls_listener;
