@@ -21,6 +21,17 @@ if [ "$#" -eq 0 ] && [ "$(id -u)" -ne 0 ]; then
     echo "tests/setup.sh: note: the containerd and Docker daemon end-to-end tests need root and fail without it" >&2
 fi
 
+# Garage (S3-compatible object storage) for the S3 content store's tests (wharf-test-servers'
+# `Garage`): Debian does not package it, so it is built once from crates.io into the tools
+# directory (~12 min on 2 cores), unless WHARF_GARAGE names a binary already.
+if [ "$#" -eq 0 ] && [ -z "${WHARF_GARAGE:-}" ]; then
+    garage_root="${WHARF_TOOLS_DIR:-$HOME/.cache/wharf-tools}/garage"
+    if [ ! -x "$garage_root/bin/garage" ]; then
+        echo "tests/setup.sh: building garage 2.x into $garage_root (once, ~12 min)" >&2
+        cargo install --locked --quiet garage --version '^2' --root "$garage_root"
+    fi
+fi
+
 missing=()
 for pkg in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
