@@ -14,6 +14,7 @@ pub mod fs;
 mod hashing;
 mod pace;
 mod roles;
+pub mod s3;
 
 pub use fs::FsStore;
 pub use pace::Pace;
@@ -21,6 +22,7 @@ pub use roles::{
     Blob, BlobSource, BlobWriter, ContentStore, IngestInfo, IngestRef, Ingester, Provider,
     Rehashed, StoreError, StoredCopy, Sweeper, Verifier,
 };
+pub use s3::{S3Settings, S3Store};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
