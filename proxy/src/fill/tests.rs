@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 
 use super::*;
 use wharf_model::config::UpstreamConfig;
-use wharf_storage::store::FsStore;
+use wharf_storage::store::{FsStore, Ingester, Provider};
 
 #[derive(Clone, Copy)]
 enum Behaviour {
@@ -104,12 +104,15 @@ struct Setup {
 }
 
 async fn setup(endpoint: String) -> Setup {
+    setup_on(endpoint, None).await
+}
+
+/// Fills into `store`, or an `FsStore` in the setup's directory.
+async fn setup_on(endpoint: String, store: Option<Arc<dyn ContentStore>>) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let meta = Meta::open(&dir.path().join("meta.redb")).unwrap();
-    let store = Touching::wrap(
-        Arc::new(FsStore::open(dir.path()).unwrap()),
-        Leases::new(meta.clone()),
-    );
+    let store = store.unwrap_or_else(|| Arc::new(FsStore::open(dir.path()).unwrap()));
+    let store = Touching::wrap(store, Leases::new(meta.clone()));
     let mut cfg = UpstreamConfig::docker_hub();
     cfg.host = "test-upstream".into();
     cfg.endpoint = endpoint;
@@ -339,4 +342,50 @@ async fn a_fill_of_known_size_stops_at_more() {
             "no partial left"
         );
     }
+}
+
+/// Proves (issue 26): on the S3 store with no local cache, a fill streams to its readers from the
+/// local spool as before and then goes to the bucket; a reader of the same fill that starts after
+/// the spool is gone reads the blob as it streams from the bucket.
+#[tokio::test]
+async fn on_s3_a_reader_after_the_fill_reads_from_the_bucket() {
+    let garage = tokio::task::spawn_blocking(wharf_test_servers::Garage::start)
+        .await
+        .unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let s3 = wharf_storage::store::S3Store::open(
+        wharf_storage::store::S3Settings {
+            endpoint: garage.endpoint(),
+            bucket: garage.bucket().into(),
+            region: garage.region().into(),
+            prefix: String::new(),
+            access_key_id: garage.access_key_id().into(),
+            secret_access_key: garage.secret_access_key().into(),
+            cache_max_bytes: 0,
+        },
+        local.path(),
+    )
+    .await
+    .unwrap();
+    let (data, gets) = (data(), Arc::new(AtomicUsize::new(0)));
+    let d = Digest::sha256_of(&data);
+    let s = setup_on(
+        serve(data.clone(), Behaviour::Good, gets.clone()).await,
+        Some(Arc::new(s3.clone())),
+    )
+    .await;
+    let fill = s.fill(&d);
+    assert_eq!(read(fill.clone(), s.store.clone()).await.unwrap(), *data);
+    while !s.fills.is_empty() {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(s.store.stat(&d).await.unwrap(), Some(data.len() as u64));
+    assert_eq!(
+        s3.local().stat(&d).await.unwrap(),
+        None,
+        "no cache: not kept"
+    );
+    assert!(s3.ingests().await.unwrap().is_empty(), "the spool is gone");
+    assert_eq!(read(fill, s.store.clone()).await.unwrap(), *data);
+    assert_eq!(gets.load(Ordering::SeqCst), 1);
 }
