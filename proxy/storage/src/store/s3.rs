@@ -78,8 +78,21 @@ fn retry() -> RetryConfig {
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// A whole request (a HEAD, a part of 8 MiB, a manifest): generous for a slow link.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// A whole small request (HEAD, list page, bulk delete, copy, a manifest's PUT): a store that
+/// accepts connections but does not answer is a 503 after this, not a hang.
+const SMALL_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// A whole upload request (up to `upload::SINGLE_PUT_MAX`, or a part): generous for a slow link.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What a client is for; each has its own time limit.
+#[derive(Clone, Copy, PartialEq)]
+enum Use {
+    Small,
+    Upload,
+    /// Streamed GETs: no limit on the whole request (a large blob to a slow client); a stalled
+    /// body is cut by `read::IDLE` instead.
+    Streaming,
+}
 /// Parts in flight across every upload of this store (8 MiB each, held in memory while sent).
 const PARTS_IN_FLIGHT: usize = 16;
 /// Sizes remembered for `stat` before the memory starts over (content is immutable: a size once
@@ -90,10 +103,11 @@ const SIZES_MAX: usize = 1 << 20;
 pub struct S3Store(Arc<Inner>);
 
 struct Inner {
-    /// Requests with a time limit: HEAD, PUT, parts, lists, deletes, small GETs.
+    /// HEAD, lists, deletes, copies, manifests.
     s3: AmazonS3,
-    /// Streamed GETs, with no limit on the whole request (a large blob to a slow client); a
-    /// stalled body is cut by `read::IDLE` instead.
+    /// Blob uploads.
+    uploads: AmazonS3,
+    /// GETs.
     streaming: AmazonS3,
     origin: Origin,
     /// `endpoint (bucket b)`, for messages and `wharf status`.
@@ -112,14 +126,14 @@ fn invalid(what: &str) -> StoreError {
     StoreError::InvalidArgument(what.to_owned())
 }
 
-fn build(s: &S3Settings, streaming: bool) -> Result<AmazonS3, StoreError> {
-    let mut client = ClientOptions::new()
+fn build(s: &S3Settings, purpose: Use) -> Result<AmazonS3, StoreError> {
+    let client = ClientOptions::new()
         .with_allow_http(s.endpoint.starts_with("http://"))
         .with_connect_timeout(CONNECT_TIMEOUT);
-    client = if streaming {
-        client.with_timeout_disabled()
-    } else {
-        client.with_timeout(REQUEST_TIMEOUT)
+    let client = match purpose {
+        Use::Small => client.with_timeout(SMALL_REQUEST_TIMEOUT),
+        Use::Upload => client.with_timeout(UPLOAD_TIMEOUT),
+        Use::Streaming => client.with_timeout_disabled(),
     };
     AmazonS3Builder::new()
         .with_endpoint(&s.endpoint)
@@ -179,8 +193,9 @@ impl S3Store {
         } else {
             format!("{prefix}/")
         };
-        let s3 = build(s, false)?;
-        let streaming = build(s, true)?;
+        let s3 = build(s, Use::Small)?;
+        let uploads = build(s, Use::Upload)?;
+        let streaming = build(s, Use::Streaming)?;
         // One request: listing keys under a prefix that matches nothing answers an empty page if
         // the bucket exists and the key may read it, and otherwise says which of the two is wrong
         // (a HEAD would not: it has no body, so a missing bucket reads as a missing key).
@@ -192,6 +207,7 @@ impl S3Store {
         let local = FsStore::open(local_dir)?;
         let store = S3Store(Arc::new(Inner {
             s3,
+            uploads,
             streaming,
             origin,
             shown,
@@ -301,14 +317,18 @@ impl S3Store {
         let file = tokio::task::spawn_blocking(move || std::fs::File::open(p))
             .await
             .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
-        upload::upload(&self.0.s3, &self.key(d), Arc::new(file), len, &self.0.parts)
-            .await
-            .map_err(|e| match e {
-                upload::UploadError::Read(e) => StoreError::Io(e),
-                upload::UploadError::Store(e) => {
-                    self.0.origin.store_error(e, &format!("upload {d}"))
-                }
-            })?;
+        upload::upload(
+            &self.0.uploads,
+            &self.key(d),
+            Arc::new(file),
+            len,
+            &self.0.parts,
+        )
+        .await
+        .map_err(|e| match e {
+            upload::UploadError::Read(e) => StoreError::Io(e),
+            upload::UploadError::Store(e) => self.0.origin.store_error(e, &format!("upload {d}")),
+        })?;
         self.remember(d, len);
         Ok(())
     }

@@ -28,7 +28,7 @@ async fn commit(s: &dyn ContentStore, ingest: &str, bytes: &[u8]) -> Digest {
 /// Keys in the bucket under the test prefix, by asking a store that has no cache.
 async fn bucket_keys(f: &Fixture) -> Vec<String> {
     let g = f.garage.as_ref().unwrap();
-    let s3 = build(&s3_settings(g, 0), false).unwrap();
+    let s3 = build(&s3_settings(g, 0), Use::Small).unwrap();
     let mut keys: Vec<String> = s3
         .list(Some(&Key::from("wharf-test")))
         .map_ok(|m| m.location.to_string())
@@ -339,4 +339,35 @@ async fn the_scrub_rehashes_the_bucket_copy_and_quarantine_moves_it_aside() {
         "quarantined content is not listed"
     );
     assert!(s.rehash(&d, &Pace::unbounded()).await.unwrap().is_none());
+}
+
+/// A store that takes connections and never answers is `Unavailable` after the request time limit,
+/// not a hang.
+#[tokio::test]
+async fn a_store_that_never_answers_is_unavailable_not_a_hang() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let settings = S3Settings {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        bucket: "wharf".into(),
+        region: "garage".into(),
+        prefix: String::new(),
+        access_key_id: "GK0123456789abcdef01234567".into(),
+        secret_access_key: "0".repeat(64),
+        cache_max_bytes: 0,
+    };
+    let started = Instant::now();
+    let err = refusal(settings).await;
+    assert!(err.is_unavailable(), "{err}");
+    assert!(
+        started.elapsed() < SMALL_REQUEST_TIMEOUT + Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
 }
