@@ -366,7 +366,7 @@ async fn a_store_that_never_answers_is_unavailable_not_a_hang() {
     let err = refusal(settings).await;
     assert!(err.is_unavailable(), "{err}");
     assert!(
-        started.elapsed() < SMALL_REQUEST_TIMEOUT + Duration::from_secs(10),
+        started.elapsed() < Duration::from_secs(25),
         "took {:?}",
         started.elapsed()
     );
