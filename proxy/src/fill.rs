@@ -377,11 +377,13 @@ impl Fills {
                 p.written = got;
             });
         }
-        let size = w.commit(digest, size).await.map_err(|e| {
-            failed(format!(
+        let size = w.commit(digest, size).await.map_err(|e| match e {
+            // The bytes were fine (readers may have them already); keeping them was not.
+            e if e.is_unavailable() => failed(format!("cannot cache {digest}: {e}")),
+            e => failed(format!(
                 "upstream {} sent bad content for {digest}: {e}",
                 src.upstream.host
-            ))
+            )),
         })?;
         // The bytes verified (the commit hashed them, for every algorithm): the link, and the proof
         // that this upstream sent them, which lets its other repositories have them on a `HEAD`.

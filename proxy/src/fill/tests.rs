@@ -344,11 +344,12 @@ async fn a_fill_of_known_size_stops_at_more() {
     }
 }
 
-/// Proves (issue 26): on the S3 store with no local cache, a fill streams to its readers from the
-/// local spool as before and then goes to the bucket; a reader of the same fill that starts after
-/// the spool is gone reads the blob as it streams from the bucket.
-#[tokio::test]
-async fn on_s3_a_reader_after_the_fill_reads_from_the_bucket() {
+/// An S3 store with no local cache, on a fresh Garage.
+async fn s3_store() -> (
+    wharf_test_servers::Garage,
+    tempfile::TempDir,
+    wharf_storage::store::S3Store,
+) {
     let garage = tokio::task::spawn_blocking(wharf_test_servers::Garage::start)
         .await
         .unwrap();
@@ -367,6 +368,15 @@ async fn on_s3_a_reader_after_the_fill_reads_from_the_bucket() {
     )
     .await
     .unwrap();
+    (garage, local, s3)
+}
+
+/// Proves (issue 26): on the S3 store with no local cache, a fill streams to its readers from the
+/// local spool as before and then goes to the bucket; a reader of the same fill that starts after
+/// the spool is gone reads the blob as it streams from the bucket.
+#[tokio::test]
+async fn on_s3_a_reader_after_the_fill_reads_from_the_bucket() {
+    let (_garage, _local, s3) = s3_store().await;
     let (data, gets) = (data(), Arc::new(AtomicUsize::new(0)));
     let d = Digest::sha256_of(&data);
     let s = setup_on(
@@ -388,4 +398,29 @@ async fn on_s3_a_reader_after_the_fill_reads_from_the_bucket() {
     assert!(s3.ingests().await.unwrap().is_empty(), "the spool is gone");
     assert_eq!(read(fill, s.store.clone()).await.unwrap(), *data);
     assert_eq!(gets.load(Ordering::SeqCst), 1);
+}
+
+/// Proves (issue 26): a fill whose bytes verified but whose object store is out of reach fails as
+/// "cannot cache", not as bad bytes from the upstream, and records nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_s3_an_unreachable_bucket_fails_a_fill_as_not_cached_not_as_bad_bytes() {
+    let (mut garage, _local, s3) = s3_store().await;
+    tokio::task::block_in_place(|| garage.stop());
+    let data = data();
+    let d = Digest::sha256_of(&data);
+    let s = setup_on(
+        serve(data.clone(), Behaviour::Good, Arc::new(AtomicUsize::new(0))).await,
+        Some(Arc::new(s3)),
+    )
+    .await;
+    let p = s.fill(&d).finished().await;
+    match p.phase {
+        Phase::Failed(why) => {
+            assert!(why.contains(&format!("cannot cache {d}")), "{why}");
+            assert!(why.contains("unavailable"), "{why}");
+            assert!(!why.contains("bad content"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.meta.blob("test-upstream/r", &d).await.unwrap(), None);
 }
