@@ -10,6 +10,7 @@
 
 mod collect;
 mod db;
+mod error;
 mod open;
 mod pending;
 mod pg;
@@ -23,7 +24,8 @@ mod usage;
 
 pub use collect::{Forgotten, LeaseRecord, Snapshot};
 pub use db::{ManifestRecord, Meta, MetaError, OpenFailure, UploadRecord};
-pub use pg::{endpoint_of as postgres_endpoint, probe as probe_postgres, url_has_password, Pg};
+pub use pg::conn::Pg;
+pub use pg::{endpoint_of as postgres_endpoint, probe as probe_postgres, url_has_password};
 pub use repos::ManifestPut;
 pub use scrub::Inventory;
 pub use stats::{CacheTotals, LastGc, Retention, Sample};
