@@ -40,7 +40,8 @@ if [ "$#" -eq 0 ] && [ "$(id -u)" -ne 0 ]; then
     echo "tests/setup.sh: note: the containerd and Docker daemon end-to-end tests need root and fail without it" >&2
 fi
 
-if [ "$#" -eq 0 ]; then
+# WHARF_GARAGE may name a garage binary already there (wharf-test-servers uses it then).
+if [ "$#" -eq 0 ] && [ -z "${WHARF_GARAGE:-}" ]; then
     install_garage
 fi
 

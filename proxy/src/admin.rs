@@ -98,7 +98,7 @@ pub struct Admin {
     /// The status page's memory: the sampler's base and the policy's denials.
     pub history: Arc<crate::history::History>,
     /// Where content and metadata live, as `wharf status` names them.
-    pub backends: crate::status::Backends,
+    pub backends: crate::backends::Backends,
 }
 
 impl Admin {

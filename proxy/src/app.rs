@@ -120,7 +120,9 @@ pub(crate) async fn open_content(cfg: &Config) -> Result<Arc<dyn ContentStore>, 
         StorageBackend::S3 => {
             let settings = crate::backends::s3_settings(cfg).map_err(StartError::Backend)?;
             let endpoint = format!("{} (bucket {})", settings.endpoint, settings.bucket);
-            let store: S3Store = wharf_storage::store::s3::open_placeholder(settings, &dir)
+            // A directory of its own: everything under it is taken for a copy of what the bucket
+            // holds, which an fs backend's blobs/ beside it are not.
+            let store = S3Store::open(settings, &dir.join("s3-local"))
                 .await
                 .map_err(|e| match e {
                     StoreError::Io(_) => data_dir_error(e),
@@ -252,7 +254,7 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
         })
     });
     let admin = Admin {
-        backends: crate::status::Backends::of(cfg),
+        backends: crate::backends::Backends::of(cfg),
         scrub: Arc::new(wharf_storage::scrub::Scrubber::new(
             meta.clone(),
             store.clone(),
@@ -409,7 +411,7 @@ pub(crate) async fn offline_with(
         push: Arc::new(push),
         registry: None,
         history: Arc::default(),
-        backends: crate::status::Backends::of(cfg),
+        backends: crate::backends::Backends::of(cfg),
     })
 }
 

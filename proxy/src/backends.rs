@@ -4,8 +4,6 @@
 
 use wharf_model::config::{Config, MetadataBackend, StorageBackend};
 use wharf_storage::meta::MetaError;
-#[allow(unused_imports)]
-use wharf_storage::store::s3::ProbePlaceholder;
 use wharf_storage::store::{S3Settings, StoreError};
 
 /// One secret from `<key>_env` or `<key>_file`, whichever is set (exactly one must be).
@@ -224,5 +222,20 @@ fn prefix_note(prefix: &str) -> String {
         String::new()
     } else {
         format!(" prefix {prefix}")
+    }
+}
+
+/// Where content and metadata live: `files in <dir>` or `s3 <endpoint> bucket <b>`; `redb <file>` or
+/// `postgres <url>` (never a password).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Backends {
+    pub content: String,
+    pub metadata: String,
+}
+
+impl Backends {
+    pub fn of(cfg: &wharf_model::config::Config) -> Backends {
+        let (content, metadata) = describe(cfg);
+        Backends { content, metadata }
     }
 }

@@ -160,8 +160,6 @@ impl Semantic {
     /// written.
     async fn backends(&mut self) {
         use wharf_model::config::{MetadataBackend, StorageBackend};
-        #[allow(unused_imports)]
-        use wharf_storage::store::s3::ProbePlaceholder;
         if self.cfg.storage.backend == StorageBackend::S3 {
             match crate::backends::s3_settings(&self.cfg) {
                 Err(why) => self

@@ -377,11 +377,13 @@ impl Fills {
                 p.written = got;
             });
         }
-        let size = w.commit(digest, size).await.map_err(|e| {
-            failed(format!(
+        let size = w.commit(digest, size).await.map_err(|e| match e {
+            // The bytes were fine (readers may have them already); keeping them was not.
+            e if e.is_unavailable() => failed(format!("cannot cache {digest}: {e}")),
+            e => failed(format!(
                 "upstream {} sent bad content for {digest}: {e}",
                 src.upstream.host
-            ))
+            )),
         })?;
         // The bytes verified (the commit hashed them, for every algorithm): the link, and the proof
         // that this upstream sent them, which lets its other repositories have them on a `HEAD`.
@@ -481,7 +483,17 @@ impl Fill {
                 // arrived from the upstream by one write.
                 let f = match &file {
                     Some(f) => f.clone(),
-                    None => file.insert(self.open_file(&store, &mut rx).await?).clone(),
+                    None => match self.open_file(&store, &mut rx, pos, end).await? {
+                        Opened::File(f) => file.insert(f).clone(),
+                        Opened::Stream(mut rest) => {
+                            while let Some(chunk) = rest.recv().await {
+                                if tx.send(Ok(chunk?)).await.is_err() {
+                                    return Ok(()); // the client went away
+                                }
+                            }
+                            return Ok(());
+                        }
+                    },
                 };
                 let n = (limit - pos).min(MAP_CHUNK) as usize;
                 // Always zero-copy: a fill keeps the CPUs busy (hashing, writing), so sparing them
@@ -513,14 +525,18 @@ impl Fill {
         }
     }
 
-    /// The ingest while the fill runs; once it is committed, the blob (same bytes, same inode).
+    /// The ingest while the fill runs; once it is committed, the blob (same bytes, same inode), or,
+    /// when the store keeps it elsewhere (an object store without room in its local cache), bytes
+    /// `pos..end` of it as they come from there.
     async fn open_file(
         &self,
         store: &Arc<dyn ContentStore>,
         rx: &mut watch::Receiver<Progress>,
-    ) -> io::Result<Arc<std::fs::File>> {
+        pos: u64,
+        end: u64,
+    ) -> io::Result<Opened> {
         if let Ok(BlobSource::File(f)) = store.open_ingest(&self.ingest).await {
-            return Ok(f);
+            return Ok(Opened::File(f));
         }
         let p = rx
             .wait_for(|p| {
@@ -535,13 +551,31 @@ impl Fill {
         if p.phase != Phase::Done {
             return Err(fail("upstream fill failed; see wharf's log"));
         }
-        let BlobSource::File(f) = store
-            .open(&self.digest, None)
+        let end = p.size.map_or(end, |size| end.min(size));
+        if pos >= end {
+            let (_, empty) = mpsc::channel(1);
+            return Ok(Opened::Stream(empty));
+        }
+        let range = wharf_model::range::ByteRange {
+            start: pos,
+            end: end - 1,
+        };
+        let blob = store
+            .open(&self.digest, Some(range))
             .await
-            .map_err(|e| fail(&e.to_string()))?
-            .source;
-        Ok(f)
+            .map_err(|e| fail(&e.to_string()))?;
+        Ok(match blob.source {
+            BlobSource::File(f) => Opened::File(f),
+            BlobSource::Stream(rest) => Opened::Stream(rest),
+        })
     }
+}
+
+/// What a reader that came late to a fill reads from.
+enum Opened {
+    File(Arc<std::fs::File>),
+    /// The rest of the requested bytes, from the store.
+    Stream(mpsc::Receiver<io::Result<Bytes>>),
 }
 
 fn fail(m: &str) -> io::Error {

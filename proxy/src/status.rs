@@ -59,25 +59,10 @@ pub struct Pushes {
     pub failed: usize,
 }
 
-/// Where content and metadata live: `files in <dir>` or `s3 <endpoint> bucket <b>`; `redb <file>` or
-/// `postgres <url>` (never a password).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Backends {
-    pub content: String,
-    pub metadata: String,
-}
-
-impl Backends {
-    pub fn of(cfg: &wharf_model::config::Config) -> Backends {
-        let (content, metadata) = crate::backends::describe(cfg);
-        Backends { content, metadata }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     #[serde(default)]
-    pub backends: Backends,
+    pub backends: crate::backends::Backends,
     /// Whether a running server answered (else the files were read, and `cache` is unknown).
     pub server: bool,
     /// Content in the store: blobs and manifests, and their bytes.
@@ -400,7 +385,7 @@ mod tests {
     #[test]
     fn text_names_each_repository() {
         let s = Status {
-            backends: Backends::default(),
+            backends: crate::backends::Backends::default(),
             server: true,
             contents: 3,
             bytes: 2048,

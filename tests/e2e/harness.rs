@@ -646,12 +646,21 @@ impl Wharf {
         self.home.path().join("decoy-data")
     }
 
+    /// Where blob files are: the store itself, or on the shared backends the local hot cache
+    /// (`<data_dir>/s3-local`).
     pub fn blobs_dir(&self) -> PathBuf {
-        self.data_dir().join("blobs")
+        self.local_store_dir().join("blobs")
     }
 
     pub fn ingest_dir(&self) -> PathBuf {
-        self.data_dir().join("ingest")
+        self.local_store_dir().join("ingest")
+    }
+
+    fn local_store_dir(&self) -> PathBuf {
+        match &self.backends {
+            Some(_) => self.data_dir().join("s3-local"),
+            None => self.data_dir(),
+        }
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -734,8 +743,8 @@ impl SharedBackends {
              access_key_id_env = \"{S3_KEY_ID_ENV}\"\nsecret_access_key_env = \"{S3_SECRET_ENV}\"\n\
              \n[metadata]\nbackend = \"postgres\"\nurl = {}\npassword_env = \"{PG_PASSWORD_ENV}\"\n",
             toml_str(&g.endpoint()),
-            toml_str(&g.bucket()),
-            toml_str(&g.region()),
+            toml_str(g.bucket()),
+            toml_str(g.region()),
             toml_str(&self.postgres.url_without_password()),
         )
     }

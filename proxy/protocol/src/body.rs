@@ -1,5 +1,5 @@
-//! Response bodies: nothing, a buffer, or a stream of file chunks, with any disk reads done off the
-//! runtime's threads.
+//! Response bodies: nothing, a buffer, a stream of file chunks (with any disk reads done off the
+//! runtime's threads), or chunks another task produces (a fill, an object store's GET).
 //!
 //! A blob is never read whole into memory: a `FileStream` holds one mapped chunk at a time, whose pages
 //! the socket sends from the page cache without touching them (see `zerocopy`), so memory per download
@@ -61,6 +61,9 @@ impl Body {
                 how,
                 _active: Active::new(),
             }),
+            // Streamed from an object store as it arrives (a cold read): never buffered whole, and
+            // a stream that ends early is an error, not a short body.
+            BlobSource::Stream(rx) => Body::channel(rx, Some(remaining)),
         }
     }
 }
@@ -399,6 +402,29 @@ mod tests {
         assert!(map_if_resident(&file, 0, 4096, Sending::Zerocopy)
             .unwrap()
             .is_some());
+    }
+
+    /// A blob streamed from an object store (a cold read) is sent as its chunks arrive, with its
+    /// length announced; a stream that ends short of it is an error, never a short body.
+    #[tokio::test]
+    async fn a_streamed_blob_is_sent_as_it_arrives_and_a_short_one_fails() {
+        let streamed = |chunks: &'static [&'static [u8]]| {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            tokio::spawn(async move {
+                for c in chunks {
+                    let _ = tx.send(Ok(Bytes::from_static(c))).await;
+                }
+            });
+            Body::blob(Blob {
+                size: 10,
+                range: wharf_model::range::ByteRange { start: 2, end: 7 },
+                source: BlobSource::Stream(rx),
+            })
+        };
+        let b = streamed(&[b"abc", b"def"]);
+        assert_eq!(http_body::Body::size_hint(&b).exact(), Some(6));
+        assert_eq!(b.collect().await.unwrap().to_bytes(), &b"abcdef"[..]);
+        assert!(streamed(&[b"abc"]).collect().await.is_err());
     }
 
     #[test]

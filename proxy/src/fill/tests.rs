@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 
 use super::*;
 use wharf_model::config::UpstreamConfig;
-use wharf_storage::store::FsStore;
+use wharf_storage::store::{FsStore, Ingester, Provider};
 
 #[derive(Clone, Copy)]
 enum Behaviour {
@@ -104,12 +104,15 @@ struct Setup {
 }
 
 async fn setup(endpoint: String) -> Setup {
+    setup_on(endpoint, None).await
+}
+
+/// Fills into `store`, or an `FsStore` in the setup's directory.
+async fn setup_on(endpoint: String, store: Option<Arc<dyn ContentStore>>) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let meta = Meta::open(&dir.path().join("meta.redb")).unwrap();
-    let store = Touching::wrap(
-        Arc::new(FsStore::open(dir.path()).unwrap()),
-        Leases::new(meta.clone()),
-    );
+    let store = store.unwrap_or_else(|| Arc::new(FsStore::open(dir.path()).unwrap()));
+    let store = Touching::wrap(store, Leases::new(meta.clone()));
     let mut cfg = UpstreamConfig::docker_hub();
     cfg.host = "test-upstream".into();
     cfg.endpoint = endpoint;
@@ -339,4 +342,85 @@ async fn a_fill_of_known_size_stops_at_more() {
             "no partial left"
         );
     }
+}
+
+/// An S3 store with no local cache, on a fresh Garage.
+async fn s3_store() -> (
+    wharf_test_servers::Garage,
+    tempfile::TempDir,
+    wharf_storage::store::S3Store,
+) {
+    let garage = tokio::task::spawn_blocking(wharf_test_servers::Garage::start)
+        .await
+        .unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let s3 = wharf_storage::store::S3Store::open(
+        wharf_storage::store::S3Settings {
+            endpoint: garage.endpoint(),
+            bucket: garage.bucket().into(),
+            region: garage.region().into(),
+            prefix: String::new(),
+            access_key_id: garage.access_key_id().into(),
+            secret_access_key: garage.secret_access_key().into(),
+            cache_max_bytes: 0,
+        },
+        local.path(),
+    )
+    .await
+    .unwrap();
+    (garage, local, s3)
+}
+
+/// Proves (issue 26): on the S3 store with no local cache, a fill streams to its readers from the
+/// local spool as before and then goes to the bucket; a reader of the same fill that starts after
+/// the spool is gone reads the blob as it streams from the bucket.
+#[tokio::test]
+async fn on_s3_a_reader_after_the_fill_reads_from_the_bucket() {
+    let (_garage, _local, s3) = s3_store().await;
+    let (data, gets) = (data(), Arc::new(AtomicUsize::new(0)));
+    let d = Digest::sha256_of(&data);
+    let s = setup_on(
+        serve(data.clone(), Behaviour::Good, gets.clone()).await,
+        Some(Arc::new(s3.clone())),
+    )
+    .await;
+    let fill = s.fill(&d);
+    assert_eq!(read(fill.clone(), s.store.clone()).await.unwrap(), *data);
+    while !s.fills.is_empty() {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(s.store.stat(&d).await.unwrap(), Some(data.len() as u64));
+    assert_eq!(
+        s3.local().stat(&d).await.unwrap(),
+        None,
+        "no cache: not kept"
+    );
+    assert!(s3.ingests().await.unwrap().is_empty(), "the spool is gone");
+    assert_eq!(read(fill, s.store.clone()).await.unwrap(), *data);
+    assert_eq!(gets.load(Ordering::SeqCst), 1);
+}
+
+/// Proves (issue 26): a fill whose bytes verified but whose object store is out of reach fails as
+/// "cannot cache", not as bad bytes from the upstream, and records nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_s3_an_unreachable_bucket_fails_a_fill_as_not_cached_not_as_bad_bytes() {
+    let (mut garage, _local, s3) = s3_store().await;
+    tokio::task::block_in_place(|| garage.stop());
+    let data = data();
+    let d = Digest::sha256_of(&data);
+    let s = setup_on(
+        serve(data.clone(), Behaviour::Good, Arc::new(AtomicUsize::new(0))).await,
+        Some(Arc::new(s3)),
+    )
+    .await;
+    let p = s.fill(&d).finished().await;
+    match p.phase {
+        Phase::Failed(why) => {
+            assert!(why.contains(&format!("cannot cache {d}")), "{why}");
+            assert!(why.contains("unavailable"), "{why}");
+            assert!(!why.contains("bad content"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.meta.blob("test-upstream/r", &d).await.unwrap(), None);
 }

@@ -14,9 +14,18 @@ use wharf_storage::meta::Meta;
 use wharf_storage::store::FsStore;
 
 fn open(dir: &std::path::Path, cfg: RegistryConfig) -> Registry {
+    open_on(dir, cfg, Arc::new(FsStore::open(dir).unwrap()))
+}
+
+/// A registry over `store`, its metadata in `dir`.
+fn open_on(
+    dir: &std::path::Path,
+    cfg: RegistryConfig,
+    store: Arc<dyn wharf_storage::store::ContentStore>,
+) -> Registry {
     let meta = Meta::open(&dir.join("meta.redb")).unwrap();
     let leases = wharf_storage::lease::Leases::new(meta.clone());
-    let store = wharf_storage::lease::Touching::wrap(Arc::new(FsStore::open(dir).unwrap()), leases);
+    let store = wharf_storage::lease::Touching::wrap(store, leases);
     // No default upstream: these tests are about the local registry alone.
     let mut full = wharf_model::config::Config::default();
     full.mirror.default_upstream = String::new();
@@ -314,4 +323,64 @@ async fn refusing_a_request_with_a_body_closes_the_connection() {
     // Bodiless refusals keep the connection.
     let (s, h, _) = call(&r, Method::GET, "/v2/a/manifests/nope", &[], b"").await;
     assert_eq!((s, h.get("connection")), (StatusCode::NOT_FOUND, None));
+}
+
+/// Proves (issue 26): over the S3 store with no local cache, a blob is served as a ranged GET
+/// streams in; and when the object store is out of reach at an upload's last PUT, the answer is
+/// 503 with a Retry-After, nothing is linked, and the session stays, so the client's retried PUT
+/// commits it once the store is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_the_object_store_missed_commits_on_retry_and_is_served_streamed() {
+    let mut garage = tokio::task::spawn_blocking(wharf_test_servers::Garage::start)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let settings = wharf_storage::store::S3Settings {
+        endpoint: garage.endpoint(),
+        bucket: garage.bucket().into(),
+        region: garage.region().into(),
+        prefix: String::new(),
+        access_key_id: garage.access_key_id().into(),
+        secret_access_key: garage.secret_access_key().into(),
+        cache_max_bytes: 0,
+    };
+    let store = wharf_storage::store::S3Store::open(settings, &dir.path().join("local"))
+        .await
+        .unwrap();
+    let r = open_on(dir.path(), RegistryConfig::default(), Arc::new(store));
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    let d = Digest::sha256_of(&data);
+    let (s, h, _) = call(&r, Method::POST, "/v2/a/blobs/uploads/", &[], b"").await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let loc = h["location"].to_str().unwrap().to_owned();
+    let (s, ..) = call(&r, Method::PATCH, &loc, &[], &data).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+
+    tokio::task::block_in_place(|| garage.stop());
+    let put = format!("{loc}?digest={d}");
+    let (s, h, body) = call(&r, Method::PUT, &put, &[], b"").await;
+    assert_eq!(
+        (s, code(&body).as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
+    );
+    assert!(h.contains_key("retry-after"), "{h:?}");
+    let (s, ..) = call(&r, Method::HEAD, &format!("/v2/a/blobs/{d}"), &[], b"").await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "linked without its object");
+
+    tokio::task::block_in_place(|| garage.start_again());
+    let (s, ..) = call(&r, Method::PUT, &put, &[], b"").await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _, body) = call(&r, Method::GET, &format!("/v2/a/blobs/{d}"), &[], b"").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(body == data[..], "served whole");
+    let (s, _, body) = call(
+        &r,
+        Method::GET,
+        &format!("/v2/a/blobs/{d}"),
+        &[("range", "bytes=100-199999")],
+        b"",
+    )
+    .await;
+    assert_eq!(s, StatusCode::PARTIAL_CONTENT);
+    assert!(body == data[100..200_000], "served by range");
 }

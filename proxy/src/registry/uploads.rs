@@ -542,7 +542,18 @@ impl Registry {
             l.protect(std::slice::from_ref(&d)).await?;
         }
         let committed = match drained {
-            Ok(()) => w.commit(&d, None).await.map_err(RegistryError::from),
+            Ok(()) => match w.commit(&d, None).await {
+                // A shared content store (S3) out of reach: nothing was published and the ingest
+                // is kept, so the session stays and the client's retry of this PUT commits it (a
+                // retry that repeats body bytes fails the digest check and ends the session).
+                Err(e) if e.is_unavailable() => {
+                    if let Some(l) = lease {
+                        l.release().await?;
+                    }
+                    return Err(e.into());
+                }
+                r => r.map_err(RegistryError::from),
+            },
             Err(DrainError::Store(e)) => Err(e.into()),
             Err(DrainError::Closed) => return Err(upload_unknown(id)),
             Err(DrainError::Body(e)) => Err(RegistryError::new(

@@ -585,7 +585,7 @@ fn serving_with(
     );
     let push = crate::push::Push::new(&cfg, store.clone(), meta.clone(), policy).unwrap();
     let admin = crate::admin::Admin {
-        backends: crate::status::Backends::of(&cfg),
+        backends: crate::backends::Backends::of(&cfg),
         scrub: Arc::new(wharf_storage::scrub::Scrubber::new(
             meta.clone(),
             store.clone(),

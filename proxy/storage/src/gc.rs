@@ -378,17 +378,19 @@ impl Collector {
             }
         } else {
             for chunk in candidates.chunks(BATCH) {
-                let doomed: Vec<Digest> = chunk
+                let doomed: Vec<(Digest, u64)> = chunk
                     .iter()
                     .filter(|(d, _)| self.leases.doom(d, since))
-                    .map(|(d, _)| d.clone())
+                    .cloned()
                     .collect();
                 report.protected += chunk.len() - doomed.len();
-                let swept = self.sweep(&doomed).await;
-                self.leases.buried(&doomed);
-                for r in swept? {
-                    report.removed_bytes += r.size;
-                    report.removed.push(r);
+                let digests: Vec<Digest> = doomed.iter().map(|(d, _)| d.clone()).collect();
+                let swept = self.sweep(&digests).await;
+                self.leases.buried(&digests);
+                swept?;
+                for (digest, size) in doomed {
+                    report.removed_bytes += size;
+                    report.removed.push(Removed { digest, size });
                 }
             }
         }
@@ -413,21 +415,16 @@ impl Collector {
         Ok(report)
     }
 
-    /// Removes doomed content: its records first, then its bytes.
-    async fn sweep(&self, doomed: &[Digest]) -> Result<Vec<Removed>, GcError> {
+    /// Removes doomed content: its records first (one durable transaction), then its bytes in one
+    /// batch (one bulk delete on an object store). A crash between the two leaves bytes nothing
+    /// names, which the next collection removes; never a record without its bytes.
+    async fn sweep(&self, doomed: &[Digest]) -> Result<(), GcError> {
         if doomed.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         self.meta.forget(doomed.iter().cloned().collect()).await?;
-        let mut out = Vec::with_capacity(doomed.len());
-        for d in doomed {
-            let size = self.store.remove(d).await?;
-            out.push(Removed {
-                digest: d.clone(),
-                size,
-            });
-        }
-        Ok(out)
+        self.store.remove_many(doomed).await?;
+        Ok(())
     }
 
     /// Collects every `every`, until dropped.

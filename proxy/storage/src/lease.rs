@@ -547,6 +547,10 @@ impl Sweeper for Touching {
     async fn remove(&self, digest: &Digest) -> Result<u64, StoreError> {
         self.inner.remove(digest).await
     }
+
+    async fn remove_many(&self, digests: &[Digest]) -> Result<(), StoreError> {
+        self.inner.remove_many(digests).await
+    }
 }
 
 /// The scrub reads and quarantines without touching: re-reading content is not a use of it.

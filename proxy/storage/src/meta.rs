@@ -11,6 +11,7 @@
 mod collect;
 mod db;
 mod dump;
+mod error;
 mod open;
 mod pending;
 mod pg;
@@ -25,7 +26,8 @@ mod usage;
 pub use collect::{Forgotten, LeaseRecord, Snapshot};
 pub use db::{ManifestRecord, Meta, MetaError, OpenFailure, UploadRecord};
 pub use dump::{Dump, Imported, TableCount};
-pub use pg::{endpoint_of as postgres_endpoint, probe as probe_postgres, url_has_password, Pg};
+pub use pg::conn::Pg;
+pub use pg::{endpoint_of as postgres_endpoint, probe as probe_postgres, url_has_password};
 pub use repos::ManifestPut;
 pub use scrub::Inventory;
 pub use stats::{CacheTotals, LastGc, Retention, Sample};

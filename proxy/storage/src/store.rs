@@ -29,4 +29,4 @@ pub use roles::{
 pub use s3::{S3Settings, S3Store};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -2,7 +2,7 @@ use super::*;
 use crate::lease::Leases;
 use crate::meta::tests::{open_on, Held};
 use crate::meta::{ManifestPut, ManifestRecord};
-use crate::store::{FsStore, Ingester};
+use crate::store::{FsStore, Ingester, Provider, Sweeper};
 
 fn d(n: u8) -> Digest {
     Digest::sha256_of(&[n])
@@ -66,9 +66,18 @@ struct Fixture {
 
 impl Fixture {
     async fn new(backend: &str, offline: bool) -> Fixture {
+        Fixture::with_store(backend, offline, None).await
+    }
+
+    /// Over `store`, or an `FsStore` in the fixture's directory; metadata on `backend`.
+    async fn with_store(
+        backend: &str,
+        offline: bool,
+        store: Option<Arc<dyn ContentStore>>,
+    ) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let (held, meta) = open_on(backend).await;
-        let store: Arc<dyn ContentStore> = Arc::new(FsStore::open(dir.path()).unwrap());
+        let store = store.unwrap_or_else(|| Arc::new(FsStore::open(dir.path()).unwrap()));
         let leases = if offline {
             Leases::load_offline(meta.clone()).await.unwrap()
         } else {
@@ -333,3 +342,56 @@ async fn images_lists_tags_and_dangling_images(backend: &str) {
     assert_eq!(dangling[0].tag, None);
 }
 crate::each_backend!(images_lists_tags_and_dangling_images);
+
+/// Proves (issue 26): on the S3 store, a collection removes the unreachable objects from the bucket
+/// (one bulk delete, after the metadata transaction), their local cached copies too, and keeps the
+/// rest.
+#[tokio::test]
+async fn a_collection_on_the_s3_store_deletes_the_objects() {
+    let garage = tokio::task::spawn_blocking(wharf_test_servers::Garage::start)
+        .await
+        .unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let s3 = crate::store::S3Store::open(
+        crate::store::tests::s3_settings(&garage, 1 << 20),
+        local.path(),
+    )
+    .await
+    .unwrap();
+    let f = Fixture::with_store("redb", true, Some(Arc::new(s3.clone()))).await;
+    let base = f.blob("team/a", b"shared base layer").await;
+    f.meta.link_blob("team/b", &base, 17).await.unwrap();
+    let (ca, la) = (
+        f.blob("team/a", b"config a").await,
+        f.blob("team/a", b"layer a").await,
+    );
+    let cb = f.blob("team/b", b"config b").await;
+    let ma = f.image("team/a", Some("v1"), &[&ca, &base, &la]).await;
+    let mb = f.image("team/b", Some("v1"), &[&cb, &base]).await;
+    assert!(f.meta.delete_tag("team/a", "v1").await.unwrap());
+    let r = f.collector(0).collect(false).await.unwrap();
+    let mut got: Vec<Digest> = r.removed.iter().map(|r| r.digest.clone()).collect();
+    got.sort();
+    let mut want = vec![ma, ca, la];
+    want.sort();
+    assert_eq!(got, want);
+    let mut left: Vec<Digest> = s3
+        .contents()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(d, _)| d)
+        .collect();
+    left.sort();
+    let mut kept = vec![mb, cb, base];
+    kept.sort();
+    assert_eq!(left, kept, "the bucket holds exactly what is reachable");
+    for d in &want {
+        assert_eq!(
+            s3.local().stat(d).await.unwrap(),
+            None,
+            "{d} is still cached"
+        );
+        assert!(!f.stored(d).await);
+    }
+}

@@ -14,6 +14,7 @@
 //!   together apply each once. A database newer than this wharf is refused.
 
 mod collect;
+pub(super) mod conn;
 mod dump;
 mod platforms;
 mod push;
@@ -32,49 +33,15 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures::StreamExt;
 use tokio_postgres::AsyncMessage;
-use tokio_postgres_rustls::MakeRustlsConnect;
 
-/// TLS for connections whose URL asks for it (`sslmode=require`; the default `prefer` uses it when
-/// the server offers it), verified against the Mozilla roots (webpki-roots), on ring like every other
-/// TLS client in wharf.
-fn tls() -> MakeRustlsConnect {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("ring supports the default TLS versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    MakeRustlsConnect::new(config)
-}
-
-use super::db::{Backend, Invalidate, Meta, MetaError, ReadCache};
-
-/// The channel cache invalidations travel on.
-const CHANNEL: &str = "wharf_cache";
+use super::db::{Backend, Meta, MetaError, ReadCache};
+use conn::{classify, tls, Invalidate, Pg, CHANNEL};
 
 /// The migrations, in order: the schema's version is how many have run.
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
 
 /// Any fixed number: the advisory lock replicas take to migrate one at a time.
 const MIGRATION_LOCK: i64 = 0x7768_6172_665f_6d31; // "wharf_m1"
-
-pub struct Pg {
-    pub(super) pool: Pool,
-    /// `user@host:port/db`, never the password: what messages name.
-    endpoint: String,
-}
-
-impl std::fmt::Debug for Pg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pg")
-            .field("endpoint", &self.endpoint)
-            .finish()
-    }
-}
 
 /// `user@host:port/db` of a connection string, for messages.
 pub fn endpoint_of(cfg: &tokio_postgres::Config) -> String {
@@ -181,31 +148,6 @@ impl Meta {
 }
 
 impl Pg {
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
-    /// A pooled connection.
-    pub(super) async fn client(&self) -> Result<deadpool_postgres::Object, MetaError> {
-        self.pool.get().await.map_err(|e| self.pool_error(e))
-    }
-
-    fn pool_error(&self, e: deadpool_postgres::PoolError) -> MetaError {
-        match e {
-            deadpool_postgres::PoolError::Backend(e) => self.error(e),
-            other => MetaError::Unavailable {
-                endpoint: self.endpoint.clone(),
-                detail: other.to_string(),
-            },
-        }
-    }
-
-    /// Sorts a driver error: the connection's (the database is unreachable, restarting, out of
-    /// connections) make the backend unavailable; the rest are the database's answers.
-    pub(super) fn error(&self, e: tokio_postgres::Error) -> MetaError {
-        classify(&self.endpoint, e)
-    }
-
     async fn migrate(&self) -> Result<(), MetaError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(|e| self.error(e))?;
@@ -245,25 +187,6 @@ impl Pg {
     }
 }
 
-/// Tells the other processes (and this one's listener) that `repo`'s `key` changed, when `tx` commits.
-pub(super) async fn notify(
-    tx: &tokio_postgres::Transaction<'_>,
-    kind: Invalidate,
-    repo: &str,
-    key: &str,
-) -> Result<(), tokio_postgres::Error> {
-    let k = match kind {
-        Invalidate::Tag => "t",
-        Invalidate::Manifest => "m",
-        Invalidate::Blob => "b",
-        Invalidate::Checked => "c",
-    };
-    let payload = format!("{k}\t{repo}\t{key}");
-    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
-        .await?;
-    Ok(())
-}
-
 fn parse_payload(p: &str) -> Option<(Invalidate, &str, &str)> {
     let mut it = p.splitn(3, '\t');
     let kind = match it.next()? {
@@ -274,27 +197,6 @@ fn parse_payload(p: &str) -> Option<(Invalidate, &str, &str)> {
         _ => return None,
     };
     Some((kind, it.next()?, it.next()?))
-}
-
-pub(super) fn classify(endpoint: &str, e: tokio_postgres::Error) -> MetaError {
-    let unavailable = match e.as_db_error() {
-        // No answer from the database at all: connecting failed, or the connection broke.
-        None => e.code().is_none(),
-        // Connection exceptions, an administrator's shutdown, "the database system is starting up",
-        // too many connections.
-        Some(db) => {
-            let code = db.code().code();
-            code.starts_with("08") || code.starts_with("57P") || code == "53300"
-        }
-    };
-    if unavailable {
-        MetaError::Unavailable {
-            endpoint: endpoint.to_owned(),
-            detail: e.to_string(),
-        }
-    } else {
-        MetaError::Pg(e)
-    }
 }
 
 /// Keeps a connection listening for invalidations, reconnecting after a loss. Ends when the

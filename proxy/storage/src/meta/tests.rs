@@ -904,7 +904,8 @@ async fn a_database_that_goes_away_is_unavailable_until_it_is_back() {
 /// later invalidation. Likewise while the listener is down, when nothing may be cached.
 #[test]
 fn a_write_overtaken_by_a_notification_is_not_cached() {
-    use super::db::{Invalidate, Known, ReadCache};
+    use super::db::{Known, ReadCache};
+    use super::pg::conn::Invalidate;
     let cache = ReadCache::default();
     let key = ("r".to_owned(), "t".to_owned());
     let stamp = cache.stamp();
@@ -1422,7 +1423,8 @@ on_both!(
 /// until some later invalidation.
 #[test]
 fn a_forget_overtaken_by_a_notification_caches_no_absence() {
-    use super::db::{Invalidate, ReadCache};
+    use super::db::ReadCache;
+    use super::pg::conn::Invalidate;
     let cache = ReadCache::default();
     let key = ("r".to_owned(), d(1));
     let stamp = cache.stamp();

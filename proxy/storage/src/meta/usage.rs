@@ -24,7 +24,8 @@ use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 
 use super::db::{Meta, MetaError, TAGS};
 use super::pending::Pending;
-use super::pg::{recorded_uses, Pg};
+use super::pg::conn::Pg;
+use super::pg::recorded_uses;
 use wharf_model::digest::Digest;
 
 /// (repository, tag or digest) → unix seconds of its last use there. A tag never contains `:`, a

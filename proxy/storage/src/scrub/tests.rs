@@ -105,9 +105,14 @@ struct Fixture {
 
 impl Fixture {
     async fn new(backend: &str) -> Fixture {
+        Fixture::with_store(backend, None).await
+    }
+
+    /// Over `store`, or an `FsStore` in the fixture's directory; metadata on `backend`.
+    async fn with_store(backend: &str, store: Option<Arc<dyn ContentStore>>) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let (held, meta) = open_on(backend).await;
-        let store: Arc<dyn ContentStore> = Arc::new(FsStore::open(dir.path()).unwrap());
+        let store = store.unwrap_or_else(|| Arc::new(FsStore::open(dir.path()).unwrap()));
         let leases = Leases::load_offline(meta.clone()).await.unwrap();
         Fixture {
             dir,
@@ -318,3 +323,56 @@ async fn missing_files_are_reported_against_their_records(backend: &str) {
     assert_eq!((last.missing_content, last.missing_children), (1, 1));
 }
 crate::each_backend!(missing_files_are_reported_against_their_records);
+
+/// Proves (issue 26): on the S3 store the scrub re-reads the bucket's copy (not the local cache),
+/// finds an object whose bytes changed, moves it to `quarantine/` in the bucket and drops the
+/// local copy, so it reads as absent.
+#[tokio::test]
+async fn rotten_objects_in_the_bucket_are_quarantined() {
+    use crate::store::Provider;
+    use object_store::ObjectStore;
+    let garage = tokio::task::spawn_blocking(wharf_test_servers::Garage::start)
+        .await
+        .unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let settings = crate::store::tests::s3_settings(&garage, 1 << 20);
+    let s3 = crate::store::S3Store::open(settings.clone(), local.path())
+        .await
+        .unwrap();
+    let f = Fixture::with_store("redb", Some(Arc::new(s3.clone()))).await;
+    let good = f.blob("team/app", &[7u8; 4096]).await;
+    let rotten = f.blob("team/app", &[8u8; 4096]).await;
+    // Changed behind wharf's back, in the bucket only: the local cache still has the good copy.
+    let raw = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&settings.endpoint)
+        .with_region(&settings.region)
+        .with_bucket_name(&settings.bucket)
+        .with_access_key_id(&settings.access_key_id)
+        .with_secret_access_key(&settings.secret_access_key)
+        .with_allow_http(true)
+        .build()
+        .unwrap();
+    let key = object_store::path::Path::from(s3.blob_key(&rotten));
+    raw.put(&key, vec![9u8; 4096].into()).await.unwrap();
+
+    let report = f.scrubber().run(None).await.unwrap();
+    assert_eq!(report.verified, 2, "{report:?}");
+    assert_eq!(report.damaged.len(), 1, "{report:?}");
+    assert_eq!(report.damaged[0].digest, rotten);
+    assert_eq!(
+        report.damaged[0].quarantined.as_deref(),
+        Some(format!("s3://wharf/{}", s3.quarantine_key(&rotten)).as_str())
+    );
+    assert_eq!(f.store.stat(&rotten).await.unwrap(), None);
+    assert_eq!(s3.local().stat(&rotten).await.unwrap(), None);
+    assert_eq!(f.meta.blob("team/app", &rotten).await.unwrap(), None);
+    assert_eq!(f.store.stat(&good).await.unwrap(), Some(4096));
+    let moved = raw
+        .get(&object_store::path::Path::from(s3.quarantine_key(&rotten)))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&moved[..], &[9u8; 4096][..]);
+}

@@ -159,7 +159,8 @@ impl FsStore {
             .join(d.hex())
     }
 
-    fn ingest_path(&self, r: &IngestRef) -> PathBuf {
+    /// Where an ingest's bytes are (an object store uploads a verified ingest from here).
+    pub(super) fn ingest_path(&self, r: &IngestRef) -> PathBuf {
         self.root.join("ingest").join(r.as_str())
     }
 }
@@ -205,7 +206,7 @@ fn unix_secs(t: std::time::SystemTime) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn hash_file(path: &Path, algorithm: Algorithm) -> io::Result<(Hasher, u64)> {
+pub(super) fn hash_file(path: &Path, algorithm: Algorithm) -> io::Result<(Hasher, u64)> {
     let mut f = File::open(path)?;
     let mut h = algorithm.hasher();
     let mut buf = vec![0u8; WRITE_BUF];

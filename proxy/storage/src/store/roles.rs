@@ -95,10 +95,13 @@ pub struct Blob {
     pub source: BlobSource,
 }
 
-#[derive(Clone)]
 pub enum BlobSource {
     /// A local file: readers pull chunks from it off the runtime's threads.
     File(std::sync::Arc<std::fs::File>),
+    /// Bytes arriving from elsewhere (an object store's ranged GET), exactly the blob's `range`, in
+    /// order, fed by a task that stops when this is dropped. An error ends it: the reader must not
+    /// take a short stream for the whole range.
+    Stream(tokio::sync::mpsc::Receiver<io::Result<Bytes>>),
 }
 
 /// Reads committed content. Cheap to share; never sees partial writes.
@@ -185,6 +188,16 @@ pub trait Sweeper: Send + Sync + 'static {
     /// Removes committed content; removing content that is not there succeeds. Returns the bytes
     /// freed.
     async fn remove(&self, digest: &Digest) -> Result<u64, StoreError>;
+
+    /// Removes a batch of committed content at once (an object store deletes up to 1000 objects
+    /// per request); content that is not there is skipped. Returns nothing: a bulk delete does not
+    /// say which objects it found, so the collector counts the sizes it listed.
+    async fn remove_many(&self, digests: &[Digest]) -> Result<(), StoreError> {
+        for d in digests {
+            self.remove(d).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Which stored copy of some content was read (for files: device and inode). Content is never

@@ -5,9 +5,9 @@ use serde::de::DeserializeOwned;
 use tokio_postgres::types::Json;
 use tokio_postgres::{IsolationLevel, Row, Transaction};
 
-use super::{notify, Pg};
+use super::conn::{notify, Invalidate, Pg};
 use crate::meta::collect::{LeaseRecord, Snapshot};
-use crate::meta::db::{Invalidate, MetaError};
+use crate::meta::error::MetaError;
 use crate::meta::pending::Pending;
 use wharf_model::digest::Digest;
 

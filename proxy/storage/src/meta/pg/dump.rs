@@ -4,7 +4,7 @@
 use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{IsolationLevel, Transaction};
 
-use super::{Pg, CHANNEL};
+use super::conn::{Pg, CHANNEL};
 use crate::meta::db::MetaError;
 use crate::meta::dump::{Dump, Imported};
 use serde_json::Value;

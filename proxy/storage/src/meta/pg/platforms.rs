@@ -1,8 +1,8 @@
 //! `platforms.rs` on Postgres: which index lists a child manifest, which blobs a kept manifest
 //! references.
 
-use super::Pg;
-use crate::meta::db::MetaError;
+use super::conn::Pg;
+use crate::meta::error::MetaError;
 
 impl Pg {
     /// Records that `index` lists `children` in `repo`, in one statement. `children` sorted and

@@ -3,8 +3,8 @@
 use tokio_postgres::types::Json;
 
 use super::collect::{lazily, record};
-use super::Pg;
-use crate::meta::db::MetaError;
+use super::conn::Pg;
+use crate::meta::error::MetaError;
 use crate::meta::push::Delivery;
 
 /// Held while a delivery is added: see `create_delivery`.

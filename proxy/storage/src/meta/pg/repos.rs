@@ -5,8 +5,9 @@ use std::collections::HashSet;
 
 use tokio_postgres::types::Json;
 
-use super::{notify, Pg};
-use crate::meta::db::{Invalidate, ManifestRecord, MetaError, UploadRecord};
+use super::conn::{notify, Invalidate, Pg};
+use crate::meta::db::{ManifestRecord, UploadRecord};
+use crate::meta::error::MetaError;
 use wharf_model::digest::Digest;
 use wharf_model::manifest::Descriptor;
 

@@ -6,8 +6,8 @@ use tokio_postgres::types::Json;
 use tokio_postgres::IsolationLevel;
 
 use super::collect::{notify_removed, record};
-use super::Pg;
-use crate::meta::db::{Invalidate, MetaError};
+use super::conn::{Invalidate, Pg};
+use crate::meta::error::MetaError;
 use crate::meta::scrub::Inventory;
 
 impl Pg {

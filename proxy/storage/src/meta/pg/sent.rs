@@ -1,7 +1,7 @@
 //! `sent.rs` on Postgres: which upstream sent which content.
 
-use super::{notify, Pg};
-use crate::meta::db::{Invalidate, MetaError};
+use super::conn::{notify, Invalidate, Pg};
+use crate::meta::error::MetaError;
 
 /// Records, inside `tx`, that `upstream` sent `digest`.
 pub(super) async fn record(

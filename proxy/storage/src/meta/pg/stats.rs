@@ -5,8 +5,8 @@ use tokio_postgres::types::Json;
 use tokio_postgres::Row;
 
 use super::collect::{lazily, record};
-use super::Pg;
-use crate::meta::db::MetaError;
+use super::conn::Pg;
+use crate::meta::error::MetaError;
 use crate::meta::stats::{thinned, CacheTotals, Retention, Sample};
 
 fn sample(r: &Row) -> Sample {

@@ -1,7 +1,7 @@
 //! `usage.rs` on Postgres: the last use of tags and digests.
 
-use super::Pg;
-use crate::meta::db::MetaError;
+use super::conn::Pg;
+use crate::meta::error::MetaError;
 
 impl Pg {
     /// Writes a batch of uses, each kept only if later than the one recorded: in SQL (`GREATEST`),
