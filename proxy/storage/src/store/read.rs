@@ -8,7 +8,8 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc::Receiver;
 
 use super::roles::{Blob, BlobSource, StoreError};
 
@@ -21,7 +22,8 @@ pub fn chunks(blob: Blob) -> impl Stream<Item = Result<Bytes, StoreError>> + Sen
     // An empty blob has no byte range (`Provider::open`): nothing to read.
     let len = if blob.size == 0 { 0 } else { blob.range.len() };
     match blob.source {
-        BlobSource::File(file) => file_chunks(file, blob.range.start, len),
+        BlobSource::File(file) => file_chunks(file, blob.range.start, len).left_stream(),
+        BlobSource::Stream(rx) => received_chunks(rx, len).right_stream(),
     }
 }
 
@@ -45,6 +47,33 @@ fn file_chunks(
         .await
         .map_err(|e| StoreError::Io(io::Error::other(e)))??;
         Ok(Some((chunk, (file, pos + n, left - n))))
+    })
+}
+
+/// Passes on what arrives from elsewhere (an object store's ranged GET), checking it adds up to
+/// `len`: a feeder that stopped early without saying why must not read as a shorter blob.
+fn received_chunks(
+    rx: Receiver<io::Result<Bytes>>,
+    len: u64,
+) -> impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static {
+    futures::stream::try_unfold((rx, 0u64), move |(mut rx, got)| async move {
+        match rx.recv().await {
+            Some(chunk) => {
+                let chunk = chunk?;
+                let got = got + chunk.len() as u64;
+                if got > len {
+                    return Err(StoreError::Io(io::Error::other(format!(
+                        "the stream sent more than the {len} bytes asked for"
+                    ))));
+                }
+                Ok(Some((chunk, (rx, got))))
+            }
+            None if got == len => Ok(None),
+            None => Err(StoreError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the stream ended after {got} of {len} bytes"),
+            ))),
+        }
     })
 }
 

@@ -60,3 +60,29 @@ async fn damaged_bytes_are_refused_and_nothing_is_published() {
     let e = copy_blob(&a, &b, &gone, 12).await.unwrap_err();
     assert!(matches!(e, StoreError::NotFound(_)), "{e:?}");
 }
+
+/// Through an object store and out again: in as a spooled, verified upload, out as a ranged GET
+/// streamed (no local cache, so nothing is read from a file).
+#[tokio::test]
+async fn a_blob_goes_through_an_object_store_and_back() {
+    use crate::store::tests::s3_settings;
+    use crate::store::{BlobSource, S3Store};
+    let garage = tokio::task::spawn_blocking(wharf_test_servers::Garage::start)
+        .await
+        .unwrap();
+    let (dir, a, b) = stores();
+    let s3 = S3Store::open(s3_settings(&garage, 0), &dir.path().join("s3"))
+        .await
+        .unwrap();
+    let (d, bytes) = content((5 << 20) + 17);
+    let size = bytes.len() as u64;
+    a.put(&d, Bytes::from(bytes.clone())).await.unwrap();
+
+    assert_eq!(copy_blob(&a, &s3, &d, size).await.unwrap(), size);
+    assert_eq!(s3.stat(&d).await.unwrap(), Some(size));
+    let opened = s3.open(&d, None).await.unwrap();
+    assert!(matches!(opened.source, BlobSource::Stream(_)));
+    drop(opened);
+    assert_eq!(copy_blob(&s3, &b, &d, size).await.unwrap(), size);
+    assert_eq!(b.read_all(&d, u64::MAX).await.unwrap(), bytes);
+}

@@ -50,3 +50,45 @@ async fn a_file_shorter_than_its_blob_is_an_error_not_a_short_stream() {
     };
     assert!(matches!(read(blob).await, Err(StoreError::Io(_))));
 }
+
+fn streamed(size: u64, parts: Vec<std::io::Result<Bytes>>) -> Blob {
+    let (tx, rx) = tokio::sync::mpsc::channel(parts.len().max(1));
+    for p in parts {
+        tx.try_send(p).unwrap();
+    }
+    Blob {
+        size,
+        range: ByteRange {
+            start: 0,
+            end: size.saturating_sub(1),
+        },
+        source: BlobSource::Stream(rx),
+    }
+}
+
+#[tokio::test]
+async fn a_stream_passes_through_and_must_add_up() {
+    let whole = streamed(
+        7,
+        vec![
+            Ok(Bytes::from_static(b"abc")),
+            Ok(Bytes::from_static(b"defg")),
+        ],
+    );
+    assert_eq!(read(whole).await.unwrap(), b"abcdefg");
+    assert!(read(streamed(0, vec![])).await.unwrap().is_empty());
+
+    // The feeder gave up without an error: not a 3-byte blob.
+    let short = streamed(7, vec![Ok(Bytes::from_static(b"abc"))]);
+    assert!(matches!(read(short).await, Err(StoreError::Io(_))));
+    let failed = streamed(
+        7,
+        vec![
+            Ok(Bytes::from_static(b"abc")),
+            Err(std::io::Error::other("connection reset")),
+        ],
+    );
+    assert!(matches!(read(failed).await, Err(StoreError::Io(_))));
+    let long = streamed(2, vec![Ok(Bytes::from_static(b"abc"))]);
+    assert!(matches!(read(long).await, Err(StoreError::Io(_))));
+}
