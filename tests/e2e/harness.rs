@@ -445,16 +445,6 @@ impl Wharf {
         Wharf::start_on(options, None, None)
     }
 
-    /// On the backends `toml` names (`[storage]` keys and a `[metadata]` table, as
-    /// `SharedBackends::toml` writes them), their secrets in `env`; the test runs their servers.
-    pub fn start_with_backends(
-        options: WharfOptions,
-        toml: String,
-        env: Vec<(&'static str, String)>,
-    ) -> Wharf {
-        Wharf::start_on(options, None, Some(BackendConf { toml, env }))
-    }
-
     /// A second wharf on `other`'s Postgres and Garage (a replica: one cache, two processes).
     pub fn start_sharing(options: WharfOptions, other: &Wharf) -> Wharf {
         let conf = other

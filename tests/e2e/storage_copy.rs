@@ -15,24 +15,6 @@ use crate::layout::{assert_same_image, layout_blob_path, write_layout, Layout, L
 use crate::oci::{digests_on_disk, sha256_digest, wharf_blob_path};
 use crate::skopeo::Skopeo;
 
-const PG_PASSWORD_ENV: &str = "E2E_COPY_PG_PASSWORD";
-
-/// The shared side: its own Postgres for the records. (Content stays on files in the wharf's data
-/// directory until the S3 store lands; then Garage holds it.)
-fn start_shared() -> (wharf_test_servers::Postgres, Wharf) {
-    let postgres = wharf_test_servers::Postgres::start();
-    let toml = format!(
-        "\n[metadata]\nbackend = \"postgres\"\nurl = \"{}\"\npassword_env = \"{PG_PASSWORD_ENV}\"\n",
-        postgres.url_without_password()
-    );
-    let env = vec![(
-        PG_PASSWORD_ENV,
-        wharf_test_servers::postgres::PASSWORD.to_owned(),
-    )];
-    let wharf = Wharf::start_with_backends(WharfOptions::default(), toml, env);
-    (postgres, wharf)
-}
-
 /// `wharf storage copy --from A --to B [args]`, with both sides' secrets.
 fn storage_copy(from: &Wharf, to: &Wharf, args: &[&str]) -> Output {
     let mut cmd = Command::new(wharf_bin());
@@ -147,7 +129,7 @@ impl Images {
 }
 
 /// Proves: `wharf storage copy` moves a files + redb cache (an index of three platforms, a
-/// single-platform image, an upload left unfinished) to the shared metadata backend, and back into a
+/// single-platform image, an upload left unfinished) to the shared backends (Garage, Postgres), and back into a
 /// fresh files + redb wharf: after each copy, a wharf started on the destination serves both images
 /// (skopeo pulls every manifest and blob and checks each digest), with every digest copied exactly
 /// once; a second run copies nothing and changes no record (resumable); the unfinished upload is
@@ -163,7 +145,8 @@ fn storage_copy_moves_a_cache_to_the_shared_backends_and_back() {
     let want = images.all();
     assert_eq!(digests_on_disk(&source.blobs_dir()), want);
 
-    let (_postgres, mut middle) = start_shared();
+    // Content on its own Garage, records in its own Postgres.
+    let mut middle = Wharf::start_shared(WharfOptions::default());
     middle.stop();
 
     let refused = storage_copy(&source, &middle, &[]);
