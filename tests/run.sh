@@ -39,6 +39,17 @@ cargo test --workspace --no-fail-fast "$@" | tee "$log" || status=${PIPESTATUS[0
 FS_ONLY=(
     # they start the shared backends themselves
     shared_backends::
+    # rot or remove files under blobs/ and check meta.redb's pages: on S3 the bucket's copy is the one
+    # scrubbed (wharf-storage's store::s3 and scrub tests do that against Garage)
+    fsck::
+    # the modes of an old data directory's meta.redb and blob files
+    exposure::an_old_data_dir_is_made_private_at_start
+    # a damaged meta.redb, and one another user owns: Postgres has its own logins and permissions
+    plain_words::a_truncated_metadata_file_is_called_damaged_and_names_fsck
+    plain_words::gc_as_another_user_is_told_it_is_a_permission_problem
+    # counts every descriptor wharf holds: on these backends it also keeps pooled connections to
+    # Garage and Postgres open, by design
+    hardening::stalls::clients_that_stop_reading_are_dropped_and_their_descriptors_freed
 )
 if [ "$#" -eq 0 ]; then
     shared_args=(--)

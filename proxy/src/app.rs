@@ -188,16 +188,19 @@ fn log_tightened(dir: &std::path::Path, t: &wharf_storage::data_dir::Tightened) 
 /// that says which setting to change.
 pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), StartError> {
     let dir = cfg.storage.data_dir.clone();
-    let meta_path = dir.join("meta.redb");
     let (store, meta) = open_storage(cfg).await?;
-    let leases = Leases::load(meta.clone())
-        .await
-        .map_err(|e| StartError::Meta {
-            path: meta_path.display().to_string(),
-            source: match e {
-                wharf_storage::lease::LeaseError::Meta(m) => m,
+    let leases = Leases::load(meta.clone()).await.map_err(|e| {
+        let wharf_storage::lease::LeaseError::Meta(m) = e;
+        match meta.backend_endpoint() {
+            Some(endpoint) => {
+                StartError::Backend(format!("cannot read leases from {endpoint}: {m}"))
+            }
+            None => StartError::Meta {
+                path: dir.join("meta.redb").display().to_string(),
+                source: m,
             },
-        })?;
+        }
+    })?;
     leases.set_grace(cfg.gc.grace_secs);
     let store = Touching::wrap(store, leases.clone());
     let plugins = {

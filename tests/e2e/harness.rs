@@ -646,6 +646,20 @@ impl Wharf {
         self.local_store_dir().join("ingest")
     }
 
+    /// The digests the content store holds: the files under `blobs/`, or on the shared backends the
+    /// objects in the bucket (the local cache is only a copy of some of them).
+    pub fn stored_digests(&self) -> std::collections::BTreeSet<String> {
+        match &self.shared {
+            Some(b) => b
+                .garage
+                .list_keys("blobs/sha256/")
+                .into_iter()
+                .filter_map(|k| k.rsplit('/').next().map(|h| format!("sha256:{h}")))
+                .collect(),
+            None => crate::oci::digests_on_disk(&self.blobs_dir()),
+        }
+    }
+
     fn local_store_dir(&self) -> PathBuf {
         match &self.backends {
             Some(_) => self.data_dir().join("s3-local"),

@@ -16,12 +16,8 @@ use crate::skopeo::Skopeo;
 
 /// The content keys in the bucket (`blobs/sha256/<hex>` → `sha256:<hex>`).
 fn bucket_digests(wharf: &Wharf) -> BTreeSet<String> {
-    let garage = &wharf.shared().expect("shared backends").garage;
-    garage
-        .list_keys("blobs/sha256/")
-        .into_iter()
-        .filter_map(|k| k.rsplit('/').next().map(|h| format!("sha256:{h}")))
-        .collect()
+    assert!(wharf.shared().is_some(), "shared backends");
+    wharf.stored_digests()
 }
 
 fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {

@@ -16,6 +16,8 @@ use crate::harness::require_tool;
 const UNIT: &str = "test result: ok. 80 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 2.10s";
 const E2E_OK: &str = "test result: ok. 95 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 301.52s";
 const E2E_FAILED: &str = "test result: FAILED. 93 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 298.00s";
+/// What the second pass prints (the end-to-end binary again, on the shared backends).
+const SHARED_OK: &str = "test result: ok. 90 passed; 0 failed; 0 ignored; 0 measured; 5 filtered out; finished in 420.00s";
 const DOC: &str =
     "test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s";
 
@@ -58,7 +60,9 @@ fn run(args: &[&str], build_status: i32, test_output: &[&str], test_status: i32)
         &format!(
             "#!/bin/sh\necho \"$*\" >> '{calls}'\ncase \"$1\" in\n  build) exit {build_status} ;;\n  \
              rustc) mkdir -p target/debug && cp /bin/true target/debug/wharf; exit 0 ;;\n  \
-             test) echo '   Compiling wharf v0.1.0' >&2; cat '{output}'; exit {test_status} ;;\nesac\nexit 99\n",
+             test) echo '   Compiling wharf v0.1.0' >&2; \
+               if [ \"$WHARF_E2E_BACKENDS\" = shared ]; then echo '{SHARED_OK}'; exit 0; fi; \
+               cat '{output}'; exit {test_status} ;;\nesac\nexit 99\n",
             calls = calls.display(),
             output = output.display(),
         ),
@@ -94,7 +98,7 @@ fn summary_counts_every_binary() {
     let r = run(&["--", "crash"], 0, &[UNIT, E2E_OK, DOC], 0);
     assert_eq!(
         r.last_line(),
-        "wharf tests: 175 passed, 0 failed",
+        "wharf tests: 265 passed, 0 failed",
         "{:?}",
         r.stdout
     );
@@ -111,6 +115,14 @@ fn summary_counts_every_binary() {
         "{}",
         r.cargo_calls
     );
+    // The second pass, on the shared backends, gets the same filter.
+    assert!(
+        r.cargo_calls
+            .lines()
+            .any(|l| l == "test -p wharf-e2e --test e2e --no-fail-fast -- crash"),
+        "{}",
+        r.cargo_calls
+    );
 }
 
 /// Proves: a failed test makes the last line say how many failed and the exit status non-zero.
@@ -119,7 +131,7 @@ fn summary_counts_failures() {
     let r = run(&[], 0, &[UNIT, E2E_FAILED, DOC], 101);
     assert_eq!(
         r.last_line(),
-        "wharf tests: 173 passed, 2 failed",
+        "wharf tests: 263 passed, 2 failed",
         "{:?}",
         r.stdout
     );
@@ -134,7 +146,7 @@ fn build_failures_fail_the_run() {
     assert!(!r.status.success(), "{:?}", r.stdout);
     assert!(
         r.last_line()
-            .starts_with("wharf tests: 80 passed, 0 failed; cargo test exited with status 101"),
+            .starts_with("wharf tests: 170 passed, 0 failed; cargo test exited with status 101"),
         "{:?}",
         r.stdout
     );

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::harness::Wharf;
 use crate::http::Api;
 use crate::layout::{assert_same_image, write_layout, LayoutSpec};
-use crate::oci::{digests_on_disk, regular_files, sha256_digest};
+use crate::oci::{regular_files, sha256_digest};
 use crate::skopeo::Skopeo;
 
 use super::{cli_command, collect, options, removed, wait_for_dry_run};
@@ -123,7 +123,7 @@ fn kill_9_during_a_sweep_loses_nothing_reachable() {
     }
     // What the registry still lists it still has, whole (GET, which, unlike HEAD, does not count as a
     // use, so the next collection may remove them).
-    let on_disk = digests_on_disk(&wharf.blobs_dir());
+    let on_disk = wharf.stored_digests();
     let mut served = 0;
     for (i, d) in &junk {
         let r = api.get(&format!("/v2/junk/blobs/blobs/{d}"));
@@ -156,7 +156,7 @@ fn kill_9_during_a_sweep_loses_nothing_reachable() {
         gone.difference(&rest).count(),
         report["note"]
     );
-    assert_eq!(digests_on_disk(&wharf.blobs_dir()), keep);
+    assert_eq!(wharf.stored_digests(), keep);
     for (_, d) in &junk {
         api.get(&format!("/v2/junk/blobs/blobs/{d}"))
             .assert_status(404);
