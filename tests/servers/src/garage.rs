@@ -155,11 +155,12 @@ fn terminate(mut c: Child) {
     // Dropping kills it.
 }
 
-fn wait_healthy(dir: &Path, admin_port: u16, child: &mut Child) {
-    let until = Instant::now() + Duration::from_secs(30);
+/// Whether the node became healthy within `within` (panics if it exited).
+fn became_healthy(dir: &Path, admin_port: u16, child: &mut Child, within: Duration) -> bool {
+    let until = Instant::now() + within;
     while Instant::now() < until {
         if healthy(admin_port) {
-            return;
+            return true;
         }
         if let Ok(Some(status)) = child.0.try_wait() {
             panic!(
@@ -169,10 +170,16 @@ fn wait_healthy(dir: &Path, admin_port: u16, child: &mut Child) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!(
-        "garage did not become healthy on 127.0.0.1:{admin_port} within 30 s; its log:\n{}",
-        std::fs::read_to_string(dir.join("garage.log")).unwrap_or_default()
-    );
+    false
+}
+
+fn wait_healthy(dir: &Path, admin_port: u16, child: &mut Child) {
+    if !became_healthy(dir, admin_port, child, Duration::from_secs(60)) {
+        panic!(
+            "garage did not become healthy on 127.0.0.1:{admin_port} within 60 s; its log:\n{}",
+            std::fs::read_to_string(dir.join("garage.log")).unwrap_or_default()
+        );
+    }
 }
 
 /// The configured cluster every server copies, and the database engine it uses.
@@ -274,22 +281,46 @@ impl Garage {
         }
         let mut g = Garage {
             dir,
-            rpc_port: free_port(),
-            s3_port: free_port(),
-            admin_port: free_port(),
+            rpc_port: 0,
+            s3_port: 0,
+            admin_port: 0,
             child: None,
         };
-        write_config(
-            g.dir.path(),
-            &Ports {
-                rpc: g.rpc_port,
-                s3: g.s3_port,
-                admin: g.admin_port,
-            },
-            engine,
+        // Free ports are picked, released and bound again by garage: under a parallel test run
+        // another server may take one in between, and this node then never becomes healthy. A
+        // node that does not is started again on other ports (seen in CI-like load, once).
+        for attempt in 1..=3 {
+            (g.rpc_port, g.s3_port, g.admin_port) = (free_port(), free_port(), free_port());
+            write_config(
+                g.dir.path(),
+                &Ports {
+                    rpc: g.rpc_port,
+                    s3: g.s3_port,
+                    admin: g.admin_port,
+                },
+                engine,
+            );
+            let mut child = spawn(g.dir.path());
+            let wait = Duration::from_secs(if attempt == 3 { 60 } else { 20 });
+            if became_healthy(g.dir.path(), g.admin_port, &mut child, wait) {
+                wait_for_port(
+                    g.s3_port,
+                    "garage (s3 api)",
+                    &g.log_path(),
+                    Duration::from_secs(30),
+                );
+                g.child = Some(child);
+                return g;
+            }
+            eprintln!(
+                "garage did not become healthy on 127.0.0.1:{}; trying other ports",
+                g.admin_port
+            );
+        }
+        panic!(
+            "garage did not become healthy in three starts; its log:\n{}",
+            g.log()
         );
-        g.start_again();
-        g
     }
 
     /// Starts the node again (same data, same ports) after `stop` or `kill9`.
