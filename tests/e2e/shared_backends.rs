@@ -432,3 +432,31 @@ fn start_refuses_unreachable_or_wrong_backends_naming_them() {
     wharf.shared_mut().unwrap().postgres.start_again();
     wharf.start_again();
 }
+
+/// `wharf status` says where content and metadata live (through the running server, and on the
+/// files when none runs), never a password.
+#[test]
+fn status_names_the_backends_in_use() {
+    let mut wharf = Wharf::start_shared(WharfOptions::default());
+    let endpoint = wharf.shared().unwrap().garage.endpoint();
+    let port = wharf.shared().unwrap().postgres.port();
+    for serving in [true, false] {
+        if !serving {
+            wharf.stop();
+        }
+        let out = crate::gc::cli(&wharf, &["status"]);
+        let text = output_text(&out);
+        assert!(out.status.success(), "{text}");
+        assert!(
+            text.contains(&format!("backends: content: s3 {endpoint} bucket wharf"))
+                && text.contains(&format!(
+                    "metadata: postgres postgres://wharf@127.0.0.1:{port}/wharf"
+                )),
+            "serving={serving}: {text}"
+        );
+        assert!(
+            !text.contains(wharf_test_servers::postgres::PASSWORD),
+            "{text}"
+        );
+    }
+}
