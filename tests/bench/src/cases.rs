@@ -1,9 +1,10 @@
 //! The cases of issue 5, each run against wharf, nginx and distribution in the same run, servers
 //! interleaved within each repetition so that a noisy moment hurts all three alike. With
 //! `--baseline`, cases 1, 2, 3 and 7 also measure a second wharf (an older build), interleaved
-//! the same way, for a before/after of one change from one run.
+//! the same way, for a before/after of one change from one run. With `--backends`, cases 1, 3 and 4
+//! also measure wharf on S3 (Garage) + Postgres beside wharf on files + redb (issue 26).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,10 +15,10 @@ use anyhow::{bail, ensure, Context as _, Result};
 
 use crate::http;
 use crate::load;
-use crate::procstat::{Cost, Meter};
+use crate::procstat::{self, Cost, Meter};
 use crate::report::{self, CaseResult, Metric, Stat};
 use crate::seed::{self, Blob, Image, UploadStyle, ACCEPT};
-use crate::servers::{self, DistMode, Server, UpstreamEntry};
+use crate::servers::{self, DistMode, Server, SharedBackends, UpstreamEntry};
 
 mod gc;
 mod platforms;
@@ -41,21 +42,45 @@ type PerServer = [Vec<f64>; 3];
 const BASELINE: usize = 3;
 /// How the baseline wharf is named in errors and notes.
 pub const BASELINE_NAME: &str = "wharf (baseline)";
+/// `--backends`: the slot of wharf on S3 + Postgres with its local hot cache (cases 1, 3, 4)…
+const S3: usize = 4;
+/// … and of a second wharf on the same bucket and database with none (case 1's `1-s3cold`).
+const S3_COLD: usize = 5;
+/// Slots in all: the three of `SERVERS`, the baseline, the two on S3.
+const SLOTS: usize = 6;
+pub const S3_NAME: &str = "wharf s3+pg";
+pub const S3_COLD_NAME: &str = "wharf s3+pg, no local cache";
 
-/// A metric's samples for each server of [`Env::lineup`]: the three columns, and the baseline
-/// wharf's (empty without `--baseline`).
+/// A metric's samples for each server of [`Env::lineup`]: the three columns, the baseline
+/// wharf's (empty without `--baseline`), the wharfs on S3 + Postgres' (empty without
+/// `--backends`).
 #[derive(Default)]
 struct Samples {
     servers: PerServer,
     baseline: Vec<f64>,
+    s3: Vec<f64>,
+    s3_cold: Vec<f64>,
 }
 
 impl Samples {
     fn push(&mut self, slot: usize, v: f64) {
-        match self.servers.get_mut(slot) {
-            Some(s) => s.push(v),
-            None => self.baseline.push(v),
+        match slot {
+            BASELINE => self.baseline.push(v),
+            S3 => self.s3.push(v),
+            S3_COLD => self.s3_cold.push(v),
+            _ => self.servers[slot].push(v),
         }
+    }
+
+    /// The `1-s3cold` row: wharf on files (the same runs as case 1's) beside the wharf with no
+    /// local cache, in the s3+pg column.
+    fn cold(&self, name: &str, unit: &str, stat: fn(Vec<f64>) -> Stat) -> Metric {
+        Metric::new(
+            name,
+            unit,
+            [Self::stat(self.servers[0].clone(), stat), None, None],
+        )
+        .with_backends(Self::stat(self.s3_cold.clone(), stat))
     }
 
     /// A server's figure, where it was measured (case 7 measures only the wharfs).
@@ -66,6 +91,7 @@ impl Samples {
     fn metric(self, name: &str, unit: &str, stat: fn(Vec<f64>) -> Stat) -> Metric {
         Metric::new(name, unit, self.servers.map(|v| Self::stat(v, stat)))
             .with_baseline(Self::stat(self.baseline, stat))
+            .with_backends(Self::stat(self.s3, stat))
     }
 
     fn medians(self, name: &str, unit: &str) -> Metric {
@@ -160,6 +186,8 @@ pub struct Env {
     pub servers: [Server; 3],
     /// The baseline wharf of cases 1–3, seeded like `servers[0]` (started only for them).
     pub baseline: Option<Server>,
+    /// `--backends`: Postgres and Garage, and the wharfs of cases 1 and 3 on them.
+    pub backends: Option<Backends>,
     pub upstream: Server,
     pub image: Image,
     /// Every measured run's cost, for the machine-noise summary.
@@ -183,6 +211,36 @@ fn gb(bytes: u64) -> f64 {
     bytes as f64 / GB
 }
 
+/// What `--backends` starts in [`setup`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BackendsNeed {
+    None,
+    /// Postgres and Garage only: case 4 starts its own wharfs on them.
+    Servers,
+    /// And the two wharfs of cases 1 and 3, seeded like wharf on files.
+    Wharfs,
+}
+
+/// `--backends`: one Postgres cluster and one Garage node for the run, and the wharfs on them.
+pub struct Backends {
+    pub shared: SharedBackends,
+    /// On database `wharf`, keys without a prefix, the default local hot cache (20 GiB): seeded
+    /// like `Env::servers[0]`, so it holds the image locally too.
+    pub wharf: Option<Server>,
+    /// A second process on the same database and bucket with `cache_max_bytes = 0`: every blob
+    /// GET is a ranged GET from Garage, streamed through.
+    pub cold: Option<Server>,
+    /// Databases and key prefixes handed out to case 4's wharfs so far (each gets new ones).
+    made: Cell<usize>,
+}
+
+impl Backends {
+    /// Garage's and Postgres's processes, read now (Postgres forks one per connection).
+    fn pids(&self) -> Vec<u32> {
+        self.shared.pids()
+    }
+}
+
 impl Env {
     fn measure<T>(
         &self,
@@ -202,20 +260,40 @@ impl Env {
     }
 
     /// The servers of cases 1–3 in the order each repetition measures them, with their slot
-    /// (`SERVERS` index, or [`BASELINE`]): the baseline wharf right after wharf, so that the two
-    /// builds meet the most similar moments of this noisy machine.
-    fn lineup(&self) -> Vec<(usize, &Server)> {
+    /// (`SERVERS` index, [`BASELINE`], [`S3`], [`S3_COLD`]): the baseline wharf and the wharfs on S3
+    /// right after wharf, so that what is compared meets the most similar moments of this noisy
+    /// machine. `s3`: which of the wharfs on S3 + Postgres take part (none, the cached one, both).
+    fn lineup(&self, s3: &[usize]) -> Vec<(usize, &Server)> {
         let [wharf, nginx, dist] = &self.servers;
         let mut v = vec![(0, wharf)];
+        if let Some(b) = &self.backends {
+            let on_s3 = [(S3, &b.wharf), (S3_COLD, &b.cold)];
+            v.extend(
+                on_s3
+                    .into_iter()
+                    .filter(|(slot, _)| s3.contains(slot))
+                    .filter_map(|(slot, w)| Some((slot, w.as_ref()?))),
+            );
+        }
         v.extend(self.baseline.iter().map(|b| (BASELINE, b)));
         v.extend([(1, nginx), (2, dist)]);
         v
     }
 
-    /// The blob is whole on every server (and now in the page cache: the cases are "warm").
-    fn warm_up(&self) -> Result<()> {
+    /// Processes whose CPU a measurement of the server in `slot` counts as its helpers': the
+    /// shared backends for the wharfs on them, none otherwise.
+    fn helpers_of(&self, slot: usize) -> Vec<u32> {
+        match (&self.backends, slot) {
+            (Some(b), S3 | S3_COLD) => b.pids(),
+            _ => vec![],
+        }
+    }
+
+    /// The blob is whole on every server of `lineup` (and now in the page cache, and in the local
+    /// hot cache of the wharf on S3: the cases are "warm").
+    fn warm_up(&self, lineup: &[(usize, &Server)]) -> Result<()> {
         let path = blob_path(REPO, self.big());
-        for (_, s) in self.lineup() {
+        for (_, s) in lineup {
             let (h, n) = http::get_discard(s.addr, &path)?;
             ensure!(
                 h.status == 200 && n == self.big().len,
@@ -260,33 +338,82 @@ fn at_least(m: &Metric, other: usize, factor: f64) -> Option<bool> {
     m.ratio(other).map(|r| r >= factor)
 }
 
-/// Case 1: one client reads the 1 GiB blob.
-pub fn blob_one_stream(env: &Env) -> Result<CaseResult> {
-    env.warm_up()?;
+/// Case 1: one client reads the 1 GiB blob. With `--backends`, also from wharf on S3 + Postgres
+/// (from its local hot cache) and from a second one with no local cache (`1-s3cold`).
+pub fn blob_one_stream(env: &Env) -> Result<Vec<CaseResult>> {
+    let lineup = env.lineup(&[S3, S3_COLD]);
+    env.warm_up(&lineup)?;
     let big = env.big();
     let path = blob_path(REPO, big);
-    let [mut rate, mut cpu, mut rss]: [Samples; 3] = Default::default();
+    let [mut rate, mut cpu, mut rss, mut backends_cpu]: [Samples; 4] = Default::default();
     for _ in 0..env.s.reps {
-        for (i, s) in env.lineup() {
-            let ((h, n), c) = env.measure(s.pids(), vec![], || http::get_discard(s.addr, &path))?;
+        for &(i, s) in &lineup {
+            let ((h, n), c) = env.measure(s.pids(), env.helpers_of(i), || {
+                http::get_discard(s.addr, &path)
+            })?;
             ensure!(h.status == 200 && n == big.len, "{}: short read", s.name);
             rate.push(i, gb(n) / c.wall_s);
             cpu.push(i, c.cpu_s / gb(n));
             rss.push(i, c.peak_rss_mib);
+            if matches!(i, S3 | S3_COLD) {
+                backends_cpu.push(i, c.helpers_cpu_s / gb(n));
+            }
         }
     }
+    let with_s3 = env.backends.as_ref().is_some_and(|b| b.wharf.is_some());
+    let cold = if with_s3 {
+        Some(CaseResult {
+            id: "1-s3cold".into(),
+            title: format!(
+                "warm blob GET, {}, one stream, s3+pg with no local cache",
+                size_label(big.len)
+            ),
+            metrics: vec![
+                rate.cold("throughput", "GB/s", Stat::median),
+                cpu.cold("server CPU", "s per GB", Stat::median),
+                backends_cpu.cold("backends' CPU", "s per GB", Stat::median),
+                rss.cold("peak RSS, max", "MiB", Stat::max),
+            ],
+            notes: vec![
+                "s3+pg: a second wharf on the same bucket and database with cache_max_bytes = 0, \
+                 so every GET is a ranged GET from Garage streamed through; wharf: the same \
+                 fs+redb runs as case 1's, interleaved with it"
+                    .into(),
+            ],
+        })
+    } else {
+        None
+    };
     let tput = rate.medians("throughput", "GB/s");
     let met = at_least(&tput, 1, 1.0);
-    Ok(CaseResult {
+    let mut tput = tput.with_target("≥ 1.0× nginx", met);
+    let mut cpu = cpu.medians("server CPU", "s per GB");
+    let mut notes =
+        vec!["client: the driver's own HTTP reader (1 MiB reads, body discarded)".to_owned()];
+    let mut metrics = Vec::new();
+    if with_s3 {
+        // Issue 26: a warm path from the local cache within 10% of wharf on files.
+        tput = tput.with_backends_goal("s3+pg ≥ 0.9× fs+redb", true, 0.9);
+        cpu = cpu.with_backends_goal("s3+pg ≤ 1.1× fs+redb", false, 1.1);
+        notes.push(
+            "s3+pg: wharf on Garage + Postgres, from its local hot cache (the seeding and a first \
+             GET filled it); backends' CPU: Garage's and Postgres's during the GET"
+                .into(),
+        );
+    }
+    metrics.extend([tput, cpu]);
+    if with_s3 {
+        metrics.push(backends_cpu.medians("backends' CPU", "s per GB"));
+    }
+    metrics.push(rss.peaks());
+    let mut out = vec![CaseResult {
         id: "1".into(),
         title: format!("warm blob GET, {}, one stream", size_label(big.len)),
-        metrics: vec![
-            tput.with_target("≥ 1.0× nginx", met),
-            cpu.medians("server CPU", "s per GB"),
-            rss.peaks(),
-        ],
-        notes: vec!["client: the driver's own HTTP reader (1 MiB reads, body discarded)".into()],
-    })
+        metrics,
+        notes,
+    }];
+    out.extend(cold);
+    Ok(out)
 }
 
 fn size_label(bytes: u64) -> String {
@@ -327,13 +454,14 @@ fn concurrent_gets(addr: SocketAddr, path: &str, n: usize, expect: u64) -> Resul
 
 /// Case 2: 16 clients read the same blob at once.
 pub fn blob_concurrent(env: &Env) -> Result<CaseResult> {
-    env.warm_up()?;
+    let lineup = env.lineup(&[]);
+    env.warm_up(&lineup)?;
     let big = env.big();
     let path = blob_path(REPO, big);
     let n = env.s.streams;
     let [mut rate, mut cpu, mut rss]: [Samples; 3] = Default::default();
     for _ in 0..env.s.reps_parallel {
-        for (i, s) in env.lineup() {
+        for &(i, s) in &lineup {
             let ((ok, bytes), c) = env.measure(s.pids(), vec![], || {
                 concurrent_gets(s.addr, &path, n, big.len)
             })?;
@@ -368,8 +496,11 @@ enum Tool {
     Head,
 }
 
-/// Case 3: small requests at 64 connections; one result per endpoint.
+/// Case 3: small requests at 64 connections; one result per endpoint. With `--backends`, also on
+/// wharf on S3 + Postgres (tags and manifest records in Postgres, cached in memory as on redb).
 pub fn request_rates(env: &Env) -> Result<Vec<CaseResult>> {
+    let lineup = env.lineup(&[S3]);
+    let with_s3 = lineup.iter().any(|&(i, _)| i == S3);
     let manifest = manifest_path();
     let blob = blob_path(REPO, env.big());
     let endpoints = [
@@ -400,7 +531,7 @@ pub fn request_rates(env: &Env) -> Result<Vec<CaseResult>> {
             &env.big().digest
         };
         // One request first: the load tools count only statuses, so check the answer is right.
-        for (_, s) in env.lineup() {
+        for (_, s) in &lineup {
             let (h, _) = http::call(s.addr, method, path, headers, None)?;
             ensure!(
                 h.status == 200 && h.header("docker-content-digest") == Some(want_digest),
@@ -415,11 +546,11 @@ pub fn request_rates(env: &Env) -> Result<Vec<CaseResult>> {
                 s.name
             );
         }
-        let [mut rps, mut cpu, mut rss]: [Samples; 3] = Default::default();
-        let mut errors = [0u64; BASELINE + 1];
+        let [mut rps, mut cpu, mut rss, mut backends_cpu]: [Samples; 4] = Default::default();
+        let mut errors = [0u64; SLOTS];
         for _ in 0..env.s.reps {
-            for (i, s) in env.lineup() {
-                let (l, c) = env.measure(s.pids(), vec![], || match tool {
+            for &(i, s) in &lineup {
+                let (l, c) = env.measure(s.pids(), env.helpers_of(i), || match tool {
                     Tool::Wrk => load::wrk(s.addr, path, headers, env.s.conns, env.s.load_secs),
                     Tool::Head => load::head_load(
                         s.addr,
@@ -433,6 +564,9 @@ pub fn request_rates(env: &Env) -> Result<Vec<CaseResult>> {
                 rps.push(i, l.rps());
                 cpu.push(i, c.cpu_s / l.requests as f64 * 1e6);
                 rss.push(i, c.peak_rss_mib);
+                if i == S3 {
+                    backends_cpu.push(i, c.helpers_cpu_s / l.requests as f64 * 1e6);
+                }
                 errors[i] += l.errors;
             }
         }
@@ -451,7 +585,7 @@ pub fn request_rates(env: &Env) -> Result<Vec<CaseResult>> {
                 env.s.conns, env.s.load_secs
             ),
         }];
-        for (i, s) in env.lineup() {
+        for &(i, s) in &lineup {
             if errors[i] > 0 {
                 notes.push(format!(
                     "{}: {} errors (non-2xx or socket) over all runs",
@@ -459,14 +593,26 @@ pub fn request_rates(env: &Env) -> Result<Vec<CaseResult>> {
                 ));
             }
         }
+        let mut rps = rps.with_target("≥ 0.5× nginx and ≥ 5× distrib.", rps_met);
+        let mut metrics = vec![];
+        if with_s3 && id == "3a" {
+            // Issue 26: a manifest GET on Postgres at ≥ 0.8× the rate on redb.
+            rps = rps.with_backends_goal("s3+pg ≥ 0.8× fs+redb", true, 0.8);
+        }
+        metrics.extend([rps, cpu.with_target("wharf ≤ 30 µs", cpu_met)]);
+        if with_s3 {
+            metrics.push(backends_cpu.medians("backends' CPU", "µs per req"));
+            notes.push(
+                "s3+pg: wharf on Garage + Postgres; backends' CPU: Garage's and Postgres's during the \
+                 load"
+                    .into(),
+            );
+        }
+        metrics.push(rss.peaks());
         out.push(CaseResult {
             id: id.into(),
             title: title.into(),
-            metrics: vec![
-                rps.with_target("≥ 0.5× nginx and ≥ 5× distrib.", rps_met),
-                cpu.with_target("wharf ≤ 30 µs", cpu_met),
-                rss.peaks(),
-            ],
+            metrics,
             notes,
         });
     }
@@ -618,7 +764,8 @@ fn num_plain(v: f64) -> String {
 }
 
 /// Case 4: one cold pull through wharf, and through distribution's proxy mode, vs a direct GET (the
-/// direct GET paced like the pulls).
+/// direct GET paced like the pulls). With `--backends`, also through wharf on S3 + Postgres, whose
+/// fill ends in the bucket and the database.
 pub fn cold_pull_case(env: &Env, link: Link) -> Result<CaseResult> {
     let big = env.big();
     let direct_path = blob_path(COLD_REPO, big);
@@ -634,9 +781,10 @@ pub fn cold_pull_case(env: &Env, link: Link) -> Result<CaseResult> {
     } else {
         env.s.cold_reps
     };
-    let [mut rate, mut ratio, mut of_ceiling, mut cpu, mut rss, mut busy]: [PerServer; 6] =
+    let [mut rate, mut ratio, mut of_ceiling, mut cpu, mut rss, mut busy]: [Samples; 6] =
         Default::default();
-    let [mut machine, mut upstream_cpu, mut cpu_reclaimed]: [PerServer; 3] = Default::default();
+    let [mut machine, mut upstream_cpu, mut cpu_reclaimed]: [Samples; 3] = Default::default();
+    let [mut in_bucket, mut backends_cpu]: [Samples; 2] = Default::default();
     let (mut direct, mut direct_machine, mut direct_upstream) =
         (Vec::new(), Vec::new(), Vec::new());
     for rep in 0..reps {
@@ -649,44 +797,51 @@ pub fn cold_pull_case(env: &Env, link: Link) -> Result<CaseResult> {
         direct_machine.push(pull_cpu(&c) / gb(n));
         direct_upstream.push(c.cpu_s / gb(n));
 
+        let mut record = |slot: usize, r: f64, c: &Cost, upstream: f64| {
+            rate.push(slot, r);
+            ratio.push(slot, r / d);
+            of_ceiling.push(slot, r / d.min(sha.value));
+            cpu.push(slot, c.cpu_s / gb(big.len));
+            rss.push(slot, c.peak_rss_mib);
+            busy.push(slot, c.machine_busy_s / c.wall_s);
+            machine.push(slot, pull_cpu(c) / gb(big.len));
+            upstream_cpu.push(slot, upstream / gb(big.len));
+        };
+
         let w = mirror_wharf(env, &rep.to_string())?;
         let (r, c) = cold_pull(env, &w, &wharf_path)?;
         discard(w);
-        rate[0].push(r);
-        ratio[0].push(r / d);
-        of_ceiling[0].push(r / d.min(sha.value));
-        cpu[0].push(c.cpu_s / gb(big.len));
-        rss[0].push(c.peak_rss_mib);
-        busy[0].push(c.machine_busy_s / c.wall_s);
-        machine[0].push(pull_cpu(&c) / gb(big.len));
-        upstream_cpu[0].push(c.helpers_cpu_s / gb(big.len));
+        record(0, r, &c, c.helpers_cpu_s);
+
+        if let Some(b) = &env.backends {
+            let (w, prefix) = mirror_wharf_s3(env, b, &rep.to_string())?;
+            let pull = cold_pull_s3(env, b, &w, &prefix, &wharf_path)?;
+            discard(w);
+            let c = &pull.cost;
+            record(S3, pull.rate, c, c.helpers_cpu_s - pull.backends_cpu_s);
+            in_bucket.push(S3, pull.in_bucket_s);
+            backends_cpu.push(S3, pull.backends_cpu_s / gb(big.len));
+        }
 
         let p = proxy_distribution(env, &rep.to_string())?;
         let (r, c) = cold_pull(env, &p, &direct_path)?;
         discard(p);
-        rate[2].push(r);
-        ratio[2].push(r / d);
-        of_ceiling[2].push(r / d.min(sha.value));
-        cpu[2].push(c.cpu_s / gb(big.len));
-        rss[2].push(c.peak_rss_mib);
-        busy[2].push(c.machine_busy_s / c.wall_s);
-        machine[2].push(pull_cpu(&c) / gb(big.len));
-        upstream_cpu[2].push(c.helpers_cpu_s / gb(big.len));
+        record(2, r, &c, c.helpers_cpu_s);
 
         // A/B in the same run: the same pulls into memory the host has taken back meanwhile.
         if link.0.is_none() && rep < RECLAIMED_REPS {
             let w = mirror_wharf(env, &format!("{rep}-reclaimed"))?;
             let (_, c) = cold_pull_with(env, &w, &wharf_path, Memory::Reclaimed)?;
             discard(w);
-            cpu_reclaimed[0].push(c.cpu_s / gb(big.len));
+            cpu_reclaimed.push(0, c.cpu_s / gb(big.len));
             let p = proxy_distribution(env, &format!("{rep}-reclaimed"))?;
             let (_, c) = cold_pull_with(env, &p, &direct_path, Memory::Reclaimed)?;
             discard(p);
-            cpu_reclaimed[2].push(c.cpu_s / gb(big.len));
+            cpu_reclaimed.push(2, c.cpu_s / gb(big.len));
         }
     }
     let paced = link.0.is_some();
-    let ratio = medians("cold ÷ direct", "×", ratio);
+    let ratio = ratio.medians("cold ÷ direct", "×");
     let ratio = if paced {
         let met = ratio.value(0).map(|r| r >= 0.95);
         ratio.with_target("wharf ≥ 0.95× direct", met)
@@ -697,7 +852,7 @@ pub fn cold_pull_case(env: &Env, link: Link) -> Result<CaseResult> {
     let direct_med = direct_stat.value;
     let ceiling = Stat::median(vec![(sha.value / direct_med).min(1.0)]);
     let mut metrics = vec![
-        medians("cold pull", "GB/s", rate),
+        rate.medians("cold pull", "GB/s"),
         Metric::new(
             "direct GET from upstream",
             "GB/s",
@@ -706,7 +861,7 @@ pub fn cold_pull_case(env: &Env, link: Link) -> Result<CaseResult> {
         ratio,
     ];
     if !paced {
-        let of_ceiling = medians("cold ÷ verifying ceiling", "×", of_ceiling);
+        let of_ceiling = of_ceiling.medians("cold ÷ verifying ceiling", "×");
         let met = of_ceiling.value(0).map(|r| r >= 0.8);
         metrics.extend([
             Metric::new("SHA-256 on one core", "GB/s", [Some(sha), None, None]),
@@ -720,13 +875,19 @@ pub fn cold_pull_case(env: &Env, link: Link) -> Result<CaseResult> {
     }
     let direct_machine = Stat::median(direct_machine);
     let direct_upstream = Stat::median(direct_upstream);
+    if env.backends.is_some() {
+        metrics.push(in_bucket.medians("in the bucket after", "s"));
+    }
+    metrics.push(cpu.medians("server CPU", "s per GB"));
+    if env.backends.is_some() {
+        metrics.push(backends_cpu.medians("backends' CPU", "s per GB"));
+    }
     metrics.extend([
-        medians("server CPU", "s per GB", cpu),
-        medians("server CPU, memory reclaimed", "s per GB", cpu_reclaimed),
-        medians("upstream's CPU", "s per GB", upstream_cpu),
-        medians("CPU of all the pull's processes", "s per GB", machine),
-        medians("machine CPUs busy", "CPUs", busy),
-        peaks(rss),
+        cpu_reclaimed.medians("server CPU, memory reclaimed", "s per GB"),
+        upstream_cpu.medians("upstream's CPU", "s per GB"),
+        machine.medians("CPU of all the pull's processes", "s per GB"),
+        busy.medians("machine CPUs busy", "CPUs"),
+        rss.peaks(),
     ]);
     let mut notes = vec![
         format!(
@@ -755,6 +916,17 @@ pub fn cold_pull_case(env: &Env, link: Link) -> Result<CaseResult> {
             if paced { ", paced too" } else { "" }
         ),
     ];
+    if env.backends.is_some() {
+        notes.push(
+            "s3+pg: a fresh wharf on Garage + Postgres per pull (its own database and key prefix, \
+             an empty data dir); its client has the blob once it verified, then the fill uploads \
+             it to the bucket (multipart) and records it in Postgres: its CPU figures (server, \
+             backends' (Garage + Postgres), all the pull's processes, CPUs busy) run until the \
+             object is in the bucket (\"in the bucket after\": from the GET's start), its rates \
+             until the client's last byte"
+                .into(),
+        );
+    }
     if paced {
         notes.push(pacing_note(link));
     } else {
@@ -776,6 +948,87 @@ pub fn cold_pull_case(env: &Env, link: Link) -> Result<CaseResult> {
         ),
         metrics,
         notes,
+    })
+}
+
+/// A wharf on the shared backends with an empty cache (a database and a key prefix of its own, an
+/// empty data dir) that mirrors the upstream; the prefix its keys go under.
+fn mirror_wharf_s3(env: &Env, b: &Backends, label: &str) -> Result<(Server, String)> {
+    let n = b.made.get();
+    b.made.set(n + 1);
+    let (db, prefix) = (format!("pull_{n}"), format!("pull-{n}/"));
+    b.shared.create_database(&db)?;
+    let dir = env.root.join(format!("mirror-s3-{label}"));
+    let _ = fs::remove_dir_all(&dir);
+    let mut w = servers::start_wharf_on(
+        &env.wharf_bin,
+        &dir,
+        &[UpstreamEntry {
+            host: env.upstream.addr.to_string(),
+            endpoint: format!("http://{}", env.upstream.addr),
+        }],
+        Some(&b.shared.conf(&db, &prefix, None)),
+        "",
+        "",
+    )?;
+    w.name = S3_NAME;
+    Ok((w, prefix))
+}
+
+/// One cold pull through a wharf on the shared backends, measured until its fill is in the bucket.
+struct S3Pull {
+    /// GB/s to the client (until its last byte).
+    rate: f64,
+    /// Seconds from the GET's start until the bucket listed the object.
+    in_bucket_s: f64,
+    /// Over the whole of it; `helpers_cpu_s` counts the upstream and the backends.
+    cost: Cost,
+    backends_cpu_s: f64,
+}
+
+/// How long a fill may take to reach the bucket after its client is done.
+const IN_BUCKET_DEADLINE: Duration = Duration::from_secs(300);
+
+fn cold_pull_s3(env: &Env, b: &Backends, via: &Server, prefix: &str, path: &str) -> Result<S3Pull> {
+    let big = env.big();
+    let key = format!("{prefix}blobs/sha256/{}", big.hex());
+    recycle_memory(env)?;
+    let backend_pids = b.pids();
+    let mut helpers = env.upstream.pids();
+    helpers.extend(&backend_pids);
+    let backends0 = procstat::sum_cpu(&backend_pids);
+    let ((h, n, client_s, in_bucket_s), cost) = env.measure(via.pids(), helpers, || {
+        let t = Instant::now();
+        let (h, n) = http::get_discard(via.addr, path)?;
+        let client_s = t.elapsed().as_secs_f64();
+        if h.status == 200 {
+            // The fill goes on after its client has the last byte: the upload to the bucket.
+            while !b.shared.has_key(prefix, &key)? {
+                ensure!(
+                    t.elapsed() < IN_BUCKET_DEADLINE,
+                    "{}: {key} not in the bucket {IN_BUCKET_DEADLINE:?} after the pull started; \
+                     log:\n{}",
+                    via.name,
+                    via.log_tail(20)
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok((h, n, client_s, t.elapsed().as_secs_f64()))
+    })?;
+    let backends_cpu_s = procstat::sum_cpu(&backend_pids) - backends0;
+    ensure!(
+        h.status == 200 && n == big.len,
+        "{} answered {} with {n} of {} bytes for a cold pull",
+        via.name,
+        h.status,
+        big.len
+    );
+    Ok(S3Pull {
+        rate: gb(n) / client_s,
+        in_bucket_s,
+        cost,
+        backends_cpu_s,
     })
 }
 
@@ -1214,11 +1467,13 @@ pub fn plugins_case(env: &Env) -> Result<Vec<CaseResult>> {
 /// Starts the servers and seeds the same image into wharf and distribution, the cold blob into the
 /// upstream; nginx then serves wharf's own files. `serve_baseline`: cases 1–3 will run, so the
 /// baseline wharf (if any) is started too, with a data dir of its own seeded like wharf's.
+/// `backends`: what of Postgres, Garage and the wharfs on them to start (`--backends`).
 pub fn setup(
     s: Settings,
     wharf_bin: PathBuf,
     baseline_bin: Option<PathBuf>,
     serve_baseline: bool,
+    backends: BackendsNeed,
     root: PathBuf,
 ) -> Result<Env> {
     let t = Instant::now();
@@ -1252,6 +1507,10 @@ pub fn setup(
             Some(b)
         }
         None => None,
+    };
+    let backends = match backends {
+        BackendsNeed::None => None,
+        need => Some(start_backends(&wharf_bin, &root, need, &image)?),
     };
     seed::push_image(dist.addr, UploadStyle::PostThenPut, REPO, &[TAG], &image)
         .context("seed distribution")?;
@@ -1292,8 +1551,40 @@ pub fn setup(
         root,
         servers: [wharf, nginx, dist],
         baseline,
+        backends,
         upstream,
         image,
         costs: RefCell::new(Vec::new()),
+    })
+}
+
+/// Postgres and Garage; with `BackendsNeed::Wharfs`, the wharf on them seeded like wharf on files
+/// (its local hot cache then holds the image) and a second one on the same database and bucket
+/// with no local cache.
+fn start_backends(bin: &Path, root: &Path, need: BackendsNeed, image: &Image) -> Result<Backends> {
+    eprintln!("starting Postgres and Garage …");
+    let shared = SharedBackends::start()?;
+    let (wharf, cold) = if need == BackendsNeed::Wharfs {
+        let conf = shared.conf("wharf", "", None);
+        let mut w = servers::start_wharf_on(bin, &root.join("wharf-s3"), &[], Some(&conf), "", "")
+            .context("start wharf on S3 + Postgres")?;
+        w.name = S3_NAME;
+        eprintln!("seeding wharf s3+pg over HTTP …");
+        seed::push_image(w.addr, UploadStyle::MonolithicPost, REPO, &[TAG], image)
+            .context("seed wharf s3+pg")?;
+        let conf = shared.conf("wharf", "", Some(0));
+        let mut c =
+            servers::start_wharf_on(bin, &root.join("wharf-s3-cold"), &[], Some(&conf), "", "")
+                .context("start wharf on S3 + Postgres with no local cache")?;
+        c.name = S3_COLD_NAME;
+        (Some(w), Some(c))
+    } else {
+        (None, None)
+    };
+    Ok(Backends {
+        shared,
+        wharf,
+        cold,
+        made: Cell::new(0),
     })
 }

@@ -25,12 +25,18 @@ use report::{CaseResult, Machine, Report};
 const USAGE: &str =
     "usage: wharf-bench [--quick] [--only 1,2,3,4,5,6,7,8,9,10,11 (or one link: 4-1g, 10-10g)] \
 [--blob-mib N] \
-[--wharf PATH] [--baseline PATH] [--out DIR] [--docs FILE] [--keep]
+[--wharf PATH] [--baseline PATH] [--backends] [--out DIR] [--docs FILE] [--keep]
   --baseline PATH  a second wharf binary (an older build) measured beside --wharf in cases 1, 2, 3
-                   and 7, interleaved; the table adds its column and wharf ÷ baseline (w/base)";
+                   and 7, interleaved; the table adds its column and wharf ÷ baseline (w/base)
+  --backends       also wharf on S3 (a Garage node) + Postgres, started for the run, in cases 1
+                   (from its local cache, and 1-s3cold with none), 3 and 4, interleaved with wharf
+                   on files + redb; the table adds its column (s3+pg) and s3+pg ÷ fs+redb (s3/fs)";
 
 /// The cases that measure the baseline wharf.
 const BASELINE_CASES: [&str; 4] = ["1", "2", "3", "7"];
+/// The cases that measure wharf on the shared backends (`--backends`); the first two on a wharf
+/// seeded at the start, case 4 on fresh ones.
+const BACKEND_CASES: [&str; 3] = ["1", "3", "4"];
 
 struct Args {
     quick: bool,
@@ -38,6 +44,7 @@ struct Args {
     blob_mib: Option<u64>,
     wharf: PathBuf,
     baseline: Option<PathBuf>,
+    backends: bool,
     out: PathBuf,
     docs: Option<PathBuf>,
     keep: bool,
@@ -52,6 +59,7 @@ fn parse_args() -> Result<Args> {
         blob_mib: None,
         wharf: repo.join("target/release/wharf"),
         baseline: None,
+        backends: false,
         out: crate_dir.join("out"),
         docs: Some(repo.join("docs/bench.svg")),
         keep: false,
@@ -68,6 +76,7 @@ fn parse_args() -> Result<Args> {
             "--blob-mib" => a.blob_mib = Some(value()?.parse()?),
             "--wharf" => a.wharf = value()?.into(),
             "--baseline" => a.baseline = Some(value()?.into()),
+            "--backends" => a.backends = true,
             "--out" => a.out = value()?.into(),
             "--docs" => a.docs = Some(value()?.into()),
             "--keep" => a.keep = true,
@@ -191,6 +200,24 @@ fn main() -> Result<()> {
         }
         None => None,
     };
+    let backend_cases: Vec<String> = BACKEND_CASES
+        .iter()
+        .filter(|c| args.backends && wants(c))
+        .map(|c| c.to_string())
+        .collect();
+    if args.backends && backend_cases.is_empty() {
+        eprintln!(
+            "--backends: none of the cases that measure it ({}) is selected",
+            BACKEND_CASES.join(", ")
+        );
+    }
+    let backends_need = if backend_cases.iter().any(|c| c != "4") {
+        cases::BackendsNeed::Wharfs
+    } else if backend_cases.is_empty() {
+        cases::BackendsNeed::None
+    } else {
+        cases::BackendsNeed::Servers
+    };
     let settings = cases::Settings::new(args.quick, args.blob_mib);
     let tmp = tempfile::Builder::new().prefix("wharf-bench-").tempdir()?;
     let env = cases::setup(
@@ -198,8 +225,13 @@ fn main() -> Result<()> {
         args.wharf.clone(),
         args.baseline.clone(),
         ["1", "2", "3"].iter().any(|c| wants(c)),
+        backends_need,
         tmp.path().to_owned(),
     )?;
+    let backends = env.backends.as_ref().map(|b| report::Backends {
+        servers: b.shared.versions.clone(),
+        cases: backend_cases.clone(),
+    });
 
     let mut results: Vec<CaseResult> = Vec::new();
     // A case that fails is reported as such; the others still run.
@@ -225,7 +257,7 @@ fn main() -> Result<()> {
         eprintln!("case {id} done in {:.1}s", t.elapsed().as_secs_f64());
     };
     step("1", "warm blob GET, one stream", &mut || {
-        Ok(vec![cases::blob_one_stream(&env)?])
+        cases::blob_one_stream(&env)
     });
     step("2", "warm blob GET, 16 streams", &mut || {
         Ok(vec![cases::blob_concurrent(&env)?])
@@ -313,6 +345,7 @@ fn main() -> Result<()> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         baseline,
+        backends,
         machine: Machine {
             cpus,
             loadavg_at_start: loadavg,
@@ -359,6 +392,16 @@ fn main() -> Result<()> {
             b.path,
             b.version,
             b.wharf_version,
+            b.cases.join(", ")
+        );
+    }
+    if let Some(b) = &report.backends {
+        println!(
+            "backends: s3+pg = this wharf on S3 + Postgres ({}, each started for the run on \
+             loopback), measured beside it on files + redb (the wharf column) in cases {}, \
+             interleaved within each repetition; s3/fs = s3+pg ÷ fs+redb; 1-s3cold: a second wharf \
+             on the same bucket and database with no local cache.",
+            b.servers,
             b.cases.join(", ")
         );
     }

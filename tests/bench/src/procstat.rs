@@ -139,7 +139,8 @@ pub struct Meter {
     t0: Instant,
 }
 
-fn sum_cpu(pids: &[u32]) -> f64 {
+/// CPU seconds of these processes so far (those that exited meanwhile count nothing).
+pub fn sum_cpu(pids: &[u32]) -> f64 {
     pids.iter().filter_map(|&p| cpu_seconds(p).ok()).sum()
 }
 

@@ -61,7 +61,14 @@ pub struct Metric {
     /// The baseline wharf's figure (`--baseline`), in the cases that measure it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<Stat>,
+    /// The figure of wharf on S3 + Postgres (`--backends`), in the cases that measure it; the
+    /// `wharf` column is then wharf on files + redb.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backends: Option<Stat>,
     pub target: Option<Target>,
+    /// Issue 26's goal for s3+pg ÷ fs+redb, beside (not instead of) the row's own target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backends_target: Option<Target>,
 }
 
 impl Metric {
@@ -71,7 +78,9 @@ impl Metric {
             unit: unit.into(),
             values,
             baseline: None,
+            backends: None,
             target: None,
+            backends_target: None,
         }
     }
 
@@ -82,6 +91,23 @@ impl Metric {
 
     pub fn with_target(mut self, text: &str, met: Option<bool>) -> Metric {
         self.target = Some(Target {
+            text: text.into(),
+            met,
+        });
+        self
+    }
+
+    pub fn with_backends(mut self, backends: Option<Stat>) -> Metric {
+        self.backends = backends;
+        self
+    }
+
+    /// A goal for s3+pg ÷ fs+redb: at least `factor` (a rate) or at most `factor` (a cost).
+    pub fn with_backends_goal(mut self, text: &str, at_least: bool, factor: f64) -> Metric {
+        let met = self
+            .backends_ratio()
+            .map(|r| if at_least { r >= factor } else { r <= factor });
+        self.backends_target = Some(Target {
             text: text.into(),
             met,
         });
@@ -108,6 +134,21 @@ impl Metric {
             .as_ref()
             .map(|s| s.value)
             .filter(|v| v.is_finite())
+    }
+
+    pub fn backends_value(&self) -> Option<f64> {
+        self.backends
+            .as_ref()
+            .map(|s| s.value)
+            .filter(|v| v.is_finite())
+    }
+
+    /// wharf on S3 + Postgres ÷ wharf on files + redb, measured in one run.
+    pub fn backends_ratio(&self) -> Option<f64> {
+        match (self.backends_value(), self.value(0)) {
+            (Some(s), Some(f)) if f != 0.0 => Some(s / f),
+            _ => None,
+        }
     }
 
     /// wharf ÷ the baseline wharf: the before/after of one change, measured in one run.
@@ -139,6 +180,15 @@ pub struct Machine {
     pub steal_cpus_during_runs: f64,
 }
 
+/// `--backends`: wharf on S3 (Garage) + Postgres measured beside wharf on files + redb.
+#[derive(Debug, Clone, Serialize)]
+pub struct Backends {
+    /// Garage's and Postgres's versions.
+    pub servers: String,
+    /// The cases that measured it.
+    pub cases: Vec<String>,
+}
+
 /// The second wharf of `--baseline`: an older build measured beside the checkout's.
 #[derive(Debug, Clone, Serialize)]
 pub struct Baseline {
@@ -161,6 +211,8 @@ pub struct Report {
     pub machine: Machine,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<Baseline>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backends: Option<Backends>,
     pub cases: Vec<CaseResult>,
 }
 
@@ -205,17 +257,33 @@ fn ratio(v: Option<f64>) -> String {
         .unwrap_or_else(|| "—".into())
 }
 
+fn met_text(t: &Target) -> &'static str {
+    match t.met {
+        Some(true) => "met",
+        Some(false) => "NOT MET",
+        None => "?",
+    }
+}
+
 /// The whole table, ready to print: a heading line per case, its metrics below. With a baseline
-/// wharf its figures and wharf ÷ baseline stand beside wharf's.
+/// wharf its figures and wharf ÷ baseline stand beside wharf's; with `--backends`, wharf on S3 +
+/// Postgres and its ratio to wharf on files + redb (s3/fs), and its goal on a line of its own.
 pub fn table(r: &Report) -> String {
     let with_base = r.baseline.is_some();
+    let with_backends = r.backends.is_some();
     let mut head = vec![("case / metric", 34), ("wharf", 10)];
     if with_base {
         head.push(("baseline", 10));
     }
+    if with_backends {
+        head.push(("s3+pg", 10));
+    }
     head.extend([("nginx", 10), ("distrib.", 10)]);
     if with_base {
         head.push(("w/base", 8));
+    }
+    if with_backends {
+        head.push(("s3/fs", 8));
     }
     head.extend([("w/nginx", 8), ("w/dist", 8), ("target", 32), ("met", 7)]);
     let w: Vec<usize> = head.iter().map(|(_, w)| *w).collect();
@@ -242,27 +310,33 @@ pub fn table(r: &Report) -> String {
         for m in &c.metrics {
             let name = format!("  {} ({})", m.name, m.unit);
             let (ttext, met) = match &m.target {
-                Some(t) => (
-                    t.text.clone(),
-                    match t.met {
-                        Some(true) => "met",
-                        Some(false) => "NOT MET",
-                        None => "?",
-                    },
-                ),
+                Some(t) => (t.text.clone(), met_text(t)),
                 None => (String::new(), ""),
             };
             let mut cells = vec![name, opt(m.value(0), &m.unit)];
             if with_base {
                 cells.push(opt(m.baseline_value(), &m.unit));
             }
+            if with_backends {
+                cells.push(opt(m.backends_value(), &m.unit));
+            }
             cells.extend([opt(m.value(1), &m.unit), opt(m.value(2), &m.unit)]);
             if with_base {
                 cells.push(ratio(m.baseline_ratio()));
             }
+            if with_backends {
+                cells.push(ratio(m.backends_ratio()));
+            }
             cells.extend([ratio(m.ratio(1)), ratio(m.ratio(2)), ttext, met.into()]);
             let cells: Vec<&str> = cells.iter().map(String::as_str).collect();
             row(&mut out, &cells);
+            // The backends' goal under the row it judges, in the target column.
+            if let Some(t) = m.backends_target.as_ref().filter(|_| with_backends) {
+                let mut cells = vec![String::new(); w.len() - 2];
+                cells.extend([t.text.clone(), met_text(t).into()]);
+                let cells: Vec<&str> = cells.iter().map(String::as_str).collect();
+                row(&mut out, &cells);
+            }
         }
         // A case without figures (not implemented, or failed) says why on its own line.
         let prefix = if c.metrics.is_empty() { "" } else { "note: " };
@@ -306,6 +380,7 @@ mod tests {
                 steal_cpus_during_runs: 0.0,
             },
             baseline,
+            backends: None,
             cases: vec![CaseResult {
                 id: "3a".into(),
                 title: "manifest GET by tag (wrk)".into(),
@@ -341,6 +416,58 @@ mod tests {
         );
         let json = serde_json::to_string(&r).unwrap();
         assert!(!json.contains("baseline"), "{json}");
+        assert!(!json.contains("backends"), "{json}");
+    }
+
+    /// `--backends`: the s3+pg column, s3/fs, and the goal on a line of its own under its row.
+    #[test]
+    fn backends_column_ratio_and_goal() {
+        let m = Metric::new(
+            "requests",
+            "req/s",
+            [one(30000.0), one(40000.0), one(900.0)],
+        )
+        .with_target("≥ 0.5× nginx", Some(true))
+        .with_backends(one(27000.0))
+        .with_backends_goal("s3+pg ≥ 0.8× fs+redb", true, 0.8);
+        assert_eq!(m.backends_target.as_ref().unwrap().met, Some(true));
+        let mut r = report(None, m);
+        r.backends = Some(Backends {
+            servers: "garage, PostgreSQL".into(),
+            cases: vec!["3".into()],
+        });
+        let t = table(&r);
+        let lines: Vec<&str> = t.lines().collect();
+        let head: Vec<&str> = lines[0].split_whitespace().collect();
+        assert_eq!(
+            head,
+            [
+                "case", "/", "metric", "wharf", "s3+pg", "nginx", "distrib.", "s3/fs", "w/nginx",
+                "w/dist", "target", "met"
+            ]
+        );
+        let row: Vec<&str> = lines[3].split_whitespace().collect();
+        assert_eq!(
+            row,
+            [
+                "requests", "(req/s)", "30,000", "27,000", "40,000", "900", "0.90×", "0.75×",
+                "33.3×", "≥", "0.5×", "nginx", "met"
+            ]
+        );
+        // The goal stands in the target column, under the row's own target.
+        let column = |line: &str, pat: &str| line.find(pat).map(|i| line[..i].chars().count());
+        assert_eq!(
+            column(lines[4], "s3+pg ≥ 0.8×"),
+            column(lines[3], "≥ 0.5×"),
+            "{t}"
+        );
+        assert!(lines[4].trim_end().ends_with("met"), "{t}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["cases"][0]["metrics"][0]["backends"]["value"], 27000.0);
+        assert_eq!(
+            json["cases"][0]["metrics"][0]["backends_target"]["met"],
+            true
+        );
     }
 
     #[test]

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
+use wharf_test_servers::{Garage, Postgres};
 
 use crate::http;
 use crate::procstat;
@@ -172,17 +173,30 @@ pub fn start_wharf_mirror(
     mirror_keys: &str,
     extra_toml: &str,
 ) -> Result<Server> {
+    start_wharf_on(bin, dir, upstreams, None, mirror_keys, extra_toml)
+}
+
+/// `start_wharf_mirror` on the shared backends (`Some`) or on files and redb (`None`).
+pub fn start_wharf_on(
+    bin: &Path,
+    dir: &Path,
+    upstreams: &[UpstreamEntry],
+    backends: Option<&BackendConf>,
+    mirror_keys: &str,
+    extra_toml: &str,
+) -> Result<Server> {
     fs::create_dir_all(dir)?;
     let addr = loopback(free_port()?);
     // docker.io is built in and would reach the Internet: point it at a port nobody listens on.
     let closed = free_port()?;
     let mut cfg = format!(
         "[server]\nlisten = \"{addr}\"\nshutdown_grace_secs = 2\n\n\
-         [storage]\ndata_dir = \"{}\"\n\n\
+         [storage]\ndata_dir = \"{}\"\n{}\n\
          [mirror]\ndefault_upstream = \"\"\n{mirror_keys}\n\
          [[upstream]]\nhost = \"docker.io\"\nendpoint = \"http://127.0.0.1:{closed}\"\ninsecure = true\n\
          connect_timeout_secs = 1\ntimeout_secs = 5\n",
-        dir.join("data").display()
+        dir.join("data").display(),
+        backends.map_or("", |b| b.toml.as_str()),
     );
     for u in upstreams {
         write!(
@@ -203,6 +217,9 @@ pub fn start_wharf_mirror(
         if k.starts_with("WHARF_") {
             cmd.env_remove(k);
         }
+    }
+    if let Some(b) = backends {
+        cmd.envs(b.env.iter().map(|(k, v)| (*k, v)));
     }
     spawn("wharf", cmd, addr, dir, dir.join("wharf.log"))
 }
@@ -351,4 +368,120 @@ pub fn start_nginx_tls(
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(server)
+}
+
+/// Where the shared backends' secrets reach wharf: the environment, as the README tells users.
+const PG_PASSWORD_ENV: &str = "BENCH_PG_PASSWORD";
+const S3_KEY_ID_ENV: &str = "BENCH_S3_KEY_ID";
+const S3_SECRET_ENV: &str = "BENCH_S3_SECRET";
+
+/// What a wharf's config and environment say of its shared backends: keys inside `[storage]` (it
+/// goes right after `data_dir`), the `[storage.s3]` and `[metadata]` tables, and the secrets.
+pub struct BackendConf {
+    pub toml: String,
+    pub env: Vec<(&'static str, String)>,
+}
+
+/// The `--backends` pair, one of each per run (the same servers the e2e suite's shared pass starts,
+/// crate `wharf-test-servers`): a throw-away Postgres cluster and a single-node Garage, on free
+/// loopback ports. Each wharf on them names a database and a key prefix: the s3+pg wharfs of cases 1
+/// and 3 share `wharf` and no prefix, each cold pull of case 4 gets a fresh database and prefix.
+pub struct SharedBackends {
+    pub postgres: Postgres,
+    pub garage: Garage,
+    /// `postgres --version` and `garage --version`, for the report.
+    pub versions: String,
+}
+
+/// Runs `f`, which panics on failure (the test servers' way), as a `Result`.
+fn no_panic<T>(what: &str, f: impl FnOnce() -> T) -> Result<T> {
+    // Nothing `f` touches is used again after it panicked: the run stops or goes without it.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        let why = p
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| p.downcast_ref::<&str>().copied())
+            .unwrap_or("(no message)");
+        anyhow!("{what}: {why}")
+    })
+}
+
+impl SharedBackends {
+    pub fn start() -> Result<SharedBackends> {
+        let postgres = no_panic("start Postgres", Postgres::start)?;
+        let garage = no_panic("start Garage", Garage::start)?;
+        let pg = postgres
+            .try_psql("SHOW server_version")
+            .map_err(|e| anyhow!("ask Postgres its version: {e}"))?;
+        let g = garage
+            .version()
+            .unwrap_or_else(|| "garage (version unknown)".into());
+        Ok(SharedBackends {
+            versions: format!("{g}, PostgreSQL {pg}"),
+            postgres,
+            garage,
+        })
+    }
+
+    /// A new, empty database in the cluster (a cold pull's fresh metadata).
+    pub fn create_database(&self, name: &str) -> Result<()> {
+        self.postgres
+            .try_psql(&format!("CREATE DATABASE {name}"))
+            .map(drop)
+            .map_err(|e| anyhow!("create database {name}: {e}"))
+    }
+
+    /// The config of a wharf on database `db` and keys under `prefix` ("" for none), keeping at most
+    /// `cache_max_bytes` of blobs in its local hot cache (0: none, every read goes to Garage; None:
+    /// wharf's default).
+    pub fn conf(&self, db: &str, prefix: &str, cache_max_bytes: Option<u64>) -> BackendConf {
+        let g = &self.garage;
+        let mut toml = format!(
+            "backend = \"s3\"\n[storage.s3]\nendpoint = \"{}\"\nbucket = \"{}\"\nregion = \"{}\"\n\
+             access_key_id_env = \"{S3_KEY_ID_ENV}\"\nsecret_access_key_env = \"{S3_SECRET_ENV}\"\n",
+            g.endpoint(),
+            g.bucket(),
+            g.region(),
+        );
+        if !prefix.is_empty() {
+            toml += &format!("prefix = \"{prefix}\"\n");
+        }
+        if let Some(n) = cache_max_bytes {
+            toml += &format!("cache_max_bytes = {n}\n");
+        }
+        toml += &format!(
+            "\n[metadata]\nbackend = \"postgres\"\nurl = \"postgres://{}@127.0.0.1:{}/{db}\"\n\
+             password_env = \"{PG_PASSWORD_ENV}\"\n",
+            wharf_test_servers::postgres::USER,
+            self.postgres.port(),
+        );
+        BackendConf {
+            toml,
+            env: vec![
+                (
+                    PG_PASSWORD_ENV,
+                    wharf_test_servers::postgres::PASSWORD.to_owned(),
+                ),
+                (S3_KEY_ID_ENV, g.access_key_id().to_owned()),
+                (S3_SECRET_ENV, g.secret_access_key().to_owned()),
+            ],
+        }
+    }
+
+    /// Garage's process and Postgres's (the postmaster and its children: one backend per wharf
+    /// connection, its background workers): what the shared backends' CPU is counted over.
+    pub fn pids(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.garage.pid().into_iter().collect();
+        if let Some(pg) = self.postgres.pid() {
+            v.push(pg);
+            v.extend(procstat::children(pg));
+        }
+        v
+    }
+
+    /// Whether the bucket holds `key` (listed the way wharf lists it).
+    pub fn has_key(&self, prefix: &str, key: &str) -> Result<bool> {
+        let keys = no_panic("list the bucket", || self.garage.list_keys(prefix))?;
+        Ok(keys.iter().any(|k| k == key))
+    }
 }

@@ -358,6 +358,21 @@ impl Garage {
         self.s3_port
     }
 
+    /// The node's process id while it runs: what a benchmark counts the CPU of.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::pid)
+    }
+
+    /// What `garage --version` prints, without its feature list (`garage cargo:2.5.0`).
+    pub fn version(&self) -> Option<String> {
+        let out = Command::new(binary()).arg("--version").output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let first = text.lines().next().unwrap_or_default();
+        out.status
+            .success()
+            .then(|| first.split(" [").next().unwrap_or(first).trim().to_owned())
+    }
+
     pub fn region(&self) -> &'static str {
         REGION
     }

@@ -215,6 +215,12 @@ impl Postgres {
         self.port
     }
 
+    /// The postmaster's process id while it runs (its children serve the connections): what a
+    /// benchmark counts the CPU of.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::pid)
+    }
+
     /// The connection URL, password included.
     pub fn url(&self) -> String {
         format!(
