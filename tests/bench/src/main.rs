@@ -200,9 +200,18 @@ fn main() -> Result<()> {
         }
         None => None,
     };
+    // Case 4 counts as chosen by `--only 4-1g` too.
+    let wants_any = |c: &str| {
+        wants(c)
+            || args
+                .only
+                .iter()
+                .flatten()
+                .any(|x| x.starts_with(&format!("{c}-")))
+    };
     let backend_cases: Vec<String> = BACKEND_CASES
         .iter()
-        .filter(|c| args.backends && wants(c))
+        .filter(|c| args.backends && wants_any(c))
         .map(|c| c.to_string())
         .collect();
     if args.backends && backend_cases.is_empty() {

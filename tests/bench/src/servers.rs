@@ -479,6 +479,13 @@ impl SharedBackends {
         v
     }
 
+    /// The last lines of Garage's log: what it said when a request to it failed.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.garage.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
     /// Whether the bucket holds `key` (listed the way wharf lists it).
     pub fn has_key(&self, prefix: &str, key: &str) -> Result<bool> {
         let keys = no_panic("list the bucket", || self.garage.list_keys(prefix))?;
