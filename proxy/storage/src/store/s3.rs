@@ -81,7 +81,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A whole small request (HEAD, list page, bulk delete, copy, a manifest's PUT): a store that
 /// accepts connections but does not answer is a 503 after this, not a hang.
 const SMALL_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
-/// A whole upload request (up to `upload::SINGLE_PUT_MAX`, or a part): generous for a slow link.
+/// A whole upload request (up to `upload::SINGLE_PUT_MAX`, or a part): a backstop only, as
+/// `upload::Patience` cuts a stalled request sooner, sized by its length.
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What a client is for; each has its own time limit.
@@ -120,6 +121,7 @@ struct Inner {
     /// Cold reads copying a blob into the hot cache now (one per digest).
     warming: DashSet<Digest>,
     parts: Semaphore,
+    patience: upload::Patience,
 }
 
 fn invalid(what: &str) -> StoreError {
@@ -233,6 +235,15 @@ impl S3Store {
     /// Checks the bucket is reachable with these keys (one request), then opens the local spool
     /// and hot cache under `local_dir` (an FsStore there).
     pub async fn open(settings: S3Settings, local_dir: &Path) -> Result<S3Store, StoreError> {
+        S3Store::open_with(settings, local_dir, upload::Patience::default()).await
+    }
+
+    /// `open`, with uploads' time limits chosen (tests make a stall show in seconds).
+    pub(crate) async fn open_with(
+        settings: S3Settings,
+        local_dir: &Path,
+        patience: upload::Patience,
+    ) -> Result<S3Store, StoreError> {
         let Checked {
             s3,
             uploads,
@@ -255,6 +266,7 @@ impl S3Store {
             sizes: DashMap::new(),
             warming: DashSet::new(),
             parts: Semaphore::new(PARTS_IN_FLIGHT),
+            patience,
         }));
         store.load_cache().await?;
         Ok(store)
@@ -355,18 +367,15 @@ impl S3Store {
         let file = tokio::task::spawn_blocking(move || std::fs::File::open(p))
             .await
             .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
-        upload::upload(
-            &self.0.uploads,
-            &self.key(d),
-            Arc::new(file),
-            len,
-            &self.0.parts,
-        )
-        .await
-        .map_err(|e| match e {
-            upload::UploadError::Read(e) => StoreError::Io(e),
-            upload::UploadError::Store(e) => self.0.origin.store_error(e, &format!("upload {d}")),
-        })?;
+        let up = upload::Uploader {
+            store: &self.0.uploads,
+            origin: &self.0.origin,
+            parts: &self.0.parts,
+            patience: self.0.patience,
+        };
+        up.upload(&self.key(d), Arc::new(file), len)
+            .await
+            .map_err(|e| e.into_store_error(&self.0.origin, &format!("upload {d}")))?;
         self.remember(d, len);
         Ok(())
     }

@@ -36,6 +36,10 @@ fn client_error(text: &str) -> Option<&str> {
 
 impl Origin {
     pub fn classify(&self, e: object_store::Error) -> Failure {
+        self.classify_ref(&e)
+    }
+
+    pub fn classify_ref(&self, e: &object_store::Error) -> Failure {
         use object_store::Error as E;
         let text = e.to_string();
         if mentions(&text, "NoSuchBucket") {

@@ -371,3 +371,149 @@ async fn a_store_that_never_answers_is_unavailable_not_a_hang() {
         started.elapsed()
     );
 }
+
+/// A store whose requests go through `relay` to the fixture's Garage, with upload limits a test
+/// can wait out.
+async fn through(
+    f: &Fixture,
+    relay: &wharf_test_servers::Relay,
+    patience: upload::Patience,
+) -> (tempfile::TempDir, S3Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = s3_settings(f.garage.as_ref().unwrap(), 0);
+    settings.endpoint = relay.endpoint();
+    let s = S3Store::open_with(settings, dir.path(), patience)
+        .await
+        .unwrap();
+    (dir, s)
+}
+
+fn quick(retry_for: Duration) -> upload::Patience {
+    upload::Patience {
+        request_base: Duration::from_secs(2),
+        min_rate: u64::MAX,
+        retry_for,
+    }
+}
+
+const MULTIPART: usize = 6 * upload::PART_SIZE as usize;
+
+/// Commits `bytes` on `s` in a task, and once `mid` bytes of it went towards the store, calls
+/// `fault`; answers the commit's outcome, or panics if it takes longer than `within`.
+async fn commit_meeting(
+    s: &S3Store,
+    relay: &wharf_test_servers::Relay,
+    bytes: Vec<u8>,
+    fault: impl FnOnce(),
+    within: Duration,
+) -> Result<Digest, StoreError> {
+    let d = Digest::sha256_of(&bytes);
+    let before = relay.forwarded();
+    let s2 = s.clone();
+    let d2 = d.clone();
+    let task = tokio::spawn(async move {
+        let mut w = s2.writer(&IngestRef::new("big").unwrap()).await?;
+        w.write(Bytes::from(bytes)).await?;
+        w.commit(&d2, None).await
+    });
+    let mid = before + 2 * upload::PART_SIZE;
+    let until = Instant::now() + Duration::from_secs(60);
+    while relay.forwarded() < mid {
+        assert!(Instant::now() < until, "the upload never got under way");
+        assert!(!task.is_finished(), "the upload finished before the fault");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    fault();
+    let started = Instant::now();
+    match tokio::time::timeout(within, task).await {
+        Ok(r) => r.unwrap().map(|_| d),
+        Err(_) => panic!(
+            "the commit was still running {:?} after the fault",
+            started.elapsed()
+        ),
+    }
+}
+
+/// A connection that hangs in the middle of a part (the object store neither answers nor closes)
+/// costs that part a retry on a new connection, not the upload and not the 120 s backstop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_that_stalls_is_cut_and_sent_again() {
+    let f = Fixture::s3().await;
+    let relay = wharf_test_servers::Relay::start(f.garage.as_ref().unwrap().s3_port());
+    let (_dir, s) = through(&f, &relay, quick(Duration::from_secs(30))).await;
+    let bytes = data(MULTIPART, 21);
+    let stalled = std::sync::atomic::AtomicUsize::new(0);
+    let d = commit_meeting(
+        &s,
+        &relay,
+        bytes.clone(),
+        || {
+            let n = relay.stall_open_connections();
+            stalled.store(n, std::sync::atomic::Ordering::SeqCst);
+        },
+        Duration::from_secs(45),
+    )
+    .await
+    .unwrap();
+    assert!(stalled.into_inner() > 0, "no connection was stalled");
+    let (_d2, direct) = replica(&f, 0).await;
+    assert_eq!(direct.stat(&d).await.unwrap(), Some(bytes.len() as u64));
+    assert!(read_blob(direct.open(&d, None).await.unwrap()).await == bytes);
+}
+
+/// The object store going away for a few seconds mid-upload (a restart) is waited out: the parts
+/// it failed are sent again once it is back, and the object is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_store_restart_mid_upload_is_waited_out() {
+    let f = Fixture::s3().await;
+    let relay = Arc::new(wharf_test_servers::Relay::start(
+        f.garage.as_ref().unwrap().s3_port(),
+    ));
+    let (_dir, s) = through(&f, &relay, quick(Duration::from_secs(30))).await;
+    let bytes = data(MULTIPART, 22);
+    let outage = Duration::from_secs(6);
+    let r = relay.clone();
+    let d = commit_meeting(
+        &s,
+        &relay,
+        bytes.clone(),
+        move || {
+            r.down();
+            std::thread::spawn(move || {
+                std::thread::sleep(outage);
+                r.up();
+            });
+        },
+        Duration::from_secs(45),
+    )
+    .await
+    .unwrap();
+    let (_d2, direct) = replica(&f, 0).await;
+    assert!(read_blob(direct.open(&d, None).await.unwrap()).await == bytes);
+}
+
+/// An outage longer than the upload's patience fails the commit as `Unavailable` (a 503 the client
+/// retries), naming the store, and leaves nothing in the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_outlasting_the_patience_is_unavailable_and_leaves_nothing() {
+    let f = Fixture::s3().await;
+    let relay = wharf_test_servers::Relay::start(f.garage.as_ref().unwrap().s3_port());
+    let (_dir, s) = through(&f, &relay, quick(Duration::from_secs(3))).await;
+    let err = commit_meeting(
+        &s,
+        &relay,
+        data(MULTIPART, 23),
+        || relay.down(),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    assert!(err.to_string().contains(&relay.endpoint()), "{err}");
+    relay.up();
+    assert!(
+        bucket_keys(&f).await.is_empty(),
+        "{:?}",
+        bucket_keys(&f).await
+    );
+}
