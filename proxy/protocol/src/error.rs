@@ -213,10 +213,10 @@ impl From<ReferenceError> for RegistryError {
 
 impl From<MetaError> for RegistryError {
     fn from(e: MetaError) -> Self {
-        if let MetaError::Unavailable { endpoint, .. } = &e {
+        if let MetaError::Unavailable { endpoint, .. } | MetaError::Tls { endpoint, .. } = &e {
             tracing::warn!(backend = "postgres", endpoint = %endpoint, error = %e, "metadata backend unavailable: answering 503");
             return backend_unavailable(format!(
-                "wharf's metadata database ({endpoint}) is unavailable; nothing was changed: retry                  shortly"
+                "wharf's metadata database ({endpoint}) is unavailable; nothing was changed: retry shortly"
             ));
         }
         tracing::error!(error = %e, "metadata store failure");
@@ -268,7 +268,7 @@ impl From<StoreError> for RegistryError {
             StoreError::Unavailable { endpoint, detail } => {
                 tracing::warn!(backend = "s3", endpoint = %endpoint, error = %detail, "content backend unavailable: answering 503");
                 backend_unavailable(format!(
-                    "wharf's object store ({endpoint}) is unavailable; nothing was stored: retry                      shortly"
+                    "wharf's object store ({endpoint}) is unavailable; nothing was stored: retry shortly"
                 ))
             }
             StoreError::Refused { endpoint, detail } => {
@@ -344,5 +344,34 @@ mod tests {
             (e.code, e.status),
             (ErrorCode::DigestInvalid, StatusCode::BAD_REQUEST)
         );
+    }
+
+    /// Both shared backends' outages answer 503 with `Retry-After`, in one readable sentence (a
+    /// string broken across source lines once put twenty spaces in the middle of it).
+    #[test]
+    fn backend_outages_are_503_with_retry_after_in_plain_words() {
+        let unavailable = [
+            RegistryError::from(MetaError::Unavailable {
+                endpoint: "wharf@db:5432/wharf".into(),
+                detail: "connection refused".into(),
+            }),
+            RegistryError::from(MetaError::Tls {
+                endpoint: "wharf@db:5432/wharf".into(),
+                detail: "invalid peer certificate: UnknownIssuer".into(),
+            }),
+            RegistryError::from(StoreError::Unavailable {
+                endpoint: "http://s3:3900 (bucket wharf)".into(),
+                detail: "connection refused".into(),
+            }),
+        ];
+        for e in unavailable {
+            assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE, "{}", e.message);
+            assert!(e
+                .headers
+                .iter()
+                .any(|(k, _)| k == http::header::RETRY_AFTER));
+            assert!(e.message.ends_with("retry shortly"), "{}", e.message);
+            assert!(!e.message.contains("  "), "{:?}", e.message);
+        }
     }
 }
