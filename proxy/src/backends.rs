@@ -167,8 +167,15 @@ pub fn postgres_refusal(e: &MetaError) -> String {
             "cannot reach the metadata database {endpoint}: {detail}; check metadata.url (host, port, \
              database name) and that Postgres is running and accepts connections from here"
         ),
-        MetaError::Pg(pg) => {
-            let code = pg.code().map(|c| c.code().to_owned()).unwrap_or_default();
+        MetaError::Tls { endpoint, detail } => format!(
+            "the TLS handshake with the metadata database {endpoint} failed ({detail}): if its \
+             certificate is signed by your own CA, name that CA with sslrootcert=FILE in \
+             metadata.url; sslmode=require encrypts without checking the certificate, as psql \
+             does by default; sslmode=disable if the server has no TLS"
+        ),
+        MetaError::Pg(e) => {
+            let code = e.code().map(|c| c.code().to_owned()).unwrap_or_default();
+            let pg = wharf_storage::meta::postgres_said(e);
             match code.as_str() {
                 "28P01" | "28000" => format!(
                     "the metadata database refused the login ({pg}): check the user in metadata.url \

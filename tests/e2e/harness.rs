@@ -725,9 +725,12 @@ impl SharedBackends {
         }
     }
 
+    /// Postgres comes up with TLS on, its certificate from a private CA, as Debian's packaged
+    /// clusters do: wharf connects as psql would (encrypted, the certificate not checked) unless the
+    /// URL asks for more.
     pub fn start() -> SharedBackends {
         SharedBackends {
-            postgres: wharf_test_servers::Postgres::start(),
+            postgres: wharf_test_servers::Postgres::start_tls(&["127.0.0.1", "localhost"]),
             garage: wharf_test_servers::Garage::start(),
         }
     }

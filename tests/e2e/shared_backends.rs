@@ -393,8 +393,45 @@ fn start_refuses_unreachable_or_wrong_backends_naming_them() {
         "wrong pg password",
         &same,
         &[("E2E_PG_PASSWORD", "not-the-password")],
-        &["refused the login", "metadata.password_env"],
+        &[
+            "refused the login (password authentication failed for user \"wharf\")",
+            "metadata.password_env",
+        ],
     );
+    // The database's certificate is from a private CA: verify-full without it is a TLS refusal
+    // saying where to name the CA.
+    assert_refused(
+        &wharf,
+        "verify-full without the CA",
+        &|t: String| t.replace("/wharf\"", "/wharf?sslmode=verify-full\""),
+        &[],
+        &["TLS handshake", "UnknownIssuer", "sslrootcert"],
+    );
+    // Naming the CA makes the same check pass.
+    let ca = wharf
+        .shared()
+        .unwrap()
+        .postgres
+        .ca_path()
+        .unwrap()
+        .to_owned();
+    let text = std::fs::read_to_string(wharf.config_path()).unwrap();
+    let verified = wharf.scratch("refusals").join("verify-full.toml");
+    std::fs::write(
+        &verified,
+        text.replace(
+            "/wharf\"",
+            &format!("/wharf?sslmode=verify-full&sslrootcert={}\"", ca.display()),
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(crate::harness::wharf_bin())
+        .arg("check-config")
+        .arg(&verified)
+        .envs(wharf.backend_env())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
     wharf
         .shared()
         .unwrap()

@@ -26,6 +26,7 @@ mod usage;
 pub use collect::{Forgotten, LeaseRecord, Snapshot};
 pub use db::{ManifestRecord, Meta, MetaError, OpenFailure, UploadRecord};
 pub use dump::{Dump, Imported, TableCount};
+pub use error::said as postgres_said;
 pub use pg::conn::Pg;
 pub use pg::{endpoint_of as postgres_endpoint, probe as probe_postgres, url_has_password};
 pub use repos::ManifestPut;

@@ -4,6 +4,7 @@
 //! real server will not make on cue. A missing server fails the test with how to install it; nothing is skipped.
 
 mod garage;
+mod pki;
 pub mod postgres;
 mod relay;
 mod util;

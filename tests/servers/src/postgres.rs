@@ -18,6 +18,8 @@ pub struct Postgres {
     dir: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
+    /// TLS on (`start_tls`): the CA that signed the server's certificate, PEM.
+    ca: Option<PathBuf>,
 }
 
 fn bin_dir() -> PathBuf {
@@ -141,6 +143,35 @@ fn template() -> &'static Path {
 impl Postgres {
     /// Starts a fresh cluster (its own copy of the template) on a free loopback port.
     pub fn start() -> Postgres {
+        let mut pg = Postgres::copy_template();
+        pg.start_again();
+        pg
+    }
+
+    /// A cluster with TLS on (`ssl = on`, as Debian's packaged clusters and managed databases come),
+    /// its certificate naming `names` and signed by a throw-away CA (`ca_path`). Plain connections
+    /// are still accepted, as with `ssl = on` alone.
+    pub fn start_tls(names: &[&str]) -> Postgres {
+        let mut pg = Postgres::copy_template();
+        let dir = pg.dir.path().join("tls");
+        std::fs::create_dir_all(&dir).unwrap();
+        let (ca, cert, key) = crate::pki::server_certificate(names);
+        std::fs::write(dir.join("ca.pem"), ca).unwrap();
+        std::fs::write(dir.join("server.pem"), cert).unwrap();
+        std::fs::write(dir.join("server.key"), key).unwrap();
+        // Postgres refuses a key others may read.
+        std::fs::set_permissions(
+            dir.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        chown_to_cluster_user(&dir);
+        pg.ca = Some(dir.join("ca.pem"));
+        pg.start_again();
+        pg
+    }
+
+    fn copy_template() -> Postgres {
         let dir = traversable_tempdir("wharf-pg-");
         let st = Command::new("cp")
             .arg("-a")
@@ -149,13 +180,17 @@ impl Postgres {
             .status()
             .expect("cp");
         assert!(st.success(), "copying the postgres template failed");
-        let mut pg = Postgres {
+        Postgres {
             dir,
             port: free_port(),
             child: None,
-        };
-        pg.start_again();
-        pg
+            ca: None,
+        }
+    }
+
+    /// The CA file that verifies a `start_tls` cluster's certificate.
+    pub fn ca_path(&self) -> Option<&Path> {
+        self.ca.as_deref()
     }
 
     /// Starts the server again (same data, same port) after `stop` or `kill9`.
@@ -166,7 +201,19 @@ impl Postgres {
             .append(true)
             .open(self.log_path())
             .unwrap();
-        let child = as_cluster_user(&bin_dir().join("postgres"))
+        let mut cmd = as_cluster_user(&bin_dir().join("postgres"));
+        if self.ca.is_some() {
+            let tls = self.dir.path().join("tls");
+            cmd.args(["-c", "ssl=on"])
+                .arg("-c")
+                .arg(format!(
+                    "ssl_cert_file={}",
+                    tls.join("server.pem").display()
+                ))
+                .arg("-c")
+                .arg(format!("ssl_key_file={}", tls.join("server.key").display()));
+        }
+        let child = cmd
             .arg("-D")
             .arg(self.dir.path().join("data"))
             .arg("-p")

@@ -9,12 +9,16 @@ pub enum MetaError {
     Corrupt(#[from] serde_json::Error),
     #[error("metadata task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
-    #[error("postgres metadata failed: {0}")]
+    #[error("postgres metadata failed: {}", said(.0))]
     Pg(#[source] tokio_postgres::Error),
     /// The shared database cannot be reached now (down, restarting, out of connections): the
     /// registry answers 503 with a `Retry-After`.
     #[error("the metadata database {endpoint} is unavailable: {detail}")]
     Unavailable { endpoint: String, detail: String },
+    /// The TLS handshake failed (an untrusted or misnamed certificate, no TLS where the URL
+    /// requires it): no retry fixes it, but to a client it is the backend failing, so a 503 too.
+    #[error("the TLS handshake with the metadata database {endpoint} failed: {detail}")]
+    Tls { endpoint: String, detail: String },
     #[error("the metadata database {endpoint} has schema version {found}, newer than this wharf knows ({known}): run the wharf release that upgraded it, or a newer one")]
     Schema {
         endpoint: String,
@@ -23,6 +27,18 @@ pub enum MetaError {
     },
     #[error("{detail}")]
     Config { detail: String },
+}
+
+/// What Postgres said: its own message for a server error (tokio-postgres's `Display` of one is
+/// only "db error"), the client's words otherwise.
+pub fn said(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{}: {detail}", db.message()),
+            None => db.message().to_owned(),
+        },
+        None => e.to_string(),
+    }
 }
 
 /// Why the metadata store would not open, as an operator acts on it.

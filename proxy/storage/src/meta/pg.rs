@@ -22,6 +22,7 @@ mod repos;
 mod scrub;
 mod sent;
 mod stats;
+pub mod tls;
 mod usage;
 
 pub(super) use repos::PutRows;
@@ -35,7 +36,8 @@ use futures::StreamExt;
 use tokio_postgres::AsyncMessage;
 
 use super::db::{Backend, Meta, MetaError, ReadCache};
-use conn::{classify, tls, Invalidate, Pg, CHANNEL};
+use conn::{classify, Invalidate, Pg, CHANNEL};
+use tls::Target;
 
 /// The migrations, in order: the schema's version is how many have run.
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
@@ -58,24 +60,18 @@ pub fn endpoint_of(cfg: &tokio_postgres::Config) -> String {
 
 /// Whether a connection string carries a password (the config file must not).
 pub fn url_has_password(url: &str) -> Result<bool, String> {
-    let cfg: tokio_postgres::Config = url.parse().map_err(|e| format!("{e}"))?;
-    Ok(cfg.get_password().is_some())
+    Ok(tls::parse(url)?.cfg.get_password().is_some())
 }
 
 /// Checks that the database at `url` answers, takes these credentials, and holds a schema this wharf
 /// can use (none yet, or not newer): for `wharf check-config`, which changes nothing.
 pub async fn probe(url: &str) -> Result<(), MetaError> {
-    let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| MetaError::Config {
-        detail: format!("the postgres URL does not parse: {e}"),
-    })?;
+    let Target { mut cfg, tls, .. } = target(url)?;
     if cfg.get_connect_timeout().is_none() {
         cfg.connect_timeout(Duration::from_secs(5));
     }
     let endpoint = endpoint_of(&cfg);
-    let (client, conn) = cfg
-        .connect(tls())
-        .await
-        .map_err(|e| classify(&endpoint, e))?;
+    let (client, conn) = cfg.connect(tls).await.map_err(|e| classify(&endpoint, e))?;
     let driver = tokio::spawn(conn);
     let row = client
         .query_one("SELECT to_regclass('wharf_schema') IS NOT NULL", &[])
@@ -101,14 +97,18 @@ pub async fn probe(url: &str) -> Result<(), MetaError> {
     Ok(())
 }
 
+fn target(url: &str) -> Result<Target, MetaError> {
+    tls::parse(url).map_err(|e| MetaError::Config {
+        detail: format!("metadata.url: {e}"),
+    })
+}
+
 impl Meta {
     /// Opens the metadata on the Postgres database `url` (a libpq connection string or
     /// `postgres://` URL, password included if one is needed): checks it is reachable, brings its
     /// schema up to date and starts listening for other processes' writes.
     pub async fn open_postgres(url: &str) -> Result<Meta, MetaError> {
-        let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| MetaError::Config {
-            detail: format!("the postgres URL does not parse: {e}"),
-        })?;
+        let Target { mut cfg, tls, .. } = target(url)?;
         if cfg.get_connect_timeout().is_none() {
             cfg.connect_timeout(Duration::from_secs(5));
         }
@@ -118,7 +118,7 @@ impl Meta {
         let endpoint = endpoint_of(&cfg);
         let mgr = Manager::from_config(
             cfg.clone(),
-            tls(),
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -138,7 +138,12 @@ impl Meta {
         let cache = Arc::new(ReadCache::default());
         // Nothing is cached until the listener is connected (`listen` sets it live).
         cache.clear(false);
-        tokio::spawn(listen(cfg, pg.endpoint.clone(), Arc::downgrade(&cache)));
+        tokio::spawn(listen(
+            cfg,
+            tls,
+            pg.endpoint.clone(),
+            Arc::downgrade(&cache),
+        ));
         Ok(Meta {
             backend: Backend::Pg(pg),
             cache,
@@ -201,11 +206,16 @@ fn parse_payload(p: &str) -> Option<(Invalidate, &str, &str)> {
 
 /// Keeps a connection listening for invalidations, reconnecting after a loss. Ends when the
 /// metadata handle is dropped.
-async fn listen(cfg: tokio_postgres::Config, endpoint: String, cache: std::sync::Weak<ReadCache>) {
+async fn listen(
+    cfg: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    endpoint: String,
+    cache: std::sync::Weak<ReadCache>,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let Some(c) = cache.upgrade() else { return };
-        match listen_once(&cfg, &c).await {
+        match listen_once(&cfg, &tls, &c).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(e) => {
                 tracing::warn!(endpoint = %endpoint, error = %e, "postgres: the cache invalidation listener lost its connection; not caching metadata until it is back");
@@ -221,9 +231,10 @@ async fn listen(cfg: tokio_postgres::Config, endpoint: String, cache: std::sync:
 
 async fn listen_once(
     cfg: &tokio_postgres::Config,
+    tls: &tokio_postgres_rustls::MakeRustlsConnect,
     cache: &Arc<ReadCache>,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut conn) = cfg.connect(tls()).await?;
+    let (client, mut conn) = cfg.connect(tls.clone()).await?;
     let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
     let handle = |m: AsyncMessage| {
         if let AsyncMessage::Notification(n) = m {

@@ -2,29 +2,9 @@
 //! are sorted (unavailable or an answer), TLS, and the notifications that keep other processes'
 //! caches right.
 
-use std::sync::Arc;
-
 use deadpool_postgres::Pool;
-use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::meta::error::MetaError;
-
-/// TLS for connections whose URL asks for it (`sslmode=require`; the default `prefer` uses it when
-/// the server offers it), verified against the Mozilla roots (webpki-roots), on ring like every other
-/// TLS client in wharf.
-pub(in crate::meta) fn tls() -> MakeRustlsConnect {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("ring supports the default TLS versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    MakeRustlsConnect::new(config)
-}
 
 /// The channel cache invalidations travel on.
 pub(in crate::meta) const CHANNEL: &str = "wharf_cache";
@@ -99,6 +79,12 @@ pub(in crate::meta) async fn notify(
 }
 
 pub(in crate::meta) fn classify(endpoint: &str, e: tokio_postgres::Error) -> MetaError {
+    if let Some(detail) = super::tls::tls_failure(&e) {
+        return MetaError::Tls {
+            endpoint: endpoint.to_owned(),
+            detail,
+        };
+    }
     let unavailable = match e.as_db_error() {
         // No answer from the database at all: connecting failed, or the connection broke.
         None => e.code().is_none(),
