@@ -395,3 +395,45 @@ async fn a_collection_on_the_s3_store_deletes_the_objects() {
         assert!(!f.stored(d).await);
     }
 }
+
+/// Proves (issue 26): a crash between an object's upload and its record leaves an object nothing
+/// names; the next collection past the grace window removes it from the bucket, on either
+/// metadata backend, and keeps what is recorded.
+async fn an_object_no_record_names_is_collected_from_the_bucket(backend: &str) {
+    let garage = tokio::task::spawn_blocking(wharf_test_servers::Garage::start)
+        .await
+        .unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let s3 =
+        crate::store::S3Store::open(crate::store::tests::s3_settings(&garage, 0), local.path())
+            .await
+            .unwrap();
+    let f = Fixture::with_store(backend, true, Some(Arc::new(s3.clone()))).await;
+    let config = f.blob("team/a", b"config").await;
+    let layer = f.blob("team/a", b"layer").await;
+    let kept = f.image("team/a", Some("v1"), &[&config, &layer]).await;
+    // What a process killed after its upload but before its metadata transaction leaves behind.
+    let orphan = Digest::sha256_of(b"uploaded, never recorded");
+    s3.put(&orphan, Bytes::from_static(b"uploaded, never recorded"))
+        .await
+        .unwrap();
+    assert!(s3.stat(&orphan).await.unwrap().is_some());
+    let r = f.collector(0).collect(false).await.unwrap();
+    let removed: Vec<&Digest> = r.removed.iter().map(|r| &r.digest).collect();
+    assert_eq!(removed, vec![&orphan]);
+    let mut left: Vec<Digest> = s3
+        .contents()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(d, _)| d)
+        .collect();
+    left.sort();
+    let mut want = vec![config, layer, kept];
+    want.sort();
+    assert_eq!(
+        left, want,
+        "the orphan is gone from the bucket, the image is whole"
+    );
+}
+crate::each_backend!(an_object_no_record_names_is_collected_from_the_bucket);
