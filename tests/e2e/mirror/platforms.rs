@@ -161,8 +161,20 @@ impl Setup {
 
     /// The cache really was cold: wharf fetched each of `arch`'s own blobs and its manifest upstream.
     pub(crate) fn assert_fetched(&self, arch: &str) {
-        let requests = self.requests();
-        for d in self.own_digests(arch) {
+        // distribution writes a request's access line once its handler returns, which can be just
+        // after the client has the last byte: give the lines a moment to land.
+        let own = self.own_digests(arch);
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut requests = self.requests();
+        while std::time::Instant::now() < until
+            && !own
+                .iter()
+                .all(|d| requests.iter().any(|l| l.contains(d.as_str())))
+        {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            requests = self.requests();
+        }
+        for d in own {
             assert!(
                 requests.iter().any(|l| l.contains(d.as_str())),
                 "wharf never asked the upstream for {d} of {arch}: {requests:#?}"
