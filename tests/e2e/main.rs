@@ -35,6 +35,7 @@ mod push;
 mod push_clients;
 mod reference_peer;
 mod registry_api;
+mod replicas;
 mod restart;
 mod retag;
 mod shared_backends;

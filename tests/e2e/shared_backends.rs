@@ -432,6 +432,11 @@ fn start_refuses_unreachable_or_wrong_backends_naming_them() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", output_text(&out));
+    let version = wharf
+        .shared()
+        .unwrap()
+        .postgres
+        .psql("SELECT version FROM wharf_schema");
     wharf
         .shared()
         .unwrap()
@@ -448,7 +453,7 @@ fn start_refuses_unreachable_or_wrong_backends_naming_them() {
         .shared()
         .unwrap()
         .postgres
-        .psql("UPDATE wharf_schema SET version = 1");
+        .psql(&format!("UPDATE wharf_schema SET version = {version}"));
     wharf.shared_mut().unwrap().garage.stop();
     assert_refused(
         &wharf,

@@ -294,6 +294,24 @@ impl Collector {
             started: now,
             ..Report::default()
         };
+        // One collector at a time across the processes sharing the metadata: two would each doom
+        // what the other's snapshot has not yet seen referenced. A dry run dooms nothing.
+        let only = if dry_run {
+            None
+        } else {
+            match self.meta.collector_lock().await? {
+                Some(held) => Some(held),
+                None => {
+                    report.note = Some(
+                        "another wharf sharing this metadata is collecting now; this collection \
+                         was skipped (the next interval tries again)"
+                            .into(),
+                    );
+                    report.millis = started.elapsed().as_millis() as u64;
+                    return Ok(report);
+                }
+            }
+        };
         if !dry_run {
             report.expired_leases = self.leases.expire().await?;
         }
@@ -302,7 +320,7 @@ impl Collector {
         report.contents = contents.len();
         let sizes: HashMap<Digest, u64> = contents.iter().cloned().collect();
         let graph = self.graph(&snap).await?;
-        let protection = self.leases.roots(since);
+        let protection = self.leases.roots_across(since).await?;
 
         let mut tags = snap.tags.clone();
         if self.settings.max_cache_bytes > 0 {
@@ -378,15 +396,16 @@ impl Collector {
             }
         } else {
             for chunk in candidates.chunks(BATCH) {
+                let names: Vec<Digest> = chunk.iter().map(|(d, _)| d.clone()).collect();
+                let digests = self.leases.doom_all(&names, since).await?;
                 let doomed: Vec<(Digest, u64)> = chunk
                     .iter()
-                    .filter(|(d, _)| self.leases.doom(d, since))
+                    .filter(|(d, _)| digests.contains(d))
                     .cloned()
                     .collect();
                 report.protected += chunk.len() - doomed.len();
-                let digests: Vec<Digest> = doomed.iter().map(|(d, _)| d.clone()).collect();
                 let swept = self.sweep(&digests).await;
-                self.leases.buried(&digests);
+                self.leases.bury(&digests).await;
                 swept?;
                 for (digest, size) in doomed {
                     report.removed_bytes += size;
@@ -410,6 +429,9 @@ impl Collector {
                 millis = report.millis,
                 "garbage collection done"
             );
+        }
+        if let Some(held) = only {
+            held.release().await;
         }
         *last = Some(report.clone());
         Ok(report)

@@ -10,13 +10,16 @@
 //! commit and manifest push touches what it names (a manifest with everything it reaches), and the
 //! collector spares whatever was touched within its grace window. Touches are kept in memory: after a
 //! start, everything counts as touched at the start, so nothing is collected until a grace window has
-//! passed, and a touch lost in a crash costs nothing.
+//! passed, and a touch lost in a crash costs nothing. With metadata several processes share
+//! (Postgres), touches are also written there (each digest at most once per quarter grace window), and
+//! a collector counts every process's touches and leases; one collector runs at a time.
 //!
 //! Touching and sweeping are linearised per digest: the sweeper *dooms* a digest only if it is neither
 //! leased nor recently touched, and a touch (or a lease) of a doomed digest waits until it is gone.
 //! A caller therefore touches first and then checks that the content is there: either the sweeper saw
 //! the touch and spared it, or the caller sees it gone (and the client uploads it again). Never a
-//! reference to content that is about to disappear.
+//! reference to content that is about to disappear. Across processes the same holds through one
+//! `touches` row per digest, which a touch and a doom both upsert (`meta/touches.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -52,6 +55,9 @@ struct State {
     doomed: HashSet<Digest>,
     /// Unix seconds of the last pruning of `touched`.
     pruned: u64,
+    /// Digest → unix seconds of its last touch written to shared metadata (Postgres), so a busy
+    /// digest costs one write per `shared_every` seconds, not one per request.
+    shared: HashMap<Digest, u64>,
 }
 
 struct Inner {
@@ -72,6 +78,8 @@ struct Inner {
 /// Above this many remembered touches, old ones are forgotten (at most every `PRUNE_EVERY` seconds).
 const PRUNE_ABOVE: usize = 1 << 16;
 const PRUNE_EVERY: u64 = 1;
+/// How often a touch waiting for another process's sweep looks again.
+const DOOM_POLL: Duration = Duration::from_millis(50);
 
 /// The protection of content against the collector. Cheap to clone.
 #[derive(Clone)]
@@ -166,10 +174,129 @@ impl Leases {
             if s.touched.len() > PRUNE_ABOVE && t >= s.pruned + PRUNE_EVERY {
                 let since = t.saturating_sub(grace);
                 s.touched.retain(|_, at| *at >= since);
+                s.shared.retain(|_, at| *at >= since);
                 s.pruned = t;
             }
         })
-        .await
+        .await;
+        self.touch_across(&all).await;
+    }
+
+    /// How often one digest's touch is written to shared metadata: a quarter of the grace window (at
+    /// most a minute), so the last write is always well inside the window a collector checks.
+    fn shared_every(&self) -> u64 {
+        let grace = self.0.grace_secs.load(std::sync::atomic::Ordering::Relaxed);
+        (grace / 4).min(60)
+    }
+
+    /// With metadata other processes share: writes the touches of `digests` where their collectors
+    /// see them, and waits while one of them removes one of `digests` (then touches again: the doom
+    /// took the touch's row with it). On one process's redb this does nothing: memory is the truth.
+    async fn touch_across(&self, digests: &[Digest]) {
+        let meta = &self.0.meta;
+        if !meta.shared() {
+            return;
+        }
+        let every = self.shared_every();
+        let t = now();
+        let due: Vec<Digest> = {
+            let s = self.lock();
+            digests
+                .iter()
+                .filter(|d| s.shared.get(*d).is_none_or(|at| at + every <= t))
+                .cloned()
+                .collect()
+        };
+        if due.is_empty() {
+            return;
+        }
+        loop {
+            let t = now();
+            match meta.touch_shared(&due, t).await {
+                Ok(doomed) if doomed.is_empty() => {
+                    let mut s = self.lock();
+                    for d in due {
+                        s.shared.insert(d, t);
+                    }
+                    return;
+                }
+                Ok(mut doomed) => {
+                    // Another process's collector is removing them: as in memory, the caller must
+                    // find them gone afterwards, so wait for the sweep to end.
+                    while !doomed.is_empty() {
+                        tokio::time::sleep(DOOM_POLL).await;
+                        match meta.doomed_shared(&doomed, now()).await {
+                            Ok(d) => doomed = d,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot see whether a collector still removes content; going on");
+                                return;
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    // The request that touched needs the same database for what it does next, so
+                    // it fails there; nothing here to answer for.
+                    tracing::warn!(error = %e, "cannot record recent use in the shared metadata");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// For the collector: dooms those of `candidates` neither leased nor touched at or after `since`,
+    /// in this process and in every process sharing the metadata; answers them. `bury` must follow.
+    pub async fn doom_all(
+        &self,
+        candidates: &[Digest],
+        since: u64,
+    ) -> Result<Vec<Digest>, LeaseError> {
+        let here: Vec<Digest> = candidates
+            .iter()
+            .filter(|d| self.doom(d, since))
+            .cloned()
+            .collect();
+        match self.0.meta.doom_shared(&here, since, now()).await {
+            Ok(doomed) => {
+                let kept: Vec<Digest> = here
+                    .iter()
+                    .filter(|d| !doomed.contains(d))
+                    .cloned()
+                    .collect();
+                self.buried(&kept);
+                Ok(doomed)
+            }
+            Err(e) => {
+                self.buried(&here);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The sweeper is done with `digests` everywhere: waiters here and in other processes go on.
+    pub async fn bury(&self, digests: &[Digest]) {
+        self.buried(digests);
+        if let Err(e) = self.0.meta.bury_shared(digests).await {
+            // Their dooms lapse after `DOOM_MAX_SECS`: waiters elsewhere go on then.
+            tracing::warn!(error = %e, "cannot clear the collector's marks in the shared metadata");
+        }
+    }
+
+    /// `roots`, with what other processes sharing the metadata protect: their live leases and their
+    /// touches at or after `since`.
+    pub async fn roots_across(&self, since: u64) -> Result<Roots, LeaseError> {
+        let mut roots = self.roots(since);
+        let meta = &self.0.meta;
+        if meta.shared() {
+            let t = now();
+            for (_, rec) in meta.leases().await? {
+                if rec.expires > t {
+                    roots.digests.extend(rec.digests);
+                }
+            }
+            roots.digests.extend(meta.touched_since(since).await?);
+        }
+        Ok(roots)
     }
 
     /// `digests` and everything the manifests among them reach, as far as known.
@@ -253,6 +380,9 @@ impl Leases {
             })
             .await;
         if let Some(rec) = rec {
+            // Touched first: a collector in another process that reads the lease records before
+            // this one is written still sees the touch.
+            self.touch_across(digests).await;
             self.0.meta.put_lease(id, &rec).await?;
         }
         Ok(())
@@ -297,12 +427,11 @@ impl Leases {
     }
 
     /// Drops lease `id`; with `touch`, what it protected counts as used now, in the same step.
-    fn forget(&self, id: &str, touch: bool) -> bool {
+    fn forget(&self, id: &str, touch: bool) -> Option<Vec<Digest>> {
         let mut s = self.lock();
-        let Some(rec) = s.leases.remove(id) else {
-            return false;
-        };
+        let rec = s.leases.remove(id)?;
         let t = now();
+        let digests = rec.digests.clone();
         for d in rec.digests {
             if touch {
                 s.touched.insert(d.clone(), t);
@@ -314,7 +443,7 @@ impl Leases {
                 }
             }
         }
-        true
+        Some(digests)
     }
 
     /// Ends a lease (by id: `wharf leases`, a finished push delivery). What it protected stays
@@ -327,8 +456,12 @@ impl Leases {
 
     async fn end(&self, id: &str, touch: bool) -> Result<bool, LeaseError> {
         let had = self.forget(id, touch);
+        if let (Some(digests), true) = (&had, touch) {
+            // Before the record goes: another process's collector sees the lease or the touch.
+            self.touch_across(digests).await;
+        }
         self.0.meta.delete_lease(id).await?;
-        Ok(had)
+        Ok(had.is_some())
     }
 
     /// The live leases, by id.

@@ -21,6 +21,7 @@ mod repos;
 mod scrub;
 mod sent;
 mod stats;
+mod touches;
 mod usage;
 
 pub use collect::{Forgotten, LeaseRecord, Snapshot};
@@ -32,6 +33,7 @@ pub use pg::{endpoint_of as postgres_endpoint, probe as probe_postgres, url_has_
 pub use repos::ManifestPut;
 pub use scrub::Inventory;
 pub use stats::{CacheTotals, LastGc, Retention, Sample};
+pub use touches::{CollectorLock, DOOM_MAX_SECS};
 pub use usage::LastUse;
 
 #[cfg(test)]

@@ -437,3 +437,5 @@ async fn an_object_no_record_names_is_collected_from_the_bucket(backend: &str) {
     );
 }
 crate::each_backend!(an_object_no_record_names_is_collected_from_the_bucket);
+
+mod across_processes;

@@ -23,6 +23,7 @@ mod scrub;
 mod sent;
 mod stats;
 pub mod tls;
+mod touches;
 mod usage;
 
 pub(super) use repos::PutRows;
@@ -40,7 +41,10 @@ use conn::{classify, Invalidate, Pg, CHANNEL};
 use tls::Target;
 
 /// The migrations, in order: the schema's version is how many have run.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_init.sql"),
+    include_str!("../../migrations/0002_touches.sql"),
+];
 
 /// Any fixed number: the advisory lock replicas take to migrate one at a time.
 const MIGRATION_LOCK: i64 = 0x7768_6172_665f_6d31; // "wharf_m1"

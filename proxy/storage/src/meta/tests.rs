@@ -690,7 +690,7 @@ on_both!(upload_sessions_list_in_id_order, |m: Meta| async move {
 });
 
 /// Two wharf processes on one Postgres database (`open_postgres` twice).
-async fn two_on_one_database() -> (wharf_test_servers::Postgres, Meta, Meta) {
+pub(crate) async fn two_on_one_database() -> (wharf_test_servers::Postgres, Meta, Meta) {
     let pg = tokio::task::spawn_blocking(wharf_test_servers::Postgres::start)
         .await
         .unwrap();
