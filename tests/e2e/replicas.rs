@@ -68,3 +68,55 @@ fn a_collection_on_one_replica_spares_what_a_push_through_another_is_about_to_re
         }
     }
 }
+
+/// Polls `f` every 20 ms for up to 2 s: what "at once" allows for a notification between processes.
+fn soon(what: &str, mut f: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !f() {
+        assert!(std::time::Instant::now() < until, "{what}: not within 2 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Proves (issue 27, point 1): what replica A acknowledges, replica B serves at once, as skopeo pulls
+/// it, and a deletion on A is a 404 on B at once, though B had the tag and manifest cached.
+#[test]
+fn a_push_and_a_delete_on_one_replica_are_seen_on_another_at_once() {
+    let opts = || crate::harness::WharfOptions {
+        delete_enabled: Some(true),
+        ..Default::default()
+    };
+    let a = Wharf::start_shared(opts());
+    let b = Wharf::start_sharing(opts(), &a);
+    let (api_a, api_b) = (Api::new(a.base()), Api::new(b.base()));
+    let img = crate::fixtures::SmallImage::push(&api_a, "replicas/rw", "v1", 91);
+    img.assert_intact(&api_b);
+    let dir = b.scratch("pulled");
+    crate::skopeo::Skopeo::new().copy(
+        &format!("docker://{}/replicas/rw:v1", b.host()),
+        &format!("oci:{}:v1", dir.display()),
+    );
+
+    // B has the tag and the manifest cached now; A deletes the tag, then the manifest.
+    api_a
+        .delete("/v2/replicas/rw/manifests/v1")
+        .assert_status(202);
+    soon("B forgets the deleted tag", || {
+        api_b.get_manifest("replicas/rw", "v1").status == 404
+    });
+    api_b
+        .get_manifest("replicas/rw", &img.manifest_digest)
+        .assert_status(200);
+    api_a
+        .delete(&format!(
+            "/v2/replicas/rw/manifests/{}",
+            img.manifest_digest
+        ))
+        .assert_status(202);
+    soon("B forgets the deleted manifest", || {
+        api_b
+            .get_manifest("replicas/rw", &img.manifest_digest)
+            .status
+            == 404
+    });
+}
