@@ -25,6 +25,7 @@ mod stats;
 pub mod tls;
 mod usage;
 
+pub(super) use push::unlock_delivery;
 pub(super) use repos::PutRows;
 pub(super) use usage::recorded as recorded_uses;
 
@@ -148,6 +149,7 @@ impl Meta {
             backend: Backend::Pg(pg),
             cache,
             uses: Arc::default(),
+            claimed: Arc::default(),
         })
     }
 }
