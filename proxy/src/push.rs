@@ -34,7 +34,8 @@ use wharf_policy::policy::{Policy, Repo};
 use wharf_protocol::error::{ErrorCode, RegistryError};
 use wharf_storage::inflight::Flights;
 use wharf_storage::lease::{Leases, Touching};
-use wharf_storage::meta::{ManifestPut, ManifestRecord, Meta};
+use wharf_storage::meta::push::Claim;
+use wharf_storage::meta::{ManifestPut, ManifestRecord, Meta, MetaError};
 use wharf_storage::store::ContentStore;
 
 pub mod deliver;
@@ -57,6 +58,10 @@ const PUSH_LEASE: Duration = Duration::from_secs(30 * 24 * 3600);
 const KEEP_DELIVERED: usize = 1000;
 /// Blob uploads of one delivery in flight at once.
 const BLOBS_AT_ONCE: usize = 4;
+/// How soon the worker looks again at a due entry another deliverer holds (another wharf on the
+/// shared database): should that one die, its claim dies with its connection, and the entry is taken
+/// over within this.
+const HELD_ELSEWHERE_RECHECK: Duration = Duration::from_secs(5);
 
 /// A manifest a client pushed to a routed repository, checked and stored, not yet recorded.
 pub struct Pushed {
@@ -112,6 +117,16 @@ impl DeliveryStatus {
             lease: d.lease,
         }
     }
+}
+
+/// Whose turn a due entry is, once the worker asked for its claim.
+enum Turn {
+    /// This worker's: claimed, and still due as the record reads now.
+    Mine(Claim, Box<Delivery>),
+    /// Another deliverer holds it.
+    Elsewhere,
+    /// Delivered, failed or put off since the journal was listed.
+    Moved,
 }
 
 /// What one attempt delivered.
@@ -170,6 +185,8 @@ pub struct Push {
     wake: tokio::sync::Notify,
     /// Deliveries running now (the worker's and write-through's).
     running: Mutex<HashSet<u64>>,
+    /// Due entries another deliverer held when last asked: each is logged once, not every round.
+    held_elsewhere: Mutex<HashSet<u64>>,
     /// One upload per blob and upstream repository at once: the eager upload of a committed blob and
     /// the delivery that needs it share it.
     blobs: Flights<BlobKey, Result<(), DeliverError>>,
@@ -219,6 +236,7 @@ impl Push {
             cfg: cfg.delivery.clone(),
             wake: tokio::sync::Notify::new(),
             running: Mutex::new(HashSet::new()),
+            held_elsewhere: Mutex::new(HashSet::new()),
             blobs: Flights::default(),
             progress: Mutex::new(HashMap::new()),
         })
@@ -369,12 +387,15 @@ impl Push {
             lease: Some(lease_id),
             committed: !p.tagged_later(store_and_forward),
         };
-        let id = self.meta.create_delivery(&rec).await?;
+        // Claimed from its creation: no deliverer (this wharf's worker, or another wharf's on the
+        // shared database) takes the entry before it is set up, nor while write-through delivers it.
+        let (id, claim) = self.meta.create_claimed_delivery(&rec).await?;
         self.drop_superseded(id, &rec).await;
         if store_and_forward {
             self.commit_local(&rec).await?;
             rec.committed = true;
             self.meta.put_delivery(id, &rec).await?;
+            claim.release().await;
             tracing::info!(id, repo = %p.repo, reference, target = %route.endpoint, "push journaled for delivery");
             self.wake.notify_one();
             return Ok(());
@@ -385,6 +406,7 @@ impl Push {
         let task = tokio::spawn(async move {
             let mut rec = rec;
             let outcome = this.write_through(id, &mut rec).await;
+            claim.release().await;
             this.running.lock().unwrap().remove(&id);
             this.wake.notify_one();
             outcome.map_err(|e| (e, rec))
@@ -866,37 +888,84 @@ impl Push {
                     tracing::debug!(id, error = %e, "cannot prune a delivered push from the journal");
                 }
             }
-            let (start, wake) = {
+            // Every due entry, not just as many as there are free slots: some may be held elsewhere.
+            let (due, wake) = {
                 let running = self.running.lock().unwrap();
-                let free = self.cfg.concurrency.max(1).saturating_sub(running.len());
-                journal::due(&entries, &running, now_ms(), free)
+                journal::due(&entries, &running, now_ms(), usize::MAX)
             };
-            for id in start {
-                let Some(rec) = entries
-                    .iter()
-                    .find(|(i, _)| *i == id)
-                    .map(|(_, r)| r.clone())
-                else {
-                    continue;
+            let mut elsewhere = HashSet::new();
+            let mut moved = false;
+            for id in due {
+                if self.running.lock().unwrap().len() >= self.cfg.concurrency.max(1) {
+                    break;
+                }
+                let (claim, rec) = match self.claim_due(id).await {
+                    Ok(Turn::Mine(claim, rec)) => (claim, rec),
+                    Ok(Turn::Elsewhere) => {
+                        elsewhere.insert(id);
+                        continue;
+                    }
+                    Ok(Turn::Moved) => {
+                        moved = true;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(id, error = %e, "cannot claim a push delivery; trying again later");
+                        continue;
+                    }
                 };
                 self.running.lock().unwrap().insert(id);
                 let this = self.clone();
                 tokio::spawn(async move {
-                    let mut rec = rec;
+                    let mut rec = *rec;
                     rec.state = State::Delivering;
                     let _ = this.attempt(id, &mut rec, None).await;
+                    claim.release().await;
                     this.running.lock().unwrap().remove(&id);
                     this.wake.notify_one();
                 });
             }
-            let sleep = wake.map_or(Duration::from_secs(60), |at| {
+            self.note_held_elsewhere(elsewhere);
+            // Whatever moved under another deliverer may have let the next entry of its tag go.
+            if moved {
+                continue;
+            }
+            let mut sleep = wake.map_or(Duration::from_secs(60), |at| {
                 Duration::from_millis(at.saturating_sub(now_ms()).max(1))
             });
+            if !self.held_elsewhere.lock().unwrap().is_empty() {
+                sleep = sleep.min(HELD_ELSEWHERE_RECHECK);
+            }
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(sleep) => {}
             }
         }
+    }
+
+    /// Claims due entry `id` for one attempt and reads it again under the claim: whoever held it
+    /// before may have delivered it, or tried and put off its next try, since the journal was listed.
+    async fn claim_due(&self, id: u64) -> Result<Turn, MetaError> {
+        let Some(claim) = self.meta.claim_delivery(id).await? else {
+            return Ok(Turn::Elsewhere);
+        };
+        match self.meta.delivery(id).await? {
+            Some(rec) if journal::is_due(&rec, now_ms()) => Ok(Turn::Mine(claim, Box::new(rec))),
+            _ => {
+                claim.release().await;
+                Ok(Turn::Moved)
+            }
+        }
+    }
+
+    /// Logs the due entries another deliverer holds now that it did not hold before: on a shared
+    /// database, another wharf is sending them (or a push of this one is still being journaled).
+    fn note_held_elsewhere(&self, now: HashSet<u64>) {
+        let mut held = self.held_elsewhere.lock().unwrap();
+        for id in now.difference(&held) {
+            tracing::info!(id, "push delivery is held by another deliverer (another wharf on the shared database, or a push still being journaled); leaving it to that one");
+        }
+        *held = now;
     }
 
     /// Every delivery in the journal, in push order.
@@ -953,10 +1022,20 @@ impl Push {
                 format!("delivery {id} is being sent right now; drop it once it has failed"),
             ));
         }
+        let Some(claim) = self.meta.claim_delivery(id).await? else {
+            return Err(RegistryError::new(
+                ErrorCode::Denied,
+                format!(
+                    "delivery {id} is being sent right now by another wharf on the shared \
+                     database; drop it once it has failed"
+                ),
+            ));
+        };
         let Some(rec) = self.meta.delivery(id).await? else {
             return Ok(None);
         };
         self.meta.delete_delivery(id).await?;
+        claim.release().await;
         if let Some(lease) = &rec.lease {
             self.leases.release(lease).await?;
         }

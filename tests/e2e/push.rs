@@ -21,6 +21,7 @@ mod faults;
 mod journal;
 mod plugins;
 mod reduced;
+mod replicas;
 mod routes;
 
 /// The local repository prefix every route here maps.

@@ -32,14 +32,14 @@ pub fn due(
     let mut start = Vec::new();
     let mut wake: Option<u64> = None;
     for (id, d) in entries {
-        if !matches!(d.state, State::Pending | State::Delivering) {
+        if !waiting(d) {
             continue;
         }
         if !busy.insert(d.tag_key()) || running.contains(id) {
             continue;
         }
         let at = d.next_try_ms.unwrap_or(0);
-        if at <= now_ms {
+        if is_due(d, now_ms) {
             if start.len() < free {
                 start.push(*id);
             }
@@ -48,6 +48,18 @@ pub fn due(
         }
     }
     (start, wake)
+}
+
+/// Whether an entry is still to deliver: neither delivered nor failed.
+fn waiting(d: &Delivery) -> bool {
+    matches!(d.state, State::Pending | State::Delivering)
+}
+
+/// Whether an entry may be tried now (its tag's order aside): the test a deliverer makes again
+/// once it holds the entry's claim, on the record as it is then, since another replica may have
+/// delivered it, or tried it and put off the next try, after the journal was listed.
+pub fn is_due(d: &Delivery, now_ms: u64) -> bool {
+    waiting(d) && d.next_try_ms.unwrap_or(0) <= now_ms
 }
 
 /// Failed entries that delivery `id` (just pushed) makes moot: older ones of the same upstream tag.
@@ -120,6 +132,15 @@ mod tests {
         // A running entry holds its tag; the limit holds the rest.
         let (start, _) = due(&entries, &HashSet::from([1]), 60, 1);
         assert_eq!(start, vec![3]);
+    }
+
+    #[test]
+    fn an_entry_read_again_is_due_only_if_still_waiting_and_its_time_has_come() {
+        assert!(is_due(&entry("v1", State::Pending, None), 10));
+        assert!(is_due(&entry("v1", State::Delivering, Some(10)), 10));
+        assert!(!is_due(&entry("v1", State::Pending, Some(11)), 10));
+        assert!(!is_due(&entry("v1", State::Delivered, None), 10));
+        assert!(!is_due(&entry("v1", State::Failed, None), 10));
     }
 
     #[test]

@@ -230,6 +230,8 @@ pub struct Meta {
     pub(super) cache: Arc<ReadCache>,
     /// Tag and digest uses noted on the request path, not written yet (`usage.rs`).
     pub(super) uses: Arc<Pending>,
+    /// Push journal entries claimed by this process, on redb (`push::Claim`).
+    pub(super) claimed: super::push::Claimed,
 }
 
 impl Meta {

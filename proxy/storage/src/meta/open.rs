@@ -58,6 +58,7 @@ impl Meta {
             backend: Backend::Redb(Arc::new(db)),
             cache: Arc::default(),
             uses: Arc::default(),
+            claimed: Arc::default(),
         })
     }
 }

@@ -26,6 +26,7 @@ pub mod tls;
 mod touches;
 mod usage;
 
+pub(super) use push::unlock_delivery;
 pub(super) use repos::PutRows;
 pub(super) use usage::recorded as recorded_uses;
 
@@ -152,6 +153,7 @@ impl Meta {
             backend: Backend::Pg(pg),
             cache,
             uses: Arc::default(),
+            claimed: Arc::default(),
         })
     }
 }

@@ -10,6 +10,10 @@ use super::db::{Meta, MetaError};
 use wharf_model::config::PushMode;
 use wharf_model::digest::Digest;
 
+mod claim;
+pub use claim::Claim;
+pub(super) use claim::Claimed;
+
 /// A delivery's state in the journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -109,6 +113,39 @@ impl Meta {
             Ok(id)
         })
         .await
+    }
+
+    /// `create_delivery`, the new entry claimed by the caller (`claim_delivery`) from before any other
+    /// process can see it: whoever adds an entry finishes setting it up (or delivers it, for
+    /// write-through) before a deliverer elsewhere can take it.
+    pub async fn create_claimed_delivery(&self, rec: &Delivery) -> Result<(u64, Claim), MetaError> {
+        if self.pg().is_some() {
+            let rec = rec.clone();
+            let (id, conn) = self
+                .pg_write(move |pg, _| async move { pg.create_claimed_delivery(&rec).await })
+                .await?;
+            return Ok((id, Claim::pg(id, conn)));
+        }
+        let id = self.create_delivery(rec).await?;
+        // Only a claim on a deleted entry whose id was given out again could be in the way; drop
+        // refuses a claimed entry, so none is.
+        let claim = Claim::redb(id, &self.claimed).ok_or_else(|| MetaError::Config {
+            detail: format!("push journal entry {id} is claimed already, as it is added"),
+        })?;
+        Ok((id, claim))
+    }
+
+    /// Claims delivery `id` for one attempt: `None` while someone else holds it (another task here,
+    /// or another wharf on the same Postgres database). Held until released or dropped, or until
+    /// the holder's connection to the database is gone (a killed process holds nothing).
+    ///
+    /// The claim says nothing of the record: another process may have delivered the entry (or tried
+    /// it and put off the next try) between reading the journal and claiming; read it again.
+    pub async fn claim_delivery(&self, id: u64) -> Result<Option<Claim>, MetaError> {
+        if let Some(pg) = self.pg() {
+            return Ok(pg.claim_delivery(id).await?.map(|conn| Claim::pg(id, conn)));
+        }
+        Ok(Claim::redb(id, &self.claimed))
     }
 
     /// Replaces a delivery's record, durably.

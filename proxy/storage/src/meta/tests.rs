@@ -1083,6 +1083,103 @@ on_both!(the_push_journal_keeps_push_order, |m: Meta| async move {
     assert_eq!(list[0].1, done);
 });
 
+/// Claims `id` on `m`, retrying for at most 5 s: a claim let go of by dropping it, or by losing its
+/// connection, is released asynchronously.
+async fn claim_within(m: &Meta, id: u64, what: &str) -> push::Claim {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if let Some(c) = m.claim_delivery(id).await.unwrap() {
+            return c;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "delivery {id} still claimed 5 s after {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+// Proves (issue 27): one delivery is claimed by one holder at a time, from its creation when the
+// creator asks, and is free again once released or dropped.
+on_both!(
+    a_claimed_delivery_is_refused_until_released,
+    |m: Meta| async move {
+        let one = m.create_delivery(&delivery("v1")).await.unwrap();
+        let two = m.create_delivery(&delivery("v2")).await.unwrap();
+        let claim = m
+            .claim_delivery(one)
+            .await
+            .unwrap()
+            .expect("a free entry is granted");
+        assert_eq!(claim.id(), one);
+        assert!(
+            m.claim_delivery(one).await.unwrap().is_none(),
+            "a claimed entry is refused to a second claim"
+        );
+        let other = m.claim_delivery(two).await.unwrap();
+        assert!(other.is_some(), "another entry is claimed on its own");
+        claim.release().await;
+        let again = m
+            .claim_delivery(one)
+            .await
+            .unwrap()
+            .expect("released, it is granted again");
+        drop(again);
+        drop(claim_within(&m, one, "its claim was dropped").await);
+
+        let (three, created) = m.create_claimed_delivery(&delivery("v3")).await.unwrap();
+        assert_eq!(created.id(), three);
+        assert!(three > two);
+        assert!(
+            m.claim_delivery(three).await.unwrap().is_none(),
+            "an entry created claimed is held by its creator"
+        );
+        assert_eq!(m.delivery(three).await.unwrap(), Some(delivery("v3")));
+        created.release().await;
+        assert!(m.claim_delivery(three).await.unwrap().is_some());
+    }
+);
+
+/// Proves (issue 27): two wharfs on one database never hold one delivery at once. A claim held by one
+/// is refused to the other, until the holder releases it, or its connection is gone without
+/// unlocking (a replica killed mid-delivery): then the other takes the entry over, with no
+/// heartbeat and no timeout to wait out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_claim_holds_across_wharfs_until_released_or_its_holder_is_gone() {
+    let (_pg, a, b) = two_on_one_database().await;
+    let id = a.create_delivery(&delivery("v1")).await.unwrap();
+    let held = a.claim_delivery(id).await.unwrap().expect("granted to a");
+    assert!(
+        b.claim_delivery(id).await.unwrap().is_none(),
+        "b claimed a delivery a holds"
+    );
+    held.release().await;
+    let held = b
+        .claim_delivery(id)
+        .await
+        .unwrap()
+        .expect("released by a, granted to b");
+    assert!(a.claim_delivery(id).await.unwrap().is_none());
+    held.release().await;
+
+    let held = a.claim_delivery(id).await.unwrap().unwrap();
+    held.lose_connection();
+    claim_within(&b, id, "its holder's connection closed")
+        .await
+        .release()
+        .await;
+
+    // A holder gone with its whole handle (the process, as far as the database can tell).
+    let (created, held) = a.create_claimed_delivery(&delivery("v2")).await.unwrap();
+    assert!(
+        b.claim_delivery(created).await.unwrap().is_none(),
+        "b claimed a delivery a is creating"
+    );
+    drop(a);
+    held.lose_connection();
+    assert!(claim_within(&b, created, "a was dropped").await.id() == created);
+}
+
 on_both!(
     delivered_blobs_are_remembered_per_endpoint,
     |m: Meta| async move {

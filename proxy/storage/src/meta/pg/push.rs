@@ -1,5 +1,6 @@
 //! `push.rs` on Postgres: the journal of deliveries and the blobs delivered to each upstream.
 
+use deadpool_postgres::Object;
 use tokio_postgres::types::Json;
 
 use super::collect::{lazily, record};
@@ -9,6 +10,31 @@ use crate::meta::push::Delivery;
 
 /// Held while a delivery is added: see `create_delivery`.
 const JOURNAL_LOCK: i64 = 0x7768_6172_665f_706a; // "wharf_pj"
+/// The class key of the advisory locks that claim one delivery each (`pg_try_advisory_lock(class,
+/// id)`): the two-key form, a space apart from the one-key locks above.
+const DELIVERY_CLAIM: i32 = 0x7770_6463; // "wpdc"
+
+/// The second key of a delivery's claim. Ids past 2^31 wrap: two entries that far apart sharing a
+/// lock only makes one wait for the other.
+fn claim_key(id: u64) -> i32 {
+    id as u32 as i32
+}
+
+/// Lets go of delivery `id`'s claim held on `conn`. The connection goes back to the pool only once
+/// unlocked; a connection that cannot say so is closed, which lets go of the lock too.
+pub(in crate::meta) async fn unlock_delivery(conn: Object, id: u64) {
+    let unlocked = conn
+        .query_one(
+            "SELECT pg_advisory_unlock($1, $2)",
+            &[&DELIVERY_CLAIM, &claim_key(id)],
+        )
+        .await
+        .map(|r| r.get::<_, bool>(0));
+    if !matches!(unlocked, Ok(true)) {
+        tracing::debug!(id, result = ?unlocked, "postgres: a delivery claim's connection is closed rather than unlocked");
+        drop(Object::take(conn));
+    }
+}
 
 impl Pg {
     /// Ids come from a sequence (redb takes the journal's last id plus one, being its only writer),
@@ -17,6 +43,57 @@ impl Pg {
     /// one is committed (the deliveries of one upstream tag go in push order).
     pub(in crate::meta) async fn create_delivery(&self, rec: &Delivery) -> Result<u64, MetaError> {
         let mut c = self.client().await?;
+        self.insert_delivery(&mut c, rec, false).await
+    }
+
+    /// `create_delivery`, with the new entry claimed on the connection returned (`Claim`). The lock is
+    /// taken before the insert commits: no other process can see the entry unclaimed.
+    pub(in crate::meta) async fn create_claimed_delivery(
+        &self,
+        rec: &Delivery,
+    ) -> Result<(u64, Object), MetaError> {
+        let mut c = self.client().await?;
+        match self.insert_delivery(&mut c, rec, true).await {
+            Ok(id) => Ok((id, c)),
+            Err(e) => {
+                // It may hold the lock (a session lock outlives a rolled back transaction): closed,
+                // never pooled.
+                drop(Object::take(c));
+                Err(e)
+            }
+        }
+    }
+
+    /// Claims delivery `id` on a connection of its own, unless another holds it: the connection
+    /// holding the lock, or `None`.
+    pub(in crate::meta) async fn claim_delivery(
+        &self,
+        id: u64,
+    ) -> Result<Option<Object>, MetaError> {
+        let c = self.client().await?;
+        let got = c
+            .query_one(
+                "SELECT pg_try_advisory_lock($1, $2)",
+                &[&DELIVERY_CLAIM, &claim_key(id)],
+            )
+            .await;
+        match got {
+            Ok(row) if row.get::<_, bool>(0) => Ok(Some(c)),
+            Ok(_) => Ok(None),
+            Err(e) => {
+                // Whether the lock was taken before the error is unknown: closed, never pooled.
+                drop(Object::take(c));
+                Err(self.error(e))
+            }
+        }
+    }
+
+    async fn insert_delivery(
+        &self,
+        c: &mut Object,
+        rec: &Delivery,
+        claim: bool,
+    ) -> Result<u64, MetaError> {
         let tx = c.transaction().await.map_err(|e| self.error(e))?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&JOURNAL_LOCK])
             .await
@@ -29,8 +106,18 @@ impl Pg {
             )
             .await
             .map_err(|e| self.error(e))?;
+        let id = row.get::<_, i64>(0) as u64;
+        if claim {
+            // Session-level, taken inside the transaction: it outlives the commit.
+            tx.execute(
+                "SELECT pg_advisory_lock($1, $2)",
+                &[&DELIVERY_CLAIM, &claim_key(id)],
+            )
+            .await
+            .map_err(|e| self.error(e))?;
+        }
         tx.commit().await.map_err(|e| self.error(e))?;
-        Ok(row.get::<_, i64>(0) as u64)
+        Ok(id)
     }
 
     pub(in crate::meta) async fn put_delivery(
