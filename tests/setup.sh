@@ -16,6 +16,8 @@ else
     # The shared backends' metadata database (tests start throw-away clusters of it, never the
     # package's own service).
     packages+=(postgresql)
+    # The load balancer the replica tests put in front of three wharfs (round-robin, no stickiness).
+    packages+=(nginx-light)
 fi
 
 # Garage, the S3-compatible store the shared-backend tests run wharf on: not packaged by Debian, so

@@ -54,6 +54,8 @@ pub enum StartError {
     },
     #[error("{0}")]
     Metrics(String),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// A shared backend (object store, database) that is unreachable, refuses us, or is misconfigured.
     #[error("{0}")]
     Backend(String),
@@ -239,10 +241,12 @@ pub async fn start(cfg: &Config) -> Result<(Arc<Registry>, Admin, TcpListener), 
     let auth = wharf_policy::auth::Auth::load(&cfg.auth)
         .map_err(StartError::Auth)?
         .map(|a| Arc::new(a.secure(cfg.server.tls.is_some())));
+    let cluster = crate::cluster::Cluster::from_config(cfg)?.map(Arc::new);
     let registry = Arc::new(
         Registry::new(store.clone(), meta.clone(), cfg.registry.clone(), mirror)
             .with_push(push.clone())
-            .with_auth(auth),
+            .with_auth(auth)
+            .with_cluster(cluster),
     );
     purge_uploads(&registry).await;
     // Before the status page can be asked for them.

@@ -137,6 +137,15 @@ impl Semantic {
             self.problems
                 .push(Problem::new("metrics.listen", problem, fix.to_owned()));
         }
+        if let Err(crate::cluster::ClusterError::Config(fix)) =
+            crate::cluster::Cluster::from_config(&self.cfg)
+        {
+            self.problems.push(Problem::new(
+                "cluster",
+                "the replica settings are incomplete",
+                fix,
+            ));
+        }
         self.plugins().await;
         // Push routes and the default upstream, by the same functions the server's constructors
         // call (`push::routes`, `mirror::upstreams`): nothing is opened or built.

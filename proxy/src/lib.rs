@@ -7,6 +7,7 @@ pub mod app;
 pub mod archive;
 pub mod backends;
 pub mod check_config;
+pub mod cluster;
 pub mod fill;
 pub mod history;
 pub mod logbuf;

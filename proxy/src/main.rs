@@ -673,6 +673,20 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         tls = tls.is_some(),
         "wharf is serving the registry API"
     );
+    let peers = match (cfg.cluster.peer_listen, registry.cluster()) {
+        (Some(addr), Some(cluster)) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on cluster.peer_listen {addr}"))?;
+            tracing::info!(listen = %addr, advertise = %cluster.advertise(), "serving the other replicas");
+            Some(tokio::spawn(wharf::server::peer::serve(
+                registry.clone(),
+                l,
+                wharf::server::shutdown_signal(),
+            )))
+        }
+        _ => None,
+    };
     wharf::server::serve_with(
         registry,
         listener,
@@ -681,6 +695,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         &cfg.server,
     )
     .await;
+    if let Some(p) = peers {
+        p.abort();
+    }
     housekeeping.stop().await;
     Ok(())
 }

@@ -241,6 +241,14 @@ impl Registry {
         req: Request<B>,
     ) -> Result<Response<Body>> {
         let method = req.method().clone();
+        let from_peer = req.extensions().get::<crate::cluster::FromPeer>().is_some();
+        if let (Route::Upload(repo, id), Some(cluster), false) = (&route, &self.cluster, from_peer)
+        {
+            if let Some(owner) = self.session_owner(repo, id).await? {
+                tracing::debug!(upload = %id, peer = %owner, "forwarding to the replica that holds the session");
+                return cluster.forward(&owner, req).await;
+            }
+        }
         match (route, method) {
             (Route::Base, Method::GET | Method::HEAD) => {
                 Ok(json_response(StatusCode::OK, Bytes::from_static(b"{}")))

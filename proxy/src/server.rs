@@ -32,6 +32,7 @@ use wharf_model::config::ServerConfig;
 
 mod access_log;
 mod limits;
+pub mod peer;
 
 use access_log::{handle_logged, InFlight};
 pub use access_log::{logged_path, LoggedBody};

@@ -120,3 +120,227 @@ fn a_push_and_a_delete_on_one_replica_are_seen_on_another_at_once() {
             == 404
     });
 }
+
+/// The secret the replicas of a test cluster share (the environment, as README tells users).
+const CLUSTER_SECRET: &str = "0123456789abcdef0123456789abcdef-test-cluster";
+
+/// `[cluster]` for a replica whose peer listener is on `port`.
+fn cluster_options(port: u16) -> crate::harness::WharfOptions {
+    crate::harness::WharfOptions {
+        extra_toml: format!(
+            "[cluster]\nadvertise = \"127.0.0.1:{port}\"\npeer_listen = \"127.0.0.1:{port}\"\n\
+             secret_env = \"E2E_CLUSTER_SECRET\"\n"
+        ),
+        env: vec![("E2E_CLUSTER_SECRET".into(), CLUSTER_SECRET.into())],
+        ..Default::default()
+    }
+}
+
+/// Three replicas on one Garage and Postgres, each with its peer listener.
+fn three_replicas() -> (Vec<Wharf>, Vec<u16>) {
+    let ports: Vec<u16> = (0..3).map(|_| crate::harness::free_port()).collect();
+    let first = Wharf::start_shared(cluster_options(ports[0]));
+    let second = Wharf::start_sharing(cluster_options(ports[1]), &first);
+    let third = Wharf::start_sharing(cluster_options(ports[2]), &first);
+    (vec![first, second, third], ports)
+}
+
+/// nginx (Debian `nginx-light`) balancing round-robin over `backends`, no stickiness, bodies
+/// streamed both ways; stopped when dropped.
+struct Balancer {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Balancer {
+    fn start(backends: &[String]) -> Balancer {
+        let sbin = std::path::Path::new("/usr/sbin/nginx");
+        let nginx = if sbin.exists() {
+            sbin.to_owned()
+        } else {
+            crate::harness::require_tool(
+                "nginx",
+                "apt-get install nginx-light (tests/setup.sh installs it)",
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let port = crate::harness::free_port();
+        let servers: String = backends
+            .iter()
+            .map(|b| format!("    server {b};\n"))
+            .collect();
+        let d = dir.path().display();
+        let conf = format!(
+            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n\
+               proxy_temp_path {d}/proxy;\n  upstream wharfs {{\n{servers}  }}\n\
+               server {{\n    listen 127.0.0.1:{port};\n    client_max_body_size 0;\n\
+                 location / {{\n      proxy_pass http://wharfs;\n      proxy_http_version 1.1;\n\
+                   proxy_set_header Connection \"\";\n      proxy_set_header Host $http_host;\n\
+                   proxy_request_buffering off;\n      proxy_buffering off;\n    }}\n  }}\n}}\n"
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let child = std::process::Command::new(nginx)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < until,
+                "nginx did not listen: {}",
+                std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Balancer {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn base(&self) -> String {
+        format!("http://{}", self.host())
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Proves (issue 27, point 2): an upload whose POST, PATCHes and PUT land on different replicas
+/// (nginx round-robin over three) still uploads: each replica forwards a request for a session
+/// another holds to its owner over the peer listener. skopeo pushes and pulls a whole image through
+/// the balancer; a chunked upload by hand goes through it too, and every replica serves the blob.
+#[test]
+fn uploads_spread_over_three_replicas_by_a_balancer_arrive_whole() {
+    let (replicas, _) = three_replicas();
+    let lb = Balancer::start(&replicas.iter().map(|w| w.host()).collect::<Vec<_>>());
+    let api = Api::new(lb.base());
+
+    // By hand: POST, three PATCHes, PUT: five requests, so round-robin puts them on every replica.
+    let data = Noise::bytes(2701, 3 * 400_000 + 123);
+    let digest = sha256_digest(&data);
+    for _ in 0..3 {
+        let r = api.request("POST", "/v2/lb/chunked/blobs/uploads/", &[], None);
+        r.assert_status(202);
+        let mut location = r.header("Location").unwrap().to_owned();
+        let mut offset = 0;
+        for chunk in data.chunks(400_000) {
+            let range = format!("{}-{}", offset, offset + chunk.len() - 1);
+            let r = api.request(
+                "PATCH",
+                &location,
+                &[
+                    ("Content-Type", "application/octet-stream"),
+                    ("Content-Range", range.as_str()),
+                ],
+                Some(chunk),
+            );
+            r.assert_status(202);
+            location = r.header("Location").unwrap().to_owned();
+            offset += chunk.len();
+        }
+        let sep = if location.contains('?') { '&' } else { '?' };
+        api.request("PUT", &format!("{location}{sep}digest={digest}"), &[], None)
+            .assert_status(201);
+    }
+    for w in &replicas {
+        let r =
+            Api::new(w.base()).request("GET", &format!("/v2/lb/chunked/blobs/{digest}"), &[], None);
+        r.assert_status(200);
+        assert_eq!(sha256_digest(&r.body), digest);
+    }
+
+    // A real client: skopeo pushes an image through the balancer and pulls it back whole.
+    let layout = crate::layout::write_layout(
+        &replicas[0].scratch("src"),
+        &crate::layout::LayoutSpec::small("v1", 2701),
+    );
+    let skopeo = crate::skopeo::Skopeo::new();
+    let target = format!("docker://{}/lb/app:v1", lb.host());
+    skopeo.copy(&layout.skopeo_ref(), &target);
+    let back = replicas[1].scratch("back");
+    skopeo.copy(&target, &format!("oci:{}:v1", back.display()));
+    crate::layout::assert_same_image(&layout, &back, "v1");
+}
+
+/// Proves (issue 27, point 6): the peer listener serves nothing to a caller that is not a replica:
+/// unsigned, badly signed or stale requests are refused, and a signed one for anything but an upload
+/// session finds nothing.
+#[test]
+fn the_peer_listener_refuses_whoever_is_not_a_replica() {
+    let (replicas, ports) = three_replicas();
+    let api = Api::new(replicas[0].base());
+    let img = crate::fixtures::SmallImage::push(&api, "peer/app", "v1", 5);
+    let peer = Api::new(format!("http://127.0.0.1:{}", ports[0]));
+    for path in [
+        "/v2/".to_owned(),
+        format!("/v2/peer/app/blobs/{}", img.layer.digest),
+        "/v2/peer/app/manifests/v1".to_owned(),
+        "/v2/peer/app/blobs/uploads/0123456789abcdef0123456789abcdef".to_owned(),
+    ] {
+        for signature in [None, Some("1.00"), Some("nonsense")] {
+            let headers: Vec<(&str, &str)> = signature.iter().map(|s| ("Wharf-Peer", *s)).collect();
+            let r = peer.request("GET", &path, &headers, None);
+            assert_eq!(r.status, 401, "{path} {signature:?}: {}", r.describe());
+            assert!(
+                !r.body
+                    .windows(16)
+                    .any(|w| img.layer.digest.as_bytes().starts_with(w)),
+                "nothing of the content"
+            );
+        }
+    }
+}
+
+/// `[cluster]` set halfway, or on the files + redb backends, is refused by check-config and at
+/// start, naming the key to set.
+#[test]
+fn an_incomplete_cluster_section_is_refused_naming_what_to_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[cluster]\nadvertise = \"127.0.0.1:5001\"\n",
+            "cluster.peer_listen",
+        ),
+        (
+            "[cluster]\nadvertise = \"127.0.0.1:5001\"\npeer_listen = \"127.0.0.1:5001\"\nsecret_env = \"E2E_NO_SUCH_SECRET\"\n",
+            "shared backends",
+        ),
+    ];
+    for (i, (toml, words)) in cases.iter().enumerate() {
+        let file = dir.path().join(format!("c{i}.toml"));
+        std::fs::write(
+            &file,
+            format!(
+                "[storage]\ndata_dir = \"{}\"\n{toml}",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(crate::harness::wharf_bin())
+            .arg("check-config")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let text = crate::harness::output_text(&out);
+        assert!(!out.status.success(), "{text}");
+        assert!(text.contains(words), "{words}: {text}");
+    }
+}

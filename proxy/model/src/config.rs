@@ -7,8 +7,8 @@ mod settings;
 
 pub use load::{problem_count, ConfigError};
 pub use settings::{
-    default_data_dir, AuthConfig, AuthRule, CacheConfig, Config, DeliveryConfig, FailPolicy,
-    GcConfig, MetadataBackend, MetadataConfig, MetricsConfig, MirrorConfig, PluginConfig,
-    PushConfig, PushMode, RegistryConfig, S3Config, ScrubConfig, ServerConfig, StorageBackend,
-    StorageConfig, TlsConfig, UpstreamConfig,
+    default_data_dir, AuthConfig, AuthRule, CacheConfig, ClusterConfig, Config, DeliveryConfig,
+    FailPolicy, GcConfig, MetadataBackend, MetadataConfig, MetricsConfig, MirrorConfig,
+    PluginConfig, PushConfig, PushMode, RegistryConfig, S3Config, ScrubConfig, ServerConfig,
+    StorageBackend, StorageConfig, TlsConfig, UpstreamConfig,
 };

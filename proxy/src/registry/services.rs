@@ -6,6 +6,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 use super::session::Session;
+use crate::cluster::Cluster;
 use crate::mirror::Mirror;
 use crate::push::Push;
 use wharf_model::config::RegistryConfig;
@@ -31,6 +32,8 @@ pub struct Registry {
     pub(super) push: Option<Arc<Push>>,
     /// Client authentication and rules (none: anyone may do anything).
     pub(super) auth: Option<Arc<Auth>>,
+    /// The other replicas of this cache (none: this process is the only one).
+    pub(super) cluster: Option<Arc<Cluster>>,
 }
 
 impl Registry {
@@ -49,7 +52,18 @@ impl Registry {
             leases,
             push: None,
             auth: None,
+            cluster: None,
         }
+    }
+
+    /// Forwards requests for upload sessions other replicas own to them.
+    pub fn with_cluster(mut self, cluster: Option<Arc<Cluster>>) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// Identifies callers and applies `[auth]`'s rules.

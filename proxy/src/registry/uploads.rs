@@ -245,6 +245,7 @@ impl Registry {
                 repo: repo.to_string(),
                 started: now,
                 client,
+                owner: self.cluster.as_ref().map(|c| c.advertise().to_owned()),
             };
             self.meta.create_upload(id, rec).await?;
             Ok::<_, RegistryError>(())
@@ -344,6 +345,30 @@ impl Registry {
                 Err(e.into())
             }
         }
+    }
+
+    /// The replica that holds `rec`'s session, if not this one.
+    fn owned_elsewhere<'r>(&self, rec: &'r UploadRecord) -> Option<&'r str> {
+        let owner = rec.owner.as_deref()?;
+        match &self.cluster {
+            Some(c) if c.advertise() == owner => None,
+            // Outside a cluster a record naming an owner is another replica's too.
+            _ => Some(owner),
+        }
+    }
+
+    /// Where a request for session `id` is served: `None` here (this replica holds it, or it is no
+    /// session at all, which the handler says), or the address of the replica that holds it.
+    pub(super) async fn session_owner(&self, repo: &RepoName, id: &str) -> Result<Option<String>> {
+        if self.cluster.is_none() || self.sessions.contains_key(id) || IngestRef::new(id).is_err() {
+            return Ok(None);
+        }
+        Ok(self
+            .meta
+            .upload(id)
+            .await?
+            .filter(|r| r.repo == repo.as_str())
+            .and_then(|r| self.owned_elsewhere(&r).map(str::to_owned)))
     }
 
     /// The session `id` of `repo`; 404 if it is not one.
@@ -650,6 +675,10 @@ impl Registry {
         let mut out = Purged::default();
         let owned: HashSet<&str> = records.iter().map(|(id, _)| id.as_str()).collect();
         for (id, rec) in &records {
+            if self.owned_elsewhere(rec).is_some() {
+                // Another replica's: its bytes, its idle time, its purge.
+                continue;
+            }
             let held = ingests.get(id);
             let s = self
                 .sessions

@@ -36,6 +36,39 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The metrics listener (`metrics.rs`): Prometheus `/metrics` and the status page.
     pub metrics: MetricsConfig,
+    /// Several wharf processes on shared backends serving one cache (`cluster.rs`); off unless set.
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: how the replicas of one cache reach each other. All three keys, or none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `host:port` other replicas reach this one's peer listener at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+    /// Where the peer listener listens (requests other replicas forward here); `""`: none.
+    #[serde(
+        serialize_with = "ser_optional_addr",
+        deserialize_with = "de_optional_addr"
+    )]
+    pub peer_listen: Option<SocketAddr>,
+    /// A file holding the secret every replica shares (at least 32 bytes); peers sign each request
+    /// with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<std::path::PathBuf>,
+    /// Or an environment variable holding it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+}
+
+impl ClusterConfig {
+    pub fn is_on(&self) -> bool {
+        self.advertise.is_some()
+            || self.peer_listen.is_some()
+            || self.secret_file.is_some()
+            || self.secret_env.is_some()
+    }
 }
 
 /// Who may call wharf, and what each caller may do.

@@ -55,6 +55,9 @@ pub struct UploadRecord {
     /// `max_upload_sessions_per_client` counts it after a restart too. Absent in older records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
+    /// The replica holding the session's bytes (its `cluster.advertise`); absent outside a cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// Read-through cache of the lookups on the pull path (tag → digest, manifest records, blob links,

@@ -202,6 +202,7 @@ on_both_reopened!(uploads_survive_reopen, |backend| async move {
                 repo: "r".into(),
                 started: 7,
                 client: Some("identity bob".into()),
+                owner: None,
             },
         )
         .await
@@ -674,6 +675,7 @@ on_both!(upload_sessions_list_in_id_order, |m: Meta| async move {
             repo: "r".into(),
             started,
             client: None,
+            owner: None,
         };
         m.create_upload(id, rec).await.unwrap();
     }

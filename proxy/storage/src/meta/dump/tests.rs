@@ -108,6 +108,7 @@ async fn every_table_goes_from_redb_to_postgres_and_back_unchanged() {
             repo: s("team/app"),
             started: 1,
             client: None,
+            owner: None,
         },
     )
     .await
