@@ -344,3 +344,97 @@ fn an_incomplete_cluster_section_is_refused_naming_what_to_set() {
         assert!(text.contains(words), "{words}: {text}");
     }
 }
+
+/// A push that takes its time: config and layer up, `pause`, then the manifest (what a client that
+/// uploads its layers in parallel and writes the manifest last looks like to the collector).
+fn slow_push(
+    api: &Api,
+    repo: &str,
+    tag: &str,
+    seed: u64,
+    pause: std::time::Duration,
+) -> crate::fixtures::SmallImage {
+    let config_bytes =
+        format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"seed\":{seed}}}").into_bytes();
+    let layer_bytes = Noise::bytes(seed, 3000 + seed as usize % 500);
+    let config = Desc {
+        media_type: crate::oci::OCI_CONFIG.into(),
+        digest: api.push_blob(repo, &config_bytes),
+        size: config_bytes.len() as u64,
+    };
+    let layer = Desc {
+        media_type: OCI_LAYER_TAR.into(),
+        digest: api.push_blob(repo, &layer_bytes),
+        size: layer_bytes.len() as u64,
+    };
+    std::thread::sleep(pause);
+    let manifest = image_manifest(&config, std::slice::from_ref(&layer), None);
+    let manifest_digest = api.push_manifest(repo, tag, OCI_MANIFEST, &manifest);
+    crate::fixtures::SmallImage {
+        repo: repo.into(),
+        tag: tag.into(),
+        config,
+        layer,
+        manifest,
+        manifest_digest,
+    }
+}
+
+/// Proves (issue 27, point 7): replica A collects every second while four clients push through
+/// replicas B and C, each pausing up to half the grace window between its blobs and its manifest.
+/// Every push is acknowledged and whole on all three replicas afterwards, and the collections did
+/// run: a blob nobody names, pushed through C, is gone.
+#[test]
+fn collections_in_a_loop_on_one_replica_lose_nothing_pushed_through_the_others() {
+    let grace = 4;
+    let collecting = crate::harness::WharfOptions {
+        extra_toml: format!("[gc]\ngrace_secs = {grace}\ninterval_secs = 1\n"),
+        ..Default::default()
+    };
+    let a = Wharf::start_shared(collecting);
+    let b = Wharf::start_sharing(options(grace), &a);
+    let c = Wharf::start_sharing(options(grace), &a);
+    let apis = [Api::new(a.base()), Api::new(b.base()), Api::new(c.base())];
+    wait_for_dry_run(&a, "A's start protection to pass", |r| r["note"].is_null());
+    let junk = apis[2].push_blob("soak/junk", &Noise::bytes(4242, 2000));
+
+    let pushed: Vec<crate::fixtures::SmallImage> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..4u64)
+            .map(|t| {
+                let api = &apis[1 + (t as usize % 2)];
+                s.spawn(move || {
+                    (0..6u64)
+                        .map(|i| {
+                            let pause = std::time::Duration::from_millis(i % 3 * 900);
+                            slow_push(
+                                api,
+                                &format!("soak/w{t}"),
+                                &format!("v{i}"),
+                                t * 100 + i,
+                                pause,
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    assert_eq!(pushed.len(), 24);
+    for img in &pushed {
+        for api in &apis {
+            img.assert_intact(api);
+        }
+    }
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while apis[0].head(&format!("/v2/soak/junk/blobs/{junk}")).status != 404 {
+        assert!(
+            std::time::Instant::now() < until,
+            "A's collections never removed the unreferenced blob"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
