@@ -39,6 +39,9 @@ cargo test --workspace --no-fail-fast "$@" | tee "$log" || status=${PIPESTATUS[0
 FS_ONLY=(
     # they start the shared backends themselves
     shared_backends::
+    replicas::
+    push::replicas::
+    storage_copy::
     # rot or remove files under blobs/ and check meta.redb's pages: on S3 the bucket's copy is the one
     # scrubbed (wharf-storage's store::s3 and scrub tests do that against Garage)
     fsck::

@@ -438,3 +438,63 @@ fn collections_in_a_loop_on_one_replica_lose_nothing_pushed_through_the_others()
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
 }
+
+/// Proves (issue 27, point 7): containerd's `ctr` and a real dockerd push and pull through nginx
+/// round-robin over three replicas, as skopeo does: each pulls the image skopeo pushed through the
+/// balancer, re-tags it, pushes it back through the balancer, and every replica then serves what
+/// the client said it pushed.
+#[test]
+fn ctr_and_dockerd_push_and_pull_through_the_balancer() {
+    crate::mirror::docker_daemon::in_private_network("replicas-clients-netns", || {
+        use crate::mirror::ctr::Containerd;
+        use crate::mirror::docker_daemon::{pushed_digest, DockerTools, Dockerd};
+        let (replicas, _) = three_replicas();
+        let lb = Balancer::start(&replicas.iter().map(|w| w.host()).collect::<Vec<_>>());
+        let layout = crate::layout::write_layout(
+            &replicas[0].scratch("src"),
+            &crate::layout::LayoutSpec::small("v1", 2711),
+        );
+        let seed = format!("{}/lb/seed:v1", lb.host());
+        crate::skopeo::Skopeo::new().copy(&layout.skopeo_ref(), &format!("docker://{seed}"));
+
+        let ctrd = Containerd::start();
+        ctrd.ctr(&[
+            "images",
+            "pull",
+            "--snapshotter",
+            "native",
+            "--all-platforms",
+            "--plain-http",
+            &seed,
+        ]);
+        let by_ctr = format!("{}/lb/ctr:mine", lb.host());
+        ctrd.ctr(&["images", "tag", &seed, &by_ctr]);
+        ctrd.ctr(&["images", "push", "--plain-http", &by_ctr]);
+        let puller = Containerd::start();
+        puller.ctr(&[
+            "images",
+            "pull",
+            "--snapshotter",
+            "native",
+            "--plain-http",
+            "--platform",
+            "linux/amd64",
+            &by_ctr,
+        ]);
+
+        let lb_addr: std::net::SocketAddr = lb.host().parse().unwrap();
+        let docker = Dockerd::start(DockerTools::find(), lb_addr);
+        docker.docker(&["pull", &seed]);
+        let by_docker = format!("{}/lb/docker:mine", lb.host());
+        docker.docker(&["tag", &seed, &by_docker]);
+        let printed = docker.docker(&["push", &by_docker]);
+        let digest = pushed_digest(&printed, "mine");
+        for w in &replicas {
+            let api = Api::new(w.base());
+            let r = api.get_manifest("lb/docker", &digest);
+            r.assert_status(200);
+            assert_eq!(sha256_digest(&r.body), digest, "{}", w.host());
+            api.get_manifest("lb/ctr", "mine").assert_status(200);
+        }
+    });
+}
