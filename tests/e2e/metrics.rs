@@ -307,11 +307,22 @@ fn pull_cold_then_warm(api: &Api, wharf: &Wharf, image: &SmallImage) {
                 .assert_status(200);
         }
         if round == 0 {
-            // The warm round must find both blobs stored, or it joins a fill and counts a miss.
+            // The warm round must find both blobs stored and linked, or it joins a fill (or finds
+            // the file published but not yet recorded) and counts a miss: the fill logs "blob
+            // cached" once both are done.
             for d in [&image.config.digest, &image.layer.digest] {
                 let hex = d.trim_start_matches("sha256:");
                 let path = wharf.blobs_dir().join("sha256").join(&hex[..2]).join(hex);
                 wait_until(|| format!("{d} to be committed"), || path.exists());
+                wait_until(
+                    || format!("{d} to be recorded (the fill's \"blob cached\" line)"),
+                    || {
+                        std::fs::read_to_string(wharf.log_path())
+                            .unwrap_or_default()
+                            .lines()
+                            .any(|l| l.contains("blob cached") && l.contains(d.as_str()))
+                    },
+                );
             }
         }
     }
