@@ -179,6 +179,11 @@ fn a_replica_killed_mid_delivery_leaves_the_entry_to_the_other() {
     let list = wait_for_journal(&b, "the entry delivered by the second replica", |l| {
         entry(l, LOCAL, "v1", &layout.index.digest).is_some_and(|e| e["state"] == "delivered")
     });
+    // The journal says so first; the log line follows it.
+    crate::mirror::wait_until(
+        || "the second replica never logged its delivery".into(),
+        || log_count(&b, DELIVERED) >= 1,
+    );
     assert_eq!(
         log_count(&b, DELIVERED),
         1,

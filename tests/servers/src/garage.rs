@@ -155,6 +155,29 @@ fn terminate(mut c: Child) {
     // Dropping kills it.
 }
 
+/// Whether process `pid` listens on every one of `ports` (by `ss`, from iproute2; if it cannot be
+/// asked, the ports are taken to be its own).
+fn owns_ports(pid: u32, ports: &[u16]) -> bool {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mine = ports.iter().all(|port| {
+            match Command::new("ss")
+                .args(["-Hltnp", &format!("sport = :{port}")])
+                .output()
+            {
+                Ok(out) if out.status.success() => {
+                    String::from_utf8_lossy(&out.stdout).contains(&format!("pid={pid},"))
+                }
+                _ => true,
+            }
+        });
+        if mine || Instant::now() >= until {
+            return mine;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Whether the node became healthy within `within` (panics if it exited).
 fn became_healthy(dir: &Path, admin_port: u16, child: &mut Child, within: Duration) -> bool {
     let until = Instant::now() + within;
@@ -309,8 +332,18 @@ impl Garage {
                     &g.log_path(),
                     Duration::from_secs(30),
                 );
-                g.child = Some(child);
-                return g;
+                // Something answering is not enough: another server may have bound a port this
+                // node then could not (seen once: another node's admin API on this one's S3 port).
+                if owns_ports(child.pid(), &[g.s3_port, g.admin_port]) {
+                    g.child = Some(child);
+                    return g;
+                }
+                eprintln!(
+                    "garage's ports {} and {} are held by another process; trying other ports",
+                    g.s3_port, g.admin_port
+                );
+                terminate(child);
+                continue;
             }
             eprintln!(
                 "garage did not become healthy on 127.0.0.1:{}; trying other ports",
