@@ -18,6 +18,8 @@ else
     packages+=(postgresql)
     # The load balancer the replica tests put in front of three wharfs (round-robin, no stickiness).
     packages+=(nginx-light)
+    # ss: the test servers check that the ports they listen on are their own.
+    packages+=(iproute2)
 fi
 
 # Garage, the S3-compatible store the shared-backend tests run wharf on: not packaged by Debian, so

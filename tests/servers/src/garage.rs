@@ -155,21 +155,19 @@ fn terminate(mut c: Child) {
     // Dropping kills it.
 }
 
-/// Whether process `pid` listens on every one of `ports` (by `ss`, from iproute2; if it cannot be
-/// asked, the ports are taken to be its own).
+/// Whether process `pid` listens on every one of `ports` (asked of `ss`, from iproute2, which
+/// tests/setup.sh installs).
 fn owns_ports(pid: u32, ports: &[u16]) -> bool {
     let until = Instant::now() + Duration::from_secs(10);
     loop {
         let mine = ports.iter().all(|port| {
-            match Command::new("ss")
+            let out = Command::new("ss")
                 .args(["-Hltnp", &format!("sport = :{port}")])
                 .output()
-            {
-                Ok(out) if out.status.success() => {
-                    String::from_utf8_lossy(&out.stdout).contains(&format!("pid={pid},"))
-                }
-                _ => true,
-            }
+                .unwrap_or_else(|e| {
+                    panic!("cannot run ss ({e}): install iproute2 (tests/setup.sh does)")
+                });
+            String::from_utf8_lossy(&out.stdout).contains(&format!("pid={pid},"))
         });
         if mine || Instant::now() >= until {
             return mine;

@@ -375,14 +375,7 @@ async fn a_collection_on_the_s3_store_deletes_the_objects() {
     let mut want = vec![ma, ca, la];
     want.sort();
     assert_eq!(got, want);
-    let mut left: Vec<Digest> = s3
-        .contents()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(d, _)| d)
-        .collect();
-    left.sort();
+    let left = sorted_contents(&s3).await;
     let mut kept = vec![mb, cb, base];
     kept.sort();
     assert_eq!(left, kept, "the bucket holds exactly what is reachable");
@@ -421,14 +414,7 @@ async fn an_object_no_record_names_is_collected_from_the_bucket(backend: &str) {
     let r = f.collector(0).collect(false).await.unwrap();
     let removed: Vec<&Digest> = r.removed.iter().map(|r| &r.digest).collect();
     assert_eq!(removed, vec![&orphan]);
-    let mut left: Vec<Digest> = s3
-        .contents()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(d, _)| d)
-        .collect();
-    left.sort();
+    let left = sorted_contents(&s3).await;
     let mut want = vec![config, layer, kept];
     want.sort();
     assert_eq!(
@@ -439,3 +425,16 @@ async fn an_object_no_record_names_is_collected_from_the_bucket(backend: &str) {
 crate::each_backend!(an_object_no_record_names_is_collected_from_the_bucket);
 
 mod across_processes;
+
+/// What the store holds, by digest, sorted.
+async fn sorted_contents(s: &dyn ContentStore) -> Vec<Digest> {
+    let mut v: Vec<Digest> = s
+        .contents()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(d, _)| d)
+        .collect();
+    v.sort();
+    v
+}

@@ -234,7 +234,7 @@ pub struct Meta {
     /// Tag and digest uses noted on the request path, not written yet (`usage.rs`).
     pub(super) uses: Arc<Pending>,
     /// Push journal entries claimed by this process, on redb (`push::Claim`).
-    pub(super) claimed: super::push::Claimed,
+    pub(super) claimed: super::push::claim::Claimed,
 }
 
 impl Meta {

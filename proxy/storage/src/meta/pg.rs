@@ -13,7 +13,7 @@
 //! - The schema is versioned; migrations run at start under an advisory lock, so replicas starting
 //!   together apply each once. A database newer than this wharf is refused.
 
-mod claim;
+pub(super) mod claim;
 mod collect;
 pub(super) mod conn;
 mod dump;
@@ -27,7 +27,6 @@ pub mod tls;
 mod touches;
 mod usage;
 
-pub(super) use claim::unlock_delivery;
 pub(super) use repos::PutRows;
 pub(super) use usage::recorded as recorded_uses;
 

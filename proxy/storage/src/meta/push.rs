@@ -10,9 +10,8 @@ use super::db::{Meta, MetaError};
 use wharf_model::config::PushMode;
 use wharf_model::digest::Digest;
 
-mod claim;
+pub(super) mod claim;
 pub use claim::Claim;
-pub(super) use claim::Claimed;
 
 /// A delivery's state in the journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

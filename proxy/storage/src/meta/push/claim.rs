@@ -73,7 +73,7 @@ impl Hold {
             Hold::Redb(claimed) => {
                 claimed.lock().unwrap().remove(&id);
             }
-            Hold::Pg(conn) => crate::meta::pg::unlock_delivery(*conn, id).await,
+            Hold::Pg(conn) => crate::meta::pg::claim::unlock_delivery(*conn, id).await,
         }
     }
 }
@@ -88,7 +88,7 @@ impl Drop for Claim {
             }
             Hold::Pg(conn) => match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
-                    rt.spawn(crate::meta::pg::unlock_delivery(*conn, id));
+                    rt.spawn(crate::meta::pg::claim::unlock_delivery(*conn, id));
                 }
                 // No runtime to unlock on: closing the connection lets go of the lock instead, and it
                 // must never go back to the pool still holding it.
