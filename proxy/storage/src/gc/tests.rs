@@ -2,7 +2,7 @@ use super::*;
 use crate::lease::Leases;
 use crate::meta::tests::{open_on, Held};
 use crate::meta::{ManifestPut, ManifestRecord};
-use crate::store::{FsStore, Ingester, Provider, Sweeper};
+use crate::store::{FsStore, Ingester, Provider};
 
 fn d(n: u8) -> Digest {
     Digest::sha256_of(&[n])
